@@ -1,0 +1,1 @@
+"""Frame sources, the wire protocol and the frame publisher."""

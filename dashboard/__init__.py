@@ -1,0 +1,1 @@
+"""Qt dashboard of a running online CNMF-E extraction."""

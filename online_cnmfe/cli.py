@@ -1,0 +1,86 @@
+"""The ``online-cnmfe`` command line: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module under ``online_cnmfe/commands/`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a callable
+``(args) -> int``. Domain errors (:class:`~online_cnmfe.errors.OnlineCNMFEError`) become a
+one-line message on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from online_cnmfe import __version__
+from online_cnmfe.errors import OnlineCNMFEError
+
+logger = logging.getLogger(__name__)
+
+# Order here is the order in `online-cnmfe --help`.
+COMMAND_MODULES = (
+    "demo",
+    "simulate",
+    "evaluate",
+    "process",
+    "run",
+    "acquire",
+    "dashboard",
+    "view",
+    "triggers",
+    "export",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="online-cnmfe",
+        description=(
+            "Real-time cell extraction for 1-photon miniscope calcium imaging. "
+            "Run `online-cnmfe COMMAND --help` for the options of a command."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"online-cnmfe {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="how much to log on stderr (default: INFO)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"online_cnmfe.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"online_cnmfe.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    configure_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except OnlineCNMFEError as exc:
+        sys.stderr.write(f"online-cnmfe {args.command}: error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"online-cnmfe {args.command}: interrupted\n")
+        return 130

@@ -1,0 +1,1 @@
+"""Subcommands of the ``online-cnmfe`` command line, one module each."""

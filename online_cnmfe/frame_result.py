@@ -1,0 +1,53 @@
+"""What the online model returns for each frame (the engine publishes and stores it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEvent:
+    """A change in the set of neurons: ``kind`` is 'born', 'merged' or 'removed'."""
+
+    kind: str
+    frame_index: int
+    neuron_ids: tuple[int, ...]
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """Outputs for frame ``frame_index``; every value here is final (never revised later).
+
+    Attributes
+    ----------
+    frame_index : int
+    neuron_ids : ndarray of shape (n_components,), int64
+    C : ndarray of shape (n_components,), float32
+        Denoised calcium at this frame (causal estimate).
+    S : ndarray of shape (n_components,), float32
+        Causal spike / event estimate at this frame.
+    C_raw : ndarray of shape (n_components,), float32
+        Demixed trace before deconvolution.
+    skipped : bool
+        True when the frame was not used (NaN pixels, …); the traces then repeat the last
+        values and ``skip_reason`` says why.
+    events : tuple of ModelEvent
+    footprints_version : int
+        Increments whenever A changes (new, merged, removed or refreshed footprints).
+    timings_ms : dict of str to float
+        Wall time of each stage of this frame.
+    """
+
+    frame_index: int
+    neuron_ids: np.ndarray
+    C: np.ndarray
+    S: np.ndarray
+    C_raw: np.ndarray
+    skipped: bool = False
+    skip_reason: str = ""
+    events: tuple[ModelEvent, ...] = ()
+    footprints_version: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,339 @@
+"""Validated parameter objects, one per stage, composed into :class:`CNMFEParams`.
+
+Each key exists in exactly one place; units are in the names. Parameters are never mutated:
+values derived from them (ring radius in pixels, filter sizes, AR coefficients) are computed
+once into frozen objects elsewhere. ``__post_init__`` raises ``ValueError`` naming the field,
+the value received and the allowed range; it never corrects silently.
+
+Stage functions take the params of their own stage (plus :class:`DataParams`, which describes
+the recording: frame rate, neuron size, indicator kinetics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from online_cnmfe.errors import ConfigError
+
+
+def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {allowed}")
+
+
+def _positive(name: str, value: float) -> None:
+    _check(name, value, value is not None and value > 0 and math.isfinite(value), "> 0")
+
+
+def _fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
+    _check(name, value, low <= value <= high, f"[{low}, {high}]")
+
+
+def _int_at_least(name: str, value: int, low: int) -> None:
+    _check(name, value, isinstance(value, int) and value >= low, f"an integer >= {low}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataParams:
+    """What the recording is: the user mainly sets these two or three values."""
+
+    frame_rate_hz: float = 20.0
+    neuron_diameter_px: float = 13.0
+    decay_time_s: float = 0.4
+
+    def __post_init__(self) -> None:
+        _positive("frame_rate_hz", self.frame_rate_hz)
+        _check(
+            "neuron_diameter_px",
+            self.neuron_diameter_px,
+            3 <= self.neuron_diameter_px <= 100,
+            "[3, 100] pixels",
+        )
+        _positive("decay_time_s", self.decay_time_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitParams:
+    """Batch CNMF-E on the first frames (corr-PNR seeding, ring background, alternating NMF)."""
+
+    init_frames: int = 300
+    gaussian_sigma_px: float | None = None  # None: neuron_diameter_px / 4
+    min_corr: float = 0.8
+    min_pnr: float = 8.0
+    seed_downsample: int = 1
+    max_neurons: int = 5000
+    n_alternations: int = 2
+    reseed_passes: int = 1
+    merge_corr_threshold: float = 0.7
+    merge_overlap_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        _int_at_least("init_frames", self.init_frames, 20)
+        if self.gaussian_sigma_px is not None:
+            _positive("gaussian_sigma_px", self.gaussian_sigma_px)
+        _fraction("min_corr", self.min_corr)
+        _positive("min_pnr", self.min_pnr)
+        _check("seed_downsample", self.seed_downsample, self.seed_downsample in (1, 2, 3, 4), "1-4")
+        _int_at_least("max_neurons", self.max_neurons, 1)
+        _int_at_least("n_alternations", self.n_alternations, 1)
+        _int_at_least("reseed_passes", self.reseed_passes, 0)
+        _fraction("merge_corr_threshold", self.merge_corr_threshold)
+        _fraction("merge_overlap_threshold", self.merge_overlap_threshold)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackgroundParams:
+    """Ring model ``B = b0 + U W D (y - A c - b0)`` on a grid downsampled by ``downsample``."""
+
+    ring_radius_factor: float = 1.4  # ring radius = factor x neuron diameter
+    downsample: int = 2  # ssub_B
+    ridge: float = 1e-3  # relative to the trace of each pixel's ring covariance
+    outlier_clip_sigma: float = 2.0  # activity above prediction + k*sigma is clipped before fitting
+    forgetting_time_s: float = 300.0  # time constant of the exponential forgetting of statistics
+    refresh_period_frames: int = 200  # a full W refresh is spread over this many frames
+
+    def __post_init__(self) -> None:
+        _check(
+            "ring_radius_factor",
+            self.ring_radius_factor,
+            0.5 <= self.ring_radius_factor <= 4,
+            "[0.5, 4]",
+        )
+        _check("downsample", self.downsample, self.downsample in (1, 2, 3, 4), "1, 2, 3 or 4")
+        _check("ridge", self.ridge, 0 <= self.ridge <= 1, "[0, 1]")
+        _positive("outlier_clip_sigma", self.outlier_clip_sigma)
+        _positive("forgetting_time_s", self.forgetting_time_s)
+        _int_at_least("refresh_period_frames", self.refresh_period_frames, 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeconvParams:
+    """OASIS deconvolution of each trace (AR(1) or AR(2))."""
+
+    ar_order: int = 1
+    estimate_kinetics: bool = True  # else g from DataParams.decay_time_s
+    min_spike_sigma: float = 3.0  # s_min = min_spike_sigma * noise * sqrt(1 - sum(g))... (>=0)
+
+    def __post_init__(self) -> None:
+        _check("ar_order", self.ar_order, self.ar_order in (1, 2), "1 or 2")
+        _check("min_spike_sigma", self.min_spike_sigma, self.min_spike_sigma >= 0, ">= 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnlineParams:
+    """The per-frame update and its amortised slow path."""
+
+    n_trace_sweeps: int = 3
+    residual_buffer_frames: int = 100
+    stats_forgetting_time_s: float = 300.0
+    footprint_update_period_frames: int = 200  # every footprint refreshed once per period
+    nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
+
+    def __post_init__(self) -> None:
+        _int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
+        _int_at_least("residual_buffer_frames", self.residual_buffer_frames, 10)
+        _positive("stats_forgetting_time_s", self.stats_forgetting_time_s)
+        _int_at_least("footprint_update_period_frames", self.footprint_update_period_frames, 1)
+        _check(
+            "nan_policy", self.nan_policy, self.nan_policy in ("skip", "zero"), "'skip' or 'zero'"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectionParams:
+    """Online search for new neurons in the residual."""
+
+    enabled: bool = True
+    min_corr: float = 0.8
+    min_pnr: float = 8.0
+    max_candidates_per_frame: int = 3
+    confirm_events: int = 2  # a candidate must recur this many times before promotion
+    max_neurons: int = 5000
+
+    def __post_init__(self) -> None:
+        _fraction("min_corr", self.min_corr)
+        _positive("min_pnr", self.min_pnr)
+        _int_at_least("max_candidates_per_frame", self.max_candidates_per_frame, 1)
+        _int_at_least("confirm_events", self.confirm_events, 1)
+        _int_at_least("max_neurons", self.max_neurons, 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MotionParams:
+    """Optional rigid motion correction on the frame path."""
+
+    enabled: bool = False
+    max_shift_px: int = 10
+
+    def __post_init__(self) -> None:
+        _int_at_least("max_shift_px", self.max_shift_px, 0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineParams:
+    """The streaming service: queues, publication rates, storage."""
+
+    queue_frames: int = 256
+    status_period_s: float = 1.0
+    flush_period_s: float = 2.0
+    image_rate_hz: float = 10.0
+    max_frame_age_ms: float = 50.0  # older frames do not fire closed-loop triggers
+    on_restart: str = "continue"  # "continue" | "reinitialise" | "stop"
+
+    def __post_init__(self) -> None:
+        _int_at_least("queue_frames", self.queue_frames, 1)
+        _positive("status_period_s", self.status_period_s)
+        _positive("flush_period_s", self.flush_period_s)
+        _positive("image_rate_hz", self.image_rate_hz)
+        _positive("max_frame_age_ms", self.max_frame_age_ms)
+        _check(
+            "on_restart",
+            self.on_restart,
+            self.on_restart in ("continue", "reinitialise", "stop"),
+            "'continue', 'reinitialise' or 'stop'",
+        )
+
+
+_STAGES: dict[str, type] = {
+    "data": DataParams,
+    "init": InitParams,
+    "background": BackgroundParams,
+    "deconv": DeconvParams,
+    "online": OnlineParams,
+    "detection": DetectionParams,
+    "motion": MotionParams,
+    "engine": EngineParams,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CNMFEParams:
+    """All parameters, one frozen object per stage.
+
+    Examples
+    --------
+    >>> p = CNMFEParams.from_dict({"data": {"neuron_diameter_px": 11}})
+    >>> p.data.neuron_diameter_px
+    11
+    >>> CNMFEParams.from_dict({"data": {"diameter": 11}})
+    Traceback (most recent call last):
+    ...
+    online_cnmfe.errors.ConfigError: unknown parameter 'data.diameter'; did you mean ...
+    """
+
+    data: DataParams = field(default_factory=DataParams)
+    init: InitParams = field(default_factory=InitParams)
+    background: BackgroundParams = field(default_factory=BackgroundParams)
+    deconv: DeconvParams = field(default_factory=DeconvParams)
+    online: OnlineParams = field(default_factory=OnlineParams)
+    detection: DetectionParams = field(default_factory=DetectionParams)
+    motion: MotionParams = field(default_factory=MotionParams)
+    engine: EngineParams = field(default_factory=EngineParams)
+
+    # ---- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-safe nested dict ``{stage: {key: value}}``."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in _STAGES}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CNMFEParams:
+        """Build from a nested dict; unknown stages or keys raise ConfigError with a suggestion."""
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"parameters must be a mapping of stages, got {type(values).__name__}"
+            )
+        stages = {}
+        for stage_name, stage_values in values.items():
+            if stage_name not in _STAGES:
+                raise ConfigError(_unknown("stage", stage_name, list(_STAGES)))
+            if not isinstance(stage_values, dict):
+                raise ConfigError(f"parameter stage '{stage_name}' must be a mapping")
+            stage_cls = _STAGES[stage_name]
+            valid = [f.name for f in dataclasses.fields(stage_cls)]
+            for key in stage_values:
+                if key not in valid:
+                    raise ConfigError(
+                        _unknown(
+                            "parameter", f"{stage_name}.{key}", [f"{stage_name}.{v}" for v in valid]
+                        )
+                    )
+            try:
+                stages[stage_name] = stage_cls(**stage_values)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"invalid parameter in stage '{stage_name}': {exc}") from exc
+        return cls(**stages)
+
+    def replace(self, **dotted: Any) -> CNMFEParams:
+        """A copy with dotted ``stage.key`` values replaced."""
+        values = self.to_dict()
+        for key, value in dotted.items():
+            stage, _, name = key.partition(".")
+            if stage not in values or not name:
+                raise ConfigError(_unknown("parameter", key, _all_keys()))
+            values[stage][name] = value
+        return CNMFEParams.from_dict(values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> CNMFEParams:
+        """Read a TOML (``.toml``) or JSON (``.json``) config file of ``[stage]`` tables."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            if path.suffix == ".json":
+                values = json.loads(text)
+            else:
+                values = tomllib.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(
+                f"config file {path} is not valid {path.suffix[1:] or 'TOML'}: {exc}"
+            ) from exc
+        return cls.from_dict(values)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(
+            {
+                k: {kk: vv for kk, vv in v.items() if vv is not None}
+                for k, v in self.to_dict().items()
+            }
+        )
+
+
+def _all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, c in _STAGES.items() for f in dataclasses.fields(c)]
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return f"unknown {kind} '{name}'; {hint}valid: {', '.join(valid)}"
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Parse ``--set stage.key=value`` strings; values are JSON if they parse, else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(
+                f"--set expects stage.key=value (e.g. data.frame_rate_hz=10), got {pair!r}"
+            )
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
