@@ -120,10 +120,14 @@ class DeconvParams:
     ar_order: int = 1
     estimate_kinetics: bool = True  # else g from DataParams.decay_time_s
     min_spike_sigma: float = 3.0  # s_min = min_spike_sigma * noise * sqrt(1 - sum(g))... (>=0)
+    sparsity_penalty: float = 0.0  # OASIS lambda, in units of the trace noise (online)
+    pool_capacity: int = 64  # online OASIS pools kept per neuron (older pools are frozen)
 
     def __post_init__(self) -> None:
         _check("ar_order", self.ar_order, self.ar_order in (1, 2), "1 or 2")
         _check("min_spike_sigma", self.min_spike_sigma, self.min_spike_sigma >= 0, ">= 0")
+        _check("sparsity_penalty", self.sparsity_penalty, self.sparsity_penalty >= 0, ">= 0")
+        _int_at_least("pool_capacity", self.pool_capacity, 2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +139,7 @@ class OnlineParams:
     stats_forgetting_time_s: float = 300.0
     footprint_update_period_frames: int = 200  # every footprint refreshed once per period
     nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
+    amortised_budget_ms: float = 0.5  # time the slow path may take on each frame (ms)
 
     def __post_init__(self) -> None:
         _int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
@@ -143,6 +148,9 @@ class OnlineParams:
         _int_at_least("footprint_update_period_frames", self.footprint_update_period_frames, 1)
         _check(
             "nan_policy", self.nan_policy, self.nan_policy in ("skip", "zero"), "'skip' or 'zero'"
+        )
+        _check(
+            "amortised_budget_ms", self.amortised_budget_ms, self.amortised_budget_ms >= 0, ">= 0"
         )
 
 
