@@ -1,0 +1,177 @@
+"""Validated parameters of the miniscope movie simulator (:mod:`acquisition.simulator`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+def _check(name, value, ok, allowed):
+    if not ok:
+        raise ValueError(f"{name}={value!r} is out of range; allowed: {allowed}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationParams:
+    """Parameters of a simulated miniscope movie (validated; units in the names).
+
+    Parameters
+    ----------
+    height, width : int
+        Frame size in pixels (>= 16).
+    n_frames : int or None
+        Length of the movie; None for an endless stream (live simulated miniscope).
+    frame_rate_hz : float
+    n_neurons : int
+        In-focus neurons K (>= 0).
+    neuron_diameter_px : float
+        Footprints are elliptical Gaussians with sigma about diameter / 4.
+    decay_time_s, rise_time_s : float
+        Calcium kinetics (each neuron varies by +-20 %); AR(2) when ``rise_time_s > 0``,
+        else AR(1).
+    firing_rate_hz : float
+        Mean Poisson rate; each neuron's rate is log-normal around it.
+    bursty : bool
+        Spikes come in bursts (same mean rate, 1 + Poisson(2) spikes per event).
+    pnr_range : (float, float)
+        Per-neuron peak-to-noise ratio, drawn uniformly in this range.
+    noise_sigma : float
+        Standard deviation of the Gaussian pixel noise, in movie units.
+    baseline : float
+        Mean tissue brightness (movie units) before vignetting and vessels.
+    background_strength : float
+        Mean peak brightness of a background blob relative to a typical neuron's peak
+        (``noise_sigma * mean(pnr_range)``); neuropil cells are 0.15–0.5 times that bright.
+    n_neuropil, n_blobs : int
+        Out-of-focus cells (sigma 9–15 px, own activity) and broad slow blobs.
+    vignetting : float
+        Fraction of brightness lost in the corners, in [0, 0.9].
+    n_vessels : int
+        Dark curvy blood-vessel-like structures (0 = none).
+    motion_px : float
+        Maximum rigid displacement (smooth random walk, std about motion_px / 2); 0 = none.
+    late_fraction : float
+        Fraction of neurons silent until a random birth frame after ``late_after_frame``.
+    late_after_frame : int
+    seed : int
+    dtype : {'uint16', 'float32'}
+        Output pixels; uint16 are rounded movie units (offset 0, gain 1), never clipped in
+        normal use (the baseline keeps them positive).
+    """
+
+    height: int = 256
+    width: int = 256
+    n_frames: int | None = 2000
+    frame_rate_hz: float = 20.0
+    n_neurons: int = 120
+    neuron_diameter_px: float = 13.0
+    decay_time_s: float = 0.4
+    rise_time_s: float = 0.05
+    firing_rate_hz: float = 0.5
+    bursty: bool = False
+    pnr_range: tuple[float, float] = (3.0, 20.0)
+    noise_sigma: float = 10.0
+    baseline: float = 1000.0
+    background_strength: float = 3.0
+    n_neuropil: int = 40
+    n_blobs: int = 6
+    vignetting: float = 0.3
+    n_vessels: int = 0
+    motion_px: float = 0.0
+    late_fraction: float = 0.0
+    late_after_frame: int = 500
+    seed: int = 0
+    dtype: str = "uint16"
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            _check(name, v, isinstance(v, int) and 16 <= v <= 8192, "an integer in [16, 8192]")
+        if self.n_frames is not None:
+            _check(
+                "n_frames",
+                self.n_frames,
+                isinstance(self.n_frames, int) and self.n_frames >= 1,
+                "an integer >= 1 or None (endless)",
+            )
+        _check("frame_rate_hz", self.frame_rate_hz, 0 < self.frame_rate_hz <= 1000, "(0, 1000]")
+        for name in ("n_neurons", "n_neuropil", "n_blobs", "n_vessels"):
+            v = getattr(self, name)
+            _check(name, v, isinstance(v, int) and 0 <= v <= 100_000, "an integer >= 0")
+        _check(
+            "neuron_diameter_px",
+            self.neuron_diameter_px,
+            3 <= self.neuron_diameter_px <= 100,
+            "[3, 100] pixels",
+        )
+        _check("decay_time_s", self.decay_time_s, 0 < self.decay_time_s <= 100, "(0, 100] s")
+        _check(
+            "rise_time_s",
+            self.rise_time_s,
+            0 <= self.rise_time_s < self.decay_time_s,
+            "[0, decay_time_s) s",
+        )
+        _check(
+            "firing_rate_hz",
+            self.firing_rate_hz,
+            0 < self.firing_rate_hz < self.frame_rate_hz,
+            "(0, frame_rate_hz)",
+        )
+        lo_hi = tuple(self.pnr_range)
+        _check(
+            "pnr_range",
+            self.pnr_range,
+            len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] <= 1000,
+            "(lo, hi) with 0 < lo <= hi",
+        )
+        _check("noise_sigma", self.noise_sigma, 0 < self.noise_sigma <= 1e4, "(0, 1e4]")
+        _check("baseline", self.baseline, 0 <= self.baseline <= 3e4, "[0, 3e4]")
+        _check(
+            "background_strength",
+            self.background_strength,
+            0 <= self.background_strength <= 100,
+            "[0, 100]",
+        )
+        _check("vignetting", self.vignetting, 0 <= self.vignetting <= 0.9, "[0, 0.9]")
+        _check("motion_px", self.motion_px, 0 <= self.motion_px <= 50, "[0, 50] pixels")
+        _check("late_fraction", self.late_fraction, 0 <= self.late_fraction <= 1, "[0, 1]")
+        _check(
+            "late_after_frame",
+            self.late_after_frame,
+            isinstance(self.late_after_frame, int) and self.late_after_frame >= 0,
+            "an integer >= 0",
+        )
+        if self.late_fraction > 0 and self.n_frames is not None:
+            _check(
+                "late_after_frame",
+                self.late_after_frame,
+                self.late_after_frame <= self.n_frames - 20,
+                f"<= n_frames - 20 = {self.n_frames - 20} when late_fraction > 0",
+            )
+        _check("seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0")
+        _check("dtype", self.dtype, self.dtype in ("uint16", "float32"), "'uint16' or 'float32'")
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def ar_order(self) -> int:
+        return 2 if self.rise_time_s > 0 else 1
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict of the fields."""
+        out = dataclasses.asdict(self)
+        out["pnr_range"] = list(self.pnr_range)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SimulationParams:
+        values = dict(values)
+        if "pnr_range" in values:
+            values["pnr_range"] = tuple(values["pnr_range"])
+        return cls(**values)
