@@ -1,0 +1,197 @@
+"""Building a ModelState from an InitResult, and recomputing its precomputed products.
+
+Symbols as in ``traces.py``: D, U grid operators, W ring coefficients (``Wsp`` its sparse
+n_bg × n_bg form), G = W D A, Ã = A − U G, Q = ÃᵀÃ. These run at initialisation, at load and
+when the slow path changes A or W; never on an ordinary frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+
+from online_cnmfe import deconvolution_online as _deconv
+from online_cnmfe import traces as _tr
+from online_cnmfe._kernels import demix as _kd
+from online_cnmfe._kernels import oasis_online as _ko
+from online_cnmfe._kernels import residual as _kr
+from online_cnmfe.init_result import InitResult
+from online_cnmfe.params import CNMFEParams
+from online_cnmfe.state import ModelState
+
+
+@dataclass(slots=True)
+class Operators:
+    """Constant operators derived from the state's geometry and params (not saved)."""
+
+    dims3: np.ndarray  # (H, W, ssub) int64
+    alpha_b0: float  # b0 forgetting rate per frame
+    D: scipy.sparse.csr_array
+    U: scipy.sparse.csr_array
+    Wsp: scipy.sparse.csr_array
+
+
+def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
+    """Operators of a state (after build or load)."""
+    D, U = _tr.grid_operators(st.dims, st.ssub)
+    frames = params.background.forgetting_time_s * params.data.frame_rate_hz
+    return Operators(
+        dims3=np.array([st.dims[0], st.dims[1], st.ssub], np.int64),
+        alpha_b0=float(1.0 / max(frames, 1.0)),
+        D=D,
+        U=U,
+        Wsp=_tr.ring_matrix(st.W, st.ring_idx),
+    )
+
+
+def _validate_init(init: InitResult) -> None:
+    H, Wd = init.dims
+    n_pixels = H * Wd
+    K = init.n_components
+    if init.A.shape[0] != n_pixels:
+        raise ValueError(
+            f"InitResult.A has {init.A.shape[0]} rows; dims {init.dims} need {n_pixels}"
+        )
+    hb, wb = _tr.grid_shape(init.dims, init.background_downsample)
+    if init.W.shape != (hb * wb, init.ring_offsets.shape[0]):
+        raise ValueError(
+            f"InitResult.W has shape {init.W.shape}; expected ({hb * wb}, "
+            f"{init.ring_offsets.shape[0]}) for dims {init.dims} and ssub "
+            f"{init.background_downsample}"
+        )
+    for name in ("C", "C_raw"):
+        if getattr(init, name).shape[0] != K:
+            raise ValueError(f"InitResult.{name} has {getattr(init, name).shape[0]} rows, not {K}")
+    if init.b0.shape != (n_pixels,):
+        raise ValueError(f"InitResult.b0 has shape {init.b0.shape}, expected ({n_pixels},)")
+
+
+def build_state(init: InitResult, frames, params: CNMFEParams):
+    """A fresh ModelState (and its Operators) from an InitResult and its frames."""
+    _validate_init(init)
+    dims = (int(init.dims[0]), int(init.dims[1]))
+    ssub = int(init.background_downsample)
+    n_pixels = dims[0] * dims[1]
+    hb, wb = _tr.grid_shape(dims, ssub)
+    n_bg = hb * wb
+    K = init.n_components
+    L = params.online.residual_buffer_frames
+    A = scipy.sparse.csc_array(init.A, dtype=np.float32)
+    A.sort_indices()
+    g = np.ascontiguousarray(np.asarray(init.g, np.float32).reshape(K, -1)[:, 0])
+    noise = np.ascontiguousarray(init.trace_noise, np.float32)
+    s_min, lam = _deconv.spike_thresholds(g, noise, params.deconv)
+    pools = _deconv.empty_pools(K, params.deconv.pool_capacity)
+    C_raw = np.asarray(init.C_raw, np.float32)
+    T0 = C_raw.shape[1]
+    c_den, s, c_den_all = _deconv.run_history(pools, g, lam, s_min, C_raw, 0)
+    ring_offsets = np.ascontiguousarray(init.ring_offsets, np.int32)
+    st = ModelState(
+        t=T0, dims=dims, ssub=ssub, A=A, G=A, Atilde=A,
+        a_indptr=None, a_indices=None, a_data=None, g_indptr=None, g_indices=None, g_data=None,
+        gram=None, q_indptr=None, q_indices=None, q_data=None, q_diag=None, order=None,
+        W=np.ascontiguousarray(init.W, np.float32), ring_offsets=ring_offsets,
+        ring_idx=_kd.ring_gather_index(ring_offsets, hb, wb),
+        b0=np.array(init.b0, np.float32),
+        c=(C_raw[:, -1].copy() if T0 else np.zeros(K, np.float32)),
+        c_den=c_den, s=s, g=g, lam=lam, s_min=s_min, trace_noise=noise, **pools,
+        residual=np.zeros((L, n_pixels), np.float32), residual_frame=np.full(L, -1, np.int64),
+        residual_head=0, c_raw_buffer=np.zeros((K, L), np.float32),
+        c_den_buffer=np.zeros((K, L), np.float32), neuron_ids=np.arange(K, dtype=np.int64),
+        birth_frame=np.zeros(K, np.int64), next_id=K, footprints_version=0, n_skipped=0,
+        n_processed=T0, scratch_xd=np.zeros(n_bg + 1, np.float32),
+        scratch_bg=np.zeros(n_bg, np.float32), scratch_ytilde=np.zeros(n_pixels, np.float32),
+        scratch_zsum=np.zeros(n_bg, np.float32), scratch_rhs=np.zeros(K, np.float32),
+        scratch_ac=np.zeros(n_pixels, np.float32), scratch_gc=np.zeros(n_bg, np.float32),
+    )  # fmt: skip
+    st.c = np.maximum(st.c, 0).astype(np.float32)
+    ops = operators_for(st, params)
+    refresh_products(st, ops)
+    if frames is not None and T0:
+        _fill_residuals(st, ops, frames, C_raw, c_den_all)
+    return st, ops
+
+
+def _fill_residuals(st: ModelState, ops: Operators, frames, C_raw, c_den_all) -> None:
+    """Residuals of the last L initialisation frames (b0 frozen), so detection can start."""
+    L = st.residual.shape[0]
+    T0 = C_raw.shape[1]
+    first = max(0, T0 - L, T0 - frames.shape[0])
+    offset = T0 - frames.shape[0]  # frames may be the tail of the init movie
+    for j in range(first, T0):
+        y = np.ascontiguousarray(frames[j - offset], np.float32).reshape(-1)
+        c = np.ascontiguousarray(np.maximum(C_raw[:, j], 0), np.float32)
+        _kd.background_subtract(
+            y, st.b0, st.W, st.ring_idx, st.dims[0], st.dims[1], st.ssub, st.scratch_xd,
+            st.scratch_bg, st.scratch_ytilde, st.scratch_zsum,
+        )  # fmt: skip
+        slot = st.residual_head
+        _kr.residual_update(
+            st.a_indptr, st.a_indices, st.a_data, st.g_indptr, st.g_indices, st.g_data, c,
+            st.scratch_ytilde, y, 0.0, ops.dims3, st.scratch_ac, st.scratch_gc, st.b0,
+            st.residual[slot],
+        )  # fmt: skip
+        st.residual_frame[slot] = j
+        st.c_raw_buffer[:, slot] = C_raw[:, j]
+        st.c_den_buffer[:, slot] = c_den_all[:, j]
+        st.residual_head = (slot + 1) % L
+
+
+def refresh_products(st: ModelState, ops: Operators, columns: np.ndarray | None = None) -> None:
+    """Recompute G, Ã, Q and the kernel copies after A (``columns``, or all) or W changed."""
+    if columns is None:
+        st.G, st.Atilde = _tr.background_columns(st.A, ops.Wsp, ops.D, ops.U)
+        st.gram = _tr.dense_gram(st.Atilde)
+    else:
+        columns = np.asarray(columns, np.int64)
+        G_new, At_new = _tr.background_columns(st.A[:, columns], ops.Wsp, ops.D, ops.U)
+        st.G = _replace_columns(st.G, columns, G_new)
+        st.Atilde = _replace_columns(st.Atilde, columns, At_new)
+        _tr.update_gram_columns(st.gram, st.Atilde, columns)
+    st.a_indptr, st.a_indices, st.a_data = _tr.csc_parts(st.A)
+    st.g_indptr, st.g_indices, st.g_data = _tr.csc_parts(st.G)
+    st.q_indptr, st.q_indices, st.q_data, st.q_diag, st.order = _tr.gram_from_dense(st.gram)
+
+
+def _replace_columns(M, columns: np.ndarray, new):
+    """M with ``columns`` replaced by the columns of ``new`` (CSC, same row count)."""
+    M = scipy.sparse.lil_array(M.T)
+    new_t = scipy.sparse.lil_array(new.T)
+    for j, col in enumerate(columns):
+        M[int(col)] = new_t[[j]]
+    return scipy.sparse.csc_array(M.T.tocsc(), dtype=np.float32)
+
+
+_WARMED = False
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) every per-frame kernel on tiny inputs, once per process."""
+    global _WARMED
+    if _WARMED:
+        return
+    f32, i64 = np.float32, np.int64
+    y = np.ones(16, f32)
+    W = np.zeros((4, 2), f32)
+    idx = np.zeros((4, 2), np.int32)
+    sc = [np.zeros(5, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(4, f32)]
+    _kd.background_subtract(y, y.copy(), W, idx, 4, 4, 2, *sc)
+    ip, ix, dt = np.array([0, 1], i64), np.array([0], i64), np.ones(1, f32)
+    rhs = np.zeros(1, f32)
+    _kd.demix_rhs(ip, ix, dt, ip, ix, dt, y, sc[3], rhs)
+    c = np.zeros(1, f32)
+    _kd.nnls_cd(ip, ix, dt, dt, rhs, np.zeros(1, i64), 1, c)
+    pools = _deconv.empty_pools(1, 2)
+    one = np.full(1, 0.5, f32)
+    _deconv.run_history(pools, one, one, one, np.ones((1, 2), f32), 0)
+    _ko.oasis_ar1_reconstruct(
+        one, pools["pool_v"], pools["pool_t"], pools["pool_l"], pools["pool_first"],
+        pools["pool_count"], 0, np.zeros((1, 2), f32),
+    )  # fmt: skip
+    _kr.residual_update(
+        ip, ix, dt, ip, ix, dt, c, y, y, 0.0, np.array([4, 4, 2], i64), np.zeros(16, f32),
+        np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
+    )  # fmt: skip
+    _WARMED = True
