@@ -140,6 +140,12 @@ class OnlineParams:
     footprint_update_period_frames: int = 200  # every footprint refreshed once per period
     nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
     amortised_budget_ms: float = 0.5  # time the slow path may take on each frame (ms)
+    footprint_growth_px: int = 2  # allowed region = footprint support dilated by this
+    slow_ring_refresh_period_frames: int = 4000  # every W row re-solved once per period
+    slow_ring_samples: int = 32  # background frames kept (decayed) for the W refresh
+    slow_ring_prior_samples: float = 16.0  # weight of the current W, in sample units
+    slow_merge_checks_per_frame: int = 2  # neurons checked for a merge partner per frame
+    slow_remove_inactive_s: float = 600.0  # silent this long (and faded) -> removed
 
     def __post_init__(self) -> None:
         _int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
@@ -152,6 +158,17 @@ class OnlineParams:
         _check(
             "amortised_budget_ms", self.amortised_budget_ms, self.amortised_budget_ms >= 0, ">= 0"
         )
+        _int_at_least("footprint_growth_px", self.footprint_growth_px, 0)
+        _int_at_least("slow_ring_refresh_period_frames", self.slow_ring_refresh_period_frames, 1)
+        _int_at_least("slow_ring_samples", self.slow_ring_samples, 1)
+        _check(
+            "slow_ring_prior_samples",
+            self.slow_ring_prior_samples,
+            self.slow_ring_prior_samples > 0,
+            "> 0",
+        )
+        _int_at_least("slow_merge_checks_per_frame", self.slow_merge_checks_per_frame, 0)
+        _positive("slow_remove_inactive_s", self.slow_remove_inactive_s)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +181,18 @@ class DetectionParams:
     max_candidates_per_frame: int = 3
     confirm_events: int = 2  # a candidate must recur this many times before promotion
     max_neurons: int = 5000
+    min_event_snr: float = 5.0  # transient z-score (N-frame mean / noise) of a counted event
+    event_separation_s: float = 0.5  # two events closer than this count once
+    min_space_corr: float = 0.6  # corr(footprint, mean active frame) of a candidate
+    min_size_ratio: float = 0.2  # effective footprint area / disk of the neuron diameter ...
+    max_size_ratio: float = 2.5  # ... must lie in [min_size_ratio, max_size_ratio]
+    min_compactness: float = 0.7  # footprint energy within 0.75 diameter of its centroid
+    duplicate_overlap: float = 0.5  # cosine of footprints above which a candidate may be a copy
+    duplicate_corr: float = 0.5  # ... and trace correlation above which it is one
+    max_decay_s: float = 2.0  # time constant of the decaying max of the PNR image
+    pool_size: int = 32  # candidates followed at once while awaiting confirmation
+    pool_expiry_s: float = 30.0  # a candidate not seen again for this long is forgotten
+    merge_corr_threshold: float = 0.8  # touching neurons with trace corr above this merge
 
     def __post_init__(self) -> None:
         _fraction("min_corr", self.min_corr)
@@ -171,6 +200,23 @@ class DetectionParams:
         _int_at_least("max_candidates_per_frame", self.max_candidates_per_frame, 1)
         _int_at_least("confirm_events", self.confirm_events, 1)
         _int_at_least("max_neurons", self.max_neurons, 1)
+        _positive("min_event_snr", self.min_event_snr)
+        _positive("event_separation_s", self.event_separation_s)
+        _fraction("min_space_corr", self.min_space_corr, -1.0, 1.0)
+        _positive("min_size_ratio", self.min_size_ratio)
+        _check(
+            "max_size_ratio",
+            self.max_size_ratio,
+            self.max_size_ratio > self.min_size_ratio,
+            f"> min_size_ratio ({self.min_size_ratio})",
+        )
+        _fraction("min_compactness", self.min_compactness)
+        _fraction("duplicate_overlap", self.duplicate_overlap)
+        _fraction("duplicate_corr", self.duplicate_corr, -1.0, 1.0)
+        _positive("max_decay_s", self.max_decay_s)
+        _int_at_least("pool_size", self.pool_size, 1)
+        _positive("pool_expiry_s", self.pool_expiry_s)
+        _fraction("merge_corr_threshold", self.merge_corr_threshold)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

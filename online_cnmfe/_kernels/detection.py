@@ -1,0 +1,206 @@
+"""New-neuron detection kernels on the residual stream.
+
+Symbols: r (H, W) residual of one frame, z its spatial high-pass (difference of two box means,
+an O(1)-per-pixel band-pass keeping neuron-sized structure). Per pixel, with exponential
+weights: m1 = E[z], m2 = E[z^2], mr = E[z z_right], md = E[z z_down] (window ~ the residual
+buffer), nvar = E[z^2 | z < 0] (noise variance from the negative half, blind to transients) and
+a *decaying* max ``mx <- max(z, rho mx)``. PNR = mx / sqrt(nvar); the local correlation is the
+mean correlation with the 4 neighbours. Candidates are pixels with both above threshold, thinned
+by greedy non-maximum suppression on corr x PNR.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True}
+
+
+@numba.njit(**_JIT)
+def box_mean(x, half, tmp, out):
+    """Edge-aware box mean of width ``2 half + 1``: x, tmp, out (H, W) float32 (tmp, out written)."""
+    H, Wd = x.shape
+    for i in range(H):
+        acc = np.float32(0.0)
+        for j in range(min(half, Wd)):
+            acc += x[i, j]
+        for j in range(Wd):
+            jn = j + half
+            if jn < Wd:
+                acc += x[i, jn]
+            jo = j - half - 1
+            if jo >= 0:
+                acc -= x[i, jo]
+            n = min(Wd - 1, j + half) - max(0, j - half) + 1
+            tmp[i, j] = acc / n
+    for j in range(Wd):
+        acc = np.float32(0.0)
+        for i in range(min(half, H)):
+            acc += tmp[i, j]
+        for i in range(H):
+            i_n = i + half
+            if i_n < H:
+                acc += tmp[i_n, j]
+            io = i - half - 1
+            if io >= 0:
+                acc -= tmp[io, j]
+            n = min(H - 1, i + half) - max(0, i - half) + 1
+            out[i, j] = acc / n
+
+
+@numba.njit(**_JIT)
+def band_pass(x, half_small, half_large, tmp, small, out):
+    """``out = box(x, half_small) - box(x, half_large)``; tmp, small, out (H, W) written."""
+    box_mean(x, half_small, tmp, small)
+    box_mean(x, half_large, tmp, out)
+    H, Wd = x.shape
+    for i in range(H):
+        for j in range(Wd):
+            out[i, j] = small[i, j] - out[i, j]
+
+
+@numba.njit(**_JIT)
+def detection_images_update(z, m1, m2, mr, md, nvar, mx, alpha, alpha_noise, rho):
+    """Update the per-pixel moments, noise and decaying max with frame ``z`` (all (H, W), in place).
+
+    ``m <- (1 - alpha) m + alpha f(z)`` for m1, m2, mr, md; ``nvar`` moves toward z^2 at rate
+    ``alpha_noise`` only where z < 0; ``mx <- max(z, rho mx)``.
+    """
+    H, Wd = z.shape
+    a = np.float32(alpha)
+    b = np.float32(1.0 - alpha)
+    an = np.float32(alpha_noise)
+    rh = np.float32(rho)
+    for i in range(H):
+        for j in range(Wd):
+            v = z[i, j]
+            m1[i, j] = b * m1[i, j] + a * v
+            m2[i, j] = b * m2[i, j] + a * v * v
+            if j + 1 < Wd:
+                mr[i, j] = b * mr[i, j] + a * v * z[i, j + 1]
+            if i + 1 < H:
+                md[i, j] = b * md[i, j] + a * v * z[i + 1, j]
+            if v < 0.0:
+                nvar[i, j] += an * (v * v - nvar[i, j])
+            d = rh * mx[i, j]
+            mx[i, j] = v if v > d else d
+
+
+@numba.njit(**_JIT)
+def _pair_corr(m1, m2, mxy, i, j, i2, j2):
+    va = m2[i, j] - m1[i, j] * m1[i, j]
+    vb = m2[i2, j2] - m1[i2, j2] * m1[i2, j2]
+    if va <= 0.0 or vb <= 0.0:
+        return 0.0
+    return (mxy - m1[i, j] * m1[i2, j2]) / np.sqrt(va * vb)
+
+
+@numba.njit(**_JIT)
+def local_corr(m1, m2, mr, md, i, j):
+    """Mean correlation of pixel (i, j) with its 4 neighbours from the running moments."""
+    H, Wd = m1.shape
+    acc = 0.0
+    n = 0
+    if j + 1 < Wd:
+        acc += _pair_corr(m1, m2, mr[i, j], i, j, i, j + 1)
+        n += 1
+    if j > 0:
+        acc += _pair_corr(m1, m2, mr[i, j - 1], i, j, i, j - 1)
+        n += 1
+    if i + 1 < H:
+        acc += _pair_corr(m1, m2, md[i, j], i, j, i + 1, j)
+        n += 1
+    if i > 0:
+        acc += _pair_corr(m1, m2, md[i - 1, j], i, j, i - 1, j)
+        n += 1
+    return acc / n if n > 0 else 0.0
+
+
+@numba.njit(**_JIT)
+def detection_candidates(
+    mx, nvar, m1, m2, mr, md, blocked, min_pnr, min_corr, out_idx, out_score
+):
+    """Pixels with PNR >= min_pnr and local corr >= min_corr that are not ``blocked``.
+
+    Writes flat indices and scores (corr x PNR) into out_idx/out_score (capacity = their
+    length) and returns how many were written (at most the capacity).
+    """
+    H, Wd = mx.shape
+    cap = out_idx.shape[0]
+    n = 0
+    thr2 = min_pnr * min_pnr
+    for i in range(H):
+        for j in range(Wd):
+            v = mx[i, j]
+            nv = nvar[i, j]
+            if v <= 0.0 or nv <= 0.0 or blocked[i, j]:
+                continue
+            if v * v < thr2 * nv:
+                continue
+            cr = local_corr(m1, m2, mr, md, i, j)
+            if cr < min_corr:
+                continue
+            if n < cap:
+                out_idx[n] = i * Wd + j
+                out_score[n] = cr * v / np.sqrt(nv)
+                n += 1
+    return n
+
+
+@numba.njit(**_JIT)
+def nms_greedy(rows, cols, order, radius, max_keep, out_keep):
+    """Greedy non-maximum suppression: walk ``order`` (best first), keep a point unless a kept
+    point lies within ``radius`` (Euclidean); stop at ``max_keep``. Returns the count kept;
+    out_keep receives positions into rows/cols."""
+    r2 = radius * radius
+    n_keep = 0
+    for m in range(order.shape[0]):
+        q = order[m]
+        ok = True
+        for u in range(n_keep):
+            k = out_keep[u]
+            dr = rows[q] - rows[k]
+            dc = cols[q] - cols[k]
+            if dr * dr + dc * dc <= r2:
+                ok = False
+                break
+        if ok:
+            out_keep[n_keep] = q
+            n_keep += 1
+            if n_keep >= max_keep:
+                break
+    return n_keep
+
+
+@numba.njit(**_JIT)
+def rank1_nmf(Y, a, c, n_iter):
+    """Rank-1 NMF ``Y ~ c a^T`` by alternating exact nonnegative least squares.
+
+    Y (T, m) float32; a (m,) initial footprint, updated in place; c (T,) written.
+    Each iteration: ``c = max(Y a / |a|^2, 0)`` then ``a = max(Y^T c / |c|^2, 0)``.
+    """
+    T, m = Y.shape
+    for _ in range(n_iter):
+        aa = 0.0
+        for i in range(m):
+            aa += a[i] * a[i]
+        if aa <= 0.0:
+            c[:] = 0.0
+            return
+        for t in range(T):
+            acc = 0.0
+            for i in range(m):
+                acc += Y[t, i] * a[i]
+            c[t] = max(acc / aa, 0.0)
+        cc = 0.0
+        for t in range(T):
+            cc += c[t] * c[t]
+        if cc <= 0.0:
+            a[:] = 0.0
+            return
+        for i in range(m):
+            acc = 0.0
+            for t in range(T):
+                acc += Y[t, i] * c[t]
+            a[i] = max(acc / cc, 0.0)

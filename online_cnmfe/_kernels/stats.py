@@ -1,0 +1,134 @@
+"""Slow-path kernels: footprint sufficient statistics with forgetting and their HALS update.
+
+Symbols: c (K,) denoised traces of one frame, r (n_pixels,) residual ``(I - UWD)(y - A c - b0)``,
+so that the background-subtracted frame is ``y - B = r + A c``. Every neuron owns a *slot* (a
+row of the padded arrays) holding its allowed region ``sup_idx[s, :sup_n[s]]`` (pixel indices,
+a dilation of its footprint support, so footprints may grow), its footprint values on that
+region ``a_sup`` (the slow path's mirror of A) and ``CY`` on that region:
+
+    CY[k, p] <- lam CY[k, p] + (1 - lam) c_k (r_p + (A c)_p)      p in region(k)
+    CC       <- lam CC + (1 - lam) c c^T,   cbar <- lam cbar + (1 - lam) c
+
+``slot_of[k]`` maps model neuron k to its slot. HALS for one neuron with the others fixed is
+exact in one step: ``a_k = max((CY[k] - sum_{j != k} A_j CC[j, k]) / CC[k, k], 0)``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True}
+
+
+@numba.njit(**_JIT)
+def scatter_ac(c, slot_of, sup_idx, sup_n, a_sup, out):
+    """``out[p] += sum_k a_sup[slot_of[k]] c_k`` over each region; out (n_pixels,) written."""
+    for k in range(c.shape[0]):
+        ck = c[k]
+        if ck == 0.0:
+            continue
+        s = slot_of[k]
+        for i in range(sup_n[s]):
+            v = a_sup[s, i]
+            if v != 0.0:
+                out[sup_idx[s, i]] += v * ck
+
+
+@numba.njit(**_JIT)
+def clear_regions(slot_of, sup_idx, sup_n, out):
+    """Zero ``out`` on every region (restores an all-zero scratch after :func:`scatter_ac`)."""
+    for k in range(slot_of.shape[0]):
+        s = slot_of[k]
+        for i in range(sup_n[s]):
+            out[sup_idx[s, i]] = 0.0
+
+
+@numba.njit(**_JIT)
+def suffstat_update(c, resid, slot_of, sup_idx, sup_n, a_sup, cy, CC, cbar, lam, scratch):
+    """One frame of ``CY``, ``CC`` and ``cbar`` with forgetting factor ``lam``.
+
+    c (K,), resid (n_pixels,), slot_of (K,) int32, sup_idx (S, M) int32, sup_n (S,) int32,
+    a_sup/cy (S, M), CC (S, S), cbar (S,), scratch (n_pixels,) all-zero float32.
+    ``cy``, ``CC``, ``cbar`` are updated in place; ``scratch`` is returned all-zero.
+    """
+    K = c.shape[0]
+    w = np.float32(1.0 - lam)
+    lam32 = np.float32(lam)
+    scatter_ac(c, slot_of, sup_idx, sup_n, a_sup, scratch)
+    for k in range(K):
+        s = slot_of[k]
+        wc = w * c[k]
+        for i in range(sup_n[s]):
+            p = sup_idx[s, i]
+            cy[s, i] = lam32 * cy[s, i] + wc * (resid[p] + scratch[p])
+    clear_regions(slot_of, sup_idx, sup_n, scratch)
+    for k in range(K):
+        sk = slot_of[k]
+        wc = w * c[k]
+        cbar[sk] = lam32 * cbar[sk] + wc
+        for j in range(K):
+            sj = slot_of[j]
+            CC[sk, sj] = lam32 * CC[sk, sj] + wc * c[j]
+
+
+@numba.njit(**_JIT)
+def hals_neuron(k, slot_of, sup_idx, sup_n, a_sup, cy, CC, neighbours, scratch, out):
+    """Exact one-neuron HALS step on the sufficient statistics, over neuron k's region.
+
+    ``out[i] = max((cy[s_k, i] - sum_{j in neighbours, j != k} A_j[p_i] CC[s_j, s_k]) /
+    CC[s_k, s_k], 0)`` for p_i = sup_idx[s_k, i]. neighbours (n,) int64 model indices whose
+    regions may overlap k's; scratch (n_pixels,) all-zero, returned all-zero; out (M,) written
+    (entries past ``sup_n[s_k]`` untouched).
+    """
+    sk = slot_of[k]
+    ckk = CC[sk, sk]
+    for m in range(neighbours.shape[0]):
+        j = neighbours[m]
+        if j == k:
+            continue
+        sj = slot_of[j]
+        w = CC[sj, sk]
+        if w == 0.0:
+            continue
+        for i in range(sup_n[sj]):
+            v = a_sup[sj, i]
+            if v != 0.0:
+                scratch[sup_idx[sj, i]] += v * w
+    for i in range(sup_n[sk]):
+        p = sup_idx[sk, i]
+        if ckk > 0.0:
+            v = (cy[sk, i] - scratch[p]) / ckk
+            out[i] = v if v > 0.0 else 0.0
+        else:
+            out[i] = 0.0
+    for m in range(neighbours.shape[0]):
+        j = neighbours[m]
+        sj = slot_of[j]
+        for i in range(sup_n[sj]):
+            scratch[sup_idx[sj, i]] = 0.0
+
+
+@numba.njit(**_JIT)
+def buffer_cy(cnew, resid_rows, frames_ok, pix, ac_rows, out):
+    """``out[i] = mean_t cnew[t] (resid_rows[t, pix[i]] + ac_rows[t, i])`` over valid frames.
+
+    cnew (T,), resid_rows (T, n_pixels), frames_ok (T,) bool, pix (m,) int32, ac_rows (T, m);
+    out (m,) written. Seeds CY on pixels that join a region (growth, birth) from the buffer.
+    """
+    m = pix.shape[0]
+    n = 0
+    for i in range(m):
+        out[i] = 0.0
+    for t in range(cnew.shape[0]):
+        if not frames_ok[t]:
+            continue
+        n += 1
+        ct = cnew[t]
+        if ct == 0.0:
+            continue
+        for i in range(m):
+            out[i] += ct * (resid_rows[t, pix[i]] + ac_rows[t, i])
+    if n > 0:
+        for i in range(m):
+            out[i] /= n
