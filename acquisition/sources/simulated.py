@@ -39,7 +39,8 @@ class SimulatedSource(FrameSource):
     def __init__(self, params: Any = None, transform: FrameTransform | None = None) -> None:
         super().__init__(transform)
         try:
-            from acquisition.simulator import MiniscopeSimulator, SimulationParams
+            from acquisition.simulator import MiniscopeSimulator
+            from acquisition.simulator_params import SimulationParams
         except ImportError as exc:  # pragma: no cover - the simulator ships with the package
             raise SourceError(f"the simulator is not available ({exc})") from None
         self.params = params if params is not None else SimulationParams()

@@ -1,0 +1,433 @@
+"""The frame publisher: streams a :class:`~acquisition.sources.FrameSource` on a ZeroMQ socket.
+
+The only acquisition module that sends on sockets. It binds an XPUB socket (a PUB that also
+sees subscriptions) and sends ``start`` (first, then every second), ``frame`` and ``eos``
+messages of the wire protocol (docs/protocol.md).
+
+Pacing (``rate``):
+
+- ``"real"``: absolute schedule from the source timestamps, ``t0 + (t_acq[i] - t_acq[0])``;
+  the publisher sleeps until each frame's due time, so it never drifts (a late frame is sent at
+  once and the next ones are not shifted). Non-monotonic timestamps never go back in time.
+- a number: a fixed rate in Hz, also on an absolute schedule.
+- ``"max"``: as fast as the slowest subscriber takes frames. The socket is switched to
+  ``XPUB_NODROP``, so when a subscriber's queue (its RCVHWM plus our SNDHWM plus the OS socket
+  buffers) is full the send waits instead of dropping: lossless back-pressure with the same
+  SUB-side code. In the paced modes the socket drops at the high-water mark like any PUB (a
+  slow consumer must not stall acquisition); the receivers detect the drop from ``seq``.
+
+Slow joiners: ``wait_for_subscriber_s`` holds the first frame until a subscription reaches the
+publisher (XPUB reports it), which is the deterministic handshake tests use; receivers still
+tolerate joining mid-stream (they learn the session from the periodic ``start``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import zmq
+
+from acquisition.protocol import (
+    EosMessage,
+    FrameMessage,
+    StartMessage,
+    encode_eos,
+    encode_frame,
+    encode_start,
+)
+from acquisition.sources.base import FrameSource, SourceFrame
+from online_cnmfe.errors import SourceError
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "FramePublisher",
+    "PublishSummary",
+    "PublisherConfig",
+    "is_local_endpoint",
+    "parse_rate",
+    "stop_on_signals",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def parse_rate(text: str | float) -> str | float:
+    """Parse ``--rate``: ``"real"``, ``"max"`` or a positive number of Hz.
+
+    Raises
+    ------
+    ValueError
+        For anything else.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        lowered = str(text).strip().lower()
+        if lowered in ("real", "max"):
+            return lowered
+        try:
+            value = float(lowered.removesuffix("hz"))
+        except ValueError:
+            value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"rate {text!r} is invalid; expected 'real', 'max' or a positive Hz value")
+    return value
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ``ipc://``/``inproc://`` endpoints and tcp on a loopback address."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if endpoint.startswith("tcp://"):
+        host = endpoint[len("tcp://") :].rsplit(":", 1)[0]
+        return host in _LOCAL_HOSTS
+    return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublisherConfig:
+    """How to publish.
+
+    Parameters
+    ----------
+    endpoint : str
+        Where to bind; loopback by default. A non-loopback address logs a warning.
+    rate : {"real", "max"} or float
+        Pacing (see the module docstring).
+    sndhwm : int
+        Send high-water mark in messages (per subscriber).
+    loop : bool
+        Replay the frame range again and again (``seq`` keeps counting; times keep growing).
+    start, stop : int, optional
+        Frame range ``[start, stop)`` of the source (0-based positions).
+    wait_for_subscriber_s : float
+        Hold the first frame until a subscriber has subscribed, at most this long (0: don't).
+    start_interval_s : float
+        Period of the repeated ``start`` message.
+    linger_ms : int
+        How long closing may wait for queued messages (the ``eos`` included) to go out.
+    """
+
+    endpoint: str = DEFAULT_ENDPOINT
+    rate: str | float = "real"
+    sndhwm: int = 256
+    loop: bool = False
+    start: int = 0
+    stop: int | None = None
+    wait_for_subscriber_s: float = 0.0
+    start_interval_s: float = 1.0
+    linger_ms: int = 2000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", parse_rate(self.rate))
+        if self.sndhwm < 1:
+            raise ValueError(f"sndhwm is {self.sndhwm}; expected >= 1 message")
+        if self.start < 0 or (self.stop is not None and self.stop <= self.start):
+            raise ValueError(f"frame range start={self.start}, stop={self.stop} is empty/invalid")
+        if self.wait_for_subscriber_s < 0 or self.start_interval_s <= 0 or self.linger_ms < 0:
+            raise ValueError("wait_for_subscriber_s, linger_ms must be >= 0, start_interval_s > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSummary:
+    """What a publishing run did.
+
+    Attributes
+    ----------
+    session_id : str
+    n_sent : int
+        Frames sent.
+    elapsed_s : float
+        From the first to the last frame sent.
+    rate_hz : float
+        Achieved frame rate (``(n_sent - 1) / elapsed_s``; 0 for fewer than 2 frames).
+    reason : str
+        ``complete``, ``interrupted`` or ``error`` (as in the ``eos``).
+    n_late : int
+        Paced frames sent more than one frame period after their due time.
+    lost_daq_frames : int
+        Frames the recording itself lost before the software (DAQ counter gaps).
+    n_subscribers : int
+        Subscriptions seen at the end.
+    """
+
+    session_id: str
+    n_sent: int
+    elapsed_s: float
+    rate_hz: float
+    reason: str
+    n_late: int
+    lost_daq_frames: int
+    n_subscribers: int
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return (
+            f"sent {self.n_sent} frames in {self.elapsed_s:.2f} s ({self.rate_hz:.1f} frames/s), "
+            f"{self.n_late} late, {self.lost_daq_frames} lost in the recording, "
+            f"end: {self.reason}"
+        )
+
+
+@contextmanager
+def stop_on_signals(event: threading.Event) -> Iterator[threading.Event]:
+    """Set ``event`` on SIGINT/SIGTERM (main thread only) instead of raising; restore after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = {}
+
+    def handler(signum, _frame):
+        logger.info(
+            "received %s; stopping after an end-of-stream message", signal.Signals(signum).name
+        )
+        event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class FramePublisher:
+    """Bind a socket and stream frame sources on it.
+
+    Parameters
+    ----------
+    config : PublisherConfig
+    context : zmq.Context, optional
+        Shared context (default: the process-wide instance).
+    """
+
+    def __init__(self, config: PublisherConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        if not is_local_endpoint(config.endpoint):
+            logger.warning(
+                "binding %s: reachable from other machines; frames are unauthenticated",
+                config.endpoint,
+            )
+        self._ctx = context or zmq.Context.instance()
+        self.socket = self._ctx.socket(zmq.XPUB)
+        self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.socket.setsockopt(zmq.SNDHWM, config.sndhwm)
+        self.socket.setsockopt(zmq.LINGER, config.linger_ms)
+        self.socket.setsockopt(zmq.SNDTIMEO, 100)
+        if config.rate == "max":
+            self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        try:
+            self.socket.bind(config.endpoint)
+        except zmq.ZMQError as exc:
+            self.socket.close(linger=0)
+            raise SourceError(f"cannot bind {config.endpoint}: {exc}") from None
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.n_subscribers = 0
+        self.session_id = uuid.uuid4().hex[:12]
+
+    # -- socket helpers ----------------------------------------------------------------
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                msg = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self.n_subscribers += 1
+            elif msg[:1] == b"\x00":
+                self.n_subscribers = max(0, self.n_subscribers - 1)
+
+    def wait_for_subscriber(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Wait until at least one subscription arrived; True if one did within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        self._drain_subscriptions()
+        while self.n_subscribers == 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                return False
+            if self.socket.poll(int(min(remaining, 0.1) * 1000) + 1, zmq.POLLIN):
+                self._drain_subscriptions()
+        return True
+
+    def _send(self, frames: list, stop: threading.Event, timeout_s: float = math.inf) -> bool:
+        """Send a multipart message; in ``max`` mode wait for room.
+
+        Returns False if ``stop`` was set or ``timeout_s`` passed before there was room.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.socket.send_multipart(frames, copy=False)
+                return True
+            except zmq.Again:  # only in XPUB_NODROP mode: the slowest subscriber is full
+                self._drain_subscriptions()
+                if stop.is_set() or time.monotonic() > deadline:
+                    return False
+
+    def _send_start(self, info, stop: threading.Event) -> None:
+        start = StartMessage(
+            session_id=self.session_id,
+            source=info.kind,
+            frame_rate_hz=info.frame_rate_hz,
+            shape=info.shape,
+            dtype=info.dtype,
+            description=info.description,
+            n_frames=self.n_to_send(info),
+            metadata=info.metadata,
+        )
+        self._send(encode_start(start), stop)
+
+    def n_to_send(self, info) -> int | None:
+        cfg = self.config
+        if cfg.loop:
+            return None
+        end = info.n_frames if cfg.stop is None else cfg.stop
+        if info.n_frames is not None and end is not None:
+            end = min(end, info.n_frames)
+        return None if end is None else max(0, end - cfg.start)
+
+    def _frames(self, source: FrameSource) -> Iterator[tuple[SourceFrame, float]]:
+        """Frames with their schedule offset in seconds from the first frame.
+
+        With ``loop``, each pass's times are shifted to follow the previous pass by one frame
+        period, so ``t_acq_ms`` keeps growing.
+        """
+        cfg = self.config
+        shift_ms = 0.0
+        period_ms = 1000.0 / source.info.frame_rate_hz
+        t_zero = None
+        while True:
+            t_last = None
+            for frame in source.frames(cfg.start, cfg.stop):
+                t_acq = frame.t_acq_ms + shift_ms
+                if t_zero is None:
+                    t_zero = t_acq
+                t_last = t_acq
+                yield frame._replace(t_acq_ms=t_acq), (t_acq - t_zero) / 1000.0
+            if not cfg.loop or t_last is None:
+                return
+            shift_ms = t_last + period_ms - t_zero
+
+    # -- the streaming loop --------------------------------------------------------------
+    def publish(
+        self,
+        source: FrameSource,
+        stop: threading.Event | None = None,
+        progress=None,
+    ) -> PublishSummary:
+        """Stream ``source`` until it ends, ``stop`` is set, or an error occurs.
+
+        Parameters
+        ----------
+        source : FrameSource
+        stop : threading.Event, optional
+            Set it (e.g. from a signal handler) to end the stream with an ``eos``.
+        progress : tqdm-like, optional
+            Its ``update(1)`` is called per frame sent.
+
+        Returns
+        -------
+        PublishSummary
+            The ``eos`` has been sent when this returns (also after an error, which is re-raised).
+        """
+        stop = stop or threading.Event()
+        cfg = self.config
+        info = source.info
+        if cfg.wait_for_subscriber_s > 0 and not self.wait_for_subscriber(
+            cfg.wait_for_subscriber_s, stop
+        ):
+            logger.warning(
+                "no subscriber after %.1f s; publishing anyway", cfg.wait_for_subscriber_s
+            )
+        self._send_start(info, stop)
+        next_start = time.monotonic() + cfg.start_interval_s
+        n_sent = n_late = 0
+        t_first_send = t_last_send = None
+        reason = "complete"
+        fixed_period = None if isinstance(cfg.rate, str) else 1.0 / cfg.rate
+        period = 1.0 / info.frame_rate_hz
+        due_prev = -math.inf
+        try:
+            for frame, offset_s in self._frames(source):
+                if stop.is_set():
+                    reason = "interrupted"
+                    break
+                now = time.monotonic()
+                if now >= next_start:
+                    self._drain_subscriptions()
+                    self._send_start(info, stop)
+                    next_start = now + cfg.start_interval_s
+                if cfg.rate != "max":
+                    if t_first_send is None:
+                        t_zero = now
+                    due = t_zero + (offset_s if fixed_period is None else n_sent * fixed_period)
+                    due = max(due, due_prev)
+                    due_prev = due
+                    if due > now and stop.wait(due - now):
+                        reason = "interrupted"
+                        break
+                    if time.monotonic() - due > (fixed_period or period):
+                        n_late += 1
+                msg = FrameMessage(
+                    seq=n_sent,
+                    frame_index=frame.frame_index,
+                    daq_frame=frame.daq_frame,
+                    t_acq_ms=frame.t_acq_ms,
+                    t_send_ns=time.monotonic_ns(),
+                    session_id=self.session_id,
+                    source=info.kind,
+                    pixels=frame.pixels,
+                )
+                if not self._send(encode_frame(msg), stop):
+                    reason = "interrupted"
+                    break
+                t_last_send = time.monotonic()
+                t_first_send = t_first_send or t_last_send
+                n_sent += 1
+                if progress is not None:
+                    progress.update(1)
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            raise
+        except BaseException:
+            reason = "error"
+            raise
+        finally:
+            eos = encode_eos(EosMessage(self.session_id, n_sent, reason))
+            if not self._send(eos, threading.Event(), timeout_s=self.config.linger_ms / 1000):
+                logger.warning("the end-of-stream message could not be queued (subscriber full)")
+            self._drain_subscriptions()
+        elapsed = (t_last_send - t_first_send) if n_sent > 1 else 0.0
+        return PublishSummary(
+            session_id=self.session_id,
+            n_sent=n_sent,
+            elapsed_s=elapsed,
+            rate_hz=(n_sent - 1) / elapsed if elapsed > 0 else 0.0,
+            reason=reason,
+            n_late=n_late,
+            lost_daq_frames=int(info.metadata.get("lost_daq_frames", 0)),
+            n_subscribers=self.n_subscribers,
+        )
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket, waiting up to ``linger_ms`` (default: the config's) for the queue."""
+        if not self.socket.closed:
+            self.socket.close(linger=self.config.linger_ms if linger_ms is None else linger_ms)
+
+    def __enter__(self) -> FramePublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
