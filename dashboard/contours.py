@@ -1,0 +1,181 @@
+"""Contours and pixel ownership of CSC footprints, Qt-free.
+
+Footprints A arrive as a CSC matrix of shape (n_pixels, n_components) whose pixel index is
+row-major: ``pixel = row * W + col`` (docs/protocol.md). Everything here returns coordinates
+as (row, col), never x/y; the views turn them into pyqtgraph's (x=col, y=row).
+
+A neuron's mask is the set of its pixels with ``a >= threshold * max(a)``. Its contour is the
+outline of that mask along pixel edges, returned as straight segments between pixel
+corners: pixel (r, c) covers the square [r, r+1] x [c, c+1], so a neuron made of the single
+pixel (5, 20) has the four segments of the square with corners (5, 20), (5, 21), (6, 21),
+(6, 20). Pixel-edge outlines are exact (no interpolation) and draw as one line item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Contours", "contour_segments", "footprint_masks", "owner_map"]
+
+DEFAULT_THRESHOLD = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Contours:
+    """Outlines of every neuron.
+
+    Attributes
+    ----------
+    segments : ndarray of shape (n_segments, 2, 2), float32
+        ``segments[i] = [[row0, col0], [row1, col1]]`` in pixel-corner coordinates.
+    neuron : ndarray of shape (n_segments,), int32
+        Column (0..K-1) of the neuron each segment belongs to.
+    """
+
+    segments: np.ndarray
+    neuron: np.ndarray
+
+    def of(self, column: int) -> np.ndarray:
+        """Segments of one neuron (by column), shape (n, 2, 2)."""
+        return self.segments[self.neuron == column]
+
+
+def _check_csc(data, indices, indptr, dims) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data = np.asarray(data, dtype=np.float32)
+    indices = np.asarray(indices, dtype=np.int64)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n_pixels = int(dims[0]) * int(dims[1])
+    if data.shape != indices.shape or indptr.ndim != 1 or indptr.size < 1:
+        raise ValueError(
+            f"CSC arrays are inconsistent: data {data.shape}, indices {indices.shape}, "
+            f"indptr {indptr.shape}; expected data and indices of equal length and indptr (K+1,)"
+        )
+    if indptr[0] != 0 or indptr[-1] != data.size or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"CSC indptr must rise from 0 to nnz={data.size}; got {indptr[:5]}...")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_pixels):
+        raise ValueError(
+            f"CSC pixel indices span [{indices.min()}, {indices.max()}]; dims {tuple(dims)} "
+            f"have {n_pixels} pixels"
+        )
+    return data, indices, indptr
+
+
+def footprint_masks(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD):
+    """Pixels of each neuron above ``threshold`` times its own maximum.
+
+    Parameters
+    ----------
+    data, indices, indptr : ndarray
+        CSC arrays of A (n_pixels x K), pixels flattened row-major.
+    dims : (int, int)
+        (H, W).
+    threshold : float
+        Fraction of each footprint's maximum, in (0, 1].
+
+    Returns
+    -------
+    keep : ndarray of shape (nnz,), bool
+        Which stored entries belong to the mask.
+    column : ndarray of shape (nnz,), int32
+        The neuron (column) of each stored entry.
+    norm : ndarray of shape (nnz,), float32
+        Each entry divided by its column's maximum (0 for an all-zero column).
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold={threshold!r} is out of range; allowed: (0, 1]")
+    data, indices, indptr = _check_csc(data, indices, indptr, dims)
+    counts = np.diff(indptr)
+    column = np.repeat(np.arange(counts.size, dtype=np.int32), counts)
+    col_max = np.zeros(counts.size, dtype=np.float32)
+    if data.size:
+        np.maximum.at(col_max, column, data)
+    scale = np.where(col_max > 0, col_max, 1.0).astype(np.float32)
+    norm = data / scale[column]
+    keep = (norm >= threshold) & (data > 0)
+    return keep, column, norm
+
+
+def _outline(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Pixel-edge outline of one mask given its pixel coordinates; (n, 2, 2) float32."""
+    r0, c0 = rows.min(), cols.min()
+    h, w = rows.max() - r0 + 1, cols.max() - c0 + 1
+    box = np.zeros((h + 2, w + 2), dtype=bool)
+    box[rows - r0 + 1, cols - c0 + 1] = True
+    # Horizontal edges: between box rows i-1 and i, on the pixel-corner line row = i - 1 + r0.
+    hr, hc = np.nonzero(box[1:, :] != box[:-1, :])
+    # Vertical edges: between box cols j-1 and j, on the pixel-corner line col = j - 1 + c0.
+    vr, vc = np.nonzero(box[:, 1:] != box[:, :-1])
+    out = np.empty((hr.size + vr.size, 2, 2), dtype=np.float32)
+    y, x = hr + r0, hc - 1 + c0  # horizontal: from (y, x) to (y, x + 1)
+    out[: hr.size, 0, 0], out[: hr.size, 0, 1] = y, x
+    out[: hr.size, 1, 0], out[: hr.size, 1, 1] = y, x + 1
+    y, x = vr - 1 + r0, vc + c0  # vertical: from (y, x) to (y + 1, x)
+    out[hr.size :, 0, 0], out[hr.size :, 0, 1] = y, x
+    out[hr.size :, 1, 0], out[hr.size :, 1, 1] = y + 1, x
+    return out
+
+
+def contour_segments(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD) -> Contours:
+    """Pixel-edge outlines of every footprint's mask (see the module docstring).
+
+    Parameters
+    ----------
+    data, indices, indptr : ndarray
+        CSC arrays of A (n_pixels x K), pixels flattened row-major.
+    dims : (int, int)
+        (H, W) of the image.
+    threshold : float
+        Mask threshold as a fraction of each footprint's maximum.
+
+    Returns
+    -------
+    Contours
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = contour_segments([1.0], [5 * 32 + 20], [0, 1], (16, 32))
+    >>> c.segments.shape
+    (4, 2, 2)
+    >>> sorted({tuple(p) for p in c.segments.reshape(-1, 2).tolist()})
+    [(5.0, 20.0), (5.0, 21.0), (6.0, 20.0), (6.0, 21.0)]
+    """
+    keep, column, _ = footprint_masks(data, indices, indptr, dims, threshold)
+    width = int(dims[1])
+    pix = np.asarray(indices, dtype=np.int64)[keep]
+    col = column[keep]
+    n_components = np.asarray(indptr).size - 1
+    bounds = np.searchsorted(col, np.arange(n_components + 1))  # col is sorted (CSC order)
+    parts, owners = [], []
+    for k in range(n_components):  # once per footprint change, never per frame
+        lo, hi = bounds[k], bounds[k + 1]
+        if lo == hi:
+            continue
+        seg = _outline(pix[lo:hi] // width, pix[lo:hi] % width)
+        parts.append(seg)
+        owners.append(np.full(seg.shape[0], k, dtype=np.int32))
+    if not parts:
+        return Contours(np.zeros((0, 2, 2), np.float32), np.zeros(0, np.int32))
+    return Contours(np.concatenate(parts), np.concatenate(owners))
+
+
+def owner_map(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """For each pixel, the neuron (column) whose mask has the largest normalised value there.
+
+    Returns
+    -------
+    ndarray of shape (H, W), int32
+        Column index, or -1 where no mask covers the pixel.
+    """
+    keep, column, norm = footprint_masks(data, indices, indptr, dims, threshold)
+    h, w = int(dims[0]), int(dims[1])
+    owner = np.full(h * w, -1, dtype=np.int32)
+    pix = np.asarray(indices, dtype=np.int64)[keep]
+    if pix.size:
+        order = np.lexsort((norm[keep], pix))  # by pixel, then by value ascending
+        pix_sorted = pix[order]
+        last = np.r_[pix_sorted[1:] != pix_sorted[:-1], True]  # largest value of each pixel
+        owner[pix_sorted[last]] = column[keep][order][last]
+    return owner.reshape(h, w)

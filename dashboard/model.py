@@ -1,0 +1,641 @@
+"""The dashboard's state, fed by decoded results-stream messages; no Qt, no sockets.
+
+:class:`DashboardModel` turns the engine's results stream (docs/protocol.md: ``ready``,
+``status``, ``traces``, ``footprints``, ``event``, ``image``, ``trigger``, ``eos``) into what the
+views draw: a ring buffer of every neuron's traces, the current footprints with their contours
+and pixel ownership, the latest image of each layer, the engine status, recent events and
+trigger statistics, and a connection state derived from the time since the last message
+(``connecting`` / ``live`` / ``waiting`` / ``stalled`` / ``unreachable`` / ``stopped``).
+
+Every handler validates the fields it uses; a message that does not fit is counted in
+``n_malformed`` and skipped, never fatal. Views ask :meth:`DashboardModel.take_dirty` which
+parts changed since their last refresh. Time (``now``) is always passed in, in seconds of a
+monotonic clock, so tests drive it explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from dashboard.contours import DEFAULT_THRESHOLD, Contours, contour_segments, owner_map
+from dashboard.ringbuffer import TraceBuffer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LAYERS",
+    "Banner",
+    "DashboardModel",
+    "FootprintSet",
+    "LayerImage",
+    "ModelConfig",
+    "RuleStats",
+]
+
+LAYERS = ("raw", "background_subtracted", "denoised", "residual", "corr_pnr", "max_projection")
+DIRTY_PARTS = ("image", "footprints", "traces", "status", "events", "triggers", "selection")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    """Display-side settings of the dashboard model.
+
+    Attributes
+    ----------
+    history_frames : int
+        Frames of traces kept per neuron (the longest trace window that can be shown).
+    silence_timeout_s : float
+        No message at all for this long: the engine is reported unreachable.
+    stall_timeout_s : float
+        Engine running but no ``traces`` for this long: the stream is reported stalled.
+    max_events : int
+        Events (born, merged, ...) and triggers kept for the logs.
+    new_marker_s : float
+        A neuron born less than this long ago (acquisition time) is marked as new.
+    contour_threshold : float
+        Contour level as a fraction of each footprint's maximum.
+    max_selected : int
+        At most this many neurons are selected (their traces drawn) at once.
+    """
+
+    history_frames: int = 3600
+    silence_timeout_s: float = 3.0
+    stall_timeout_s: float = 3.0
+    max_events: int = 200
+    new_marker_s: float = 30.0
+    contour_threshold: float = DEFAULT_THRESHOLD
+    max_selected: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("silence_timeout_s", "stall_timeout_s", "new_marker_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is out of range; allowed: > 0")
+        for name, low in (("history_frames", 2), ("max_events", 1), ("max_selected", 1)):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= low):
+                raise ValueError(f"{name}={getattr(self, name)!r}; allowed: an integer >= {low}")
+        if not 0 < self.contour_threshold <= 1:
+            raise ValueError(f"contour_threshold={self.contour_threshold!r}; allowed: (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class Banner:
+    """A message across the window: ``severity`` is 'error', 'warning' or 'info'."""
+
+    text: str
+    severity: str
+
+
+@dataclass(slots=True)
+class FootprintSet:
+    """The current footprints and what the views derive from them."""
+
+    version: int
+    dims: tuple[int, int]
+    ids: np.ndarray  # (K,) int64
+    centroids: np.ndarray  # (K, 2) float32, (row, col)
+    A: scipy.sparse.csr_array  # (n_pixels, K)
+    A_norm: scipy.sparse.csr_array  # (n_pixels, K), each column scaled to max 1
+    contours: Contours
+    owner: np.ndarray  # (H, W) int32 column index or -1
+
+
+@dataclass(slots=True)
+class LayerImage:
+    """The latest image of one layer."""
+
+    frame_index: int
+    image: np.ndarray  # (h, w) float32, row-major
+    downsample: int
+
+
+@dataclass(slots=True)
+class RuleStats:
+    """What one closed-loop rule has done so far."""
+
+    rule: str
+    count: int = 0
+    last_frame_index: int = -1
+    last_value: float = float("nan")
+    last_age_ms: float = float("nan")
+    last_received_s: float = float("nan")
+    last_neuron_ids: tuple[int, ...] = ()
+    ages_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    def age_percentiles(self) -> tuple[float, float]:
+        """Trigger latency (frame age at firing) p50 and p99 in ms; NaN when empty."""
+        if not self.ages_ms:
+            return float("nan"), float("nan")
+        p50, p99 = np.percentile(np.asarray(self.ages_ms), [50, 99])
+        return float(p50), float(p99)
+
+
+def _int(h: dict, key: str) -> int:
+    v = h[key]
+    if type(v) is not int:
+        raise TypeError(f"field {key!r} is {v!r}; expected an integer")
+    return v
+
+
+def _num(h: dict, key: str) -> float:
+    v = h[key]
+    if type(v) not in (int, float):
+        raise TypeError(f"field {key!r} is {v!r}; expected a number")
+    return float(v)
+
+
+def _dims(h: dict, key: str = "dims") -> tuple[int, int]:
+    v = h[key]
+    if not (isinstance(v, list) and len(v) == 2 and all(type(x) is int and x > 0 for x in v)):
+        raise TypeError(f"field {key!r} is {v!r}; expected [H, W]")
+    return (v[0], v[1])
+
+
+class DashboardModel:
+    """State of the live view; feed it with :meth:`handle`, age it with :meth:`tick`.
+
+    Parameters
+    ----------
+    config : ModelConfig, optional
+    address : str
+        Where the results stream comes from (shown in banners).
+    now : float
+        Monotonic time (s) at creation; the unreachable timer starts here.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, address: str = "", now: float = 0.0):
+        self.config = config or ModelConfig()
+        self.address = address
+        self.traces = TraceBuffer(self.config.history_frames)
+        self.n_malformed = 0
+        self.n_messages = 0
+        self.n_restarts = 0
+        self.display_fps = float("nan")  # set by the app
+        self._started_s = now
+        self._dirty: set[str] = set(DIRTY_PARTS)
+        self.connection = "connecting"
+        self.selected: list[int] = []
+        self.auto_select = True
+        self.session_id: str | None = None
+        self.engine_pid: int | None = None
+        self._reset_session()
+        self.last_message_s: float | None = None
+
+    # ------------------------------------------------------------------ session
+    def _reset_session(self) -> None:
+        self.traces.clear()
+        self.footprints: FootprintSet | None = None
+        self.images: dict[str, LayerImage] = {}
+        self._local_max: LayerImage | None = None
+        self.status: dict[str, Any] = {}
+        self.events: deque = deque(maxlen=self.config.max_events)
+        self.triggers: deque = deque(maxlen=self.config.max_events)
+        self.rules: dict[str, RuleStats] = {}
+        self.births: dict[int, int] = {}  # neuron id -> birth frame index
+        self._frame_t_ms: dict[int, float] = {}
+        self.eos: dict[str, Any] | None = None
+        self.last_traces_s: float | None = None
+        self.last_frame_index: int | None = None
+        self.last_t_acq_ms: float | None = None
+        self.last_age_ms = float("nan")
+        self._seen_first_traces = False
+        self._fp_rows_key: tuple | None = None
+        self._fp_rows = np.zeros(0, np.int64)
+        self.selected = [i for i in self.selected] if not self.auto_select else []
+        self._dirty.update(DIRTY_PARTS)
+
+    def _restart(self, why: str) -> None:
+        logger.info("results stream restarted (%s); clearing the display", why)
+        self.n_restarts += 1
+        self._reset_session()
+        self.events.append({"kind": "restart", "frame_index": -1, "neuron_ids": [], "detail": why})
+
+    # ------------------------------------------------------------------ input
+    def handle(self, message: Any, now: float) -> None:
+        """Apply one decoded message (``topic``, ``header``, ``arrays``) at time ``now``.
+
+        Unknown topics are ignored; a message whose fields do not fit is counted in
+        ``n_malformed`` and skipped.
+        """
+        self.n_messages += 1
+        self.last_message_s = now
+        handler = getattr(self, f"_on_{message.topic}", None)
+        if handler is None:
+            return
+        try:
+            handler(message.header, message.arrays, now)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self.note_malformed(f"{message.topic}: {exc}")
+
+    def note_malformed(self, reason: str) -> None:
+        """Count a message that could not be used (undecodable or with bad fields)."""
+        self.n_malformed += 1
+        self._dirty.add("status")
+        logger.debug("skipped a malformed results message: %s", reason)
+
+    def _on_ready(self, h: dict, arrays: dict, now: float) -> None:
+        session, pid = h.get("session_id"), h.get("engine_pid")
+        known = self.session_id is not None or self.engine_pid is not None
+        if known and (session != self.session_id or pid != self.engine_pid):
+            self._restart(f"session {self.session_id!r} -> {session!r}, engine pid {pid}")
+        self.session_id, self.engine_pid = session, pid
+        if self.eos is not None:
+            self.eos = None
+            self._dirty.add("status")
+
+    def _on_status(self, h: dict, arrays: dict, now: float) -> None:
+        self.status = dict(h)
+        self.status["_received_s"] = now
+        if h.get("phase") != "stopped":
+            self.eos = None
+        self._dirty.add("status")
+
+    def _on_eos(self, h: dict, arrays: dict, now: float) -> None:
+        self.eos = dict(h)
+        self.status["phase"] = "stopped"
+        self._dirty.add("status")
+
+    def _on_traces(self, h: dict, arrays: dict, now: float) -> None:
+        frame_index, t_ms = _int(h, "frame_index"), _num(h, "t_acq_ms")
+        ids = arrays["neuron_ids"]
+        C, S = arrays["C"], arrays["S"]
+        C_raw = arrays.get("C_raw", C)
+        k = ids.shape[0]
+        if ids.ndim != 1 or any(a.shape != (k,) for a in (C, S, C_raw)):
+            raise ValueError(f"trace arrays have shapes {ids.shape}, {C.shape}, {S.shape}")
+        if self.last_frame_index is not None and frame_index < self.last_frame_index:
+            self._restart(f"frame index went back from {self.last_frame_index} to {frame_index}")
+        n_before = self.traces.n_rows
+        self.traces.append(frame_index, t_ms, ids, C, S, C_raw)
+        if self.traces.n_rows > n_before and self._seen_first_traces:
+            for nid in self.traces.row_ids[n_before:].tolist():
+                self.births.setdefault(nid, frame_index)
+            self._dirty.add("events")
+        self._seen_first_traces = True
+        self._frame_t_ms[frame_index] = t_ms
+        if len(self._frame_t_ms) > 4 * self.config.history_frames:
+            self._frame_t_ms = dict(list(self._frame_t_ms.items())[-self.config.history_frames :])
+        self.last_frame_index, self.last_t_acq_ms = frame_index, t_ms
+        self.last_age_ms = float(h.get("age_ms", float("nan")))
+        self.last_traces_s = now
+        self._dirty.update(("traces", "image"))
+        if self.auto_select:
+            self._auto_select()
+
+    def _on_footprints(self, h: dict, arrays: dict, now: float) -> None:
+        dims, version = _dims(h), _int(h, "version")
+        data, indices, indptr = arrays["data"], arrays["indices"], arrays["indptr"]
+        ids = np.asarray(arrays["neuron_ids"], dtype=np.int64)
+        n_pixels, k = dims[0] * dims[1], ids.shape[0]
+        if indptr.shape != (k + 1,):
+            raise ValueError(f"indptr has shape {indptr.shape}; {k} neurons need ({k + 1},)")
+        thr = self.config.contour_threshold
+        contours = contour_segments(data, indices, indptr, dims, thr)
+        owner = owner_map(data, indices, indptr, dims, thr)
+        A = scipy.sparse.csc_array(
+            (np.asarray(data, np.float32), np.asarray(indices), np.asarray(indptr)),
+            shape=(n_pixels, k),
+        )
+        col_max = A.max(axis=0).toarray().ravel() if k else np.zeros(0, np.float32)
+        scale = np.where(col_max > 0, 1.0 / np.where(col_max > 0, col_max, 1), 0.0)
+        A_norm = scipy.sparse.csr_array(A @ scipy.sparse.diags_array(scale.astype(np.float32)))
+        if "centroids" in arrays and arrays["centroids"].shape == (k, 2):
+            centroids = np.asarray(arrays["centroids"], dtype=np.float32)
+        else:
+            centroids = self._centroids(A, dims)
+        self.footprints = FootprintSet(
+            version, dims, ids, centroids, scipy.sparse.csr_array(A), A_norm, contours, owner
+        )
+        self._dirty.update(("footprints", "image", "traces"))
+
+    @staticmethod
+    def _centroids(A: scipy.sparse.csc_array, dims: tuple[int, int]) -> np.ndarray:
+        pix = np.arange(dims[0] * dims[1])
+        weight = np.asarray(A.sum(axis=0)).ravel()
+        weight[weight == 0] = 1
+        rows = (A.T @ (pix // dims[1]).astype(np.float64)) / weight
+        cols = (A.T @ (pix % dims[1]).astype(np.float64)) / weight
+        return np.stack([rows, cols], axis=1).astype(np.float32)
+
+    def _on_image(self, h: dict, arrays: dict, now: float) -> None:
+        layer, image = h["layer"], arrays["image"]
+        if layer not in LAYERS:
+            raise ValueError(f"unknown image layer {layer!r}; expected one of {LAYERS}")
+        if image.ndim != 2:
+            raise ValueError(f"image has shape {image.shape}; expected (h, w)")
+        down = int(h.get("downsample", 1) or 1)
+        img = LayerImage(_int(h, "frame_index"), np.asarray(image, dtype=np.float32), down)
+        self.images[layer] = img
+        if layer == "raw" and "max_projection" not in self.images:
+            prev = self._local_max
+            if prev is None or prev.image.shape != image.shape:
+                self._local_max = LayerImage(img.frame_index, img.image.copy(), down)
+            else:
+                np.maximum(prev.image, img.image, out=prev.image)
+                prev.frame_index = img.frame_index
+        self._dirty.add("image")
+
+    def _on_event(self, h: dict, arrays: dict, now: float) -> None:
+        kind, frame_index = str(h["kind"]), _int(h, "frame_index")
+        ids = [int(i) for i in h.get("neuron_ids") or []]
+        self.events.append(
+            {"kind": kind, "frame_index": frame_index, "neuron_ids": ids, "detail": h.get("detail")}
+        )
+        if kind == "born":
+            for nid in ids:
+                self.births[nid] = frame_index
+        self._dirty.add("events")
+
+    def _on_trigger(self, h: dict, arrays: dict, now: float) -> None:
+        rule = str(h["rule"])
+        stats = self.rules.setdefault(rule, RuleStats(rule))
+        stats.count += 1
+        stats.last_frame_index = _int(h, "frame_index")
+        stats.last_value = _num(h, "value") if h.get("value") is not None else float("nan")
+        stats.last_age_ms = _num(h, "age_ms")
+        stats.last_received_s = now
+        stats.last_neuron_ids = tuple(int(i) for i in h.get("neuron_ids") or [])
+        stats.ages_ms.append(stats.last_age_ms)
+        self.triggers.append(dict(h))
+        self._dirty.add("triggers")
+
+    # ------------------------------------------------------------------ time
+    def tick(self, now: float) -> str:
+        """Update and return the connection state from the time since the last messages."""
+        cfg, state = self.config, "live"
+        phase = self.status.get("phase")
+        if self.last_message_s is None:
+            silent = now - self._started_s
+            state = "unreachable" if silent > cfg.silence_timeout_s else "connecting"
+        elif now - self.last_message_s > cfg.silence_timeout_s:
+            state = "stopped" if self.eos is not None else "unreachable"
+        elif self.eos is not None:
+            state = "stopped"
+        elif phase == "waiting":
+            state = "waiting"
+        elif phase == "running":
+            last = self.last_traces_s if self.last_traces_s is not None else self._phase_since(now)
+            state = "stalled" if now - last > cfg.stall_timeout_s else "live"
+        self._now = now
+        if state != self.connection:
+            self.connection = state
+            self._dirty.add("status")
+        return state
+
+    def _phase_since(self, now: float) -> float:
+        return self.status.get("_received_s", now)
+
+    @property
+    def banner(self) -> Banner | None:
+        """The message to show across the window, or None when all is well."""
+        now = getattr(self, "_now", self._started_s)
+        state, st = self.connection, self.status
+        if state == "unreachable":
+            if self.last_message_s is None:
+                return Banner(
+                    f"Engine not reachable at {self.address}: nothing received for "
+                    f"{now - self._started_s:.0f} s. Is `online-cnmfe run` started?",
+                    "error",
+                )
+            return Banner(
+                f"Engine not responding: no message for {now - self.last_message_s:.0f} s "
+                f"(last frame {self.last_frame_index}). Waiting for it to come back…",
+                "error",
+            )
+        if state == "stalled":
+            since = now - (self.last_traces_s or now)
+            return Banner(
+                f"Stream stalled: no new frame for {since:.0f} s (engine alive, queue depth "
+                f"{st.get('queue_depth', '?')}). Check the acquisition.",
+                "error",
+            )
+        if state == "stopped":
+            eos = self.eos or {}
+            return Banner(
+                f"Engine stopped ({eos.get('reason', 'eos')}) after "
+                f"{eos.get('n_frames_processed', self.last_frame_index)} frames.",
+                "warning",
+            )
+        if st.get("store_ok") is False:
+            return Banner(f"Results file not written: {st.get('store_error')}", "warning")
+        if state == "waiting":
+            return Banner("Engine up, waiting for frames from the acquisition…", "info")
+        if state == "connecting":
+            return Banner(f"Connecting to {self.address}…", "info")
+        return None
+
+    def take_dirty(self) -> set[str]:
+        """Parts changed since the last call (and clear them)."""
+        dirty, self._dirty = self._dirty, set()
+        return dirty
+
+    def mark_dirty(self, *parts: str) -> None:
+        """Ask for a redraw of ``parts`` (e.g. after a view option changed)."""
+        self._dirty.update(parts)
+
+    # ------------------------------------------------------------------ derived
+    def frame_rate_hz(self) -> float:
+        """Acquisition frame rate estimated from the last traces' ``t_acq_ms``."""
+        tb = self.traces
+        n = min(tb.n_valid, 200)
+        if n >= 2:
+            t = tb.window(n, rows=np.zeros(0, np.int64))["t_ms"]
+            span = (t[-1] - t[0]) / 1000.0
+            if np.isfinite(span) and span > 0:
+                return (n - 1) / span
+        fps = self.status.get("fps_in")
+        return float(fps) if isinstance(fps, int | float) and fps > 0 else 20.0
+
+    def footprint_rows(self) -> np.ndarray:
+        """Trace-buffer row of each footprint column (-1 when it has no trace yet)."""
+        fp = self.footprints
+        if fp is None:
+            return np.zeros(0, np.int64)
+        key = (fp.version, id(fp), self.traces.n_rows)
+        if key != self._fp_rows_key:
+            rows = [self.traces.row_of(i) for i in fp.ids.tolist()]
+            self._fp_rows = np.array([-1 if r is None else r for r in rows], dtype=np.int64)
+            self._fp_rows_key = key
+        return self._fp_rows
+
+    def neuron_activity(self) -> np.ndarray:
+        """Current activity in [0, 1] of each footprint column (0 without a trace)."""
+        rows = self.footprint_rows()
+        out = np.zeros(rows.size, np.float32)
+        ok = rows >= 0
+        out[ok] = np.nan_to_num(self.traces.activity(rows[ok]), nan=0.0)
+        return out
+
+    def activity_image(self) -> np.ndarray | None:
+        """Footprints weighted by current activity, (H, W) float32 in [0, 1]."""
+        fp = self.footprints
+        if fp is None:
+            return None
+        img = fp.A_norm @ self.neuron_activity()
+        return np.clip(img, 0, 1).astype(np.float32).reshape(fp.dims)
+
+    def layer_image(self, layer: str) -> LayerImage | None:
+        """Latest image of ``layer``; ``denoised`` and ``max_projection`` are computed here
+        (A·C from the footprints and latest C; running max of ``raw``) when the engine does
+        not send them."""
+        if layer in self.images:
+            return self.images[layer]
+        if layer == "max_projection":
+            return self._local_max
+        if layer == "denoised" and self.footprints is not None:
+            fp, rows = self.footprints, self.footprint_rows()
+            c = np.zeros(rows.size, np.float32)
+            ok = rows >= 0
+            c[ok] = np.nan_to_num(self.traces.latest(rows[ok]), nan=0.0)
+            img = (fp.A @ c).astype(np.float32).reshape(fp.dims)
+            return LayerImage(self.last_frame_index or 0, img, 1)
+        return None
+
+    def available_layers(self) -> list[str]:
+        """Layers that :meth:`layer_image` can return now."""
+        return [name for name in LAYERS if self.layer_image(name) is not None]
+
+    def auto_layer(self) -> str | None:
+        """Layer to show in 'auto' mode: summary images while initialising, else the
+        background-subtracted (or raw) frame."""
+        initialising = self.status.get("phase") in ("initialising", "waiting")
+        prefs = ("corr_pnr", "max_projection", "raw") if initialising else ()
+        prefs += ("background_subtracted", "raw", "denoised", "corr_pnr", "max_projection")
+        return next((p for p in prefs if self.layer_image(p) is not None), None)
+
+    def neuron_at(self, row: float, col: float) -> int | None:
+        """Id of the neuron whose mask covers pixel (row, col), or None."""
+        fp = self.footprints
+        if fp is None:
+            return None
+        r, c = int(np.floor(row)), int(np.floor(col))
+        if not (0 <= r < fp.dims[0] and 0 <= c < fp.dims[1]):
+            return None
+        k = int(fp.owner[r, c])
+        return int(fp.ids[k]) if k >= 0 else None
+
+    def is_new(self, neuron_id: int) -> bool:
+        """True when the neuron was born less than ``new_marker_s`` ago."""
+        birth = self.births.get(int(neuron_id))
+        if birth is None or self.last_frame_index is None:
+            return False
+        return (self.last_frame_index - birth) / self.frame_rate_hz() < self.config.new_marker_s
+
+    # ------------------------------------------------------------------ selection
+    def select(self, neuron_id: int | None, add: bool = False) -> None:
+        """Select a neuron (replacing the selection unless ``add``); None clears it."""
+        self.auto_select = False
+        if neuron_id is None:
+            self.selected = []
+        elif add:
+            if neuron_id in self.selected:
+                self.selected.remove(neuron_id)
+            else:
+                self.selected = (self.selected + [int(neuron_id)])[-self.config.max_selected :]
+        else:
+            self.selected = [int(neuron_id)]
+        self._dirty.update(("selection", "traces", "footprints"))
+
+    def _auto_select(self, n: int = 4) -> None:
+        """Until the user clicks, show the most active neurons (re-picked every ~5 s)."""
+        tb = self.traces
+        if tb.n_frames % 100 != 1 and self.selected:
+            return
+        ids = tb.current_ids
+        if ids.size == 0:
+            return
+        rows = tb.rows_for(ids)
+        act = np.nan_to_num(tb.window(100, rows)["C"], nan=0.0).std(axis=1)
+        best = ids[np.argsort(-act, kind="stable")[:n]]
+        if best.tolist() != self.selected:
+            self.selected = best.tolist()
+            self._dirty.update(("selection", "footprints"))
+
+    # ------------------------------------------------------------------ trace views
+    def window_frames(self, window_s: float) -> int:
+        """Number of frames covering the last ``window_s`` seconds."""
+        return max(2, min(self.traces.capacity, int(round(window_s * self.frame_rate_hz()))))
+
+    def trace_window(self, window_s: float, ids: list[int]) -> dict[str, np.ndarray]:
+        """Traces of ``ids`` over the last ``window_s`` seconds.
+
+        Returns
+        -------
+        dict
+            ``t_s`` (n,) time relative to the newest frame (<= 0), ``ids`` (m,) the ids
+            found, ``C``, ``S``, ``C_raw`` (m, n) and ``scale`` (m,) each neuron's max of C
+            over the window (for normalisation).
+        """
+        found = [(i, self.traces.row_of(i)) for i in ids]
+        found = [(i, r) for i, r in found if r is not None]
+        rows = np.array([r for _, r in found], dtype=np.int64)
+        win = self.traces.window(self.window_frames(window_s), rows)
+        t = win["t_ms"]
+        win["t_s"] = (t - t[-1]) / 1000.0 if t.size else t
+        win["ids"] = np.array([i for i, _ in found], dtype=np.int64)
+        with np.errstate(all="ignore"):
+            peak = np.nanmax(np.abs(win["C_raw"]), axis=1) if t.size else np.zeros(rows.size)
+        win["scale"] = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0).astype(np.float32)
+        return win
+
+    def raster(self, window_s: float, sort: str = "position") -> dict[str, np.ndarray]:
+        """Activity of every current neuron over the last ``window_s`` seconds.
+
+        Parameters
+        ----------
+        window_s : float
+        sort : {'position', 'activity', 'id'}
+            Row order: by centroid (top to bottom, left to right), by mean activity over
+            the window (most active first) or by id.
+
+        Returns
+        -------
+        dict
+            ``image`` (n_neurons, n_frames) float32 in [0, 1] (row i = ``ids[i]``; NaN where a
+            neuron did not exist), ``ids``, ``t_s`` (n_frames,) relative to the newest frame,
+            ``new`` (n_neurons,) bool marking recently born neurons and ``birth_t_s`` (their
+            birth time relative to the newest frame, NaN if outside the window).
+        """
+        tb = self.traces
+        ids = tb.current_ids
+        rows = tb.rows_for(ids) if ids.size else np.zeros(0, np.int64)
+        win = tb.window(self.window_frames(window_s), rows)
+        C = win["C"]
+        with np.errstate(all="ignore"):
+            peak = np.nanmax(C, axis=1) if C.shape[1] else np.zeros(rows.size)
+        peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0)
+        image = np.clip(C / peak[:, None], 0, 1).astype(np.float32)
+        order = np.arange(ids.size)
+        if sort == "activity" and ids.size:
+            order = np.argsort(-np.nan_to_num(image, nan=0.0).mean(axis=1), kind="stable")
+        elif sort == "position" and ids.size and self.footprints is not None:
+            fp = self.footprints
+            pos = {int(i): k for k, i in enumerate(fp.ids.tolist())}
+            key = np.array(
+                [fp.centroids[pos[i]] if i in pos else (np.inf, np.inf) for i in ids.tolist()],
+                dtype=np.float64,
+            ).reshape(-1, 2)
+            band = np.floor(key[:, 0] / max(1.0, fp.dims[0] / 16))  # rows of bands, then cols
+            order = np.lexsort((key[:, 1], band))
+        elif sort == "id":
+            order = np.argsort(ids, kind="stable")
+        t = win["t_ms"]
+        t_s = (t - t[-1]) / 1000.0 if t.size else t
+        ids = ids[order]
+        frame = win["frame_index"]
+        birth = np.array([self.births.get(i, -1) for i in ids.tolist()], dtype=np.int64)
+        born = birth >= 0
+        inside = born & (frame.size > 0) & (birth >= (frame[0] if frame.size else 0))
+        birth_t = np.full(ids.size, np.nan)
+        if frame.size and inside.any():
+            pos = np.clip(np.searchsorted(frame, birth[inside]), 0, frame.size - 1)
+            birth_t[inside] = t_s[pos]
+        last = self.last_frame_index if self.last_frame_index is not None else 0
+        age_s = (last - birth) / self.frame_rate_hz()
+        new = born & (age_s < self.config.new_marker_s)
+        return {"image": image[order], "ids": ids, "t_s": t_s, "new": new, "birth_t_s": birth_t}

@@ -1,0 +1,270 @@
+"""A synthetic results-stream publisher for the dashboard's tests and benchmark.
+
+It sends real protocol messages (acquisition.protocol.encode_message) of every results topic
+over a real PUB socket: ``ready`` + ``status`` every second, ``traces`` every frame,
+``footprints`` at start, on births and every 2 s for late joiners, ``image`` layers at 10 Hz,
+``event`` on births, ``trigger`` when neuron 0 crosses a threshold, ``eos`` at the end.
+Neurons are Gaussian blobs with AR(1) calcium traces driven by Poisson spikes.
+
+Run as a script: ``python tests/dashboard/fake_engine.py tcp://127.0.0.1:5556 --seconds 5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import zmq
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from acquisition.protocol import encode_message  # noqa: E402
+
+
+class SyntheticSession:
+    """A deterministic fake engine state: footprints, traces, images.
+
+    Parameters
+    ----------
+    dims : (int, int)
+    n_neurons : int
+        Neurons present from the start.
+    n_born : int
+        Neurons born later (one every ``born_every`` frames).
+    seed : int
+    """
+
+    def __init__(self, dims=(128, 160), n_neurons=20, n_born=3, born_every=60, seed=0):
+        self.dims = tuple(dims)
+        self.rng = np.random.default_rng(seed)
+        h, w = self.dims
+        total = n_neurons + n_born
+        margin = 6
+        self.centers = np.stack(
+            [
+                self.rng.uniform(margin, h - margin, total),
+                self.rng.uniform(margin, w - margin, total),
+            ],
+            axis=1,
+        )
+        self.n_initial, self.born_every = n_neurons, born_every
+        self.total = total
+        rr, cc = np.mgrid[0:h, 0:w]
+        self.A = np.zeros((h * w, total), np.float32)
+        for k, (r, c) in enumerate(self.centers):
+            blob = np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 2.5**2))
+            blob[blob < 0.05] = 0
+            self.A[:, k] = blob.ravel()
+        self.c = np.zeros(total, np.float32)
+        self.gamma = 0.92
+        self.rates = self.rng.uniform(0.02, 0.12, total)
+        self.bg = 40 + 30 * np.exp(-((rr - h / 2) ** 2 + (cc - w / 2) ** 2) / (2 * (w / 2.5) ** 2))
+        self.bg = self.bg.astype(np.float32)
+        self.vmax = np.zeros(self.dims, np.float32)
+        self.session_id = f"fake-{seed}"
+        self.footprints_version = 0
+
+    def n_alive(self, frame: int) -> int:
+        return min(self.total, self.n_initial + frame // self.born_every)
+
+    def footprints_message(self, frame: int):
+        import scipy.sparse
+
+        k = self.n_alive(frame)
+        A = scipy.sparse.csc_array(self.A[:, :k])
+        A.sort_indices()
+        arrays = {
+            "data": A.data.astype(np.float32),
+            "indices": A.indices.astype(np.int32),
+            "indptr": A.indptr.astype(np.int32),
+            "neuron_ids": np.arange(k, dtype=np.int64) + 100,
+            "centroids": self.centers[:k].astype(np.float32),
+        }
+        header = {"version": self.footprints_version, "dims": list(self.dims), "n_neurons": k}
+        return ("footprints", header, arrays)
+
+    def step(self, frame: int, fps: float, t0_ns: int):
+        """Messages of one frame: traces (+ born event, footprints, trigger)."""
+        out = []
+        k = self.n_alive(frame)
+        if frame > 0 and k > self.n_alive(frame - 1):
+            self.footprints_version += 1
+            out.append(
+                (
+                    "event",
+                    {
+                        "kind": "born",
+                        "frame_index": frame,
+                        "neuron_ids": [100 + k - 1],
+                        "detail": "synthetic birth",
+                    },
+                    {},
+                )
+            )
+            out.append(self.footprints_message(frame))
+        spikes = (self.rng.random(self.total) < self.rates).astype(np.float32)
+        spikes *= self.rng.uniform(0.5, 1.5, self.total).astype(np.float32)
+        self.c = self.gamma * self.c + spikes
+        noise = self.rng.normal(0, 0.05, self.total).astype(np.float32)
+        t_acq = 1000.0 * frame / fps
+        age = (time.monotonic_ns() - t0_ns) / 1e6 % 3.0 + 1.0
+        out.append(
+            (
+                "traces",
+                {
+                    "frame_index": frame,
+                    "seq": frame,
+                    "t_acq_ms": t_acq,
+                    "age_ms": age,
+                    "footprints_version": self.footprints_version,
+                },
+                {
+                    "neuron_ids": np.arange(k, dtype=np.int64) + 100,
+                    "C": self.c[:k].copy(),
+                    "S": spikes[:k],
+                    "C_raw": self.c[:k] + noise[:k],
+                },
+            )
+        )
+        if spikes[0] > 0 and frame > 5:
+            out.append(
+                (
+                    "trigger",
+                    {
+                        "rule": "neuron 100 event",
+                        "frame_index": frame,
+                        "t_acq_ms": t_acq,
+                        "value": float(self.c[0]),
+                        "age_ms": 1.0 + 0.5 * (frame % 3),
+                        "neuron_ids": [100],
+                    },
+                    {},
+                )
+            )
+        return out
+
+    def images(self, frame: int):
+        """Image layers of the current frame."""
+        h, w = self.dims
+        k = self.n_alive(frame)
+        ac = (self.A[:, :k] @ (40 * self.c[:k])).reshape(h, w)
+        noise = self.rng.normal(0, 4, (h, w)).astype(np.float32)
+        raw = self.bg + ac + noise
+        np.maximum(self.vmax, raw, out=self.vmax)
+        layers = {
+            "raw": raw,
+            "background_subtracted": ac + noise,
+            "denoised": ac,
+            "residual": noise,
+            "corr_pnr": (self.A[:, :k].max(axis=1).reshape(h, w) * 20).astype(np.float32),
+            "max_projection": self.vmax,
+        }
+        return [
+            (
+                "image",
+                {"frame_index": frame, "layer": name, "downsample": 1},
+                {"image": img.astype(np.float32)},
+            )
+            for name, img in layers.items()
+        ]
+
+    def status(self, frame: int, fps: float, phase: str = "running"):
+        return (
+            "status",
+            {
+                "frame_index": frame,
+                "n_frames_processed": frame + 1,
+                "fps_in": fps,
+                "fps_processed": fps,
+                "queue_depth": 0,
+                "latency_ms_p50": 1.2,
+                "latency_ms_p99": 2.5,
+                "n_neurons": self.n_alive(frame),
+                "n_dropped": 0,
+                "n_rejected": 0,
+                "n_malformed": 0,
+                "phase": phase,
+                "init_progress": 1.0,
+                "store_ok": True,
+                "store_error": None,
+                "dims": list(self.dims),
+            },
+            {},
+        )
+
+
+def publish(
+    address: str,
+    seconds: float,
+    fps: float = 30.0,
+    seed: int = 0,
+    dims=(128, 160),
+    n_neurons: int = 20,
+    image_hz: float = 10.0,
+    eos: bool = True,
+    socket: zmq.Socket | None = None,
+) -> int:
+    """Bind a PUB at ``address`` and stream a synthetic session for ``seconds``."""
+    ctx = zmq.Context.instance()
+    own = socket is None
+    sock = socket or ctx.socket(zmq.PUB)
+    if own:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 1000)
+        sock.bind(address)
+    session = SyntheticSession(dims=dims, n_neurons=n_neurons, seed=seed)
+    t0 = time.monotonic_ns()
+    start = time.monotonic()
+    frame, last_status, last_fp, last_img = 0, -1.0, -1.0, -1.0
+
+    def send(msgs):
+        for topic, header, arrays in msgs:
+            sock.send_multipart(encode_message(topic, header, arrays), copy=False)
+
+    while time.monotonic() - start < seconds:
+        now = time.monotonic()
+        if now - last_status >= 1.0:
+            send(
+                [
+                    ("ready", {"session_id": session.session_id, "engine_pid": os.getpid()}, {}),
+                    session.status(frame, fps),
+                ]
+            )
+            last_status = now
+        if now - last_fp >= 2.0:
+            send([session.footprints_message(frame)])
+            last_fp = now
+        send(session.step(frame, fps, t0))
+        if now - last_img >= 1.0 / image_hz:
+            send(session.images(frame))
+            last_img = now
+        frame += 1
+        delay = start + frame / fps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    if eos:
+        send([("eos", {"n_frames_processed": frame, "reason": "complete"}, {})])
+    if own:
+        sock.close(linger=0)
+    return frame
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("address")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--neurons", type=int, default=20)
+    p.add_argument("--dims", type=int, nargs=2, default=(128, 160))
+    p.add_argument("--no-eos", action="store_true")
+    a = p.parse_args()
+    publish(a.address, a.seconds, a.fps, a.seed, tuple(a.dims), a.neurons, eos=not a.no_eos)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
