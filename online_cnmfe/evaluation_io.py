@@ -1,0 +1,229 @@
+"""Readers of the result and truth files, and the evaluator's report (table and JSON line).
+
+Layouts: docs/results-format.md (result) and docs/simulation-format.md (truth). Used by
+:mod:`online_cnmfe.evaluation`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.sparse
+
+from online_cnmfe.errors import InputFileError
+
+
+# ---- reading files -------------------------------------------------------------------------
+def _open(path, kind: str) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{kind} file {path} does not exist")
+    if not path.is_file():
+        raise InputFileError(f"{kind} path {path} is not a file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputFileError(f"{kind} file {path} is not a readable HDF5 file ({exc})") from None
+
+
+def _dataset(f: h5py.File, name: str, kind: str, doc: str) -> np.ndarray:
+    obj = f.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        raise InputFileError(
+            f"{kind} file {f.filename} has no dataset '{name}'; expected the layout of {doc}"
+        )
+    return obj[()]
+
+
+def read_result(path) -> dict:
+    """Read footprints (CSC), traces C and frame bookkeeping from a results file.
+
+    Returns
+    -------
+    dict
+        ``A`` (csc_array, n_pixels x K, float32), ``dims`` (H, W), ``C`` (K, T) float32,
+        ``frame_index`` (T,) int64 (0..T-1 when absent), ``birth_frame`` (K,) int64 or None.
+
+    Raises
+    ------
+    InputFileError
+        Missing file, not HDF5, missing dataset, or inconsistent shapes.
+    """
+    doc = "docs/results-format.md"
+    with _open(path, "result") as f:
+        data = _dataset(f, "footprints/data", "result", doc).astype(np.float32)
+        indices = _dataset(f, "footprints/indices", "result", doc).astype(np.int64)
+        indptr = _dataset(f, "footprints/indptr", "result", doc).astype(np.int64)
+        C = np.atleast_2d(_dataset(f, "traces/C", "result", doc)).astype(np.float32)
+        dims = f["footprints"].attrs.get("dims", f.attrs.get("dims"))
+        if dims is None:
+            raise InputFileError(
+                f"result file {path} has no 'dims' attribute on footprints/ or the root; "
+                f"expected [H, W] as in {doc}"
+            )
+        dims = (int(dims[0]), int(dims[1]))
+        frame_index = f.get("frames/frame_index")
+        frame_index = None if frame_index is None else frame_index[()].astype(np.int64)
+        birth = f.get("neurons/birth_frame")
+        birth = None if birth is None else birth[()].astype(np.int64)
+    k = len(indptr) - 1
+    n_pixels = dims[0] * dims[1]
+    if k < 0 or indptr[-1] != len(data) or len(indices) != len(data):
+        raise InputFileError(f"result file {path}: footprints/indptr does not match data/indices")
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_pixels):
+        raise InputFileError(
+            f"result file {path}: footprint pixel indices exceed dims {dims[0]}x{dims[1]}"
+        )
+    if C.shape[0] != k and not (k == 0 and C.size == 0):
+        raise InputFileError(
+            f"result file {path}: traces/C has {C.shape[0]} rows but footprints have {k} columns"
+        )
+    C = C.reshape(k, -1)
+    if frame_index is None:
+        frame_index = np.arange(C.shape[1], dtype=np.int64)
+    elif len(frame_index) != C.shape[1]:
+        raise InputFileError(
+            f"result file {path}: frames/frame_index has {len(frame_index)} entries but "
+            f"traces/C has {C.shape[1]} frames"
+        )
+    A = scipy.sparse.csc_array((data, indices, indptr), shape=(n_pixels, k))
+    return {"A": A, "dims": dims, "C": C, "frame_index": frame_index, "birth_frame": birth}
+
+
+def read_truth(path) -> dict:
+    """Read the ground truth of a simulation file (docs/simulation-format.md).
+
+    Returns
+    -------
+    dict
+        ``A`` (csc_array, n_pixels x K), ``dims``, ``C`` (K, T), ``pnr`` (K,),
+        ``birth_frame`` (K,).
+    """
+    doc = "docs/simulation-format.md"
+    with _open(path, "truth") as f:
+        fp = _dataset(f, "truth/footprints", "truth", doc).astype(np.float32)
+        C = _dataset(f, "truth/C", "truth", doc).astype(np.float32)
+        pnr = _dataset(f, "truth/pnr", "truth", doc).astype(np.float64)
+        birth = f.get("truth/birth_frame")
+        birth = np.zeros(len(pnr), np.int64) if birth is None else birth[()].astype(np.int64)
+    if fp.ndim != 3 or C.ndim != 2 or not (len(fp) == len(C) == len(pnr) == len(birth)):
+        raise InputFileError(
+            f"truth file {path}: truth/footprints {fp.shape}, truth/C {C.shape} and truth/pnr "
+            f"{pnr.shape} disagree on the number of neurons"
+        )
+    k, h, w = fp.shape
+    A = scipy.sparse.csc_array(fp.reshape(k, h * w).T)
+    return {"A": A, "dims": (h, w), "C": C, "pnr": pnr, "birth_frame": birth}
+
+
+# ---- report --------------------------------------------------------------------------------
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return f"{value:.{digits}f}"
+
+
+def format_report(metrics: dict) -> str:
+    """A human-readable table of :func:`evaluate`'s metrics (no trailing JSON)."""
+    p = metrics["params"]
+    frames = metrics["frames_scored"]
+    lines = [
+        f"matching: footprints >= {p['threshold']:g} x max, IoU >= {p['min_iou']:g}, "
+        f"centroid distance <= {p['max_dist_px']:g} px",
+        "traces scored on "
+        + (
+            f"frames {frames[0]}-{frames[1] - 1} ({metrics['n_frames_scored']} frames)"
+            if frames
+            else "no frames"
+        ),
+        "",
+        f"{'neurons':<14}{'true':>6}{'found':>7}{'matched':>9}{'recall':>8}{'precision':>11}"
+        f"{'F1':>7}{'corr med':>10}{'corr mean':>11}",
+    ]
+
+    def row(label, n_true, n_found, n_matched, recall, precision, f1, cmed, cmean):
+        lines.append(
+            f"{label:<14}{_fmt(n_true):>6}{_fmt(n_found):>7}{_fmt(n_matched):>9}"
+            f"{_fmt(recall):>8}{_fmt(precision):>11}{_fmt(f1):>7}{_fmt(cmed):>10}"
+            f"{_fmt(cmean):>11}"
+        )
+
+    m = metrics
+    row(
+        "all",
+        m["n_true"],
+        m["n_found"],
+        m["n_matched"],
+        m["recall"],
+        m["precision"],
+        m["f1"],
+        m["trace_corr_median"],
+        m["trace_corr_mean"],
+    )
+    row(
+        f"PNR >= {m['high_pnr_min']:g}",
+        m["n_true_high_pnr"],
+        None,
+        m["n_matched_high_pnr"],
+        m["recall_high_pnr"],
+        m["precision_high_pnr"],
+        m["f1_high_pnr"],
+        m["trace_corr_median_high_pnr"],
+        m["trace_corr_mean_high_pnr"],
+    )
+    for b in m["pnr_bins"]:
+        row(
+            f"PNR {b['label']}",
+            b["n_true"],
+            None,
+            b["n_matched"],
+            b["recall"],
+            None,
+            None,
+            b["trace_corr_median"],
+            None,
+        )
+    if m["late"]:
+        late = m["late"]
+        row(
+            "late-born",
+            late["n_true"],
+            None,
+            late["n_matched"],
+            late["recall"],
+            None,
+            None,
+            late["trace_corr_median"],
+            None,
+        )
+        if late["detection_delay_frames_median"] is not None:
+            lines.append(
+                f"late-born neurons found a median of {late['detection_delay_frames_median']:g} "
+                "frames after their first spike"
+            )
+    lines.append(
+        f"matched footprints: cosine median {_fmt(m['footprint_cosine_median'])}, "
+        f"mean {_fmt(m['footprint_cosine_mean'])}; IoU median {_fmt(m['iou_median'])}; "
+        f"centroid distance median {_fmt(m['centroid_dist_median_px'], 2)} px"
+    )
+    return "\n".join(lines)
+
+
+def metrics_json(metrics: dict) -> str:
+    """The metrics as one JSON line (NaN-free)."""
+    return json.dumps(metrics, sort_keys=True, allow_nan=False, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
