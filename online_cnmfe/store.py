@@ -339,12 +339,19 @@ class ResultsWriter:
         """Flush, mark the file complete and close it. Safe to call twice or after a failure."""
         if self._file is None:
             return
+        ok = False
         try:
             if self.ok:
                 self._guard(self._flush)
-                self._file.attrs["complete"] = True
+                ok = True
         finally:
             self._close_quietly()
+        if ok:
+            try:
+                _finalise(self.path)
+            except (OSError, KeyError, ValueError) as exc:
+                self.error = f"finalising failed: {exc}"
+                raise StoreError(f"could not finalise the results file {self.path}: {exc}") from exc
 
     def __enter__(self) -> ResultsWriter:
         return self
@@ -466,6 +473,46 @@ class ResultsWriter:
             fp[name][:] = values
         fp.attrs["shape"] = np.array(A.shape, np.int64)
         fp.attrs["version"] = version
+
+
+def _finalise(path: Path, block: int = 4096) -> None:
+    """Align trace rows with the final footprint columns, then mark the file complete.
+
+    Runs after the SWMR writer closed (the file is an ordinary HDF5 file again). Rows of
+    neurons absent from the final footprints move to ``removed/``.
+    """
+    with h5py.File(path, "r+") as f:
+        row_ids = f["neurons/neuron_ids"][:]
+        fp_ids = f["footprints/neuron_ids"][:]
+        if not np.array_equal(row_ids, fp_ids):
+            row_of = {int(nid): r for r, nid in enumerate(row_ids.tolist())}
+            keep = np.array([row_of.get(int(i), -1) for i in fp_ids], np.int64)
+            gone = np.setdiff1d(np.arange(row_ids.shape[0]), keep[keep >= 0])
+            birth = f["neurons/birth_frame"][:]
+            removed = f.require_group("removed")
+            for name, rows in (("neuron_ids", row_ids), ("birth_frame", birth)):
+                removed.create_dataset(name, data=rows[gone])
+            for name in TRACE_NAMES:
+                old = f[f"traces/{name}"]
+                n = old.shape[1]
+                new = f["traces"].create_dataset(
+                    name + ".new", (fp_ids.shape[0], n), np.float32, chunks=_TRACE_CHUNKS,
+                    maxshape=(None, None), fillvalue=0,
+                )  # fmt: skip
+                gone_ds = removed.create_dataset(name, (gone.shape[0], n), np.float32)
+                for t0 in range(0, n, block):
+                    chunk = old[:, t0 : t0 + block]
+                    values = np.zeros((fp_ids.shape[0], chunk.shape[1]), np.float32)
+                    values[keep >= 0] = chunk[keep[keep >= 0]]
+                    new[:, t0 : t0 + block] = values
+                    gone_ds[:, t0 : t0 + block] = chunk[gone]
+                del f[f"traces/{name}"]
+                f["traces"].move(name + ".new", name)
+            new_birth = np.where(keep >= 0, birth[np.maximum(keep, 0)], -1)
+            for name, values in (("neuron_ids", fp_ids), ("birth_frame", new_birth)):
+                f[f"neurons/{name}"].resize((values.shape[0],))
+                f[f"neurons/{name}"][:] = values
+        f.attrs["complete"] = True
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -599,6 +646,13 @@ def read_results(path: str | Path) -> Results:
         A = scipy.sparse.csc_array(
             (data, indices, indptr), shape=(dims[0] * dims[1], ids.shape[0]), dtype=np.float32
         )
+        if "removed" in f:  # a cleanly closed file keeps removed neurons apart
+            gone = f["removed"]
+            row_ids = np.concatenate([row_ids[:k_rows], gone["neuron_ids"][:]])
+            birth = np.concatenate([birth[:k_rows], gone["birth_frame"][:]])
+            for name in TRACE_NAMES:
+                traces[name] = np.concatenate([traces[name][:k_rows], gone[name][:, :n]])
+            k_rows = row_ids.shape[0]
         b0 = f["background/b0"][:]
         dropped = f["frames/dropped"][:]
         rejected = [(int(i), r.decode("utf-8", "replace")) for i, r in f["frames/rejected"][:]]

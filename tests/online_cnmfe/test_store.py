@@ -78,7 +78,13 @@ def test_round_trip_with_births_removals_and_bookkeeping(tmp_path, rng):
         assert w.n_frames == 100
     with h5py.File(path, "r") as f:  # a cleanly closed file opens without SWMR
         assert f.attrs["complete"]
-        assert f["traces/C"].shape == (4, 100)
+        assert f["traces/C"].shape == (3, 100)  # rows aligned with the final footprints
+        np.testing.assert_array_equal(f["removed/neuron_ids"], [2])
+    from online_cnmfe.evaluation_io import read_result  # the evaluator reads it as it is
+
+    ev = read_result(path)
+    np.testing.assert_array_equal(ev["C"][2, 40:], 9000 + np.arange(40, 100))
+    np.testing.assert_array_equal(ev["frame_index"], 100 + np.arange(100))
     res = read_results(path)
     assert res.n_frames == 100
     np.testing.assert_array_equal(res.neuron_ids, [1, 3, 9])
