@@ -396,7 +396,9 @@ class MiniscopeSource(FrameSource):
                 offset += count
                 continue
             n_read = 0
-            for j, pixels in enumerate(iter_video_frames(path, skip=max(0, start - offset))):
+            for j, pixels in enumerate(
+                iter_video_frames(path, skip=max(0, start - offset), expected=count)
+            ):
                 i = max(start, offset) + j
                 if pixels.shape != shape:
                     raise SourceError(
@@ -405,7 +407,4 @@ class MiniscopeSource(FrameSource):
                 t_acq, daq = self._timing(i)
                 yield SourceFrame(i, t_acq, daq, pixels)
                 n_read = j + 1
-            got = n_read + max(0, start - offset)
-            if count is not None and got < count:
-                logger.warning("%s: %d of %d frames decodable", path, got, count)
-            offset += count if count is not None else got
+            offset += count if count is not None else n_read + max(0, start - offset)

@@ -89,13 +89,24 @@ def probe_video(path: Path) -> VideoProbe:
         raise SourceError(f"{path}: cannot read the video ({exc})") from None
 
 
-def iter_video_frames(path: Path, skip: int = 0) -> Iterator[np.ndarray]:
+def iter_video_frames(
+    path: Path, skip: int = 0, expected: int | None = None
+) -> Iterator[np.ndarray]:
     """Yield the grey frames of a video file, after skipping the first ``skip`` frames.
+
+    Parameters
+    ----------
+    path : Path
+    skip : int
+        Frames decoded and dropped first.
+    expected : int, optional
+        Frame count from the header; ending earlier means the file is truncated.
 
     Raises
     ------
     SourceError
-        Naming the file and the (0-based) frame index in the file when decoding fails.
+        Naming the file and the (0-based) frame index in the file when decoding fails or the
+        file ends before ``expected`` frames.
     """
     av = _av()
     index = 0
@@ -105,21 +116,24 @@ def iter_video_frames(path: Path, skip: int = 0) -> Iterator[np.ndarray]:
         raise SourceError(f"{path}: cannot open the video ({exc})") from None
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        decoder = container.decode(stream)
-        while True:
+        stream.thread_type = "SLICE"  # no frame delay: errors point at the right frame
+        for packet in container.demux(stream):
             try:
-                frame = next(decoder)
-            except StopIteration:
-                return
+                decoded = packet.decode()
             except av.error.FFmpegError as exc:
                 raise SourceError(
                     f"{path}: frame {index} cannot be decoded ({exc}); the file is corrupt or "
                     "truncated"
                 ) from None
-            if index >= skip:
-                yield _gray(frame)
-            index += 1
+            for frame in decoded:
+                if index >= skip:
+                    yield _gray(frame)
+                index += 1
+        if expected and index < expected:
+            raise SourceError(
+                f"{path}: frame {index} of {expected} cannot be read; the file is truncated "
+                "or corrupt"
+            )
     finally:
         container.close()
 
@@ -165,7 +179,9 @@ class VideoSource(FrameSource):
 
     def _iter_raw(self, start: int) -> Iterator[SourceFrame]:
         period_ms = 1000.0 / self.info.frame_rate_hz
-        for i, pixels in enumerate(iter_video_frames(self.path, skip=start), start=start):
+        for i, pixels in enumerate(
+            iter_video_frames(self.path, skip=start, expected=self._probe.n_frames), start=start
+        ):
             if pixels.shape != self._probe.shape:
                 raise SourceError(
                     f"{self.path}: frame {i} has shape {pixels.shape}; frame 0 had "
