@@ -377,12 +377,13 @@ class MiniscopeSimulator:
             tissue = (p.baseline + f.T @ self._G.astype(np.float32)) * self._vessel.ravel()
             motion = self.motion(start, stop)
             stack = np.stack([tissue, neural], axis=1).reshape(n, 2, *p.dims)
+            moved = np.empty_like(stack)
             for i in range(n):
                 scipy.ndimage.shift(
-                    stack[i], (0.0, *motion[i]), output=stack[i], order=1, mode="nearest"
+                    stack[i], (0.0, *motion[i]), output=moved[i], order=1, mode="nearest"
                 )
-            background = stack[:, 0] * self._vignette
-            neural = stack[:, 1]
+            background = moved[:, 0] * self._vignette
+            neural = moved[:, 1]
         else:
             background = (self._static + f.T @ self._Gv).reshape(n, *p.dims)
             neural = neural.reshape(n, *p.dims)
