@@ -65,3 +65,69 @@ def ring_solve_ref(XXt: np.ndarray, Xx: np.ndarray, ridge: float) -> np.ndarray:
         sol = np.linalg.lstsq(A, Xx[p].astype(np.float64), rcond=None)[0]
         out[p] = np.where(valid, sol, 0.0)
     return out
+
+
+# ---- online critical path (online_cnmfe/_kernels/{demix,oasis_online,residual}.py) -------
+
+
+def background_operator_dense(W, offsets, dims, ssub) -> np.ndarray:
+    """Dense (n_pixels, n_pixels) matrix of I − U W D, built from its definition."""
+    H, Wd = dims
+    hb, wb = -(-H // ssub), -(-Wd // ssub)
+    n = H * Wd
+    D = np.zeros((hb * wb, n))
+    U = np.zeros((n, hb * wb))
+    for i in range(H):
+        for j in range(Wd):
+            q = (i // ssub) * wb + j // ssub
+            U[i * Wd + j, q] = 1.0
+            D[q, i * Wd + j] = 1.0
+    D /= D.sum(axis=1, keepdims=True)
+    return np.eye(n) - U @ ring_matrix_dense(W, offsets, hb, wb) @ D
+
+
+def demix_nnls_ref(A_dense, W, offsets, dims, ssub, y, b0) -> np.ndarray:
+    """argmin_{c ≥ 0} ‖(I − UWD)(y − b0 − A c)‖² by scipy.optimize.nnls on dense matrices."""
+    import scipy.optimize
+
+    M = background_operator_dense(W, offsets, dims, ssub)
+    return scipy.optimize.nnls(M @ A_dense, M @ (y - b0), maxiter=10_000)[0]
+
+
+def residual_ref(A_dense, W, offsets, dims, ssub, y, b0, c) -> np.ndarray:
+    """(I − UWD)(y − A c − b0), dense."""
+    M = background_operator_dense(W, offsets, dims, ssub)
+    return M @ (y - A_dense @ c - b0)
+
+
+def oasis_ar1_ref(y, g, lam=0.0, s_min=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Batch OASIS AR(1) (Friedrich et al. 2017, Algorithm 1) written with Python lists.
+
+    Returns (c, s) with s[0] = 0 (c[0] is the initial calcium, not a spike).
+    """
+    pools = []  # [value, weight, start, length]
+    for t, yt in enumerate(y):
+        pools.append([yt - lam * (1 - g), 1.0, t, 1])
+        while len(pools) > 1 and pools[-2][0] * g ** pools[-2][3] + s_min > pools[-1][0]:
+            v2, w2, _, l2 = pools.pop()
+            v1, w1, t1, l1 = pools[-1]
+            gl = g**l1
+            w = w1 + gl * gl * w2
+            pools[-1] = [(w1 * v1 + gl * w2 * v2) / w, w, t1, l1 + l2]
+    c = np.zeros(len(y))
+    for v, _, t0, n in pools:
+        c[t0 : t0 + n] = max(v, 0.0) * g ** np.arange(n)
+    s = np.zeros(len(y))
+    s[1:] = c[1:] - g * c[:-1]
+    return c, s
+
+
+def ar1_qp_ref(y, g) -> np.ndarray:
+    """Exact min ½‖y − c‖² s.t. c_0 ≥ 0, c_t − g c_{t−1} ≥ 0 (c = K s, NNLS on s)."""
+    import scipy.optimize
+
+    T = len(y)
+    t = np.arange(T)
+    K = np.tril(g ** (t[:, None] - t[None, :]).clip(0)) * (t[:, None] >= t[None, :])
+    s = scipy.optimize.nnls(K, np.asarray(y, np.float64), maxiter=10_000)[0]
+    return K @ s
