@@ -240,9 +240,19 @@ class EngineParams:
     image_rate_hz: float = 10.0
     max_frame_age_ms: float = 50.0  # older frames do not fire closed-loop triggers
     on_restart: str = "continue"  # "continue" | "reinitialise" | "stop"
+    republish_period_s: float = 2.0  # footprints + summary images re-sent for late joiners
+    checkpoint_period_s: float = 30.0  # model state saved for --resume (0: only at shutdown)
+    rcvhwm_frames: int = 64  # frames buffered in the SUB socket before ZeroMQ drops
+    max_model_errors: int = 20  # consecutive model exceptions before the engine stops
 
     def __post_init__(self) -> None:
         _int_at_least("queue_frames", self.queue_frames, 1)
+        _positive("republish_period_s", self.republish_period_s)
+        _check(
+            "checkpoint_period_s", self.checkpoint_period_s, self.checkpoint_period_s >= 0, ">= 0"
+        )
+        _int_at_least("rcvhwm_frames", self.rcvhwm_frames, 1)
+        _int_at_least("max_model_errors", self.max_model_errors, 1)
         _positive("status_period_s", self.status_period_s)
         _positive("flush_period_s", self.flush_period_s)
         _positive("image_rate_hz", self.image_rate_hz)
