@@ -1,0 +1,88 @@
+"""Running, causal z-score of raw traces: ``z_t = (x_t - mu_{t-1}) / sigma_{t-1}``.
+
+Per neuron, from the samples up to the previous frame only (so a sample never normalises itself):
+
+- noise ``sigma`` from the mean absolute first difference, ``E|x_t - x_{t-1}| = 2 sigma / sqrt(pi)``
+  for white Gaussian noise; differences are winsorised at ``5 x`` the current mean so calcium
+  transients (a few large rises) barely move it;
+- baseline ``mu`` from an exponential running mean whose steps are clipped to ``+-3 sigma``, so a
+  transient lasting n frames moves it by at most ``3 n alpha sigma``.
+
+Both use the step ``alpha_t = max(1 / n_t, alpha)`` (a plain mean while ``n_t < 1 / alpha``, then
+exponential forgetting with time constant ``1 / alpha`` frames). ``z`` is 0 until a neuron has
+been seen ``warmup`` frames. Arrays are float64, one entry per tracked neuron, updated in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_SQRT_PI_2 = math.sqrt(math.pi) / 2.0
+_WINSOR = 5.0
+_CLIP_SIGMA = 3.0
+
+
+class RunningZScore:
+    """Running baseline and noise of ``n`` traces, updated one frame at a time.
+
+    Parameters
+    ----------
+    n : int
+        Number of traces.
+    alpha : float
+        Forgetting step (1 / time constant in frames), in (0, 1].
+    warmup : int
+        Frames a trace must have been seen before its z-score is non-zero.
+    """
+
+    __slots__ = ("alpha", "warmup", "n_seen", "mu", "mad", "prev")
+
+    def __init__(self, n: int, alpha: float, warmup: int) -> None:
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha={alpha!r}; expected (0, 1]")
+        self.alpha = float(alpha)
+        self.warmup = int(warmup)
+        self.n_seen = np.zeros(n, dtype=np.int64)
+        self.mu = np.zeros(n)
+        self.mad = np.zeros(n)
+        self.prev = np.zeros(n)
+
+    def carry_from(self, old: RunningZScore, take: np.ndarray, put: np.ndarray) -> None:
+        """Copy the state of ``old`` traces ``take`` into this tracker's traces ``put``."""
+        for name in ("n_seen", "mu", "mad", "prev"):
+            getattr(self, name)[put] = getattr(old, name)[take]
+
+    def sigma(self) -> np.ndarray:
+        """Current noise estimate of each trace (0 before two samples)."""
+        return self.mad * _SQRT_PI_2
+
+    def update(self, x: np.ndarray, z_out: np.ndarray) -> None:
+        """Write the z-scores of samples ``x`` into ``z_out``, then fold ``x`` into the state.
+
+        Parameters
+        ----------
+        x : ndarray of shape (n,)
+            This frame's samples.
+        z_out : ndarray of shape (n,)
+            Output; may be ``x`` itself.
+        """
+        x = np.array(x, dtype=np.float64)  # own copy: x may alias z_out
+        sigma = np.maximum(self.mad * _SQRT_PI_2, 1e-12)
+        ready = self.n_seen >= self.warmup
+        d = x - self.mu
+        np.divide(d, sigma, out=z_out, where=ready)
+        z_out[~ready] = 0.0
+        # noise from first differences (count of differences = n_seen after this frame - 1)
+        self.n_seen += 1
+        n_diff = self.n_seen - 1
+        ad = np.abs(x - self.prev)
+        np.minimum(ad, np.where(n_diff > 3, _WINSOR * self.mad, np.inf), out=ad)
+        a_diff = np.maximum(1.0 / np.maximum(n_diff, 1), self.alpha)
+        self.mad += np.where(n_diff >= 1, a_diff * (ad - self.mad), 0.0)
+        # baseline: plain mean during warm-up, then clipped exponential steps
+        a = np.maximum(1.0 / self.n_seen, self.alpha)
+        step = np.where(ready, np.clip(d, -_CLIP_SIGMA * sigma, _CLIP_SIGMA * sigma), d)
+        self.mu += a * step
+        self.prev[:] = x
