@@ -57,7 +57,7 @@ def read_result(path) -> dict:
         data = _dataset(f, "footprints/data", "result", doc).astype(np.float32)
         indices = _dataset(f, "footprints/indices", "result", doc).astype(np.int64)
         indptr = _dataset(f, "footprints/indptr", "result", doc).astype(np.int64)
-        C = np.atleast_2d(_dataset(f, "traces/C", "result", doc)).astype(np.float32)
+        C = _dataset(f, "traces/C", "result", doc).astype(np.float32)
         dims = f["footprints"].attrs.get("dims", f.attrs.get("dims"))
         if dims is None:
             raise InputFileError(
@@ -77,11 +77,11 @@ def read_result(path) -> dict:
         raise InputFileError(
             f"result file {path}: footprint pixel indices exceed dims {dims[0]}x{dims[1]}"
         )
-    if C.shape[0] != k and not (k == 0 and C.size == 0):
+    if C.ndim != 2 or C.shape[0] != k:
         raise InputFileError(
-            f"result file {path}: traces/C has {C.shape[0]} rows but footprints have {k} columns"
+            f"result file {path}: traces/C has shape {C.shape} but footprints have {k} "
+            "columns; expected (K, T)"
         )
-    C = C.reshape(k, -1)
     if frame_index is None:
         frame_index = np.arange(C.shape[1], dtype=np.int64)
     elif len(frame_index) != C.shape[1]:
