@@ -30,6 +30,7 @@ from online_cnmfe.errors import StateFileError
 from online_cnmfe.params import CNMFEParams
 
 FORMAT = "online-cnmfe-model"
+INIT_FORMAT = "online-cnmfe-init"  # an InitResult saved for reuse (``process --init-result``)
 FORMAT_VERSION = 1
 _SCALARS = (type(None), bool, int, float, str, np.integer, np.floating, np.bool_)
 
@@ -154,12 +155,16 @@ def _read_dataclass(group: h5py.Group) -> Any:
     return obj(**values)
 
 
-def save_model(path: str | Path, params: CNMFEParams, state: Any) -> None:
-    """Write params and ``state`` (a dataclass, e.g. ModelState) to ``path`` (overwritten)."""
+def save_model(path: str | Path, params: CNMFEParams, state: Any, fmt: str = FORMAT) -> None:
+    """Write params and ``state`` (a dataclass, e.g. ModelState) to ``path`` (overwritten).
+
+    ``fmt`` names the kind of file (:data:`FORMAT` for a model, :data:`INIT_FORMAT` for an
+    InitResult).
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
+        f.attrs["format"] = fmt
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["software_version"] = __version__
         f.attrs["params"] = params.to_json()
@@ -167,7 +172,7 @@ def save_model(path: str | Path, params: CNMFEParams, state: Any) -> None:
     tmp.replace(path)
 
 
-def load_model(path: str | Path) -> tuple[CNMFEParams, Any]:
+def load_model(path: str | Path, fmt: str = FORMAT) -> tuple[CNMFEParams, Any]:
     """Read (params, state) written by :func:`save_model`.
 
     Raises
@@ -181,10 +186,11 @@ def load_model(path: str | Path) -> tuple[CNMFEParams, Any]:
     except OSError as exc:
         raise StateFileError(f"cannot open model file {path}: {exc}") from exc
     with f:
-        if f.attrs.get("format") != FORMAT:
+        if f.attrs.get("format") != fmt:
+            kind = "model" if fmt == FORMAT else "initialisation"
             raise StateFileError(
-                f"{path} is not an online-cnmfe model file (format attribute "
-                f"{f.attrs.get('format')!r}, expected {FORMAT!r})"
+                f"{path} is not an online-cnmfe {kind} file (format attribute "
+                f"{f.attrs.get('format')!r}, expected {fmt!r})"
             )
         version = int(f.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
