@@ -139,6 +139,24 @@ def _ar_run(x: np.ndarray, g: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
     return out, (y1.copy(), y2.copy())
 
 
+def _bilinear_shift(stack: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:
+    """Translate images (L, H, W) by ``shift`` = (d_row, d_col) pixels into ``out``.
+
+    Content moves by +shift (``out[y, x] = stack[y - d_row, x - d_col]``), bilinear, edges
+    extended; the same convention as ``scipy.ndimage.shift(order=1, mode='nearest')``.
+    """
+    _, h, w = stack.shape
+    pad = int(math.ceil(float(np.abs(shift).max()))) + 1
+    padded = np.pad(stack, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    iy, ix = math.floor(-shift[0]), math.floor(-shift[1])
+    fy, fx = np.float32(-shift[0] - iy), np.float32(-shift[1] - ix)
+    r, c = pad + iy, pad + ix
+    top = (1 - fx) * padded[:, r : r + h, c : c + w] + fx * padded[:, r : r + h, c + 1 : c + w + 1]
+    bottom = (1 - fx) * padded[:, r + 1 : r + h + 1, c : c + w]
+    bottom += fx * padded[:, r + 1 : r + h + 1, c + 1 : c + w + 1]
+    np.add((1 - fy) * top, fy * bottom, out=out)
+
+
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
@@ -379,9 +397,7 @@ class MiniscopeSimulator:
             stack = np.stack([tissue, neural], axis=1).reshape(n, 2, *p.dims)
             moved = np.empty_like(stack)
             for i in range(n):
-                scipy.ndimage.shift(
-                    stack[i], (0.0, *motion[i]), output=moved[i], order=1, mode="nearest"
-                )
+                _bilinear_shift(stack[i], motion[i], moved[i])
             background = moved[:, 0] * self._vignette
             neural = moved[:, 1]
         else:

@@ -14,6 +14,7 @@ from acquisition.simulator import (
     BLOCK_FRAMES,
     MiniscopeSimulator,
     SimulationParams,
+    _bilinear_shift,
     load_simulator,
     write_simulation,
 )
@@ -230,3 +231,12 @@ def test_write_float32_part_of_an_endless_movie(tmp_path):
         assert f["truth/C"].shape == (12, 70)
     with pytest.raises(ValueError, match="n_frames"):
         write_simulation(tmp_path / "t.h5", sim, progress=False)
+
+
+@pytest.mark.parametrize("shift", [(1.3, -2.7), (-0.4, 0.0), (3.0, 4.0), (-3.9, 2.2)])
+def test_bilinear_shift_matches_scipy(shift):
+    x = np.random.default_rng(0).random((2, 20, 30)).astype(np.float32)
+    out = np.empty_like(x)
+    _bilinear_shift(x, np.array(shift, np.float32), out)
+    ref = scipy.ndimage.shift(x, (0, *shift), order=1, mode="nearest")
+    np.testing.assert_allclose(out, ref, atol=1e-5)
