@@ -244,6 +244,7 @@ class EngineParams:
     checkpoint_period_s: float = 30.0  # model state saved for --resume (0: only at shutdown)
     rcvhwm_frames: int = 64  # frames buffered in the SUB socket before ZeroMQ drops
     max_model_errors: int = 20  # consecutive model exceptions before the engine stops
+    queue_full: str = "drop"  # "drop" (live: drop and record) | "wait" (replay at max rate)
 
     def __post_init__(self) -> None:
         _int_at_least("queue_frames", self.queue_frames, 1)
@@ -253,6 +254,9 @@ class EngineParams:
         )
         _int_at_least("rcvhwm_frames", self.rcvhwm_frames, 1)
         _int_at_least("max_model_errors", self.max_model_errors, 1)
+        _check(
+            "queue_full", self.queue_full, self.queue_full in ("drop", "wait"), "'drop' or 'wait'"
+        )
         _positive("status_period_s", self.status_period_s)
         _positive("flush_period_s", self.flush_period_s)
         _positive("image_rate_hz", self.image_rate_hz)
