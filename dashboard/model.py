@@ -541,10 +541,17 @@ class DashboardModel:
             self.selected = [int(neuron_id)]
         self._dirty.update(("selection", "traces", "footprints"))
 
-    def _auto_select(self, n: int = 4) -> None:
-        """Until the user clicks, show the most active neurons (re-picked every ~5 s)."""
+    def clear_selection(self) -> None:
+        """Go back to showing the most active neurons (re-picked every 100 frames)."""
+        self.auto_select = True
+        self.selected = []
+        self._auto_select(force=True)
+        self._dirty.update(("selection", "traces", "footprints"))
+
+    def _auto_select(self, n: int = 4, force: bool = False) -> None:
+        """Until the user clicks, show the most active neurons (re-picked every 100 frames)."""
         tb = self.traces
-        if tb.n_frames % 100 != 1 and self.selected:
+        if not force and tb.n_frames % 100 != 1 and self.selected:
             return
         ids = tb.current_ids
         if ids.size == 0:

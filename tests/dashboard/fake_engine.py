@@ -21,7 +21,7 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from acquisition.protocol import encode_message  # noqa: E402
+from online_cnmfe import results_stream as rs  # noqa: E402
 
 
 class SyntheticSession:
@@ -71,79 +71,45 @@ class SyntheticSession:
         return min(self.total, self.n_initial + frame // self.born_every)
 
     def footprints_message(self, frame: int):
+        """The ``footprints`` message (encoded frames) of the neurons alive at ``frame``."""
         import scipy.sparse
 
         k = self.n_alive(frame)
         A = scipy.sparse.csc_array(self.A[:, :k])
         A.sort_indices()
-        arrays = {
-            "data": A.data.astype(np.float32),
-            "indices": A.indices.astype(np.int32),
-            "indptr": A.indptr.astype(np.int32),
-            "neuron_ids": np.arange(k, dtype=np.int64) + 100,
-            "centroids": self.centers[:k].astype(np.float32),
-        }
-        header = {"version": self.footprints_version, "dims": list(self.dims), "n_neurons": k}
-        return ("footprints", header, arrays)
+        ids = np.arange(k, dtype=np.int64) + 100
+        return rs.encode_footprints(A, ids, self.footprints_version, self.dims)
 
     def step(self, frame: int, fps: float, t0_ns: int):
-        """Messages of one frame: traces (+ born event, footprints, trigger)."""
+        """Encoded messages of one frame: traces (+ born event, footprints, trigger)."""
         out = []
         k = self.n_alive(frame)
         if frame > 0 and k > self.n_alive(frame - 1):
             self.footprints_version += 1
-            out.append(
-                (
-                    "event",
-                    {
-                        "kind": "born",
-                        "frame_index": frame,
-                        "neuron_ids": [100 + k - 1],
-                        "detail": "synthetic birth",
-                    },
-                    {},
-                )
-            )
+            out.append(rs.encode_event("born", frame, [100 + k - 1], "synthetic birth"))
             out.append(self.footprints_message(frame))
         spikes = (self.rng.random(self.total) < self.rates).astype(np.float32)
         spikes *= self.rng.uniform(0.5, 1.5, self.total).astype(np.float32)
         self.c = self.gamma * self.c + spikes
         noise = self.rng.normal(0, 0.05, self.total).astype(np.float32)
         t_acq = 1000.0 * frame / fps
-        age = (time.monotonic_ns() - t0_ns) / 1e6 % 3.0 + 1.0
+        meta = {"frame_index": frame, "seq": frame, "t_acq_ms": t_acq, "t_send_ns": t0_ns}
+        ids = np.arange(k, dtype=np.int64) + 100
+        age = 1.0 + (frame % 7) * 0.3
         out.append(
-            (
-                "traces",
-                {
-                    "frame_index": frame,
-                    "seq": frame,
-                    "t_acq_ms": t_acq,
-                    "age_ms": age,
-                    "footprints_version": self.footprints_version,
-                },
-                {
-                    "neuron_ids": np.arange(k, dtype=np.int64) + 100,
-                    "C": self.c[:k].copy(),
-                    "S": spikes[:k],
-                    "C_raw": self.c[:k] + noise[:k],
-                },
+            rs.encode_traces(
+                meta,
+                ids,
+                self.c[:k],
+                spikes[:k],
+                self.c[:k] + noise[:k],
+                self.footprints_version,
+                age,
             )
         )
         if spikes[0] > 0 and frame > 5:
-            out.append(
-                (
-                    "trigger",
-                    {
-                        "rule": "neuron 100 event",
-                        "frame_index": frame,
-                        "t_acq_ms": t_acq,
-                        "value": float(self.c[0]),
-                        "age_ms": 1.0 + 0.5 * (frame % 3),
-                        "neuron_ids": [100],
-                    },
-                    {},
-                )
-            )
+            age = 1.0 + 0.5 * (frame % 3)
+            out.append(rs.encode_trigger("neuron 100 event", frame, t_acq, self.c[0], age, [100]))
         return out
 
     def images(self, frame: int):
@@ -162,18 +128,10 @@ class SyntheticSession:
             "corr_pnr": (self.A[:, :k].max(axis=1).reshape(h, w) * 20).astype(np.float32),
             "max_projection": self.vmax,
         }
-        return [
-            (
-                "image",
-                {"frame_index": frame, "layer": name, "downsample": 1},
-                {"image": img.astype(np.float32)},
-            )
-            for name, img in layers.items()
-        ]
+        return [rs.encode_image(frame, name, img, 1) for name, img in layers.items()]
 
     def status(self, frame: int, fps: float, phase: str = "running"):
-        return (
-            "status",
+        return rs.encode_status(
             {
                 "frame_index": frame,
                 "n_frames_processed": frame + 1,
@@ -191,8 +149,7 @@ class SyntheticSession:
                 "store_ok": True,
                 "store_error": None,
                 "dims": list(self.dims),
-            },
-            {},
+            }
         )
 
 
@@ -216,23 +173,19 @@ def publish(
         sock.setsockopt(zmq.SNDHWM, 1000)
         sock.bind(address)
     session = SyntheticSession(dims=dims, n_neurons=n_neurons, seed=seed)
+    session.session_id = f"fake-{seed}-{os.getpid()}-{time.monotonic_ns()}"
     t0 = time.monotonic_ns()
     start = time.monotonic()
     frame, last_status, last_fp, last_img = 0, -1.0, -1.0, -1.0
 
     def send(msgs):
-        for topic, header, arrays in msgs:
-            sock.send_multipart(encode_message(topic, header, arrays), copy=False)
+        for frames in msgs:
+            sock.send_multipart(frames, copy=False)
 
     while time.monotonic() - start < seconds:
         now = time.monotonic()
         if now - last_status >= 1.0:
-            send(
-                [
-                    ("ready", {"session_id": session.session_id, "engine_pid": os.getpid()}, {}),
-                    session.status(frame, fps),
-                ]
-            )
+            send([rs.encode_ready(session.session_id, os.getpid()), session.status(frame, fps)])
             last_status = now
         if now - last_fp >= 2.0:
             send([session.footprints_message(frame)])
@@ -246,7 +199,7 @@ def publish(
         if delay > 0:
             time.sleep(delay)
     if eos:
-        send([("eos", {"n_frames_processed": frame, "reason": "complete"}, {})])
+        send([rs.encode_eos(frame, "complete")])
     if own:
         sock.close(linger=0)
     return frame

@@ -7,6 +7,7 @@ import pytest
 
 from acquisition.protocol import decode_message, encode_message
 from dashboard.model import DashboardModel, ModelConfig
+from online_cnmfe.results_stream import decode_result
 from tests.dashboard.fake_engine import SyntheticSession
 
 
@@ -229,10 +230,10 @@ def test_images_latest_per_layer_and_local_max_projection():
 def test_selection_and_auto_selection_of_active_neurons():
     s = SyntheticSession(dims=(32, 48), n_neurons=6, n_born=0, seed=1)
     m = DashboardModel()
-    m.handle(msg(*s.footprints_message(0)), now=0)
+    m.handle(decode_result(s.footprints_message(0)), now=0)
     for f in range(150):
-        for topic, h, a in s.step(f, 20.0, 0):
-            m.handle(msg(topic, h, a), now=0)
+        for frames in s.step(f, 20.0, 0):
+            m.handle(decode_result(frames), now=0)
     assert len(m.selected) == 4 and set(m.selected) <= set(range(100, 106))
     m.select(103)
     assert m.selected == [103] and not m.auto_select

@@ -1,0 +1,121 @@
+"""Status widgets: the banner across the window and the status bar of engine figures."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6 import QtCore, QtWidgets
+
+from dashboard.model import DashboardModel
+from dashboard.views import SEVERITY_STYLE
+
+CHIPS = (
+    ("frame", "Frame"),
+    ("fps", "Acq / proc"),
+    ("latency", "Latency p50 / p99"),
+    ("age", "Frame age"),
+    ("queue", "Queue"),
+    ("lost", "Dropped / rejected / malformed"),
+    ("neurons", "Neurons"),
+    ("display", "Display"),
+    ("session", "Session"),
+)
+STATE_COLOURS = {
+    "live": "#3fb950",
+    "waiting": "#d29922",
+    "connecting": "#8b949e",
+    "stalled": "#f85149",
+    "unreachable": "#f85149",
+    "stopped": "#d29922",
+}
+
+
+def _fmt(value, spec: str = ".1f", unit: str = "") -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "–"
+    return f"{value:{spec}}{unit}"
+
+
+class Banner(QtWidgets.QLabel):
+    """A coloured full-width message, hidden when the model has nothing to say."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.setContentsMargins(8, 6, 8, 6)
+        self.hide()
+
+    def refresh(self, model: DashboardModel, dirty: set[str]) -> None:
+        """Show the model's banner (text and severity) or hide."""
+        banner = model.banner
+        if banner is None:
+            self.hide()
+            return
+        self.setText(banner.text)
+        self.setStyleSheet(SEVERITY_STYLE[banner.severity] + "font-size:15px; font-weight:600;")
+        self.show()
+
+
+class StatusPanel(QtWidgets.QWidget):
+    """One line of labelled figures plus the phase and initialisation progress."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(6, 2, 6, 2)
+        self.state = QtWidgets.QLabel("●  connecting")
+        layout.addWidget(self.state)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setFixedWidth(160)
+        self.progress.setFormat("initialising %p%")
+        self.progress.hide()
+        layout.addWidget(self.progress)
+        self.values: dict[str, QtWidgets.QLabel] = {}
+        for key, title in CHIPS:
+            name = QtWidgets.QLabel(title)
+            name.setStyleSheet("color:#8b949e;")
+            value = QtWidgets.QLabel("–")
+            value.setStyleSheet("font-weight:600; font-family:monospace;")
+            layout.addSpacing(10)
+            layout.addWidget(name)
+            layout.addWidget(value)
+            self.values[key] = value
+        layout.addStretch(1)
+
+    def text(self, key: str) -> str:
+        """The shown value of one chip (for tests and logs)."""
+        return self.values[key].text()
+
+    def refresh(self, model: DashboardModel, dirty: set[str]) -> None:
+        """Update every figure from the latest status and the model's own counters."""
+        st, state = model.status, model.connection
+        phase = st.get("phase", "?")
+        colour = STATE_COLOURS.get(state, "#8b949e")
+        self.state.setText(f"<span style='color:{colour}'>●</span> {state} · {phase}")
+        init = st.get("init_progress")
+        if phase == "initialising" and isinstance(init, int | float):
+            self.progress.setValue(int(round(100 * init)))
+            self.progress.show()
+        else:
+            self.progress.hide()
+        frame = (
+            model.last_frame_index if model.last_frame_index is not None else st.get("frame_index")
+        )
+        v = self.values
+        v["frame"].setText(_fmt(frame, "d"))
+        v["fps"].setText(f"{_fmt(st.get('fps_in'))} / {_fmt(st.get('fps_processed'))} Hz")
+        v["latency"].setText(
+            f"{_fmt(st.get('latency_ms_p50'), '.2f')} / {_fmt(st.get('latency_ms_p99'), '.2f')} ms"
+        )
+        v["age"].setText(_fmt(model.last_age_ms, ".1f", " ms"))
+        v["queue"].setText(_fmt(st.get("queue_depth"), "d"))
+        lost = (st.get("n_dropped"), st.get("n_rejected"), st.get("n_malformed"))
+        v["lost"].setText(" / ".join(_fmt(x, "d") for x in lost) + f" (+{model.n_malformed} here)")
+        n = st.get("n_neurons")
+        if model.footprints is not None:
+            n = int(model.footprints.ids.size)
+        v["neurons"].setText(_fmt(n, "d"))
+        v["display"].setText(_fmt(model.display_fps, ".0f", " Hz"))
+        v["session"].setText(str(model.session_id or "–"))

@@ -1,0 +1,187 @@
+"""Trace panel: selected neurons' C, C_raw and S scrolling over a window, plus a raster of
+every neuron (sorted by position, activity or id) with markers on newly born neurons.
+
+Time runs along x in seconds relative to the newest frame (the right edge is 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from dashboard.model import DashboardModel
+from dashboard.views import NEW_COLOUR, selection_colour
+
+SORTS = (("position", "Sort: position"), ("activity", "Sort: activity"), ("id", "Sort: id"))
+
+
+class TracePanel(QtWidgets.QWidget):
+    """Selected traces (top) and the population raster (bottom).
+
+    Emits ``neuron_clicked(id, add)`` when a raster row is clicked.
+    """
+
+    neuron_clicked = QtCore.Signal(object, bool)
+
+    def __init__(self, window_s: float = 30.0, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self._model: DashboardModel | None = None
+        self._raster_ids = np.zeros(0, np.int64)
+        self._build(window_s)
+
+    def _build(self, window_s: float) -> None:
+        bar = QtWidgets.QHBoxLayout()
+        self.window_box = QtWidgets.QSpinBox()
+        self.window_box.setRange(2, 600)
+        self.window_box.setValue(int(window_s))
+        self.window_box.setSuffix(" s")
+        self.window_box.setToolTip("Time window of the traces and the raster")
+        self.sort_box = QtWidgets.QComboBox()
+        for key, title in SORTS:
+            self.sort_box.addItem(title, key)
+        self.raw_box = QtWidgets.QCheckBox("Raw trace")
+        self.raw_box.setChecked(True)
+        for w in (self.window_box, self.sort_box, self.raw_box):
+            sig = getattr(w, "valueChanged", None) or getattr(w, "currentIndexChanged", None)
+            (sig or w.toggled).connect(self._options_changed)
+        self.selection_label = QtWidgets.QLabel("")
+        self.selection_label.setStyleSheet("color:#9aa4b2;")
+        bar.addWidget(QtWidgets.QLabel("Window"))
+        bar.addWidget(self.window_box)
+        bar.addWidget(self.sort_box)
+        bar.addWidget(self.raw_box)
+        bar.addStretch(1)
+        bar.addWidget(self.selection_label)
+
+        self.glw = pg.GraphicsLayoutWidget()
+        self.trace_plot = self.glw.addPlot(row=0, col=0)
+        self.trace_plot.setLabel("bottom", "time (s)")
+        self.trace_plot.setMenuEnabled(False)
+        self.trace_plot.setMouseEnabled(x=False, y=False)
+        self.trace_plot.hideButtons()
+        self.raster_plot = self.glw.addPlot(row=1, col=0)
+        self.raster_plot.setLabel("bottom", "time (s)")
+        self.raster_plot.setLabel("left", "neurons")
+        self.raster_plot.setMenuEnabled(False)
+        self.raster_plot.setMouseEnabled(x=False, y=False)
+        self.raster_plot.hideButtons()
+        self.raster_plot.invertY(True)
+        self.raster_plot.setXLink(self.trace_plot)
+        self.glw.ci.layout.setRowStretchFactor(0, 3)
+        self.glw.ci.layout.setRowStretchFactor(1, 2)
+        self.raster = pg.ImageItem()
+        self.raster.setColorMap(pg.colormap.get("inferno"))
+        self.raster_plot.addItem(self.raster)
+        self.births = pg.ScatterPlotItem(
+            symbol="t2", size=9, pen=pg.mkPen(None), brush=pg.mkBrush(NEW_COLOUR)
+        )
+        self.new_marks = pg.ScatterPlotItem(
+            symbol="star", size=11, pen=pg.mkPen(None), brush=pg.mkBrush(NEW_COLOUR)
+        )
+        self.raster_plot.addItem(self.births)
+        self.raster_plot.addItem(self.new_marks)
+        self.curves: dict[str, list[pg.PlotDataItem]] = {"C": [], "C_raw": [], "S": []}
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(bar)
+        layout.addWidget(self.glw, 1)
+        self.raster_plot.scene().sigMouseClicked.connect(self._on_clicked)
+
+    def _options_changed(self, *_: object) -> None:
+        if self._model is not None:
+            self._model.mark_dirty("traces")
+
+    @property
+    def window_s(self) -> float:
+        """Shown time window in seconds."""
+        return float(self.window_box.value())
+
+    @property
+    def sort(self) -> str:
+        """Raster row order: 'position', 'activity' or 'id'."""
+        return self.sort_box.currentData()
+
+    # ------------------------------------------------------------------ render
+    def refresh(self, model: DashboardModel, dirty: set[str]) -> None:
+        """Redraw traces and raster when traces, footprints or the selection changed."""
+        self._model = model
+        if not dirty & {"traces", "selection", "footprints"}:
+            return
+        self._draw_selected(model)
+        self._draw_raster(model)
+        self.trace_plot.setXRange(-self.window_s, 0, padding=0)
+
+    def _ensure_curves(self, n: int) -> None:
+        while len(self.curves["C"]) < n:
+            i = len(self.curves["C"])
+            r, g, b = selection_colour(i)
+            raw = pg.PlotDataItem(pen=pg.mkPen((r, g, b, 90), width=1), connect="finite")
+            c = pg.PlotDataItem(pen=pg.mkPen((r, g, b), width=2), connect="finite")
+            s = pg.PlotCurveItem(pen=pg.mkPen((r, g, b, 200), width=2), connect="pairs")
+            for name, item in (("C_raw", raw), ("C", c), ("S", s)):
+                self.trace_plot.addItem(item)
+                self.curves[name].append(item)
+
+    def _draw_selected(self, model: DashboardModel) -> None:
+        win = model.trace_window(self.window_s, model.selected)
+        ids, t = win["ids"], win["t_s"]
+        self._ensure_curves(ids.size)
+        ticks = []
+        for i in range(len(self.curves["C"])):
+            if i >= ids.size:
+                for name in self.curves:
+                    self.curves[name][i].setData([], [])
+                continue
+            offset = -1.25 * i  # first selected on top
+            scale = win["scale"][i]
+            c = win["C"][i] / scale + offset
+            self.curves["C"][i].setData(t, c)
+            if self.raw_box.isChecked():
+                self.curves["C_raw"][i].setData(t, win["C_raw"][i] / scale + offset)
+            else:
+                self.curves["C_raw"][i].setData([], [])
+            s = np.nan_to_num(win["S"][i], nan=0.0) / scale
+            hit = np.nonzero(s > 0.02)[0]
+            xs = np.repeat(t[hit], 2)
+            ys = np.empty(2 * hit.size)
+            ys[0::2], ys[1::2] = offset - 0.2, offset - 0.2 + 0.5 * np.minimum(s[hit], 1.0)
+            self.curves["S"][i].setData(xs, ys, connect="pairs")
+            ticks.append((offset + 0.4, f"#{ids[i]}"))
+        self.trace_plot.getAxis("left").setTicks([ticks, []])
+        self.trace_plot.setYRange(-1.25 * max(ids.size, 1) + 0.9, 1.1, padding=0)
+        auto = " (most active)" if model.auto_select else ""
+        self.selection_label.setText(
+            f"selected{auto}: " + ", ".join(f"#{i}" for i in ids.tolist())
+            if ids.size
+            else "click a neuron to show its traces"
+        )
+
+    def _draw_raster(self, model: DashboardModel) -> None:
+        r = model.raster(self.window_s, self.sort)
+        img, t = r["image"], r["t_s"]
+        self._raster_ids = r["ids"]
+        n = img.shape[0]
+        if n == 0 or t.size < 2:
+            self.raster.clear()
+            self.births.setData([], [])
+            self.new_marks.setData([], [])
+            return
+        dt = (t[-1] - t[0]) / (t.size - 1) if t.size > 1 else 0.05
+        self.raster.setImage(np.nan_to_num(img, nan=0.0), autoLevels=False, levels=(0.0, 1.0))
+        self.raster.setRect(QtCore.QRectF(t[0] - dt / 2, 0, t[-1] - t[0] + dt, n))
+        self.raster_plot.setYRange(0, n, padding=0)
+        inside = np.isfinite(r["birth_t_s"])
+        rows = np.arange(n) + 0.5
+        self.births.setData(r["birth_t_s"][inside], rows[inside])
+        new = r["new"]
+        self.new_marks.setData(np.full(new.sum(), -0.02 * self.window_s), rows[new])
+
+    def _on_clicked(self, event) -> None:
+        vb = self.raster_plot.vb
+        if self._model is None or not vb.sceneBoundingRect().contains(event.scenePos()):
+            return
+        row = int(np.floor(vb.mapSceneToView(event.scenePos()).y()))
+        if 0 <= row < self._raster_ids.size:
+            add = bool(event.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier)
+            self.neuron_clicked.emit(int(self._raster_ids[row]), add)

@@ -1,0 +1,227 @@
+"""The views draw what the model holds, where it belongs (pytest-qt, offscreen).
+
+Orientation: images are row-major, so pixel (row, col) must be drawn at x = col, y = row with
+row 0 at the top. A footprint at (row 5, col 20) in a 16 x 32 image (H != W, so a transposition
+lands off the image) must give contour corners at rows 5..6 and cols 20..21, and the rendered
+widget must be bright exactly there.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6 import QtCore, QtGui  # noqa: E402
+
+from acquisition.protocol import decode_message, encode_message  # noqa: E402
+from dashboard.model import DashboardModel, ModelConfig  # noqa: E402
+from dashboard.views.image import ImagePanel  # noqa: E402
+from dashboard.views.window import DashboardWindow  # noqa: E402
+
+DIMS = (16, 32)
+
+
+def msg(topic, header, arrays=None):
+    return decode_message(encode_message(topic, header, arrays or {}))
+
+
+def footprint_model(value_at=(5, 20)) -> DashboardModel:
+    m = DashboardModel(ModelConfig(), address="tcp://127.0.0.1:9")
+    r, c = value_at
+    m.handle(
+        msg(
+            "footprints",
+            {"version": 1, "dims": list(DIMS), "n_neurons": 1},
+            {
+                "data": np.array([1.0], np.float32),
+                "indices": np.array([r * DIMS[1] + c], np.int32),
+                "indptr": np.array([0, 1], np.int32),
+                "neuron_ids": np.array([42], np.int64),
+                "centroids": np.array([[r, c]], np.float32),
+            },
+        ),
+        now=0.0,
+    )
+    image = np.zeros(DIMS, np.float32)
+    image[r, c] = 100.0
+    image[0, 0] = 0.0
+    m.handle(
+        msg("image", {"frame_index": 0, "layer": "raw", "downsample": 1}, {"image": image}),
+        now=0.0,
+    )
+    for f in range(3):
+        m.handle(
+            msg(
+                "traces",
+                {
+                    "frame_index": f,
+                    "seq": f,
+                    "t_acq_ms": 50.0 * f,
+                    "age_ms": 1.0,
+                    "footprints_version": 1,
+                },
+                {
+                    "neuron_ids": np.array([42]),
+                    "C": np.array([1.0 + f], np.float32),
+                    "S": np.array([0.5], np.float32),
+                    "C_raw": np.array([1.0 + f], np.float32),
+                },
+            ),
+            now=0.0,
+        )
+    return m
+
+
+def widget_pixel(panel: ImagePanel, row: float, col: float) -> QtCore.QPoint:
+    """Where image coordinate (row, col) lands in the panel's graphics view."""
+    scene = panel.vb.mapViewToScene(QtCore.QPointF(col, row))
+    return panel.glw.mapFromScene(scene)
+
+
+@pytest.fixture
+def panel(qtbot):
+    p = ImagePanel()
+    p.resize(640, 400)
+    qtbot.addWidget(p)
+    p.show()
+    qtbot.waitExposed(p)
+    return p
+
+
+def test_contour_of_footprint_at_row5_col20_is_drawn_at_x20_y5(panel):
+    m = footprint_model()
+    panel.activity_box.setChecked(False)
+    panel.refresh(m, m.take_dirty())
+    x, y = panel.contours.getData()
+    assert set(np.unique(x).tolist()) == {20.0, 21.0}  # x is the column
+    assert set(np.unique(y).tolist()) == {5.0, 6.0}  # y is the row
+    assert panel.vb.state["yInverted"]
+    label = panel.labels[0]
+    assert (label.pos().x(), label.pos().y()) == (20.5, 5.5)
+
+
+def test_rendered_image_is_bright_at_row5_col20_only(panel, qtbot):
+    m = footprint_model()
+    panel.activity_box.setChecked(False)
+    panel.contours_box.setChecked(False)
+    panel.ids_box.setChecked(False)
+    panel.set_layer("raw")
+    panel.refresh(m, m.take_dirty())
+    assert panel.base.image[5, 20] == 100.0 and panel.base.image.shape == DIMS
+    qtbot.wait(50)
+    grab = panel.glw.grab().toImage()
+    bright = QtGui.QColor(grab.pixel(widget_pixel(panel, 5.5, 20.5))).lightness()
+    assert bright > 200
+    for row, col in [(5.5, 10.5), (10.5, 20.5), (2.5, 5.5), (6.5, 20.5), (5.5, 21.5)]:
+        dark = QtGui.QColor(grab.pixel(widget_pixel(panel, row, col))).lightness()
+        assert dark < 60, (row, col, dark)
+    # row 0 is at the top of the widget
+    assert widget_pixel(panel, 0.5, 20.5).y() < widget_pixel(panel, 15.5, 20.5).y()
+
+
+def test_activity_overlay_lights_the_neuron_pixels(panel):
+    m = footprint_model()
+    panel.set_layer("raw")
+    panel.refresh(m, m.take_dirty())
+    overlay = panel.overlay.image
+    assert overlay.shape == DIMS
+    assert overlay[5, 20] == pytest.approx(1.0)  # latest C is the running max
+    assert overlay.sum() == pytest.approx(1.0)
+
+
+def test_hover_text_and_click_select_the_neuron(panel, qtbot):
+    m = footprint_model()
+    panel.refresh(m, m.take_dirty())
+    text = panel.describe(5.5, 20.5)
+    assert "neuron 42" in text and "row    5 col   20" in text
+    assert "neuron" not in panel.describe(20.5 % DIMS[0], 5.5)
+    qtbot.wait(20)
+    pos = widget_pixel(panel, 5.5, 20.5)
+    with qtbot.waitSignal(panel.neuron_clicked, timeout=2000) as blocker:
+        qtbot.mouseClick(panel.glw.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=pos)
+    assert blocker.args == [42, False]
+
+
+def test_window_draws_selected_traces_raster_status_and_triggers(qtbot):
+    w = DashboardWindow()
+    qtbot.addWidget(w)
+    m = footprint_model()
+    m.handle(
+        msg(
+            "status",
+            {
+                "frame_index": 2,
+                "n_frames_processed": 3,
+                "fps_in": 20.0,
+                "fps_processed": 19.5,
+                "queue_depth": 1,
+                "latency_ms_p50": 1.5,
+                "latency_ms_p99": 3.25,
+                "n_neurons": 1,
+                "n_dropped": 4,
+                "n_rejected": 0,
+                "n_malformed": 0,
+                "phase": "running",
+                "init_progress": 1.0,
+                "store_ok": True,
+                "store_error": None,
+                "dims": list(DIMS),
+            },
+        ),
+        now=0.0,
+    )
+    m.handle(
+        msg(
+            "trigger",
+            {
+                "rule": "cell42",
+                "frame_index": 2,
+                "t_acq_ms": 100.0,
+                "value": 3.0,
+                "age_ms": 1.75,
+                "neuron_ids": [42],
+            },
+        ),
+        now=0.0,
+    )
+    m.select(42)
+    m.tick(0.5)
+    w.refresh(m, m.take_dirty())
+    x, y = w.traces.curves["C"][0].getData()
+    np.testing.assert_allclose(x, [-0.1, -0.05, 0.0])
+    np.testing.assert_allclose(y, np.array([1, 2, 3]) / 3)  # C / max(C_raw), first row offset 0
+    assert w.traces.raster.image.shape == (1, 3)
+    np.testing.assert_allclose(w.traces.raster.image[0], [1 / 3, 2 / 3, 1])
+    assert w.status.text("frame") == "2"
+    assert w.status.text("latency") == "1.50 / 3.25 ms"
+    assert w.status.text("lost").startswith("4 / 0 / 0")
+    assert w.closed_loop.table.item(0, 0).text() == "cell42"
+    assert w.closed_loop.table.item(0, 5).text().startswith("1.75")
+    assert w.banner.isHidden()
+
+
+def test_banner_shows_when_engine_unreachable(qtbot):
+    w = DashboardWindow()
+    qtbot.addWidget(w)
+    w.show()
+    m = DashboardModel(ModelConfig(silence_timeout_s=1.0), address="tcp://127.0.0.1:9", now=0.0)
+    m.tick(2.0)
+    w.refresh(m, m.take_dirty())
+    assert w.banner.isVisible()
+    assert "not reachable at tcp://127.0.0.1:9" in w.banner.text()
+    assert "unreachable" in w.status.state.text()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12")
+def test_qt_binding_keeps_references_to_none(qapp):
+    """PySide6 6.12.0 drops a reference to None on each void call on Python 3.11 (crash)."""
+    from PySide6 import QtWidgets
+
+    label = QtWidgets.QLabel("x")
+    before = sys.getrefcount(None)
+    for _ in range(500):
+        label.setText("y")
+    assert sys.getrefcount(None) - before > -100
