@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +107,12 @@ class ResultsWriter:
         Frames buffered in memory before they are written (a flush writes earlier).
     resume : bool
         Continue an existing file (cleanly closed or crashed) instead of creating one.
+    prepare : callable, optional
+        ``prepare(file)`` creates extra groups/datasets (e.g. ``triggers/``) before SWMR mode
+        starts; SWMR forbids creating objects later.
+    flush_hooks : sequence of callable
+        ``hook(file)`` is called at every flush, before the file is flushed, to append to
+        those datasets (from the writer's thread).
     min_free_bytes : int
         Writing stops with a :class:`StoreError` (the file is closed cleanly) when the disk
         has less free space than this, before HDF5 itself hits a full disk.
@@ -143,6 +150,8 @@ class ResultsWriter:
         block_frames: int = 256,
         resume: bool = False,
         min_free_bytes: int = 64 * 2**20,
+        prepare: Callable[[h5py.File], Any] | None = None,
+        flush_hooks: Sequence[Callable[[h5py.File], Any]] = (),
     ) -> None:
         if len(dims) != 2 or min(dims) <= 0:
             raise ValueError(f"dims must be (H, W) with H, W > 0, got {dims!r}")
@@ -154,6 +163,8 @@ class ResultsWriter:
         self.error: str | None = None
         self.hdf5_failed = False
         self._min_free_bytes = int(min_free_bytes)
+        self._prepare = prepare
+        self._flush_hooks = list(flush_hooks)
         self._file: h5py.File | None = None
         self._id_to_row: dict[int, int] = {}
         self._row_ids: list[int] = []
@@ -219,6 +230,8 @@ class ResultsWriter:
             fr.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
         fr.create_dataset("dropped", (0, 2), np.int64, maxshape=(None, 2), chunks=(256, 2))
         fr.create_dataset("rejected", (0,), REJECT_DTYPE, maxshape=(None,), chunks=(256,))
+        if self._prepare is not None:
+            self._prepare(f)
         f.flush()
         f.swmr_mode = True
 
@@ -457,6 +470,8 @@ class ResultsWriter:
             rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
             _append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
+        for hook in self._flush_hooks:
+            hook(f)
         f.flush()
         self._last_flush = time.monotonic()
 

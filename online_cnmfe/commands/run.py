@@ -1,0 +1,123 @@
+"""``online-cnmfe run``: the streaming engine (frames in over ZeroMQ, results out and to HDF5)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from online_cnmfe.errors import ConfigError
+from online_cnmfe.params import CNMFEParams, parse_overrides
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run the streaming engine during an experiment",
+        description=(
+            "Subscribe to a frame stream (online-cnmfe acquire, or any publisher speaking "
+            "docs/protocol.md), initialise on the first frames, then process every frame: "
+            "results are published on --results (traces, footprints, events, images, status) "
+            "and written to --out. Stops cleanly (file flushed and closed, exit 0) at the end "
+            "of the stream, on Ctrl-C or on SIGTERM."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--frames", default="tcp://127.0.0.1:5555", help="frame publisher to connect to")
+    p.add_argument("--results", default="tcp://127.0.0.1:5556", help="where to publish results")
+    p.add_argument("--out", type=Path, help="results file (HDF5); omit to only publish")
+    p.add_argument("--config", type=Path, help="TOML/JSON parameter file ([stage] tables)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="STAGE.KEY=VALUE",
+        help="override one parameter, e.g. --set init.init_frames=200 (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out after a crash: reload the last model checkpoint "
+        "(<out>.state.h5) and append to the results file",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="do not stop at the end of the stream; wait for the next session",
+    )
+    p.add_argument(
+        "--triggers", type=Path, help="closed-loop trigger rules (TOML, see docs/closed-loop.md)"
+    )
+    p.set_defaults(func=run)
+
+
+def load_params(config: Path | None, overrides: list[str]) -> CNMFEParams:
+    """Parameters from an optional file plus ``--set`` overrides."""
+    params = CNMFEParams.from_file(config) if config is not None else CNMFEParams()
+    values = parse_overrides(overrides)
+    return params.replace(**values) if values else params
+
+
+def run(args: argparse.Namespace) -> int:
+    from online_cnmfe.engine import Engine, EngineConfig
+
+    params = load_params(args.config, args.overrides)
+    out = args.out
+    if out is not None and out.exists() and not (args.resume or args.overwrite):
+        raise ConfigError(
+            f"{out} exists; pass --resume to continue that session or --overwrite to replace it"
+        )
+    if out is not None and not out.parent.is_dir():
+        raise ConfigError(f"the folder of --out ({out.parent}) does not exist")
+    config = EngineConfig(
+        frames_endpoint=args.frames,
+        results_endpoint=args.results,
+        out=out,
+        params=params,
+        resume=args.resume,
+        exit_on_eos=not args.keep_running,
+    )
+    engine = Engine(config)
+    if args.triggers is not None:
+        _attach_triggers(engine, args.triggers, params)
+    code = engine.run()
+    if engine.store.hdf5_failed:
+        # HDF5 keeps a failed file open and may crash at interpreter exit: leave now.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code or 3)
+    return code
+
+
+def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
+    """Closed-loop hook: rules evaluated on the model thread, firings stored with the results."""
+    from online_cnmfe.triggers import TriggerEngine, load_trigger_config
+    from online_cnmfe.triggers.records import (
+        create_trigger_datasets,
+        store_rule_log,
+        store_triggers,
+    )
+
+    triggers = TriggerEngine.from_config(
+        load_trigger_config(path),
+        max_frame_age_ms=params.engine.max_frame_age_ms,
+        frame_rate_hz=params.data.frame_rate_hz,
+    )
+
+    def flush_hook(f) -> None:
+        group = f["triggers"]
+        store_triggers(group, triggers.drain_new())
+        store_rule_log(group, triggers.drain_new_rule_log())
+
+    engine.add_frame_result_callback(triggers.on_frame)
+    engine.add_footprints_callback(triggers.update_centroids)
+    engine.store_prepare.append(create_trigger_datasets)
+    engine.store_flush_hooks.append(flush_hook)
+    engine.status_extras.append(lambda: {"triggers": triggers.stats()})
+    engine.shutdown_callbacks.append(lambda _engine: triggers.close())
