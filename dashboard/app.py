@@ -19,6 +19,7 @@ engine restart (the model clears itself on a new session).
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections import deque
 from pathlib import Path
@@ -212,20 +213,32 @@ class DashboardApp:
         return path
 
     def run(self, screenshot: str | Path | None = None, quit_after_s: float | None = None) -> int:
-        """Show the window and run the Qt loop; optionally quit (and screenshot) after a time."""
+        """Show the window and run the Qt loop until it is closed, ``quit_after_s`` passed, or
+        SIGINT/SIGTERM arrived; the screenshot (if asked) is taken just before quitting."""
         self.window.show()
+        done = []
+
+        def finish(*_: object) -> None:
+            if done:
+                return
+            done.append(True)
+            self.tick()
+            if screenshot is not None:
+                self.screenshot(screenshot)
+            self.qapp.quit()
+
         if quit_after_s is not None:
-
-            def finish() -> None:
-                self.tick()
-                if screenshot is not None:
-                    self.screenshot(screenshot)
-                self.qapp.quit()
-
             QtCore.QTimer.singleShot(int(quit_after_s * 1000), finish)
+        # Python runs signal handlers between bytecodes: the 20 ms timer gives it the chance.
+        previous = {
+            sig: signal.signal(sig, lambda *_: QtCore.QTimer.singleShot(0, finish))
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             self.qapp.exec()
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.close()
         return 0
 

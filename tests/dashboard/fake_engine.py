@@ -163,6 +163,7 @@ def publish(
     image_hz: float = 10.0,
     eos: bool = True,
     socket: zmq.Socket | None = None,
+    stop=None,
 ) -> int:
     """Bind a PUB at ``address`` and stream a synthetic session for ``seconds``."""
     ctx = zmq.Context.instance()
@@ -182,7 +183,7 @@ def publish(
         for frames in msgs:
             sock.send_multipart(frames, copy=False)
 
-    while time.monotonic() - start < seconds:
+    while time.monotonic() - start < seconds and not (stop is not None and stop.is_set()):
         now = time.monotonic()
         if now - last_status >= 1.0:
             send([rs.encode_ready(session.session_id, os.getpid()), session.status(frame, fps)])

@@ -1,0 +1,144 @@
+"""The dashboard as a real subprocess against a real publisher over tcp://127.0.0.1.
+
+Started before the publisher it shows the unreachable banner, then data; when the publisher
+goes away and a new session starts on the same address it shows the banner again, then the
+new session's data. On SIGTERM it writes its screenshot, which must not be blank.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from tests.dashboard import fake_engine
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_port() -> int:
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.PUB)
+    s.setsockopt(zmq.LINGER, 0)
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    s.close(linger=0)
+    return port
+
+
+class Lines:
+    """The subprocess's stderr, line by line, awaited with a timeout."""
+
+    def __init__(self, stream) -> None:
+        self.q: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.q.put(line)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(
+            f"{text!r} not logged in {timeout} s; log so far:\n" + "".join(self.seen)
+        )
+
+
+def start_publisher(address: str, seed: int, seconds: float, stop=None) -> threading.Thread:
+    t = threading.Thread(
+        target=fake_engine.publish,
+        kwargs={
+            "stop": stop,
+            "address": address,
+            "seconds": seconds,
+            "seed": seed,
+            "eos": False,
+            "dims": (96, 128),
+            "n_neurons": 15,
+        },
+        daemon=True,
+    )
+    t.start()
+    return t
+
+
+def png_is_not_blank(path: Path) -> tuple[bool, int]:
+    from PySide6 import QtGui
+
+    img = QtGui.QImage(str(path))
+    assert not img.isNull(), f"{path} is not a readable PNG"
+    step = 7
+    colours = {
+        img.pixel(x, y) for x in range(0, img.width(), step) for y in range(0, img.height(), step)
+    }
+    return len(colours) > 50, len(colours)
+
+
+def test_dashboard_survives_publisher_start_stop_and_restart(tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    png = tmp_path / "dashboard.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "online_cnmfe",
+            "dashboard",
+            "--results",
+            address,
+            "--stall-s",
+            "1.5",
+            "--screenshot",
+            str(png),
+            "--quit-after",
+            "100",
+        ],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    stop = threading.Event()
+    try:
+        log = Lines(proc.stderr)
+        log.wait_for("dashboard subscribed")
+        log.wait_for("connection: unreachable")  # started before any publisher
+        first = start_publisher(address, seed=1, seconds=4.0)
+        log.wait_for("connection: live")
+        first.join(timeout=30)
+        log.wait_for("connection: unreachable")  # the publisher went away
+        second = start_publisher(address, seed=2, seconds=60.0, stop=stop)
+        log.wait_for("results stream restarted")  # a new session clears the display
+        log.wait_for("connection: live")
+        time.sleep(1.5)  # let a few frames and images arrive for the screenshot
+        proc.send_signal(signal.SIGTERM)
+        log.wait_for("screenshot written")
+        log.wait_for("display:")
+        assert proc.wait(timeout=30) == 0
+        assert second.is_alive()
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    ok, n_colours = png_is_not_blank(png)
+    assert ok, f"screenshot {png} looks blank ({n_colours} colours)"
