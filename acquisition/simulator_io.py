@@ -169,7 +169,18 @@ def _write_truth(f: h5py.File, simulator: MiniscopeSimulator, n_frames: int) -> 
         "C[:, t] = g1 C[:, t-1] + g2 C[:, t-2] + S[:, t]; pnr = max_t C / noise_sigma"
     )
     g.attrs["noise_sigma"] = p.noise_sigma
-    g.create_dataset("footprints", data=truth.footprints, compression="gzip", shuffle=True)
+    k = truth.n_neurons
+    fp = g.create_dataset(
+        "footprints",
+        shape=(k, *p.dims),
+        dtype=np.float32,
+        chunks=(1, *p.dims) if k else None,
+        compression="gzip",
+        shuffle=True,
+    )
+    for i in range(0, k, 64):  # dense in slices: K x H x W may not fit in memory at once
+        block = truth.A[:, i : i + 64].toarray().T
+        fp[i : i + block.shape[0]] = block.reshape(-1, *p.dims)
     C = simulator.calcium(0, n_frames)
     g.create_dataset("C", data=C, chunks=True)
     g.create_dataset("S", data=simulator.spikes(0, n_frames), chunks=True)

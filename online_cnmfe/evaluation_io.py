@@ -104,18 +104,31 @@ def read_truth(path) -> dict:
     """
     doc = "docs/simulation-format.md"
     with _open(path, "truth") as f:
-        fp = _dataset(f, "truth/footprints", "truth", doc).astype(np.float32)
         C = _dataset(f, "truth/C", "truth", doc).astype(np.float32)
         pnr = _dataset(f, "truth/pnr", "truth", doc).astype(np.float64)
+        ds = f.get("truth/footprints")
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 3:
+            raise InputFileError(
+                f"truth file {path} has no (K, H, W) dataset 'truth/footprints'; expected the "
+                f"layout of {doc}"
+            )
+        k, h, w = ds.shape
+        # sparse in slices: the dense K x H x W stack of a large movie need not fit in memory
+        parts = [
+            scipy.sparse.csc_array(ds[i : i + 64].reshape(-1, h * w).T.astype(np.float32))
+            for i in range(0, k, 64)
+        ]
         birth = f.get("truth/birth_frame")
         birth = np.zeros(len(pnr), np.int64) if birth is None else birth[()].astype(np.int64)
-    if fp.ndim != 3 or C.ndim != 2 or not (len(fp) == len(C) == len(pnr) == len(birth)):
+    if C.ndim != 2 or not (k == len(C) == len(pnr) == len(birth)):
         raise InputFileError(
-            f"truth file {path}: truth/footprints {fp.shape}, truth/C {C.shape} and truth/pnr "
-            f"{pnr.shape} disagree on the number of neurons"
+            f"truth file {path}: truth/footprints ({k} neurons), truth/C {C.shape} and "
+            f"truth/pnr {pnr.shape} disagree on the number of neurons"
         )
-    k, h, w = fp.shape
-    A = scipy.sparse.csc_array(fp.reshape(k, h * w).T)
+    if parts:
+        A = scipy.sparse.csc_array(scipy.sparse.hstack(parts, format="csc"))
+    else:
+        A = scipy.sparse.csc_array((h * w, 0), dtype=np.float32)
     return {"A": A, "dims": (h, w), "C": C, "pnr": pnr, "birth_frame": birth}
 
 

@@ -84,7 +84,7 @@ def test_bad_inputs_give_one_line_errors(simulated, tmp_path):
     with h5py.File(tmp_path / "notruth.h5", "w") as f:
         f["movie"] = np.zeros((2, 64, 64))
     assert_one_line_error(
-        cli("evaluate", tmp_path / "r.h5", tmp_path / "notruth.h5"), "truth/footprints"
+        cli("evaluate", tmp_path / "r.h5", tmp_path / "notruth.h5"), "no dataset", "truth/"
     )
     write_result(tmp_path / "small.h5", np.ones((1, 32, 32), np.float32), C[:1])
     assert_one_line_error(cli("evaluate", tmp_path / "small.h5", simulated), "32x32", "64x64")
