@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import zmq
 
 from acquisition.protocol import (
+    TOPIC_FRAME,
     EosMessage,
     FrameMessage,
     StartMessage,
@@ -59,6 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+EOS_REPEAT_PERIOD_S = 0.1
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -117,6 +119,9 @@ class PublisherConfig:
         Period of the repeated ``start`` message.
     linger_ms : int
         How long closing may wait for queued messages (the ``eos`` included) to go out.
+    eos_repeat_s : float
+        The ``eos`` is re-sent every 0.1 s for this long (receivers whose queue was full
+        when it was first sent get a later copy).
     """
 
     endpoint: str = DEFAULT_ENDPOINT
@@ -128,6 +133,7 @@ class PublisherConfig:
     wait_for_subscriber_s: float = 0.0
     start_interval_s: float = 1.0
     linger_ms: int = 2000
+    eos_repeat_s: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate", parse_rate(self.rate))
@@ -135,8 +141,10 @@ class PublisherConfig:
             raise ValueError(f"sndhwm is {self.sndhwm}; expected >= 1 message")
         if self.start < 0 or (self.stop is not None and self.stop <= self.start):
             raise ValueError(f"frame range start={self.start}, stop={self.stop} is empty/invalid")
-        if self.wait_for_subscriber_s < 0 or self.start_interval_s <= 0 or self.linger_ms < 0:
-            raise ValueError("wait_for_subscriber_s, linger_ms must be >= 0, start_interval_s > 0")
+        if min(self.wait_for_subscriber_s, self.linger_ms, self.eos_repeat_s) < 0:
+            raise ValueError("wait_for_subscriber_s, linger_ms, eos_repeat_s must be >= 0")
+        if self.start_interval_s <= 0:
+            raise ValueError(f"start_interval_s is {self.start_interval_s}; expected > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +167,7 @@ class PublishSummary:
     lost_daq_frames : int
         Frames the recording itself lost before the software (DAQ counter gaps).
     n_subscribers : int
-        Subscriptions seen at the end.
+        Subscribers of ``frame`` connected at the end.
     """
 
     session_id: str
@@ -239,18 +247,26 @@ class FramePublisher:
 
     # -- socket helpers ----------------------------------------------------------------
     def _drain_subscriptions(self) -> None:
+        """Read the subscription messages XPUB queued; count subscribers of ``frame``."""
         while True:
             try:
                 msg = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            topic = msg[1:]
+            if not TOPIC_FRAME.encode().startswith(topic):
+                continue  # a subscription that does not receive frames
             if msg[:1] == b"\x01":
                 self.n_subscribers += 1
             elif msg[:1] == b"\x00":
                 self.n_subscribers = max(0, self.n_subscribers - 1)
 
     def wait_for_subscriber(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
-        """Wait until at least one subscription arrived; True if one did within ``timeout_s``."""
+        """Wait until a subscriber of ``frame`` is connected; True if one was within ``timeout_s``.
+
+        :class:`~acquisition.subscriber.FrameSubscriber` subscribes to ``frame`` last, so its
+        ``start`` and ``eos`` subscriptions are in place too when this returns True.
+        """
         deadline = time.monotonic() + timeout_s
         self._drain_subscriptions()
         while self.n_subscribers == 0:
@@ -405,9 +421,7 @@ class FramePublisher:
             reason = "error"
             raise
         finally:
-            eos = encode_eos(EosMessage(self.session_id, n_sent, reason))
-            if not self._send(eos, threading.Event(), timeout_s=self.config.linger_ms / 1000):
-                logger.warning("the end-of-stream message could not be queued (subscriber full)")
+            self._send_eos(n_sent, reason)
             self._drain_subscriptions()
         elapsed = (t_last_send - t_first_send) if n_sent > 1 else 0.0
         return PublishSummary(
@@ -420,6 +434,27 @@ class FramePublisher:
             lost_daq_frames=int(info.metadata.get("lost_daq_frames", 0)),
             n_subscribers=self.n_subscribers,
         )
+
+    def _send_eos(self, n_sent: int, reason: str) -> None:
+        """Send the ``eos``, repeated for ``eos_repeat_s`` so a full receiver still gets it.
+
+        A PUB-side pipe that hit its HWM is parked until the receiver's read credit comes
+        back, and a message sent meanwhile is silently not delivered to it even with
+        ``XPUB_NODROP``. Repeating the ``eos`` (receivers ignore duplicates) lets it through
+        once the receiver has drained its queue.
+        """
+        self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        eos = encode_eos(EosMessage(self.session_id, n_sent, reason))
+        deadline = time.monotonic() + self.config.eos_repeat_s
+        timeout_s = self.config.linger_ms / 1000
+        while True:
+            self.socket.getsockopt(zmq.EVENTS)  # process pending read credits first
+            if not self._send(eos, threading.Event(), timeout_s=timeout_s):
+                logger.warning("the end-of-stream message could not be queued (subscriber full)")
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(EOS_REPEAT_PERIOD_S)
 
     def close(self, linger_ms: int | None = None) -> None:
         """Close the socket, waiting up to ``linger_ms`` (default: the config's) for the queue."""

@@ -3,7 +3,8 @@
 :class:`FrameSubscriber` connects a SUB socket, decodes every message and applies the receiver
 rules of docs/protocol.md:
 
-- a ``seq`` gap is a drop (counted, the missing range recorded, the stream goes on);
+- a ``seq`` gap is a drop (counted, the missing range recorded, the stream goes on); frames
+  missing between the last one received and the ``eos`` (which carries ``n_sent``) too;
 - ``seq`` going back or a new ``session_id`` is a restart (state reset, counted);
 - a malformed message is counted and skipped with its reason kept, never fatal;
 - a frame whose shape/dtype differs from the session's (from ``start``, the constructor's
@@ -108,7 +109,8 @@ class FrameSubscriber:
     expected_shape, expected_dtype : optional
         Reject frames of another shape/dtype regardless of the session (e.g. the model's).
     topics : tuple of str
-        Topics to subscribe to (default: frame, start, eos).
+        Topics to subscribe to, in this order (default: start, eos, frame; ``frame`` last so a
+        publisher waiting for the ``frame`` subscription knows the others are in place).
     context : zmq.Context, optional
     """
 
@@ -119,7 +121,7 @@ class FrameSubscriber:
         conflate: bool = False,
         expected_shape: tuple[int, int] | None = None,
         expected_dtype: str | None = None,
-        topics: tuple[str, ...] = (TOPIC_FRAME, TOPIC_START, TOPIC_EOS),
+        topics: tuple[str, ...] = (TOPIC_START, TOPIC_EOS, TOPIC_FRAME),
         context: zmq.Context | None = None,
     ) -> None:
         if rcvhwm < 1:
@@ -231,8 +233,11 @@ class FrameSubscriber:
             self._on_start(message)
             return message
         if isinstance(message, EosMessage):
+            if self.eos is not None and message.session_id == self.eos.session_id:
+                return None  # the publisher repeats its eos; one is enough
             if message.session_id == self.session_id or self.session_id is None:
                 self.eos = message
+                self._count_tail_drop(message)
             self.stats.n_eos += 1
             self._event("eos", None, f"session {message.session_id} ended: {message.reason}")
             return message
@@ -293,14 +298,22 @@ class FrameSubscriber:
         self.stats.n_frames += 1
         return frame
 
+    def _record_drop(self, first: int, last: int, seq: int | None) -> None:
+        self.stats.n_dropped += last - first + 1
+        if len(self.stats.drop_ranges) < MAX_RANGES:
+            self.stats.drop_ranges.append((first, last))
+        self._event("drop", seq, f"seq {first}-{last} missing", first, last)
+
+    def _count_tail_drop(self, eos: EosMessage) -> None:
+        """Frames after the last one received but before the ``eos`` are drops too."""
+        if self._last_seq is not None and eos.n_sent - 1 > self._last_seq:
+            self._record_drop(self._last_seq + 1, eos.n_sent - 1, None)
+            self._last_seq = eos.n_sent - 1
+
     def _count_gaps(self, frame: FrameMessage) -> None:
         last, self._last_seq = self._last_seq, frame.seq
         if last is not None and frame.seq > last + 1:
-            first, final = last + 1, frame.seq - 1
-            self.stats.n_dropped += final - first + 1
-            if len(self.stats.drop_ranges) < MAX_RANGES:
-                self.stats.drop_ranges.append((first, final))
-            self._event("drop", frame.seq, f"seq {first}-{final} missing", first, final)
+            self._record_drop(last + 1, frame.seq - 1, frame.seq)
         contiguous = last is not None and frame.seq == last + 1
         last_daq, self._last_daq = self._last_daq, frame.daq_frame
         if contiguous and last_daq is not None and frame.daq_frame is not None:
