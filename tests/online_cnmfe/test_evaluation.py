@@ -6,6 +6,8 @@ import h5py
 import numpy as np
 import pytest
 import scipy.sparse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.evaluation import (
@@ -218,3 +220,25 @@ def test_empty_result_and_params_validation(truth_file, tmp_path):
     for bad in ({"threshold": 1.5}, {"min_iou": 0}, {"frames": (5, 2)}, {"pnr_bins": (10, 5)}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             EvaluationParams(**bad)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    keep=st.lists(st.booleans(), min_size=12, max_size=12),
+    n_extra=st.integers(0, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_matching_recovers_any_subset_permutation_and_extras(keep, n_extra, seed):
+    """Kept true neurons (in any order) match their own copies; extras between them never do."""
+    fp = disc_footprints(grid_centres(12))
+    kept = np.flatnonzero(keep)
+    extras = [(15.5 + 15 * (i // 3), 15.5 + 15 * (i % 3)) for i in range(n_extra)]
+    est = np.concatenate([fp[kept], disc_footprints(extras)]) if extras else fp[kept]
+    perm = np.random.default_rng(seed).permutation(len(est))
+    est = est[perm]
+    m = match_footprints(est.reshape(len(est), DIMS[0] * DIMS[1]).T, fp.reshape(12, -1).T, DIMS)
+    assert (m.n_true, m.n_found) == (12, len(kept) + n_extra)
+    assert sorted(m.true_index.tolist()) == kept.tolist()
+    # est column j holds original row perm[j]; kept rows are indices into `kept`
+    np.testing.assert_array_equal(kept[perm[m.est_index]], m.true_index)
+    np.testing.assert_allclose(m.iou, 1.0)
