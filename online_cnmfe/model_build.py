@@ -30,7 +30,13 @@ class Operators:
     alpha_b0: float  # b0 forgetting rate per frame
     D: scipy.sparse.csr_array
     U: scipy.sparse.csr_array
-    Wsp: scipy.sparse.csr_array
+    grid: tuple[int, int]  # (hb, wb)
+    scratch_n: np.ndarray  # (n_bg + 1,) float32 zeros (update kernels)
+    scratch_g: np.ndarray  # (n_bg,) float32 zeros
+    scratch_s: np.ndarray  # (n_bg,) float32 zeros
+    scratch_a: np.ndarray  # (n_pixels,) float32 zeros
+    mark: np.ndarray  # (n_bg,) int64 visit tags
+    tag: int = 0
 
 
 def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
@@ -42,7 +48,12 @@ def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
         alpha_b0=float(1.0 / max(frames, 1.0)),
         D=D,
         U=U,
-        Wsp=_tr.ring_matrix(st.W, st.ring_idx),
+        grid=_tr.grid_shape(st.dims, st.ssub),
+        scratch_n=np.zeros(D.shape[0] + 1, np.float32),
+        scratch_g=np.zeros(D.shape[0], np.float32),
+        scratch_s=np.zeros(D.shape[0], np.float32),
+        scratch_a=np.zeros(D.shape[1], np.float32),
+        mark=np.full(D.shape[0], -1, np.int64),
     )
 
 
@@ -89,9 +100,10 @@ def build_state(init: InitResult, frames, params: CNMFEParams):
     c_den, s, c_den_all = _deconv.run_history(pools, g, lam, s_min, C_raw, 0)
     ring_offsets = np.ascontiguousarray(init.ring_offsets, np.int32)
     st = ModelState(
-        t=T0, dims=dims, ssub=ssub, A=A, G=A, Atilde=A,
-        a_indptr=None, a_indices=None, a_data=None, g_indptr=None, g_indices=None, g_data=None,
-        gram=None, q_indptr=None, q_indices=None, q_data=None, q_diag=None, order=None,
+        t=T0, dims=dims, ssub=ssub, A=A, a_indptr=None, a_indices=None, a_data=None,
+        da_indptr=None, da_indices=None, da_data=None, g_indptr=None, g_indices=None,
+        g_data=None, block_count=None, boxes=None, pattern=None, gram=None, q_indptr=None,
+        q_indices=None, q_data=None, q_diag=None, order=None,
         W=np.ascontiguousarray(init.W, np.float32), ring_offsets=ring_offsets,
         ring_idx=_kd.ring_gather_index(ring_offsets, hb, wb),
         b0=np.array(init.b0, np.float32),
@@ -139,29 +151,43 @@ def _fill_residuals(st: ModelState, ops: Operators, frames, C_raw, c_den_all) ->
         st.residual_head = (slot + 1) % L
 
 
-def refresh_products(st: ModelState, ops: Operators, columns: np.ndarray | None = None) -> None:
-    """Recompute G, Ã, Q and the kernel copies after A (``columns``, or all) or W changed."""
-    if columns is None:
-        st.G, st.Atilde = _tr.background_columns(st.A, ops.Wsp, ops.D, ops.U)
-        st.gram = _tr.dense_gram(st.Atilde)
-    else:
-        columns = np.asarray(columns, np.int64)
-        G_new, At_new = _tr.background_columns(st.A[:, columns], ops.Wsp, ops.D, ops.U)
-        st.G = _replace_columns(st.G, columns, G_new)
-        st.Atilde = _replace_columns(st.Atilde, columns, At_new)
-        _tr.update_gram_columns(st.gram, st.Atilde, columns)
+def refresh_products(st: ModelState, ops: Operators) -> None:
+    """Recompute D A, G, Q and its CSR for all neurons (initialisation and load)."""
+    K = st.n_components
     st.a_indptr, st.a_indices, st.a_data = _tr.csc_parts(st.A)
-    st.g_indptr, st.g_indices, st.g_data = _tr.csc_parts(st.G)
-    st.q_indptr, st.q_indices, st.q_data, st.q_diag, st.order = _tr.gram_from_dense(st.gram)
+    st.A = scipy.sparse.csc_array((st.a_data, st.a_indices, st.a_indptr), shape=(st.n_pixels, K))
+    st.da_indptr, st.da_indices, st.da_data = _tr.csc_parts(ops.D @ st.A)
+    st.block_count = np.ascontiguousarray(np.asarray(ops.U.sum(axis=0)).ravel(), np.float32)
+    cols = _tr.structural_g_columns(
+        (st.da_indptr, st.da_indices, st.da_data), st.W, st.ring_idx, st.ring_offsets, ops.grid,
+        range(K), ops.scratch_n, ops.mark, next_tags(ops, K),
+    )  # fmt: skip
+    st.g_indptr, st.g_indices, st.g_data = _tr.csc_from_columns(cols, ops.D.shape[0])
+    n_bg = ops.D.shape[0]
+    G = scipy.sparse.csc_array((st.g_data, st.g_indices, st.g_indptr), shape=(n_bg, K))
+    st.gram = _tr.dense_gram(scipy.sparse.csc_array(st.A - ops.U @ G))
+    st.boxes = np.zeros((K, 4), np.int64)
+    for k in range(K):
+        st.boxes[k] = _tr.column_box(
+            st.da_indices[st.da_indptr[k] : st.da_indptr[k + 1]],
+            st.g_indices[st.g_indptr[k] : st.g_indptr[k + 1]],
+            ops.grid[1],
+        )
+    b = st.boxes
+    st.pattern = (
+        (b[:, None, 0] <= b[None, :, 1])
+        & (b[:, None, 1] >= b[None, :, 0])
+        & (b[:, None, 2] <= b[None, :, 3])
+        & (b[:, None, 3] >= b[None, :, 2])
+    )
+    _tr.refresh_csr(st)
 
 
-def _replace_columns(M, columns: np.ndarray, new):
-    """M with ``columns`` replaced by the columns of ``new`` (CSC, same row count)."""
-    M = scipy.sparse.lil_array(M.T)
-    new_t = scipy.sparse.lil_array(new.T)
-    for j, col in enumerate(columns):
-        M[int(col)] = new_t[[j]]
-    return scipy.sparse.csc_array(M.T.tocsc(), dtype=np.float32)
+def next_tags(ops: Operators, n: int) -> int:
+    """First of ``n`` fresh visit tags for ``g_column``."""
+    tag = ops.tag
+    ops.tag += n
+    return tag
 
 
 _WARMED = False
@@ -194,4 +220,26 @@ def warm_up() -> None:
         ip, ix, dt, ip, ix, dt, c, y, y, 0.0, np.array([4, 4, 2], i64), np.zeros(16, f32),
         np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
     )  # fmt: skip
+    _warm_update_kernels()
     _WARMED = True
+
+
+def _warm_update_kernels() -> None:
+    from online_cnmfe._kernels import model_update as _ku
+
+    f32, i64 = np.float32, np.int64
+    W = np.zeros((4, 1), f32)
+    ring_idx = np.zeros((4, 1), np.int32)
+    off = np.zeros((1, 2), np.int32)
+    _ku.g_column(np.zeros(1, i64), np.ones(1, f32), W, ring_idx, off, 2, 2, np.zeros(5, f32),
+                 np.full(4, -1, i64), 0)  # fmt: skip
+    ip, ix, d = np.array([0, 1], i64), np.zeros(1, i64), np.ones(1, f32)
+    nb = np.ones(4, f32)
+    _ku.gram_column(0, np.zeros(1, i64), ip, ix, d, ip, ix, d, ip, ix, d, nb, np.zeros(4, f32),
+                    np.zeros(4, f32), np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip
+    gram = np.ones((1, 1), f32)
+    _ku.w_rows_update(0, 1, W, ring_idx, np.zeros(1, i64), ip, ix, d, ip, ix, d, nb, gram,
+                      np.zeros(5, f32))  # fmt: skip
+    out_ip = np.array([0, 1], i64)
+    _ku.csc_assemble(np.zeros(1, i64), ip, ix, d, ip, ix, d, out_ip, np.zeros(1, i64),
+                     np.zeros(1, f32))  # fmt: skip

@@ -28,12 +28,19 @@ class ModelState:
     dims : tuple (H, W)
     ssub : int
         Background grid downsampling.
-    A, G, Atilde : scipy.sparse.csc_array, float32
-        Footprints, W D A, and (I − UWD) A.
-    a_indptr, a_indices, a_data, g_indptr, g_indices, g_data : ndarray
-        Contiguous kernel copies of A and G (int64, int64, float32).
+    A : scipy.sparse.csc_array, float32
+        Footprints (sharing the arrays ``a_indptr, a_indices, a_data``).
+    a_*, da_*, g_* : ndarray (int64 indptr, int64 indices, float32 data)
+        CSC of A, D A (grid block averages) and G = W D A (grid; structural support: every
+        grid pixel whose ring touches D A_k, zeros kept).
+    block_count : ndarray of shape (n_bg,), float32
+        Pixels in each background block (N; S = Uᵀ A = N ∘ D A).
+    boxes : ndarray of shape (K, 4), int64
+        Grid bounding box (row min, row max, col min, col max) of the support of Ã_k.
+    pattern : ndarray of shape (K, K), bool
+        Pairs whose boxes overlap (the sparsity pattern kept for Q).
     gram : ndarray of shape (K, K), float32
-        Q = ÃᵀÃ; ``q_indptr, q_indices, q_data`` its CSR (neighbours only), ``q_diag`` its
+        Q = ÃᵀÃ; ``q_indptr, q_indices, q_data`` its CSR on ``pattern``, ``q_diag`` its
         diagonal, ``order`` the sweep order (groups of non-interacting neurons).
     W : ndarray of shape (n_bg, R); ring_offsets (R, 2) int32; ring_idx (n_bg, R) int32
     b0 : ndarray of shape (n_pixels,)
@@ -67,14 +74,18 @@ class ModelState:
     dims: tuple[int, int]
     ssub: int
     A: scipy.sparse.csc_array
-    G: scipy.sparse.csc_array
-    Atilde: scipy.sparse.csc_array
     a_indptr: np.ndarray
     a_indices: np.ndarray
     a_data: np.ndarray
+    da_indptr: np.ndarray
+    da_indices: np.ndarray
+    da_data: np.ndarray
     g_indptr: np.ndarray
     g_indices: np.ndarray
     g_data: np.ndarray
+    block_count: np.ndarray
+    boxes: np.ndarray
+    pattern: np.ndarray
     gram: np.ndarray
     q_indptr: np.ndarray
     q_indices: np.ndarray

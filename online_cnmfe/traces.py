@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse
 
 from online_cnmfe._kernels import demix as _k
+from online_cnmfe._kernels import model_update as _ku
 
 
 def grid_shape(dims: tuple[int, int], ssub: int) -> tuple[int, int]:
@@ -87,13 +88,65 @@ def dense_gram(Atilde) -> np.ndarray:
     return np.ascontiguousarray(Q, dtype=np.float32)
 
 
-def update_gram_columns(gram: np.ndarray, Atilde, columns: np.ndarray) -> None:
-    """Recompute rows and columns ``columns`` of the dense Gram in place."""
-    if len(columns) == 0:
-        return
-    block = (Atilde.T @ Atilde[:, columns]).toarray().astype(np.float32)
-    gram[:, columns] = block
-    gram[columns, :] = block.T
+def column_box(da_idx: np.ndarray, g_idx: np.ndarray, wb: int) -> np.ndarray:
+    """Grid bounding box (rmin, rmax, cmin, cmax) of supp(D A_k) ∪ supp(G_k) ⊇ supp(Ã_k)."""
+    idx = np.concatenate([da_idx, g_idx])
+    if idx.size == 0:
+        return np.array([1, 0, 1, 0], np.int64)  # empty: overlaps nothing
+    r, c = np.divmod(idx, wb)
+    return np.array([r.min(), r.max(), c.min(), c.max()], np.int64)
+
+
+def box_overlap(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Which of ``boxes`` (K, 4) intersect ``box`` (4,)."""
+    return (
+        (boxes[:, 0] <= box[1])
+        & (boxes[:, 1] >= box[0])
+        & (boxes[:, 2] <= box[3])
+        & (boxes[:, 3] >= box[2])
+    )
+
+
+def structural_g_columns(da_parts, W, ring_idx, offsets, grid, columns, scratch, mark, tag0):
+    """G columns (list of (indices, values)) for ``columns`` of D A (see _kernels/model_update)."""
+    ip, ix, d = da_parts
+    out = []
+    for n, k in enumerate(columns):
+        out.append(
+            _ku.g_column(
+                ix[ip[k] : ip[k + 1]], d[ip[k] : ip[k + 1]], W, ring_idx, offsets, grid[0],
+                grid[1], scratch, mark, tag0 + n,
+            )
+        )  # fmt: skip
+    return out
+
+
+def csc_from_columns(cols, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSC parts from a list of (indices, values) columns."""
+    lengths = np.array([len(c[0]) for c in cols], np.int64)
+    indptr = np.zeros(len(cols) + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    if cols:
+        indices = np.concatenate([c[0] for c in cols]).astype(np.int64)
+        data = np.concatenate([c[1] for c in cols]).astype(np.float32)
+    else:
+        indices, data = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return indptr, indices, data
+
+
+def refresh_csr(st) -> None:
+    """Q's CSR on its pattern, diagonal and group sweep order (after any change of Q)."""
+    K = st.gram.shape[0]
+    nnz_max = int(st.pattern.sum()) + K
+    indptr = np.zeros(K + 1, np.int64)
+    indices = np.zeros(nnz_max, np.int64)
+    data = np.zeros(nnz_max, np.float32)
+    diag = np.zeros(K, np.float32)
+    n = _ku.csr_from_pattern(st.pattern, st.gram, indptr, indices, data, diag)
+    labels = np.empty(K, np.int64)
+    _k.greedy_groups(indptr, indices[:n], labels, np.empty(K + 1, np.int64))
+    st.q_indptr, st.q_indices, st.q_data, st.q_diag = indptr, indices[:n], data[:n], diag
+    st.order = np.argsort(labels, kind="stable").astype(np.int64)
 
 
 def csc_parts(M) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,247 @@
+"""Applying a slow-path ``ModelUpdate`` to the model atomically, keeping Q = ÃᵀÃ exact.
+
+Order (as documented on ``ModelUpdate``): replaced footprints, merges (kept column replaced,
+traces summed), deletions (absorbed + removed; survivors keep their order), births appended,
+then W rows. Only the touched columns of D A, G and Q are recomputed
+(``_kernels/model_update.py``); W rows update G in place and Q by an exact low-rank
+correction, so an update costs O(touched neurons × neighbours), never a full rebuild.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+
+from online_cnmfe import deconvolution_online as _deconv
+from online_cnmfe import traces as _tr
+from online_cnmfe._kernels import model_update as _ku
+from online_cnmfe.frame_result import ModelEvent
+
+# K-indexed arrays of ModelState that follow the neuron order (rows).
+_ROWWISE = (
+    "c", "c_den", "s", "g", "lam", "s_min", "trace_noise", "pool_v", "pool_w", "pool_t",
+    "pool_l", "pool_first", "pool_count", "c_raw_buffer", "c_den_buffer", "neuron_ids",
+    "birth_frame", "boxes", "scratch_rhs",
+)  # fmt: skip
+
+
+def slow_inputs(model):
+    """The read-only ``SlowPathInputs`` view of the model for ``slow_step``."""
+    from online_cnmfe.slow_path import SlowPathInputs
+
+    st = model.state
+    return SlowPathInputs(
+        t=st.t, A=st.A, W=st.W, b0=st.b0, g=st.g[:, None], residual=st.residual,
+        residual_frame=st.residual_frame, c_buffer=st.c_raw_buffer,
+    )  # fmt: skip
+
+
+def apply_update(model, update) -> list[ModelEvent]:
+    """Apply ``update`` to ``model.state``; returns the events (births, merges, removals)."""
+    st, ops = model.state, model._ops
+    events: list[ModelEvent] = []
+    touched = False
+    if update.changes_footprints:
+        events = _apply_footprints(model, update)
+        touched = True
+    if update.w_stop > update.w_start:
+        _apply_w_rows(st, ops, update.w_start, update.w_stop, update.w_rows)
+        touched = True
+    if touched:
+        _tr.refresh_csr(st)
+    return events
+
+
+def _apply_footprints(model, u) -> list[ModelEvent]:
+    st, ops, params = model.state, model._ops, model.params
+    K = st.n_components
+    ids_before = st.neuron_ids.copy()
+    changed: dict[int, scipy.sparse.csc_array] = {}
+    for m, k in enumerate(u.replaced):
+        changed[int(k)] = u.replaced_footprints[:, [m]]
+    for m, k in enumerate(u.merged_kept):
+        changed[int(k)] = u.merged_footprints[:, [m]]
+    _merge_traces(st, u)
+    surv = u.survivors(K)
+    n_new = int(u.new_footprints.shape[1])
+    # new columns: changed survivors then births
+    new_cols = [changed[int(k)] for k in surv if int(k) in changed]
+    if n_new:
+        new_cols.append(u.new_footprints)
+    pieces = scipy.sparse.hstack(new_cols, format="csc") if new_cols else None
+    src = np.empty(len(surv) + n_new, np.int64)
+    m = 0
+    recompute = []
+    for j, k in enumerate(surv):
+        if int(k) in changed:
+            src[j] = -m - 1
+            m += 1
+            recompute.append(j)
+        else:
+            src[j] = k
+    for j in range(n_new):
+        src[len(surv) + j] = -m - 1
+        m += 1
+        recompute.append(len(surv) + j)
+    recompute = np.array(recompute, np.int64)
+    new_parts = _tr.csc_parts(pieces) if pieces is not None else _empty_parts()
+    st.a_indptr, st.a_indices, st.a_data = _assemble(src, _parts(st, "a"), new_parts)
+    new_da = _tr.csc_parts(ops.D @ pieces) if pieces is not None else _empty_parts()
+    st.da_indptr, st.da_indices, st.da_data = _assemble(src, _parts(st, "da"), new_da)
+    cols = _tr.structural_g_columns(
+        new_da, st.W, st.ring_idx, st.ring_offsets, ops.grid, range(len(recompute)),
+        ops.scratch_n, ops.mark, _next_tags(ops, len(recompute)),
+    )  # fmt: skip
+    st.g_indptr, st.g_indices, st.g_data = _assemble(
+        src, _parts(st, "g"), _tr.csc_from_columns(cols, ops.D.shape[0])
+    )
+    Kn = len(src)
+    st.A = scipy.sparse.csc_array((st.a_data, st.a_indices, st.a_indptr), shape=(st.n_pixels, Kn))
+    _reindex_rows(st, surv, n_new, u, params)
+    gram = np.zeros((Kn, Kn), np.float32)
+    gram[: len(surv), : len(surv)] = st.gram[np.ix_(surv, surv)]
+    pattern = np.zeros((Kn, Kn), bool)
+    pattern[: len(surv), : len(surv)] = st.pattern[np.ix_(surv, surv)]
+    st.gram, st.pattern = gram, pattern
+    for j in recompute:
+        st.boxes[j] = _tr.column_box(
+            st.da_indices[st.da_indptr[j] : st.da_indptr[j + 1]],
+            st.g_indices[st.g_indptr[j] : st.g_indptr[j + 1]],
+            ops.grid[1],
+        )
+    for j in recompute:
+        _gram_column(st, ops, int(j))
+    st.footprints_version += 1
+    return _events(st, u, ids_before, n_new)
+
+
+def _gram_column(st, ops, j: int) -> None:
+    cand = np.flatnonzero(_tr.box_overlap(st.boxes, st.boxes[j])).astype(np.int64)
+    out = np.zeros(len(cand), np.float32)
+    _ku.gram_column(
+        j, cand, st.a_indptr, st.a_indices, st.a_data, st.da_indptr, st.da_indices, st.da_data,
+        st.g_indptr, st.g_indices, st.g_data, st.block_count, ops.scratch_a, ops.scratch_g,
+        ops.scratch_s, out,
+    )  # fmt: skip
+    st.gram[j, :] = 0.0
+    st.gram[:, j] = 0.0
+    st.gram[cand, j] = out
+    st.gram[j, cand] = out
+    st.pattern[j, :] = False
+    st.pattern[:, j] = False
+    st.pattern[cand, j] = True
+    st.pattern[j, cand] = True
+
+
+def _merge_traces(st, u) -> None:
+    """Kept neuron's trace = sum of both; its OASIS pools are refitted on the summed buffer."""
+    if not u.merged_kept.size:
+        return
+    valid = np.flatnonzero(st.residual_frame >= 0)
+    order = valid[np.argsort(st.residual_frame[valid])]
+    for i, j in zip(u.merged_kept, u.merged_absorbed):
+        st.c[i] += st.c[j]
+        st.c_raw_buffer[i] += st.c_raw_buffer[j]
+        hist = st.c_raw_buffer[i, order][None, :]
+        pools = _deconv.empty_pools(1, st.pool_v.shape[1])
+        c, s, c_all = _deconv.run_history(
+            pools, st.g[[i]], st.lam[[i]], st.s_min[[i]], hist, st.n_processed - hist.shape[1]
+        )
+        for name, arr in pools.items():
+            getattr(st, name)[i] = arr[0]
+        st.c_den[i] = c[0]
+        st.c_den_buffer[i, order] = c_all[0]
+
+
+def _reindex_rows(st, surv, n_new, u, params) -> None:
+    """Row-wise arrays: survivors in order, then the new neurons."""
+    for name in _ROWWISE:
+        old = getattr(st, name)
+        new = np.zeros((len(surv) + n_new,) + old.shape[1:], old.dtype)
+        new[: len(surv)] = old[surv]
+        setattr(st, name, new)
+    if not n_new:
+        return
+    ns = len(surv)
+    g = np.asarray(u.new_g, np.float32).reshape(n_new, -1)[:, 0]
+    noise = np.asarray(u.new_noise, np.float32)
+    s_min, lam = _deconv.spike_thresholds(g, noise, params.deconv)
+    st.g[ns:], st.trace_noise[ns:], st.s_min[ns:], st.lam[ns:] = g, noise, s_min, lam
+    traces = np.asarray(u.new_traces, np.float32).reshape(n_new, -1)
+    pools = _deconv.empty_pools(n_new, st.pool_v.shape[1])
+    c, s, c_all = _deconv.run_history(
+        pools, st.g[ns:], st.lam[ns:], st.s_min[ns:], traces, st.n_processed - traces.shape[1]
+    )
+    for name, arr in pools.items():
+        getattr(st, name)[ns:] = arr
+    st.c[ns:] = np.maximum(traces[:, -1], 0) if traces.shape[1] else 0
+    st.c_den[ns:] = c
+    slot_of = {int(f): s for s, f in enumerate(st.residual_frame) if f >= 0}
+    for col, f in enumerate(np.asarray(u.new_trace_frames)):
+        slot = slot_of.get(int(f))
+        if slot is not None:
+            st.c_raw_buffer[ns:, slot] = traces[:, col]
+            st.c_den_buffer[ns:, slot] = c_all[:, col]
+    st.neuron_ids[ns:] = np.arange(st.next_id, st.next_id + n_new)
+    st.next_id += n_new
+    st.birth_frame[ns:] = int(u.frame_index)
+
+
+def _apply_w_rows(st, ops, start: int, stop: int, rows: np.ndarray) -> None:
+    st.W[start:stop] = rows
+    wb = ops.grid[1]
+    r0, r1 = start // wb, (stop - 1) // wb
+    c0, c1 = (start % wb, (stop - 1) % wb) if r0 == r1 else (0, wb - 1)
+    affected = np.flatnonzero(
+        _tr.box_overlap(st.boxes, np.array([r0, r1, c0, c1], np.int64))
+    ).astype(np.int64)
+    if affected.size:
+        _ku.w_rows_update(
+            start, stop, st.W, st.ring_idx, affected, st.da_indptr, st.da_indices, st.da_data,
+            st.g_indptr, st.g_indices, st.g_data, st.block_count, st.gram, ops.scratch_n,
+        )  # fmt: skip
+
+
+def _events(st, u, ids_before, n_new) -> list[ModelEvent]:
+    t = int(u.frame_index)
+    ev = []
+    for i, j in zip(u.merged_kept, u.merged_absorbed):
+        ev.append(ModelEvent("merged", t, (int(ids_before[i]), int(ids_before[j]))))
+    if u.removed.size:
+        ev.append(ModelEvent("removed", t, tuple(int(ids_before[k]) for k in u.removed)))
+    if n_new:
+        ev.append(ModelEvent("born", t, tuple(int(x) for x in st.neuron_ids[-n_new:])))
+    return ev
+
+
+def _parts(st, prefix: str):
+    return (
+        getattr(st, f"{prefix}_indptr"),
+        getattr(st, f"{prefix}_indices"),
+        getattr(st, f"{prefix}_data"),
+    )
+
+
+def _empty_parts():
+    return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+
+def _assemble(src, old, new):
+    old_ip, new_ip = old[0], new[0]
+    lengths = np.where(
+        src >= 0,
+        np.diff(old_ip)[np.maximum(src, 0)],
+        np.diff(new_ip)[np.maximum(-src - 1, 0)] if len(new_ip) > 1 else 0,
+    )
+    out_ip = np.zeros(len(src) + 1, np.int64)
+    np.cumsum(lengths, out=out_ip[1:])
+    out_ix = np.empty(out_ip[-1], np.int64)
+    out_d = np.empty(out_ip[-1], np.float32)
+    _ku.csc_assemble(src, *old, *new, out_ip, out_ix, out_d)
+    return out_ip, out_ix, out_d
+
+
+def _next_tags(ops, n: int) -> int:
+    tag = ops.tag
+    ops.tag += n
+    return tag
