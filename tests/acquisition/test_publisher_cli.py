@@ -1,0 +1,122 @@
+"""`online-cnmfe acquire` as a real subprocess: round trip, Ctrl-C/SIGTERM, one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from acquisition.sources import open_source
+from acquisition.subscriber import FrameSubscriber
+from acquisition.transforms import FrameTransform
+from tests.acquisition.test_sources_miniscope import make_movie, write_miniscope_session
+from tests.conftest import REPO
+
+TIMEOUT_MS = 20000
+
+
+def launch(*args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "online_cnmfe", "acquire", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def collect(sub: FrameSubscriber) -> list:
+    frames = []
+    while (msg := sub.recv(TIMEOUT_MS)) is not None:
+        frames.append(msg)
+    return frames
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"publisher did not exit; stderr:\n{err}")
+    return proc.returncode, err
+
+
+def test_replay_miniscope_folder_round_trip(tmp_path):
+    movie = make_movie(10, seed=21)
+    daq = [10, 11, 12, 13, 15, 16, 17, 18, 19, 20]
+    write_miniscope_session(tmp_path / "rec", movie, daq=daq)
+    endpoint = f"ipc://{tmp_path}/frames"
+    with FrameSubscriber(endpoint) as sub:
+        proc = launch(
+            "replay", str(tmp_path / "rec"), "--endpoint", endpoint, "--rate", "max",
+            "--wait-for-subscriber", "60", "--quiet",
+        )  # fmt: skip
+        frames = collect(sub)
+        code, err = finish(proc)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.stack([f.pixels for f in frames]), movie)
+    assert [f.t_acq_ms for f in frames] == [50.0 * i + 3.0 for i in range(10)]
+    assert sub.eos.reason == "complete" and sub.eos.n_sent == 10
+    assert sub.session.frame_rate_hz == 20.0 and sub.stats.n_daq_lost == 1
+    assert "sent 10 frames" in err and "1 lost in the recording" in err
+
+
+def test_replay_corrupted_wireless_avi_with_binning(tmp_path, shared_data):
+    path = shared_data / "miniscope_wireless_corrupted_60x200x200.avi"
+    endpoint = f"ipc://{tmp_path}/frames"
+    with FrameSubscriber(endpoint) as sub:
+        proc = launch(
+            "replay", str(path), "--endpoint", endpoint, "--rate", "max", "--bin", "2",
+            "--crop", "0,0,200,100", "--wait-for-subscriber", "60", "--quiet",
+        )  # fmt: skip
+        frames = collect(sub)
+        code, err = finish(proc)
+    assert code == 0, err
+    transform = FrameTransform(crop=(0, 0, 200, 100), bin=2)
+    expected = np.stack([f.pixels for f in open_source(path, transform=transform)])
+    np.testing.assert_array_equal(np.stack([f.pixels for f in frames]), expected)
+    assert sub.session.shape == (100, 50)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_with_eos_and_exit_0(tmp_path, sig):
+    endpoint = f"ipc://{tmp_path}/frames"
+    with FrameSubscriber(endpoint) as sub:
+        proc = launch(
+            "simulate", "--size", "32", "32", "--neurons", "2", "--rate", "100",
+            "--endpoint", endpoint, "--wait-for-subscriber", "60",
+        )  # fmt: skip
+        for _ in range(3):
+            assert sub.recv(TIMEOUT_MS) is not None, proc.stderr
+        assert sub.session.source == "synthetic" and sub.session.n_frames is None
+        proc.send_signal(sig)
+        collect(sub)
+        code, err = finish(proc)
+    assert code == 0, err
+    assert sub.ended and sub.eos.reason == "interrupted" and sub.eos.n_sent >= 3
+    assert "end: interrupted" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "/nonexistent/rec.avi"], "no such file"),
+        (["replay", "REC", "--rate", "fast"], "rate 'fast' is invalid"),
+        (["replay", "REC", "--crop", "1,2"], "crop '1,2' is invalid"),
+        (["replay", "REC", "--crop", "0,0,500,500"], "does not fit"),
+        (["camera", "--index", "57"], "no camera at index 57"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path, args, message):
+    np.save(tmp_path / "rec.npy", np.zeros((2, 8, 8), np.uint8))
+    args = [str(tmp_path / "rec.npy") if a == "REC" else a for a in args]
+    proc = launch(*args, "--endpoint", f"ipc://{tmp_path}/x")
+    code, err = finish(proc)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
