@@ -73,9 +73,15 @@ class InitParams:
     reseed_passes: int = 1
     merge_corr_threshold: float = 0.7
     merge_overlap_threshold: float = 0.5
+    # footprints wider than this x the expected neuron (half-maximum diameter) are treated as
+    # out-of-focus neuropil/background, not neurons
+    max_diameter_factor: float = 1.8
 
     def __post_init__(self) -> None:
         _int_at_least("init_frames", self.init_frames, 20)
+        _check(
+            "max_diameter_factor", self.max_diameter_factor, self.max_diameter_factor >= 1, ">= 1"
+        )
         if self.gaussian_sigma_px is not None:
             _positive("gaussian_sigma_px", self.gaussian_sigma_px)
         _fraction("min_corr", self.min_corr)

@@ -1,0 +1,105 @@
+"""Compiled kernels of the summary images (local correlation, PNR helpers).
+
+The local correlation image is built from streaming moments so that it can be accumulated frame
+by frame: per pixel ``S1 = sum x``, ``S2 = sum x^2`` and, for the four forward neighbours
+(right, down-left, down, down-right), ``Sx[k] = sum x_p x_q``. Values below a per-pixel threshold
+are zeroed first (CaImAn ``correlation_pnr``: ``x < thresh * sn -> 0``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"cache": True, "nogil": True}
+
+# forward neighbours (d_row, d_col): right, down-left, down, down-right
+_NB = np.array([[0, 1], [1, -1], [1, 0], [1, 1]], dtype=np.int64)
+
+
+@numba.njit(**_JIT)
+def local_corr_accumulate(X, center, thr, S1, S2, Sx):
+    """Accumulate thresholded moments of frames X.
+
+    ``x = X[t] - center``; ``x[x < thr] = 0``; ``S1 += x``, ``S2 += x^2`` and
+    ``Sx[:, :, k] += x_p x_{p + nb_k}`` for the 4 forward neighbours.
+    X (T, H, W) float32; center, thr (H, W) float32; S1, S2 (H, W) float64 and
+    Sx (H, W, 4) float64 updated in place.
+    """
+    T, H, W = X.shape
+    buf = np.empty((2, W), dtype=np.float64)
+    for t in range(T):
+        for i in range(H):
+            cur = i % 2
+            for j in range(W):
+                v = X[t, i, j] - center[i, j]
+                if v < thr[i, j]:
+                    v = 0.0
+                buf[cur, j] = v
+                S1[i, j] += v
+                S2[i, j] += v * v
+            if i > 0:
+                prv = 1 - cur
+                for j in range(W):
+                    u = buf[prv, j]
+                    if u == 0.0:
+                        continue
+                    if j > 0:
+                        Sx[i - 1, j, 1] += u * buf[cur, j - 1]
+                    Sx[i - 1, j, 2] += u * buf[cur, j]
+                    if j < W - 1:
+                        Sx[i - 1, j, 3] += u * buf[cur, j + 1]
+            for j in range(W - 1):
+                Sx[i, j, 0] += buf[cur, j] * buf[cur, j + 1]
+
+
+@numba.njit(**_JIT)
+def local_corr_finalize(S1, S2, Sx, n, out):
+    """Mean Pearson correlation of each pixel with its (up to 8) neighbours from moments.
+
+    Pixels with zero variance have correlation 0 with everyone. out (H, W) float32 written.
+    """
+    H, W = S1.shape
+    sd = np.empty((H, W), dtype=np.float64)
+    for i in range(H):
+        for j in range(W):
+            m = S1[i, j] / n
+            var = S2[i, j] / n - m * m
+            sd[i, j] = np.sqrt(var) if var > 1e-12 * (S2[i, j] / n + 1e-30) else 0.0
+    acc = np.zeros((H, W), dtype=np.float64)
+    cnt = np.zeros((H, W), dtype=np.float64)
+    for i in range(H):
+        for j in range(W):
+            for k in range(4):
+                di = 0 if k == 0 else 1
+                dj = 1 if k == 0 else k - 2
+                ii = i + di
+                jj = j + dj
+                if ii >= H or jj < 0 or jj >= W:
+                    continue
+                cnt[i, j] += 1.0
+                cnt[ii, jj] += 1.0
+                if sd[i, j] == 0.0 or sd[ii, jj] == 0.0:
+                    continue
+                cov = Sx[i, j, k] / n - (S1[i, j] / n) * (S1[ii, jj] / n)
+                r = cov / (sd[i, j] * sd[ii, jj])
+                acc[i, j] += r
+                acc[ii, jj] += r
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = acc[i, j] / cnt[i, j] if cnt[i, j] > 0 else 0.0
+
+
+@numba.njit(**_JIT)
+def max_minus_center(X, center, out):
+    """``out = max_t (X[t] - center)``; X (T, H, W), center and out (H, W) float32."""
+    T, H, W = X.shape
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = -np.inf
+    for t in range(T):
+        for i in range(H):
+            for j in range(W):
+                v = X[t, i, j] - center[i, j]
+                if v > out[i, j]:
+                    out[i, j] = v
