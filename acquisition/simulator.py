@@ -115,7 +115,7 @@ def _ar_coefficients(decay_frames: np.ndarray, rise_frames: np.ndarray | None) -
 
 def _impulse_peak(g: np.ndarray, decay_frames: np.ndarray) -> np.ndarray:
     """Peak of the impulse response of each AR(2) row of ``g``."""
-    n_steps = int(np.max(decay_frames) * 3) + 10
+    n_steps = int(np.max(decay_frames, initial=0.0) * 3) + 10
     y1 = np.zeros(len(g))
     y2 = np.zeros(len(g))
     x = 1.0
@@ -227,7 +227,8 @@ class MiniscopeSimulator:
         self._vignette = scene.vignette_map(p.dims, p.vignetting)
 
         g_neuron = _ar_coefficients(decay, rise)
-        g_np = _ar_coefficients(np_decay, None if rise is None else np.full(n_np, rise.mean()))
+        np_rise = None if rise is None else np.full(n_np, p.rise_time_s * fps)
+        g_np = _ar_coefficients(np_decay, np_rise)
         motion_a = math.exp(-1.0 / (fps * _MOTION_TIME_S))
         g_slow = np.array([[2 * a, -a * a] for a in [*blob_a, motion_a, motion_a]]).reshape(-1, 2)
         self._g = np.concatenate([g_neuron, g_np, g_slow])
@@ -243,7 +244,7 @@ class MiniscopeSimulator:
         self._birth = birth
         self._np_amp, self._blob_mean = np_amp, blob_mean
         self._vessel = vessel
-        self._G = np.concatenate([blobs, np_profiles]).reshape(n_b + n_np, -1)
+        self._G = np.concatenate([blobs, np_profiles]).reshape(n_b + n_np, p.height * p.width)
         self._centres = centres
         self._rates_neuron = rates
         self._ar_order = 1 if rise is None else 2
@@ -403,11 +404,18 @@ class MiniscopeSimulator:
         else:
             background = (self._static + f.T @ self._Gv).reshape(n, *p.dims)
             neural = neural.reshape(n, *p.dims)
+        background = background.astype(np.float32)
+        neural = neural.astype(np.float32)
         noise = np.empty((n, *p.dims), np.float32)
+        gamma = p.photons_per_unit
         for i in range(n):
-            _rng(p.seed, _STREAM_NOISE, start + i).standard_normal(p.dims, np.float32, noise[i])
-        noise *= np.float32(p.noise_sigma)
-        parts = (background.astype(np.float32), neural.astype(np.float32), noise)
+            rng = _rng(p.seed, _STREAM_NOISE, start + i)
+            rng.standard_normal(p.dims, np.float32, noise[i])
+            noise[i] *= np.float32(p.noise_sigma)
+            if gamma > 0:  # shot noise: Poisson(x * gamma) / gamma - x on the clean frame
+                clean = np.maximum(background[i] + neural[i], 0.0)
+                noise[i] += (rng.poisson(clean * gamma) / gamma - clean).astype(np.float32)
+        parts = (background, neural, noise)
         self._group = (grp, parts)
         return parts
 

@@ -37,7 +37,12 @@ class SimulationParams:
     pnr_range : (float, float)
         Per-neuron peak-to-noise ratio, drawn uniformly in this range.
     noise_sigma : float
-        Standard deviation of the Gaussian pixel noise, in movie units.
+        Standard deviation of the Gaussian pixel (read) noise, in movie units; PNRs are
+        relative to it.
+    photons_per_unit : float
+        0 (default): Gaussian noise only. > 0: Poisson shot noise as well, each clean pixel
+        value x becoming Poisson(x * photons_per_unit) / photons_per_unit (variance
+        x / photons_per_unit on top of ``noise_sigma**2``).
     baseline : float
         Mean tissue brightness (movie units) before vignetting and vessels.
     background_strength : float
@@ -72,6 +77,7 @@ class SimulationParams:
     bursty: bool = False
     pnr_range: tuple[float, float] = (3.0, 20.0)
     noise_sigma: float = 10.0
+    photons_per_unit: float = 0.0
     baseline: float = 1000.0
     background_strength: float = 3.0
     n_neuropil: int = 40
@@ -126,6 +132,9 @@ class SimulationParams:
             "(lo, hi) with 0 < lo <= hi",
         )
         _check("noise_sigma", self.noise_sigma, 0 < self.noise_sigma <= 1e4, "(0, 1e4]")
+        _check(
+            "photons_per_unit", self.photons_per_unit, 0 <= self.photons_per_unit <= 1e4, "[0, 1e4]"
+        )
         _check("baseline", self.baseline, 0 <= self.baseline <= 3e4, "[0, 3e4]")
         _check(
             "background_strength",

@@ -88,6 +88,8 @@ def gaussian_footprints(
         data.append(img[keep].astype(np.float32))
         rows.append(pix)
         cols.append(np.full(pix.size, j))
+    if k == 0:
+        return scipy.sparse.csc_array((h * w, 0), dtype=np.float32)
     A = scipy.sparse.coo_array(
         (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, k)
     ).tocsc()

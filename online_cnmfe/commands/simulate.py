@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--noise", type=float, default=10.0, help="pixel noise sigma in movie units (default 10)"
     )
     parser.add_argument(
+        "--photons-per-unit",
+        type=float,
+        default=0.0,
+        help="add Poisson shot noise at this many photons per movie unit (default 0 = none)",
+    )
+    parser.add_argument(
         "--background-strength",
         type=float,
         default=3.0,
@@ -116,6 +122,7 @@ def params_from_args(args: argparse.Namespace):
             bursty=args.bursty,
             pnr_range=tuple(args.pnr_range),
             noise_sigma=args.noise,
+            photons_per_unit=args.photons_per_unit,
             background_strength=args.background_strength,
             n_neuropil=args.neuropil,
             n_blobs=args.blobs,

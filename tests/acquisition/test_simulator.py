@@ -240,3 +240,31 @@ def test_bilinear_shift_matches_scipy(shift):
     _bilinear_shift(x, np.array(shift, np.float32), out)
     ref = scipy.ndimage.shift(x, (0, *shift), order=1, mode="nearest")
     np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_shot_noise_variance_follows_brightness():
+    sim = small(n_frames=300, photons_per_unit=0.5, background_strength=0.0, n_neurons=0)
+    clean = sim.render(0, 300, noise=False)
+    noise = sim.render(0, 300) - clean
+    mean = clean.mean(axis=0)
+    var = noise.var(axis=0)
+    dark, bright = mean < np.quantile(mean, 0.2), mean > np.quantile(mean, 0.8)
+    for sel in (dark, bright):
+        expected = sim.params.noise_sigma**2 + mean[sel].mean() / 0.5
+        assert abs(var[sel].mean() / expected - 1) < 0.05
+    assert var[bright].mean() > var[dark].mean() * 1.1
+    # without shot noise, the same seed gives the same Gaussian noise
+    plain = small(n_frames=300, background_strength=0.0, n_neurons=0)
+    assert np.abs(plain.render(0, 300) - plain.render(0, 300, noise=False)).std() < 10.5
+
+
+@pytest.mark.parametrize(
+    "counts", [dict(n_neurons=0), dict(n_neuropil=0, n_blobs=0), dict(n_neurons=1, motion_px=1.0)]
+)
+def test_empty_or_tiny_scenes(counts, tmp_path):
+    sim = small(n_frames=40, **counts)
+    write_simulation(tmp_path / "s.h5", sim, progress=False)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert f["truth/footprints"].shape == (sim.params.n_neurons, 64, 64)
+        assert f["truth/C"].shape == (sim.params.n_neurons, 40)
+        assert np.isfinite(f["movie"][()]).all()
