@@ -19,7 +19,7 @@ _JIT = {"cache": True, "nogil": True}
 
 @numba.njit(**_JIT)
 def box_mean(x, half, tmp, out):
-    """Edge-aware box mean of width ``2 half + 1``: x, tmp, out (H, W) float32 (tmp, out written)."""
+    """Edge-aware box mean of width ``2 half + 1``; x, tmp, out (H, W) float32, tmp/out written."""
     H, Wd = x.shape
     for i in range(H):
         acc = np.float32(0.0)
@@ -119,9 +119,10 @@ def local_corr(m1, m2, mr, md, i, j):
 
 @numba.njit(**_JIT)
 def detection_candidates(
-    mx, nvar, m1, m2, mr, md, blocked, min_pnr, min_corr, out_idx, out_score
+    mx, nvar, m1, m2, mr, md, z, blocked_until, t, min_pnr, min_corr, out_idx, out_score
 ):
-    """Pixels with PNR >= min_pnr and local corr >= min_corr that are not ``blocked``.
+    """Pixels with PNR >= min_pnr and local corr >= min_corr, unless ``blocked_until > t``
+    or still rising (``z > 0.7 mx``: the transient is evaluated once it is in the buffer).
 
     Writes flat indices and scores (corr x PNR) into out_idx/out_score (capacity = their
     length) and returns how many were written (at most the capacity).
@@ -134,7 +135,7 @@ def detection_candidates(
         for j in range(Wd):
             v = mx[i, j]
             nv = nvar[i, j]
-            if v <= 0.0 or nv <= 0.0 or blocked[i, j]:
+            if v <= 0.0 or nv <= 0.0 or blocked_until[i, j] > t or z[i, j] > 0.7 * v:
                 continue
             if v * v < thr2 * nv:
                 continue

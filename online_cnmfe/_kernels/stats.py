@@ -132,3 +132,71 @@ def buffer_cy(cnew, resid_rows, frames_ok, pix, ac_rows, out):
     if n > 0:
         for i in range(m):
             out[i] /= n
+
+
+@numba.njit(**_JIT)
+def predict_cy(k, pix, slot_of, sup_idx, sup_n, a_sup, CC, neighbours, scratch, out):
+    """Model prediction of CY for neuron k on pixels ``pix``: ``sum_j A_j[p] CC[s_j, s_k]``.
+
+    Used for CY entries that were never accumulated (a region that grows or merges): at the
+    HALS fixed point the statistics equal this prediction. neighbours (n,) int64 includes k;
+    scratch (n_pixels,) all-zero, returned all-zero; out (len(pix),) written.
+    """
+    sk = slot_of[k]
+    for m in range(neighbours.shape[0]):
+        sj = slot_of[neighbours[m]]
+        w = CC[sj, sk]
+        if w == 0.0:
+            continue
+        for i in range(sup_n[sj]):
+            v = a_sup[sj, i]
+            if v != 0.0:
+                scratch[sup_idx[sj, i]] += v * w
+    for i in range(pix.shape[0]):
+        out[i] = scratch[pix[i]]
+    for m in range(neighbours.shape[0]):
+        sj = slot_of[neighbours[m]]
+        for i in range(sup_n[sj]):
+            scratch[sup_idx[sj, i]] = 0.0
+
+
+@numba.njit(**_JIT)
+def weighted_ring_gram(X, weights, offsets, XXt, Xx, start):
+    """Ring statistics of grid pixels ``start .. start + XXt.shape[0]`` from weighted samples.
+
+    ``XXt[m] = sum_t w_t x_ring x_ring^T``, ``Xx[m] = sum_t w_t x_ring x_p`` (out-of-grid ring
+    entries 0). X (T, hb, wb), weights (T,) (0 skips a sample), offsets (R, 2) int32;
+    XXt (n, R, R) and Xx (n, R) float32 overwritten.
+    """
+    T, hb, wb = X.shape
+    R = offsets.shape[0]
+    n = XXt.shape[0]
+    vals = np.zeros(R, dtype=np.float32)
+    for m in range(n):
+        p = start + m
+        i = p // wb
+        j = p - i * wb
+        XXt[m] = 0.0
+        Xx[m] = 0.0
+        for t in range(T):
+            w = weights[t]
+            if w == 0.0:
+                continue
+            for k in range(R):
+                ii = i + offsets[k, 0]
+                jj = j + offsets[k, 1]
+                if ii >= 0 and ii < hb and jj >= 0 and jj < wb:
+                    vals[k] = X[t, ii, jj]
+                else:
+                    vals[k] = 0.0
+            xp = w * X[t, i, j]
+            for a in range(R):
+                va = vals[a]
+                if va != 0.0:
+                    Xx[m, a] += va * xp
+                    wa = w * va
+                    for b in range(a, R):
+                        XXt[m, a, b] += wa * vals[b]
+        for a in range(R):
+            for b in range(a + 1, R):
+                XXt[m, b, a] = XXt[m, a, b]

@@ -1,0 +1,544 @@
+"""The slow path: everything off the per-frame critical path, amortised in bounded slices.
+
+Symbols: y frame, c traces, r residual ``(I - UWD)(y - A c - b0)``, A footprints, W ring
+weights, CY / CC footprint statistics (:mod:`online_cnmfe.suffstats`).
+
+Per frame the model calls :func:`observe_frame` (O(nnz + n_pixels), no solve): CY, CC with
+exponential forgetting ``lam = 1 - 1 / (frame_rate_hz * stats_forgetting_time_s)``, activity
+bookkeeping, the detection images, and on one frame in ``stride`` a background sample for the
+W refresh. Then :func:`slow_step` does a bounded amount of work and may return a
+:class:`ModelUpdate`:
+
+1. ring-W refresh: ``ceil(n_bg / slow_ring_refresh_period_frames)`` grid pixels re-solved
+   (:mod:`online_cnmfe.ring_refresh`);
+2. footprint refresh: ``ceil(K / footprint_update_period_frames)`` neurons, round robin, by
+   exact one-neuron HALS on CY / CC with support growth;
+3. merges: ``slow_merge_checks_per_frame`` neurons checked (:mod:`online_cnmfe.merging`), and
+   at most one inactive neuron removed;
+4. detection: at most ``max_candidates_per_frame`` candidates evaluated; promotion after
+   ``confirm_events`` events (:mod:`online_cnmfe.detection`).
+
+:func:`work_limits` states the bounds; ``SlowPathState.work`` records what the last step did.
+The slow path never touches the model's arrays: it mirrors A in ``stats.a_sup`` and assumes
+that the model applies every returned update before the next :func:`observe_frame`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse
+
+from online_cnmfe import detection as det_mod
+from online_cnmfe import merging, suffstats
+from online_cnmfe import ring_refresh as rr
+from online_cnmfe._kernels import stats as kst
+from online_cnmfe.init_result import InitResult
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SlowPathInputs:
+    """Read-only view of the model that :func:`slow_step` works on.
+
+    Attributes
+    ----------
+    t : int
+        Index of the frame just processed.
+    A : scipy.sparse.csc_array of shape (n_pixels, K)
+    W : ndarray of shape (n_bg, R), float32
+    b0 : ndarray of shape (n_pixels,), float32
+    g : ndarray of shape (K,) or (K, p)
+        AR coefficients (the population median is given to new neurons).
+    residual : ndarray of shape (L, n_pixels), float32
+        Ring buffer of residuals; ``residual_frame`` (L,) int64 the frame in each slot (-1 empty).
+    c_buffer : ndarray of shape (K, L), float32
+        Traces aligned with ``residual`` (same slots).
+    """
+
+    t: int
+    A: scipy.sparse.csc_array
+    W: np.ndarray
+    b0: np.ndarray
+    g: np.ndarray
+    residual: np.ndarray
+    residual_frame: np.ndarray
+    c_buffer: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpdate:
+    """Changes to apply atomically between two frames, in this order.
+
+    1. ``replaced``: footprint columns replaced by ``replaced_footprints`` (same order).
+    2. ``merged_kept[m]`` absorbs ``merged_absorbed[m]``: the kept column becomes
+       ``merged_footprints[:, m]`` and its trace (and OASIS state) the *sum* of both traces.
+    3. the absorbed and the ``removed`` neurons are deleted (survivors keep their order:
+       :meth:`survivors`).
+    4. new neurons are appended: ``new_footprints`` (unit-norm columns), ``new_traces``
+       (n_new, T) raw traces over the buffer frames ``new_trace_frames`` (T,) (for warm
+       starting OASIS), ``new_g`` AR coefficients (population median), ``new_noise``.
+    5. W rows ``w_start:w_stop`` become ``w_rows`` (empty when ``w_stop == w_start``).
+
+    All indices refer to the neuron order *before* the update.
+    """
+
+    frame_index: int
+    replaced: np.ndarray
+    replaced_footprints: scipy.sparse.csc_array
+    merged_kept: np.ndarray
+    merged_absorbed: np.ndarray
+    merged_footprints: scipy.sparse.csc_array
+    removed: np.ndarray
+    new_footprints: scipy.sparse.csc_array
+    new_traces: np.ndarray
+    new_trace_frames: np.ndarray
+    new_g: np.ndarray
+    new_noise: np.ndarray
+    w_start: int = 0
+    w_stop: int = 0
+    w_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+    @property
+    def changes_footprints(self) -> bool:
+        return bool(
+            self.replaced.size or self.merged_kept.size or self.removed.size
+            or self.new_footprints.shape[1]
+        )  # fmt: skip
+
+    def survivors(self, n_components: int) -> np.ndarray:
+        """Old indices that survive, in their new order (new neurons follow them)."""
+        gone = np.union1d(self.removed, self.merged_absorbed)
+        return np.setdiff1d(np.arange(n_components), gone).astype(np.int64)
+
+    def apply_footprints(self, A: scipy.sparse.csc_array) -> scipy.sparse.csc_array:
+        """The footprint matrix after this update (reference implementation of steps 1-4)."""
+        A = scipy.sparse.csc_array(A, dtype=np.float32).tolil()
+        for m, k in enumerate(self.replaced):
+            A[:, [int(k)]] = self.replaced_footprints[:, [m]].toarray()
+        for m, k in enumerate(self.merged_kept):
+            A[:, [int(k)]] = self.merged_footprints[:, [m]].toarray()
+        A = scipy.sparse.csc_array(A)[:, self.survivors(A.shape[1])]
+        if self.new_footprints.shape[1]:
+            A = scipy.sparse.hstack([A, self.new_footprints], format="csc")
+        return scipy.sparse.csc_array(A, dtype=np.float32)
+
+
+@dataclass(slots=True)
+class SlowWork:
+    """Work done by the last :func:`slow_step` (counts) and running totals of events."""
+
+    hals: int = 0
+    ring_pixels: int = 0
+    ring_samples: int = 0
+    candidates: int = 0
+    merge_checks: int = 0
+    births: int = 0
+    merges: int = 0
+    removals: int = 0
+    total_births: int = 0
+    total_merges: int = 0
+    total_removals: int = 0
+
+
+@dataclass(slots=True)
+class SlowPathState:
+    """Everything the slow path keeps between frames (arrays, scalars, nested dataclasses)."""
+
+    t: int
+    dims: np.ndarray
+    lam: float
+    stats: suffstats.FootprintStats
+    ring: rr.RingRefreshState
+    det: det_mod.DetectionState
+    merge_cursor: int
+    work: SlowWork
+
+
+@functools.lru_cache(maxsize=8)
+def _geometry(params: CNMFEParams) -> det_mod.Geometry:
+    return det_mod.geometry(params)
+
+
+def forgetting_factor(params: CNMFEParams) -> float:
+    """``lam = 1 - 1 / (frame_rate_hz * stats_forgetting_time_s)`` (at least 1 frame)."""
+    n = params.data.frame_rate_hz * params.online.stats_forgetting_time_s
+    return float(1.0 - 1.0 / max(n, 1.0))
+
+
+def work_limits(slow: SlowPathState, params: CNMFEParams, n_components: int) -> dict:
+    """Upper bounds of the per-step work counts in ``slow.work``."""
+    n_bg = slow.ring.W_out.shape[0]
+    return {
+        "hals": math.ceil(n_components / params.online.footprint_update_period_frames),
+        "ring_pixels": rr.pixels_per_step(n_bg, params.online.slow_ring_refresh_period_frames),
+        "ring_samples": 1,
+        "candidates": params.detection.max_candidates_per_frame,
+        "merge_checks": params.online.slow_merge_checks_per_frame,
+        "removals": 1 + math.ceil(n_components / params.online.footprint_update_period_frames),
+    }
+
+
+def init_slow_path(
+    init: InitResult, frames: np.ndarray | None, params: CNMFEParams
+) -> SlowPathState:
+    """Slow-path state from the initial model and (optionally) its frames (T, H, W).
+
+    With frames, CY is computed on ``Y - B`` of the (last <= 500) frames, the detection noise is
+    warmed up on their residuals and the ring-refresh samples are taken from them; without,
+    CY starts at its HALS fixed point and detection warms up online.
+    """
+    dims = (int(init.dims[0]), int(init.dims[1]))
+    H, W = dims
+    C = np.asarray(init.C, np.float32)
+    growth = params.online.footprint_growth_px
+    max_region = suffstats.max_region_pixels(params.data.neuron_diameter_px, growth)
+    geo = _geometry(params)
+    ssub = int(init.background_downsample)
+    grid = (-(-H // ssub), -(-W // ssub))
+    ring = rr.make_ring_refresh(
+        init.ring_offsets, grid, ssub, params.online.slow_ring_samples,
+        params.online.slow_ring_refresh_period_frames,
+    )  # fmt: skip
+    det = det_mod.make_detection_state(dims, params.detection.pool_size)
+    T0 = C.shape[1]
+    YB = None
+    if frames is not None:
+        frames = np.asarray(frames, np.float32).reshape(-1, H * W)
+        first = max(0, frames.shape[0] - 500)
+        YB, X = _background_subtracted(init, frames[first:], C[:, first:], dims, ssub)
+        Cw = C[:, first:]
+        fs = suffstats.stats_from_footprints(
+            init.A, Cw, YB, dims, growth, max_region, init.trace_noise, T0 - 1, init.pixel_noise
+        )
+        resid = YB - (init.A @ Cw).T.astype(np.float32)
+        for row in resid[-params.online.residual_buffer_frames :]:
+            det_mod.observe_residual(det, np.ascontiguousarray(row.reshape(H, W)), geo)
+        pick = np.unique(np.linspace(0, X.shape[0] - 1, ring.samples.shape[0]).astype(int))
+        ring.samples[: pick.size] = X[pick]
+        ring.sample_t[: pick.size] = first + pick
+        ring.head = pick.size % ring.samples.shape[0]
+    else:
+        fs = suffstats.stats_from_footprints(
+            init.A, C, None, dims, growth, max_region, init.trace_noise, T0 - 1, init.pixel_noise
+        )
+    return SlowPathState(
+        t=T0 - 1, dims=np.array(dims, np.int64), lam=forgetting_factor(params), stats=fs,
+        ring=ring, det=det, merge_cursor=0, work=SlowWork(),
+    )  # fmt: skip
+
+
+def _background_subtracted(init, frames, C, dims, ssub):
+    """``Y - B`` (T, n_pixels) and the background samples X = D(Y - A C - b0) (T, hb, wb)."""
+    from online_cnmfe._kernels import ring as kring
+
+    H, W = dims
+    AC = (init.A @ C).T.astype(np.float32)
+    b0 = np.asarray(init.b0, np.float32)
+    hb, wb = -(-H // ssub), -(-W // ssub)
+    Wr = np.ascontiguousarray(init.W, np.float32)
+    off = np.ascontiguousarray(init.ring_offsets, np.int32)
+    YB = np.empty_like(frames)
+    X = np.empty((frames.shape[0], hb, wb), np.float32)
+    wx = np.empty((hb, wb), np.float32)
+    up = np.empty((H, W), np.float32)
+    for t in range(frames.shape[0]):
+        x = np.ascontiguousarray((frames[t] - AC[t] - b0).reshape(H, W))
+        kring.downsample_mean(x, ssub, X[t])
+        kring.ring_apply(Wr, off, X[t], wx)
+        kring.upsample_nearest(wx, ssub, up)
+        YB[t] = frames[t] - b0 - up.ravel()
+    return YB, X
+
+
+def observe_frame(
+    slow: SlowPathState, t: int, y: np.ndarray, c: np.ndarray, residual: np.ndarray, params
+) -> None:
+    """Per-frame accumulation (no solve, no allocation beyond small temporaries).
+
+    Parameters
+    ----------
+    slow : SlowPathState
+    t : int
+        Frame index.
+    y : ndarray of shape (n_pixels,) or (H, W)
+        The frame (float32).
+    c : ndarray of shape (K,)
+        Traces of the frame (K must match the model after every applied update).
+    residual : ndarray of shape (n_pixels,) or (H, W)
+        ``(I - UWD)(y - A c - b0)``.
+    params : CNMFEParams
+    """
+    fs = slow.stats
+    H, W = (int(v) for v in slow.dims)
+    c = np.ascontiguousarray(c, np.float32)
+    if c.shape != (fs.n_components,):
+        raise ValueError(
+            f"observe_frame got {c.shape[0] if c.ndim else 0} traces but the slow path tracks "
+            f"{fs.n_components} neurons; apply every ModelUpdate returned by slow_step before "
+            "the next frame"
+        )
+    r = np.ascontiguousarray(residual, np.float32).reshape(H * W)
+    kst.suffstat_update(
+        c, r, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.cy, fs.cc, fs.cbar, slow.lam,
+        fs.scratch,
+    )  # fmt: skip
+    fs.n_eff = min(fs.n_eff + 1.0, (1.0 + slow.lam) / (1.0 - slow.lam))
+    active = c > fs.noise[fs.slot_of]
+    fs.last_active[fs.slot_of[active]] = t
+    if rr.is_sample_frame(slow.ring, t):
+        kst.scatter_ac(c, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.scratch)
+        ymac = np.asarray(y, np.float32).reshape(H * W) - fs.scratch
+        kst.clear_regions(fs.slot_of, fs.sup_idx, fs.sup_n, fs.scratch)
+        rr.observe_sample(slow.ring, t, ymac.reshape(H, W), r.reshape(H, W))
+    if params.detection.enabled:
+        det_mod.observe_residual(slow.det, r.reshape(H, W), _geometry(params))
+    slow.t = t
+
+
+class _Changes:
+    """What one slow step decided (model indices before the update)."""
+
+    def __init__(self) -> None:
+        self.replaced: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.merges: list[tuple[int, int, tuple[np.ndarray, np.ndarray]]] = []
+        self.removed: set[int] = set()
+        self.births: list[tuple[int, dict]] = []  # (slot, evaluation result)
+        self.w: tuple[int, int, np.ndarray] | None = None
+
+    def gone(self) -> set[int]:
+        return self.removed | {j for _, j, _ in self.merges}
+
+    def touched(self) -> set[int]:
+        return self.gone() | {i for i, _, _ in self.merges}
+
+
+def slow_step(
+    slow: SlowPathState, model_view: SlowPathInputs, params: CNMFEParams,
+    budget_ms: float | None = None,
+) -> ModelUpdate | None:  # fmt: skip
+    """One bounded slice of slow-path work; returns the changes for the model or None.
+
+    Parameters
+    ----------
+    slow : SlowPathState
+    model_view : SlowPathInputs
+    params : CNMFEParams
+    budget_ms : float, optional
+        Soft time budget: merges and detection are skipped on this step once the elapsed time
+        exceeds it (the work counts of :func:`work_limits` always hold). None = no budget.
+
+    Returns
+    -------
+    ModelUpdate or None
+    """
+    t_start = time.perf_counter()
+    fs = slow.stats
+    K = fs.n_components
+    if model_view.A.shape[1] != K:
+        raise ValueError(
+            f"the model has {model_view.A.shape[1]} neurons but the slow path tracks {K}; "
+            "apply every ModelUpdate returned by slow_step before the next frame"
+        )
+    t = int(model_view.t)
+    work = slow.work
+    work.hals = work.ring_pixels = work.ring_samples = work.candidates = 0
+    work.merge_checks = work.births = work.merges = work.removals = 0
+    ch = _Changes()
+    _ring_slice(slow, model_view, params, ch, t)
+    buffer = (model_view.residual, model_view.c_buffer, model_view.residual_frame >= 0)
+    n_fp = min(K, math.ceil(K / params.online.footprint_update_period_frames))
+    for _ in range(n_fp):
+        k = fs.cursor % K
+        fs.cursor = (k + 1) % K
+        work.hals += 1
+        if suffstats.refresh_footprint(fs, k, params.online.footprint_growth_px, buffer):
+            ch.replaced[k] = suffstats.footprint_column(fs, k)
+        else:
+            ch.removed.add(k)
+    over = budget_ms is not None and 1e3 * (time.perf_counter() - t_start) > budget_ms
+    if not over:
+        _merge_and_remove(slow, model_view, params, ch, t)
+    over = budget_ms is not None and 1e3 * (time.perf_counter() - t_start) > budget_ms
+    if not over and params.detection.enabled:
+        _detect(slow, model_view, params, ch, t)
+    return _finish(slow, model_view, params, ch, t)
+
+
+def _ring_slice(slow, view, params, ch: _Changes, t: int) -> None:
+    ring = slow.ring
+    H, W = (int(v) for v in slow.dims)
+    if ring.pending_t >= 0:
+        b0 = np.asarray(view.b0, np.float32).reshape(H, W)
+        if rr.ingest_pending(ring, b0, params.background.outlier_clip_sigma):
+            slow.work.ring_samples += 1
+    n_bg = ring.W_out.shape[0]
+    n_px = rr.pixels_per_step(n_bg, params.online.slow_ring_refresh_period_frames)
+    W0 = np.ascontiguousarray(view.W, np.float32)
+    out = rr.solve_slice(ring, W0, t, n_px, slow.lam, params.online.slow_ring_prior_samples)
+    if out is not None:
+        ch.w = out
+        slow.work.ring_pixels += out[1] - out[0]
+
+
+def _merge_and_remove(slow, view, params, ch: _Changes, t: int) -> None:
+    fs = slow.stats
+    K = fs.n_components
+    max_region = fs.sup_idx.shape[1]
+    for _ in range(min(K, params.online.slow_merge_checks_per_frame)):
+        i = slow.merge_cursor % K
+        slow.merge_cursor = (i + 1) % K
+        slow.work.merge_checks += 1
+        if i in ch.touched():
+            continue
+        j = merging.find_partner(fs, i, view, params)
+        if j < 0 or j in ch.touched():
+            continue
+        si, sj = fs.slot_of[i], fs.slot_of[j]
+        keep, drop = (i, j) if fs.cc[si, si] >= fs.cc[sj, sj] else (j, i)
+        if not merging.merge_into(fs, keep, drop, max_region):
+            continue
+        ch.replaced.pop(keep, None)
+        ch.replaced.pop(drop, None)
+        ch.merges.append((keep, drop, suffstats.footprint_column(fs, keep)))
+        slow.work.merges += 1
+    limit = int(params.data.frame_rate_hz * params.online.slow_remove_inactive_s)
+    for k in merging.inactive(fs, t, limit)[:1]:
+        if int(k) not in ch.touched():
+            ch.removed.add(int(k))
+            ch.replaced.pop(int(k), None)
+
+
+def _detect(slow, view, params, ch: _Changes, t: int) -> None:
+    fs, det = slow.stats, slow.det
+    geo = _geometry(params)
+    if fs.n_components + len(ch.births) >= params.detection.max_neurons:
+        return
+    fr = params.data.frame_rate_hz
+    L = view.residual.shape[0]
+    for row, col in det_mod.search(det, t, params, geo):
+        slow.work.candidates += 1
+        reason, res = det_mod.evaluate(fs, view, int(row), int(col), params, geo)
+        det.reason_counts[reason] += 1
+        if res is None:
+            det_mod.block(det, row, col, geo.diameter / 2, t + math.ceil(fr * 2.0))
+            continue
+        det_mod.block(det, row, col, geo.diameter / 2, t + geo.separation)
+        entry, n_events = det_mod.pool_record(det, res, t, geo)
+        if n_events >= params.detection.confirm_events:
+            ch.births.append((_birth_stats(fs, view, res, params), res))
+            det_mod.forget_entry(det, entry)
+            det_mod.after_birth(det, res, t, geo, L)
+            slow.work.births += 1
+
+
+def _birth_stats(fs, view, res: dict, params: CNMFEParams) -> int:
+    """Allocate a slot for a promoted candidate and seed its statistics from the buffer."""
+    a = res["a"].copy()
+    a[a < 0.1 * a.max()] = 0.0
+    supp = res["pix"][a > 0]
+    pix = suffstats.region_from_support(
+        supp, tuple(fs.dims), params.online.footprint_growth_px, fs.sup_idx.shape[1]
+    )
+    vals = np.zeros(pix.size, np.float32)
+    pos = np.searchsorted(pix, supp)
+    ok = (pos < pix.size) & (pix[np.minimum(pos, pix.size - 1)] == supp)
+    vals[pos[ok]] = a[a > 0][ok]
+    L = view.residual.shape[0]
+    order = np.argsort(view.residual_frame, kind="stable")
+    order = order[view.residual_frame[order] >= 0]
+    cnew = np.zeros(L, np.float32)
+    cnew[order] = np.maximum(res["trace"], 0)
+    valid = view.residual_frame >= 0
+    n = max(int(valid.sum()), 1)
+    nbrs = suffstats.neighbours(fs, None, box=_bbox(pix, int(fs.dims[1])))
+    cy = np.zeros(pix.size, np.float32)
+    kst.buffer_cy(
+        cnew, view.residual, valid, pix.astype(np.int32),
+        suffstats.ac_rows(fs, pix, nbrs, view.c_buffer), cy,
+    )  # fmt: skip
+    s = suffstats.alloc_slot(fs)
+    suffstats.set_region(fs, s, pix, vals, cy)
+    cross = (view.c_buffer[:, valid] @ cnew[valid]) / n if fs.n_components else np.zeros(0)
+    fs.cc[fs.slot_of, s] = cross
+    fs.cc[s, fs.slot_of] = cross
+    fs.cc[s, s] = float(cnew[valid] @ cnew[valid]) / n
+    fs.cbar[s] = float(cnew[valid].sum()) / n
+    fs.noise[s] = res["noise"]
+    fs.last_active[s] = fs.birth[s] = int(view.t)
+    return s
+
+
+def _bbox(pix: np.ndarray, W: int) -> np.ndarray:
+    rows, cols = np.divmod(pix, W)
+    return np.array([rows.min(), rows.max() + 1, cols.min(), cols.max() + 1], np.int32)
+
+
+def _csc(cols: list[tuple[np.ndarray, np.ndarray]], n_pixels: int) -> scipy.sparse.csc_array:
+    indptr = np.zeros(len(cols) + 1, np.int64)
+    indptr[1:] = np.cumsum([len(p) for p, _ in cols])
+    idx = np.concatenate([p for p, _ in cols]).astype(np.int32) if cols else np.zeros(0, np.int32)
+    val = np.concatenate([v for _, v in cols]).astype(np.float32) if cols else np.zeros(0)
+    return scipy.sparse.csc_array(
+        (val.astype(np.float32), idx, indptr), shape=(n_pixels, len(cols))
+    )
+
+
+def _finish(slow, view, params, ch: _Changes, t: int) -> ModelUpdate | None:
+    fs = slow.stats
+    K = fs.n_components
+    n_pixels = int(slow.dims[0] * slow.dims[1])
+    if not (ch.replaced or ch.merges or ch.removed or ch.births or ch.w):
+        return None
+    for k in ch.removed:
+        s = int(fs.slot_of[k])
+        fs.used[s] = False
+        fs.sup_n[s] = 0
+        fs.bbox[s] = 0
+    gone = ch.gone()
+    survivors = np.array([k for k in range(K) if k not in gone], np.int64)
+    new_slots = np.array([s for s, _ in ch.births], np.int32)
+    fs.slot_of = np.ascontiguousarray(np.concatenate([fs.slot_of[survivors], new_slots]))
+    nK = max(fs.n_components, 1)
+    fs.cursor %= nK
+    slow.merge_cursor %= nK
+    slow.work.removals = len(ch.removed)
+    slow.work.total_births += len(ch.births)
+    slow.work.total_merges += len(ch.merges)
+    slow.work.total_removals += len(ch.removed)
+    rep = sorted(k for k in ch.replaced if k not in gone)
+    g = np.asarray(view.g, np.float32)
+    g_med = np.median(g, axis=0) if g.shape[0] else np.full(g.shape[1:], 0.9, np.float32)
+    births = [res for _, res in ch.births]
+    if births:
+        frames = births[0]["frames"]
+        traces = np.stack([b["trace"] for b in births]).astype(np.float32)
+    else:
+        frames, traces = np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    w_start, w_stop, w_rows = ch.w if ch.w else (0, 0, np.zeros((0, 0), np.float32))
+    return ModelUpdate(
+        frame_index=t,
+        replaced=np.array(rep, np.int64),
+        replaced_footprints=_csc([ch.replaced[k] for k in rep], n_pixels),
+        merged_kept=np.array([m[0] for m in ch.merges], np.int64),
+        merged_absorbed=np.array([m[1] for m in ch.merges], np.int64),
+        merged_footprints=_csc([m[2] for m in ch.merges], n_pixels),
+        removed=np.array(sorted(ch.removed), np.int64),
+        new_footprints=_csc(
+            [suffstats.footprint_column_slot(fs, s) for s, _ in ch.births], n_pixels
+        ),
+        new_traces=traces,
+        new_trace_frames=frames,
+        new_g=np.tile(np.asarray(g_med, np.float32), (len(births),) + (1,) * g_med.ndim),
+        new_noise=np.array([b["noise"] for b in births], np.float32),
+        w_start=int(w_start),
+        w_stop=int(w_stop),
+        w_rows=w_rows,
+    )
