@@ -30,6 +30,7 @@ from online_cnmfe.evaluation_io import format_report, metrics_json, read_result,
 __all__ = [
     "EvaluationParams",
     "FootprintMatch",
+    "estimate_from_arrays",
     "evaluate",
     "evaluate_files",
     "format_report",
@@ -37,6 +38,7 @@ __all__ = [
     "metrics_json",
     "read_result",
     "read_truth",
+    "truth_from_simulator",
 ]
 
 
@@ -366,3 +368,40 @@ def evaluate_files(result, truth, params: EvaluationParams | None = None) -> dic
     metrics["result_path"] = str(result)
     metrics["truth_path"] = str(truth)
     return metrics
+
+
+def estimate_from_arrays(A, C, dims, frame_index=None, birth_frame=None) -> dict:
+    """Wrap in-memory model outputs for :func:`evaluate` (no file needed).
+
+    Parameters
+    ----------
+    A : sparse or ndarray of shape (n_pixels, K)
+        Footprints, pixels flattened row-major.
+    C : ndarray of shape (K, T)
+    dims : (H, W)
+    frame_index : ndarray of shape (T,), optional
+        Truth frame of each column of C (default 0..T-1).
+    birth_frame : ndarray of shape (K,), optional
+    """
+    C = np.asarray(C, np.float32)
+    fi = np.arange(C.shape[1]) if frame_index is None else np.asarray(frame_index, np.int64)
+    return {
+        "A": scipy.sparse.csc_array(A, dtype=np.float32),
+        "dims": tuple(dims),
+        "C": C,
+        "frame_index": fi,
+        "birth_frame": None if birth_frame is None else np.asarray(birth_frame, np.int64),
+    }
+
+
+def truth_from_simulator(simulator, n_frames: int) -> dict:
+    """The truth of the first ``n_frames`` of an :class:`acquisition.simulator.MiniscopeSimulator`
+    for :func:`evaluate` (what ``read_truth`` returns for the file it would write)."""
+    C = simulator.calcium(0, n_frames)
+    return {
+        "A": simulator.truth.A,
+        "dims": tuple(simulator.truth.dims),
+        "C": C,
+        "pnr": C.max(axis=1, initial=0) / simulator.params.noise_sigma,
+        "birth_frame": simulator.truth.birth_frame,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import scipy.ndimage
 import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -242,3 +243,20 @@ def test_matching_recovers_any_subset_permutation_and_extras(keep, n_extra, seed
     # est column j holds original row perm[j]; kept rows are indices into `kept`
     np.testing.assert_array_equal(kept[perm[m.est_index]], m.true_index)
     np.testing.assert_allclose(m.iou, 1.0)
+
+
+def test_in_memory_evaluation_against_a_simulator():
+    from acquisition.simulator import MiniscopeSimulator, SimulationParams
+    from online_cnmfe.evaluation import estimate_from_arrays, evaluate, truth_from_simulator
+
+    sim = MiniscopeSimulator(SimulationParams(height=64, width=64, n_frames=100, n_neurons=10))
+    truth = truth_from_simulator(sim, 100)
+    # an estimate for frames 20..99 of the first 8 neurons, footprints blurred a little
+    A = scipy.ndimage.gaussian_filter(sim.truth.footprints[:8], (0, 0.7, 0.7))
+    est = estimate_from_arrays(
+        A.reshape(8, -1).T, sim.calcium(20, 100)[:8], (64, 64), frame_index=np.arange(20, 100)
+    )
+    m = evaluate(est, truth)
+    assert m["recall"] == pytest.approx(0.8) and m["precision"] == 1.0
+    assert m["trace_corr_median"] == pytest.approx(1.0) and m["n_frames_scored"] == 80
+    assert 0.95 < m["footprint_cosine_median"] < 1.0
