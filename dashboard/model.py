@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse
 
 from dashboard.contours import DEFAULT_THRESHOLD, Contours, contour_segments, owner_map
-from dashboard.ringbuffer import TraceBuffer
+from dashboard.ringbuffer import TraceBuffer, row_peaks
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class DashboardModel:
         self.auto_select = True
         self.session_id: str | None = None
         self.engine_pid: int | None = None
+        self.offline = False  # reviewing a results file: no connection to watch
         self._reset_session()
         self.last_message_s: float | None = None
 
@@ -240,10 +241,13 @@ class DashboardModel:
 
     def _on_ready(self, h: dict, arrays: dict, now: float) -> None:
         session, pid = h.get("session_id"), h.get("engine_pid")
-        known = self.session_id is not None or self.engine_pid is not None
-        if known and (session != self.session_id or pid != self.engine_pid):
-            self._restart(f"session {self.session_id!r} -> {session!r}, engine pid {pid}")
-        self.session_id, self.engine_pid = session, pid
+        new_session = None not in (self.session_id, session) and session != self.session_id
+        new_engine = self.engine_pid is not None and pid != self.engine_pid
+        if new_session or new_engine:
+            why = f"session {self.session_id!r} -> {session!r}" if new_session else "engine"
+            self._restart(f"{why}, engine pid {self.engine_pid} -> {pid}")
+        self.session_id = session if session is not None else self.session_id
+        self.engine_pid = pid
         if self.eos is not None:
             self.eos = None
             self._dirty.add("status")
@@ -285,7 +289,7 @@ class DashboardModel:
         self.last_traces_s = now
         self._dirty.update(("traces", "image"))
         if self.auto_select:
-            self._auto_select()
+            self.pick_most_active()
 
     def _on_footprints(self, h: dict, arrays: dict, now: float) -> None:
         dims, version = _dims(h), _int(h, "version")
@@ -369,7 +373,9 @@ class DashboardModel:
         """Update and return the connection state from the time since the last messages."""
         cfg, state = self.config, "live"
         phase = self.status.get("phase")
-        if self.last_message_s is None:
+        if self.offline:
+            state = "review"
+        elif self.last_message_s is None:
             silent = now - self._started_s
             state = "unreachable" if silent > cfg.silence_timeout_s else "connecting"
         elif now - self.last_message_s > cfg.silence_timeout_s:
@@ -545,11 +551,12 @@ class DashboardModel:
         """Go back to showing the most active neurons (re-picked every 100 frames)."""
         self.auto_select = True
         self.selected = []
-        self._auto_select(force=True)
+        self.pick_most_active(force=True)
         self._dirty.update(("selection", "traces", "footprints"))
 
-    def _auto_select(self, n: int = 4, force: bool = False) -> None:
-        """Until the user clicks, show the most active neurons (re-picked every 100 frames)."""
+    def pick_most_active(self, n: int = 4, force: bool = False) -> None:
+        """Select the ``n`` neurons whose C varied most over the last 100 frames (while in
+        auto-selection this runs every 100 frames, or at once with ``force``)."""
         tb = self.traces
         if not force and tb.n_frames % 100 != 1 and self.selected:
             return
@@ -585,9 +592,7 @@ class DashboardModel:
         t = win["t_ms"]
         win["t_s"] = (t - t[-1]) / 1000.0 if t.size else t
         win["ids"] = np.array([i for i, _ in found], dtype=np.int64)
-        with np.errstate(all="ignore"):
-            peak = np.nanmax(np.abs(win["C_raw"]), axis=1) if t.size else np.zeros(rows.size)
-        win["scale"] = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0).astype(np.float32)
+        win["scale"] = row_peaks(np.abs(win["C_raw"]))
         return win
 
     def raster(self, window_s: float, sort: str = "position") -> dict[str, np.ndarray]:
@@ -613,9 +618,7 @@ class DashboardModel:
         rows = tb.rows_for(ids) if ids.size else np.zeros(0, np.int64)
         win = tb.window(self.window_frames(window_s), rows)
         C = win["C"]
-        with np.errstate(all="ignore"):
-            peak = np.nanmax(C, axis=1) if C.shape[1] else np.zeros(rows.size)
-        peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0)
+        peak = row_peaks(C)
         image = np.clip(C / peak[:, None], 0, 1).astype(np.float32)
         order = np.arange(ids.size)
         if sort == "activity" and ids.size:

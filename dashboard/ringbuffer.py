@@ -10,9 +10,21 @@ the views draw as a gap.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-__all__ = ["TraceBuffer"]
+__all__ = ["TraceBuffer", "row_peaks"]
+
+
+def row_peaks(a: np.ndarray) -> np.ndarray:
+    """Max of each row ignoring NaN; 1.0 where a row is all NaN, empty or not positive."""
+    if a.ndim != 2 or a.shape[1] == 0:
+        return np.ones(a.shape[0] if a.ndim else 0, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        peak = np.nanmax(a, axis=1)
+    return np.where(np.isfinite(peak) & (peak > 0), peak, 1.0).astype(np.float32)
 
 
 class TraceBuffer:
@@ -109,6 +121,34 @@ class TraceBuffer:
         self.t_ms[col] = t_ms
         self.head = (col + 1) % self.capacity
         self.n_frames += 1
+
+    def load(self, frame_index, t_ms, ids, C, S, C_raw) -> None:
+        """Replace the content by a block of frames (oldest first), e.g. from a results file.
+
+        Parameters
+        ----------
+        frame_index, t_ms : ndarray of shape (n,)
+        ids : ndarray of shape (k,), int64
+        C, S, C_raw : ndarray of shape (k, n)
+            NaN where a neuron did not exist; the last ``capacity`` frames are kept.
+        """
+        self.clear()
+        ids = np.asarray(ids, dtype=np.int64)
+        n = min(int(np.shape(frame_index)[0]), self.capacity)
+        sl = slice(np.shape(frame_index)[0] - n, None)
+        rows = self.rows_for(ids)
+        self.frame_index[:n] = np.asarray(frame_index)[sl]
+        self.t_ms[:n] = np.asarray(t_ms)[sl]
+        self._C[rows, :n] = np.asarray(C)[:, sl]
+        self._S[rows, :n] = np.asarray(S)[:, sl]
+        self._C_raw[rows, :n] = np.asarray(C_raw)[:, sl]
+        self._scale[rows] = row_peaks(np.nan_to_num(self._C[rows, :n], nan=0.0))
+        self._last[rows] = self._C[rows, n - 1] if n else np.nan
+        present = ~np.isnan(self._last[rows])
+        self._last_ids = ids[present] if n else ids[:0]
+        self._last_rows = rows[present] if n else rows[:0]
+        self.head = n % self.capacity
+        self.n_frames = n
 
     # ---------------------------------------------------------------- reading
     @property
