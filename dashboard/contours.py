@@ -97,24 +97,45 @@ def footprint_masks(data, indices, indptr, dims, threshold: float = DEFAULT_THRE
     return keep, column, norm
 
 
-def _outline(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Pixel-edge outline of one mask given its pixel coordinates; (n, 2, 2) float32."""
-    r0, c0 = rows.min(), cols.min()
-    h, w = rows.max() - r0 + 1, cols.max() - c0 + 1
-    box = np.zeros((h + 2, w + 2), dtype=bool)
-    box[rows - r0 + 1, cols - c0 + 1] = True
-    # Horizontal edges: between box rows i-1 and i, on the pixel-corner line row = i - 1 + r0.
-    hr, hc = np.nonzero(box[1:, :] != box[:-1, :])
-    # Vertical edges: between box cols j-1 and j, on the pixel-corner line col = j - 1 + c0.
-    vr, vc = np.nonzero(box[:, 1:] != box[:, :-1])
-    out = np.empty((hr.size + vr.size, 2, 2), dtype=np.float32)
-    y, x = hr + r0, hc - 1 + c0  # horizontal: from (y, x) to (y, x + 1)
-    out[: hr.size, 0, 0], out[: hr.size, 0, 1] = y, x
-    out[: hr.size, 1, 0], out[: hr.size, 1, 1] = y, x + 1
-    y, x = vr - 1 + r0, vc + c0  # vertical: from (y, x) to (y + 1, x)
-    out[hr.size :, 0, 0], out[hr.size :, 0, 1] = y, x
-    out[hr.size :, 1, 0], out[hr.size :, 1, 1] = y + 1, x
-    return out
+def _edges(pix: np.ndarray, col: np.ndarray, dims) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-edge outlines of all masks at once.
+
+    ``pix`` are the row-major pixel indices of every mask entry and ``col`` their neuron. An
+    edge of pixel (r, c) is on the outline when the neighbour across it is outside the image
+    or not in the same neuron's mask; membership is a search in the sorted (neuron, pixel)
+    keys, so there is no loop over neurons.
+    """
+    h, w = int(dims[0]), int(dims[1])
+    n_pixels = h * w
+    key = col.astype(np.int64) * n_pixels + pix
+    order = np.argsort(key, kind="stable")
+    sorted_keys = key[order]
+    r, c = pix // w, pix % w
+
+    def member(dr: int, dc: int) -> np.ndarray:
+        rr, cc = r + dr, c + dc
+        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        k = col.astype(np.int64) * n_pixels + np.clip(rr, 0, h - 1) * w + np.clip(cc, 0, w - 1)
+        pos = np.clip(np.searchsorted(sorted_keys, k), 0, max(sorted_keys.size - 1, 0))
+        return inside & (sorted_keys[pos] == k) if sorted_keys.size else inside & False
+
+    parts, owners = [], []
+    # (neighbour offset, segment start (row, col) offset, segment end offset)
+    for (dr, dc), (r0, c0), (r1, c1) in (
+        ((-1, 0), (0, 0), (0, 1)),  # top edge
+        ((1, 0), (1, 0), (1, 1)),  # bottom edge
+        ((0, -1), (0, 0), (1, 0)),  # left edge
+        ((0, 1), (0, 1), (1, 1)),  # right edge
+    ):
+        on = ~member(dr, dc)
+        seg = np.empty((int(on.sum()), 2, 2), np.float32)
+        seg[:, 0, 0], seg[:, 0, 1] = r[on] + r0, c[on] + c0
+        seg[:, 1, 0], seg[:, 1, 1] = r[on] + r1, c[on] + c1
+        parts.append(seg)
+        owners.append(col[on].astype(np.int32))
+    segments, neuron = np.concatenate(parts), np.concatenate(owners)
+    order = np.argsort(neuron, kind="stable")
+    return segments[order], neuron[order]
 
 
 def contour_segments(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD) -> Contours:
@@ -132,6 +153,7 @@ def contour_segments(data, indices, indptr, dims, threshold: float = DEFAULT_THR
     Returns
     -------
     Contours
+        Segments grouped by neuron (column order).
 
     Examples
     --------
@@ -143,22 +165,9 @@ def contour_segments(data, indices, indptr, dims, threshold: float = DEFAULT_THR
     [(5.0, 20.0), (5.0, 21.0), (6.0, 20.0), (6.0, 21.0)]
     """
     keep, column, _ = footprint_masks(data, indices, indptr, dims, threshold)
-    width = int(dims[1])
     pix = np.asarray(indices, dtype=np.int64)[keep]
-    col = column[keep]
-    n_components = np.asarray(indptr).size - 1
-    bounds = np.searchsorted(col, np.arange(n_components + 1))  # col is sorted (CSC order)
-    parts, owners = [], []
-    for k in range(n_components):  # once per footprint change, never per frame
-        lo, hi = bounds[k], bounds[k + 1]
-        if lo == hi:
-            continue
-        seg = _outline(pix[lo:hi] // width, pix[lo:hi] % width)
-        parts.append(seg)
-        owners.append(np.full(seg.shape[0], k, dtype=np.int32))
-    if not parts:
-        return Contours(np.zeros((0, 2, 2), np.float32), np.zeros(0, np.int32))
-    return Contours(np.concatenate(parts), np.concatenate(owners))
+    segments, neuron = _edges(pix, column[keep], dims)
+    return Contours(segments, neuron)
 
 
 def owner_map(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:

@@ -180,39 +180,48 @@ class ImagePanel(QtWidgets.QWidget):
         self._levels[key] = (float(lo), float(hi))
         return self._levels[key]
 
+    def _pooled(self, pool: list, n: int, make) -> list:
+        """First ``n`` items of ``pool`` (created on demand), the rest hidden."""
+        while len(pool) < n:
+            item = make()
+            self.vb.addItem(item)
+            pool.append(item)
+        for item in pool[n:]:
+            item.hide()
+        return pool[:n]
+
     def _draw_contours(self, model: DashboardModel) -> None:
         fp = model.footprints
-        for item in self.selected_contours:
-            self.vb.removeItem(item)
-        self.selected_contours = []
-        for label in self.labels:
-            self.vb.removeItem(label)
-        self.labels = []
         if fp is None or not self.contours_box.isChecked():
             self.contours.setData([], [])
-            self.new_contours.setData([], [])
+            self._pooled(self.selected_contours, 0, None)
+            self._pooled(self.labels, 0, None)
             return
         self._set_dims(fp.dims)
         self.contours.setData(*segments_xy(fp.contours.segments), connect="pairs")
         column = {int(i): k for k, i in enumerate(fp.ids.tolist())}
-        for i, nid in enumerate(model.selected):
-            if nid not in column:
-                continue
-            pen = pg.mkPen(selection_colour(i), width=2.5)
-            item = pg.PlotCurveItem(connect="pairs", pen=pen)
+        chosen = [(i, nid) for i, nid in enumerate(model.selected) if nid in column]
+        items = self._pooled(
+            self.selected_contours, len(chosen), lambda: pg.PlotCurveItem(connect="pairs")
+        )
+        for item, (i, nid) in zip(items, chosen, strict=True):
+            item.setPen(pg.mkPen(selection_colour(i), width=2.5))
             item.setData(*segments_xy(fp.contours.of(column[nid])), connect="pairs")
-            self.vb.addItem(item)
-            self.selected_contours.append(item)
-        if self.ids_box.isChecked() and fp.ids.size <= MAX_ID_LABELS:
-            selected = {nid: i for i, nid in enumerate(model.selected)}
-            for k, nid in enumerate(fp.ids.tolist()):
-                colour = selection_colour(selected[nid]) if nid in selected else (225, 230, 240)
-                label = pg.TextItem(str(nid), color=colour, anchor=(0.5, 0.5))
-                label.setFont(QtGui.QFont("Sans", 7))
-                row, col = fp.centroids[k]
-                label.setPos(float(col) + 0.5, float(row) + 0.5)
-                self.vb.addItem(label)
-                self.labels.append(label)
+            item.show()
+        show_ids = self.ids_box.isChecked() and fp.ids.size <= MAX_ID_LABELS
+        labels = self._pooled(self.labels, fp.ids.size if show_ids else 0, self._make_label)
+        selected = {nid: i for i, nid in enumerate(model.selected)}
+        for label, nid, (row, col) in zip(labels, fp.ids.tolist(), fp.centroids, strict=True):
+            colour = selection_colour(selected[nid]) if nid in selected else (225, 230, 240)
+            label.setText(str(nid), color=colour)
+            label.setPos(float(col) + 0.5, float(row) + 0.5)
+            label.show()
+
+    @staticmethod
+    def _make_label() -> pg.TextItem:
+        label = pg.TextItem("", anchor=(0.5, 0.5))
+        label.setFont(QtGui.QFont("Sans", 7))
+        return label
 
     def _draw_new(self, model: DashboardModel) -> None:
         """Highlight the contours of recently born neurons (they expire with time)."""

@@ -81,3 +81,34 @@ def test_bad_csc_raises_value_error():
         contour_segments([1.0], [DIMS[0] * DIMS[1]], [0, 1], DIMS)
     with pytest.raises(ValueError, match="threshold"):
         footprint_masks([1.0], [0], [0, 1], DIMS, threshold=0.0)
+
+
+def reference_segments(mask: np.ndarray) -> set[tuple[float, float, float, float]]:
+    """Slow, obvious outline: every pixel side facing a pixel outside the mask."""
+    h, w = mask.shape
+    out = set()
+    for r in range(h):
+        for c in range(w):
+            if not mask[r, c]:
+                continue
+            if r == 0 or not mask[r - 1, c]:
+                out.add((r, c, r, c + 1))
+            if r == h - 1 or not mask[r + 1, c]:
+                out.add((r + 1, c, r + 1, c + 1))
+            if c == 0 or not mask[r, c - 1]:
+                out.add((r, c, r + 1, c))
+            if c == w - 1 or not mask[r, c + 1]:
+                out.add((r, c + 1, r + 1, c + 1))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_outlines_match_the_reference_on_random_overlapping_masks(seed):
+    rng = np.random.default_rng(seed)
+    images = [(rng.random(DIMS) < 0.3) * rng.random(DIMS).astype(np.float32) for _ in range(5)]
+    images[0][0, :] = 1.0  # touches the image border
+    c = contour_segments(*csc_of(images), DIMS, threshold=1e-6)
+    for k, img in enumerate(images):
+        got = {tuple(s) for s in c.of(k).reshape(-1, 4).tolist()}
+        assert got == reference_segments(img > 0), f"neuron {k}, seed {seed}"
+    assert np.all(np.diff(c.neuron) >= 0)
