@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 EOS_REPEAT_PERIOD_S = 0.1
+SUBSCRIPTION_GRACE_S = 0.05
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -265,7 +266,8 @@ class FramePublisher:
         """Wait until a subscriber of ``frame`` is connected; True if one was within ``timeout_s``.
 
         :class:`~acquisition.subscriber.FrameSubscriber` subscribes to ``frame`` last, so its
-        ``start`` and ``eos`` subscriptions are in place too when this returns True.
+        ``start`` and ``eos`` subscriptions are in place too when this returns True; for
+        other orders a 50 ms grace period follows the first ``frame`` subscription.
         """
         deadline = time.monotonic() + timeout_s
         self._drain_subscriptions()
@@ -274,6 +276,11 @@ class FramePublisher:
             if remaining <= 0 or (stop is not None and stop.is_set()):
                 return False
             if self.socket.poll(int(min(remaining, 0.1) * 1000) + 1, zmq.POLLIN):
+                self._drain_subscriptions()
+        # a subscriber that subscribed to frame before start/eos: let those arrive too
+        grace = time.monotonic() + SUBSCRIPTION_GRACE_S
+        while (left := grace - time.monotonic()) > 0:
+            if self.socket.poll(int(left * 1000) + 1, zmq.POLLIN):
                 self._drain_subscriptions()
         return True
 
