@@ -30,15 +30,19 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
-import scipy.ndimage
-import scipy.sparse
 
 from acquisition import simulator_scene as scene
+from acquisition.simulator_dynamics import (
+    ar_coefficients,
+    ar_run,
+    bilinear_shift,
+    block_rng,
+    impulse_peak,
+)
 from acquisition.simulator_io import load_simulator, write_simulation
-from acquisition.simulator_params import SimulationParams
+from acquisition.simulator_params import SimulationParams, SimulationTruth
 
 __all__ = [
     "MiniscopeSimulator",
@@ -56,109 +60,6 @@ _STREAM_SCENE, _STREAM_TEMPORAL, _STREAM_NOISE = 1, 2, 3
 _BLOB_MODULATION = 0.3  # std of a blob's amplitude, as a fraction of its mean
 _BLOB_TIME_S = (2.0, 8.0)  # time constants of the blobs' slow fluctuations
 _MOTION_TIME_S = 1.0
-
-
-@dataclass(slots=True)
-class SimulationTruth:
-    """Ground truth of a simulated movie (static part; traces come from the simulator).
-
-    Attributes
-    ----------
-    A : scipy.sparse.csc_array of shape (n_pixels, n_neurons), float32
-        Footprints, pixels flattened row-major, each with its brightest pixel = 1.
-    dims : (H, W)
-    centres : ndarray of shape (n_neurons, 2), float64, (row, col)
-    pnr : ndarray of shape (n_neurons,), float32
-        Realised peak-to-noise ratio ``max_t C[k, t] / noise_sigma`` over the calibration window.
-    birth_frame : ndarray of shape (n_neurons,), int64
-        First frame a neuron may be active (0, or the first spike of a late-born neuron).
-    g : ndarray of shape (n_neurons, ar_order), float32
-        AR coefficients: ``C[:, t] = g1 C[:, t-1] + g2 C[:, t-2] + S[:, t]``.
-    firing_rate_hz : ndarray of shape (n_neurons,), float32
-    amplitude : ndarray of shape (n_neurons,), float32
-        Movie units per unit of calcium (a unit spike's transient peaks at 1 unit).
-    background_mean : ndarray of shape (H, W), float32
-        Expected background (everything but neurons and noise) without motion.
-    calibration_frames : int
-        Frames over which ``pnr`` was measured.
-    """
-
-    A: scipy.sparse.csc_array
-    dims: tuple[int, int]
-    centres: np.ndarray
-    pnr: np.ndarray
-    birth_frame: np.ndarray
-    g: np.ndarray
-    firing_rate_hz: np.ndarray
-    amplitude: np.ndarray
-    background_mean: np.ndarray
-    calibration_frames: int
-
-    @property
-    def n_neurons(self) -> int:
-        return int(self.A.shape[1])
-
-    @property
-    def footprints(self) -> np.ndarray:
-        """Dense footprints, ndarray of shape (n_neurons, H, W), float32."""
-        return np.ascontiguousarray(self.A.toarray().T).reshape(self.n_neurons, *self.dims)
-
-
-def _ar_coefficients(decay_frames: np.ndarray, rise_frames: np.ndarray | None) -> np.ndarray:
-    """(n, 2) AR(2) coefficients (g2 = 0 for AR(1)) from time constants in frames."""
-    d = np.exp(-1.0 / decay_frames)
-    if rise_frames is None:
-        return np.stack([d, np.zeros_like(d)], axis=1)
-    r = np.exp(-1.0 / rise_frames)
-    return np.stack([d + r, -d * r], axis=1)
-
-
-def _impulse_peak(g: np.ndarray, decay_frames: np.ndarray) -> np.ndarray:
-    """Peak of the impulse response of each AR(2) row of ``g``."""
-    n_steps = int(np.max(decay_frames, initial=0.0) * 3) + 10
-    y1 = np.zeros(len(g))
-    y2 = np.zeros(len(g))
-    x = 1.0
-    peak = np.zeros(len(g))
-    for _ in range(n_steps):
-        y = g[:, 0] * y1 + g[:, 1] * y2 + x
-        peak = np.maximum(peak, y)
-        y2, y1, x = y1, y, 0.0
-    return peak
-
-
-def _ar_run(x: np.ndarray, g: np.ndarray, state: tuple[np.ndarray, np.ndarray]):
-    """Run ``y_t = g1 y_{t-1} + g2 y_{t-2} + x_t`` along axis 1; returns (y, new_state)."""
-    y1, y2 = state
-    g1, g2 = g[:, 0], g[:, 1]
-    out = np.empty_like(x)
-    for t in range(x.shape[1]):
-        y = g1 * y1 + g2 * y2 + x[:, t]
-        out[:, t] = y
-        y2, y1 = y1, y
-    return out, (y1.copy(), y2.copy())
-
-
-def _bilinear_shift(stack: np.ndarray, shift: np.ndarray, out: np.ndarray) -> None:
-    """Translate images (L, H, W) by ``shift`` = (d_row, d_col) pixels into ``out``.
-
-    Content moves by +shift (``out[y, x] = stack[y - d_row, x - d_col]``), bilinear, edges
-    extended; the same convention as ``scipy.ndimage.shift(order=1, mode='nearest')``.
-    """
-    _, h, w = stack.shape
-    pad = int(math.ceil(float(np.abs(shift).max()))) + 1
-    padded = np.pad(stack, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-    iy, ix = math.floor(-shift[0]), math.floor(-shift[1])
-    fy, fx = np.float32(-shift[0] - iy), np.float32(-shift[1] - ix)
-    r, c = pad + iy, pad + ix
-    top = (1 - fx) * padded[:, r : r + h, c : c + w] + fx * padded[:, r : r + h, c + 1 : c + w + 1]
-    bottom = (1 - fx) * padded[:, r + 1 : r + h + 1, c : c + w]
-    bottom += fx * padded[:, r + 1 : r + h + 1, c + 1 : c + w + 1]
-    np.add((1 - fy) * top, fy * bottom, out=out)
-
-
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 
 class MiniscopeSimulator:
@@ -195,16 +96,22 @@ class MiniscopeSimulator:
 
     # ---- construction ------------------------------------------------------------------
     def _build_scene(self) -> None:
+        """Draw the static scene (one seeded stream, fixed draw order) and the AR dynamics."""
+        rng = block_rng(self.params.seed, _STREAM_SCENE)
+        decay, rise = self._build_neurons(rng)
+        np_decay, blob_a = self._build_background(rng)
+        self._build_dynamics(decay, rise, np_decay, blob_a)
+
+    def _build_neurons(self, rng: np.random.Generator):
+        """Footprints, kinetics, rates, target PNRs, birth frames; returns time constants."""
         p = self.params
-        fps = p.frame_rate_hz
-        rng = _rng(p.seed, _STREAM_SCENE)
-        k, n_np, n_b = p.n_neurons, p.n_neuropil, p.n_blobs
+        fps, k = p.frame_rate_hz, p.n_neurons
         sigma = p.neuron_diameter_px / 4.0
-        centres = scene.place_centres(rng, p.dims, k, 0.5 * p.neuron_diameter_px, sigma)
-        self._A = scene.gaussian_footprints(rng, p.dims, centres, sigma)
+        self._centres = scene.place_centres(rng, p.dims, k, 0.5 * p.neuron_diameter_px, sigma)
+        self._A = scene.gaussian_footprints(rng, p.dims, self._centres, sigma)
         rise = p.rise_time_s * fps * rng.uniform(0.8, 1.2, k) if p.rise_time_s > 0 else None
         decay = p.decay_time_s * fps * rng.uniform(0.8, 1.2, k)
-        rates = p.firing_rate_hz * np.exp(rng.normal(0.0, 0.5, k) - 0.125)
+        self._rates_neuron = p.firing_rate_hz * np.exp(rng.normal(0.0, 0.5, k) - 0.125)
         self._pnr_target = rng.uniform(p.pnr_range[0], p.pnr_range[1], k)
         birth = np.zeros(k, np.int64)
         n_late = int(round(p.late_fraction * k))
@@ -214,40 +121,48 @@ class MiniscopeSimulator:
         first = birth + rng.integers(0, 40, k) * (birth == 0)  # a guaranteed first event
         if p.n_frames is not None:
             first = np.minimum(first, p.n_frames - 1)
-        # neuropil: slower, out-of-focus cells; blobs: smooth unit-variance AR(2) processes
+        self._birth, self._first = birth, first
+        self._ar_order = 1 if rise is None else 2
+        return decay, rise
+
+    def _build_background(self, rng: np.random.Generator):
+        """Neuropil cells, blobs, vessels, vignetting; returns their time constants."""
+        p = self.params
+        fps, n_np, n_b = p.frame_rate_hz, p.n_neuropil, p.n_blobs
         np_profiles, _ = scene.neuropil_profiles(rng, p.dims, n_np)
         np_decay = 2.0 * p.decay_time_s * fps * rng.uniform(0.8, 1.2, n_np)
-        np_rates = p.firing_rate_hz * np.exp(rng.normal(0.0, 0.5, n_np) - 0.125)
+        self._np_rates = p.firing_rate_hz * np.exp(rng.normal(0.0, 0.5, n_np) - 0.125)
         typical_peak = p.noise_sigma * 0.5 * (p.pnr_range[0] + p.pnr_range[1])
-        np_amp = p.background_strength * typical_peak * rng.uniform(0.15, 0.5, n_np)
+        self._np_amp = p.background_strength * typical_peak * rng.uniform(0.15, 0.5, n_np)
         blobs = scene.blob_profiles(rng, p.dims, n_b)
-        blob_mean = p.background_strength * typical_peak * rng.uniform(0.5, 1.5, n_b)
+        self._blob_mean = p.background_strength * typical_peak * rng.uniform(0.5, 1.5, n_b)
         blob_a = np.exp(-1.0 / (fps * rng.uniform(*_BLOB_TIME_S, n_b)))
-        vessel = scene.vessel_map(rng, p.dims, p.n_vessels)
+        self._vessel = scene.vessel_map(rng, p.dims, p.n_vessels)
         self._vignette = scene.vignette_map(p.dims, p.vignetting)
+        self._G = np.concatenate([blobs, np_profiles]).reshape(n_b + n_np, p.height * p.width)
+        return np_decay, blob_a
 
-        g_neuron = _ar_coefficients(decay, rise)
+    def _build_dynamics(self, decay, rise, np_decay, blob_a) -> None:
+        """Stack every temporal process as one AR(2) system: neurons, neuropil, blobs, motion.
+
+        Spikes are scaled so a unit spike's transient peaks at 1; the slow processes (blob
+        amplitudes, motion) are critically damped AR(2) with unit (motion: motion_px / 2)
+        stationary std.
+        """
+        p = self.params
+        fps, n_np, n_b = p.frame_rate_hz, p.n_neuropil, p.n_blobs
         np_rise = None if rise is None else np.full(n_np, p.rise_time_s * fps)
-        g_np = _ar_coefficients(np_decay, np_rise)
         motion_a = math.exp(-1.0 / (fps * _MOTION_TIME_S))
-        g_slow = np.array([[2 * a, -a * a] for a in [*blob_a, motion_a, motion_a]]).reshape(-1, 2)
-        self._g = np.concatenate([g_neuron, g_np, g_slow])
         slow_a = np.array([*blob_a, motion_a, motion_a])
-        # innovation scale: unit stationary std for the slow critically damped processes
+        g_slow = np.stack([2 * slow_a, -slow_a * slow_a], axis=1)
+        g_spiking = np.concatenate(
+            [ar_coefficients(decay, rise), ar_coefficients(np_decay, np_rise)]
+        )
+        self._g = np.concatenate([g_spiking, g_slow])
         self._slow_scale = np.sqrt((1 - slow_a**2) ** 3 / (1 + slow_a**2))
         self._slow_scale[n_b:] *= p.motion_px / 2.0
-        self._spike_scale = 1.0 / _impulse_peak(
-            self._g[: k + n_np], np.concatenate([decay, np_decay])
-        )
-        self._rates = np.concatenate([rates, np_rates])
-        self._first = first
-        self._birth = birth
-        self._np_amp, self._blob_mean = np_amp, blob_mean
-        self._vessel = vessel
-        self._G = np.concatenate([blobs, np_profiles]).reshape(n_b + n_np, p.height * p.width)
-        self._centres = centres
-        self._rates_neuron = rates
-        self._ar_order = 1 if rise is None else 2
+        self._spike_scale = 1.0 / impulse_peak(g_spiking, np.concatenate([decay, np_decay]))
+        self._rates = np.concatenate([self._rates_neuron, self._np_rates])
 
     def _calibrate(self) -> None:
         """Measure unit-calcium peaks over the calibration window and set the amplitudes."""
@@ -307,7 +222,7 @@ class MiniscopeSimulator:
         k, n_np, n_b = p.n_neurons, p.n_neuropil, p.n_blobs
         n = BLOCK_FRAMES
         t0 = b * n
-        rng = _rng(p.seed, _STREAM_TEMPORAL, b)
+        rng = block_rng(p.seed, _STREAM_TEMPORAL, b)
         lam = self._rates[:, None] / p.frame_rate_hz
         events = rng.poisson(lam / 3.0 if p.bursty else lam, (k + n_np, n))
         size = 1 + rng.poisson(2.0, (k + n_np, n))
@@ -320,7 +235,7 @@ class MiniscopeSimulator:
         spikes[hit, first[hit]] = np.maximum(spikes[hit, first[hit]], 1.0)
         spikes[:k] *= frame[None, :] >= self._birth[:, None]
         x = np.concatenate([spikes * self._spike_scale[:, None], slow * self._slow_scale[:, None]])
-        y, state = _ar_run(x, self._g, self._states[b])
+        y, state = ar_run(x, self._g, self._states[b])
         if len(self._states) == b + 1:
             self._states.append(state)
         motion = np.clip(y[k + n_np + n_b :].T, -p.motion_px, p.motion_px)
@@ -398,7 +313,7 @@ class MiniscopeSimulator:
             stack = np.stack([tissue, neural], axis=1).reshape(n, 2, *p.dims)
             moved = np.empty_like(stack)
             for i in range(n):
-                _bilinear_shift(stack[i], motion[i], moved[i])
+                bilinear_shift(stack[i], motion[i], moved[i])
             background = moved[:, 0] * self._vignette
             neural = moved[:, 1]
         else:
@@ -409,7 +324,7 @@ class MiniscopeSimulator:
         noise = np.empty((n, *p.dims), np.float32)
         gamma = p.photons_per_unit
         for i in range(n):
-            rng = _rng(p.seed, _STREAM_NOISE, start + i)
+            rng = block_rng(p.seed, _STREAM_NOISE, start + i)
             rng.standard_normal(p.dims, np.float32, noise[i])
             noise[i] *= np.float32(p.noise_sigma)
             if gamma > 0:  # shot noise: Poisson(x * gamma) / gamma - x on the clean frame

@@ -1,10 +1,13 @@
-"""Validated parameters of the miniscope movie simulator (:mod:`acquisition.simulator`)."""
+"""Validated parameters and ground-truth record of the simulator (acquisition.simulator)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
 
 
 def _check(name, value, ok, allowed):
@@ -184,3 +187,49 @@ class SimulationParams:
         if "pnr_range" in values:
             values["pnr_range"] = tuple(values["pnr_range"])
         return cls(**values)
+
+
+@dataclass(slots=True)
+class SimulationTruth:
+    """Ground truth of a simulated movie (static part; traces come from the simulator).
+
+    Attributes
+    ----------
+    A : scipy.sparse.csc_array of shape (n_pixels, n_neurons), float32
+        Footprints, pixels flattened row-major, each with its brightest pixel = 1.
+    dims : (H, W)
+    centres : ndarray of shape (n_neurons, 2), float64, (row, col)
+    pnr : ndarray of shape (n_neurons,), float32
+        Realised peak-to-noise ratio ``max_t C[k, t] / noise_sigma`` over the calibration window.
+    birth_frame : ndarray of shape (n_neurons,), int64
+        First frame a neuron may be active (0, or the first spike of a late-born neuron).
+    g : ndarray of shape (n_neurons, ar_order), float32
+        AR coefficients: ``C[:, t] = g1 C[:, t-1] + g2 C[:, t-2] + S[:, t]``.
+    firing_rate_hz : ndarray of shape (n_neurons,), float32
+    amplitude : ndarray of shape (n_neurons,), float32
+        Movie units per unit of calcium (a unit spike's transient peaks at 1 unit).
+    background_mean : ndarray of shape (H, W), float32
+        Expected background (everything but neurons and noise) without motion.
+    calibration_frames : int
+        Frames over which ``pnr`` was measured.
+    """
+
+    A: scipy.sparse.csc_array
+    dims: tuple[int, int]
+    centres: np.ndarray
+    pnr: np.ndarray
+    birth_frame: np.ndarray
+    g: np.ndarray
+    firing_rate_hz: np.ndarray
+    amplitude: np.ndarray
+    background_mean: np.ndarray
+    calibration_frames: int
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.A.shape[1])
+
+    @property
+    def footprints(self) -> np.ndarray:
+        """Dense footprints, ndarray of shape (n_neurons, H, W), float32."""
+        return np.ascontiguousarray(self.A.toarray().T).reshape(self.n_neurons, *self.dims)

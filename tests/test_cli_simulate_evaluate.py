@@ -1,4 +1,4 @@
-"""`online-cnmfe simulate`, `evaluate` and `demo` as real subprocesses on real files."""
+"""`online-cnmfe simulate` and `evaluate` as real subprocesses on real files."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *words: str) -> None
         assert word in lines[0], (word, lines[0])
 
 
-@pytest.mark.parametrize("command", ["simulate", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["simulate", "evaluate"])
 def test_help(command):
     out = cli(command, "--help")
     assert out.returncode == 0 and "usage: online-cnmfe " + command in out.stdout
@@ -93,11 +93,3 @@ def test_bad_inputs_give_one_line_errors(simulated, tmp_path):
         cli("simulate", tmp_path / "no" / "dir" / "x.h5", "--frames", 5, "--size", 32, 32),
         "cannot create",
     )
-
-
-def test_demo_runs(tmp_path):
-    out = cli("demo", "--outdir", tmp_path / "demo", "--quiet")
-    assert out.returncode == 0, out.stderr
-    assert "demo movie" in out.stdout and "40 neurons" in out.stdout
-    with h5py.File(tmp_path / "demo" / "demo_simulation.h5", "r") as f:
-        assert f["movie"].shape == (500, 128, 128)

@@ -14,10 +14,10 @@ from acquisition.simulator import (
     BLOCK_FRAMES,
     MiniscopeSimulator,
     SimulationParams,
-    _bilinear_shift,
     load_simulator,
     write_simulation,
 )
+from acquisition.simulator_dynamics import bilinear_shift
 
 SMALL = dict(height=64, width=64, n_frames=200, n_neurons=12, n_neuropil=4, n_blobs=3)
 
@@ -237,7 +237,7 @@ def test_write_float32_part_of_an_endless_movie(tmp_path):
 def test_bilinear_shift_matches_scipy(shift):
     x = np.random.default_rng(0).random((2, 20, 30)).astype(np.float32)
     out = np.empty_like(x)
-    _bilinear_shift(x, np.array(shift, np.float32), out)
+    bilinear_shift(x, np.array(shift, np.float32), out)
     ref = scipy.ndimage.shift(x, (0, *shift), order=1, mode="nearest")
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
