@@ -52,14 +52,23 @@ def register(subparsers) -> None:
         help="do not stop at the end of the stream; wait for the next session",
     )
     p.add_argument(
-        "--triggers", type=Path, help="closed-loop trigger rules (TOML, see docs/closed-loop.md)"
+        "--triggers",
+        type=Path,
+        help="closed-loop trigger rules (TOML, see docs/closed-loop.md); default: the [triggers] "
+        "table of --config, if it has one",
     )
     p.set_defaults(func=run)
 
 
 def load_params(config: Path | None, overrides: list[str]) -> CNMFEParams:
     """Parameters from an optional file plus ``--set`` overrides."""
-    params = CNMFEParams.from_file(config) if config is not None else CNMFEParams()
+    params = CNMFEParams()
+    if config is not None:  # its [triggers] table, if any, is read by _attach_triggers
+        from online_cnmfe.triggers.rules import read_config_file
+
+        values = read_config_file(config)
+        values.pop("triggers", None)
+        params = CNMFEParams.from_dict(values)
     values = parse_overrides(overrides)
     return params.replace(**values) if values else params
 
@@ -84,8 +93,13 @@ def run(args: argparse.Namespace) -> int:
         exit_on_eos=not args.keep_running,
     )
     engine = Engine(config)
-    if args.triggers is not None:
-        _attach_triggers(engine, args.triggers, params)
+    triggers = args.triggers
+    if triggers is None and args.config is not None:
+        from online_cnmfe.triggers.rules import read_config_file
+
+        triggers = args.config if "triggers" in read_config_file(args.config) else None
+    if triggers is not None:
+        _attach_triggers(engine, triggers, params)
     code = engine.run()
     if engine.store.hdf5_failed:
         # HDF5 keeps a failed file open and may crash at interpreter exit: leave now.
@@ -95,19 +109,42 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+# ---- closed-loop triggers (owned by the triggers engineer; docs/closed-loop.md) ------------
 def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
-    """Closed-loop hook: rules evaluated on the model thread, firings stored with the results."""
+    """Closed-loop hook: rules evaluated on the model thread, firings stored with the results,
+    copied onto the results stream (topic ``trigger``), rules changeable over the control socket.
+    """
+    from acquisition.protocol import encode_message
     from online_cnmfe.triggers import TriggerEngine, load_trigger_config
+    from online_cnmfe.triggers.control import ControlServer
     from online_cnmfe.triggers.records import (
         create_trigger_datasets,
         store_rule_log,
         store_triggers,
     )
 
+    config = load_trigger_config(path)
+    if not config.enabled:
+        logger.info("triggers are disabled in %s", path)
+        return
     triggers = TriggerEngine.from_config(
-        load_trigger_config(path),
+        config,
         max_frame_age_ms=params.engine.max_frame_age_ms,
         frame_rate_hz=params.data.frame_rate_hz,
+    )
+    control = None
+    if config.control_endpoint:
+        try:
+            control = ControlServer(triggers, config.control_endpoint).start()
+        except ConfigError:
+            triggers.close()
+            raise
+    logger.info(
+        "%d trigger rule(s); triggers on %s (%s), control on %s", len(config.rules),
+        triggers.dispatcher.publisher.endpoint, config.socket_type, config.control_endpoint or "-",
+    )  # fmt: skip
+    triggers.fire_listeners.append(
+        lambda rec: engine.publish(encode_message("trigger", rec.to_header()))
     )
 
     def flush_hook(f) -> None:
@@ -120,4 +157,13 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
     engine.store_prepare.append(create_trigger_datasets)
     engine.store_flush_hooks.append(flush_hook)
     engine.status_extras.append(lambda: {"triggers": triggers.stats()})
-    engine.shutdown_callbacks.append(lambda _engine: triggers.close())
+
+    def close(_engine) -> None:
+        if control is not None:
+            control.close()
+        triggers.close()
+
+    engine.shutdown_callbacks.append(close)
+
+
+# ---- end of closed-loop triggers ----------------------------------------------------------

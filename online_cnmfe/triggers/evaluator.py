@@ -175,6 +175,8 @@ class TriggerEngine:
         self._centroids_frame = -(10**9)
         # outputs and counters
         self.fired: list[TriggerRecord] = []
+        # called with every firing (all rules), e.g. to copy it onto the results stream
+        self.fire_listeners: list[Callable[[TriggerRecord], Any]] = []
         self._n_drained = 0
         self.n_frames = 0
         self.n_skipped_frames = 0
@@ -374,6 +376,9 @@ class TriggerEngine:
             self.fired.append(rec)
             records.append(rec)
             self.dispatcher.dispatch(rt.rule, rec)
+        for listener in self.fire_listeners:
+            for rec in records:
+                listener(rec)
         return records
 
     def _stale(self, hits, frame_index: int, age_ms: float) -> None:

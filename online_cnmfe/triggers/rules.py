@@ -534,6 +534,22 @@ def _parse_rules(rules: Any, serial_port: str | None) -> tuple[Rule, ...]:
     return parsed
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML (or ``.json``) config file as a dict; ConfigError if unreadable."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML/JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a table/object at top level")
+    return values
+
+
 def load_trigger_config(path: str | Path) -> TriggerConfig:
     """Read the ``[triggers]`` table of a TOML/JSON config file.
 
@@ -546,15 +562,7 @@ def load_trigger_config(path: str | Path) -> TriggerConfig:
     ConfigError
         If the file cannot be read or parsed, or any rule is invalid.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read trigger config {path}: {exc.strerror}") from exc
-    try:
-        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"trigger config {path} is not valid TOML/JSON: {exc}") from exc
+    values = read_config_file(path)
     if "triggers" in values:
         return parse_trigger_config(values["triggers"])
     if "rules" in values:

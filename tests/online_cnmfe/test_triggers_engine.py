@@ -1,0 +1,101 @@
+"""Triggers inside the real engine: acquisition and engine subprocesses, trigger and control
+sockets, the results stream and the results file."""
+
+from __future__ import annotations
+
+import h5py
+import pytest
+
+from online_cnmfe.triggers.client import TriggerControl, TriggerListener
+from online_cnmfe.triggers.records import read_triggers
+from tests.online_cnmfe.engine_harness import (
+    SIZE,
+    ResultsClient,
+    endpoints,
+    engine_log,
+    start_acquire,
+    start_engine,
+    stop,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+CONFIG = """
+[engine]
+max_frame_age_ms = 1000.0
+
+[triggers]
+endpoint = "{trig}"
+control_endpoint = "{ctl}"
+
+[[triggers.rules]]
+name = "any_cell"
+region = {{ shape = "rectangle", rows = [0, {h}], cols = [0, {w}] }}
+signal = "zscore"
+condition = "threshold"
+threshold = 4.0
+release = 1.0
+refractory_frames = 2
+
+[[triggers.rules]]
+name = "ghost"
+neurons = [99999]
+signal = "spike"
+condition = "threshold"
+threshold = 0.0
+"""
+
+
+def test_engine_fires_publishes_stores_and_takes_rules_at_run_time(tmp_path):
+    trig, ctl = f"ipc://{tmp_path}/trig", f"ipc://{tmp_path}/ctl"
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(CONFIG.format(trig=trig, ctl=ctl, h=SIZE[0], w=SIZE[1]))
+    client = ResultsClient(endpoints(tmp_path)[1])
+    listener = TriggerListener(trig)
+    engine = start_engine(tmp_path, "--config", str(cfg), "--set", "engine.queue_full=wait")
+    acquire = None
+    got = []
+    try:
+        client.wait_for(lambda c: c.messages["ready"], 60, "the ready handshake", engine)
+        with TriggerControl(ctl, timeout_s=10) as control:
+            assert [r["name"] for r in control.list()] == ["any_cell", "ghost"]
+            control.add({"name": "late", "region": {"shape": "circle", "center": [32, 32],
+                         "radius": 40}, "signal": "calcium", "condition": "k_of_n",
+                         "threshold": 0.0, "k": 2, "window_frames": 3})  # fmt: skip
+        acquire = start_acquire(tmp_path, n_frames=300)
+        while engine.poll() is None:
+            trig_rec = listener.receive(timeout_s=0.2)
+            if trig_rec is not None:
+                got.append(trig_rec)
+            client.poll(0.01)
+        assert engine.returncode == 0, engine_log(tmp_path)
+        while (trig_rec := listener.receive(timeout_s=0.5)) is not None:
+            got.append(trig_rec)
+        client.poll(1.0)
+    finally:
+        stop(engine)
+        if acquire is not None:
+            stop(acquire)
+        listener.close()
+        client.close()
+    with h5py.File(tmp_path / "session.h5", "r") as f:
+        stored = read_triggers(f["triggers"])
+    fired = {(r, int(fi)) for r, fi in zip(stored["rule"], stored["fired"]["frame_index"])}
+    assert fired, engine_log(tmp_path)
+    assert {"any_cell", "late"} <= {r for r, _ in fired}
+    assert "ghost" not in {r for r, _ in fired}
+    # everything the trigger socket delivered, and the results stream carried, was stored
+    assert got and {(g.rule, g.frame_index) for g in got} <= fired
+    streamed = {(m.header["rule"], m.header["frame_index"]) for m in client.messages["trigger"]}
+    assert streamed and streamed <= fired
+    assert all(60 <= fi < 300 for _, fi in fired)  # only frames processed online
+    assert all(0 <= g.age_ms < 1000.0 for g in got)
+    assert [(c, d["name"]) for _, c, d in stored["rule_log"]] == [
+        ("config", "any_cell"),
+        ("config", "ghost"),
+        ("add", "late"),
+    ]
+    log = engine_log(tmp_path)
+    assert log.count("names neuron(s) [99999] that do not exist") == 1
+    stats = client.last_status()["triggers"]
+    assert stats["n_fired"] == len(stored["rule"]) and stats["n_rules"] == 3
