@@ -293,23 +293,35 @@ def evaluate(est: dict, truth: dict, params: EvaluationParams | None = None) -> 
         n_frames_scored=len(cols),
         frames_scored=[int(tframes.min()), int(tframes.max()) + 1] if len(cols) else None,
     )
-    # high-PNR subset: estimates matched to low-PNR truth neurons are left out of precision
-    hi = pnr >= params.min_pnr
-    n_hi_matched = int(matched_true[hi].sum())
-    n_found_hi = match.n_found - int(matched_true[~hi].sum())
-    out["high_pnr_min"] = params.min_pnr
-    out["n_true_high_pnr"] = int(hi.sum())
-    out["n_matched_high_pnr"] = n_hi_matched
-    out["recall_high_pnr"] = _ratio(n_hi_matched, int(hi.sum()))
-    out["precision_high_pnr"] = _ratio(n_hi_matched, n_found_hi)
-    out["f1_high_pnr"] = _f1(out["recall_high_pnr"], out["precision_high_pnr"])
-    hi_corr = corr_of[hi & matched_true]
-    out["trace_corr_median_high_pnr"] = _stat(hi_corr, np.median)
-    out["trace_corr_mean_high_pnr"] = _stat(hi_corr, np.mean)
+    out.update(_high_pnr(params.min_pnr, pnr, matched_true, corr_of, match.n_found))
+    matched_est = np.zeros(match.n_found, bool)
+    matched_est[ei] = True
+    out["missed_true"] = np.flatnonzero(~matched_true).tolist()
+    out["unmatched_found"] = np.flatnonzero(~matched_est).tolist()
     out["pnr_bins"] = _pnr_bins(params.pnr_bins, pnr, matched_true, corr_of)
     out["late"] = _late(est, birth, matched_true, corr_of, ti, ei)
     out["params"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items()}
     return out
+
+
+def _high_pnr(min_pnr, pnr, matched_true, corr_of, n_found) -> dict:
+    """Metrics on neurons of PNR >= min_pnr; estimates matched to weaker neurons are left out
+    of the precision (neither right nor wrong)."""
+    hi = pnr >= min_pnr
+    n_hi, n_matched = int(hi.sum()), int(matched_true[hi].sum())
+    recall = _ratio(n_matched, n_hi)
+    precision = _ratio(n_matched, n_found - int(matched_true[~hi].sum()))
+    corr = corr_of[hi & matched_true]
+    return {
+        "high_pnr_min": min_pnr,
+        "n_true_high_pnr": n_hi,
+        "n_matched_high_pnr": n_matched,
+        "recall_high_pnr": recall,
+        "precision_high_pnr": precision,
+        "f1_high_pnr": _f1(recall, precision),
+        "trace_corr_median_high_pnr": _stat(corr, np.median),
+        "trace_corr_mean_high_pnr": _stat(corr, np.mean),
+    }
 
 
 def _pnr_bins(edges, pnr, matched_true, corr_of) -> list[dict]:

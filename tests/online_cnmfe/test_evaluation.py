@@ -260,3 +260,11 @@ def test_in_memory_evaluation_against_a_simulator():
     assert m["recall"] == pytest.approx(0.8) and m["precision"] == 1.0
     assert m["trace_corr_median"] == pytest.approx(1.0) and m["n_frames_scored"] == 80
     assert 0.95 < m["footprint_cosine_median"] < 1.0
+
+
+def test_missed_and_unmatched_indices_are_listed(truth_file, tmp_path):
+    path, fp, C, *_ = truth_file
+    extra = disc_footprints([(40, 58)])
+    write_result(tmp_path / "r.h5", np.concatenate([fp[2:], extra]), np.concatenate([C[2:], C[:1]]))
+    m = evaluate_files(tmp_path / "r.h5", path)
+    assert m["missed_true"] == [0, 1] and m["unmatched_found"] == [10]
