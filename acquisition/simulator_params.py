@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass
 
@@ -183,7 +184,20 @@ class SimulationParams:
 
     @classmethod
     def from_dict(cls, values: dict) -> SimulationParams:
+        """Build from a dict (e.g. the ``params`` JSON of a simulation file).
+
+        Raises
+        ------
+        ValueError
+            An unknown key (with the closest valid names) or an out-of-range value.
+        """
         values = dict(values)
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+                hint = f"did you mean {', '.join(close)}? " if close else ""
+                raise ValueError(f"unknown simulation parameter {key!r}; {hint}valid: {valid}")
         if "pnr_range" in values:
             values["pnr_range"] = tuple(values["pnr_range"])
         return cls(**values)

@@ -268,3 +268,10 @@ def test_empty_or_tiny_scenes(counts, tmp_path):
         assert f["truth/footprints"].shape == (sim.params.n_neurons, 64, 64)
         assert f["truth/C"].shape == (sim.params.n_neurons, 40)
         assert np.isfinite(f["movie"][()]).all()
+
+
+def test_params_round_trip_and_reject_unknown_keys():
+    p = SimulationParams(height=32, width=48, n_frames=None, pnr_range=(2, 9), seed=4)
+    assert SimulationParams.from_dict(json.loads(p.to_json())) == p
+    with pytest.raises(ValueError, match="did you mean n_neurons"):
+        SimulationParams.from_dict({"n_neuron": 3})
