@@ -191,6 +191,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(str(exc)) from None
         with _open(args) as source, FramePublisher(config) as publisher:
             info = source.info
+            if info.n_frames is not None and config.start >= info.n_frames:
+                raise ConfigError(
+                    f"--start {config.start} is beyond the {info.n_frames} frames of "
+                    f"{info.description}"
+                )
             logger.info(
                 "publishing %s on %s: %dx%d %s at %.2f Hz, %s frames, session %s",
                 info.description,

@@ -109,6 +109,8 @@ def test_signal_ends_with_eos_and_exit_0(tmp_path, sig):
         (["replay", "REC", "--crop", "1,2"], "crop '1,2' is invalid"),
         (["replay", "REC", "--crop", "0,0,500,500"], "does not fit"),
         (["camera", "--index", "57"], "no camera at index 57"),
+        (["replay", "REC", "--start", "2"], "--start 2 is beyond the 2 frames"),
+        (["replay", "REC", "--start", "1", "--stop", "1"], "frame range"),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, args, message):
