@@ -160,7 +160,8 @@ class DashboardApp:
         self.subscriber = ResultsSubscriber(address)
         self.paints = PaintCounter(self.window.image.glw.viewport())
         self.refresh_ms: deque[float] = deque(maxlen=10_000)
-        self.n_updates = 0
+        self.n_updates = 0  # refreshes since the first message
+        self.first_message_s: float | None = None
         self._last_state = self.model.connection
         self._last_second = 0.0
         self.timer = QtCore.QTimer()
@@ -171,7 +172,8 @@ class DashboardApp:
     def tick(self) -> None:
         """Drain the sockets, age the state, redraw what changed."""
         now = time.monotonic()
-        self.subscriber.drain(self.model, now)
+        if self.subscriber.drain(self.model, now) and self.first_message_s is None:
+            self.first_message_s = now
         state = self.model.tick(now)
         if state != self._last_state:
             banner = self.model.banner
@@ -185,17 +187,21 @@ class DashboardApp:
         if dirty:
             t0 = time.perf_counter()
             self.window.refresh(self.model, dirty)
-            self.refresh_ms.append(1000 * (time.perf_counter() - t0))
-            self.n_updates += 1
+            if self.first_message_s is not None:
+                self.refresh_ms.append(1000 * (time.perf_counter() - t0))
+                self.n_updates += 1
 
     def stats(self) -> dict[str, float]:
-        """Display figures since start: updates/s, paints/s, refresh time p50/p99 (ms)."""
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        """Display figures since the first message: updates/s, paints/s, refresh p50/p99 (ms)."""
+        now = time.monotonic()
+        since = self.first_message_s if self.first_message_s is not None else now
+        elapsed = max(now - since, 1e-9)
         ms = np.asarray(self.refresh_ms) if self.refresh_ms else np.zeros(1)
+        paints = sum(1 for t in self.paints.times if t >= since)
         return {
             "elapsed_s": elapsed,
             "updates_per_s": self.n_updates / elapsed,
-            "paints_per_s": len(self.paints.times) / elapsed,
+            "paints_per_s": paints / elapsed,
             "refresh_ms_p50": float(np.percentile(ms, 50)),
             "refresh_ms_p99": float(np.percentile(ms, 99)),
             "messages": self.model.n_messages,

@@ -97,6 +97,8 @@ class ImagePanel(QtWidgets.QWidget):
         self.selected_contours: list[pg.PlotCurveItem] = []
         for item in (self.base, self.overlay, self.contours, self.new_contours):
             self.vb.addItem(item)
+        # The outlines change only with the footprints: paint them from a cached pixmap.
+        self.contours.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.labels: list[pg.TextItem] = []
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setStyleSheet("color:#c8d0dc; font-family:monospace;")
@@ -221,6 +223,7 @@ class ImagePanel(QtWidgets.QWidget):
     def _make_label() -> pg.TextItem:
         label = pg.TextItem("", anchor=(0.5, 0.5))
         label.setFont(QtGui.QFont("Sans", 7))
+        label.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         return label
 
     def _draw_new(self, model: DashboardModel) -> None:
