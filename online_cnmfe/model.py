@@ -76,6 +76,7 @@ class OnlineCNMFE:
         self._ops: _build.Operators | None = None
         self._slow = _slow_path_module() if params.detection.enabled else None
         self._pending_events: list[ModelEvent] = []
+        self._footprints_cache = None
 
     # ---- set-up ------------------------------------------------------------------------
     def initialize(self, frames: np.ndarray, progress: bool = False) -> None:
@@ -136,8 +137,9 @@ class OnlineCNMFE:
             st.scratch_xd, st.scratch_bg, st.scratch_ytilde, st.scratch_zsum,
         )  # fmt: skip
         t_bg = time.perf_counter()
+        A, G = st.A, st.G
         _kd.demix_rhs(
-            st.a_indptr, st.a_indices, st.a_data, st.g_indptr, st.g_indices, st.g_data,
+            A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data,
             st.scratch_ytilde, st.scratch_zsum, st.scratch_rhs,
         )  # fmt: skip
         _kd.nnls_cd(
@@ -149,9 +151,9 @@ class OnlineCNMFE:
         t_deconv = time.perf_counter()
         slot = st.residual_head
         _kr.residual_update(
-            st.a_indptr, st.a_indices, st.a_data, st.g_indptr, st.g_indices, st.g_data,
-            st.c, st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc,
-            st.b0, st.residual[slot],
+            A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
+            st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc, st.b0,
+            st.residual[slot],
         )  # fmt: skip
         st.residual_frame[slot] = st.t
         st.c_raw_buffer[:, slot] = st.c
@@ -161,7 +163,7 @@ class OnlineCNMFE:
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
         ids = st.neuron_ids.copy()
-        self._run_slow_path(st, y, slot)
+        t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
         t_slow = time.perf_counter()
         events = tuple(self._pending_events)
         self._pending_events.clear()
@@ -179,24 +181,30 @@ class OnlineCNMFE:
                 "demix": 1e3 * (t_demix - t_bg),
                 "deconvolve": 1e3 * (t_deconv - t_demix),
                 "residual": 1e3 * (t_res - t_deconv),
-                "slow_path": 1e3 * (t_slow - t_res),
+                "slow_observe": 1e3 * (t_observe - t_res),
+                "slow_step": 1e3 * (t_step - t_observe),
+                "apply_update": 1e3 * (t_slow - t_step),
                 "total": 1e3 * (t_slow - t_start),
             },
         )
         st.t += 1
         return result
 
-    def _run_slow_path(self, st: ModelState, y: np.ndarray, slot: int) -> None:
+    def _run_slow_path(self, st: ModelState, y: np.ndarray, slot: int, t_now: float):
+        """observe_frame + a budgeted slow_step; applies the returned update. Returns times."""
         if self._slow is None or st.slow is None:
-            return
+            return t_now, t_now
         self._slow.observe_frame(st.slow, st.t, y, st.c, st.residual[slot], self.params)
+        t_observe = time.perf_counter()
         budget = self.params.online.amortised_budget_ms
         update = self._slow.slow_step(st.slow, self.slow_inputs(), self.params, budget)
+        t_step = time.perf_counter()
         if update is not None:
             from online_cnmfe import model_updates
 
             events = model_updates.apply_update(self, update)
             self._pending_events.extend(events)
+        return t_observe, t_step
 
     def slow_inputs(self):
         """The read-only view of the model the slow path works on (``SlowPathInputs``)."""
@@ -289,8 +297,12 @@ class OnlineCNMFE:
 
     @property
     def footprints(self):
-        """A as scipy.sparse.csc_array (n_pixels × K), pixels row-major."""
-        return self._require_state().A
+        """A as scipy.sparse.csc_array (n_pixels × K), pixels row-major (cached copy)."""
+        st = self._require_state()
+        key = (st.footprints_version, st.n_components, id(st))
+        if self._footprints_cache is None or self._footprints_cache[0] != key:
+            self._footprints_cache = (key, st.A.to_csc())
+        return self._footprints_cache[1]
 
     @property
     def b0(self) -> np.ndarray:
@@ -312,7 +324,8 @@ class OnlineCNMFE:
         st = self._require_state()
         filled = st.residual[st.residual_frame >= 0]
         std = filled.std(axis=0) if len(filled) else np.zeros(st.n_pixels, np.float32)
-        amax = st.A.max(axis=1).toarray().ravel() if st.n_components else np.zeros(st.n_pixels)
+        A = self.footprints
+        amax = A.max(axis=1).toarray().ravel() if st.n_components else np.zeros(st.n_pixels)
         return {
             "baseline": st.b0.reshape(st.dims).copy(),
             "footprints_max": np.asarray(amax, np.float32).reshape(st.dims),

@@ -15,10 +15,12 @@ import scipy.sparse
 from online_cnmfe import deconvolution_online as _deconv
 from online_cnmfe import traces as _tr
 from online_cnmfe._kernels import demix as _kd
+from online_cnmfe._kernels import model_update as _ku
 from online_cnmfe._kernels import oasis_online as _ko
 from online_cnmfe._kernels import residual as _kr
 from online_cnmfe.init_result import InitResult
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.slotted import SlottedColumns
 from online_cnmfe.state import ModelState
 
 
@@ -100,9 +102,8 @@ def build_state(init: InitResult, frames, params: CNMFEParams):
     c_den, s, c_den_all = _deconv.run_history(pools, g, lam, s_min, C_raw, 0)
     ring_offsets = np.ascontiguousarray(init.ring_offsets, np.int32)
     st = ModelState(
-        t=T0, dims=dims, ssub=ssub, A=A, a_indptr=None, a_indices=None, a_data=None,
-        da_indptr=None, da_indices=None, da_data=None, g_indptr=None, g_indices=None,
-        g_data=None, block_count=None, boxes=None, pattern=None, gram=None, q_indptr=None,
+        t=T0, dims=dims, ssub=ssub, A=SlottedColumns.from_csc(A), DA=None, G=None,
+        block_count=None, boxes=None, pattern=None, gram=None, q_indptr=None,
         q_indices=None, q_data=None, q_diag=None, order=None,
         W=np.ascontiguousarray(init.W, np.float32), ring_offsets=ring_offsets,
         ring_idx=_kd.ring_gather_index(ring_offsets, hb, wb),
@@ -141,9 +142,8 @@ def _fill_residuals(st: ModelState, ops: Operators, frames, C_raw, c_den_all) ->
         )  # fmt: skip
         slot = st.residual_head
         _kr.residual_update(
-            st.a_indptr, st.a_indices, st.a_data, st.g_indptr, st.g_indices, st.g_data, c,
-            st.scratch_ytilde, y, 0.0, ops.dims3, st.scratch_ac, st.scratch_gc, st.b0,
-            st.residual[slot],
+            *slot_args(st.A), *slot_args(st.G), c, st.scratch_ytilde, y, 0.0, ops.dims3,
+            st.scratch_ac, st.scratch_gc, st.b0, st.residual[slot],
         )  # fmt: skip
         st.residual_frame[slot] = j
         st.c_raw_buffer[:, slot] = C_raw[:, j]
@@ -152,27 +152,22 @@ def _fill_residuals(st: ModelState, ops: Operators, frames, C_raw, c_den_all) ->
 
 
 def refresh_products(st: ModelState, ops: Operators) -> None:
-    """Recompute D A, G, Q and its CSR for all neurons (initialisation and load)."""
+    """Recompute D A, G, Q and its CSR for all neurons from A and W (initialisation)."""
     K = st.n_components
-    st.a_indptr, st.a_indices, st.a_data = _tr.csc_parts(st.A)
-    st.A = scipy.sparse.csc_array((st.a_data, st.a_indices, st.a_indptr), shape=(st.n_pixels, K))
-    st.da_indptr, st.da_indices, st.da_data = _tr.csc_parts(ops.D @ st.A)
+    A = st.A.to_csc()
+    st.DA = SlottedColumns.from_csc(ops.D @ A)
     st.block_count = np.ascontiguousarray(np.asarray(ops.U.sum(axis=0)).ravel(), np.float32)
-    cols = _tr.structural_g_columns(
-        (st.da_indptr, st.da_indices, st.da_data), st.W, st.ring_idx, st.ring_offsets, ops.grid,
-        range(K), ops.scratch_n, ops.mark, next_tags(ops, K),
-    )  # fmt: skip
-    st.g_indptr, st.g_indices, st.g_data = _tr.csc_from_columns(cols, ops.D.shape[0])
-    n_bg = ops.D.shape[0]
-    G = scipy.sparse.csc_array((st.g_data, st.g_indices, st.g_indptr), shape=(n_bg, K))
-    st.gram = _tr.dense_gram(scipy.sparse.csc_array(st.A - ops.U @ G))
+    cols = [
+        _ku.g_column(*st.DA.column(k), st.W, st.ring_idx, st.ring_offsets, ops.grid[0],
+                     ops.grid[1], ops.scratch_n, ops.mark, next_tags(ops, 1))
+        for k in range(K)
+    ]  # fmt: skip
+    st.G = SlottedColumns.from_columns(cols, ops.D.shape[0])
+    G = st.G.to_csc()
+    st.gram = _tr.dense_gram(scipy.sparse.csc_array(A - ops.U @ G))
     st.boxes = np.zeros((K, 4), np.int64)
     for k in range(K):
-        st.boxes[k] = _tr.column_box(
-            st.da_indices[st.da_indptr[k] : st.da_indptr[k + 1]],
-            st.g_indices[st.g_indptr[k] : st.g_indptr[k + 1]],
-            ops.grid[1],
-        )
+        st.boxes[k] = _tr.column_box(st.DA.column(k)[0], st.G.column(k)[0], ops.grid[1])
     b = st.boxes
     st.pattern = (
         (b[:, None, 0] <= b[None, :, 1])
@@ -181,6 +176,11 @@ def refresh_products(st: ModelState, ops: Operators) -> None:
         & (b[:, None, 3] >= b[None, :, 2])
     )
     _tr.refresh_csr(st)
+
+
+def slot_args(m: SlottedColumns) -> tuple:
+    """(start, stop, indices, data) of a slotted matrix, as kernels take them."""
+    return m.start, m.stop, m.indices, m.data
 
 
 def next_tags(ops: Operators, n: int) -> int:
@@ -205,8 +205,9 @@ def warm_up() -> None:
     sc = [np.zeros(5, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(4, f32)]
     _kd.background_subtract(y, y.copy(), W, idx, 4, 4, 2, *sc)
     ip, ix, dt = np.array([0, 1], i64), np.array([0], i64), np.ones(1, f32)
+    s0, s1 = np.zeros(1, i64), np.ones(1, i64)
     rhs = np.zeros(1, f32)
-    _kd.demix_rhs(ip, ix, dt, ip, ix, dt, y, sc[3], rhs)
+    _kd.demix_rhs(s0, s1, ix, dt, s0, s1, ix, dt, y, sc[3], rhs)
     c = np.zeros(1, f32)
     _kd.nnls_cd(ip, ix, dt, dt, rhs, np.zeros(1, i64), 1, c)
     pools = _deconv.empty_pools(1, 2)
@@ -217,7 +218,7 @@ def warm_up() -> None:
         pools["pool_count"], 0, np.zeros((1, 2), f32),
     )  # fmt: skip
     _kr.residual_update(
-        ip, ix, dt, ip, ix, dt, c, y, y, 0.0, np.array([4, 4, 2], i64), np.zeros(16, f32),
+        s0, s1, ix, dt, s0, s1, ix, dt, c, y, y, 0.0, np.array([4, 4, 2], i64), np.zeros(16, f32),
         np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
     )  # fmt: skip
     _warm_update_kernels()
@@ -225,21 +226,16 @@ def warm_up() -> None:
 
 
 def _warm_update_kernels() -> None:
-    from online_cnmfe._kernels import model_update as _ku
-
     f32, i64 = np.float32, np.int64
     W = np.zeros((4, 1), f32)
     ring_idx = np.zeros((4, 1), np.int32)
     off = np.zeros((1, 2), np.int32)
     _ku.g_column(np.zeros(1, i64), np.ones(1, f32), W, ring_idx, off, 2, 2, np.zeros(5, f32),
                  np.full(4, -1, i64), 0)  # fmt: skip
-    ip, ix, d = np.array([0, 1], i64), np.zeros(1, i64), np.ones(1, f32)
+    s0, s1, ix, d = np.zeros(1, i64), np.ones(1, i64), np.zeros(1, i64), np.ones(1, f32)
+    m = (s0, s1, ix, d)
     nb = np.ones(4, f32)
-    _ku.gram_column(0, np.zeros(1, i64), ip, ix, d, ip, ix, d, ip, ix, d, nb, np.zeros(4, f32),
-                    np.zeros(4, f32), np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip
+    _ku.gram_column(0, np.zeros(1, i64), *m, *m, *m, nb, np.zeros(4, f32), np.zeros(4, f32),
+                    np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip
     gram = np.ones((1, 1), f32)
-    _ku.w_rows_update(0, 1, W, ring_idx, np.zeros(1, i64), ip, ix, d, ip, ix, d, nb, gram,
-                      np.zeros(5, f32))  # fmt: skip
-    out_ip = np.array([0, 1], i64)
-    _ku.csc_assemble(np.zeros(1, i64), ip, ix, d, ip, ix, d, out_ip, np.zeros(1, i64),
-                     np.zeros(1, f32))  # fmt: skip
+    _ku.w_rows_update(0, 1, W, ring_idx, np.zeros(1, i64), *m, *m, nb, gram, np.zeros(5, f32))

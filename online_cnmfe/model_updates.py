@@ -31,9 +31,27 @@ def slow_inputs(model):
 
     st = model.state
     return SlowPathInputs(
-        t=st.t, A=st.A, W=st.W, b0=st.b0, g=st.g[:, None], residual=st.residual,
+        t=st.t, A=_FootprintsView(model), W=st.W, b0=st.b0, g=st.g[:, None], residual=st.residual,
         residual_frame=st.residual_frame, c_buffer=st.c_raw_buffer,
     )  # fmt: skip
+
+
+class _FootprintsView:
+    """Stands in for A in ``SlowPathInputs``: ``shape`` is free, anything else materialises
+    the csc_array (an O(nnz) copy the slow path so far never asks for)."""
+
+    __slots__ = ("_model",)
+
+    def __init__(self, model) -> None:
+        self._model = model
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        st = self._model.state
+        return (st.n_pixels, st.n_components)
+
+    def __getattr__(self, name):
+        return getattr(self._model.footprints, name)
 
 
 def apply_update(model, update) -> list[ModelEvent]:
@@ -56,72 +74,69 @@ def _apply_footprints(model, u) -> list[ModelEvent]:
     st, ops, params = model.state, model._ops, model.params
     K = st.n_components
     ids_before = st.neuron_ids.copy()
-    changed: dict[int, scipy.sparse.csc_array] = {}
+    changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for m, k in enumerate(u.replaced):
-        changed[int(k)] = u.replaced_footprints[:, [m]]
+        changed[int(k)] = _column(u.replaced_footprints, m)
     for m, k in enumerate(u.merged_kept):
-        changed[int(k)] = u.merged_footprints[:, [m]]
+        changed[int(k)] = _column(u.merged_footprints, m)
     _merge_traces(st, u)
-    surv = u.survivors(K)
     n_new = int(u.new_footprints.shape[1])
-    # new columns: changed survivors then births
-    new_cols = [changed[int(k)] for k in surv if int(k) in changed]
-    if n_new:
-        new_cols.append(u.new_footprints)
-    pieces = scipy.sparse.hstack(new_cols, format="csc") if new_cols else None
-    src = np.empty(len(surv) + n_new, np.int64)
-    m = 0
-    recompute = []
-    for j, k in enumerate(surv):
-        if int(k) in changed:
-            src[j] = -m - 1
-            m += 1
-            recompute.append(j)
-        else:
-            src[j] = k
-    for j in range(n_new):
-        src[len(surv) + j] = -m - 1
-        m += 1
-        recompute.append(len(surv) + j)
-    recompute = np.array(recompute, np.int64)
-    new_parts = _tr.csc_parts(pieces) if pieces is not None else _empty_parts()
-    st.a_indptr, st.a_indices, st.a_data = _assemble(src, _parts(st, "a"), new_parts)
-    new_da = _tr.csc_parts(ops.D @ pieces) if pieces is not None else _empty_parts()
-    st.da_indptr, st.da_indices, st.da_data = _assemble(src, _parts(st, "da"), new_da)
-    cols = _tr.structural_g_columns(
-        new_da, st.W, st.ring_idx, st.ring_offsets, ops.grid, range(len(recompute)),
-        ops.scratch_n, ops.mark, _next_tags(ops, len(recompute)),
-    )  # fmt: skip
-    st.g_indptr, st.g_indices, st.g_data = _assemble(
-        src, _parts(st, "g"), _tr.csc_from_columns(cols, ops.D.shape[0])
-    )
-    Kn = len(src)
-    st.A = scipy.sparse.csc_array((st.a_data, st.a_indices, st.a_indptr), shape=(st.n_pixels, Kn))
-    _reindex_rows(st, surv, n_new, u, params)
-    gram = np.zeros((Kn, Kn), np.float32)
-    gram[: len(surv), : len(surv)] = st.gram[np.ix_(surv, surv)]
-    pattern = np.zeros((Kn, Kn), bool)
-    pattern[: len(surv), : len(surv)] = st.pattern[np.ix_(surv, surv)]
-    st.gram, st.pattern = gram, pattern
-    for j in recompute:
-        st.boxes[j] = _tr.column_box(
-            st.da_indices[st.da_indptr[j] : st.da_indptr[j + 1]],
-            st.g_indices[st.g_indptr[j] : st.g_indptr[j + 1]],
-            ops.grid[1],
-        )
-    for j in recompute:
-        _gram_column(st, ops, int(j))
+    if u.merged_absorbed.size or u.removed.size or n_new:
+        surv = u.survivors(K)
+        pos = np.full(K, -1, np.int64)
+        pos[surv] = np.arange(len(surv))
+        for M in (st.A, st.DA, st.G):
+            M.select(surv, n_new)
+        _reindex_rows(st, surv, n_new, u, params)
+        Kn = len(surv) + n_new
+        gram = np.zeros((Kn, Kn), np.float32)
+        gram[: len(surv), : len(surv)] = st.gram[np.ix_(surv, surv)]
+        pattern = np.zeros((Kn, Kn), bool)
+        pattern[: len(surv), : len(surv)] = st.pattern[np.ix_(surv, surv)]
+        st.gram, st.pattern = gram, pattern
+        changed = {int(pos[k]): v for k, v in changed.items() if pos[k] >= 0}
+        for j in range(n_new):
+            changed[len(surv) + j] = _column(u.new_footprints, j)
+    for j, (idx, val) in changed.items():
+        st.A.write(j, idx, val)
+        da_idx, da_val = _block_average(idx, val, st, ops)
+        st.DA.write(j, da_idx, da_val)
+        g_idx, g_val = _ku.g_column(
+            da_idx, da_val, st.W, st.ring_idx, st.ring_offsets, ops.grid[0], ops.grid[1],
+            ops.scratch_n, ops.mark, _next_tags(ops, 1),
+        )  # fmt: skip
+        st.G.write(j, g_idx, g_val)
+        st.boxes[j] = _tr.column_box(da_idx, g_idx, ops.grid[1])
+    for j in changed:
+        _gram_column(st, ops, j)
     st.footprints_version += 1
     return _events(st, u, ids_before, n_new)
+
+
+def _column(M, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (indices int64, values float32) of column m of a CSC matrix."""
+    M = scipy.sparse.csc_array(M)
+    if not M.has_sorted_indices:
+        M.sort_indices()
+    lo, hi = M.indptr[m], M.indptr[m + 1]
+    return M.indices[lo:hi].astype(np.int64), M.data[lo:hi].astype(np.float32)
+
+
+def _block_average(idx, val, st, ops) -> tuple[np.ndarray, np.ndarray]:
+    """D a for one sparse column a: block averages on the background grid (sorted)."""
+    rows, cols = np.divmod(idx, st.dims[1])
+    blocks = (rows // st.ssub) * ops.grid[1] + cols // st.ssub
+    uniq, inv = np.unique(blocks, return_inverse=True)
+    sums = np.bincount(inv, weights=val, minlength=len(uniq))
+    return uniq.astype(np.int64), (sums / st.block_count[uniq]).astype(np.float32)
 
 
 def _gram_column(st, ops, j: int) -> None:
     cand = np.flatnonzero(_tr.box_overlap(st.boxes, st.boxes[j])).astype(np.int64)
     out = np.zeros(len(cand), np.float32)
     _ku.gram_column(
-        j, cand, st.a_indptr, st.a_indices, st.a_data, st.da_indptr, st.da_indices, st.da_data,
-        st.g_indptr, st.g_indices, st.g_data, st.block_count, ops.scratch_a, ops.scratch_g,
-        ops.scratch_s, out,
+        j, cand, *_slot(st.A), *_slot(st.DA), *_slot(st.G), st.block_count, ops.scratch_a,
+        ops.scratch_g, ops.scratch_s, out,
     )  # fmt: skip
     st.gram[j, :] = 0.0
     st.gram[:, j] = 0.0
@@ -131,6 +146,10 @@ def _gram_column(st, ops, j: int) -> None:
     st.pattern[:, j] = False
     st.pattern[cand, j] = True
     st.pattern[j, cand] = True
+
+
+def _slot(m) -> tuple:
+    return m.start, m.stop, m.indices, m.data
 
 
 def _merge_traces(st, u) -> None:
@@ -197,8 +216,8 @@ def _apply_w_rows(st, ops, start: int, stop: int, rows: np.ndarray) -> None:
     ).astype(np.int64)
     if affected.size:
         _ku.w_rows_update(
-            start, stop, st.W, st.ring_idx, affected, st.da_indptr, st.da_indices, st.da_data,
-            st.g_indptr, st.g_indices, st.g_data, st.block_count, st.gram, ops.scratch_n,
+            start, stop, st.W, st.ring_idx, affected, *_slot(st.DA), *_slot(st.G),
+            st.block_count, st.gram, ops.scratch_n,
         )  # fmt: skip
 
 
@@ -212,33 +231,6 @@ def _events(st, u, ids_before, n_new) -> list[ModelEvent]:
     if n_new:
         ev.append(ModelEvent("born", t, tuple(int(x) for x in st.neuron_ids[-n_new:])))
     return ev
-
-
-def _parts(st, prefix: str):
-    return (
-        getattr(st, f"{prefix}_indptr"),
-        getattr(st, f"{prefix}_indices"),
-        getattr(st, f"{prefix}_data"),
-    )
-
-
-def _empty_parts():
-    return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-
-
-def _assemble(src, old, new):
-    old_ip, new_ip = old[0], new[0]
-    lengths = np.where(
-        src >= 0,
-        np.diff(old_ip)[np.maximum(src, 0)],
-        np.diff(new_ip)[np.maximum(-src - 1, 0)] if len(new_ip) > 1 else 0,
-    )
-    out_ip = np.zeros(len(src) + 1, np.int64)
-    np.cumsum(lengths, out=out_ip[1:])
-    out_ix = np.empty(out_ip[-1], np.int64)
-    out_d = np.empty(out_ip[-1], np.float32)
-    _ku.csc_assemble(src, *old, *new, out_ip, out_ix, out_d)
-    return out_ip, out_ix, out_d
 
 
 def _next_tags(ops, n: int) -> int:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse
+
+from online_cnmfe.slotted import SlottedColumns
 
 
 @dataclass(slots=True)
@@ -28,11 +29,10 @@ class ModelState:
     dims : tuple (H, W)
     ssub : int
         Background grid downsampling.
-    A : scipy.sparse.csc_array, float32
-        Footprints (sharing the arrays ``a_indptr, a_indices, a_data``).
-    a_*, da_*, g_* : ndarray (int64 indptr, int64 indices, float32 data)
-        CSC of A, D A (grid block averages) and G = W D A (grid; structural support: every
-        grid pixel whose ring touches D A_k, zeros kept).
+    A, DA, G : SlottedColumns
+        Footprints (n_pixels × K), D A (grid block averages) and G = W D A (grid; structural
+        support: every grid pixel whose ring touches D A_k, zeros kept), in slotted CSC
+        (``online_cnmfe/slotted.py``) so columns are replaced without copying the matrix.
     block_count : ndarray of shape (n_bg,), float32
         Pixels in each background block (N; S = Uᵀ A = N ∘ D A).
     boxes : ndarray of shape (K, 4), int64
@@ -73,16 +73,9 @@ class ModelState:
     t: int
     dims: tuple[int, int]
     ssub: int
-    A: scipy.sparse.csc_array
-    a_indptr: np.ndarray
-    a_indices: np.ndarray
-    a_data: np.ndarray
-    da_indptr: np.ndarray
-    da_indices: np.ndarray
-    da_data: np.ndarray
-    g_indptr: np.ndarray
-    g_indices: np.ndarray
-    g_data: np.ndarray
+    A: SlottedColumns
+    DA: SlottedColumns
+    G: SlottedColumns
     block_count: np.ndarray
     boxes: np.ndarray
     pattern: np.ndarray
@@ -131,7 +124,7 @@ class ModelState:
 
     @property
     def n_components(self) -> int:
-        return int(self.A.shape[1])
+        return self.A.n_columns
 
     @property
     def n_pixels(self) -> int:

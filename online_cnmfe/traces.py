@@ -107,33 +107,6 @@ def box_overlap(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     )
 
 
-def structural_g_columns(da_parts, W, ring_idx, offsets, grid, columns, scratch, mark, tag0):
-    """G columns (list of (indices, values)) for ``columns`` of D A (see _kernels/model_update)."""
-    ip, ix, d = da_parts
-    out = []
-    for n, k in enumerate(columns):
-        out.append(
-            _ku.g_column(
-                ix[ip[k] : ip[k + 1]], d[ip[k] : ip[k + 1]], W, ring_idx, offsets, grid[0],
-                grid[1], scratch, mark, tag0 + n,
-            )
-        )  # fmt: skip
-    return out
-
-
-def csc_from_columns(cols, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSC parts from a list of (indices, values) columns."""
-    lengths = np.array([len(c[0]) for c in cols], np.int64)
-    indptr = np.zeros(len(cols) + 1, np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    if cols:
-        indices = np.concatenate([c[0] for c in cols]).astype(np.int64)
-        data = np.concatenate([c[1] for c in cols]).astype(np.float32)
-    else:
-        indices, data = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return indptr, indices, data
-
-
 def refresh_csr(st) -> None:
     """Q's CSR on its pattern, diagonal and group sweep order (after any change of Q)."""
     K = st.gram.shape[0]

@@ -75,17 +75,19 @@ def background_subtract(y, b0, W, ring_idx, height, width, ssub, xd, bg, ytilde,
 
 
 @njit(cache=True, nogil=True)
-def demix_rhs(a_indptr, a_indices, a_data, g_indptr, g_indices, g_data, ytilde, zsum, rhs):
-    """rhs = Aᵀ ỹ − Gᵀ zsum (= Ãᵀ ỹ). A: CSC (n_pixels × K), G: CSC (n_bg × K).
+def demix_rhs(a_start, a_stop, a_indices, a_data, g_start, g_stop, g_indices, g_data, ytilde,
+              zsum, rhs):  # fmt: skip
+    """rhs = Aᵀ ỹ − Gᵀ zsum (= Ãᵀ ỹ).
 
-    Written in place: rhs (K,) float32.
+    A (n_pixels × K) and G (n_bg × K) in slotted CSC: column k is entries
+    ``start[k]:stop[k]`` of ``indices``/``data``. Written in place: rhs (K,) float32.
     """
     K = rhs.shape[0]
     for k in range(K):
         acc = np.float32(0.0)
-        for q in range(a_indptr[k], a_indptr[k + 1]):
+        for q in range(a_start[k], a_stop[k]):
             acc += a_data[q] * ytilde[a_indices[q]]
-        for q in range(g_indptr[k], g_indptr[k + 1]):
+        for q in range(g_start[k], g_stop[k]):
             acc -= g_data[q] * zsum[g_indices[q]]
         rhs[k] = acc
 

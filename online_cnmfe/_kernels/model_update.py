@@ -55,31 +55,34 @@ def g_column(da_idx, da_val, W, ring_idx, offsets, hb, wb, scratch, mark, tag):
 
 
 @njit(cache=True, nogil=True)
-def gram_column(k, cand, a_ip, a_ix, a_d, da_ip, da_ix, da_d, g_ip, g_ix, g_d, nblk, sa, sg, ss,
-                out):  # fmt: skip
-    """out[i] = Q[cand[i], k]. Scratch sa (n_pixels,), sg, ss (n_bg,) float32 zero in and out."""
-    for q in range(a_ip[k], a_ip[k + 1]):
+def gram_column(k, cand, a_s, a_e, a_ix, a_d, da_s, da_e, da_ix, da_d, g_s, g_e, g_ix, g_d, nblk,
+                sa, sg, ss, out):  # fmt: skip
+    """out[i] = Q[cand[i], k] (slotted CSC: column j = entries s[j]:e[j]).
+
+    Scratch sa (n_pixels,), sg, ss (n_bg,) float32 zero in and out.
+    """
+    for q in range(a_s[k], a_e[k]):
         sa[a_ix[q]] = a_d[q]
-    for q in range(g_ip[k], g_ip[k + 1]):
+    for q in range(g_s[k], g_e[k]):
         sg[g_ix[q]] = g_d[q]
-    for q in range(da_ip[k], da_ip[k + 1]):
+    for q in range(da_s[k], da_e[k]):
         ss[da_ix[q]] = nblk[da_ix[q]] * da_d[q]
     for i in range(cand.shape[0]):
         j = cand[i]
         v = 0.0
-        for q in range(a_ip[j], a_ip[j + 1]):
+        for q in range(a_s[j], a_e[j]):
             v += a_d[q] * sa[a_ix[q]]
-        for q in range(da_ip[j], da_ip[j + 1]):
+        for q in range(da_s[j], da_e[j]):
             v -= nblk[da_ix[q]] * da_d[q] * sg[da_ix[q]]
-        for q in range(g_ip[j], g_ip[j + 1]):
+        for q in range(g_s[j], g_e[j]):
             p = g_ix[q]
             v += g_d[q] * (nblk[p] * sg[p] - ss[p])
         out[i] = v
-    for q in range(a_ip[k], a_ip[k + 1]):
+    for q in range(a_s[k], a_e[k]):
         sa[a_ix[q]] = 0.0
-    for q in range(g_ip[k], g_ip[k + 1]):
+    for q in range(g_s[k], g_e[k]):
         sg[g_ix[q]] = 0.0
-    for q in range(da_ip[k], da_ip[k + 1]):
+    for q in range(da_s[k], da_e[k]):
         ss[da_ix[q]] = 0.0
 
 
@@ -95,8 +98,8 @@ def _find(ix, lo, hi, p):
 
 
 @njit(cache=True, nogil=True)
-def w_rows_update(start, stop, W, ring_idx, affected, da_ip, da_ix, da_d, g_ip, g_ix, g_d, nblk,
-                  gram, scratch):  # fmt: skip
+def w_rows_update(start, stop, W, ring_idx, affected, da_s, da_e, da_ix, da_d, g_s, g_e, g_ix,
+                  g_d, nblk, gram, scratch):  # fmt: skip
     """After W rows [start, stop) changed: refresh G there and update Q exactly (in place).
 
     ``affected``: neurons whose G support may contain those rows. Written in place: g_d, gram.
@@ -109,12 +112,12 @@ def w_rows_update(start, stop, W, ring_idx, affected, da_ip, da_ix, da_d, g_ip, 
     sv = np.zeros((na, nr))
     for a in range(na):
         k = affected[a]
-        for q in range(da_ip[k], da_ip[k + 1]):
+        for q in range(da_s[k], da_e[k]):
             scratch[da_ix[q]] = da_d[q]
         for r in range(nr):
             p = start + r
-            pos = _find(g_ix, g_ip[k], g_ip[k + 1], p)
-            if pos < g_ip[k + 1] and g_ix[pos] == p:
+            pos = _find(g_ix, g_s[k], g_e[k], p)
+            if pos < g_e[k] and g_ix[pos] == p:
                 acc = np.float32(0.0)
                 for j in range(W.shape[1]):
                     acc += W[p, j] * scratch[ring_idx[p, j]]
@@ -122,7 +125,7 @@ def w_rows_update(start, stop, W, ring_idx, affected, da_ip, da_ix, da_d, g_ip, 
                 gn[a, r] = acc
                 g_d[pos] = acc
             sv[a, r] = nblk[p] * scratch[p]
-        for q in range(da_ip[k], da_ip[k + 1]):
+        for q in range(da_s[k], da_e[k]):
             scratch[da_ix[q]] = 0.0
     for a in range(na):
         for b in range(a, na):
@@ -137,28 +140,6 @@ def w_rows_update(start, stop, W, ring_idx, affected, da_ip, da_ix, da_d, g_ip, 
                 gram[ka, kb] += d
                 if ka != kb:
                     gram[kb, ka] += d
-
-
-@njit(cache=True, nogil=True)
-def csc_assemble(src, old_ip, old_ix, old_d, new_ip, new_ix, new_d, out_ip, out_ix, out_d):
-    """Columns of a new CSC: src[j] ≥ 0 takes old column src[j], src[j] < 0 new column −src[j]−1.
-
-    out_ip (K_out + 1,) must already hold the column pointers; out_ix, out_d written in place.
-    """
-    for j in range(src.shape[0]):
-        s = src[j]
-        o = out_ip[j]
-        if s >= 0:
-            for q in range(old_ip[s], old_ip[s + 1]):
-                out_ix[o] = old_ix[q]
-                out_d[o] = old_d[q]
-                o += 1
-        else:
-            m = -s - 1
-            for q in range(new_ip[m], new_ip[m + 1]):
-                out_ix[o] = new_ix[q]
-                out_d[o] = new_d[q]
-                o += 1
 
 
 @njit(cache=True, nogil=True)

@@ -15,10 +15,12 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def residual_update(
-    a_indptr,
+    a_start,
+    a_stop,
     a_indices,
     a_data,
-    g_indptr,
+    g_start,
+    g_stop,
     g_indices,
     g_data,
     c,
@@ -33,7 +35,8 @@ def residual_update(
 ):
     """Residual into ``res`` and baseline update in place.
 
-    dims = (height, width, ssub) int64. Written in place: ac (n_pixels,) scratch = A c,
+    A, G in slotted CSC (column k = entries start[k]:stop[k]); dims = (height, width, ssub)
+    int64. Written in place: ac (n_pixels,) scratch = A c,
     gc (n_bg,) scratch = G c, b0 (n_pixels,), res (n_pixels,).
     """
     height = dims[0]
@@ -48,9 +51,9 @@ def residual_update(
         ck = c[k]
         if ck == 0.0:
             continue
-        for q in range(a_indptr[k], a_indptr[k + 1]):
+        for q in range(a_start[k], a_stop[k]):
             ac[a_indices[q]] += a_data[q] * ck
-        for q in range(g_indptr[k], g_indptr[k + 1]):
+        for q in range(g_start[k], g_stop[k]):
             gc[g_indices[q]] += g_data[q] * ck
     a = np.float32(alpha)
     for i in range(height):

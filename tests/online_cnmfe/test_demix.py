@@ -35,6 +35,12 @@ def _problem(seed, dims=(15, 13), ssub=2, K=6, radius=2):
     return dict(dims=dims, ssub=ssub, offsets=offsets, W=W, A=A, b0=b0, y=y, hb=hb, wb=wb)
 
 
+def _slots(M):
+    """Slotted-CSC kernel arguments (start, stop, indices, data) of a CSC matrix."""
+    ip, ix, d = traces.csc_parts(M)
+    return ip[:-1].copy(), ip[1:].copy(), ix, d
+
+
 def _system(p):
     D, U = traces.grid_operators(p["dims"], p["ssub"])
     ring_idx = kd.ring_gather_index(p["offsets"], p["hb"], p["wb"])
@@ -77,9 +83,7 @@ def test_nnls_cd_matches_scipy_nnls(seed):
     np.testing.assert_allclose(At.toarray(), M @ p["A"].toarray(), atol=1e-5)
     ytilde, zsum = _ytilde(p, ring_idx)
     rhs = np.zeros(p["A"].shape[1], np.float32)
-    a = traces.csc_parts(p["A"])
-    g = traces.csc_parts(G)
-    kd.demix_rhs(*a, *g, ytilde, zsum, rhs)
+    kd.demix_rhs(*_slots(p["A"]), *_slots(G), ytilde, zsum, rhs)
     np.testing.assert_allclose(rhs, At.T @ ytilde, rtol=1e-4, atol=1e-3)
     indptr, indices, data, diag, order = traces.gram_from_dense(gram)
     c = np.zeros_like(rhs)
@@ -94,7 +98,7 @@ def test_nnls_cd_warm_start_few_sweeps_is_close():
     ring_idx, G, At, gram = _system(p)
     ytilde, zsum = _ytilde(p, ring_idx)
     rhs = np.zeros(p["A"].shape[1], np.float32)
-    kd.demix_rhs(*traces.csc_parts(p["A"]), *traces.csc_parts(G), ytilde, zsum, rhs)
+    kd.demix_rhs(*_slots(p["A"]), *_slots(G), ytilde, zsum, rhs)
     indptr, indices, data, diag, order = traces.gram_from_dense(gram)
     exact = np.zeros_like(rhs)
     kd.nnls_cd(indptr, indices, data, diag, rhs, order, 500, exact)
@@ -133,7 +137,7 @@ def test_residual_and_baseline_update_match_dense(seed):
     res = np.zeros(n, np.float32)
     dims3 = np.array([p["dims"][0], p["dims"][1], p["ssub"]], np.int64)
     kr.residual_update(
-        *traces.csc_parts(p["A"]), *traces.csc_parts(G), c, ytilde, p["y"], 0.1, dims3,
+        *_slots(p["A"]), *_slots(G), c, ytilde, p["y"], 0.1, dims3,
         np.zeros(n, np.float32), np.zeros(n_bg, np.float32), b0, res,
     )  # fmt: skip
     A_dense = p["A"].toarray()

@@ -41,7 +41,7 @@ def _empty(n_pixels):
 
 def _update(model, rng):
     st = model.state
-    A = st.A
+    A = model.footprints
     hb_wb = st.W.shape[0]
     start = hb_wb // 3
     rows = (st.W[start : start + 7] * 1.3 + 0.001).astype(np.float32)
@@ -70,7 +70,7 @@ def test_update_matches_full_rebuild_and_keeps_ids():
     st = model.state
     ids = st.neuron_ids.copy()
     u = _update(model, rng)
-    A_expected = u.apply_footprints(st.A).toarray()
+    A_expected = u.apply_footprints(model.footprints).toarray()
     from online_cnmfe import model_updates
 
     events = model_updates.apply_update(model, u)
@@ -79,14 +79,18 @@ def test_update_matches_full_rebuild_and_keeps_ids():
     assert kinds["removed"].neuron_ids == (ids[8],)
     assert kinds["born"].neuron_ids == (ids.max() + 1, ids.max() + 2)
     np.testing.assert_array_equal(st.neuron_ids[:8], np.delete(ids, [6, 8]))
-    np.testing.assert_allclose(st.A.toarray(), A_expected, atol=1e-6)
+    np.testing.assert_allclose(model.footprints.toarray(), A_expected, atol=1e-6)
     assert st.footprints_version == 1
     fresh = copy.deepcopy(st)
     model_build.refresh_products(fresh, model._ops)
     np.testing.assert_allclose(st.gram, fresh.gram, rtol=1e-4, atol=1e-4)
-    for name in ("g_indptr", "g_indices", "da_indptr", "da_indices", "boxes", "order"):
+    for name in ("DA", "G"):
+        ours, ref = getattr(st, name).to_csc(), getattr(fresh, name).to_csc()
+        np.testing.assert_array_equal(ours.indptr, ref.indptr, err_msg=name)
+        np.testing.assert_array_equal(ours.indices, ref.indices, err_msg=name)
+        np.testing.assert_allclose(ours.data, ref.data, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in ("boxes", "order", "q_indptr", "q_indices"):
         np.testing.assert_array_equal(getattr(st, name), getattr(fresh, name), err_msg=name)
-    np.testing.assert_allclose(st.g_data, fresh.g_data, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(st.q_data, fresh.q_data, rtol=1e-4, atol=1e-4)
     for f in movie.frames[200:]:
         r = model.process_frame(f)
