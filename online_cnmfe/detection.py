@@ -18,7 +18,8 @@ residual buffer in a box around it and must pass:
   robust to a neuron active much of the buffer; a rise needs a dip to half its height since
   the last event);
 * duplicate: no existing neuron with footprint cosine > ``duplicate_overlap`` and trace
-  correlation > ``duplicate_corr``.
+  correlation > ``duplicate_corr``, nor an overlapping one whose trace correlates above
+  ``merge_corr_threshold`` (a piece of a cell whose footprint is too small).
 
 Passing candidates enter a *pool* keyed by position; distinct event frames accumulate there
 and a candidate is promoted once it has ``confirm_events`` separate events (in one buffer or
@@ -251,6 +252,7 @@ def _is_duplicate(fs, view, a, pix, cp, order, box, params) -> bool:
     nbrs = suffstats.neighbours(fs, None, box=np.asarray(box, np.int32))
     if nbrs.size == 0:
         return False
+    dp = params.detection
     scratch = fs.scratch
     scratch[pix] = a
     na = float(np.sqrt(a @ a))
@@ -263,11 +265,15 @@ def _is_duplicate(fs, view, a, pix, cp, order, box, params) -> bool:
         if nj <= 0:
             continue
         cos = float(aj @ scratch[fs.sup_idx[s, :n]]) / (na * nj)
-        if cos <= params.detection.duplicate_overlap:
+        if cos <= 0.0:
             continue
         cj = view.c_buffer[j, order]
-        if cj.std() <= 0 or np.corrcoef(cp, cj)[0, 1] > params.detection.duplicate_corr:
-            dup = True
+        r = float(np.corrcoef(cp, cj)[0, 1]) if cj.std() > 0 else 0.0
+        if cos > params.detection.duplicate_overlap and (cj.std() <= 0 or r > dp.duplicate_corr):
+            dup = True  # the same cell again
+            break
+        if r > dp.merge_corr_threshold:
+            dup = True  # a missing piece of an existing cell (its footprint will grow)
             break
     scratch[pix] = 0.0
     return dup

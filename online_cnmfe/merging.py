@@ -6,8 +6,9 @@ Symbols: a_i footprint, c_i trace, CY / CC / cbar the footprint statistics
 Merge test for a neuron i (a few per slow step, round robin): a partner j whose footprint
 touches i's (j's support meets i's allowed region, i.e. i's support dilated by the growth
 margin) and whose trace over the recent buffer correlates above
-``DetectionParams.merge_corr_threshold`` (both must be active in the buffer). CaImAn has no
-online merge; it only blocks duplicates at birth.
+``DetectionParams.merge_corr_threshold`` (both must be active in the buffer) *and* over the
+whole forgetting window (from CC and cbar), so a burst of crosstalk in a short buffer does not
+merge two neighbours. CaImAn has no online merge; it only blocks duplicates at birth.
 
 The merged neuron keeps i's identity and carries the summed trace ``c = c_i + c_j``, so its
 statistics are exact sums: ``CY_s = CY_i + CY_j`` (on the union region; entries a neuron never
@@ -50,10 +51,19 @@ def find_partner(fs: suffstats.FootprintStats, i: int, view, params: CNMFEParams
         cj = view.c_buffer[j, ok]
         if cj.std() <= 0:
             continue
-        r = float(np.corrcoef(ci, cj)[0, 1])
+        r = min(float(np.corrcoef(ci, cj)[0, 1]), long_corr(fs, si, sj))
         if r > best_r:
             best, best_r = int(j), r
     return best
+
+
+def long_corr(fs: suffstats.FootprintStats, si: int, sj: int) -> float:
+    """Trace correlation of slots si, sj over the forgetting window (from CC and cbar)."""
+    vi = float(fs.cc[si, si] - fs.cbar[si] ** 2)
+    vj = float(fs.cc[sj, sj] - fs.cbar[sj] ** 2)
+    if vi <= 0 or vj <= 0:
+        return 0.0
+    return float(fs.cc[si, sj] - fs.cbar[si] * fs.cbar[sj]) / math.sqrt(vi * vj)
 
 
 def merge_into(fs: suffstats.FootprintStats, i: int, j: int, max_region: int) -> bool:

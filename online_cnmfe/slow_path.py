@@ -120,15 +120,25 @@ class ModelUpdate:
 
     def apply_footprints(self, A: scipy.sparse.csc_array) -> scipy.sparse.csc_array:
         """The footprint matrix after this update (reference implementation of steps 1-4)."""
-        A = scipy.sparse.csc_array(A, dtype=np.float32).tolil()
-        for m, k in enumerate(self.replaced):
-            A[:, [int(k)]] = self.replaced_footprints[:, [m]].toarray()
-        for m, k in enumerate(self.merged_kept):
-            A[:, [int(k)]] = self.merged_footprints[:, [m]].toarray()
-        A = scipy.sparse.csc_array(A)[:, self.survivors(A.shape[1])]
-        if self.new_footprints.shape[1]:
-            A = scipy.sparse.hstack([A, self.new_footprints], format="csc")
-        return scipy.sparse.csc_array(A, dtype=np.float32)
+        A = scipy.sparse.csc_array(A, dtype=np.float32)
+        cols = {int(k): m for m, k in enumerate(self.replaced)}
+        merged = {int(k): m for m, k in enumerate(self.merged_kept)}
+        parts = []
+        for k in self.survivors(A.shape[1]):
+            if k in merged:
+                parts.append(_column(self.merged_footprints, merged[k]))
+            elif k in cols:
+                parts.append(_column(self.replaced_footprints, cols[k]))
+            else:
+                parts.append(_column(A, k))
+        for m in range(self.new_footprints.shape[1]):
+            parts.append(_column(self.new_footprints, m))
+        return _csc(parts, A.shape[0])
+
+
+def _column(M: scipy.sparse.csc_array, k: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = M.indptr[k], M.indptr[k + 1]
+    return M.indices[lo:hi], M.data[lo:hi]
 
 
 @dataclass(slots=True)

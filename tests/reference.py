@@ -131,3 +131,64 @@ def ar1_qp_ref(y, g) -> np.ndarray:
     K = np.tril(g ** (t[:, None] - t[None, :]).clip(0)) * (t[:, None] >= t[None, :])
     s = scipy.optimize.nnls(K, np.asarray(y, np.float64), maxiter=10_000)[0]
     return K @ s
+
+
+# ---- slow path (footprint statistics, detection) ---------------------------------------------
+
+
+def suffstat_ref(C, R, A, lam, CY0, CC0):
+    """Forgetting statistics over frames: CY <- lam CY + (1-lam) c (r + A c)^T (dense)."""
+    CY, CC = CY0.astype(np.float64).copy(), CC0.astype(np.float64).copy()
+    for t in range(C.shape[1]):
+        c = C[:, t].astype(np.float64)
+        yb = R[t].astype(np.float64) + A.astype(np.float64) @ c
+        CY = lam * CY + (1 - lam) * np.outer(c, yb)
+        CC = lam * CC + (1 - lam) * np.outer(c, c)
+    return CY, CC
+
+
+def hals_one_ref(A, CY, CC, k, region):
+    """Exact one-neuron HALS: a_k = max((CY_k - sum_{j!=k} A_j CC_jk) / CC_kk, 0) on region."""
+    other = A @ CC[:, k] - A[:, k] * CC[k, k]
+    out = np.maximum((CY[k] - other) / CC[k, k], 0)
+    return out[region]
+
+
+def rank1_nmf_ref(Y, a, n_iter):
+    """Rank-1 NMF by alternating nonnegative least squares (plain loop)."""
+    a = a.astype(np.float64).copy()
+    c = np.zeros(Y.shape[0])
+    for _ in range(n_iter):
+        c = np.maximum(Y @ a / (a @ a), 0)
+        a = np.maximum(Y.T @ c / (c @ c), 0)
+    return a, c
+
+
+def nms_ref(points, scores, radius, max_keep):
+    """Brute-force NMS: a point is kept iff no better kept point lies within radius."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    kept = []
+    for i in order:
+        if all(np.hypot(*(points[i] - points[j])) > radius for j in kept):
+            kept.append(i)
+        if len(kept) == max_keep:
+            break
+    return kept
+
+
+def weighted_ring_gram_ref(X, weights, offsets):
+    """Per-pixel weighted ring Gram XXt (n_bg, R, R) and Xx (n_bg, R), dense loops."""
+    T, hb, wb = X.shape
+    R = len(offsets)
+    XXt = np.zeros((hb * wb, R, R))
+    Xx = np.zeros((hb * wb, R))
+    for p in range(hb * wb):
+        i, j = divmod(p, wb)
+        for t in range(T):
+            v = np.zeros(R)
+            for k, (di, dj) in enumerate(offsets):
+                if 0 <= i + di < hb and 0 <= j + dj < wb:
+                    v[k] = X[t, i + di, j + dj]
+            XXt[p] += weights[t] * np.outer(v, v)
+            Xx[p] += weights[t] * v * X[t, i, j]
+    return XXt, Xx

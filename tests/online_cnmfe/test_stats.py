@@ -1,0 +1,117 @@
+"""Slow-path statistics kernels against dense references; footprint refresh behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from online_cnmfe import suffstats
+from online_cnmfe._kernels import ring as kring
+from online_cnmfe._kernels import stats as kst
+from tests import reference as ref
+from tests.online_cnmfe import slow_harness as h
+
+DIMS = (20, 24)
+NP = DIMS[0] * DIMS[1]
+
+
+def _stats(rng, K=4, growth=2):
+    centres = [(5, 6), (6, 10), (14, 8), (13, 18)][:K]
+    A = np.stack([h.gaussian_footprint(DIMS, c, 1.5) for c in centres], axis=1)
+    C = rng.uniform(0, 2, (K, 50)).astype(np.float32)
+    YB = (A @ C).T + 0.1 * rng.standard_normal((50, NP)).astype(np.float32)
+    fs = suffstats.stats_from_footprints(
+        scipy.sparse.csc_array(A), C, YB, DIMS, growth, 400, np.full(K, 0.1), 49
+    )
+    return fs, A, C, YB
+
+
+def _dense(fs):
+    """Dense (K, n_pixels) CY with NaN outside the regions, and dense A."""
+    K = fs.n_components
+    CY = np.full((K, NP), np.nan)
+    A = np.zeros((NP, K))
+    for k in range(K):
+        s = fs.slot_of[k]
+        n = fs.sup_n[s]
+        CY[k, fs.sup_idx[s, :n]] = fs.cy[s, :n]
+        A[fs.sup_idx[s, :n], k] = fs.a_sup[s, :n]
+    CC = fs.cc[np.ix_(fs.slot_of, fs.slot_of)]
+    return CY, CC, A
+
+
+def test_suffstat_update_matches_dense_forgetting(rng):
+    fs, A, _, _ = _stats(rng)
+    # shuffle slots so the slot mapping is exercised
+    fs.slot_of = np.ascontiguousarray(fs.slot_of[::-1])
+    CY0, CC0, Ad = _dense(fs)
+    K = fs.n_components
+    C = rng.uniform(0, 3, (K, 30)).astype(np.float32)
+    C[1, ::3] = 0
+    R = rng.standard_normal((30, NP)).astype(np.float32)
+    lam = 0.95
+    for t in range(30):
+        kst.suffstat_update(
+            C[:, t], R[t], fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.cy, fs.cc, fs.cbar,
+            lam, fs.scratch,
+        )  # fmt: skip
+    CY_ref, CC_ref = ref.suffstat_ref(C, R, Ad, lam, np.nan_to_num(CY0), CC0)
+    CY, CC, _ = _dense(fs)
+    mask = ~np.isnan(CY)
+    np.testing.assert_allclose(CY[mask], CY_ref[mask], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(CC, CC_ref, rtol=1e-4, atol=1e-5)
+    assert not fs.scratch.any()
+
+
+def test_hals_neuron_matches_reference(rng):
+    fs, *_ = _stats(rng)
+    CY, CC, Ad = _dense(fs)
+    for k in range(fs.n_components):
+        s = fs.slot_of[k]
+        n = fs.sup_n[s]
+        region = fs.sup_idx[s, :n]
+        out = np.zeros(fs.sup_idx.shape[1], np.float32)
+        kst.hals_neuron(
+            k, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.cy, fs.cc,
+            suffstats.neighbours(fs, k), fs.scratch, out,
+        )  # fmt: skip
+        expect = ref.hals_one_ref(Ad, np.nan_to_num(CY), CC, k, region)
+        np.testing.assert_allclose(out[:n], expect, rtol=1e-4, atol=1e-5)
+    assert not fs.scratch.any()
+
+
+def test_predict_cy_is_the_hals_fixed_point(rng):
+    fs, *_ = _stats(rng)
+    _, CC, Ad = _dense(fs)
+    for k in range(fs.n_components):
+        s = fs.slot_of[k]
+        pix = fs.sup_idx[s, : fs.sup_n[s]].copy()  # predictions are needed on k's region
+        out = np.zeros(pix.size, np.float32)
+        kst.predict_cy(
+            k, pix, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.cc,
+            suffstats.neighbours(fs, k), fs.scratch, out,
+        )  # fmt: skip
+        np.testing.assert_allclose(out, (Ad @ CC[:, k])[pix], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("start,n", [(0, 5), (17, 9), (40, 8)])
+def test_weighted_ring_gram_matches_reference(rng, start, n):
+    X = rng.standard_normal((6, 8, 6)).astype(np.float32)
+    off = kring.ring_offsets(2)
+    w = np.array([1.0, 0.5, 0.0, 0.25, 2.0, 1.0], np.float32)
+    XXt = np.empty((n, len(off), len(off)), np.float32)
+    Xx = np.empty((n, len(off)), np.float32)
+    kst.weighted_ring_gram(X, w, off, XXt, Xx, start)
+    XXt_ref, Xx_ref = ref.weighted_ring_gram_ref(X, w, off)
+    np.testing.assert_allclose(XXt, XXt_ref[start : start + n], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(Xx, Xx_ref[start : start + n], rtol=1e-4, atol=1e-4)
+
+
+def test_region_from_support_dilates_and_caps():
+    pix = np.array([5 * 24 + 5], np.int64)
+    reg = suffstats.region_from_support(pix, DIMS, 2, 1000)
+    assert reg.size == 25 and np.all(np.diff(reg) > 0)
+    assert suffstats.region_from_support(pix, DIMS, 2, 9).size == 9
+    corner = suffstats.region_from_support(np.array([0]), DIMS, 1, 1000)
+    assert sorted(corner.tolist()) == [0, 1, 24, 25]
