@@ -212,6 +212,45 @@ def stop_on_signals(event: threading.Event) -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+class _Run:
+    """Counters and the absolute schedule of one publishing run."""
+
+    def __init__(self, rate: str | float, frame_rate_hz: float) -> None:
+        self.paced = rate != "max"
+        self.fixed_period = None if isinstance(rate, str) else 1.0 / rate
+        self.late_after_s = self.fixed_period or 1.0 / frame_rate_hz
+        self.reason = "complete"
+        self.n_sent = self.n_late = 0
+        self.t_zero: float | None = None
+        self.t_first = self.t_last = 0.0
+        self._due = -math.inf
+
+    def wait_until_due(self, offset_s: float, stop: threading.Event) -> bool:
+        """Sleep until this frame's due time; False if ``stop`` was set meanwhile.
+
+        Due time: ``t_zero + offset_s`` (timestamps) or ``t_zero + n * period`` (fixed rate),
+        never earlier than the previous frame's; ``t_zero`` is the first frame's send time.
+        """
+        if not self.paced:
+            return True
+        now = time.monotonic()
+        if self.t_zero is None:
+            self.t_zero = now
+        step = offset_s if self.fixed_period is None else self.n_sent * self.fixed_period
+        self._due = max(self.t_zero + step, self._due)
+        if self._due > now and stop.wait(self._due - now):
+            return False
+        if time.monotonic() - self._due > self.late_after_s:
+            self.n_late += 1
+        return True
+
+    def sent(self) -> None:
+        self.t_last = time.monotonic()
+        if self.n_sent == 0:
+            self.t_first = self.t_last
+        self.n_sent += 1
+
+
 class FramePublisher:
     """Bind a socket and stream frame sources on it.
 
@@ -374,73 +413,62 @@ class FramePublisher:
             logger.warning(
                 "no subscriber after %.1f s; publishing anyway", cfg.wait_for_subscriber_s
             )
-        self._send_start(info, stop)
-        next_start = time.monotonic() + cfg.start_interval_s
-        n_sent = n_late = 0
-        t_first_send = t_last_send = None
-        reason = "complete"
-        fixed_period = None if isinstance(cfg.rate, str) else 1.0 / cfg.rate
-        period = 1.0 / info.frame_rate_hz
-        due_prev = -math.inf
+        run = _Run(cfg.rate, info.frame_rate_hz)
         try:
-            for frame, offset_s in self._frames(source):
-                if stop.is_set():
-                    reason = "interrupted"
-                    break
-                now = time.monotonic()
-                if now >= next_start:
-                    self._drain_subscriptions()
-                    self._send_start(info, stop)
-                    next_start = now + cfg.start_interval_s
-                if cfg.rate != "max":
-                    if t_first_send is None:
-                        t_zero = now
-                    due = t_zero + (offset_s if fixed_period is None else n_sent * fixed_period)
-                    due = max(due, due_prev)
-                    due_prev = due
-                    if due > now and stop.wait(due - now):
-                        reason = "interrupted"
-                        break
-                    if time.monotonic() - due > (fixed_period or period):
-                        n_late += 1
-                msg = FrameMessage(
-                    seq=n_sent,
-                    frame_index=frame.frame_index,
-                    daq_frame=frame.daq_frame,
-                    t_acq_ms=frame.t_acq_ms,
-                    t_send_ns=time.monotonic_ns(),
-                    session_id=self.session_id,
-                    source=info.kind,
-                    pixels=frame.pixels,
-                )
-                if not self._send(encode_frame(msg), stop):
-                    reason = "interrupted"
-                    break
-                t_last_send = time.monotonic()
-                t_first_send = t_first_send or t_last_send
-                n_sent += 1
-                if progress is not None:
-                    progress.update(1)
+            self._stream(source, stop, progress, run)
         except KeyboardInterrupt:
-            reason = "interrupted"
+            run.reason = "interrupted"
             raise
         except BaseException:
-            reason = "error"
+            run.reason = "error"
             raise
         finally:
-            self._send_eos(n_sent, reason)
+            self._send_eos(run.n_sent, run.reason)
             self._drain_subscriptions()
-        elapsed = (t_last_send - t_first_send) if n_sent > 1 else 0.0
+        elapsed = (run.t_last - run.t_first) if run.n_sent > 1 else 0.0
         return PublishSummary(
             session_id=self.session_id,
-            n_sent=n_sent,
+            n_sent=run.n_sent,
             elapsed_s=elapsed,
-            rate_hz=(n_sent - 1) / elapsed if elapsed > 0 else 0.0,
-            reason=reason,
-            n_late=n_late,
+            rate_hz=(run.n_sent - 1) / elapsed if elapsed > 0 else 0.0,
+            reason=run.reason,
+            n_late=run.n_late,
             lost_daq_frames=int(info.metadata.get("lost_daq_frames", 0)),
             n_subscribers=self.n_subscribers,
         )
+
+    def _stream(self, source: FrameSource, stop: threading.Event, progress, run: _Run) -> None:
+        """The frame loop: start messages, pacing, sending. Sets ``run.reason`` when stopped."""
+        info = source.info
+        self._send_start(info, stop)
+        next_start = time.monotonic() + self.config.start_interval_s
+        for frame, offset_s in self._frames(source):
+            now = time.monotonic()
+            if now >= next_start:
+                self._drain_subscriptions()
+                self._send_start(info, stop)
+                next_start = now + self.config.start_interval_s
+            if stop.is_set() or not run.wait_until_due(offset_s, stop):
+                run.reason = "interrupted"
+                return
+            msg = FrameMessage(
+                seq=run.n_sent,
+                frame_index=frame.frame_index,
+                daq_frame=frame.daq_frame,
+                t_acq_ms=frame.t_acq_ms,
+                t_send_ns=time.monotonic_ns(),
+                session_id=self.session_id,
+                source=info.kind,
+                pixels=frame.pixels,
+            )
+            if not self._send(encode_frame(msg), stop):
+                run.reason = "interrupted"
+                return
+            run.sent()
+            if progress is not None:
+                progress.update(1)
+        if stop.is_set():
+            run.reason = "interrupted"
 
     def _send_eos(self, n_sent: int, reason: str) -> None:
         """Send the ``eos``, repeated for ``eos_repeat_s`` so a full receiver still gets it.
