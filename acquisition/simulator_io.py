@@ -181,6 +181,13 @@ def _write_truth(f: h5py.File, simulator: MiniscopeSimulator, n_frames: int) -> 
     for i in range(0, k, 64):  # dense in slices: K x H x W may not fit in memory at once
         block = truth.A[:, i : i + 64].toarray().T
         fp[i : i + block.shape[0]] = block.reshape(-1, *p.dims)
+    csc = g.create_group("footprints_csc")  # the same A, sparse (fast to read for large K)
+    A = truth.A.tocsc()
+    A.sort_indices()
+    csc.create_dataset("data", data=A.data.astype(np.float32))
+    csc.create_dataset("indices", data=A.indices.astype(np.int32))
+    csc.create_dataset("indptr", data=A.indptr.astype(np.int64))
+    csc.attrs.update(shape=[p.height * p.width, k], dims=list(p.dims))
     C = simulator.calcium(0, n_frames)
     g.create_dataset("C", data=C, chunks=True)
     g.create_dataset("S", data=simulator.spikes(0, n_frames), chunks=True)

@@ -113,11 +113,21 @@ def read_truth(path) -> dict:
                 f"layout of {doc}"
             )
         k, h, w = ds.shape
-        # sparse in slices: the dense K x H x W stack of a large movie need not fit in memory
-        parts = [
-            scipy.sparse.csc_array(ds[i : i + 64].reshape(-1, h * w).T.astype(np.float32))
-            for i in range(0, k, 64)
-        ]
+        if isinstance(f.get("truth/footprints_csc/indptr"), h5py.Dataset):
+            g = f["truth/footprints_csc"]
+            A = scipy.sparse.csc_array(
+                (g["data"][()], g["indices"][()], g["indptr"][()]), shape=(h * w, k)
+            )
+        else:  # dense only: sparsify in slices (K x H x W need not fit in memory)
+            parts = [
+                scipy.sparse.csc_array(ds[i : i + 64].reshape(-1, h * w).T.astype(np.float32))
+                for i in range(0, k, 64)
+            ]
+            A = (
+                scipy.sparse.csc_array(scipy.sparse.hstack(parts, format="csc"))
+                if parts
+                else scipy.sparse.csc_array((h * w, 0), dtype=np.float32)
+            )
         birth = f.get("truth/birth_frame")
         birth = np.zeros(len(pnr), np.int64) if birth is None else birth[()].astype(np.int64)
     if C.ndim != 2 or not (k == len(C) == len(pnr) == len(birth)):
@@ -125,10 +135,6 @@ def read_truth(path) -> dict:
             f"truth file {path}: truth/footprints ({k} neurons), truth/C {C.shape} and "
             f"truth/pnr {pnr.shape} disagree on the number of neurons"
         )
-    if parts:
-        A = scipy.sparse.csc_array(scipy.sparse.hstack(parts, format="csc"))
-    else:
-        A = scipy.sparse.csc_array((h * w, 0), dtype=np.float32)
     return {"A": A, "dims": (h, w), "C": C, "pnr": pnr, "birth_frame": birth}
 
 

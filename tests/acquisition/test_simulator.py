@@ -220,6 +220,12 @@ def test_write_simulation_layout_and_tiff(tmp_path):
         assert t["birth_frame"].shape == (12,) and t["g"].shape == (12, 2)
         assert t["motion"].shape == (200, 2) and t["background_mean"].shape == (64, 64)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "sim.tif"), movie)
+    # the sparse copy of the footprints holds the same A as the dense stack
+    from online_cnmfe.evaluation_io import read_truth
+
+    with h5py.File(tmp_path / "sim.h5", "r") as f:
+        dense = f["truth/footprints"][()].reshape(12, -1).T
+    assert abs(read_truth(tmp_path / "sim.h5")["A"] - dense).max() == 0
     np.testing.assert_array_equal(load_simulator(tmp_path / "sim.h5").frames(190, 200), movie[190:])
 
 
