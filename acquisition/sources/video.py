@@ -116,7 +116,9 @@ def iter_video_frames(
         raise SourceError(f"{path}: cannot open the video ({exc})") from None
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "SLICE"  # no frame delay: errors point at the right frame
+        # frame threading: ~1.5x faster FFV1 on 2 cores; an error then names the first frame
+        # not delivered (the damaged one may be up to thread_count frames later)
+        stream.thread_type = "AUTO"
         for packet in container.demux(stream):
             try:
                 decoded = packet.decode()

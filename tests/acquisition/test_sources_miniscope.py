@@ -240,6 +240,16 @@ def test_truncated_chunk_names_file_and_frame(tmp_path):
     assert got == list(range(4 + bad))  # every frame before the damaged one was delivered
 
 
+def test_truncated_ffv1_chunk_is_an_error_not_a_short_replay(tmp_path):
+    dev = write_miniscope_session(tmp_path, make_movie(8, seed=9), codec="ffv1")
+    chunk = dev / "1.avi"
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(SourceError, match=r"1\.avi: (frame \d+|cannot read)"):
+        for _ in open_source(tmp_path):
+            pass
+
+
 def test_unreadable_chunk_names_file(tmp_path):
     dev = write_miniscope_session(tmp_path, make_movie(8, seed=8))
     (dev / "1.avi").write_bytes(b"RIFF" + bytes(64))
