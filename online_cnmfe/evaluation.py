@@ -191,12 +191,18 @@ def match_footprints(
 
 # ---- scoring -------------------------------------------------------------------------------
 def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Row-wise Pearson correlation; 0 where either row is constant."""
-    x = x - x.mean(axis=1, keepdims=True)
-    y = y - y.mean(axis=1, keepdims=True)
-    den = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    """Row-wise Pearson correlation over the frames where both are finite (NaN marks frames a
+    result skipped); 0 where either row is constant or fewer than 2 frames remain."""
+    valid = np.isfinite(x) & np.isfinite(y)
+    n = valid.sum(axis=1, keepdims=True)
+    x = np.where(valid, x, 0.0)
+    y = np.where(valid, y, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (x * y).sum(axis=1) / den, 0.0)
+        x = np.where(valid, x - x.sum(axis=1, keepdims=True) / n, 0.0)
+        y = np.where(valid, y - y.sum(axis=1, keepdims=True) / n, 0.0)
+        den = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+        corr = np.where(den > 0, (x * y).sum(axis=1) / den, 0.0)
+    return np.where(n[:, 0] >= 2, corr, 0.0)
 
 
 def _cosine(A_true, A_est, ti: np.ndarray, ei: np.ndarray) -> np.ndarray:

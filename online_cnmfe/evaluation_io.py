@@ -89,6 +89,11 @@ def read_result(path) -> dict:
             f"result file {path}: frames/frame_index has {len(frame_index)} entries but "
             f"traces/C has {C.shape[1]} frames"
         )
+    if not np.isfinite(data).all():
+        raise InputFileError(
+            f"result file {path}: footprints/data holds {int((~np.isfinite(data)).sum())} "
+            "NaN or infinite values; footprints must be finite"
+        )
     A = scipy.sparse.csc_array((data, indices, indptr), shape=(n_pixels, k))
     return {"A": A, "dims": dims, "C": C, "frame_index": frame_index, "birth_frame": birth}
 

@@ -268,3 +268,19 @@ def test_missed_and_unmatched_indices_are_listed(truth_file, tmp_path):
     write_result(tmp_path / "r.h5", np.concatenate([fp[2:], extra]), np.concatenate([C[2:], C[:1]]))
     m = evaluate_files(tmp_path / "r.h5", path)
     assert m["missed_true"] == [0, 1] and m["unmatched_found"] == [10]
+
+
+def test_nan_frames_are_left_out_of_the_trace_correlation(truth_file, tmp_path):
+    path, fp, C, *_ = truth_file
+    est = C.copy()
+    est[:, 50:60] = np.nan  # frames the result skipped
+    est[3, 100:110] = np.nan
+    write_result(tmp_path / "r.h5", fp, est)
+    m = evaluate_files(tmp_path / "r.h5", path)
+    assert m["trace_corr_median"] == pytest.approx(1.0) and m["trace_corr_mean"] == pytest.approx(1)
+    metrics_json(m)
+    bad = fp.copy()
+    bad[0, 5, 5] = np.nan
+    write_result(tmp_path / "bad.h5", bad, C)
+    with pytest.raises(InputFileError, match="NaN"):
+        evaluate_files(tmp_path / "bad.h5", path)
