@@ -280,6 +280,8 @@ class DashboardModel:
             for nid in self.traces.row_ids[n_before:].tolist():
                 self.births.setdefault(nid, frame_index)
             self._dirty.add("events")
+        if not self._seen_first_traces:
+            logger.info("first traces of the session: %d neurons at frame %d", k, frame_index)
         self._seen_first_traces = True
         self._frame_t_ms[frame_index] = t_ms
         if len(self._frame_t_ms) > 4 * self.config.history_frames:

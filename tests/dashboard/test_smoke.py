@@ -142,3 +142,89 @@ def test_dashboard_survives_publisher_start_stop_and_restart(tmp_path):
             proc.wait()
     ok, n_colours = png_is_not_blank(png)
     assert ok, f"screenshot {png} looks blank ({n_colours} colours)"
+
+
+@pytest.mark.slow
+def test_dashboard_on_the_real_engine(tmp_path):
+    """acquire simulate → online-cnmfe run → dashboard, three real processes."""
+    ports = [free_port(), free_port()]
+    frames_ep, results_ep = (f"tcp://127.0.0.1:{p}" for p in ports)
+    env = dict(
+        os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS="1"
+    )
+    png = tmp_path / "real.png"
+    cli = [sys.executable, "-m", "online_cnmfe"]
+    procs = {}
+
+    def start(name, *args):
+        procs[name] = subprocess.Popen(
+            [*cli, *args],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        return Lines(procs[name].stderr)
+
+    try:
+        dash = start(
+            "dashboard",
+            "dashboard",
+            "--results",
+            results_ep,
+            "--stall-s",
+            "20",
+            "--screenshot",
+            str(png),
+            "--quit-after",
+            "110",
+        )
+        dash.wait_for("dashboard subscribed")
+        engine = start(
+            "engine",
+            "run",
+            "--frames",
+            frames_ep,
+            "--results",
+            results_ep,
+            "--set",
+            "init.init_frames=100",
+        )
+        dash.wait_for("connection: waiting")  # the engine is up, no frames yet
+        start(
+            "acquire",
+            "acquire",
+            "simulate",
+            "--size",
+            "96",
+            "96",
+            "--neurons",
+            "15",
+            "--frames",
+            "600",
+            "--endpoint",
+            frames_ep,
+            "--fps",
+            "20",
+            "--quiet",
+        )
+        engine.wait_for("running with", timeout=90)
+        line = dash.wait_for("first traces of the session", timeout=30)
+        assert int(line.split(": ")[-1].split()[0]) > 0  # some neurons
+        procs["dashboard"].send_signal(signal.SIGTERM)
+        dash.wait_for("screenshot written")
+        assert procs["dashboard"].wait(timeout=30) == 0
+        assert "malformed" in dash.wait_for("display:") and "(0 malformed" in "".join(dash.seen)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    ok, n_colours = png_is_not_blank(png)
+    assert ok, f"screenshot {png} looks blank ({n_colours} colours)"
