@@ -8,7 +8,9 @@ Measures, for frames of ``--size`` (default 608×608 uint8, a Miniscope V4 frame
   paced rate (default 200 Hz, so frames do not queue), p50/p99/max;
 - the same latency with bare pyzmq (PUB/SUB, a timestamp part, no protocol code), as the
   baseline of the machine in the same run;
-- encode+decode cost alone (no sockets), for reference.
+- encode+decode cost alone (no sockets), for reference;
+- the rate of reading Miniscope-like AVI chunks (FFV1 and GREY) through ``open_source``, the
+  ceiling of ``acquire replay --rate max``.
 
 Targets: >= 2000 frames/s and p99 < 1 ms. Prints a table and a JSON line.
 
@@ -165,6 +167,35 @@ def codec_cost(shape, n: int = 2000) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def decode_rates(shape, n: int = 200) -> dict:
+    """Frames/s of reading a Miniscope-like AVI chunk (FFV1 and GREY) through open_source."""
+    import av
+    from scipy.ndimage import gaussian_filter
+
+    from acquisition.sources import open_source
+
+    rng = np.random.default_rng(2)
+    base = gaussian_filter(rng.normal(size=shape), 20)
+    base = (base - base.min()) / (base.max() - base.min()) * 150 + 40
+    movie = np.clip(base[None] + rng.normal(0, 8, (n, *shape)), 0, 255).astype(np.uint8)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for codec in ("ffv1", "rawvideo"):
+            path = Path(tmp) / f"{codec}.avi"
+            with av.open(str(path), "w") as container:
+                stream = container.add_stream(codec, rate=60)
+                stream.width, stream.height, stream.pix_fmt = shape[1], shape[0], "gray"
+                for frame in movie:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="gray")):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+            t0 = time.perf_counter()
+            count = sum(1 for _ in open_source(path, frame_rate_hz=20.0))
+            out[codec] = count / (time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", nargs=2, type=int, default=(608, 608), metavar=("H", "W"))
@@ -184,7 +215,12 @@ def main() -> None:
         for row in rows[-3:]:
             row["transport"] = name
     codec_us = codec_cost(shape)
+    decode = decode_rates(shape)
     print(f"frames {shape[0]}x{shape[1]} uint8; nproc {os.cpu_count()}; codec {codec_us:.1f} µs")
+    print(
+        f"reading AVI chunks through open_source: FFV1 {decode['ffv1']:.0f} frames/s, "
+        f"GREY {decode['rawvideo']:.0f} frames/s"
+    )
     print(f"{'transport':9} {'rate':>8} {'frames':>6} {'recv':>6} {'drop':>5} {'frames/s':>9} "
           f"{'MB/s':>7} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>8}")  # fmt: skip
     for r in rows:
@@ -193,7 +229,8 @@ def main() -> None:
             f"{r['dropped']:>5} {r['frames_per_s']:>9.0f} {r['MB_per_s']:>7.0f} "
             f"{r['lat_p50_us']:>8.0f} {r['lat_p99_us']:>8.0f} {r['lat_max_us']:>8.0f}"
         )
-    print(json.dumps({"bench": "transport", "shape": shape, "codec_us": codec_us, "runs": rows}))
+    summary = {"bench": "transport", "shape": shape, "codec_us": codec_us, "decode_fps": decode}
+    print(json.dumps({**summary, "runs": rows}))
 
 
 if __name__ == "__main__":
