@@ -205,7 +205,7 @@ def _legacy_chunks(folder: Path) -> list[Path]:
 
 
 def _is_device_folder(folder: Path) -> bool:
-    return (folder / "timeStamps.csv").is_file() and bool(_chunks(folder))
+    return bool(_chunks(folder))
 
 
 def is_miniscope_folder(path: Path) -> bool:
@@ -221,7 +221,8 @@ def is_miniscope_folder(path: Path) -> bool:
 def find_device_folder(path: Path, device: str | None = None) -> Path:
     """Resolve a session or device folder to the miniscope device folder.
 
-    A device folder (``timeStamps.csv`` + ``0.avi``...) or a legacy folder is returned as is.
+    A device folder (``0.avi``..., normally with ``timeStamps.csv``) or a legacy folder is
+    returned as is.
     In a session folder, ``device`` (a subfolder name) wins; else the names listed under
     ``"miniscopes"`` in the session ``metaData.json``; else the only device subfolder whose
     name or ``deviceType`` mentions a miniscope; else the only device subfolder.
@@ -314,9 +315,12 @@ class MiniscopeSource(FrameSource):
             ts_path = self.folder / "timestamp.dat"
             ts = read_legacy_timestamps(ts_path, n_video) if ts_path.is_file() else None
         else:
-            ts = read_timestamps_csv(self.folder / "timeStamps.csv")
+            ts_path = self.folder / "timeStamps.csv"
+            ts = read_timestamps_csv(ts_path) if ts_path.is_file() else None
             meta["device"] = _read_json(self.folder / "metaData.json")
             meta["session"] = _read_json(self.folder.parent / "metaData.json")
+        if ts is None:
+            logger.warning("%s: no timestamps file; times are frame_index / rate", self.folder)
         t_ms = ts.t_ms.copy() if ts is not None else np.zeros(0)
         if t_ms.size >= 3 and t_ms[0] > t_ms[1]:  # garbage first timestamp (DAQ issue #72)
             t_ms[0] = t_ms[1] - float(np.median(np.diff(t_ms[1:])))
@@ -377,11 +381,13 @@ class MiniscopeSource(FrameSource):
 
     def _timing(self, i: int) -> tuple[float, int | None]:
         t = self._t_ms
+        period = 1000.0 / self.info.frame_rate_hz
         if i < t.size:
             t_acq = float(t[i])
+        elif t.size:
+            t_acq = float(t[-1]) + (i - t.size + 1) * period
         else:
-            period = 1000.0 / self.info.frame_rate_hz
-            t_acq = (float(t[-1]) if t.size else 0.0) + (i - t.size + 1) * period
+            t_acq = i * period
         daq = None
         if self._daq is not None and i < self._daq.size and self._daq[i] >= 0:
             daq = int(self._daq[i])

@@ -209,6 +209,17 @@ def test_timestamp_count_mismatch_extrapolates(tmp_path):
     assert [f.t_acq_ms for f in src] == [0.0, 50.0, 100.0, 150.0, 200.0, 250.0]
 
 
+def test_chunks_without_timestamps_use_the_metadata_rate(tmp_path):
+    movie = make_movie(6, seed=10)
+    dev = write_miniscope_session(tmp_path, movie, frame_rate="10FPS")
+    (dev / "timeStamps.csv").unlink()
+    src = open_source(tmp_path)
+    assert src.info.frame_rate_hz == 10.0 and src.info.metadata["timestamps_version"] is None
+    frames = list(src)
+    assert [f.t_acq_ms for f in frames] == [100.0 * i for i in range(6)]
+    np.testing.assert_array_equal(np.stack([f.pixels for f in frames]), movie)
+
+
 def test_several_devices_need_a_choice(tmp_path):
     movie = make_movie(2)
     write_miniscope_session(tmp_path / "s", movie, device="scopeA")
