@@ -75,3 +75,25 @@ def test_process_bad_inputs_give_one_line_errors(files, capsys):
         ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--set", "data.nope=1"]
     )
     assert rc == 2 and "unknown parameter" in capsys.readouterr().err
+
+
+def test_process_with_real_initialisation_on_simulator_file(tmp_path):
+    from acquisition.simulator import MiniscopeSimulator
+    from acquisition.simulator_params import SimulationParams
+
+    sim = MiniscopeSimulator(
+        SimulationParams(height=64, width=64, n_frames=260, n_neurons=8, seed=2, n_neuropil=4)
+    )
+    movie = sim.frames(0, 260)
+    np.save(tmp_path / "movie.npy", movie)
+    out = tmp_path / "result.h5"
+    rc = main(["process", str(tmp_path / "movie.npy"), "--out", str(out), "--init-frames", "150",
+               "--quiet"])  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    assert res.n_frames == 260
+    with h5py.File(out, "r") as f:
+        K = f["traces/C"].shape[0]
+        assert K >= 1 and f["traces/C"].shape[1] == 260
+        assert np.isfinite(f["traces/C"][()]).all()
+        assert f["background/b0"].shape == (64, 64)
