@@ -50,6 +50,60 @@ def segments_xy(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return segments[:, :, 1].ravel(), segments[:, :, 0].ravel()
 
 
+class LabelsItem(pg.GraphicsObject):
+    """All neuron ids in one item: text at fixed screen size, centred on view positions.
+
+    One item painting every label is several times cheaper than one ``TextItem`` each.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.font = QtGui.QFont("Sans", 7)
+        self._xy = np.zeros((0, 2))
+        self._texts: list[str] = []
+        self._colours: list[QtGui.QColor] = []
+        self._rect = QtCore.QRectF()
+        # Text is slow to rasterise: repaint the labels only when they or the view change.
+        self.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+
+    def set_labels(self, xy: np.ndarray, texts: list[str], colours: list[tuple]) -> None:
+        """Place ``texts[i]`` at view position ``xy[i] = (x, y)`` in ``colours[i]``."""
+        self.prepareGeometryChange()
+        self._xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        self._texts = list(texts)
+        self._colours = [QtGui.QColor(*c) for c in colours]
+        if self._xy.size:
+            lo, hi = self._xy.min(axis=0), self._xy.max(axis=0)
+            m = 12.0  # view units around the outermost positions: room for the text
+            self._rect = QtCore.QRectF(
+                lo[0] - m, lo[1] - m, hi[0] - lo[0] + 2 * m, hi[1] - lo[1] + 2 * m
+            )
+        else:
+            self._rect = QtCore.QRectF()
+        self.update()
+
+    def label_positions(self) -> np.ndarray:
+        """(n, 2) view positions (x, y) of the labels."""
+        return self._xy.copy()
+
+    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt API)
+        return self._rect
+
+    def paint(self, painter: QtGui.QPainter, *_: object) -> None:
+        if not self._texts:
+            return
+        transform = painter.transform()
+        painter.resetTransform()
+        painter.setFont(self.font)
+        box = QtCore.QRectF(-20, -8, 40, 16)
+        centre = QtCore.Qt.AlignmentFlag.AlignCenter
+        for (x, y), text, colour in zip(self._xy, self._texts, self._colours, strict=True):
+            p = transform.map(QtCore.QPointF(x, y))
+            painter.setPen(colour)
+            painter.drawText(box.translated(p), int(centre), text)
+        painter.setTransform(transform)
+
+
 class ImagePanel(QtWidgets.QWidget):
     """The image with contours; emits ``neuron_clicked(id_or_None, add)``."""
 
@@ -99,7 +153,8 @@ class ImagePanel(QtWidgets.QWidget):
             self.vb.addItem(item)
         # The outlines change only with the footprints: paint them from a cached pixmap.
         self.contours.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self.labels: list[pg.TextItem] = []
+        self.labels = LabelsItem()
+        self.vb.addItem(self.labels)
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setStyleSheet("color:#c8d0dc; font-family:monospace;")
         layout = QtWidgets.QVBoxLayout(self)
@@ -197,7 +252,7 @@ class ImagePanel(QtWidgets.QWidget):
         if fp is None or not self.contours_box.isChecked():
             self.contours.setData([], [])
             self._pooled(self.selected_contours, 0, None)
-            self._pooled(self.labels, 0, None)
+            self.labels.set_labels(np.zeros((0, 2)), [], [])
             return
         self._set_dims(fp.dims)
         self.contours.setData(*segments_xy(fp.contours.segments), connect="pairs")
@@ -211,20 +266,14 @@ class ImagePanel(QtWidgets.QWidget):
             item.setData(*segments_xy(fp.contours.of(column[nid])), connect="pairs")
             item.show()
         show_ids = self.ids_box.isChecked() and fp.ids.size <= MAX_ID_LABELS
-        labels = self._pooled(self.labels, fp.ids.size if show_ids else 0, self._make_label)
+        if not show_ids:
+            self.labels.set_labels(np.zeros((0, 2)), [], [])
+            return
         selected = {nid: i for i, nid in enumerate(model.selected)}
-        for label, nid, (row, col) in zip(labels, fp.ids.tolist(), fp.centroids, strict=True):
-            colour = selection_colour(selected[nid]) if nid in selected else (225, 230, 240)
-            label.setText(str(nid), color=colour)
-            label.setPos(float(col) + 0.5, float(row) + 0.5)
-            label.show()
-
-    @staticmethod
-    def _make_label() -> pg.TextItem:
-        label = pg.TextItem("", anchor=(0.5, 0.5))
-        label.setFont(QtGui.QFont("Sans", 7))
-        label.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        return label
+        ids = fp.ids.tolist()
+        colours = [selection_colour(selected[n]) if n in selected else (225, 230, 240) for n in ids]
+        xy = fp.centroids[:, ::-1].astype(np.float64) + 0.5  # (row, col) -> (x, y) pixel centre
+        self.labels.set_labels(xy, [str(n) for n in ids], colours)
 
     def _draw_new(self, model: DashboardModel) -> None:
         """Highlight the contours of recently born neurons (they expire with time)."""

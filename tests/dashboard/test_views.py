@@ -99,8 +99,7 @@ def test_contour_of_footprint_at_row5_col20_is_drawn_at_x20_y5(panel):
     assert set(np.unique(x).tolist()) == {20.0, 21.0}  # x is the column
     assert set(np.unique(y).tolist()) == {5.0, 6.0}  # y is the row
     assert panel.vb.state["yInverted"]
-    label = panel.labels[0]
-    assert (label.pos().x(), label.pos().y()) == (20.5, 5.5)
+    assert panel.labels.label_positions().tolist() == [[20.5, 5.5]]  # (x, y) of (row 5, col 20)
 
 
 def test_rendered_image_is_bright_at_row5_col20_only(panel, qtbot):
