@@ -17,9 +17,11 @@ residual buffer in a box around it and must pass:
   (noise from the MAD of the first differences, baseline from the 25th percentile, both
   robust to a neuron active much of the buffer; a rise needs a dip to half its height since
   the last event);
-* duplicate: no existing neuron with footprint cosine > ``duplicate_overlap`` and trace
-  correlation > ``duplicate_corr``, nor an overlapping one whose trace correlates above
-  ``merge_corr_threshold`` (a piece of a cell whose footprint is too small).
+* duplicate: no existing neuron with footprint cosine > ``duplicate_overlap`` (the same
+  spot: a footprint error that HALS will fix, not a new cell), nor one with cosine >
+  ``duplicate_overlap / 2`` and trace correlation > ``duplicate_corr`` (the same cell,
+  shifted), nor an overlapping one whose trace correlates above ``merge_corr_threshold`` (a
+  piece of a cell whose footprint is too small).
 
 Passing candidates enter a *pool* keyed by position; distinct event frames accumulate there
 and a candidate is promoted once it has ``confirm_events`` separate events (in one buffer or
@@ -269,8 +271,11 @@ def _is_duplicate(fs, view, a, pix, cp, order, box, params) -> bool:
             continue
         cj = view.c_buffer[j, order]
         r = float(np.corrcoef(cp, cj)[0, 1]) if cj.std() > 0 else 0.0
-        if cos > params.detection.duplicate_overlap and (cj.std() <= 0 or r > dp.duplicate_corr):
-            dup = True  # the same cell again
+        if cos > dp.duplicate_overlap:
+            dup = True  # the same spot as a cell: its footprint error, not a new cell
+            break
+        if cos > 0.5 * dp.duplicate_overlap and r > dp.duplicate_corr:
+            dup = True  # the same cell again, shifted
             break
         if r > dp.merge_corr_threshold:
             dup = True  # a missing piece of an existing cell (its footprint will grow)

@@ -76,6 +76,9 @@ class InitParams:
     # footprints wider than this x the expected neuron (half-maximum diameter) are treated as
     # out-of-focus neuropil/background, not neurons
     max_diameter_factor: float = 1.8
+    # thresholds of the search on the residual (MATLAB CNMF-E min_corr_res, min_pnr_res)
+    reseed_min_corr: float = 0.7
+    reseed_min_pnr: float = 6.0
 
     def __post_init__(self) -> None:
         _int_at_least("init_frames", self.init_frames, 20)
@@ -86,6 +89,8 @@ class InitParams:
             _positive("gaussian_sigma_px", self.gaussian_sigma_px)
         _fraction("min_corr", self.min_corr)
         _positive("min_pnr", self.min_pnr)
+        _fraction("reseed_min_corr", self.reseed_min_corr)
+        _positive("reseed_min_pnr", self.reseed_min_pnr)
         _check("seed_downsample", self.seed_downsample, self.seed_downsample in (1, 2, 3, 4), "1-4")
         _int_at_least("max_neurons", self.max_neurons, 1)
         _int_at_least("n_alternations", self.n_alternations, 1)
@@ -98,7 +103,8 @@ class InitParams:
 class BackgroundParams:
     """Ring model ``B = b0 + U W D (y - A c - b0)`` on a grid downsampled by ``downsample``."""
 
-    ring_radius_factor: float = 1.4  # ring radius = factor x neuron diameter
+    ring_radius_factor: float = 0.8  # ring radius = factor x neuron diameter (CaImAn 1.4;
+    # 0.8 models out-of-focus neuropil better: F1 0.93 vs 0.82, 128x128 sim, BENCHMARKS.md)
     downsample: int = 2  # ssub_B
     ridge: float = 1e-3  # relative to the trace of each pixel's ring covariance
     outlier_clip_sigma: float = 2.0  # activity above prediction + k*sigma is clipped before fitting
@@ -193,8 +199,8 @@ class DetectionParams:
     min_size_ratio: float = 0.2  # effective footprint area / disk of the neuron diameter ...
     max_size_ratio: float = 2.5  # ... must lie in [min_size_ratio, max_size_ratio]
     min_compactness: float = 0.7  # footprint energy within 0.75 diameter of its centroid
-    duplicate_overlap: float = 0.5  # cosine of footprints above which a candidate may be a copy
-    duplicate_corr: float = 0.5  # ... and trace correlation above which it is one
+    duplicate_overlap: float = 0.5  # footprint cosine above which a candidate is a copy
+    duplicate_corr: float = 0.5  # above half that cosine, a trace corr making it a copy
     max_decay_s: float = 2.0  # time constant of the decaying max of the PNR image
     pool_size: int = 32  # candidates followed at once while awaiting confirmation
     pool_expiry_s: float = 30.0  # a candidate not seen again for this long is forgotten

@@ -43,6 +43,8 @@ from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
 
+_ACTIVE_SIGMA = 4.0  # a trace above this many noise sigmas counts as activity (removal clock)
+
 
 @dataclass(frozen=True, slots=True)
 class SlowPathInputs:
@@ -239,6 +241,7 @@ def init_slow_path(
         fs = suffstats.stats_from_footprints(
             init.A, C, None, dims, growth, max_region, init.trace_noise, T0 - 1, init.pixel_noise
         )
+    fs.max_radius = float(1.2 * params.data.neuron_diameter_px + growth)
     return SlowPathState(
         t=T0 - 1, dims=np.array(dims, np.int64), lam=forgetting_factor(params), stats=fs,
         ring=ring, det=det, merge_cursor=0, work=SlowWork(),
@@ -301,7 +304,7 @@ def observe_frame(
         fs.scratch,
     )  # fmt: skip
     fs.n_eff = min(fs.n_eff + 1.0, (1.0 + slow.lam) / (1.0 - slow.lam))
-    active = c > fs.noise[fs.slot_of]
+    active = c > _ACTIVE_SIGMA * fs.noise[fs.slot_of]
     fs.last_active[fs.slot_of[active]] = t
     if rr.is_sample_frame(slow.ring, t):
         kst.scatter_ac(c, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.scratch)

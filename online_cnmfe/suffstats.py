@@ -47,15 +47,20 @@ class FootprintStats:
         Region bounding box (row0, row1, col0, col1), half-open.
     noise : ndarray of shape (n_slots,), float32
         Trace noise (activity threshold). last_active (n_slots,) int64: last frame with
-        c > noise. birth (n_slots,) int64.
+        c > 4 noise. birth (n_slots,) int64.
     scratch : ndarray of shape (n_pixels,), float32
         All-zero work array.
     pixel_noise : ndarray of shape (n_pixels,), float32
         Noise of each pixel of ``y - B``; with ``n_eff`` (effective number of frames in the
         statistics) it gives the noise of a footprint value, ``pixel_noise / sqrt(n_eff CC_kk)``,
         below which footprint pixels are dropped (so supports do not creep into noise).
+    max_radius : float
+        Region pixels farther than this from the footprint's centroid are dropped (0 = no
+        limit), so a footprint cannot sprawl over background structure.
     cursor : int
         Round-robin position of the footprint refresh.
+    n_refused : int
+        Refreshes refused because the new footprint differed too much from the old one.
     """
 
     dims: np.ndarray
@@ -74,7 +79,9 @@ class FootprintStats:
     scratch: np.ndarray
     pixel_noise: np.ndarray
     n_eff: float = 1.0
+    max_radius: float = 0.0
     cursor: int = 0
+    n_refused: int = 0
 
     @property
     def n_components(self) -> int:
@@ -306,56 +313,79 @@ def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer) -> bool:
     if not a.any():
         fs.a_sup[s, :n] = 0.0
         return False
-    a[~_peak_component(old_pix, a, int(fs.dims[1]))] = 0.0
+    a[~_main_component(old_pix, a, int(fs.dims[1]))] = 0.0
+    a_prev = fs.a_sup[s, :n]
+    if float(a @ a_prev) < _TRUST_COS * math.sqrt(float(a @ a) * float(a_prev @ a_prev)):
+        fs.n_refused += 1  # a jump, not a refinement: keep the footprint (stats keep moving)
+        return True
     old_cy = fs.cy[s, :n].copy()
     new_pix = region_from_support(old_pix[a > 0], tuple(fs.dims), growth, fs.sup_idx.shape[1])
-    if new_pix.shape[0] == n and np.array_equal(new_pix, old_pix):
-        fs.a_sup[s, :n] = a
-        return True
+    if fs.max_radius > 0:
+        W = int(fs.dims[1])
+        r, c = np.divmod(old_pix, W)
+        cr, cc = float((r * a).sum() / a.sum()), float((c * a).sum() / a.sum())
+        nr, nc = np.divmod(new_pix, W)
+        new_pix = new_pix[(nr - cr) ** 2 + (nc - cc) ** 2 <= fs.max_radius**2]
+        new_pix = np.union1d(new_pix, old_pix[a > 0]).astype(np.int32)
     pos = np.searchsorted(old_pix, new_pix)
     known = (pos < n) & (old_pix[np.minimum(pos, n - 1)] == new_pix)
     a_new = np.zeros(new_pix.shape[0], np.float32)
     cy_new = np.zeros(new_pix.shape[0], np.float32)
     a_new[known] = a[pos[known]]
     cy_new[known] = old_cy[pos[known]]
-    fresh = new_pix[~known]
-    if fresh.size:
-        cy_new[~known] = _seed_cy(fs, k, fresh, nbrs, buffer)
+    # margin (region pixels outside the support): CY there barely moves under slow forgetting,
+    # so it is re-estimated from the buffer at each refresh (a new pixel takes the estimate, a
+    # known one the larger of both); this is what lets a footprint grow.
+    margin = a_new == 0
+    if margin.any():
+        seed, informed = _seed_cy(fs, k, new_pix[margin], nbrs, buffer)
+        cy_new[margin] = np.where(known[margin] & ~informed, cy_new[margin], seed)
     set_region(fs, s, new_pix, a_new, cy_new)
     return True
 
 
 _REL_THRESHOLD = 0.05  # footprint values below this fraction of the peak are dropped
 _NOISE_Z = 3.0  # ... and below this many standard errors of their estimate
+_SEED_Z = 4.0  # a buffer estimate of a margin pixel is used above this many standard errors
+_SEED_MIN_FRAMES = 20  # ... and only from a buffer of at least this many frames
+_TRUST_COS = 0.7  # a refresh whose footprint has a lower cosine with the old one is refused
 
 
-def _peak_component(pix: np.ndarray, a: np.ndarray, W: int) -> np.ndarray:
-    """Mask of the 8-connected component of ``a > 0`` that holds the peak (drops islands)."""
+def _main_component(pix: np.ndarray, a: np.ndarray, W: int) -> np.ndarray:
+    """Mask of the 8-connected component of ``a > 0`` with the largest sum (drops islands)."""
     rows, cols = np.divmod(pix, W)
     r0, c0 = rows.min(), cols.min()
     img = np.zeros((rows.max() - r0 + 1, cols.max() - c0 + 1), bool)
     img[rows - r0, cols - c0] = a > 0
-    lab, _ = scipy.ndimage.label(img, np.ones((3, 3), bool))
-    top = int(np.argmax(a))
-    return lab[rows - r0, cols - c0] == lab[rows[top] - r0, cols[top] - c0]
+    lab, n = scipy.ndimage.label(img, np.ones((3, 3), bool))
+    labels = lab[rows - r0, cols - c0]
+    if n <= 1:
+        return labels > 0
+    sums = np.bincount(labels, weights=a, minlength=n + 1)
+    sums[0] = -1.0
+    return labels == int(np.argmax(sums))
 
 
 def _seed_cy(fs: FootprintStats, k: int, pix: np.ndarray, nbrs: np.ndarray, buffer):
-    """CY of neuron k on pixels joining its region (where a_k = 0 so far).
+    """CY of neuron k on margin pixels (where a_k = 0), and where the buffer was informative.
 
     ``CY[k, p] = a_k[p] CC_kk + sum_{j != k} A_j[p] CC_jk`` at the fixed point; the second term
     is the model prediction, and a_k[p] is estimated by regressing the buffer residual on c_k:
-    ``sum_t c_k r_t[p] / sum_t c_k^2`` (nothing is added when k was silent in the buffer).
+    ``sum_t c_k r_t[p] / sum_t c_k^2``, kept only where it exceeds ``_SEED_Z`` standard errors.
     """
     out = np.zeros(pix.shape[0], np.float32)
+    informed = np.zeros(pix.shape[0], bool)
     kst.predict_cy(k, pix, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.cc, nbrs, fs.scratch, out)
-    if buffer is not None and buffer[2].any():
+    if buffer is not None and int(buffer[2].sum()) >= _SEED_MIN_FRAMES:
         resid, cbuf, ok = buffer
         ck = cbuf[k, ok]
         cc = float(ck @ ck)
-        if cc > 0:
-            s = fs.slot_of[k]
+        s = fs.slot_of[k]
+        n = fs.sup_n[s]
+        peak = float(fs.a_sup[s, :n].max()) if n else 0.0
+        if cc > 0 and peak > 0:
             a_hat = (ck @ resid[ok][:, pix]) / cc
-            a_hat[a_hat < _NOISE_Z * fs.pixel_noise[pix] / math.sqrt(cc)] = 0.0
-            out += a_hat.astype(np.float32) * fs.cc[s, s]
-    return out
+            informed = a_hat > _SEED_Z * fs.pixel_noise[pix] / math.sqrt(cc)
+            a_hat = np.minimum(a_hat, peak)  # a margin pixel never exceeds the current peak
+            out[informed] += a_hat[informed].astype(np.float32) * fs.cc[s, s]
+    return out, informed

@@ -88,7 +88,7 @@ def init_result(movie: Movie, n_init: int, A=None, C=None, ssub=2, radius=3) -> 
         C=C.astype(np.float32), S=np.zeros_like(C), C_raw=C.astype(np.float32),
         b0=movie.b0.copy(), W=np.zeros((n_bg, off.shape[0]), np.float32), ring_offsets=off,
         background_downsample=ssub, g=np.full(K, movie.g, np.float32),
-        trace_noise=np.full(K, 0.3, np.float32), pixel_noise=np.full(H * W, movie.noise),
+        trace_noise=np.full(K, movie.noise, np.float32), pixel_noise=np.full(H * W, movie.noise),
         corr_image=np.zeros(movie.dims, np.float32), pnr_image=np.zeros(movie.dims, np.float32),
     )  # fmt: skip
 

@@ -1,0 +1,161 @@
+"""Slow path: footprint refresh (recovery, growth), ring-W refresh, bounded work per step,
+the ModelUpdate contract, state round trip, and end to end with the online model."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from online_cnmfe import slow_path
+from online_cnmfe.state_io import load_model, save_model
+from tests.online_cnmfe import slow_harness as h
+
+N_INIT = 200
+
+
+def _cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def test_refresh_recovers_a_perturbed_footprint():
+    m = h.make_movie(seed=7, T=500, rate_hz=1.5)
+    A = m.A.copy()
+    rng = np.random.default_rng(0)
+    A[:, 1] = np.roll(A[:, 1], 1) * (1 + 0.4 * rng.random(A.shape[0])) * (A[:, 1] > 0)
+    assert _cos(A[:, 1], m.A[:, 1]) < 0.95
+    p = h.params_for(**{"online.footprint_update_period_frames": 20, "detection.enabled": False})
+    loop = h.MiniLoop(h.init_result(m, N_INIT, A=A), m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    assert _cos(loop.A[:, 1], m.A[:, 1]) > 0.97
+    for k in (0, 2, 3):  # the others stay right
+        assert _cos(loop.A[:, k], m.A[:, k]) > 0.97
+
+
+def test_refresh_grows_a_truncated_footprint():
+    m = h.make_movie(seed=8, T=600, rate_hz=1.5, sigma=2.5)
+    A = m.A.copy()
+    H, W = m.dims
+    cols = np.arange(H * W) % W
+    A[cols > 12, 0] = 0  # neuron 0 (centre column 12) cut just right of its centre
+    nnz0 = int((A[:, 0] > 0).sum())
+    cos0 = _cos(A[:, 0], m.A[:, 0])
+    p = h.params_for(**{"online.footprint_update_period_frames": 20, "detection.enabled": False})
+    loop = h.MiniLoop(h.init_result(m, N_INIT, A=A), m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    a = loop.A[:, 0]
+    assert (a[cols > 14] > 0).sum() > 5  # grew past the cut + growth margin
+    assert _cos(a, m.A[:, 0]) > max(cos0 + 0.05, 0.95)
+    assert (a > 0).sum() > nnz0
+
+
+def _blob_movie(seed=9, T=700):
+    rng = np.random.default_rng(seed)
+    H = W = 48
+    rr, cc = np.mgrid[0:H, 0:W]
+    blobs = np.stack([
+        np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 12.0**2)).ravel()
+        for r, c in ((10, 15), (35, 30))
+    ])  # fmt: skip
+    amp = 3 + np.cumsum(rng.normal(0, 0.3, (2, T)), axis=1)
+
+    def bg(n):
+        return amp[:, :n].T @ blobs
+
+    return h.make_movie(seed=seed, T=T, background=bg, centres=((12, 12), (34, 34)))
+
+
+def test_ring_refresh_learns_the_background():
+    m = _blob_movie()
+    p = h.params_for(**{
+        "online.slow_ring_refresh_period_frames": 50, "online.slow_ring_samples": 25,
+        "detection.enabled": False,
+    })  # fmt: skip
+    init = h.init_result(m, N_INIT)
+    init.b0[:] = m.Y[:N_INIT].reshape(N_INIT, -1).mean(0) - (m.A @ m.C[:, :N_INIT]).mean(1)
+    on = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    off = h.MiniLoop(init, m.Y[:N_INIT], p)
+    off.apply_w = False
+    off.run(m.Y[N_INIT:])
+    assert np.abs(on.W).max() > 0 and not off.W.any()
+    late = slice(-50, None)
+    e_on = float((on.residual[late] ** 2).mean())
+    e_off = float((off.residual[late] ** 2).mean())
+    # residual power above the noise floor (sigma = 1): the learnt W removes most of it
+    assert e_on - 1.0 < 0.4 * (e_off - 1.0), (e_on, e_off)
+    w_updates = [u for u in on.updates if u.w_stop > u.w_start]
+    assert w_updates and all(u.w_rows.shape == (u.w_stop - u.w_start, on.W.shape[1])
+                             for u in w_updates)  # fmt: skip
+
+
+def test_each_step_stays_within_its_work_slice():
+    m = h.make_movie(seed=1, T=500, first=[0, 0, 0, 250])
+    p = h.params_for(**{
+        "online.footprint_update_period_frames": 3, "online.slow_ring_refresh_period_frames": 40,
+        "detection.max_candidates_per_frame": 1, "online.slow_merge_checks_per_frame": 1,
+    })  # fmt: skip
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT])
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    for w in loop.work_log:
+        lim = slow_path.work_limits(loop.slow, p, w["K"])
+        for key, val in w.items():
+            if key != "K":
+                assert val <= lim[key], (key, val, lim[key])
+    # and the slices do cover the work: every neuron refreshed, W rows visited
+    assert sum(w["hals"] for w in loop.work_log) >= 3 * len(loop.work_log) // 3
+    assert sum(w["ring_pixels"] for w in loop.work_log) >= loop.W.shape[0]
+    assert sum(w["candidates"] for w in loop.work_log) >= 1
+
+
+def _col(v):
+    return scipy.sparse.csc_array(np.asarray(v, np.float32).reshape(-1, 1))
+
+
+def test_model_update_apply_footprints_order():
+    A = np.arange(1, 13, dtype=np.float32).reshape(3, 4)  # 3 pixels, 4 neurons
+    e = scipy.sparse.csc_array((3, 0), dtype=np.float32)
+    u = slow_path.ModelUpdate(
+        frame_index=0, replaced=np.array([1]), replaced_footprints=_col([9, 9, 9]),
+        merged_kept=np.array([0]), merged_absorbed=np.array([2]),
+        merged_footprints=_col([7, 7, 7]), removed=np.array([3]),
+        new_footprints=_col([1, 0, 1]), new_traces=np.zeros((1, 2), np.float32),
+        new_trace_frames=np.arange(2), new_g=np.full(1, 0.9, np.float32),
+        new_noise=np.ones(1, np.float32),
+    )  # fmt: skip
+    got = u.apply_footprints(scipy.sparse.csc_array(A)).toarray()
+    np.testing.assert_array_equal(got, [[7, 9, 1], [7, 9, 0], [7, 9, 1]])
+    assert u.survivors(4).tolist() == [0, 1]
+    assert e.shape == (3, 0)
+
+
+def test_state_round_trips_and_continues_identically(tmp_path):
+    m = h.make_movie(seed=1, T=420, first=[0, 0, 0, 250])
+    p = h.params_for()
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT])
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:300])
+    save_model(tmp_path / "slow.h5", p, loop.slow)
+    p2, slow2 = load_model(tmp_path / "slow.h5")
+    assert p2 == p and isinstance(slow2, slow_path.SlowPathState)
+    twin = copy.deepcopy(loop)
+    twin.slow = slow2
+    for name in ("stats", "ring", "det"):
+        a, b = getattr(loop.slow, name), getattr(slow2, name)
+        for f in dataclasses.fields(a):
+            va, vb = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(va, np.ndarray):
+                np.testing.assert_array_equal(va, vb, err_msg=f"{name}.{f.name}")
+            else:
+                assert va == vb, f"{name}.{f.name}"
+    loop.run(m.Y[300:])
+    twin.run(m.Y[300:])
+    np.testing.assert_array_equal(loop.A, twin.A)
+    assert [u.frame_index for u in loop.updates] == [u.frame_index for u in twin.updates]
+
+
+def test_observe_frame_rejects_a_stale_neuron_count():
+    m = h.make_movie(seed=1, T=210)
+    p = h.params_for()
+    slow = slow_path.init_slow_path(h.init_result(m, N_INIT), m.Y[:N_INIT], p)
+    with pytest.raises(ValueError, match="apply every ModelUpdate"):
+        slow_path.observe_frame(slow, 200, m.Y[200], np.zeros(3), m.Y[200] * 0, p)
