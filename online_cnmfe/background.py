@@ -126,8 +126,13 @@ def predict_grid(W: np.ndarray, offsets: np.ndarray, X: np.ndarray) -> np.ndarra
 
 
 def fit_ring_background(
-    Y: np.ndarray, A, C: np.ndarray, params: BackgroundParams, neuron_diameter_px: float
-) -> RingBackground:
+    Y: np.ndarray,
+    A,
+    C: np.ndarray,
+    params: BackgroundParams,
+    neuron_diameter_px: float,
+    return_grid: bool = False,
+):
     """Fit b0 and the ring weights W from frames, footprints and traces.
 
     Parameters
@@ -137,10 +142,13 @@ def fit_ring_background(
     C : ndarray of shape (K, T), float32
     params : BackgroundParams
     neuron_diameter_px : float
+    return_grid : bool
+        Also return the grid residual ``X = D (Y - A C - b0)`` (T, hb, wb) it was fitted on
+        (before clipping), for :func:`subtract_background`.
 
     Returns
     -------
-    RingBackground
+    RingBackground, or (RingBackground, X) with ``return_grid``
     """
     T, H, W_ = Y.shape
     if A.shape[0] != H * W_ or C.shape != (A.shape[1], T):
@@ -159,17 +167,28 @@ def fit_ring_background(
     if params.outlier_clip_sigma > 0:
         P = predict_grid(W, offsets, X)
         E = X - P
-        med = np.median(E, axis=0)
-        sigma = 1.4826 * np.median(np.abs(E - med), axis=0) + 1e-12
-        clip = X > P + params.outlier_clip_sigma * sigma
+        # robust residual scale per grid pixel (MAD over at most ~128 evenly spread frames)
+        sub = E[:: max(1, T // 128)]
+        med = np.median(sub, axis=0)
+        sigma = 1.4826 * np.median(np.abs(sub - med), axis=0) + 1e-12
+        clip = E > params.outlier_clip_sigma * sigma
         logger.debug("ring fit: %.2f%% of grid entries clipped", 100 * clip.mean())
-        X = np.where(clip, P, X)
-        W = solve_ring_weights(X, offsets, params.ridge)
-    return RingBackground(W=W, b0=b0, offsets=offsets, ssub=ssub, dims=(H, W_))
+        Xc = np.where(clip, P, X)
+        del P, E
+        W = solve_ring_weights(Xc, offsets, params.ridge)
+    bg = RingBackground(W=W, b0=b0, offsets=offsets, ssub=ssub, dims=(H, W_))
+    if return_grid:
+        return bg, X
+    return bg
 
 
 def subtract_background(
-    Y: np.ndarray, A, C: np.ndarray, bg: RingBackground, out: np.ndarray | None = None
+    Y: np.ndarray,
+    A,
+    C: np.ndarray,
+    bg: RingBackground,
+    out: np.ndarray | None = None,
+    grid: np.ndarray | None = None,
 ) -> np.ndarray:
     """``Y - B`` with ``B = b0 + U W D (Y - A C - b0)`` for every frame.
 
@@ -179,6 +198,8 @@ def subtract_background(
     A, C : footprints (n_pixels, K) and traces (K, T)
     bg : RingBackground
     out : ndarray of shape (T, H, W), float32, optional
+    grid : ndarray of shape (T, hb, wb), optional
+        ``D (Y - A C - b0)`` when already computed (see :func:`fit_ring_background`).
 
     Returns
     -------
@@ -187,7 +208,7 @@ def subtract_background(
     T, H, W_ = Y.shape
     if out is None:
         out = np.empty((T, H, W_), np.float32)
-    X = residual_grid(Y, A, C, bg.b0, bg.ssub)
+    X = residual_grid(Y, A, C, bg.b0, bg.ssub) if grid is None else grid
     hb, wb = bg.grid
     pred = np.empty((hb, wb), np.float32)
     up = np.empty((H, W_), np.float32)

@@ -40,6 +40,14 @@ from online_cnmfe.summary_images import center_psf_kernel, summary_images
 logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
+KAPPA_FACTOR = 2.0
+
+
+def _filter_response(kernel: np.ndarray, sigma: float) -> float:
+    """Centre value of the filtered image of a unit-peak Gaussian of ``sigma`` pixels."""
+    r = kernel.shape[0] // 2
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return float((kernel * np.exp(-(yy**2 + xx**2) / (2 * sigma**2))).sum())
 
 
 class _Progress:
@@ -147,6 +155,7 @@ class _Fit:
         self.order = params.deconv.ar_order
         # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
         self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
+        self.max_kappa = KAPPA_FACTOR / _filter_response(self.kernel, d / 4.0)
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
         self.C_raw = np.zeros((0, self.T), np.float32)
@@ -162,11 +171,11 @@ class _Fit:
         return self.C.shape[0]
 
     # ---- seeding --------------------------------------------------------------------------
-    def seed(self, data: np.ndarray, min_corr: float, min_pnr: float):
+    def seed(self, data: np.ndarray, min_corr: float, min_pnr: float, raw=None):
         """Seed on ``data`` (frames or a residual) and append the new neurons."""
         filtered, images = summary_images(data, self.gsig)
         filtered -= images.filtered_mean[None]
-        raw = data.copy()
+        raw = data.copy() if raw is None else raw
         res = seed_neurons(
             filtered,
             raw,
@@ -179,6 +188,7 @@ class _Fit:
             kernel=self.kernel,
             max_neurons=max(0, self.p.init.max_neurons - self.K),
             max_halfmax_area=self.max_halfmax_area,
+            max_kappa=self.max_kappa,
         )
         del filtered, raw
         if res.n_components:
@@ -212,14 +222,22 @@ class _Fit:
 
     def fit_background(self) -> None:
         Ctot = self.full_traces()
-        self.bg = bgmod.fit_ring_background(self.Y, self.A, Ctot, self.p.background, self.diameter)
-        Yb = bgmod.subtract_background(self.Y, self.A, Ctot, self.bg)
+        self.bg, grid = bgmod.fit_ring_background(
+            self.Y, self.A, Ctot, self.p.background, self.diameter, return_grid=True
+        )
+        Yb = bgmod.subtract_background(self.Y, self.A, Ctot, self.bg, grid=grid)
+        del grid
         self.Yt = np.ascontiguousarray(Yb.reshape(self.T, -1).T)
 
     def residual(self) -> np.ndarray:
         """``(Y - B) - A (C + b)`` as (T, H, W)."""
         R = self.Yt - np.asarray(self.A @ self.full_traces(), np.float32)
         return np.ascontiguousarray(R.T).reshape(self.T, self.H, self.W)
+
+    def raw_residual(self) -> np.ndarray:
+        """``Y - A (C + b)`` as (T, H, W): the frames without the known neurons."""
+        AC = np.asarray(self.A @ self.full_traces(), np.float32)
+        return self.Y - np.ascontiguousarray(AC.T).reshape(self.T, self.H, self.W)
 
     # ---- traces -------------------------------------------------------------------------
     def update_traces(self, n_sweeps: int = 2, estimate: bool = True) -> None:
@@ -375,7 +393,9 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             n_merged = fit.merge()
             bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
             if it < ip.reseed_passes:
-                n_new, _ = fit.seed(fit.residual(), ip.min_corr, ip.min_pnr)
+                n_new, _ = fit.seed(
+                    fit.residual(), ip.reseed_min_corr, ip.reseed_min_pnr, raw=fit.raw_residual()
+                )
                 if n_new:
                     fit.update_traces(estimate=True)
             bar.step(f"reseeding {it + 1}")

@@ -97,6 +97,7 @@ def extract_ac(
     box_shape,
     min_pixel: int,
     max_halfmax_area: float = np.inf,
+    max_kappa: float = np.inf,
 ):
     """Footprint and trace of the neuron at pixel ``ctr`` of a box (CaImAn ``extract_ac``).
 
@@ -111,6 +112,10 @@ def extract_ac(
     max_halfmax_area : float
         Footprints with more pixels above half their maximum are rejected as out-of-focus
         structure (neuropil, background blobs) rather than in-focus neurons.
+    max_kappa : float
+        Seeds whose raw signal at the seed pixel exceeds ``max_kappa`` times its filtered
+        signal are out-of-focus structure (a neuron of the expected size gives about
+        ``1 / (kernel * gaussian)(0)``, about 10 at diameter 13).
 
     Returns
     -------
@@ -127,13 +132,25 @@ def extract_ac(
     bg = corr < MAX_CORR_BG
     T = fbox.shape[1]
     cols = [ci, np.ones(T, np.float32)]
-    if bg.sum() > 10:
-        cols.insert(1, np.median(rbox[bg], axis=0))
+    bg_idx = np.flatnonzero(bg)
+    if bg_idx.size > 10:
+        # median of (at most ~64 evenly spread) uncorrelated pixels: the local background
+        bg_idx = bg_idx[:: max(1, bg_idx.size // 64)]
+        cols.insert(1, np.median(rbox[bg_idx], axis=0))
     X = np.stack(cols, axis=1).astype(np.float64)
-    coef = np.linalg.lstsq(X, rbox.T.astype(np.float64), rcond=None)[0]
+    G = X.T @ X
+    G += 1e-9 * np.trace(G) * np.eye(G.shape[0])
+    coef = np.linalg.solve(G, (rbox @ X.astype(np.float32)).T.astype(np.float64))
     ai = np.maximum(coef[0], 0).reshape(box_shape)
     if ai.max() <= 0:
         return None, ci
+    if max_kappa < np.inf:
+        # out-of-focus test: raw-to-filtered amplitude ratio of the seed pixel's signal; the
+        # mean-centred filter attenuates broad (out-of-focus) sources much more than neurons
+        cc0 = ci - ci.mean()
+        kappa = float(rbox[ctr] @ cc0) / max(float(fbox[ctr] @ cc0), 1e-12)
+        if kappa > max_kappa:
+            return None, ci
     ai[ai < FOOTPRINT_REL_THRESHOLD * ai.max()] = 0
     labels, _ = scipy.ndimage.label(ai > 0, structure=np.ones((3, 3)))
     lab = labels.ravel()[ctr]
@@ -163,6 +180,7 @@ def seed_neurons(
     thresh: float = 2.0,
     min_pixel: int = 3,
     max_halfmax_area: float = np.inf,
+    max_kappa: float = np.inf,
     progress=None,
 ) -> SeedResult:
     """Greedy corr x PNR seeding; ``filtered``, ``raw``, ``cn``, ``pnr`` are updated in place.
@@ -186,8 +204,8 @@ def seed_neurons(
     thresh : float
         Correlation-image threshold in units of sn.
     min_pixel : int
-    max_halfmax_area : float
-        See :func:`extract_ac`.
+    max_halfmax_area, max_kappa : float
+        Out-of-focus tests, see :func:`extract_ac`.
     progress : callable(int) or None
         Called with the number of neurons found so far after each one.
 
@@ -236,8 +254,11 @@ def seed_neurons(
                 (h, w),
                 min_pixel,
                 max_halfmax_area,
+                max_kappa,
             )
             if ai is None:
+                # nothing neuron-like here: do not try the seed's immediate neighbours again
+                searched[_box(r, c, win // 2, dims)] = True
                 continue
             a2 = ai.reshape(h, w)
             raw[:, rs, cs] -= ci[:, None, None] * a2[None]
