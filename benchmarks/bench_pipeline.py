@@ -41,7 +41,7 @@ from online_cnmfe._kernels import ring as kring  # noqa: E402
 from online_cnmfe.frame_result import FrameResult  # noqa: E402
 from online_cnmfe.init_result import InitResult  # noqa: E402
 from online_cnmfe.model import OnlineCNMFE  # noqa: E402
-from online_cnmfe.params import CNMFEParams  # noqa: E402
+from online_cnmfe.params import CNMFEParams, parse_overrides  # noqa: E402
 from online_cnmfe.traces import grid_shape  # noqa: E402
 
 
@@ -160,6 +160,8 @@ def scenario_sim(args) -> dict:
             "detection": {"enabled": not args.no_slow_path},
         }
     )
+    if args.overrides:
+        params = params.replace(**parse_overrides(args.overrides))
     t_wall = time.perf_counter()
     init_frames = sim.frames(0, args.init_frames)
     t0 = time.perf_counter()
@@ -297,6 +299,14 @@ def main() -> None:
     p.add_argument("--minian-repeats", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-slow-path", action="store_true", help="critical path only")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="parameter override, e.g. online.footprint_update_period_frames=100000",
+    )
     args = p.parse_args()
     if args.scenario == "v4" and args.neurons == 300:
         args.neurons = 500
