@@ -132,4 +132,10 @@ def solve_slice(
 
 
 def pixels_per_step(n_bg: int, period: int) -> int:
+    """Upper bound of the grid pixels re-solved on one step."""
     return int(math.ceil(n_bg / period))
+
+
+def pixels_at(t: int, n_bg: int, period: int) -> int:
+    """Pixels to re-solve at frame t so that exactly n_bg are solved per ``period`` frames."""
+    return (t + 1) * n_bg // period - t * n_bg // period

@@ -367,7 +367,8 @@ def slow_step(
     ch = _Changes()
     _ring_slice(slow, model_view, params, ch, t)
     buffer = (model_view.residual, model_view.c_buffer, model_view.residual_frame >= 0)
-    n_fp = min(K, math.ceil(K / params.online.footprint_update_period_frames))
+    P = params.online.footprint_update_period_frames
+    n_fp = min(K, (t + 1) * K // P - t * K // P)  # exactly K refreshes per period
     for _ in range(n_fp):
         k = fs.cursor % K
         fs.cursor = (k + 1) % K
@@ -393,7 +394,7 @@ def _ring_slice(slow, view, params, ch: _Changes, t: int) -> None:
         if rr.ingest_pending(ring, b0, params.background.outlier_clip_sigma):
             slow.work.ring_samples += 1
     n_bg = ring.W_out.shape[0]
-    n_px = rr.pixels_per_step(n_bg, params.online.slow_ring_refresh_period_frames)
+    n_px = rr.pixels_at(t, n_bg, params.online.slow_ring_refresh_period_frames)
     W0 = np.ascontiguousarray(view.W, np.float32)
     out = rr.solve_slice(ring, W0, t, n_px, slow.lam, params.online.slow_ring_prior_samples)
     if out is not None:
