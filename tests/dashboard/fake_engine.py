@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.sparse
 import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -53,11 +54,22 @@ class SyntheticSession:
         self.n_initial, self.born_every = n_neurons, born_every
         self.total = total
         rr, cc = np.mgrid[0:h, 0:w]
-        self.A = np.zeros((h * w, total), np.float32)
-        for k, (r, c) in enumerate(self.centers):
-            blob = np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 2.5**2))
-            blob[blob < 0.05] = 0
-            self.A[:, k] = blob.ravel()
+        rows, cols, vals = [], [], []
+        for k, (r, c) in enumerate(self.centers):  # Gaussian blobs, cut at 5 % of the peak
+            r0, r1 = max(0, int(r) - 7), min(h, int(r) + 8)
+            c0, c1 = max(0, int(c) - 7), min(w, int(c) + 8)
+            br, bc = np.mgrid[r0:r1, c0:c1]
+            blob = np.exp(-((br - r) ** 2 + (bc - c) ** 2) / (2 * 2.5**2))
+            keep = blob >= 0.05
+            rows.append((br * w + bc)[keep])
+            cols.append(np.full(keep.sum(), k))
+            vals.append(blob[keep])
+        self.A = scipy.sparse.csc_array(
+            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(h * w, total),
+        )
+        self.A.sort_indices()
+        self.image_downsample = max(1, int(np.ceil(max(h, w) / 256)))  # like the engine
         self.c = np.zeros(total, np.float32)
         self.gamma = 0.92
         self.rates = self.rng.uniform(0.02, 0.12, total)
@@ -72,11 +84,8 @@ class SyntheticSession:
 
     def footprints_message(self, frame: int):
         """The ``footprints`` message (encoded frames) of the neurons alive at ``frame``."""
-        import scipy.sparse
-
         k = self.n_alive(frame)
-        A = scipy.sparse.csc_array(self.A[:, :k])
-        A.sort_indices()
+        A = self.A[:, :k]
         ids = np.arange(k, dtype=np.int64) + 100
         return rs.encode_footprints(A, ids, self.footprints_version, self.dims)
 
@@ -116,19 +125,25 @@ class SyntheticSession:
         """Image layers of the current frame."""
         h, w = self.dims
         k = self.n_alive(frame)
-        ac = (self.A[:, :k] @ (40 * self.c[:k])).reshape(h, w)
+        ac = (self.A[:, :k] @ (40 * self.c[:k])).reshape(h, w).astype(np.float32)
         noise = self.rng.normal(0, 4, (h, w)).astype(np.float32)
         raw = self.bg + ac + noise
         np.maximum(self.vmax, raw, out=self.vmax)
+        d = self.image_downsample
         layers = {
             "raw": raw,
             "background_subtracted": ac + noise,
             "denoised": ac,
             "residual": noise,
-            "corr_pnr": (self.A[:, :k].max(axis=1).reshape(h, w) * 20).astype(np.float32),
+            "corr_pnr": 20 * ac / max(float(ac.max()), 1e-6),
             "max_projection": self.vmax,
         }
-        return [rs.encode_image(frame, name, img, 1) for name, img in layers.items()]
+
+        def block_mean(img: np.ndarray) -> np.ndarray:
+            hh, ww = img.shape[0] // d * d, img.shape[1] // d * d
+            return img[:hh, :ww].reshape(hh // d, d, ww // d, d).mean(axis=(1, 3))
+
+        return [rs.encode_image(frame, n, block_mean(im), d) for n, im in layers.items()]
 
     def status(self, frame: int, fps: float, phase: str = "running"):
         return rs.encode_status(
