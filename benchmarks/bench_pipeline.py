@@ -268,22 +268,28 @@ def scenario_minian(args) -> dict:
     model.initialize_from(init, movie[:n_init])
     reps = args.minian_repeats
     n = (T - n_init) * reps
-    raws = []
 
     def source(j):
         return movie[n_init + j % (T - n_init)]
 
     times = np.zeros(n)
+    first_pass = np.full((len(C), T - n_init), np.nan)
     for j in range(n):
         r = model.process_frame(source(j))
         times[j] = r.timings_ms["total"]
         if j < T - n_init:
-            raws.append(r.C_raw)
-    ours = np.stack(raws, 1)
-    corr = [np.corrcoef(ours[k], C[k, n_init:])[0, 1] for k in range(len(C))]
+            keep = r.neuron_ids < len(C)  # minian's units keep ids 0..K-1 until merged/removed
+            first_pass[r.neuron_ids[keep], j] = r.C_raw[keep]
+    corr = [
+        np.corrcoef(first_pass[k], C[k, n_init:])[0, 1]
+        for k in range(len(C))
+        if np.isfinite(first_pass[k]).all() and first_pass[k].std() > 0
+    ]
     return {
         "scenario": "minian", "dims": [H, W], "neurons": len(C), **_summary(times),
         "trace_corr_vs_minian_median": float(np.nanmedian(corr)),
+        "units_compared": len(corr), "final_neurons": model.n_components,
+        "slow_path": model._slow is not None,
     }  # fmt: skip
 
 

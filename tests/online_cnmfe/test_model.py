@@ -129,3 +129,22 @@ def test_memory_is_flat(movie, init):
         model.process_frame(f)
     assert nbytes() == before
     assert model.state.residual_frame.max() == N_FRAMES - 1
+
+
+def test_zero_neurons_still_tracks_background(movie, init):
+    import dataclasses
+
+    import scipy.sparse
+
+    empty = dataclasses.replace(
+        init,
+        A=scipy.sparse.csc_array((init.A.shape[0], 0), dtype=np.float32),
+        C=init.C[:0], S=init.S[:0], C_raw=init.C_raw[:0], g=np.zeros((0, 1), np.float32),
+        trace_noise=np.zeros(0, np.float32),
+    )  # fmt: skip
+    model = OnlineCNMFE(_params())
+    model.initialize_from(empty, movie.frames[:N_INIT])
+    for f in movie.frames[N_INIT : N_INIT + 10]:
+        r = model.process_frame(f)
+        assert r.C.shape == (0,) and not r.skipped
+    assert model.n_components == 0 and model.footprints.shape == (64 * 64, 0)
