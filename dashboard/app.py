@@ -53,7 +53,7 @@ class ResultsSubscriber:
     def __init__(self, address: str, context: zmq.Context | None = None) -> None:
         self.address = address
         self._ctx = context or zmq.Context.instance()
-        self.data = self._socket(DATA_TOPICS, hwm=100_000)
+        self.data = self._socket(DATA_TOPICS, hwm=10_000)  # ~5 min of traces at 30 Hz
         self.images = self._socket(("image",), hwm=2)
         self.n_images_dropped = 0
 
