@@ -44,6 +44,8 @@ def find_partner(fs: suffstats.FootprintStats, i: int, view, params: CNMFEParams
         if j == i:
             continue
         sj = fs.slot_of[j]
+        if long_corr(fs, si, sj) <= best_r:
+            continue
         n = fs.sup_n[sj]
         supp = fs.sup_idx[sj, :n][fs.a_sup[sj, :n] > 0]
         if not np.isin(supp, region, assume_unique=True).any():

@@ -304,15 +304,15 @@ def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer) -> bool:
     )
     a = out[:n]
     peak = float(a.max()) if n else 0.0
-    if peak <= 0.0:
-        fs.a_sup[s, :n] = 0.0
-        return False
     old_pix = fs.sup_idx[s, :n].copy()
     sd = fs.pixel_noise[old_pix] / math.sqrt(max(fs.n_eff * float(fs.cc[s, s]), 1e-12))
+    if peak <= 0.0 and float(np.median(sd)) < 0.1 * float(fs.a_sup[s, :n].max()):
+        fs.a_sup[s, :n] = 0.0  # well measured and explained by the others: collapsed
+        return False
     a[(a < _REL_THRESHOLD * peak) | (a < _NOISE_Z * sd)] = 0.0
     if not a.any():
-        fs.a_sup[s, :n] = 0.0
-        return False
+        fs.n_refused += 1  # too little activity to measure the footprint: keep it
+        return True
     a[~_main_component(old_pix, a, int(fs.dims[1]))] = 0.0
     a_prev = fs.a_sup[s, :n]
     if float(a @ a_prev) < _TRUST_COS * math.sqrt(float(a @ a) * float(a_prev @ a_prev)):
@@ -384,7 +384,7 @@ def _seed_cy(fs: FootprintStats, k: int, pix: np.ndarray, nbrs: np.ndarray, buff
         n = fs.sup_n[s]
         peak = float(fs.a_sup[s, :n].max()) if n else 0.0
         if cc > 0 and peak > 0:
-            a_hat = (ck @ resid[ok][:, pix]) / cc
+            a_hat = (ck @ resid[np.ix_(np.flatnonzero(ok), pix)]) / cc
             informed = a_hat > _SEED_Z * fs.pixel_noise[pix] / math.sqrt(cc)
             a_hat = np.minimum(a_hat, peak)  # a margin pixel never exceeds the current peak
             out[informed] += a_hat[informed].astype(np.float32) * fs.cc[s, s]
