@@ -308,8 +308,8 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
     params = CNMFEParams.from_dict({"init": {"init_frames": init}})
     model = OnlineCNMFE(params)
     model.initialize(frames[:init])
-    signals = {"zscore4": ("zscore", 4.0, 1.0), "zscore6": ("zscore", 6.0, 2.0),
-               "spike": ("spike", 1e-3, None)}  # fmt: skip
+    signals = {"zscore4": ("zscore", 4.0, 1.0), "rise4": ("rise", 4.0, 1.0),
+               "rise5": ("rise", 5.0, 1.0), "spike": ("spike", 1e-3, None)}  # fmt: skip
     rules = []
     for k in range(neurons):
         centre = [float(v) for v in truth.centres[k]]
@@ -331,14 +331,19 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
         eng.on_frame(model.process_frame(frames[t]), {"frame_index": t})
     out = {}
     minutes = (n_frames - init) / sp.frame_rate_hz / 60
+    state = {r["name"]: r["state"] for r in eng.list_rules()}
+    found = [k for k in range(neurons) if state[f"zscore4_{k}"]["active"]]
     for name in signals:
-        hits = n_big = false = n_trig = 0
+        hits = n_big = false = n_trig = hits_found = n_found = 0
         for k in range(neurons):
             fired = np.array([r.frame_index for r in eng.fired if r.rule == f"{name}_{k}"], int)
             s = spikes[k]
             big = [t for t in np.nonzero(s >= 5)[0] if t >= init + 20]
             n_big += len(big)
-            hits += sum(bool(np.any((fired >= t) & (fired <= t + tol))) for t in big)
+            hit = sum(bool(np.any((fired >= t) & (fired <= t + tol))) for t in big)
+            hits += hit
+            if k in found:
+                hits_found, n_found = hits_found + hit, n_found + len(big)
             any_spike = np.nonzero(s > 0)[0]
             for f in fired:
                 n_trig += 1
@@ -346,7 +351,9 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
         out[name] = {
             "hit_rate_pnr5": hits / max(n_big, 1), "n_spikes_pnr5": n_big, "n_triggers": n_trig,
             "false_alarms": false, "false_per_neuron_min": false / neurons / minutes,
+            "hit_rate_pnr5_found": hits_found / max(n_found, 1),
         }  # fmt: skip
+    out["n_true_neurons_found"] = len(found)
     out["n_model_neurons"] = int(len(model.neuron_ids))
     return out
 

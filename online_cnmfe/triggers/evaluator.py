@@ -335,7 +335,7 @@ class TriggerEngine:
             else:  # off-contract dtype: still correct, one small temporary
                 rt.x[:] = vec[rt.idx]
             if rt.zs is not None:
-                rt.zs.update(rt.x, rt.x)
+                rt.zs.update(rt.x, rt.x, rule.signal == "rise")
             if not rt.enabled:
                 continue
             if rt.reset:
@@ -432,7 +432,7 @@ class TriggerEngine:
     def _bind(self, rt: _RuleRuntime) -> None:
         rule = rt.rule
         rt.bound_to = self._bind_version
-        zs = self._zs_params if rule.signal == "zscore" else None
+        zs = self._zs_params if rule.signal in ("zscore", "rise") else None
         if rule.neurons is not None:
             wanted = np.asarray(rule.neurons, dtype=np.int64)
             cols = self._columns(wanted)

@@ -9,7 +9,8 @@ naming the rule, the key, the value received and what is allowed.
 
 Signals (per neuron, at frame t; all final at t): ``spike`` = S (causal deconvolved activity),
 ``calcium`` = C (denoised), ``raw`` = C_raw (demixed, before deconvolution), ``zscore`` = C_raw
-standardised by its running baseline and noise (see :mod:`online_cnmfe.triggers.zscore`).
+standardised by its running baseline and noise, ``rise`` = the frame-to-frame increase of C_raw
+in units of its noise (a spike's jump; see :mod:`online_cnmfe.triggers.zscore`).
 
 Conditions (all edge-triggered; a firing needs a new crossing, never a level that stays high):
 
@@ -55,7 +56,7 @@ __all__ = [
     "rule_to_dict",
 ]
 
-SIGNALS = ("spike", "calcium", "raw", "zscore")
+SIGNALS = ("spike", "calcium", "raw", "zscore", "rise")
 CONDITIONS = ("threshold", "k_of_n", "ensemble")
 ACTIONS = ("publish", "serial", "callback")
 REGION_SHAPES = ("rectangle", "circle", "polygon")

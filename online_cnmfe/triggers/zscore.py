@@ -1,4 +1,6 @@
-"""Running, causal z-score of raw traces: ``z_t = (x_t - mu_{t-1}) / sigma_{t-1}``.
+"""Running, causal z-score of raw traces: ``z_t = (x_t - mu_{t-1}) / sigma_{t-1}``, and of their
+rises: ``r_t = (x_t - x_{t-1}) / (sqrt(2) sigma_{t-1})`` (the jump a spike makes, which a slowly
+decaying transient does not hide).
 
 Per neuron, from the samples up to the previous frame only (so a sample never normalises itself):
 
@@ -20,6 +22,7 @@ import math
 import numpy as np
 
 _SQRT_PI_2 = math.sqrt(math.pi) / 2.0
+_SQRT_2 = math.sqrt(2.0)
 _WINSOR = 5.0
 _CLIP_SIGMA = 3.0
 
@@ -58,7 +61,7 @@ class RunningZScore:
         """Current noise estimate of each trace (0 before two samples)."""
         return self.mad * _SQRT_PI_2
 
-    def update(self, x: np.ndarray, z_out: np.ndarray) -> None:
+    def update(self, x: np.ndarray, z_out: np.ndarray, rise: bool = False) -> None:
         """Write the z-scores of samples ``x`` into ``z_out``, then fold ``x`` into the state.
 
         Parameters
@@ -67,12 +70,17 @@ class RunningZScore:
             This frame's samples.
         z_out : ndarray of shape (n,)
             Output; may be ``x`` itself.
+        rise : bool
+            Write the z-scored first difference ``(x - x_prev) / (sqrt(2) sigma)`` instead.
         """
         x = np.array(x, dtype=np.float64)  # own copy: x may alias z_out
         sigma = np.maximum(self.mad * _SQRT_PI_2, 1e-12)
         ready = self.n_seen >= self.warmup
         d = x - self.mu
-        np.divide(d, sigma, out=z_out, where=ready)
+        if rise:
+            np.divide(x - self.prev, sigma * _SQRT_2, out=z_out, where=ready)
+        else:
+            np.divide(d, sigma, out=z_out, where=ready)
         z_out[~ready] = 0.0
         # noise from first differences (count of differences = n_seen after this frame - 1)
         self.n_seen += 1

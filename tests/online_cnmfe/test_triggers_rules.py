@@ -34,7 +34,8 @@ def frame(t, ids, values, signal="spike", **kw):
     v = np.asarray(values, np.float32)
     z = np.zeros_like(v)
     arrays = {"S": z, "C": z, "C_raw": z}
-    arrays[{"spike": "S", "calcium": "C", "raw": "C_raw", "zscore": "C_raw"}[signal]] = v
+    field = {"spike": "S", "calcium": "C"}.get(signal, "C_raw")
+    arrays[field] = v
     return FrameResult(
         t, np.asarray(ids, np.int64), arrays["C"], arrays["S"], arrays["C_raw"], **kw
     )
@@ -221,6 +222,21 @@ def test_zscore_rule_fires_exactly_at_injected_events(rng):
     # the same events on the neuron with 5x larger noise are invisible
     eng = TriggerEngine([rule(neurons=[2], signal="zscore", threshold=6.0)], frame_rate_hz=20)
     assert run(eng, x, signal="zscore") == []
+
+
+def test_rise_rule_catches_spikes_riding_on_a_transient(rng):
+    T, sigma, g = 1500, 1.0, 0.95
+    spikes = np.zeros(T)
+    events = [300, 304, 600, 603, 606, 1000]  # bursts: each spike lands on the last transient
+    spikes[events] = 15.0
+    calcium = np.zeros(T)
+    for t in range(1, T):
+        calcium[t] = g * calcium[t - 1] + spikes[t]
+    x = calcium + sigma * rng.standard_normal(T)
+    rise = TriggerEngine([rule(neurons=[0], signal="rise", threshold=6.0, release=2.0)])
+    assert run(rise, x, signal="rise") == events
+    level = TriggerEngine([rule(neurons=[0], signal="zscore", threshold=6.0, release=2.0)])
+    assert run(level, x, signal="zscore") == [300, 600, 1000]  # the level stays high in a burst
 
 
 # ---- regions ------------------------------------------------------------------------------
