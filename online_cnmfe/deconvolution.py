@@ -127,6 +127,8 @@ def deconvolve_batch(
     """
     Y = np.ascontiguousarray(traces, np.float32)
     K, T = Y.shape
+    if K == 0:
+        return np.zeros((0, T), np.float32), np.zeros((0, T), np.float32), np.zeros(0, np.float32)
     g = np.asarray(g, np.float64).reshape(K, -1)
     g1 = np.array([decay_root(g[k]) for k in range(K)], np.float32)
     sn = np.asarray(noise, np.float32).reshape(K)
@@ -136,8 +138,6 @@ def deconvolve_batch(
     lam = (params.sparsity_penalty * sn).astype(np.float32)
     C = np.zeros((K, T), np.float32)
     S = np.zeros((K, T), np.float32)
-    if K == 0:
-        return C, S, np.zeros(0, np.float32)
     b = (np.percentile(Y, 10, axis=1) + 1.28 * sn).astype(np.float32)
     for it in range(baseline_iters + 1):
         oasis_ar1_all(Y - b[:, None], g1, lam, s_min, C, S)

@@ -192,3 +192,53 @@ def weighted_ring_gram_ref(X, weights, offsets):
             XXt[p] += weights[t] * np.outer(v, v)
             Xx[p] += weights[t] * v * X[t, i, j]
     return XXt, Xx
+
+
+# ---- initialisation (summary images, HALS footprints) -------------------------------------
+
+
+def local_correlation_ref(X: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """Mean Pearson correlation with the 8 neighbours of (X - mean_t X) thresholded at thr."""
+    Z = X.astype(np.float64) - X.mean(axis=0, dtype=np.float64)
+    Z[Z < thr[None]] = 0
+    T, H, W = Z.shape
+    Z = Z - Z.mean(axis=0)
+    sd = Z.std(axis=0)
+    out = np.zeros((H, W))
+    for i in range(H):
+        for j in range(W):
+            vals = []
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    ii, jj = i + di, j + dj
+                    if (di or dj) and 0 <= ii < H and 0 <= jj < W:
+                        if sd[i, j] > 0 and sd[ii, jj] > 0:
+                            vals.append(
+                                (Z[:, i, j] * Z[:, ii, jj]).mean() / (sd[i, j] * sd[ii, jj])
+                            )
+                        else:
+                            vals.append(0.0)
+            out[i, j] = np.mean(vals)
+    return out
+
+
+def noise_psd_ref(y: np.ndarray) -> float:
+    """CaImAn get_noise_fft ('mean'): sqrt of the mean PSD over normalised frequency (0.25, 0.5]."""
+    T = len(y)
+    ff = np.arange(T // 2 + 1) / T
+    xdft = np.fft.rfft(np.asarray(y, np.float64))
+    psd = np.abs(xdft) ** 2 / T
+    return float(np.sqrt(psd[(ff > 0.25) & (ff <= 0.5)].mean()))
+
+
+def hals_footprints_ref(A, CY, CC, allowed, comps, n_sweeps):
+    """Dense HALS loop: a[p, k] <- max(0, a[p, k] + (CY[p, k] - A[p] CC[:, k]) / CC[k, k])."""
+    A = np.array(A, np.float64)
+    for _ in range(n_sweeps):
+        for k in comps:
+            for p in np.flatnonzero(allowed[:, k]):
+                if CC[k, k] <= 0:
+                    A[p, k] = 0.0
+                    continue
+                A[p, k] = max(0.0, A[p, k] + (CY[p, k] - A[p] @ CC[:, k]) / CC[k, k])
+    return A
