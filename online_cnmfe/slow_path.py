@@ -510,6 +510,8 @@ def _bbox(pix: np.ndarray, W: int) -> np.ndarray:
 
 
 def _csc(cols: list[tuple[np.ndarray, np.ndarray]], n_pixels: int) -> scipy.sparse.csc_array:
+    if not cols:
+        return scipy.sparse.csc_array((n_pixels, 0), dtype=np.float32)
     indptr = np.zeros(len(cols) + 1, np.int64)
     indptr[1:] = np.cumsum([len(p) for p, _ in cols])
     idx = np.concatenate([p for p, _ in cols]).astype(np.int32) if cols else np.zeros(0, np.int32)
@@ -531,9 +533,11 @@ def _finish(slow, view, params, ch: _Changes, t: int) -> ModelUpdate | None:
         fs.sup_n[s] = 0
         fs.bbox[s] = 0
     gone = ch.gone()
-    survivors = np.array([k for k in range(K) if k not in gone], np.int64)
-    new_slots = np.array([s for s, _ in ch.births], np.int32)
-    fs.slot_of = np.ascontiguousarray(np.concatenate([fs.slot_of[survivors], new_slots]))
+    if gone or ch.births:
+        keep = np.ones(K, bool)
+        keep[list(gone)] = False
+        new_slots = np.array([s for s, _ in ch.births], np.int32)
+        fs.slot_of = np.ascontiguousarray(np.concatenate([fs.slot_of[keep], new_slots]))
     nK = max(fs.n_components, 1)
     fs.cursor %= nK
     slow.merge_cursor %= nK
@@ -543,12 +547,13 @@ def _finish(slow, view, params, ch: _Changes, t: int) -> ModelUpdate | None:
     slow.work.total_removals += len(ch.removed)
     rep = sorted(k for k in ch.replaced if k not in gone)
     g = np.asarray(view.g, np.float32)
-    g_med = np.median(g, axis=0) if g.shape[0] else np.full(g.shape[1:], 0.9, np.float32)
     births = [res for _, res in ch.births]
     if births:
+        g_med = np.median(g, axis=0) if g.shape[0] else np.full(g.shape[1:], 0.9, np.float32)
         frames = births[0]["frames"]
         traces = np.stack([b["trace"] for b in births]).astype(np.float32)
     else:
+        g_med = np.zeros(g.shape[1:], np.float32)
         frames, traces = np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     w_start, w_stop, w_rows = ch.w if ch.w else (0, 0, np.zeros((0, 0), np.float32))
     return ModelUpdate(

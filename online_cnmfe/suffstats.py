@@ -313,12 +313,21 @@ def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer) -> bool:
     if not a.any():
         fs.n_refused += 1  # too little activity to measure the footprint: keep it
         return True
-    a[~_main_component(old_pix, a, int(fs.dims[1]))] = 0.0
     a_prev = fs.a_sup[s, :n]
+    same_support = np.array_equal(a > 0, a_prev > 0)
+    if not same_support:
+        a[~_main_component(old_pix, a, int(fs.dims[1]))] = 0.0
     if float(a @ a_prev) < _TRUST_COS * math.sqrt(float(a @ a) * float(a_prev @ a_prev)):
         fs.n_refused += 1  # a jump, not a refinement: keep the footprint (stats keep moving)
         return True
     old_cy = fs.cy[s, :n].copy()
+    if same_support:  # region unchanged: only the margin is re-estimated
+        margin = a == 0
+        if margin.any():
+            seed, informed = _seed_cy(fs, k, old_pix[margin], nbrs, buffer)
+            fs.cy[s, :n][margin] = np.where(informed, seed, old_cy[margin])
+        fs.a_sup[s, :n] = a
+        return True
     new_pix = region_from_support(old_pix[a > 0], tuple(fs.dims), growth, fs.sup_idx.shape[1])
     if fs.max_radius > 0:
         W = int(fs.dims[1])
