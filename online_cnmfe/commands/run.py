@@ -64,7 +64,7 @@ def load_params(config: Path | None, overrides: list[str]) -> CNMFEParams:
     """Parameters from an optional file plus ``--set`` overrides."""
     params = CNMFEParams()
     if config is not None:  # its [triggers] table, if any, is read by _attach_triggers
-        from online_cnmfe.triggers.rules import read_config_file
+        from online_cnmfe.triggers.config import read_config_file
 
         values = read_config_file(config)
         values.pop("triggers", None)
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(config)
     triggers = args.triggers
     if triggers is None and args.config is not None:
-        from online_cnmfe.triggers.rules import read_config_file
+        from online_cnmfe.triggers.config import read_config_file
 
         triggers = args.config if "triggers" in read_config_file(args.config) else None
     if triggers is not None:

@@ -133,7 +133,7 @@ def _rules_from_arg(value: str) -> list[dict[str, Any]]:
 
 
 def _check(path: str) -> int:
-    from online_cnmfe.triggers.rules import load_trigger_config
+    from online_cnmfe.triggers.config import load_trigger_config
 
     config = load_trigger_config(path)
     _out(f"{path}: {len(config.rules)} valid rule(s)")

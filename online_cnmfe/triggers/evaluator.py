@@ -34,71 +34,16 @@ import numpy as np
 from online_cnmfe.errors import ConfigError
 from online_cnmfe.frame_result import FrameResult
 from online_cnmfe.triggers.actions import ActionDispatcher
+from online_cnmfe.triggers.config import TriggerConfig
 from online_cnmfe.triggers.records import TriggerRecord
-from online_cnmfe.triggers.rules import Rule, TriggerConfig, rule_to_dict
-from online_cnmfe.triggers.zscore import RunningZScore
+from online_cnmfe.triggers.rules import Rule, rule_to_dict
+from online_cnmfe.triggers.runtime import CONDITIONS, RuleRuntime
 
 __all__ = ["TriggerEngine"]
 
 logger = logging.getLogger(__name__)
 
-_NEVER = np.iinfo(np.int64).min // 4
 _LOG_PERIOD_S = 5.0
-
-
-class _RuleRuntime:
-    """Evaluation state of one rule (model thread only, except ``enabled``/``reset``)."""
-
-    __slots__ = (
-        "rule", "enabled", "reset", "bound_to", "ids", "idx", "active", "warned",
-        "x", "armed", "armed_any", "last_active", "weights", "zs", "region_ids",
-        "last_fire_frame", "last_fire_ms", "n_fired", "n_refractory", "n_stale",
-    )  # fmt: skip
-
-    def __init__(self, rule: Rule) -> None:
-        self.rule = rule
-        self.enabled = rule.enabled
-        self.reset = False
-        self.bound_to = -1  # id-vector version the columns refer to
-        self.ids = np.zeros(0, np.int64)
-        self.idx = np.zeros(0, np.intp)
-        self.active = False
-        self.warned = False
-        self.region_ids: np.ndarray | None = None  # region rules: ids inside the region
-        self.last_fire_frame: int | None = None
-        self.last_fire_ms: float | None = None
-        self.n_fired = self.n_refractory = self.n_stale = 0
-        self._alloc(np.zeros(0, np.int64), None)
-
-    def _alloc(self, ids: np.ndarray, zs_params: tuple[float, int] | None) -> None:
-        n = len(ids)
-        self.ids = ids
-        self.x = np.zeros(n, dtype=np.float32)
-        self.armed = np.zeros(n, dtype=bool)
-        self.armed_any = False
-        self.last_active = np.full(n, _NEVER, dtype=np.int64)
-        w = self.rule.weights
-        self.weights = np.asarray(w if w is not None else np.ones(n), dtype=np.float32)
-        self.zs = RunningZScore(n, *zs_params) if zs_params else None
-
-    def reselect(self, ids: np.ndarray, zs_params: tuple[float, int] | None) -> None:
-        """Select neurons ``ids``, keeping the state of those already selected."""
-        if np.array_equal(ids, self.ids) and (self.zs is not None) == (zs_params is not None):
-            return
-        old = (self.ids, self.armed, self.last_active, self.zs)
-        self._alloc(ids, zs_params)
-        common, take, put = np.intersect1d(old[0], ids, return_indices=True)
-        if len(common):
-            self.armed[put] = old[1][take]
-            self.last_active[put] = old[2][take]
-            if self.zs is not None and old[3] is not None:
-                self.zs.carry_from(old[3], take, put)
-
-    def clear_condition(self) -> None:
-        self.armed[:] = False
-        self.armed_any = False
-        self.last_active[:] = _NEVER
-        self.last_fire_frame = self.last_fire_ms = None
 
 
 class TriggerEngine:
@@ -159,7 +104,7 @@ class TriggerEngine:
         self.centroid_source = centroid_source
         self.centroid_refresh_frames = int(centroid_refresh_frames)
         self._lock = threading.Lock()
-        self._rules: tuple[_RuleRuntime, ...] = ()
+        self._rules: tuple[RuleRuntime, ...] = ()
         self._last_frame = -1
         self.rule_log: list[tuple[int, str, str]] = []  # (frame_index, command, rule JSON)
         self._n_log_drained = 0
@@ -232,7 +177,7 @@ class TriggerEngine:
         with self._lock:
             if any(rt.rule.name == rule.name for rt in self._rules):
                 raise ConfigError(f"a rule named {rule.name!r} already exists; remove it first")
-            self._rules = (*self._rules, _RuleRuntime(rule))
+            self._rules = (*self._rules, RuleRuntime(rule))
             self._log(_command, rule_to_dict(rule))
 
     def remove_rule(self, name: str) -> None:
@@ -322,7 +267,7 @@ class TriggerEngine:
             return []
         t_acq = float(meta.get("t_acq_ms", math.nan))
         vectors = {"spike": result.S, "calcium": result.C, "raw": result.C_raw}
-        hits: list[tuple[_RuleRuntime, float, np.ndarray]] = []
+        hits: list[tuple[RuleRuntime, float, np.ndarray]] = []
         for rt in rules:
             if rt.bound_to != self._bind_version:
                 self._bind(rt)
@@ -341,7 +286,7 @@ class TriggerEngine:
             if rt.reset:
                 rt.clear_condition()
                 rt.reset = False
-            hit = _CONDITIONS[rule.condition](rt, frame)
+            hit = CONDITIONS[rule.condition](rt, frame)
             if hit is not None and not self._refractory(rt, frame, t_acq):
                 hits.append((rt, *hit))
         records = self._fire(hits, result, meta, t_acq) if hits else []
@@ -395,7 +340,7 @@ class TriggerEngine:
             )  # fmt: skip
 
     @staticmethod
-    def _refractory(rt: _RuleRuntime, frame: int, t_acq: float) -> bool:
+    def _refractory(rt: RuleRuntime, frame: int, t_acq: float) -> bool:
         rule = rt.rule
         blocked = (
             rule.refractory_frames > 0
@@ -429,7 +374,7 @@ class TriggerEngine:
         found = self._sorted_ids[pos] == wanted
         return np.where(found, self._order[pos], -1).astype(np.intp)
 
-    def _bind(self, rt: _RuleRuntime) -> None:
+    def _bind(self, rt: RuleRuntime) -> None:
         rule = rt.rule
         rt.bound_to = self._bind_version
         zs = self._zs_params if rule.signal in ("zscore", "rise") else None
@@ -468,7 +413,7 @@ class TriggerEngine:
         rt.idx = np.ascontiguousarray(cols, dtype=np.intp)
         rt.active = len(rt.idx) > 0
 
-    def _resolve_region(self, rt: _RuleRuntime) -> None:
+    def _resolve_region(self, rt: RuleRuntime) -> None:
         if self._centroids is None:
             rt.region_ids = None
             return
@@ -511,43 +456,3 @@ class TriggerEngine:
             "n_suppressed_refractory": sum(rt.n_refractory for rt in self._rules),
             **self.dispatcher.stats(),
         }
-
-
-# ---- conditions: (runtime, frame) -> (value, neuron ids) when the rule fires, else None ----
-def _threshold(rt: _RuleRuntime, frame: int) -> tuple[float, np.ndarray] | None:
-    x, armed, rule = rt.x, rt.armed, rt.rule
-    above = x >= rule.threshold
-    cross = above & armed
-    armed &= ~above
-    armed |= x < rule.release_level
-    if not cross.any():
-        return None
-    return float(x[cross].max()), rt.ids[cross]
-
-
-def _k_of_n(rt: _RuleRuntime, frame: int) -> tuple[float, np.ndarray] | None:
-    rule = rt.rule
-    np.copyto(rt.last_active, frame, where=rt.x >= rule.threshold)
-    recent = (frame - rt.last_active) < rule.window_frames
-    count = int(np.count_nonzero(recent))
-    if count < rule.k:
-        rt.armed_any = True
-        return None
-    if not rt.armed_any:
-        return None
-    rt.armed_any = False
-    return float(count), rt.ids[recent]
-
-
-def _ensemble(rt: _RuleRuntime, frame: int) -> tuple[float, np.ndarray] | None:
-    rule = rt.rule
-    value = float(np.dot(rt.weights, rt.x))
-    if value < rule.release_level:
-        rt.armed_any = True
-    if value < rule.threshold or not rt.armed_any:
-        return None
-    rt.armed_any = False
-    return value, rt.ids
-
-
-_CONDITIONS = {"threshold": _threshold, "k_of_n": _k_of_n, "ensemble": _ensemble}
