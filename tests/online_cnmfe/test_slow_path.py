@@ -159,3 +159,48 @@ def test_observe_frame_rejects_a_stale_neuron_count():
     slow = slow_path.init_slow_path(h.init_result(m, N_INIT), m.Y[:N_INIT], p)
     with pytest.raises(ValueError, match="apply every ModelUpdate"):
         slow_path.observe_frame(slow, 200, m.Y[200], np.zeros(3), m.Y[200] * 0, p)
+
+
+# ---- end to end with the online model -------------------------------------------------------
+
+
+def test_online_model_finds_late_neurons_once_and_keeps_the_others():
+    from online_cnmfe.model import OnlineCNMFE
+    from online_cnmfe.params import CNMFEParams
+    from tests.online_cnmfe.model_fixtures import make_movie, truth_init
+
+    late = [3, 7]
+    movie = make_movie(n_frames=700, seed=3, n_neurons=12, late=[(k, 300) for k in late])
+    params = CNMFEParams.from_dict({
+        "data": {"neuron_diameter_px": 8.0},
+        "detection": {"min_pnr": 5.0, "min_corr": 0.6},
+        "online": {"residual_buffer_frames": 60, "slow_ring_refresh_period_frames": 300,
+                   "amortised_budget_ms": 1e6},
+    })  # fmt: skip
+    init = truth_init(movie, N_INIT)
+    keep = [k for k in range(12) if k not in late]
+    init = dataclasses.replace(
+        init, A=scipy.sparse.csc_array(init.A[:, keep]), C=init.C[keep], S=init.S[keep],
+        C_raw=init.C_raw[keep], g=init.g[keep], trace_noise=init.trace_noise[keep],
+    )  # fmt: skip
+    model = OnlineCNMFE(params)
+    model.initialize_from(init, movie.frames[:N_INIT])
+    births = []
+    for t in range(N_INIT, movie.frames.shape[0]):
+        r = model.process_frame(movie.frames[t])
+        births += [(t, e.neuron_ids) for e in r.events if e.kind == "born"]
+        assert not [e for e in r.events if e.kind in ("merged", "removed")]
+    At = movie.A.toarray()
+    A = model.footprints.toarray()
+    sim = (A.T @ At) / np.linalg.norm(A, axis=0)[:, None] / np.linalg.norm(At, axis=0)[None]
+    assert len(births) == 2, births
+    assert A.shape[1] == 12 and sorted(sim.argmax(1).tolist()) == list(range(12))
+    assert sim.max(1).min() > 0.9
+    sep = 10  # event separation (0.5 s at 20 Hz)
+    for frame, ids in births:
+        k = int(sim[model.neuron_ids.tolist().index(ids[0])].argmax())
+        assert k in late
+        spikes = np.flatnonzero(movie.S[k])
+        events = [s for i, s in enumerate(spikes) if i == 0 or s - spikes[i - 1] >= sep]
+        assert frame - events[0] <= 6 * 20  # found within ~6 s of its first transient...
+        assert frame - events[1] <= 3 * 20  # ... and within 3 s of its second
