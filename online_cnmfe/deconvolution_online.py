@@ -13,6 +13,23 @@ from online_cnmfe._kernels import oasis_online as _ko
 from online_cnmfe.params import DeconvParams
 
 
+def ar1_coefficients(g) -> np.ndarray:
+    """AR(1) coefficient per neuron from (K,) or (K, p) AR coefficients, float32 (K,).
+
+    The online OASIS is AR(1): an AR(2) model c_t = g1 c_{t-1} + g2 c_{t-2} + s_t is
+    approximated by its decay, the larger root of z² − g1 z − g2 (the slow time constant).
+    """
+    g = np.asarray(g, np.float64)
+    if g.ndim != 2:
+        g = g.reshape(-1, 1)
+    if g.shape[1] == 1 or g.shape[0] == 0:
+        d = g[:, 0] if g.shape[1] else np.zeros(g.shape[0])
+    else:
+        g1, g2 = g[:, 0], g[:, 1]
+        d = 0.5 * (g1 + np.sqrt(np.maximum(g1 * g1 + 4 * g2, 0.0)))
+    return np.clip(d, 0.0, 0.9999).astype(np.float32)
+
+
 def spike_thresholds(g: np.ndarray, noise: np.ndarray, params: DeconvParams):
     """(s_min, lam) per neuron, float32 (K,)."""
     g = np.clip(np.asarray(g, np.float64), 0.0, 0.9999)

@@ -93,8 +93,10 @@ def build_state(init: InitResult, frames, params: CNMFEParams):
     L = params.online.residual_buffer_frames
     A = scipy.sparse.csc_array(init.A, dtype=np.float32)
     A.sort_indices()
-    g_all = np.asarray(init.g, np.float32)
-    g = np.ascontiguousarray(g_all.reshape(K, -1)[:, 0] if K else np.zeros(0, np.float32))
+    g_init = np.asarray(init.g)
+    g = np.ascontiguousarray(
+        _deconv.ar1_coefficients(g_init if g_init.ndim == 2 else g_init[:, None])
+    )
     noise = np.ascontiguousarray(init.trace_noise, np.float32)
     s_min, lam = _deconv.spike_thresholds(g, noise, params.deconv)
     pools = _deconv.empty_pools(K, params.deconv.pool_capacity)

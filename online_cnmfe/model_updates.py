@@ -182,7 +182,8 @@ def _reindex_rows(st, surv, n_new, u, params) -> None:
     if not n_new:
         return
     ns = len(surv)
-    g = np.asarray(u.new_g, np.float32).reshape(n_new, -1)[:, 0]
+    g_new = np.asarray(u.new_g)
+    g = _deconv.ar1_coefficients(g_new if g_new.ndim == 2 else g_new[:, None])
     noise = np.asarray(u.new_noise, np.float32)
     s_min, lam = _deconv.spike_thresholds(g, noise, params.deconv)
     st.g[ns:], st.trace_noise[ns:], st.s_min[ns:], st.lam[ns:] = g, noise, s_min, lam

@@ -92,3 +92,13 @@ def test_denoised_trace_tracks_truth_and_capacity_bounds_memory():
         r = np.corrcoef(c_causal[k], c_true[k])[0, 1]
         assert r > 0.9, f"neuron {k}: corr {r:.3f}"
     assert np.isfinite(c_causal).all() and (c_causal >= 0).all()
+
+
+def test_ar2_coefficients_are_reduced_to_their_decay():
+    tau_d, tau_r = 8.0, 1.0  # frames
+    d, r = np.exp(-1 / tau_d), np.exp(-1 / tau_r)
+    g = np.array([[d + r, -d * r], [0.9, 0.0]])
+    np.testing.assert_allclose(dec.ar1_coefficients(g), [d, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(dec.ar1_coefficients(np.array([[0.95]])), [0.95], rtol=1e-6)
+    assert dec.ar1_coefficients(np.zeros((0, 2))).shape == (0,)
+    assert dec.ar1_coefficients(np.array([[1.2, 0.0]]))[0] < 1.0
