@@ -153,7 +153,7 @@ class OnlineParams:
     nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
     amortised_budget_ms: float = 0.5  # time the slow path may take on each frame (ms)
     footprint_growth_px: int = 2  # allowed region = footprint support dilated by this
-    slow_ring_refresh_period_frames: int = 4000  # every W row re-solved once per period
+    slow_ring_refresh_period_frames: int = 2000  # every W row re-solved once per period
     slow_ring_samples: int = 32  # background frames kept (decayed) for the W refresh
     slow_ring_prior_samples: float = 16.0  # weight of the current W, in sample units
     slow_merge_checks_per_frame: int = 2  # neurons checked for a merge partner per frame

@@ -138,3 +138,19 @@ def test_noise_and_out_of_focus_blobs_promote_nothing(sigma):
     loop.run(m.Y[N_INIT:])
     assert _births(loop) == []
     assert loop.slow.work.total_births == 0
+
+
+def test_detection_on_a_downsampled_grid_for_larger_neurons():
+    # diameter 12 -> detection images on a 2x coarser grid; candidates map back to pixels
+    m = h.make_movie(
+        seed=1, dims=(64, 64), T=600, centres=((14, 14), (14, 48), (48, 14), (48, 48)),
+        sigma=3.0, first=[0, 0, 0, 250], rate_hz=1.0, amp=8.0,
+    )  # fmt: skip
+    p = h.params_for(**{"data.neuron_diameter_px": 12.0})
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT], radius=4)
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    assert loop.slow.det.ds == 2
+    births = _births(loop)
+    assert len(births) == 1 and _cos(births[0][1][:, 0], m.A[:, 3]) > 0.8
+    first_spike = int(np.flatnonzero(m.C[3] > 0)[0])
+    assert births[0][0] - first_spike <= 3 * 20  # within 3 s of its first activity
