@@ -82,3 +82,23 @@ def test_bad_files_raise_state_file_error(tmp_path):
         f.attrs["format"] = "something-else"
     with pytest.raises(StateFileError, match="not an online-cnmfe model file"):
         OnlineCNMFE.load(tmp_path / "other.h5")
+
+
+def test_round_trip_with_the_slow_path_state(tmp_path):
+    pytest.importorskip("online_cnmfe.slow_path")
+    movie = make_movie(n_frames=230, seed=5, late=((0, 180),))
+    params = CNMFEParams.from_dict({"data": {"neuron_diameter_px": 8.0}})
+    model = OnlineCNMFE(params)
+    model.initialize_from(truth_init(movie, 150), movie.frames[:150])
+    assert model.state.slow is not None
+    for f in movie.frames[150:190]:
+        model.process_frame(f)
+    model.save(tmp_path / "model.h5")
+    loaded = OnlineCNMFE.load(tmp_path / "model.h5")
+    assert type(loaded.state.slow) is type(model.state.slow)
+    for f in movie.frames[190:]:
+        a, b = model.process_frame(f), loaded.process_frame(f)
+        for name in ("C", "S", "C_raw", "neuron_ids"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert a.footprints_version == b.footprints_version
+        assert [e.kind for e in a.events] == [e.kind for e in b.events]
