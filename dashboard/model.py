@@ -384,8 +384,10 @@ class DashboardModel:
             state = "stopped" if self.eos is not None else "unreachable"
         elif self.eos is not None:
             state = "stopped"
-        elif phase == "waiting":
+        elif phase == "waiting" and not self._init_progress():
             state = "waiting"
+        elif phase in ("waiting", "initialising"):
+            state = "initialising"
         elif phase == "running":
             last = self.last_traces_s if self.last_traces_s is not None else self._phase_since(now)
             state = "stalled" if now - last > cfg.stall_timeout_s else "live"
@@ -394,6 +396,10 @@ class DashboardModel:
             self.connection = state
             self._dirty.add("status")
         return state
+
+    def _init_progress(self) -> float:
+        value = self.status.get("init_progress")
+        return float(value) if type(value) in (int, float) and value > 0 else 0.0
 
     def _phase_since(self, now: float) -> float:
         return self.status.get("_received_s", now)
@@ -433,6 +439,14 @@ class DashboardModel:
             return Banner(f"Results file not written: {st.get('store_error')}", "warning")
         if state == "waiting":
             return Banner("Engine up, waiting for frames from the acquisition…", "info")
+        if state == "initialising":
+            if st.get("phase") == "waiting":
+                return Banner(
+                    f"Initialising: collecting the first frames ({100 * self._init_progress():.0f} "
+                    "%); the summary images fill in meanwhile",
+                    "info",
+                )
+            return Banner("Initialising: fitting the initial model on the first frames…", "info")
         if state == "connecting":
             return Banner(f"Connecting to {self.address}…", "info")
         return None

@@ -23,6 +23,8 @@ CHIPS = (
 STATE_COLOURS = {
     "live": "#3fb950",
     "waiting": "#d29922",
+    "initialising": "#58a6ff",
+    "review": "#8b949e",
     "connecting": "#8b949e",
     "stalled": "#f85149",
     "unreachable": "#f85149",
@@ -95,7 +97,7 @@ class StatusPanel(QtWidgets.QWidget):
         colour = STATE_COLOURS.get(state, "#8b949e")
         self.state.setText(f"<span style='color:{colour}'>●</span> {state} · {phase}")
         init = st.get("init_progress")
-        if phase == "initialising" and isinstance(init, int | float):
+        if phase in ("waiting", "initialising") and isinstance(init, int | float) and init > 0:
             self.progress.setValue(int(round(100 * init)))
             self.progress.show()
         else:

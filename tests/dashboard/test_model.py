@@ -131,8 +131,12 @@ def test_connection_states_and_banners():
     assert m.tick(4.0) == "unreachable"
     assert "not reachable at tcp://127.0.0.1:1" in m.banner.text
     m.handle(msg("ready", {"session_id": "a", "engine_pid": 1}), now=5.0)
-    m.handle(status("waiting"), now=5.0)
+    m.handle(status("waiting", init_progress=0.0), now=5.0)
     assert m.tick(5.1) == "waiting" and m.banner.severity == "info"
+    m.handle(status("waiting", init_progress=0.4), now=5.2)  # frames arrive, buffered for init
+    assert m.tick(5.3) == "initialising" and "collecting the first frames (40 %)" in m.banner.text
+    m.handle(status("initialising", init_progress=1.0), now=5.4)
+    assert m.tick(5.5) == "initialising" and "fitting" in m.banner.text
     m.handle(status("running"), now=6.0)
     m.handle(traces(0, [1], [1.0]), now=6.0)
     assert m.tick(6.5) == "live" and m.banner is None
