@@ -39,7 +39,6 @@ import numpy as np
 
 from online_cnmfe import suffstats
 from online_cnmfe._kernels import detection as kdet
-from online_cnmfe._kernels import ring as kring
 from online_cnmfe.params import CNMFEParams
 
 REASONS = (
@@ -140,7 +139,7 @@ def geometry(params: CNMFEParams) -> Geometry:
 def observe_residual(det: DetectionState, resid: np.ndarray, geo: Geometry) -> None:
     """Per-frame update of the detection images from the residual (H, W) float32."""
     if det.ds > 1:
-        kring.downsample_mean(resid, det.ds, det.r_small)
+        kdet.block_mean(resid, det.ds, det.r_small)
         resid = det.r_small
     kdet.band_pass(resid, geo.half_small, geo.half_large, det.tmp, det.small, det.z)
     alpha = max(geo.alpha, 1.0 / (det.n_frames + 1))

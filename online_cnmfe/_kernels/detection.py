@@ -19,7 +19,10 @@ _JIT = {"cache": True, "nogil": True}
 
 @numba.njit(**_JIT)
 def box_mean(x, half, tmp, out):
-    """Edge-aware box mean of width ``2 half + 1``; x, tmp, out (H, W) float32, tmp/out written."""
+    """Edge-aware box mean of width ``2 half + 1``; x, tmp, out (H, W) float32, tmp/out written.
+
+    Running sums along rows, then running column sums swept down the rows (row-major access).
+    """
     H, Wd = x.shape
     for i in range(H):
         acc = np.float32(0.0)
@@ -32,21 +35,48 @@ def box_mean(x, half, tmp, out):
             jo = j - half - 1
             if jo >= 0:
                 acc -= x[i, jo]
-            n = min(Wd - 1, j + half) - max(0, j - half) + 1
-            tmp[i, j] = acc / n
-    for j in range(Wd):
-        acc = np.float32(0.0)
-        for i in range(min(half, H)):
-            acc += tmp[i, j]
-        for i in range(H):
-            i_n = i + half
-            if i_n < H:
-                acc += tmp[i_n, j]
-            io = i - half - 1
-            if io >= 0:
-                acc -= tmp[io, j]
-            n = min(H - 1, i + half) - max(0, i - half) + 1
-            out[i, j] = acc / n
+            tmp[i, j] = acc / np.float32(min(Wd - 1, j + half) - max(0, j - half) + 1)
+    colsum = np.zeros(Wd, np.float32)
+    for i in range(min(half, H)):
+        for j in range(Wd):
+            colsum[j] += tmp[i, j]
+    for i in range(H):
+        i_n = i + half
+        if i_n < H:
+            for j in range(Wd):
+                colsum[j] += tmp[i_n, j]
+        io = i - half - 1
+        if io >= 0:
+            for j in range(Wd):
+                colsum[j] -= tmp[io, j]
+        inv = np.float32(1.0 / (min(H - 1, i + half) - max(0, i - half) + 1))
+        for j in range(Wd):
+            out[i, j] = colsum[j] * inv
+
+
+@numba.njit(**_JIT)
+def block_mean(x, f, out):
+    """``out = D x``: mean over f x f blocks (partial edge blocks over their real pixels).
+
+    x (H, W) float32, out (ceil(H/f), ceil(W/f)) float32, written in place.
+    """
+    H, Wd = x.shape
+    hb, wb = out.shape
+    for bi in range(hb):
+        r0 = bi * f
+        r1 = min(r0 + f, H)
+        for bj in range(wb):
+            out[bi, bj] = 0.0
+        for i in range(r0, r1):
+            for bj in range(wb):
+                c0 = bj * f
+                c1 = min(c0 + f, Wd)
+                acc = np.float32(0.0)
+                for j in range(c0, c1):
+                    acc += x[i, j]
+                out[bi, bj] += acc
+        for bj in range(wb):
+            out[bi, bj] /= np.float32((r1 - r0) * (min(bj * f + f, Wd) - bj * f))
 
 
 @numba.njit(**_JIT)

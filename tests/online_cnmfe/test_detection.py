@@ -154,3 +154,11 @@ def test_detection_on_a_downsampled_grid_for_larger_neurons():
     assert len(births) == 1 and _cos(births[0][1][:, 0], m.A[:, 3]) > 0.8
     first_spike = int(np.flatnonzero(m.C[3] > 0)[0])
     assert births[0][0] - first_spike <= 3 * 20  # within 3 s of its first activity
+
+
+@pytest.mark.parametrize("shape,f", [((30, 40), 2), ((31, 37), 2), ((20, 22), 3)])
+def test_block_mean_matches_reference(rng, shape, f):
+    x = rng.standard_normal(shape).astype(np.float32)
+    out = np.empty((-(-shape[0] // f), -(-shape[1] // f)), np.float32)
+    kdet.block_mean(x, f, out)
+    np.testing.assert_allclose(out, ref.downsample_mean_ref(x, f), rtol=1e-5, atol=1e-6)
