@@ -198,7 +198,12 @@ def scenario_sim(args) -> dict:
         "A": sim.truth.A, "dims": sim.truth.dims, "C": sim.calcium(0, args.frames),
         "pnr": sim.truth.pnr, "birth_frame": sim.truth.birth_frame,
     }  # fmt: skip
-    metrics = evaluate(read_result(out), truth)
+    est = read_result(out)
+    metrics = evaluate(est, truth)
+    from online_cnmfe.evaluation import match_footprints
+
+    in_memory = match_footprints(model.footprints, sim.truth.A, sim.truth.dims)
+    in_file = match_footprints(est["A"], sim.truth.A, sim.truth.dims)
     return {
         "scenario": "sim",
         "size": args.size, "frames": args.frames, "neurons": args.neurons,
@@ -207,6 +212,7 @@ def scenario_sim(args) -> dict:
         **_summary(times), "stages_median_ms": stages, "worst_frame_ms": run_online.worst,
         "truth_init_s": t_init, "model_build_s": t_build, "online_s": t_online, "wall_s": wall,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "matched_in_memory": len(in_memory.true_index), "matched_in_file": len(in_file.true_index),
         "f1": metrics["f1"], "recall": metrics["recall"], "precision": metrics["precision"],
         "trace_corr_median": metrics["trace_corr_median"],
         "trace_corr_median_high_pnr": metrics["trace_corr_median_high_pnr"],
