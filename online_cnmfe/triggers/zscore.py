@@ -40,7 +40,7 @@ class RunningZScore:
         Frames a trace must have been seen before its z-score is non-zero.
     """
 
-    __slots__ = ("alpha", "warmup", "n_seen", "mu", "mad", "prev")
+    __slots__ = ("alpha", "warmup", "n_seen", "n_diff", "mu", "mad", "prev")
 
     def __init__(self, n: int, alpha: float, warmup: int) -> None:
         if not 0 < alpha <= 1:
@@ -48,17 +48,18 @@ class RunningZScore:
         self.alpha = float(alpha)
         self.warmup = int(warmup)
         self.n_seen = np.zeros(n, dtype=np.int64)
+        self.n_diff = np.zeros(n, dtype=np.int64)  # differences folded into the noise
         self.mu = np.zeros(n)
         self.mad = np.zeros(n)
         self.prev = np.zeros(n)
 
     def carry_from(self, old: RunningZScore, take: np.ndarray, put: np.ndarray) -> None:
         """Copy the state of ``old`` traces ``take`` into this tracker's traces ``put``."""
-        for name in ("n_seen", "mu", "mad", "prev"):
+        for name in ("n_seen", "n_diff", "mu", "mad", "prev"):
             getattr(self, name)[put] = getattr(old, name)[take]
 
     def sigma(self) -> np.ndarray:
-        """Current noise estimate of each trace (0 before two samples)."""
+        """Current noise estimate of each trace (0 before two distinct samples)."""
         return self.mad * _SQRT_PI_2
 
     def update(self, x: np.ndarray, z_out: np.ndarray, rise: bool = False) -> None:
@@ -72,24 +73,31 @@ class RunningZScore:
             Output; may be ``x`` itself.
         rise : bool
             Write the z-scored first difference ``(x - x_prev) / (sqrt(2) sigma)`` instead.
+
+        Notes
+        -----
+        A sample equal to the previous one (a trace clipped at 0 by the non-negative demixing,
+        a repeated value) carries no information on the noise and is left out of it; a trace
+        is ready once ``warmup`` samples and ``warmup`` informative differences were seen.
         """
         x = np.array(x, dtype=np.float64)  # own copy: x may alias z_out
         sigma = np.maximum(self.mad * _SQRT_PI_2, 1e-12)
-        ready = self.n_seen >= self.warmup
+        ready = (self.n_seen >= self.warmup) & (self.n_diff >= self.warmup)
         d = x - self.mu
         if rise:
             np.divide(x - self.prev, sigma * _SQRT_2, out=z_out, where=ready)
         else:
             np.divide(d, sigma, out=z_out, where=ready)
         z_out[~ready] = 0.0
-        # noise from first differences (count of differences = n_seen after this frame - 1)
-        self.n_seen += 1
-        n_diff = self.n_seen - 1
+        # noise from informative first differences
+        informative = (self.n_seen >= 1) & (x != self.prev)
+        self.n_diff += informative
         ad = np.abs(x - self.prev)
-        np.minimum(ad, np.where(n_diff > 3, _WINSOR * self.mad, np.inf), out=ad)
-        a_diff = np.maximum(1.0 / np.maximum(n_diff, 1), self.alpha)
-        self.mad += np.where(n_diff >= 1, a_diff * (ad - self.mad), 0.0)
+        np.minimum(ad, np.where(self.n_diff > 3, _WINSOR * self.mad, np.inf), out=ad)
+        a_diff = np.maximum(1.0 / np.maximum(self.n_diff, 1), self.alpha)
+        self.mad += np.where(informative, a_diff * (ad - self.mad), 0.0)
         # baseline: plain mean during warm-up, then clipped exponential steps
+        self.n_seen += 1
         a = np.maximum(1.0 / self.n_seen, self.alpha)
         step = np.where(ready, np.clip(d, -_CLIP_SIGMA * sigma, _CLIP_SIGMA * sigma), d)
         self.mu += a * step

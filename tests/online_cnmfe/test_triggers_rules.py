@@ -239,6 +239,16 @@ def test_rise_rule_catches_spikes_riding_on_a_transient(rng):
     assert run(level, x, signal="zscore") == [300, 600, 1000]  # the level stays high in a burst
 
 
+def test_zscore_ignores_a_trace_clipped_at_zero(rng):
+    # non-negative demixing: a silent neuron's trace sits at exactly 0, then noise appears
+    x = np.zeros(600)
+    x[100:] = np.maximum(0, 0.5 + rng.standard_normal(500))
+    x[400] += 15.0
+    for signal in ("zscore", "rise"):
+        eng = TriggerEngine([rule(neurons=[0], signal=signal, threshold=6.0, release=1.0)])
+        assert run(eng, x, signal=signal) == [400], signal
+
+
 # ---- regions ------------------------------------------------------------------------------
 def test_region_shapes_contain_the_right_points():
     pts = np.array([[5, 5], [0, 0], [9.9, 9.9], [10, 5], [5, 12], [2, 2]])
