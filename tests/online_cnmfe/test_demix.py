@@ -145,3 +145,41 @@ def test_residual_and_baseline_update_match_dense(seed):
     np.testing.assert_allclose(res, expected, rtol=1e-4, atol=1e-4)
     b0_expected = p["b0"] + 0.1 * (p["y"] - A_dense @ c - p["b0"])
     np.testing.assert_allclose(b0, b0_expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_g_column_and_gram_column_match_scipy(seed):
+    from online_cnmfe._kernels import model_update as ku
+
+    p = _problem(seed, dims=(24, 22), radius=3, K=7)
+    ring_idx, G, At, gram = _system(p)
+    D, U = traces.grid_operators(p["dims"], p["ssub"])
+    DA = scipy.sparse.csc_array(D @ p["A"])
+    n_bg = p["hb"] * p["wb"]
+    scratch = np.zeros(n_bg + 1, np.float32)
+    mark = np.full(n_bg, -1, np.int64)
+    cols = []
+    for k in range(DA.shape[1]):
+        lo, hi = DA.indptr[k], DA.indptr[k + 1]
+        idx, val = ku.g_column(
+            DA.indices[lo:hi].astype(np.int64), DA.data[lo:hi].astype(np.float32), p["W"],
+            ring_idx, p["offsets"], p["hb"], p["wb"], scratch, mark, k,
+        )  # fmt: skip
+        dense = np.zeros(n_bg)
+        dense[idx] = val
+        np.testing.assert_allclose(dense, G[:, [k]].toarray().ravel(), rtol=1e-5, atol=1e-6)
+        assert not scratch.any()
+        cols.append((idx, val))
+    Gs = _slots(scipy.sparse.csc_array(G))
+    nblk = np.asarray(U.sum(axis=0)).ravel().astype(np.float32)
+    sa, sg, ss = (
+        np.zeros(p["y"].size, np.float32),
+        np.zeros(n_bg, np.float32),
+        np.zeros(n_bg, np.float32),
+    )
+    cand = np.arange(DA.shape[1], dtype=np.int64)
+    for k in range(DA.shape[1]):
+        out = np.zeros(len(cand), np.float32)
+        ku.gram_column(k, cand, *_slots(p["A"]), *_slots(DA), *Gs, nblk, sa, sg, ss, out)
+        np.testing.assert_allclose(out, gram[:, k], rtol=1e-4, atol=1e-4, err_msg=f"col {k}")
+    assert not (sa.any() or sg.any() or ss.any())
