@@ -32,7 +32,7 @@ import zmq
 
 from online_cnmfe import results_stream as rs
 from online_cnmfe.engine_model import ModelRunner
-from online_cnmfe.engine_publish import ImageMaker, ResultsPublisher, StatusTracker
+from online_cnmfe.engine_publish import ImageMaker, ResultsPublisher, StatusTracker, status_fields
 from online_cnmfe.engine_receive import Control, FrameQueue, QueuedFrame, Receiver
 from online_cnmfe.engine_store import StoreWorker
 from online_cnmfe.params import CNMFEParams
@@ -228,6 +228,7 @@ class Engine:
 
     def _process(self, f, meta: dict, t_recv_ns: int, image_due: bool) -> None:
         model = self.runner.model
+        t_start = time.monotonic_ns()
         try:
             result = model.process_frame(f.pixels)
         except Exception as exc:  # noqa: BLE001 - counted, surfaced, and limited below
@@ -235,6 +236,7 @@ class Engine:
             return
         self._consecutive_errors = 0
         t_done = time.monotonic_ns()
+        meta["process_ms"] = (t_done - t_start) / 1e6
         meta["age_ms"] = (t_done - f.t_send_ns) / 1e6
         meta["stale"] = meta["age_ms"] > self.ep.max_frame_age_ms
         self.counts["stale"] += meta["stale"]
@@ -397,36 +399,8 @@ class Engine:
         self.publisher.send(rs.encode_ready(self.receiver.session_id, os.getpid()))
 
     def status_fields(self) -> dict[str, Any]:
-        runner, store = self.runner, self.store
-        p50, p99 = self.status.percentiles()
-        model = runner.model if runner.phase == "running" else None
-        fields = {
-            "frame_index": self.frame_index,
-            "n_frames_processed": self.status.n_processed,
-            "fps_in": round(self.status.fps_in, 2),
-            "fps_processed": round(self.status.fps_processed, 2),
-            "queue_depth": len(self.queue),
-            "latency_ms_p50": round(p50, 3),
-            "latency_ms_p99": round(p99, 3),
-            "n_neurons": 0 if model is None else len(model.neuron_ids),
-            "n_dropped": self.counts["dropped"],
-            "n_rejected": self.counts["rejected"],
-            "n_malformed": self.receiver.n_malformed,
-            "phase": "stopped" if self.stop_event.is_set() else runner.phase,
-            "init_progress": round(runner.init_progress, 3),
-            "store_ok": store.ok,
-            "store_error": store.error,
-            "dims": list(runner.dims) if runner.dims else None,
-            "session_id": self.receiver.session_id,
-            "n_restarts": self.counts["restarts"],
-            "n_stale": self.counts["stale"],
-            "n_model_errors": self.counts["model_errors"],
-            "n_frames_stored": store.n_frames,
-            "store_path": str(store.writer.path) if store.writer else None,
-        }
-        for extra in self.status_extras:
-            fields.update(extra())
-        return fields
+        """The fields of the ``status`` message (docs/protocol.md)."""
+        return status_fields(self)
 
     def _send_status(self) -> None:
         self.status.tick(self.receiver.n_received)
@@ -446,6 +420,8 @@ class Engine:
         if self.runner is not None and self.runner.phase == "running":
             self._checkpoint()
         self.store.close()
+        if self.config.out is not None and not self.store.ok and self.exit_code == 0:
+            self.exit_code = 3  # the model ran but its results are not (all) on disk
         for callback in self.shutdown_callbacks:  # after the file is complete
             try:
                 callback(self)

@@ -154,3 +154,37 @@ def _model_residual(model, dims: tuple[int, int]) -> np.ndarray | None:
     if buf is None or head is None or buf.ndim != 2 or buf.shape[1] != dims[0] * dims[1]:
         return None
     return np.asarray(buf[(head - 1) % buf.shape[0]], np.float32).reshape(dims)
+
+
+def status_fields(engine) -> dict:
+    """The ``status`` fields of an :class:`~online_cnmfe.engine.Engine` (model thread)."""
+    runner, store = engine.runner, engine.store
+    p50, p99 = engine.status.percentiles()
+    model = runner.model if runner.phase == "running" else None
+    fields = {
+        "frame_index": engine.frame_index,
+        "n_frames_processed": engine.status.n_processed,
+        "fps_in": round(engine.status.fps_in, 2),
+        "fps_processed": round(engine.status.fps_processed, 2),
+        "queue_depth": len(engine.queue),
+        "latency_ms_p50": round(p50, 3),
+        "latency_ms_p99": round(p99, 3),
+        "n_neurons": 0 if model is None else len(model.neuron_ids),
+        "n_dropped": engine.counts["dropped"],
+        "n_rejected": engine.counts["rejected"],
+        "n_malformed": engine.receiver.n_malformed,
+        "phase": "stopped" if engine.stop_event.is_set() else runner.phase,
+        "init_progress": round(runner.init_progress, 3),
+        "store_ok": store.ok,
+        "store_error": store.error,
+        "dims": list(runner.dims) if runner.dims else None,
+        "session_id": engine.receiver.session_id,
+        "n_restarts": engine.counts["restarts"],
+        "n_stale": engine.counts["stale"],
+        "n_model_errors": engine.counts["model_errors"],
+        "n_frames_stored": store.n_frames,
+        "store_path": str(store.writer.path) if store.writer else None,
+    }
+    for extra in engine.status_extras:
+        fields.update(extra())
+    return fields

@@ -116,7 +116,8 @@ def encode_traces(
     Parameters
     ----------
     meta : dict
-        ``frame_index``, ``seq``, ``t_acq_ms``, ``t_send_ns`` of the frame.
+        ``frame_index``, ``seq``, ``t_acq_ms``, ``t_send_ns`` of the frame and, optionally,
+        ``process_ms`` (the model's time on it; -1 when absent).
     neuron_ids : ndarray of shape (K,), int64
     C, S, C_raw : ndarray of shape (K,), float32
     footprints_version : int
@@ -130,6 +131,7 @@ def encode_traces(
         "t_send_ns": int(meta["t_send_ns"]),
         "age_ms": float(age_ms),
         "footprints_version": int(footprints_version),
+        "process_ms": float(meta.get("process_ms", -1.0)),
     }
     arrays = {
         "neuron_ids": np.asarray(neuron_ids, np.int64),

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
             "docs/protocol.md), initialise on the first frames, then process every frame: "
             "results are published on --results (traces, footprints, events, images, status) "
             "and written to --out. Stops cleanly (file flushed and closed, exit 0) at the end "
-            "of the stream, on Ctrl-C or on SIGTERM."
+            "of the stream, on Ctrl-C or on SIGTERM. Exit codes: 0 done, 1 the model failed, "
+            "2 bad arguments or sockets, 3 the results file could not be (fully) written "
+            "(the engine kept processing and publishing; see the status stream)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

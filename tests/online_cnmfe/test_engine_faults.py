@@ -121,3 +121,28 @@ def test_a_slow_consumer_drops_and_records_frames(tmp_path, client):
     np.testing.assert_array_equal(covered, 1)  # every frame exactly once: stored or dropped
     assert client.last_status()["n_dropped"] == n_dropped
     assert any(m.header["kind"] == "drop" for m in client.messages["event"])
+
+
+def test_store_failure_is_reported_and_the_engine_keeps_running(tmp_path, client):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path, out="gone/session.h5")
+    try:
+        pub.wait_for_subscriber()
+        folder.rmdir()  # the results folder disappears before the file is created
+        pub.send_start()
+        for i in range(120):
+            pub.send_frame(i)
+        client.wait_for(running_after(60), 60, "60 processed frames", engine)
+        client.wait_for(lambda c: not c.last_status().get("store_ok", True), 10, "store_ok")
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 3, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    status = client.last_status()
+    assert "gone" in status["store_error"] and status["n_frames_processed"] == 60
+    assert [m.header["frame_index"] for m in client.messages["traces"]] == list(range(60, 120))
+    assert any(m.header["kind"] == "store_error" for m in client.messages["event"])

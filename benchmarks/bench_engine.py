@@ -1,0 +1,207 @@
+"""End-to-end engine benchmark: frame-to-trace latency, throughput and a memory soak.
+
+Each case runs three real processes on one host: ``online-cnmfe acquire simulate`` (the
+publisher), ``online-cnmfe run`` (the engine) and this script as a results subscriber.
+
+- latency: frames paced at ``--rate-hz``; for every ``traces`` message, latency = this
+  process's ``time.monotonic_ns()`` at receipt − the publisher's ``t_send_ns`` carried in the
+  header (same host, same clock): publication, transport, queueing, the model, the results
+  publication and transport included. The engine's own model time (``process_ms``) is reported
+  beside it.
+- throughput: ``--rate max`` with the engine's ``queue_full=wait`` (lossless back-pressure):
+  online frames per second measured at the subscriber.
+- soak: ``--soak-frames`` at max rate; the engine's RSS (``/proc/PID/status`` VmRSS) sampled
+  every few seconds after initialisation; flat memory = small slope.
+
+Usage::
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_engine.py --sizes 256 608
+    python benchmarks/bench_engine.py --soak-frames 54000 --sizes 256   # 30 min of 30 Hz data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from online_cnmfe.results_stream import decode_result  # noqa: E402
+
+NEURONS = {128: 80, 256: 300, 512: 400, 608: 500}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "online_cnmfe", *args]
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run_case(size: int, n_frames: int, rate: str, init_frames: int, neurons: int, log: Path):
+    """Run publisher + engine once; return per-frame latencies and RSS samples."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    frames_ep, results_ep = f"ipc://{tmp}/frames", f"ipc://{tmp}/results"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    settings = [f"init.init_frames={init_frames}", "engine.checkpoint_period_s=0"]
+    settings.append(f"engine.queue_full={'wait' if rate == 'max' else 'drop'}")
+    if rate != "max":
+        settings.append(f"data.frame_rate_hz={rate}")
+    cmd = _cli("run", "--frames", frames_ep, "--results", results_ep, "--out", str(tmp / "s.h5"))
+    cmd += [a for s in settings for a in ("--set", s)]
+    out = open(log, "a")  # noqa: SIM115
+    engine = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 100000)
+    for topic in (b"ready", b"traces", b"eos", b"status"):
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(results_ep)
+    lat, proc_ms, rss, t_first, t_last, status = [], [], [], None, None, {}
+    acquire = None
+    try:
+        while True:  # readiness handshake
+            if sub.poll(200) and decode_result(sub.recv_multipart()).topic == "ready":
+                break
+            if engine.poll() is not None:
+                raise RuntimeError(f"engine exited early, see {log}")
+        acquire = subprocess.Popen(
+            _cli("acquire", "simulate", "--size", str(size), str(size), "--frames", str(n_frames),
+                 "--neurons", str(neurons), "--endpoint", frames_ep, "--rate", rate,
+                 "--fps", "30", "--wait-for-subscriber", "60", "--quiet"),
+            env=env, stdout=out, stderr=out,
+        )  # fmt: skip
+        next_rss = 0.0
+        while True:
+            if sub.poll(1000):
+                msg = decode_result(sub.recv_multipart())
+                now = time.monotonic_ns()
+                if msg.topic == "traces":
+                    lat.append((now - msg.header["t_send_ns"]) / 1e6)
+                    proc_ms.append(msg.header.get("process_ms", -1.0))
+                    t_first = t_first or time.monotonic()
+                    t_last = time.monotonic()
+                elif msg.topic == "status":
+                    status = msg.header
+                elif msg.topic == "eos":
+                    break
+            elif engine.poll() is not None:
+                break
+            if t_first is not None and time.monotonic() >= next_rss:
+                rss.append((time.monotonic() - t_first, _rss_mb(engine.pid)))
+                next_rss = time.monotonic() + 5.0
+        engine.wait(timeout=120)
+    finally:
+        for p in (acquire, engine):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
+        sub.close(linger=0)
+        ctx.term()
+        out.close()
+    n = len(lat)
+    fps = n / (t_last - t_first) if n > 1 else float("nan")
+    return np.array(lat), np.array(proc_ms), rss, fps, status
+
+
+def _pct(x: np.ndarray) -> dict:
+    if x.size == 0:
+        return {"p50": None, "p99": None, "max": None}
+    return {
+        "p50": round(float(np.percentile(x, 50)), 3),
+        "p99": round(float(np.percentile(x, 99)), 3),
+        "max": round(float(x.max()), 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 608])
+    ap.add_argument("--frames", type=int, default=1500, help="frames per latency case")
+    ap.add_argument("--rate-hz", type=float, default=30.0, help="pacing of the latency cases")
+    ap.add_argument("--init-frames", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=50, help="online frames left out of stats")
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--soak-frames", type=int, default=0, help="frames of the soak (0: none)")
+    ap.add_argument("--log", type=Path, default=Path("bench_engine.log"))
+    args = ap.parse_args()
+    rows = []
+    for size in args.sizes:
+        neurons = NEURONS.get(size, 300)
+        lat, proc, _, _, st = run_case(
+            size, args.frames, f"{args.rate_hz:g}", args.init_frames, neurons, args.log
+        )
+        row = {
+            "size": size,
+            "neurons_simulated": neurons,
+            "neurons_found": st.get("n_neurons"),
+            "online_frames": int(lat.size),
+            "dropped": st.get("n_dropped"),
+            "latency_ms": _pct(lat[args.warmup :]),
+            "model_ms": _pct(proc[args.warmup :][proc[args.warmup :] >= 0]),
+        }
+        if not args.no_throughput:
+            _, proc_max, _, fps, st2 = run_case(
+                size, args.frames, "max", args.init_frames, neurons, args.log
+            )
+            row["throughput_fps"] = round(fps, 1)
+        rows.append(row)
+        print(
+            f"{size}x{size} ({row['neurons_found']} neurons, {row['online_frames']} frames, "
+            f"{row['dropped']} dropped): latency p50/p99/max "
+            f"{row['latency_ms']['p50']}/{row['latency_ms']['p99']}/{row['latency_ms']['max']} "
+            f"ms; model {row['model_ms']['p50']}/{row['model_ms']['p99']}/"
+            f"{row['model_ms']['max']} ms; throughput {row.get('throughput_fps')} frames/s",
+            flush=True,
+        )
+    soak = None
+    if args.soak_frames:
+        size = args.sizes[0]
+        lat, proc, rss, fps, st = run_case(
+            size, args.soak_frames, "max", args.init_frames, NEURONS.get(size, 300), args.log
+        )
+        t = np.array([r[0] for r in rss])
+        m = np.array([r[1] for r in rss])
+        slope = float(np.polyfit(t, m, 1)[0] * 3600) if len(t) > 2 else float("nan")
+        soak = {
+            "size": size,
+            "frames": int(lat.size),
+            "seconds": round(float(t[-1]) if len(t) else 0.0, 1),
+            "throughput_fps": round(fps, 1),
+            "rss_mb_first": round(float(m[0]), 1) if len(m) else None,
+            "rss_mb_last": round(float(m[-1]), 1) if len(m) else None,
+            "rss_mb_max": round(float(m.max()), 1) if len(m) else None,
+            "rss_slope_mb_per_hour": round(slope, 1),
+            "model_ms": _pct(proc[proc >= 0]),
+        }
+        print(
+            f"soak {size}x{size}: {soak['frames']} frames in {soak['seconds']} s "
+            f"({soak['throughput_fps']} frames/s); RSS {soak['rss_mb_first']} -> "
+            f"{soak['rss_mb_last']} MB (max {soak['rss_mb_max']}, slope "
+            f"{soak['rss_slope_mb_per_hour']} MB/h)",
+            flush=True,
+        )
+    print(json.dumps({"bench": "engine", "cases": rows, "soak": soak}))
+
+
+if __name__ == "__main__":
+    main()
