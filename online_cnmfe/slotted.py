@@ -16,7 +16,7 @@ import scipy.sparse
 
 _SLACK = 1.5  # slot capacity relative to the column length
 _EXTRA = 8  # plus this many entries
-_TAIL = 0.25  # spare space at the tail, relative to the used length
+_TAIL = 1.0  # spare space at the tail, relative to the used length (compactions are rare)
 
 
 @dataclass(slots=True)
