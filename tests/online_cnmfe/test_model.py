@@ -148,3 +148,28 @@ def test_zero_neurons_still_tracks_background(movie, init):
         r = model.process_frame(f)
         assert r.C.shape == (0,) and not r.skipped
     assert model.n_components == 0 and model.footprints.shape == (64 * 64, 0)
+
+
+def test_baseline_follows_a_slow_drift(movie, init):
+    drift = np.linspace(0, 8, N_FRAMES, dtype=np.float32)  # brightness creeps up (8 σ)
+    frames = movie.frames + drift[:, None, None]
+    params = CNMFEParams.from_dict(
+        {
+            "data": {"neuron_diameter_px": 8.0},
+            "detection": {"enabled": False},
+            "background": {"forgetting_time_s": 2.0},  # 40 frames at 20 Hz
+        }
+    )
+    model = OnlineCNMFE(params)
+    model.initialize_from(init, frames[:N_INIT])
+    results = [model.process_frame(f) for f in frames[N_INIT:]]
+    # the true baseline now: exponential average (40 frames) of y - A c_true
+    signal = (movie.A @ movie.C).T.reshape(frames.shape)
+    alpha = 1 / 40
+    w = alpha * (1 - alpha) ** np.arange(N_FRAMES - N_INIT)[::-1]
+    target = np.tensordot(w / w.sum(), (frames - signal)[N_INIT:], axes=1)
+    assert np.abs(model.b0 - target).mean() < 0.5
+    assert np.abs(init.b0.reshape(model.dims) - target).mean() > 4  # a frozen b0 would be off
+    C_raw = np.stack([r.C_raw for r in results], 1)
+    for k in range(C_raw.shape[0]):
+        assert np.corrcoef(C_raw[k], movie.C[k, N_INIT:])[0, 1] > 0.9, f"neuron {k}"
