@@ -16,6 +16,7 @@ monotonic clock, so tests drive it explicitly.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,7 @@ class RuleStats:
     last_value: float = float("nan")
     last_age_ms: float = float("nan")
     last_received_s: float = float("nan")
+    last_t_acq_ms: float = float("nan")
     last_neuron_ids: tuple[int, ...] = ()
     ages_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
 
@@ -147,6 +149,11 @@ def _num(h: dict, key: str) -> float:
     if type(v) not in (int, float):
         raise TypeError(f"field {key!r} is {v!r}; expected a number")
     return float(v)
+
+
+def _opt_num(h: dict, key: str) -> float:
+    """A number that may be null (NaN on the sender side) or absent: NaN then."""
+    return math.nan if h.get(key) is None else _num(h, key)
 
 
 def _dims(h: dict, key: str = "dims") -> tuple[int, int]:
@@ -362,13 +369,30 @@ class DashboardModel:
         stats = self.rules.setdefault(rule, RuleStats(rule))
         stats.count += 1
         stats.last_frame_index = _int(h, "frame_index")
-        stats.last_value = _num(h, "value") if h.get("value") is not None else float("nan")
-        stats.last_age_ms = _num(h, "age_ms")
+        stats.last_value = _opt_num(h, "value")
+        stats.last_age_ms = _opt_num(h, "age_ms")
         stats.last_received_s = now
+        stats.last_t_acq_ms = _opt_num(h, "t_acq_ms")
         stats.last_neuron_ids = tuple(int(i) for i in h.get("neuron_ids") or [])
-        stats.ages_ms.append(stats.last_age_ms)
+        if math.isfinite(stats.last_age_ms):
+            stats.ages_ms.append(stats.last_age_ms)
         self.triggers.append(dict(h))
         self._dirty.add("triggers")
+
+    def declare_rules(self, names: list[str]) -> None:
+        """List rules that have not fired yet (from a rules file or a results file)."""
+        for name in names:
+            self.rules.setdefault(str(name), RuleStats(str(name)))
+        self._dirty.add("triggers")
+
+    def seconds_since(self, stats: RuleStats, now: float) -> float:
+        """Acquisition time from the rule's last firing to the newest frame (wall-clock time
+        since it was received when no frame time is known); NaN if it never fired."""
+        if stats.count == 0:
+            return math.nan
+        if self.last_t_acq_ms is not None and math.isfinite(stats.last_t_acq_ms):
+            return max(0.0, (self.last_t_acq_ms - stats.last_t_acq_ms) / 1000.0)
+        return now - stats.last_received_s
 
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
-from acquisition.protocol import decode_message
+from acquisition.protocol import Message, decode_message
 from dashboard.model import DashboardModel, ModelConfig
 from dashboard.views import apply_dark_theme
 from dashboard.views.window import DashboardWindow
@@ -56,6 +56,9 @@ class ReviewSource:
         self.ids = np.asarray(r.trace_neuron_ids, np.int64)
         birth_of = dict(zip(r.neuron_ids.tolist(), r.birth_frame.tolist(), strict=True))
         self.birth = np.array([birth_of.get(i, 0) for i in self.ids.tolist()], np.int64)
+        self.fp_birth = np.asarray(r.birth_frame, np.int64)
+        self._shown_alive: np.ndarray | None = None
+        self.fired, self.rule_log = _read_triggers(self.path)
         latency = r.frames["latency_ms"]
         latency = latency[np.isfinite(latency)]
         self.latency = np.percentile(latency, [50, 99]) if latency.size else (math.nan,) * 2
@@ -64,15 +67,13 @@ class ReviewSource:
         """Put ``model`` in the state of frame ``t`` (0-based row of the file)."""
         r = self.results
         t = int(np.clip(t, 0, max(self.n_frames - 1, 0)))
-        first = session_start = model.footprints is None
-        if first:
+        session_start = not model.offline
+        if session_start:
             model.offline = True
             model.session_id = self.path.name
-            if r.A.shape[1]:
-                frames = encode_footprints(r.A, r.neuron_ids, 0, r.dims)
-                model.handle(decode_message(frames), now=0.0)
         if self.n_frames == 0:
             return
+        self._footprints_at(model, int(self.frame_index[t]))
         lo = max(0, t - window_frames + 1)
         fi = self.frame_index[lo : t + 1]
         alive = self.birth[:, None] <= fi[None, :]
@@ -88,7 +89,29 @@ class ReviewSource:
         if session_start:
             self._births(model)
         model.status = self._status(t)
+        self._triggers_at(model, int(self.frame_index[t]))
         model.mark_dirty("traces", "image", "status", "footprints")
+
+    def _footprints_at(self, model: DashboardModel, frame: int) -> None:
+        """Send the footprints of the neurons born by ``frame`` (when that set changed)."""
+        r = self.results
+        alive = self.fp_birth <= frame
+        if self._shown_alive is not None and np.array_equal(alive, self._shown_alive):
+            return
+        self._shown_alive = alive
+        A = r.A[:, np.flatnonzero(alive)]
+        frames = encode_footprints(A, r.neuron_ids[alive], int(alive.sum()), r.dims)
+        model.handle(decode_message(frames), now=0.0)
+
+    def _triggers_at(self, model: DashboardModel, frame: int) -> None:
+        """Rules configured and triggers fired up to ``frame`` (from ``triggers/``)."""
+        model.rules.clear()
+        model.triggers.clear()
+        model.declare_rules([name for f, name in self.rule_log if f <= frame])
+        for header in self.fired:
+            if header["frame_index"] > frame:
+                break
+            model.handle(Message("trigger", header), now=0.0)
 
     def _births(self, model: DashboardModel) -> None:
         for nid, b in zip(self.ids.tolist(), self.birth.tolist(), strict=True):
@@ -112,6 +135,37 @@ class ReviewSource:
             "n_malformed": 0,
             "n_neurons": int(np.sum(self.birth <= self.frame_index[t])),
         }
+
+
+def _read_triggers(path: Path) -> tuple[list[dict], list[tuple[int, str]]]:
+    """Trigger firings (as ``trigger`` headers, by frame) and (frame, rule name) of every rule
+    configured, from the results file's ``triggers/`` group; empty when there is none."""
+    import h5py
+
+    from online_cnmfe.triggers import read_triggers
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        f = h5py.File(path, "r", swmr=True)  # left open by a crashed writer
+    with f:
+        if "triggers" not in f:
+            return [], []
+        t = read_triggers(f["triggers"])
+    fired = [
+        {
+            "rule": name,
+            "frame_index": int(row["frame_index"]),
+            "t_acq_ms": float(row["t_acq_ms"]),
+            "value": float(row["value"]),
+            "age_ms": float(row["age_ms"]),
+            "neuron_ids": ids,
+        }
+        for name, row, ids in zip(t["rule"], t["fired"], t["neuron_ids"], strict=True)
+    ]
+    fired.sort(key=lambda h: h["frame_index"])
+    rules = [(frame, str(rule.get("name", "?"))) for frame, _, rule in t["rule_log"]]
+    return fired, rules
 
 
 class ReviewApp:

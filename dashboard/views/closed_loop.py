@@ -37,9 +37,15 @@ class ClosedLoopPanel(QtWidgets.QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.empty = QtWidgets.QLabel("No closed-loop trigger has fired yet.")
         self.empty.setStyleSheet("color:#8b949e;")
+        self.summary = QtWidgets.QLabel("")
+        self.summary.setStyleSheet("color:#8b949e;")
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.empty)
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.empty)
+        top.addStretch(1)
+        top.addWidget(self.summary)
+        layout.addLayout(top)
         layout.addWidget(self.table)
 
     def refresh(self, model: DashboardModel, dirty: set[str]) -> None:
@@ -47,16 +53,21 @@ class ClosedLoopPanel(QtWidgets.QWidget):
         if not dirty & {"triggers", "status"}:
             return
         rules = sorted(model.rules.values(), key=lambda r: r.rule)
-        self.empty.setVisible(not rules)
+        self.empty.setVisible(not any(r.count for r in rules))
+        counters = model.status.get("triggers")
+        if isinstance(counters, dict):
+            self.summary.setText(
+                " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in counters.items())
+            )
         self.table.setRowCount(len(rules))
         now = time.monotonic()
         for i, r in enumerate(rules):
             p50, p99 = r.age_percentiles()
-            ago = now - r.last_received_s if math.isfinite(r.last_received_s) else float("nan")
+            ago = model.seconds_since(r, now)
             cells = (
                 r.rule,
                 str(r.count),
-                str(r.last_frame_index),
+                str(r.last_frame_index) if r.count else "–",
                 "–" if not math.isfinite(ago) else f"{ago:.1f} s",
                 "–" if not math.isfinite(r.last_value) else f"{r.last_value:.3g}",
                 f"{_ms(r.last_age_ms)} / {_ms(p50)} / {_ms(p99)} ms",

@@ -133,3 +133,36 @@ def test_view_command_reports_a_missing_file(tmp_path):
         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"},
     )
     assert out.returncode == 2 and "error" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_review_shows_rules_and_triggers_fired_by_the_frame(results_file, qtbot):
+    import json
+
+    import h5py
+
+    from online_cnmfe.triggers.records import (
+        TriggerRecord,
+        create_trigger_datasets,
+        store_rule_log,
+        store_triggers,
+    )
+
+    with h5py.File(results_file, "a") as f:
+        g = create_trigger_datasets(f)
+        store_rule_log(g, [(-1, "add", json.dumps({"name": "r1"})),
+                           (-1, "add", json.dumps({"name": "quiet"}))])  # fmt: skip
+        store_triggers(g, [
+            TriggerRecord("r1", fr, fr, 50.0 * fr, 2.0, age, (7,), 0, 0, i + 1)
+            for i, (fr, age) in enumerate([(10, 1.0), (20, 3.0), (50, float("nan"))])
+        ])  # fmt: skip
+    src = ReviewSource(results_file)
+    m = DashboardModel(ModelConfig(history_frames=60))
+    src.show(m, 25, window_frames=20)
+    assert set(m.rules) == {"r1", "quiet"}
+    r1 = m.rules["r1"]
+    assert r1.count == 2 and r1.last_frame_index == 20 and m.rules["quiet"].count == 0
+    assert r1.age_percentiles()[0] == pytest.approx(2.0)
+    assert m.seconds_since(r1, 0.0) == pytest.approx(0.25)  # frame 25 vs 20 at 20 Hz
+    src.show(m, 59, window_frames=20)
+    assert m.rules["r1"].count == 3 and len(m.rules["r1"].ages_ms) == 2  # NaN age not counted
+    assert m.n_malformed == 0

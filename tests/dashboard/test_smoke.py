@@ -209,13 +209,14 @@ def test_dashboard_on_the_real_engine(tmp_path):
             "20",
             "--quiet",
         )
-        engine.wait_for("running with", timeout=90)
+        engine.wait_for("running with", timeout=120)
         line = dash.wait_for("first traces of the session", timeout=30)
         assert int(line.split(": ")[-1].split()[0]) > 0  # some neurons
         procs["dashboard"].send_signal(signal.SIGTERM)
         dash.wait_for("screenshot written")
         assert procs["dashboard"].wait(timeout=30) == 0
-        assert "malformed" in dash.wait_for("display:") and "(0 malformed" in "".join(dash.seen)
+        summary = dash.wait_for("display:")
+        assert "(0 malformed" in summary, "".join(dash.seen)
     finally:
         for p in procs.values():
             if p.poll() is None:
