@@ -41,12 +41,17 @@ def _footprints(rng, H, W, K, d):
     return scipy.sparse.csc_array(np.stack(cols_list, axis=1).astype(np.float32))
 
 
-def run(size: int, K: int, n_frames: int, seed: int, params: CNMFEParams) -> dict:
+def run(size: int, K: int, n_frames: int, seed: int, params: CNMFEParams, hidden: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     H = W = size
     d = params.data.neuron_diameter_px
     ssub = params.background.downsample
     A = _footprints(rng, H, W, K, d)
+    Ah = _footprints(rng, H, W, hidden, d) if hidden else None
+    Sh = (rng.random((hidden, n_frames)) < 0.05) * rng.uniform(20, 30, (hidden, n_frames))
+    Ch = np.zeros_like(Sh)
+    for i in range(1, n_frames):
+        Ch[:, i] = 0.9 * Ch[:, i - 1] + Sh[:, i]
     T0 = 200
     g = 0.9
     S = (rng.random((K, T0 + n_frames)) < 0.02) * rng.uniform(2, 6, (K, T0 + n_frames))
@@ -81,6 +86,8 @@ def run(size: int, K: int, n_frames: int, seed: int, params: CNMFEParams) -> dic
         slot = t % L
         c = C[:, t] if C.shape[0] == A.shape[1] else np.abs(rng.standard_normal(A.shape[1]))
         r = rng.standard_normal(H * W).astype(np.float32)
+        if hidden:  # neurons the model lacks: they stay in the residual (detection load)
+            r += (Ah @ Ch[:, i]).astype(np.float32)
         y = (A @ c + b0 + r).astype(np.float32)
         residual[slot] = r
         residual_frame[slot] = t
@@ -97,6 +104,7 @@ def run(size: int, K: int, n_frames: int, seed: int, params: CNMFEParams) -> dic
         stage["observe"] += 1e3 * (t_obs - t0) / n_frames
         for k in ("ring", "footprints", "merge", "detect", "finish"):
             stage[k] += getattr(slow.work, "ms_" + k) / n_frames
+        stats["candidates"] = stats.get("candidates", 0) + slow.work.candidates
         for key in ("hals", "ring_pixels", "candidates", "merge_checks"):
             work_max[key] = max(work_max.get(key, 0), getattr(slow.work, key))
         if upd is not None:
@@ -130,6 +138,7 @@ def main() -> None:
     ap.add_argument("--neurons", type=int, default=300)
     ap.add_argument("--frames", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", type=int, default=0, help="unmodelled neurons in the residual")
     ap.add_argument("--set", nargs="*", default=[], help="stage.key=value overrides")
     args = ap.parse_args()
     dotted = {}
@@ -137,8 +146,8 @@ def main() -> None:
         k, v = kv.split("=")
         dotted[k] = json.loads(v)
     params = CNMFEParams().replace(**dotted) if dotted else CNMFEParams()
-    run(64, 20, 50, args.seed, params)  # numba warm-up (compiles cached kernels)
-    res = run(args.size, args.neurons, args.frames, args.seed, params)
+    run(64, 20, 50, args.seed, params, 2)  # numba warm-up (compiles cached kernels)
+    res = run(args.size, args.neurons, args.frames, args.seed, params, args.hidden)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()

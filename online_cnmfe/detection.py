@@ -25,7 +25,8 @@ residual buffer in a box around it and must pass:
   shifted), nor an overlapping one whose trace correlates above ``merge_corr_threshold`` (a
   piece of a cell whose footprint is too small).
 
-Passing candidates enter a *pool* keyed by position; distinct event frames accumulate there
+Passing candidates enter a *pool* keyed by position (centroids within 0.35 d: a real cell's
+centroid is stable across visits, noise structure wanders); distinct event frames accumulate there
 and a candidate is promoted once it has ``confirm_events`` separate events (in one buffer or
 over several visits). Pool entries unseen for ``pool_expiry_s`` are forgotten.
 """
@@ -52,6 +53,7 @@ REASONS = (
     "duplicate",
 )
 _MAX_EVENTS = 8
+_MATCH_RADIUS = 0.35  # a candidate revisits a pool entry if its centroid is this close (x d)
 
 
 @dataclass(slots=True)
@@ -300,7 +302,7 @@ def _is_duplicate(fs, view, a, pix, cp, order, box, params) -> bool:
 
 
 def pool_record(det: DetectionState, res: dict, t: int, geo: Geometry) -> tuple[int, int]:
-    """Add the candidate's events to its pool entry (matched by centroid within d / 2).
+    """Add the candidate's events to its pool entry (matched by centroid within 0.35 d).
 
     Returns (entry, number of distinct events). Expired entries are freed first; when the pool
     is full the least recently seen entry is replaced.
@@ -310,7 +312,7 @@ def pool_record(det: DetectionState, res: dict, t: int, geo: Geometry) -> tuple[
     dist = np.hypot(det.pool_rc[:, 0] - cr, det.pool_rc[:, 1] - cc)
     dist[~det.pool_used] = np.inf
     e = int(np.argmin(dist))
-    if not dist[e] <= geo.diameter / 2:
+    if not dist[e] <= _MATCH_RADIUS * geo.diameter:
         free = np.flatnonzero(~det.pool_used)
         e = int(free[0]) if free.size else int(np.argmin(det.pool_last))
         det.pool_used[e] = True

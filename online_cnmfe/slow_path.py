@@ -351,7 +351,8 @@ def slow_step(
     params : CNMFEParams
     budget_ms : float, optional
         Soft time budget: merges and detection are skipped on this step once the elapsed time
-        exceeds it (the work counts of :func:`work_limits` always hold). None = no budget.
+        exceeds it, and no further candidate is evaluated past it (at least one is); the work
+        counts of :func:`work_limits` always hold. None = no budget (deterministic).
 
     Returns
     -------
@@ -392,7 +393,8 @@ def slow_step(
     t3 = time.perf_counter()
     work.ms_merge = 1e3 * (t3 - t2)
     if params.detection.enabled and (budget_ms is None or 1e3 * (t3 - t_start) <= budget_ms):
-        _detect(slow, model_view, params, ch, t)
+        deadline = None if budget_ms is None else t_start + 1e-3 * budget_ms
+        _detect(slow, model_view, params, ch, t, deadline)
     t4 = time.perf_counter()
     work.ms_detect = 1e3 * (t4 - t3)
     out = _finish(slow, model_view, params, ch, t)
@@ -444,7 +446,7 @@ def _merge_and_remove(slow, view, params, ch: _Changes, t: int) -> None:
             ch.replaced.pop(int(k), None)
 
 
-def _detect(slow, view, params, ch: _Changes, t: int) -> None:
+def _detect(slow, view, params, ch: _Changes, t: int, deadline: float | None) -> None:
     fs, det = slow.stats, slow.det
     geo = _geometry(params)
     if fs.n_components + len(ch.births) >= params.detection.max_neurons:
@@ -452,6 +454,8 @@ def _detect(slow, view, params, ch: _Changes, t: int) -> None:
     fr = params.data.frame_rate_hz
     L = view.residual.shape[0]
     for row, col in det_mod.search(det, t, params, geo):
+        if deadline is not None and slow.work.candidates and time.perf_counter() > deadline:
+            break  # the rest wait for a later frame (their spots are not blocked)
         slow.work.candidates += 1
         reason, res = det_mod.evaluate(fs, view, int(row), int(col), params, geo)
         det.reason_counts[reason] += 1

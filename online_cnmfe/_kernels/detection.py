@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 _JIT = {"cache": True, "nogil": True}
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # fastmath without nnan/ninf
 
 
 @numba.njit(**_JIT)
@@ -204,34 +205,37 @@ def nms_greedy(rows, cols, order, radius, max_keep, out_keep):
     return n_keep
 
 
-@numba.njit(**_JIT)
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def rank1_nmf(Y, a, c, n_iter):
     """Rank-1 NMF ``Y ~ c a^T`` by alternating exact nonnegative least squares.
 
     Y (T, m) float32; a (m,) initial footprint, updated in place; c (T,) written.
-    Each iteration: ``c = max(Y a / |a|^2, 0)`` then ``a = max(Y^T c / |c|^2, 0)``.
+    Each iteration: ``c = max(Y a / |a|^2, 0)`` then ``a = max(Y^T c / |c|^2, 0)``
+    (both passes walk Y row by row).
     """
     T, m = Y.shape
+    acc_a = np.zeros(m, np.float32)
     for _ in range(n_iter):
-        aa = 0.0
+        aa = np.float32(0.0)
         for i in range(m):
             aa += a[i] * a[i]
         if aa <= 0.0:
             c[:] = 0.0
             return
+        cc = np.float32(0.0)
+        acc_a[:] = 0.0
         for t in range(T):
-            acc = 0.0
+            acc = np.float32(0.0)
             for i in range(m):
                 acc += Y[t, i] * a[i]
-            c[t] = max(acc / aa, 0.0)
-        cc = 0.0
-        for t in range(T):
-            cc += c[t] * c[t]
+            ct = max(acc / aa, np.float32(0.0))
+            c[t] = ct
+            cc += ct * ct
+            if ct > 0.0:
+                for i in range(m):
+                    acc_a[i] += Y[t, i] * ct
         if cc <= 0.0:
             a[:] = 0.0
             return
         for i in range(m):
-            acc = 0.0
-            for t in range(T):
-                acc += Y[t, i] * c[t]
-            a[i] = max(acc / cc, 0.0)
+            a[i] = max(acc_a[i] / cc, np.float32(0.0))

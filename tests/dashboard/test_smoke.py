@@ -191,7 +191,7 @@ def test_dashboard_on_the_real_engine(tmp_path):
             "--set",
             "init.init_frames=100",
         )
-        dash.wait_for("connection: waiting")  # the engine is up, no frames yet
+        dash.wait_for("connection: waiting", timeout=60)  # the engine is up, no frames yet
         start(
             "acquire",
             "acquire",
@@ -210,7 +210,7 @@ def test_dashboard_on_the_real_engine(tmp_path):
             "--quiet",
         )
         engine.wait_for("running with", timeout=120)
-        line = dash.wait_for("first traces of the session", timeout=30)
+        line = dash.wait_for("first traces of the session", timeout=60)
         assert int(line.split(": ")[-1].split()[0]) > 0  # some neurons
         procs["dashboard"].send_signal(signal.SIGTERM)
         dash.wait_for("screenshot written")
