@@ -156,14 +156,22 @@ class TestPublisher:
         self.sock.bind(endpoint)
         self.session_id = uuid.uuid4().hex[:12]
         self.seq = 0
+        self.size = SIZE
         self.movie = self.make_movie(seed)
 
     @staticmethod
-    def make_movie(seed: int, n: int = 400) -> np.ndarray:
+    def make_movie(seed: int, n: int = 400, size=SIZE) -> np.ndarray:
         from acquisition.simulator import MiniscopeSimulator, SimulationParams
 
-        params = SimulationParams(height=SIZE[0], width=SIZE[1], n_frames=n, n_neurons=8, seed=seed)
+        params = SimulationParams(height=size[0], width=size[1], n_frames=n, n_neurons=8, seed=seed)
         return MiniscopeSimulator(params).frames(0, n)
+
+    def new_session(self, size=SIZE, seed: int = 1) -> None:
+        """Act as a restarted publisher: new session id, seq from 0, maybe another size."""
+        self.session_id = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.size = tuple(size)
+        self.movie = self.make_movie(seed, size=size)
 
     def wait_for_subscriber(self, timeout_s: float = 30.0) -> None:
         if not self.sock.poll(int(timeout_s * 1000)):
@@ -172,7 +180,9 @@ class TestPublisher:
             self.sock.recv()
 
     def send_start(self) -> None:
-        start = StartMessage(self.session_id, "synthetic", 20.0, SIZE, "uint16", "test", None, {})
+        start = StartMessage(
+            self.session_id, "synthetic", 20.0, self.size, "uint16", "test", None, {}
+        )
         self.sock.send_multipart(encode_start(start))
 
     def send_frame(self, index: int, pixels: np.ndarray | None = None) -> None:

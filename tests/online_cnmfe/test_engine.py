@@ -74,14 +74,24 @@ def test_acquisition_to_engine_to_subscriber_matches_the_file(tmp_path, client):
 def test_sigint_stops_cleanly_with_a_complete_file(tmp_path, client):
     engine = start_engine(tmp_path)
     acquire = start_acquire(tmp_path, n_frames=None, rate="200")
+    late = None
     try:
         client.wait_for(running_after(40), 90, "40 processed frames", engine)
+        late = ResultsClient(endpoints(tmp_path)[1])  # joins mid-run: gets the full picture
+        late.wait_for(
+            lambda c: c.messages["footprints"]
+            and {"corr_pnr", "max_projection"} <= {m.header["layer"] for m in c.messages["image"]}
+            and c.messages["ready"],
+            10, "footprints and summary images for a late joiner", engine,
+        )  # fmt: skip
         engine.send_signal(signal.SIGINT)
         assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
         client.poll(0.5)
     finally:
         stop(engine)
         stop(acquire)
+        if late is not None:
+            late.close()
     assert client.messages["eos"][-1].header["reason"] == "SIGINT"
     res = read_results(tmp_path / "session.h5")
     assert res.attrs["complete"]

@@ -146,3 +146,47 @@ def test_store_failure_is_reported_and_the_engine_keeps_running(tmp_path, client
     assert "gone" in status["store_error"] and status["n_frames_processed"] == 60
     assert [m.header["frame_index"] for m in client.messages["traces"]] == list(range(60, 120))
     assert any(m.header["kind"] == "store_error" for m in client.messages["event"])
+
+
+@pytest.mark.parametrize("policy", ["continue", "reinitialise"])
+def test_a_new_session_with_another_frame_size(tmp_path, client, policy):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path, "--set", f"engine.on_restart={policy}")
+    try:
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(100):
+            pub.send_frame(i)
+        client.wait_for(running_after(40), 60, "40 processed frames", engine)
+        pub.new_session(size=(48, 56))
+        pub.send_start()
+        for i in range(100):
+            pub.send_frame(i)
+        if policy == "reinitialise":
+            client.wait_for(
+                lambda c: c.last_status().get("dims") == [48, 56]
+                and c.last_status().get("phase") == "running"
+                and c.last_status()["n_frames_processed"] >= 40 + 40,
+                60, "the second model running", engine,
+            )  # fmt: skip
+        else:
+            client.wait_for(
+                lambda c: c.last_status().get("n_rejected", 0) >= 100, 60, "rejections", engine
+            )
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    assert [m.header["kind"] for m in client.messages["event"]].count("restart") == 1
+    first = read_results(tmp_path / "session.h5")
+    assert first.dims == SIZE
+    if policy == "reinitialise":
+        assert first.n_frames == 100 and first.attrs["complete"]
+        second = read_results(tmp_path / "session-1.h5")
+        assert second.dims == (48, 56) and second.n_frames == 100
+    else:
+        assert first.n_frames == 100
+        assert len(first.rejected) == 100
+        assert all("(48, 56)" in reason for _, reason in first.rejected)
