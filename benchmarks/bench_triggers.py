@@ -327,8 +327,15 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
     eng = TriggerEngine(rules, max_frame_age_ms=1e9, frame_rate_hz=sp.frame_rate_hz,
                         centroid_source=source, centroid_refresh_frames=1)  # fmt: skip
     eng.update_centroids(*source())
+    total_ms, slow_ms, eval_us = [], [], []
     for t in range(init, n_frames):
-        eng.on_frame(model.process_frame(frames[t]), {"frame_index": t})
+        result = model.process_frame(frames[t])
+        t0 = time.perf_counter_ns()
+        eng.on_frame(result, {"frame_index": t})
+        eval_us.append((time.perf_counter_ns() - t0) / 1e3)
+        tm = result.timings_ms
+        total_ms.append(tm.get("total", np.nan))
+        slow_ms.append(sum(tm.get(k, 0.0) for k in ("slow_observe", "slow_step", "apply_update")))
     out = {}
     minutes = (n_frames - init) / sp.frame_rate_hz / 60
     state = {r["name"]: r["state"] for r in eng.list_rules()}
@@ -355,6 +362,10 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
         }  # fmt: skip
     out["n_true_neurons_found"] = len(found)
     out["n_model_neurons"] = int(len(model.neuron_ids))
+    # the model runs its slow path inside process_frame, i.e. before the rules see the traces
+    out["model_total_ms"], out["model_slow_path_ms"] = pct(total_ms), pct(slow_ms)
+    out["rules_eval_us"] = pct(eval_us)
+    out["n_rules"] = len(rules)
     return out
 
 
