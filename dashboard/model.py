@@ -281,6 +281,12 @@ class DashboardModel:
             raise ValueError(f"trace arrays have shapes {ids.shape}, {C.shape}, {S.shape}")
         if self.last_frame_index is not None and frame_index < self.last_frame_index:
             self._restart(f"frame index went back from {self.last_frame_index} to {frame_index}")
+        last = self.last_frame_index
+        if last is not None and frame_index > last + 1 and self.last_t_acq_ms is not None:
+            # frames lost or rejected upstream: one empty column so the lines break there
+            empty = np.zeros(0, np.float32)
+            t_gap = self.last_t_acq_ms + (t_ms - self.last_t_acq_ms) / (frame_index - last)
+            self.traces.append(last + 1, t_gap, np.zeros(0, np.int64), empty, empty, empty)
         n_before = self.traces.n_rows
         self.traces.append(frame_index, t_ms, ids, C, S, C_raw)
         if self.traces.n_rows > n_before and self._seen_first_traces:

@@ -244,3 +244,13 @@ def test_selection_and_auto_selection_of_active_neurons():
     m.select(104, add=True)
     m.select(103, add=True)
     assert m.selected == [104]
+
+
+def test_a_frame_gap_breaks_the_traces_with_an_empty_column():
+    m = DashboardModel()
+    for f in (0, 1, 2, 6, 7):
+        m.handle(traces(f, [1], [float(f)]), now=0)
+    win = m.traces.window(100, [0])
+    assert win["frame_index"].tolist() == [0, 1, 2, 3, 6, 7]
+    assert np.isnan(win["C"][0, 3]) and win["C"][0, 4] == 6.0
+    assert win["t_ms"][3] == pytest.approx(150.0)  # the time frame 3 would have had

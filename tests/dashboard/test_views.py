@@ -186,9 +186,12 @@ def test_window_draws_selected_traces_raster_status_and_triggers(qtbot):
         ),
         now=0.0,
     )
+    m.handle(msg("event", {"kind": "born", "frame_index": 2, "neuron_ids": [42],
+                           "detail": "new cell"}), now=0.0)  # fmt: skip
     m.select(42)
     m.tick(0.5)
     w.refresh(m, m.take_dirty())
+    assert w.events.count() == 1 and w.events.item(0).text().startswith("★ born #42 frame 2")
     x, y = w.traces.curves["C"][0].getData()
     np.testing.assert_allclose(x, [-0.1, -0.05, 0.0])
     np.testing.assert_allclose(y, np.array([1, 2, 3]) / 3)  # C / max(C_raw), first row offset 0
