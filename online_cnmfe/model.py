@@ -222,12 +222,12 @@ class OnlineCNMFE:
             )
         if frame.dtype.kind not in "uif":
             raise TypeError(f"frame {st.t} has dtype {frame.dtype}; expected a real number type")
-        y = np.ascontiguousarray(frame, dtype=np.float32).reshape(-1)
+        y = self._ops.frame_buf  # the model's own float32 copy: no allocation per frame
+        np.copyto(y.reshape(st.dims), frame, casting="unsafe")
         if frame.dtype.kind == "f" and not np.isfinite(y.sum()):
             bad = ~np.isfinite(y)
             if self.params.online.nan_policy == "skip":
                 return None
-            y = y.copy()  # never write into the caller's array
             y[bad] = st.b0[bad]
         return y
 

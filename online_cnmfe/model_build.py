@@ -38,6 +38,7 @@ class Operators:
     scratch_s: np.ndarray  # (n_bg,) float32 zeros
     scratch_a: np.ndarray  # (n_pixels,) float32 zeros
     mark: np.ndarray  # (n_bg,) int64 visit tags
+    frame_buf: np.ndarray  # (n_pixels,) float32 copy of the current frame
     tag: int = 0
 
 
@@ -56,6 +57,7 @@ def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
         scratch_s=np.zeros(D.shape[0], np.float32),
         scratch_a=np.zeros(D.shape[1], np.float32),
         mark=np.full(D.shape[0], -1, np.int64),
+        frame_buf=np.zeros(D.shape[1], np.float32),
     )
 
 

@@ -173,3 +173,19 @@ def test_baseline_follows_a_slow_drift(movie, init):
     C_raw = np.stack([r.C_raw for r in results], 1)
     for k in range(C_raw.shape[0]):
         assert np.corrcoef(C_raw[k], movie.C[k, N_INIT:])[0, 1] > 0.9, f"neuron {k}"
+
+
+def test_initialize_runs_the_real_initialisation():
+    from acquisition.simulator import MiniscopeSimulator
+    from acquisition.simulator_params import SimulationParams
+
+    sim = MiniscopeSimulator(
+        SimulationParams(height=64, width=64, n_frames=200, n_neurons=8, seed=2, n_neuropil=4)
+    )
+    frames = sim.frames(0, 200)
+    model = OnlineCNMFE(CNMFEParams.from_dict({"init": {"init_frames": 150}}))
+    model.initialize(frames[:150])
+    assert model.n_components >= 1 and model.frame_index == 150
+    for f in frames[150:]:
+        r = model.process_frame(f)
+        assert np.isfinite(r.C).all() and r.C.shape == r.neuron_ids.shape
