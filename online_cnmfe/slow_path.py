@@ -350,9 +350,10 @@ def slow_step(
     model_view : SlowPathInputs
     params : CNMFEParams
     budget_ms : float, optional
-        Soft time budget: merges and detection are skipped on this step once the elapsed time
-        exceeds it, and no further candidate is evaluated past it (at least one is); the work
-        counts of :func:`work_limits` always hold. None = no budget (deterministic).
+        Soft time budget. Detection runs first and evaluates candidates until the budget is
+        spent (at least one); the ring and footprint slices always run (fixed quotas); merges
+        are skipped once the budget is spent. The work counts of :func:`work_limits` always
+        hold. None = no budget (deterministic).
 
     Returns
     -------
@@ -371,9 +372,15 @@ def slow_step(
     work.hals = work.ring_pixels = work.ring_samples = work.candidates = 0
     work.merge_checks = work.births = work.merges = work.removals = 0
     ch = _Changes()
-    _ring_slice(slow, model_view, params, ch, t)
+    work.ms_detect = work.ms_merge = 0.0
+    if params.detection.enabled:  # first, so a busy step never starves it (>= 1 candidate)
+        deadline = None if budget_ms is None else t_start + 1e-3 * budget_ms
+        _detect(slow, model_view, params, ch, t, deadline)
     t1 = time.perf_counter()
-    work.ms_ring = 1e3 * (t1 - t_start)
+    work.ms_detect = 1e3 * (t1 - t_start)
+    _ring_slice(slow, model_view, params, ch, t)
+    t2 = time.perf_counter()
+    work.ms_ring = 1e3 * (t2 - t1)
     buffer = (model_view.residual, model_view.c_buffer, model_view.residual_frame >= 0)
     P = params.online.footprint_update_period_frames
     n_fp = min(K, (t + 1) * K // P - t * K // P)  # exactly K refreshes per period
@@ -385,18 +392,12 @@ def slow_step(
             ch.replaced[k] = suffstats.footprint_column(fs, k)
         else:
             ch.removed.add(k)
-    t2 = time.perf_counter()
-    work.ms_footprints = 1e3 * (t2 - t1)
-    work.ms_merge = work.ms_detect = 0.0
-    if budget_ms is None or 1e3 * (t2 - t_start) <= budget_ms:
-        _merge_and_remove(slow, model_view, params, ch, t)
     t3 = time.perf_counter()
-    work.ms_merge = 1e3 * (t3 - t2)
-    if params.detection.enabled and (budget_ms is None or 1e3 * (t3 - t_start) <= budget_ms):
-        deadline = None if budget_ms is None else t_start + 1e-3 * budget_ms
-        _detect(slow, model_view, params, ch, t, deadline)
+    work.ms_footprints = 1e3 * (t3 - t2)
+    if budget_ms is None or 1e3 * (t3 - t_start) <= budget_ms:
+        _merge_and_remove(slow, model_view, params, ch, t)
     t4 = time.perf_counter()
-    work.ms_detect = 1e3 * (t4 - t3)
+    work.ms_merge = 1e3 * (t4 - t3)
     out = _finish(slow, model_view, params, ch, t)
     work.ms_finish = 1e3 * (time.perf_counter() - t4)
     return out
