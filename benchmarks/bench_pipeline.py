@@ -96,6 +96,27 @@ def truth_init(sim, frames: np.ndarray, params: CNMFEParams) -> tuple[InitResult
     return init, born
 
 
+def nbytes(obj, seen=None) -> int:
+    """Bytes held in arrays by a (nested) dataclass / dict / list / sparse matrix."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if scipy.sparse.issparse(obj):
+        return sum(getattr(obj, n).nbytes for n in ("data", "indices", "indptr") if hasattr(obj, n))
+    if dataclasses.is_dataclass(obj):
+        return sum(nbytes(getattr(obj, f.name), seen) for f in dataclasses.fields(obj))
+    if isinstance(obj, dict):
+        return sum(nbytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(nbytes(v, seen) for v in obj)
+    return 0
+
+
 def _summary(times: np.ndarray) -> dict:
     cpu = getattr(run_online, "cpu", None)
     extra = {}
@@ -212,6 +233,8 @@ def scenario_sim(args) -> dict:
         **_summary(times), "stages_median_ms": stages, "worst_frame_ms": run_online.worst,
         "truth_init_s": t_init, "model_build_s": t_build, "online_s": t_online, "wall_s": wall,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "model_state_mb": nbytes(model.state) / 2**20,
+        "slow_state_mb": nbytes(model.state.slow) / 2**20,
         "matched_in_memory": len(in_memory.true_index), "matched_in_file": len(in_file.true_index),
         "f1": metrics["f1"], "recall": metrics["recall"], "precision": metrics["precision"],
         "trace_corr_median": metrics["trace_corr_median"],
