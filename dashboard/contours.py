@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
 
-__all__ = ["Contours", "contour_segments", "footprint_masks", "owner_map"]
+__all__ = ["Contours", "contour_segments", "contours_and_owner", "footprint_masks", "owner_map"]
 
 DEFAULT_THRESHOLD = 0.25
 
@@ -62,7 +64,48 @@ def _check_csc(data, indices, indptr, dims) -> tuple[np.ndarray, np.ndarray, np.
     return data, indices, indptr
 
 
-def footprint_masks(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD):
+def _neighbour_index(pix, col, dims, dr: int, dc: int) -> np.ndarray:
+    """For each entry (pixel ``pix`` of neuron ``col``), the index of the entry of the same
+    neuron at pixel (row + dr, col + dc), or -1 when there is none."""
+    h, w = int(dims[0]), int(dims[1])
+    n_pixels = h * w
+    key = col.astype(np.int64) * n_pixels + pix
+    order = np.argsort(key, kind="stable")
+    sorted_keys = key[order]
+    r, c = pix // w + dr, pix % w + dc
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    want = col.astype(np.int64) * n_pixels + np.clip(r, 0, h - 1) * w + np.clip(c, 0, w - 1)
+    if sorted_keys.size == 0:
+        return np.full(pix.size, -1, np.int64)
+    pos = np.clip(np.searchsorted(sorted_keys, want), 0, sorted_keys.size - 1)
+    found = inside & (sorted_keys[pos] == want)
+    return np.where(found, order[pos], -1)
+
+
+def _peak_component(pix, col, norm, dims) -> np.ndarray:
+    """Which mask entries are 4-connected to their neuron's brightest pixel."""
+    n = pix.size
+    if n == 0:
+        return np.zeros(0, bool)
+    src, dst = [], []
+    for dr, dc in ((0, 1), (1, 0)):
+        j = _neighbour_index(pix, col, dims, dr, dc)
+        ok = j >= 0
+        src.append(np.flatnonzero(ok))
+        dst.append(j[ok])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    graph = scipy.sparse.coo_array((np.ones(src.size, np.int8), (src, dst)), shape=(n, n))
+    _, label = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    order = np.lexsort((-norm, col))  # by neuron, brightest first
+    first = np.r_[True, col[order][1:] != col[order][:-1]]
+    peak_label = np.full(int(col.max()) + 1, -1, np.int64)
+    peak_label[col[order][first]] = label[order][first]
+    return label == peak_label[col]
+
+
+def footprint_masks(
+    data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD, peak_component=True
+):
     """Pixels of each neuron above ``threshold`` times its own maximum.
 
     Parameters
@@ -73,6 +116,9 @@ def footprint_masks(data, indices, indptr, dims, threshold: float = DEFAULT_THRE
         (H, W).
     threshold : float
         Fraction of each footprint's maximum, in (0, 1].
+    peak_component : bool
+        Keep only the pixels 4-connected to the footprint's brightest pixel (drops stray
+        islands, which would otherwise draw as separate outlines).
 
     Returns
     -------
@@ -94,6 +140,9 @@ def footprint_masks(data, indices, indptr, dims, threshold: float = DEFAULT_THRE
     scale = np.where(col_max > 0, col_max, 1.0).astype(np.float32)
     norm = data / scale[column]
     keep = (norm >= threshold) & (data > 0)
+    if peak_component and keep.any():
+        kept = np.flatnonzero(keep)
+        keep[kept] = _peak_component(indices[kept], column[kept], norm[kept], dims)
     return keep, column, norm
 
 
@@ -105,19 +154,11 @@ def _edges(pix: np.ndarray, col: np.ndarray, dims) -> tuple[np.ndarray, np.ndarr
     or not in the same neuron's mask; membership is a search in the sorted (neuron, pixel)
     keys, so there is no loop over neurons.
     """
-    h, w = int(dims[0]), int(dims[1])
-    n_pixels = h * w
-    key = col.astype(np.int64) * n_pixels + pix
-    order = np.argsort(key, kind="stable")
-    sorted_keys = key[order]
+    w = int(dims[1])
     r, c = pix // w, pix % w
 
     def member(dr: int, dc: int) -> np.ndarray:
-        rr, cc = r + dr, c + dc
-        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-        k = col.astype(np.int64) * n_pixels + np.clip(rr, 0, h - 1) * w + np.clip(cc, 0, w - 1)
-        pos = np.clip(np.searchsorted(sorted_keys, k), 0, max(sorted_keys.size - 1, 0))
-        return inside & (sorted_keys[pos] == k) if sorted_keys.size else inside & False
+        return _neighbour_index(pix, col, dims, dr, dc) >= 0
 
     parts, owners = [], []
     # (neighbour offset, segment start (row, col) offset, segment end offset)
@@ -138,7 +179,9 @@ def _edges(pix: np.ndarray, col: np.ndarray, dims) -> tuple[np.ndarray, np.ndarr
     return segments[order], neuron[order]
 
 
-def contour_segments(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD) -> Contours:
+def contour_segments(
+    data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD, peak_component=True
+) -> Contours:
     """Pixel-edge outlines of every footprint's mask (see the module docstring).
 
     Parameters
@@ -149,6 +192,8 @@ def contour_segments(data, indices, indptr, dims, threshold: float = DEFAULT_THR
         (H, W) of the image.
     threshold : float
         Mask threshold as a fraction of each footprint's maximum.
+    peak_component : bool
+        Outline only the part connected to the brightest pixel (see :func:`footprint_masks`).
 
     Returns
     -------
@@ -164,21 +209,13 @@ def contour_segments(data, indices, indptr, dims, threshold: float = DEFAULT_THR
     >>> sorted({tuple(p) for p in c.segments.reshape(-1, 2).tolist()})
     [(5.0, 20.0), (5.0, 21.0), (6.0, 20.0), (6.0, 21.0)]
     """
-    keep, column, _ = footprint_masks(data, indices, indptr, dims, threshold)
+    keep, column, _ = footprint_masks(data, indices, indptr, dims, threshold, peak_component)
     pix = np.asarray(indices, dtype=np.int64)[keep]
     segments, neuron = _edges(pix, column[keep], dims)
     return Contours(segments, neuron)
 
 
-def owner_map(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """For each pixel, the neuron (column) whose mask has the largest normalised value there.
-
-    Returns
-    -------
-    ndarray of shape (H, W), int32
-        Column index, or -1 where no mask covers the pixel.
-    """
-    keep, column, norm = footprint_masks(data, indices, indptr, dims, threshold)
+def _owner(keep, column, norm, indices, dims) -> np.ndarray:
     h, w = int(dims[0]), int(dims[1])
     owner = np.full(h * w, -1, dtype=np.int32)
     pix = np.asarray(indices, dtype=np.int64)[keep]
@@ -188,3 +225,27 @@ def owner_map(data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD)
         last = np.r_[pix_sorted[1:] != pix_sorted[:-1], True]  # largest value of each pixel
         owner[pix_sorted[last]] = column[keep][order][last]
     return owner.reshape(h, w)
+
+
+def owner_map(
+    data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD, peak_component=True
+) -> np.ndarray:
+    """For each pixel, the neuron (column) whose mask has the largest normalised value there.
+
+    Returns
+    -------
+    ndarray of shape (H, W), int32
+        Column index, or -1 where no mask covers the pixel.
+    """
+    keep, column, norm = footprint_masks(data, indices, indptr, dims, threshold, peak_component)
+    return _owner(keep, column, norm, indices, dims)
+
+
+def contours_and_owner(
+    data, indices, indptr, dims, threshold: float = DEFAULT_THRESHOLD
+) -> tuple[Contours, np.ndarray]:
+    """:func:`contour_segments` and :func:`owner_map` from one computation of the masks."""
+    keep, column, norm = footprint_masks(data, indices, indptr, dims, threshold)
+    pix = np.asarray(indices, dtype=np.int64)[keep]
+    segments, neuron = _edges(pix, column[keep], dims)
+    return Contours(segments, neuron), _owner(keep, column, norm, indices, dims)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from dashboard.contours import DEFAULT_THRESHOLD, Contours, contour_segments, owner_map
+from dashboard.contours import DEFAULT_THRESHOLD, Contours, contours_and_owner
 from dashboard.ringbuffer import TraceBuffer, row_peaks
 
 logger = logging.getLogger(__name__)
@@ -314,8 +314,7 @@ class DashboardModel:
         if indptr.shape != (k + 1,):
             raise ValueError(f"indptr has shape {indptr.shape}; {k} neurons need ({k + 1},)")
         thr = self.config.contour_threshold
-        contours = contour_segments(data, indices, indptr, dims, thr)
-        owner = owner_map(data, indices, indptr, dims, thr)
+        contours, owner = contours_and_owner(data, indices, indptr, dims, thr)
         A = scipy.sparse.csc_array(
             (np.asarray(data, np.float32), np.asarray(indices), np.asarray(indptr)),
             shape=(n_pixels, k),

@@ -107,8 +107,28 @@ def test_vectorised_outlines_match_the_reference_on_random_overlapping_masks(see
     rng = np.random.default_rng(seed)
     images = [(rng.random(DIMS) < 0.3) * rng.random(DIMS).astype(np.float32) for _ in range(5)]
     images[0][0, :] = 1.0  # touches the image border
-    c = contour_segments(*csc_of(images), DIMS, threshold=1e-6)
+    c = contour_segments(*csc_of(images), DIMS, threshold=1e-6, peak_component=False)
     for k, img in enumerate(images):
         got = {tuple(s) for s in c.of(k).reshape(-1, 4).tolist()}
         assert got == reference_segments(img > 0), f"neuron {k}, seed {seed}"
     assert np.all(np.diff(c.neuron) >= 0)
+
+
+def test_stray_islands_are_dropped_keeping_the_part_with_the_peak():
+    img = np.zeros(DIMS, np.float32)
+    img[5:8, 20:23] = 0.8
+    img[6, 21] = 1.0  # the peak
+    img[12, 2] = 0.9  # a bright stray pixel far away
+    img[5, 24] = 0.7  # diagonal to (6, 23)? no: two columns away, not connected
+    other = np.zeros(DIMS, np.float32)
+    other[12, 3] = 1.0  # another neuron touching the stray pixel: stays separate
+    keep, column, _ = footprint_masks(*csc_of([img, other]), DIMS)
+    data, indices, _ = csc_of([img, other])
+    kept0 = set(indices[keep & (column == 0)].tolist())
+    assert kept0 == {r * DIMS[1] + c for r in range(5, 8) for c in range(20, 23)}
+    assert set(indices[keep & (column == 1)].tolist()) == {12 * DIMS[1] + 3}
+    c = contour_segments(*csc_of([img, other]), DIMS)
+    pts = c.of(0).reshape(-1, 2)
+    assert pts[:, 0].min() == 5 and pts[:, 0].max() == 8 and pts[:, 1].max() == 23
+    keep_all, _, _ = footprint_masks(*csc_of([img, other]), DIMS, peak_component=False)
+    assert keep_all.sum() == 9 + 2 + 1
