@@ -295,10 +295,8 @@ class ResultsWriter:
             self._pending_rejects.append(
                 (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
             )
-        if block.n == block.capacity:
-            self._guard(self._write_block)
-        if time.monotonic() - self._last_flush >= self.flush_period_s:
-            self.flush()
+        if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
+            self.flush()  # a full block goes out with the drops/rejects recorded so far
 
     def set_footprints(self, A, neuron_ids: np.ndarray, version: int) -> None:
         """Record the current footprints (written at the next flush).
