@@ -177,6 +177,7 @@ class SlowPathState:
     det: det_mod.DetectionState
     merge_cursor: int
     work: SlowWork
+    detect_credit_ms: float = 0.0  # CPU time candidate evaluations may still spend
 
 
 @functools.lru_cache(maxsize=8)
@@ -350,16 +351,17 @@ def slow_step(
     model_view : SlowPathInputs
     params : CNMFEParams
     budget_ms : float, optional
-        Soft time budget. Detection runs first and evaluates candidates until the budget is
-        spent (at least one); the ring and footprint slices always run (fixed quotas); merges
-        are skipped once the budget is spent. The work counts of :func:`work_limits` always
-        hold. None = no budget (deterministic).
+        Soft CPU-time budget. Candidate evaluations spend a credit refilled by half the budget
+        per frame (at most twice the budget on one frame); the ring and footprint slices always
+        run (fixed quotas); merges are skipped once the step has used the budget. The work
+        counts of :func:`work_limits` always hold. None = no budget (deterministic).
 
     Returns
     -------
     ModelUpdate or None
     """
     t_start = time.perf_counter()
+    cpu_start = time.thread_time()
     fs = slow.stats
     K = fs.n_components
     if model_view.A.shape[1] != K:
@@ -373,9 +375,8 @@ def slow_step(
     work.merge_checks = work.births = work.merges = work.removals = 0
     ch = _Changes()
     work.ms_detect = work.ms_merge = 0.0
-    if params.detection.enabled:  # first, so a busy step never starves it (>= 1 candidate)
-        deadline = None if budget_ms is None else t_start + 1e-3 * budget_ms
-        _detect(slow, model_view, params, ch, t, deadline)
+    if params.detection.enabled:  # first, so a busy step never starves it
+        _detect(slow, model_view, params, ch, t, budget_ms)
     t1 = time.perf_counter()
     work.ms_detect = 1e3 * (t1 - t_start)
     _ring_slice(slow, model_view, params, ch, t)
@@ -394,7 +395,7 @@ def slow_step(
             ch.removed.add(k)
     t3 = time.perf_counter()
     work.ms_footprints = 1e3 * (t3 - t2)
-    if budget_ms is None or 1e3 * (t3 - t_start) <= budget_ms:
+    if budget_ms is None or 1e3 * (time.thread_time() - cpu_start) <= budget_ms:
         _merge_and_remove(slow, model_view, params, ch, t)
     t4 = time.perf_counter()
     work.ms_merge = 1e3 * (t4 - t3)
@@ -447,18 +448,28 @@ def _merge_and_remove(slow, view, params, ch: _Changes, t: int) -> None:
             ch.replaced.pop(int(k), None)
 
 
-def _detect(slow, view, params, ch: _Changes, t: int, deadline: float | None) -> None:
+def _detect(slow, view, params, ch: _Changes, t: int, budget_ms: float | None) -> None:
+    """Search and evaluate candidates. With a budget, evaluations draw on a CPU-time credit
+    that grows by ``budget_ms / 2`` per frame (capped at ``2 budget_ms``): on average half the
+    budget, never more than twice it on one frame."""
     fs, det = slow.stats, slow.det
     geo = _geometry(params)
     if fs.n_components + len(ch.births) >= params.detection.max_neurons:
         return
+    if budget_ms is not None:
+        slow.detect_credit_ms = min(slow.detect_credit_ms + 0.5 * budget_ms, 2.0 * budget_ms)
+        if slow.detect_credit_ms <= 0:
+            return
     fr = params.data.frame_rate_hz
     L = view.residual.shape[0]
     for row, col in det_mod.search(det, t, params, geo):
-        if deadline is not None and slow.work.candidates and time.perf_counter() > deadline:
+        if budget_ms is not None and slow.detect_credit_ms <= 0:
             break  # the rest wait for a later frame (their spots are not blocked)
         slow.work.candidates += 1
+        cpu0 = time.thread_time()
         reason, res = det_mod.evaluate(fs, view, int(row), int(col), params, geo)
+        if budget_ms is not None:
+            slow.detect_credit_ms -= 1e3 * (time.thread_time() - cpu0)
         det.reason_counts[reason] += 1
         if res is None:
             det_mod.block(det, row, col, geo.diameter / 2, t + math.ceil(fr * 2.0))
