@@ -40,7 +40,8 @@ from online_cnmfe.summary_images import center_psf_kernel, summary_images
 logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
-KAPPA_FACTOR = 2.0
+KAPPA_FACTOR = 2.0  # seeds: raw/filtered amplitude ratio above this x a neuron's are rejected
+FINAL_KAPPA_FACTOR = 3.0  # the same test on the fitted components, before the final refit
 
 
 def _filter_response(kernel: np.ndarray, sigma: float) -> float:
@@ -155,7 +156,8 @@ class _Fit:
         self.order = params.deconv.ar_order
         # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
         self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
-        self.max_kappa = KAPPA_FACTOR / _filter_response(self.kernel, d / 4.0)
+        self.kappa_neuron = 1.0 / _filter_response(self.kernel, d / 4.0)
+        self.max_kappa = KAPPA_FACTOR * self.kappa_neuron
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
         self.C_raw = np.zeros((0, self.T), np.float32)
@@ -308,6 +310,61 @@ class _Fit:
         self.b = (self.b * norms).astype(np.float32)
         self.noise = (self.noise * norms).astype(np.float32)
 
+    # ---- out-of-focus pruning -------------------------------------------------------------
+    def kappa(self) -> np.ndarray:
+        """Raw-to-filtered amplitude ratio of each component at its peak pixel.
+
+        ``kappa_k = cov(r, c_k) / cov(f, c_k)`` with r the frames and f the filtered frames at
+        the footprint's peak, both without the other components. A neuron of the expected size
+        gives about ``1 / (kernel * gaussian(d / 4))(0)``; broad out-of-focus cells give several
+        times more (the mean-centred filter removes them), and junk gives negative values.
+        """
+        K = self.K
+        if K == 0:
+            return np.zeros(0)
+        H, W = self.dims
+        kr = self.kernel.shape[0] // 2
+        A = scipy.sparse.csc_array(self.A)
+        Ar = scipy.sparse.csr_array(A)
+        full = self.full_traces()
+        peaks = np.array(
+            [
+                A.indices[A.indptr[k] + np.argmax(A.data[A.indptr[k] : A.indptr[k + 1]])]
+                for k in range(K)
+            ]
+        )
+        pr, pc = np.divmod(peaks, W)
+        # filtered frames at the peak pixels only: sum over the kernel window
+        out = np.empty(K)
+        for k in range(K):
+            r0, r1 = max(0, pr[k] - kr), min(H, pr[k] + kr + 1)
+            c0, c1 = max(0, pc[k] - kr), min(W, pc[k] + kr + 1)
+            kw = self.kernel[r0 - pr[k] + kr : r1 - pr[k] + kr, c0 - pc[k] + kr : c1 - pc[k] + kr]
+            win = self.Y[:, r0:r1, c0:c1]
+            # replicate borders are ignored here: the kernel is cut at the image edge
+            f = np.tensordot(win, kw, axes=([1, 2], [0, 1]))
+            rows = (np.arange(r0, r1)[:, None] * W + np.arange(c0, c1)[None]).ravel()
+            af = Ar[rows].T @ kw.ravel()  # filtered footprints of all components at the peak
+            ap = Ar[[peaks[k]]].toarray().ravel()
+            af[k] = 0.0
+            ap[k] = 0.0
+            f = f - af @ full
+            r = self.Y[:, pr[k], pc[k]] - ap @ full
+            c = self.C[k] - self.C[k].mean()
+            denom = float(f @ c)
+            out[k] = float(r @ c) / denom if denom > 0 else -np.inf
+        return out
+
+    def prune_out_of_focus(self) -> int:
+        """Drop components whose kappa says out-of-focus (or junk); returns how many."""
+        if self.K == 0:
+            return 0
+        kap = self.kappa()
+        bad = (kap > FINAL_KAPPA_FACTOR * self.kappa_neuron) | (kap < 0)
+        if bad.any():
+            self.select(~bad)
+        return int(bad.sum())
+
     # ---- merging ------------------------------------------------------------------------
     def merge(self) -> int:
         if self.K < 2:
@@ -399,6 +456,8 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
                 if n_new:
                     fit.update_traces(estimate=True)
             bar.step(f"reseeding {it + 1}")
+        n_out = fit.prune_out_of_focus()
+        logger.debug("%d out-of-focus components removed", n_out)
         fit.fit_background()
         fit.update_traces(estimate=True)
         bar.step("final background and traces")
