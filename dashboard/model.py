@@ -97,6 +97,7 @@ class DashboardModel(ModelQueries):
         self.session_id: str | None = None
         self.engine_pid: int | None = None
         self.offline = False  # reviewing a results file: no connection to watch
+        self.declared_rules: list[str] = []  # rules listed before they fire (kept on restart)
         self._reset_session()
         self.last_message_s: float | None = None
 
@@ -109,7 +110,7 @@ class DashboardModel(ModelQueries):
         self.status: dict[str, Any] = {}
         self.events: deque = deque(maxlen=self.config.max_events)
         self.triggers: deque = deque(maxlen=self.config.max_events)
-        self.rules: dict[str, RuleStats] = {}
+        self.rules: dict[str, RuleStats] = {n: RuleStats(n) for n in self.declared_rules}
         self.births: dict[int, int] = {}  # neuron id -> birth frame index
         self._frame_t_ms: dict[int, float] = {}
         self.eos: dict[str, Any] | None = None
@@ -293,6 +294,8 @@ class DashboardModel(ModelQueries):
     def declare_rules(self, names: list[str]) -> None:
         """List rules that have not fired yet (from a rules file or a results file)."""
         for name in names:
+            if str(name) not in self.declared_rules:
+                self.declared_rules.append(str(name))
             self.rules.setdefault(str(name), RuleStats(str(name)))
         self._dirty.add("triggers")
 

@@ -100,6 +100,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds without frames (or without any message) before the stall / unreachable "
         "banner shows (default 3)",
     )
+    parser.add_argument(
+        "--triggers",
+        metavar="RULES",
+        help="the engine's trigger rules (TOML, as given to `online-cnmfe run --triggers`): the "
+        "closed-loop panel then lists every rule from the start, not only those that fired",
+    )
     add_display_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -117,7 +123,13 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise OnlineCNMFEError(f"invalid dashboard option: {exc}") from exc
+    rule_names = []
+    if args.triggers:
+        from online_cnmfe.triggers import load_trigger_config
+
+        rule_names = [rule.name for rule in load_trigger_config(args.triggers).rules]
     app = DashboardApp(args.results, config=config, window_s=args.window_s)
+    app.model.declare_rules(rule_names)
     app.window.image.set_layer(args.layer)
     logger.info("dashboard subscribed to %s", args.results)
     return app.run(screenshot=args.screenshot, quit_after_s=args.quit_after)

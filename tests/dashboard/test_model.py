@@ -254,3 +254,14 @@ def test_a_frame_gap_breaks_the_traces_with_an_empty_column():
     assert win["frame_index"].tolist() == [0, 1, 2, 3, 6, 7]
     assert np.isnan(win["C"][0, 3]) and win["C"][0, 4] == 6.0
     assert win["t_ms"][3] == pytest.approx(150.0)  # the time frame 3 would have had
+
+
+def test_declared_rules_are_listed_before_firing_and_survive_a_restart():
+    m = DashboardModel()
+    m.declare_rules(["a", "b"])
+    m.handle(msg("trigger", {"rule": "b", "frame_index": 1, "t_acq_ms": 50.0, "value": None,
+                             "age_ms": None, "neuron_ids": []}), now=0)  # fmt: skip
+    assert m.rules["a"].count == 0 and m.rules["b"].count == 1 and m.n_malformed == 0
+    m.handle(msg("ready", {"session_id": "s1", "engine_pid": 1}), now=0)
+    m.handle(msg("ready", {"session_id": "s2", "engine_pid": 1}), now=0)  # restart
+    assert {r: s.count for r, s in m.rules.items()} == {"a": 0, "b": 0}
