@@ -97,6 +97,7 @@ class Engine:
         self.frame_index = -1
         self._consecutive_errors = 0
         self._fp_version: int | None = None
+        self._fp_message: list | None = None
         self._session = 0
         self._store_error_reported = False
         self.runner: ModelRunner | None = None
@@ -365,7 +366,7 @@ class Engine:
             self.store.submit("close_writer")
             self._session += 1
             self.runner = ModelRunner(self.params, self.model_factory)
-            self.images, self._fp_version = None, None
+            self.images, self._fp_version, self._fp_message = None, None, None
 
     # ---- publication ---------------------------------------------------------------------
     def _send_image(self, frame_index: int, layer: str, image) -> None:
@@ -373,10 +374,12 @@ class Engine:
 
     def _send_footprints(self) -> None:
         model = self.runner.model
-        A, ids, version = model.footprints, model.neuron_ids, model.footprints_version
+        A, ids = model.footprints.copy(), model.neuron_ids.copy()  # sent zero-copy: own them
+        version = model.footprints_version
         self._fp_version = version
-        self.publisher.send(rs.encode_footprints(A, ids, version, self.runner.dims))
-        self.store.submit("footprints", A.copy(), ids.copy(), version)
+        self._fp_message = rs.encode_footprints(A, ids, version, self.runner.dims)
+        self.publisher.send(self._fp_message)
+        self.store.submit("footprints", A, ids, version)
         if self.footprints_callbacks:
             cents = rs.centroids(A, self.runner.dims)
             for callback in self.footprints_callbacks:
@@ -384,13 +387,8 @@ class Engine:
 
     def _republish(self) -> None:
         runner = self.runner
-        if runner.phase == "running":
-            model = runner.model
-            self.publisher.send(
-                rs.encode_footprints(
-                    model.footprints, model.neuron_ids, self._fp_version, runner.dims
-                )
-            )
+        if runner.phase == "running" and self._fp_message is not None:
+            self.publisher.send(self._fp_message)  # cached: re-sending costs no encoding
         if self.images is not None:
             for layer, image in self.images.summary(runner.corr_pnr).items():
                 self._send_image(self.frame_index, layer, image)

@@ -146,14 +146,18 @@ def centroids(A: scipy.sparse.csc_array, dims: tuple[int, int]) -> np.ndarray:
     """Weighted (row, col) centre of each footprint column, float32 (K, 2)."""
     A = scipy.sparse.csc_array(A)
     k = A.shape[1]
-    col = np.repeat(np.arange(k), np.diff(A.indptr))
+    out = np.zeros((k, 2), np.float32)
+    if A.nnz == 0:
+        return out
     weights = np.abs(A.data).astype(np.float64)
-    total = np.bincount(col, weights=weights, minlength=k)
-    total[total == 0] = 1.0
-    rows, cols = np.divmod(A.indices.astype(np.int64), dims[1])
-    out = np.empty((k, 2), np.float32)
-    out[:, 0] = np.bincount(col, weights=weights * rows, minlength=k) / total
-    out[:, 1] = np.bincount(col, weights=weights * cols, minlength=k) / total
+    rows, cols = np.divmod(A.indices.astype(np.int32), np.int32(dims[1]))
+    starts = np.minimum(A.indptr[:-1], A.nnz - 1)
+    empty = np.diff(A.indptr) == 0
+    total = np.add.reduceat(weights, starts)
+    total[empty | (total == 0)] = 1.0
+    out[:, 0] = np.add.reduceat(weights * rows, starts) / total
+    out[:, 1] = np.add.reduceat(weights * cols, starts) / total
+    out[empty] = 0.0
     return out
 
 
