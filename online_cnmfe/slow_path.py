@@ -4,7 +4,8 @@ Symbols: y frame, c traces, r residual ``(I - UWD)(y - A c - b0)``, A footprints
 weights, CY / CC footprint statistics (:mod:`online_cnmfe.suffstats`).
 
 Per frame the model calls :func:`observe_frame` (O(nnz + n_pixels), no solve): CY, CC with
-exponential forgetting ``lam = 1 - 1 / (frame_rate_hz * stats_forgetting_time_s)``, activity
+exponential forgetting ``lam = 1 - 1 / (frame_rate_hz * stats_forgetting_time_s)`` (on one
+frame in ``slow_stats_stride_frames``, with ``lam ** stride``), activity
 bookkeeping, the detection images, and on one frame in ``stride`` a background sample for the
 W refresh. Then :func:`slow_step` does a bounded amount of work and may return a
 :class:`ModelUpdate`:
@@ -305,11 +306,14 @@ def observe_frame(
             "the next frame"
         )
     r = np.ascontiguousarray(residual, np.float32).reshape(H * W)
-    kst.suffstat_update(
-        c, r, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.cy, fs.cc, fs.cbar, slow.lam,
-        fs.scratch,
-    )  # fmt: skip
-    fs.n_eff = min(fs.n_eff + 1.0, (1.0 + slow.lam) / (1.0 - slow.lam))
+    stride = params.online.slow_stats_stride_frames
+    if t % stride == 0:  # calcium decays over many frames: every 2nd frame loses little
+        lam = slow.lam**stride
+        kst.suffstat_update(
+            c, r, fs.slot_of, fs.sup_idx, fs.sup_n, fs.a_sup, fs.cy, fs.cc, fs.cbar, lam,
+            fs.scratch,
+        )  # fmt: skip
+        fs.n_eff = min(fs.n_eff + 1.0, (1.0 + lam) / (1.0 - lam))
     active = c > _ACTIVE_SIGMA * fs.noise[fs.slot_of]
     fs.last_active[fs.slot_of[active]] = t
     if rr.is_sample_frame(slow.ring, t):
