@@ -172,6 +172,8 @@ def main() -> None:
             "dropped": st.get("n_dropped"),
             "latency_ms": _pct(lat[args.warmup :]),
             "model_ms": _pct(proc[args.warmup :][proc[args.warmup :] >= 0]),
+            # everything but the model: transport both ways, queueing, publication
+            "overhead_ms": _pct((lat - proc)[args.warmup :][proc[args.warmup :] >= 0]),
         }
         if not args.no_throughput:
             _, _, _, fps, _ = run_case(
@@ -184,7 +186,9 @@ def main() -> None:
             f"{row['dropped']} dropped): latency p50/p99/max "
             f"{row['latency_ms']['p50']}/{row['latency_ms']['p99']}/{row['latency_ms']['max']} "
             f"ms; model {row['model_ms']['p50']}/{row['model_ms']['p99']}/"
-            f"{row['model_ms']['max']} ms; throughput {row.get('throughput_fps')} frames/s",
+            f"{row['model_ms']['max']} ms; overhead {row['overhead_ms']['p50']}/"
+            f"{row['overhead_ms']['p99']}/{row['overhead_ms']['max']} ms; "
+            f"throughput {row.get('throughput_fps')} frames/s",
             flush=True,
         )
     soak = None
