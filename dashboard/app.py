@@ -7,8 +7,11 @@ the results address:
 - *data* (``ready``, ``status``, ``traces``, ``footprints``, ``event``, ``trigger``, ``eos``)
   with a large receive HWM, drained completely each tick (within a time budget) so every
   frame's traces reach the ring buffer;
-- *images* (``image``) with a receive HWM of 2; each tick keeps only the newest image of each
-  layer and discards the rest (conflation of display data).
+- *images* (``image``), drained completely each tick, keeping only the newest image of each
+  layer and discarding the rest (conflation of display data). Its receive HWM (64, about a
+  second of all six layers at 10 Hz) is large on purpose: a tiny HWM would not drop old
+  images, it would only make ZeroMQ leave them queued upstream (TCP back-pressure into the
+  engine's send queue), so the display would lag behind by that queue.
 
 A QTimer (every ``interval_ms``) drains both, ages the connection state, and calls
 ``refresh(model, dirty)`` on the window, which redraws only the views whose data changed.
@@ -54,7 +57,7 @@ class ResultsSubscriber:
         self.address = address
         self._ctx = context or zmq.Context.instance()
         self.data = self._socket(DATA_TOPICS, hwm=10_000)  # ~5 min of traces at 30 Hz
-        self.images = self._socket(("image",), hwm=2)
+        self.images = self._socket(("image",), hwm=64)
         self.n_images_dropped = 0
 
     def _socket(self, topics: tuple[str, ...], hwm: int) -> zmq.Socket:

@@ -1,0 +1,88 @@
+"""The subscriber side of the app over real sockets: traces all delivered, images conflated."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+pytest.importorskip("pytestqt")
+
+from dashboard.app import ResultsSubscriber  # noqa: E402
+from dashboard.model import DashboardModel  # noqa: E402
+from online_cnmfe import results_stream as rs  # noqa: E402
+
+
+class Recorder(DashboardModel):
+    """A model that remembers what each drain fed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed: list = []
+
+    def handle(self, message, now):
+        self.fed.append(message)
+        super().handle(message, now)
+
+
+@pytest.fixture
+def pub():
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    yield sock, f"tcp://127.0.0.1:{port}"
+    sock.close(linger=0)
+
+
+def drain_until(sub, model, done, timeout_s=10.0) -> list[list]:
+    """Drain repeatedly (polling with a timeout) until ``done()``; messages fed per drain."""
+    per_drain = []
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "timed out waiting for messages"
+        zmq.select([sub.data, sub.images], [], [], 0.2)
+        model.fed = []
+        sub.drain(model, time.monotonic())
+        per_drain.append(model.fed)
+    return per_drain
+
+
+def test_traces_all_arrive_and_only_the_newest_image_per_layer_is_used(pub):
+    sock, address = pub
+    sub = ResultsSubscriber(address)
+    model = Recorder()
+    try:
+        # slow joiner: repeat 'ready' until the subscription is through
+        drain_until(sub, model, lambda: (sock.send_multipart(rs.encode_ready("s", 1)) or True)
+                    and model.session_id == "s")  # fmt: skip
+        meta = {"seq": 0, "t_acq_ms": 0.0, "t_send_ns": 0}
+        for f in range(50):
+            ids = np.array([1, 2])
+            c = np.array([f, 2 * f], np.float32)
+            sock.send_multipart(
+                rs.encode_traces(
+                    {**meta, "frame_index": f, "t_acq_ms": 50.0 * f}, ids, c, c, c, 0, 1.0
+                )  # fmt: skip
+            )
+        for f in range(20):
+            img = np.full((8, 8), f, np.float32)
+            sock.send_multipart(rs.encode_image(f, "raw", img, 1))
+        sock.send_multipart(rs.encode_image(20, "corr_pnr", np.ones((8, 8), np.float32), 1))
+        drains = drain_until(
+            sub, model,
+            lambda: model.traces.n_frames == 50 and "corr_pnr" in model.images
+            and model.images["raw"].frame_index == 19,
+        )  # fmt: skip
+    finally:
+        sub.close()
+    win = model.traces.window(100, [0, 1])
+    assert win["frame_index"].tolist() == list(range(50))  # every frame's traces, in order
+    np.testing.assert_array_equal(win["C"][1], 2 * np.arange(50))
+    for fed in drains:
+        layers = [m.header["layer"] for m in fed if m.topic == "image"]
+        assert len(layers) == len(set(layers)), "more than one image of a layer in one drain"
+    assert model.images["raw"].image[0, 0] == 19.0
+    assert model.n_malformed == 0
