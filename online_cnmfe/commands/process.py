@@ -112,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
     provenance = {"path": str(Path(args.movie).resolve()), "source": info.description}
     out = Path(args.out)
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
-        _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components])
+        drops = _DropTracker(writer)
+        _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
-        times = _run_online(model, frames_iter, writer, n_total - n_init, args.quiet)
+        times = _run_online(model, frames_iter, writer, n_total - n_init, args.quiet, drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
     if args.save_model:
@@ -122,19 +123,21 @@ def run(args: argparse.Namespace) -> int:
     if len(times):
         logger.info(
             "processed %d frames: per frame median %.2f ms, p99 %.2f ms, max %.2f ms; "
-            "%d neurons; results in %s",
+            "%d neurons; %d hardware frames lost upstream; results in %s",
             len(times),
             np.median(times),
             np.percentile(times, 99),
             times.max(),
             model.n_components,
+            drops.n_lost,
             out,
         )
     return 0
 
 
-def _write_init_frames(writer, init, head, ids) -> None:
+def _write_init_frames(writer, init, head, ids, drops) -> None:
     for j, frame in enumerate(head):
+        drops.see(frame)
         result = FrameResult(
             frame_index=j,
             neuron_ids=ids,
@@ -143,6 +146,24 @@ def _write_init_frames(writer, init, head, ids) -> None:
             C_raw=np.asarray(init.C_raw[:, j], np.float32),
         )
         writer.append_frame(result, _meta(frame, float("nan")))
+
+
+class _DropTracker:
+    """Records hardware frames lost before the recording (gaps in the DAQ frame counter)."""
+
+    def __init__(self, writer) -> None:
+        self.writer = writer
+        self.last: int | None = None
+        self.n_lost = 0
+
+    def see(self, frame) -> None:
+        daq = frame.daq_frame
+        if daq is None:
+            return
+        if self.last is not None and daq > self.last + 1:
+            self.writer.record_drop(self.last + 1, daq - 1)
+            self.n_lost += daq - self.last - 1
+        self.last = daq
 
 
 def _meta(frame, latency_ms: float) -> dict:
@@ -155,7 +176,7 @@ def _meta(frame, latency_ms: float) -> dict:
     }
 
 
-def _run_online(model, frames_iter, writer, n_frames: int, quiet: bool) -> np.ndarray:
+def _run_online(model, frames_iter, writer, n_frames: int, quiet: bool, drops) -> np.ndarray:
     from tqdm import tqdm
 
     times = np.zeros(n_frames, np.float64)
@@ -166,6 +187,7 @@ def _run_online(model, frames_iter, writer, n_frames: int, quiet: bool) -> np.nd
     n = 0
     with bar:
         for frame in frames_iter:
+            drops.see(frame)
             result = model.process_frame(frame.pixels)
             times[n] = result.timings_ms.get("total", np.nan)
             writer.append_frame(result, _meta(frame, times[n]))

@@ -97,3 +97,24 @@ def test_process_with_real_initialisation_on_simulator_file(tmp_path):
         assert K >= 1 and f["traces/C"].shape[1] == 260
         assert np.isfinite(f["traces/C"][()]).all()
         assert f["background/b0"].shape == (64, 64)
+
+
+def test_process_miniscope_folder_records_lost_daq_frames(files, tmp_path):
+    from tests.acquisition.test_sources_miniscope import write_miniscope_session
+
+    src, movie = files
+    frames = np.clip(np.rint(movie.frames), 0, 255).astype(np.uint8)
+    daq = list(range(100, 100 + 200)) + list(range(303, 303 + 100))  # 3 frames lost at row 200
+    dev = write_miniscope_session(tmp_path / "session", frames, frames_per_file=100, daq=daq)
+    out = tmp_path / "result.h5"
+    rc = main(
+        ["process", str(dev), "--out", str(out), "--init-result", str(src / "init.h5"),
+         "--init-frames", str(N_INIT), "--set", "data.neuron_diameter_px=8", "--set",
+         "detection.enabled=false", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["frames/dropped"][()], [[300, 302]])
+        np.testing.assert_array_equal(f["frames/daq_frame"][()], daq)
+    metrics = evaluate_files(out, src / "truth.h5")
+    assert metrics["f1"] == pytest.approx(1.0)
