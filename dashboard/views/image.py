@@ -133,13 +133,18 @@ class ImagePanel(QtWidgets.QWidget):
         self.layer_box.currentIndexChanged.connect(self._options_changed)
         self.title = QtWidgets.QLabel("")
         self.title.setStyleSheet("color:#9aa4b2;")
+        self.title.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         bar.addWidget(QtWidgets.QLabel("Layer"))
         bar.addWidget(self.layer_box)
         bar.addWidget(self.contours_box)
         bar.addWidget(self.ids_box)
         bar.addWidget(self.activity_box)
-        bar.addStretch(1)
-        bar.addWidget(self.title)
+        bar.addWidget(self.title, 1)  # takes the free space; elided when the window is narrow
+        self.title.setAlignment(
+            QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+        )
         self.glw = pg.GraphicsLayoutWidget()
         self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.base = pg.ImageItem()
@@ -157,6 +162,9 @@ class ImagePanel(QtWidgets.QWidget):
         self.vb.addItem(self.labels)
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setStyleSheet("color:#c8d0dc; font-family:monospace;")
+        self.hover.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)

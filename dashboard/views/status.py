@@ -9,16 +9,17 @@ from PySide6 import QtCore, QtWidgets
 from dashboard.model import DashboardModel
 from dashboard.views import SEVERITY_STYLE
 
+# (key, label, tooltip); the most important first: a narrow window clips the last ones.
 CHIPS = (
-    ("frame", "Frame"),
-    ("fps", "Acq / proc"),
-    ("latency", "Latency p50 / p99"),
-    ("age", "Frame age"),
-    ("queue", "Queue"),
-    ("lost", "Dropped / rejected / malformed"),
-    ("neurons", "Neurons"),
-    ("display", "Display"),
-    ("session", "Session"),
+    ("frame", "Frame", "index of the newest frame processed"),
+    ("fps", "Acq / proc", "frames per second arriving at the engine / processed by it"),
+    ("latency", "Latency", "per-frame processing latency, p50 / p99 over the recent past"),
+    ("age", "Age", "age of the newest frame when its traces were published"),
+    ("queue", "Queue", "frames waiting in the engine's queue"),
+    ("neurons", "Neurons", "neurons in the model now"),
+    ("lost", "Lost", "frames dropped / rejected / malformed at the engine (+ bad messages here)"),
+    ("display", "Display", "display updates per second of this window"),
+    ("session", "Session", "session id of the stream"),
 )
 STATE_COLOURS = {
     "live": "#3fb950",
@@ -75,16 +76,20 @@ class StatusPanel(QtWidgets.QWidget):
         self.progress.hide()
         layout.addWidget(self.progress)
         self.values: dict[str, QtWidgets.QLabel] = {}
-        for key, title in CHIPS:
+        for key, title, tip in CHIPS:
             name = QtWidgets.QLabel(title)
             name.setStyleSheet("color:#8b949e;")
+            name.setToolTip(tip)
             value = QtWidgets.QLabel("–")
             value.setStyleSheet("font-weight:600; font-family:monospace;")
+            value.setToolTip(tip)
             layout.addSpacing(10)
             layout.addWidget(name)
             layout.addWidget(value)
             self.values[key] = value
         layout.addStretch(1)
+        # never force the window wider than the screen: clip the last chips instead
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
 
     def text(self, key: str) -> str:
         """The shown value of one chip (for tests and logs)."""

@@ -47,12 +47,17 @@ class TracePanel(QtWidgets.QWidget):
             (sig or w.toggled).connect(self._options_changed)
         self.selection_label = QtWidgets.QLabel("")
         self.selection_label.setStyleSheet("color:#9aa4b2;")
+        self.selection_label.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         bar.addWidget(QtWidgets.QLabel("Window"))
         bar.addWidget(self.window_box)
         bar.addWidget(self.sort_box)
         bar.addWidget(self.raw_box)
-        bar.addStretch(1)
-        bar.addWidget(self.selection_label)
+        bar.addWidget(self.selection_label, 1)
+        self.selection_label.setAlignment(
+            QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+        )
 
         self.glw = pg.GraphicsLayoutWidget()
         self.trace_plot = self.glw.addPlot(row=0, col=0)
