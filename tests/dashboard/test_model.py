@@ -265,3 +265,16 @@ def test_declared_rules_are_listed_before_firing_and_survive_a_restart():
     m.handle(msg("ready", {"session_id": "s1", "engine_pid": 1}), now=0)
     m.handle(msg("ready", {"session_id": "s2", "engine_pid": 1}), now=0)  # restart
     assert {r: s.count for r, s in m.rules.items()} == {"a": 0, "b": 0}
+
+
+def test_an_unchanged_footprints_resend_is_not_recomputed():
+    s = SyntheticSession(dims=(32, 48), n_neurons=3, n_born=0, seed=2)
+    m = DashboardModel()
+    m.handle(decode_result(s.footprints_message(0)), now=0)
+    first = m.footprints
+    m.take_dirty()
+    m.handle(decode_result(s.footprints_message(0)), now=1)  # same version: a re-send
+    assert m.footprints is first and "footprints" not in m.take_dirty()
+    s.footprints_version += 1
+    m.handle(decode_result(s.footprints_message(0)), now=2)
+    assert m.footprints is not first and m.footprints.version == 1
