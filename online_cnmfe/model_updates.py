@@ -66,6 +66,11 @@ def apply_update(model, update) -> list[ModelEvent]:
         _apply_w_rows(st, ops, update.w_start, update.w_stop, update.w_rows)
         touched = True
     if touched:
+        K = st.n_components
+        if K:  # one exact Gram column per update, round robin (bounds rounding drift)
+            st.gram_cursor %= K
+            _gram_column(st, ops, st.gram_cursor)
+            st.gram_cursor += 1
         _tr.refresh_csr(st)
     return events
 

@@ -62,6 +62,9 @@ class ModelState:
     footprints_version : int
     n_skipped : int
         Frames skipped so far (NaN, …).
+    gram_cursor : int
+        Next Gram column recomputed exactly after an update (round robin), so rounding from
+        the incremental W-row corrections cannot accumulate over long runs.
     n_processed : int
         Frames used so far, initialisation included (the OASIS clock: skipped frames do not
         advance it).
@@ -113,6 +116,7 @@ class ModelState:
     footprints_version: int
     n_skipped: int
     n_processed: int
+    gram_cursor: int
     scratch_xd: np.ndarray
     scratch_bg: np.ndarray
     scratch_ytilde: np.ndarray

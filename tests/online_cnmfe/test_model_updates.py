@@ -95,3 +95,31 @@ def test_update_matches_full_rebuild_and_keeps_ids():
     for f in movie.frames[200:]:
         r = model.process_frame(f)
         assert r.C.shape == (st.n_components,) and np.isfinite(r.C).all()
+
+
+def test_many_w_row_updates_stay_exact():
+    from online_cnmfe import model_updates
+
+    model, _ = _model()
+    st = model.state
+    rng = np.random.default_rng(1)
+    n_pixels = st.n_pixels
+    empty = scipy.sparse.csc_array((n_pixels, 0), dtype=np.float32)
+    none = np.zeros(0, np.int64)
+    n_bg = st.W.shape[0]
+    for start in range(0, n_bg, 13):
+        stop = min(start + 13, n_bg)
+        rows = st.W[start:stop] * rng.uniform(0.5, 1.5, (stop - start, 1)).astype(np.float32)
+        u = slow_path.ModelUpdate(
+            frame_index=st.t, replaced=none, replaced_footprints=empty, merged_kept=none,
+            merged_absorbed=none, merged_footprints=empty, removed=none, new_footprints=empty,
+            new_traces=np.zeros((0, 0), np.float32), new_trace_frames=none,
+            new_g=np.zeros((0, 1), np.float32), new_noise=np.zeros(0, np.float32),
+            w_start=start, w_stop=stop, w_rows=rows.astype(np.float32),
+        )  # fmt: skip
+        assert model_updates.apply_update(model, u) == []
+    assert st.footprints_version == 0
+    fresh = copy.deepcopy(st)
+    model_build.refresh_products(fresh, model._ops)
+    np.testing.assert_allclose(st.gram, fresh.gram, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(st.G.to_csc().toarray(), fresh.G.to_csc().toarray(), atol=1e-6)
