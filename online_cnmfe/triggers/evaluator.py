@@ -112,12 +112,16 @@ class TriggerEngine:
             self.add_rule(rule, _command="config")
         # id vector of the last frame and its lookup tables
         self._ids = np.zeros(0, np.int64)
-        self._bind_version = 0  # bumped when the id vector or the centroids change
+        self._ids_version = 0  # bumped when the id vector changes
+        self._region_version = 0  # bumped when new centroids are applied to region rules
         self._sorted_ids = np.zeros(0, np.int64)
         self._order = np.zeros(0, np.intp)
         self._footprints_version = -1
         self._centroids: tuple[np.ndarray, np.ndarray] | None = None
-        self._centroids_frame = -(10**9)
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None  # centroids not applied yet
+        self._pending_new = False  # they include a neuron the applied ones lack
+        self._region_frame = -(10**9)  # frame at which centroids were last applied
+        self._pulled_frame = -(10**9)  # frame at which centroid_source was last called
         # outputs and counters
         self.fired: list[TriggerRecord] = []
         # called with every firing (all rules), e.g. to copy it onto the results stream
@@ -229,13 +233,28 @@ class TriggerEngine:
 
     # ---- footprints ---------------------------------------------------------------------
     def update_centroids(self, neuron_ids: np.ndarray, centroids: np.ndarray) -> None:
-        """Set the (row, col) centroid of each neuron; region rules re-resolve on next frame."""
+        """Give the (row, col) centroid of each neuron (call whenever the footprints change).
+
+        Region rules are re-resolved at the start of the next frame when the centroids include
+        a neuron not seen before, else at most every ``centroid_refresh_frames`` frames (a
+        footprint refresh moves centroids by a fraction of a pixel; re-resolving every frame
+        would cost O(rules x neurons) per frame).
+        """
         ids = np.asarray(neuron_ids, dtype=np.int64).ravel()
         cents = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
         if len(ids) != len(cents):
             raise ValueError(f"{len(ids)} neuron ids but {len(cents)} centroids")
-        self._centroids = (ids.copy(), cents.copy())
-        self._bind_version += 1
+        known = self._centroids[0] if self._centroids is not None else np.zeros(0, np.int64)
+        self._pending_new = self._pending_new or bool(np.setdiff1d(ids, known).size)
+        self._pending = (ids.copy(), cents.copy())
+
+    def _apply_centroids(self, frame: int) -> None:
+        if self._pending is None:
+            return
+        if self._pending_new or frame - self._region_frame >= self.centroid_refresh_frames:
+            self._centroids, self._pending, self._pending_new = self._pending, None, False
+            self._region_version += 1
+            self._region_frame = frame
 
     # ---- per frame (model thread) -------------------------------------------------------
     def __call__(self, result: FrameResult, meta: dict[str, Any]) -> list[TriggerRecord]:
@@ -265,22 +284,25 @@ class TriggerEngine:
         ids_changed = self._track_ids(result.neuron_ids)
         if not rules:
             return []
+        self._apply_centroids(frame)
         t_acq = float(meta.get("t_acq_ms", math.nan))
         vectors = {"spike": result.S, "calcium": result.C, "raw": result.C_raw}
         hits: list[tuple[RuleRuntime, float, np.ndarray]] = []
         for rt in rules:
-            if rt.bound_to != self._bind_version:
+            if rt.bound_to != self._ids_version or (
+                rt.is_region and rt.bound_region != self._region_version
+            ):
                 self._bind(rt)
             if not rt.active:
                 continue
             rule = rt.rule
             vec = vectors.get(rule.signal, result.C_raw)
-            if vec.dtype == np.float32:
+            if rt.zs is not None:  # gathers and standardises in one kernel call
+                rt.zs.update_from(vec, rt.idx, rt.x, rt.is_rise)
+            elif vec.dtype == np.float32:
                 np.take(vec, rt.idx, out=rt.x)
             else:  # off-contract dtype: still correct, one small temporary
                 rt.x[:] = vec[rt.idx]
-            if rt.zs is not None:
-                rt.zs.update(rt.x, rt.x, rule.signal == "rise")
             if not rt.enabled:
                 continue
             if rt.reset:
@@ -362,7 +384,7 @@ class TriggerEngine:
         self._ids = np.array(neuron_ids, dtype=np.int64)
         self._order = np.argsort(self._ids, kind="stable")
         self._sorted_ids = self._ids[self._order]
-        self._bind_version += 1
+        self._ids_version += 1
         return True
 
     def _columns(self, wanted: np.ndarray) -> np.ndarray:
@@ -376,7 +398,7 @@ class TriggerEngine:
 
     def _bind(self, rt: RuleRuntime) -> None:
         rule = rt.rule
-        rt.bound_to = self._bind_version
+        rt.bound_to = self._ids_version
         zs = self._zs_params if rule.signal in ("zscore", "rise") else None
         if rule.neurons is not None:
             wanted = np.asarray(rule.neurons, dtype=np.int64)
@@ -396,7 +418,9 @@ class TriggerEngine:
                 rt.warned = False
             rt.reselect(wanted, zs)
         else:
-            self._resolve_region(rt)
+            if rt.bound_region != self._region_version:
+                self._resolve_region(rt)
+                rt.bound_region = self._region_version
             inside = rt.region_ids if rt.region_ids is not None else np.zeros(0, np.int64)
             cols = self._columns(inside)
             keep = cols >= 0
@@ -426,10 +450,10 @@ class TriggerEngine:
         self._footprints_version = result.footprints_version
         if self.centroid_source is None or not any(rt.rule.region for rt in rules):
             return
-        due = frame - self._centroids_frame >= self.centroid_refresh_frames
+        due = frame - self._pulled_frame >= self.centroid_refresh_frames
         if (changed and due) or ids_changed or self._centroids is None:
-            self._centroids_frame = frame
-            self.update_centroids(*self.centroid_source())  # re-resolved on the next frame
+            self._pulled_frame = frame
+            self.update_centroids(*self.centroid_source())  # applied on the next frame
 
     # ---- outputs ------------------------------------------------------------------------
     def drain_new(self) -> list[TriggerRecord]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from online_cnmfe._kernels.triggers import threshold_crossings
 from online_cnmfe.triggers.rules import Rule
 from online_cnmfe.triggers.zscore import RunningZScore
 
@@ -21,7 +22,8 @@ class RuleRuntime:
     """Evaluation state of one rule (model thread only, except ``enabled``/``reset``)."""
 
     __slots__ = (
-        "rule", "enabled", "reset", "bound_to", "ids", "idx", "active", "warned",
+        "rule", "enabled", "reset", "bound_to", "bound_region", "is_region", "is_rise", "ids",
+        "idx", "active", "warned", "cross", "threshold32", "release32",
         "x", "armed", "armed_any", "last_active", "weights", "zs", "region_ids",
         "last_fire_frame", "last_fire_ms", "n_fired", "n_refractory", "n_stale",
     )  # fmt: skip
@@ -31,6 +33,11 @@ class RuleRuntime:
         self.enabled = rule.enabled
         self.reset = False
         self.bound_to = -1  # id-vector version the columns refer to
+        self.bound_region = -1  # centroid version the region selection refers to
+        self.is_region = rule.region is not None
+        self.is_rise = rule.signal == "rise"
+        self.threshold32 = np.float32(rule.threshold)  # traces are float32: compare in float32
+        self.release32 = np.float32(rule.release_level)
         self.ids = np.zeros(0, np.int64)
         self.idx = np.zeros(0, np.intp)
         self.active = False
@@ -46,6 +53,7 @@ class RuleRuntime:
         self.ids = ids
         self.x = np.zeros(n, dtype=np.float32)
         self.armed = np.zeros(n, dtype=bool)
+        self.cross = np.zeros(n, dtype=bool)
         self.armed_any = False
         self.last_active = np.full(n, _NEVER, dtype=np.int64)
         w = self.rule.weights
@@ -74,19 +82,14 @@ class RuleRuntime:
 
 # ---- conditions: (runtime, frame) -> (value, neuron ids) when the rule fires, else None ----
 def _threshold(rt: RuleRuntime, frame: int) -> tuple[float, np.ndarray] | None:
-    x, armed, rule = rt.x, rt.armed, rt.rule
-    above = x >= rule.threshold
-    cross = above & armed
-    armed &= ~above
-    armed |= x < rule.release_level
-    if not cross.any():
+    if not threshold_crossings(rt.x, rt.armed, rt.threshold32, rt.release32, rt.cross):
         return None
-    return float(x[cross].max()), rt.ids[cross]
+    return float(rt.x[rt.cross].max()), rt.ids[rt.cross]
 
 
 def _k_of_n(rt: RuleRuntime, frame: int) -> tuple[float, np.ndarray] | None:
     rule = rt.rule
-    np.copyto(rt.last_active, frame, where=rt.x >= rule.threshold)
+    np.copyto(rt.last_active, frame, where=rt.x >= rt.threshold32)
     recent = (frame - rt.last_active) < rule.window_frames
     count = int(np.count_nonzero(recent))
     if count < rule.k:

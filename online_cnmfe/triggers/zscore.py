@@ -12,7 +12,8 @@ Per neuron, from the samples up to the previous frame only (so a sample never no
 
 Both use the step ``alpha_t = max(1 / n_t, alpha)`` (a plain mean while ``n_t < 1 / alpha``, then
 exponential forgetting with time constant ``1 / alpha`` frames). ``z`` is 0 until a neuron has
-been seen ``warmup`` frames. Arrays are float64, one entry per tracked neuron, updated in place.
+been seen ``warmup`` frames. Arrays are float64, one entry per tracked neuron, updated in place
+by :func:`online_cnmfe._kernels.triggers.zscore_update`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import math
 
 import numpy as np
 
+from online_cnmfe._kernels.triggers import zscore_update
+
 _SQRT_PI_2 = math.sqrt(math.pi) / 2.0
-_SQRT_2 = math.sqrt(2.0)
-_WINSOR = 5.0
-_CLIP_SIGMA = 3.0
 
 
 class RunningZScore:
@@ -69,10 +69,17 @@ class RunningZScore:
         ----------
         x : ndarray of shape (n,)
             This frame's samples.
-        z_out : ndarray of shape (n,)
+        z_out : ndarray of shape (n,), float32
             Output; may be ``x`` itself.
         rise : bool
             Write the z-scored first difference ``(x - x_prev) / (sqrt(2) sigma)`` instead.
+        """
+        self.update_from(x, np.arange(len(self.mu)), z_out, rise)
+
+    def update_from(
+        self, vec: np.ndarray, idx: np.ndarray, z_out: np.ndarray, rise: bool = False
+    ) -> None:
+        """As :meth:`update` for the samples ``vec[idx]`` (gathered by the kernel, no copy).
 
         Notes
         -----
@@ -80,25 +87,7 @@ class RunningZScore:
         a repeated value) carries no information on the noise and is left out of it; a trace
         is ready once ``warmup`` samples and ``warmup`` informative differences were seen.
         """
-        x = np.array(x, dtype=np.float64)  # own copy: x may alias z_out
-        sigma = np.maximum(self.mad * _SQRT_PI_2, 1e-12)
-        ready = (self.n_seen >= self.warmup) & (self.n_diff >= self.warmup)
-        d = x - self.mu
-        if rise:
-            np.divide(x - self.prev, sigma * _SQRT_2, out=z_out, where=ready)
-        else:
-            np.divide(d, sigma, out=z_out, where=ready)
-        z_out[~ready] = 0.0
-        # noise from informative first differences
-        informative = (self.n_seen >= 1) & (x != self.prev)
-        self.n_diff += informative
-        ad = np.abs(x - self.prev)
-        np.minimum(ad, np.where(self.n_diff > 3, _WINSOR * self.mad, np.inf), out=ad)
-        a_diff = np.maximum(1.0 / np.maximum(self.n_diff, 1), self.alpha)
-        self.mad += np.where(informative, a_diff * (ad - self.mad), 0.0)
-        # baseline: plain mean during warm-up, then clipped exponential steps
-        self.n_seen += 1
-        a = np.maximum(1.0 / self.n_seen, self.alpha)
-        step = np.where(ready, np.clip(d, -_CLIP_SIGMA * sigma, _CLIP_SIGMA * sigma), d)
-        self.mu += a * step
-        self.prev[:] = x
+        zscore_update(
+            vec, idx, self.n_seen, self.n_diff, self.mu, self.mad, self.prev,
+            self.alpha, self.warmup, rise, z_out,
+        )  # fmt: skip

@@ -270,7 +270,7 @@ def test_region_shapes_contain_the_right_points():
 
 def test_region_rule_resolves_against_centroids_and_follows_updates():
     r = rule(region={"shape": "circle", "center": [20, 20], "radius": 6})
-    eng = TriggerEngine([r])
+    eng = TriggerEngine([r], centroid_refresh_frames=5)
     ids = [1, 2, 3]
     eng.update_centroids(ids, [[18, 21], [60, 60], [23, 17]])  # 1 and 3 inside
     seq = [[0, 0, 0], [0, 2, 0], [0, 0, 0], [0, 0, 2], [0, 0, 0]]
@@ -280,6 +280,26 @@ def test_region_rule_resolves_against_centroids_and_follows_updates():
     eng.update_centroids(ids, [[18, 21], [20, 20], [23, 17]])
     recs = [r for t, row in enumerate(seq, 5) for r in eng.on_frame(frame(t, ids, row), {})]
     assert [(r.frame_index, r.neuron_ids) for r in recs] == [(6, (2,)), (8, (3,))]
+
+
+def test_centroid_updates_are_throttled_unless_a_neuron_is_new():
+    eng = TriggerEngine(
+        [rule(region={"shape": "rectangle", "rows": [0, 10], "cols": [0, 10]})],
+        centroid_refresh_frames=10,
+    )
+    eng.update_centroids([1], [[5, 5]])
+    for t in range(3):
+        eng.on_frame(frame(t, [1], [0]), {})
+    eng.update_centroids([1], [[50, 50]])  # a refresh moved neuron 1 out: applied at frame 10
+    assert len(eng.on_frame(frame(3, [1], [2]), {})) == 1
+    for t in range(4, 10):
+        eng.on_frame(frame(t, [1], [0]), {})
+    assert eng.on_frame(frame(10, [1], [2]), {}) == []
+    eng.on_frame(frame(11, [1, 2], [0, 0]), {})
+    eng.update_centroids([1, 2], [[50, 50], [3, 3]])  # neuron 2 is new: applied at once
+    assert [r.neuron_ids for r in eng.on_frame(frame(12, [1, 2], [0, 2]), {})] == []
+    assert [r.neuron_ids for r in eng.on_frame(frame(13, [1, 2], [0, 0]), {})] == []
+    assert [r.neuron_ids for r in eng.on_frame(frame(14, [1, 2], [0, 2]), {})] == [(2,)]
 
 
 def test_region_rule_uses_centroid_source_when_neurons_are_born():
