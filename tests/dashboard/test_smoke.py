@@ -146,7 +146,8 @@ def test_dashboard_survives_publisher_start_stop_and_restart(tmp_path):
 
 @pytest.mark.slow
 def test_dashboard_on_the_real_engine(tmp_path):
-    """acquire simulate → online-cnmfe run → dashboard, three real processes."""
+    """acquire simulate → online-cnmfe run → dashboard, three real processes; the dashboard is
+    started first, and the engine is restarted under it."""
     ports = [free_port(), free_port()]
     frames_ep, results_ep = (f"tcp://127.0.0.1:{p}" for p in ports)
     env = dict(
@@ -155,6 +156,8 @@ def test_dashboard_on_the_real_engine(tmp_path):
     png = tmp_path / "real.png"
     cli = [sys.executable, "-m", "online_cnmfe"]
     procs = {}
+    engine_args = ("run", "--frames", frames_ep, "--results", results_ep, "--set",
+                   "init.init_frames=100")  # fmt: skip
 
     def start(name, *args):
         procs[name] = subprocess.Popen(
@@ -181,16 +184,7 @@ def test_dashboard_on_the_real_engine(tmp_path):
             "110",
         )
         dash.wait_for("dashboard subscribed")
-        engine = start(
-            "engine",
-            "run",
-            "--frames",
-            frames_ep,
-            "--results",
-            results_ep,
-            "--set",
-            "init.init_frames=100",
-        )
+        engine = start("engine", *engine_args)
         dash.wait_for("connection: waiting", timeout=60)  # the engine is up, no frames yet
         start(
             "acquire",
@@ -202,7 +196,7 @@ def test_dashboard_on_the_real_engine(tmp_path):
             "--neurons",
             "15",
             "--frames",
-            "600",
+            "2400",
             "--endpoint",
             frames_ep,
             "--fps",
@@ -212,6 +206,14 @@ def test_dashboard_on_the_real_engine(tmp_path):
         engine.wait_for("running with", timeout=120)
         line = dash.wait_for("first traces of the session", timeout=60)
         assert int(line.split(": ")[-1].split()[0]) > 0  # some neurons
+        # restart the engine under the running dashboard
+        procs["engine"].send_signal(signal.SIGTERM)
+        assert procs["engine"].wait(timeout=60) == 0
+        dash.wait_for("connection: stopped")  # the engine said eos
+        engine = start("engine", *engine_args)
+        dash.wait_for("results stream restarted", timeout=60)  # new engine pid
+        engine.wait_for("running with", timeout=120)
+        dash.wait_for("first traces of the session", timeout=60)
         procs["dashboard"].send_signal(signal.SIGTERM)
         dash.wait_for("screenshot written")
         assert procs["dashboard"].wait(timeout=30) == 0
