@@ -248,7 +248,9 @@ def init_slow_path(
         fs = suffstats.stats_from_footprints(
             init.A, C, None, dims, growth, max_region, init.trace_noise, T0 - 1, init.pixel_noise
         )
-    fs.max_radius = float(1.2 * params.data.neuron_diameter_px + growth)
+    d = params.data.neuron_diameter_px
+    fs.max_radius = float(0.8 * d + growth)  # footprints stay cell-sized (no sprawl into
+    fs.max_support = int(3.0 * math.pi * d * d / 4)  # background structure or neighbours)
     return SlowPathState(
         t=T0 - 1, dims=np.array(dims, np.int64), lam=forgetting_factor(params), stats=fs,
         ring=ring, det=det, merge_cursor=0, work=SlowWork(),

@@ -57,6 +57,8 @@ class FootprintStats:
     max_radius : float
         Region pixels farther than this from the footprint's centroid are dropped (0 = no
         limit), so a footprint cannot sprawl over background structure.
+    max_support : int
+        At most this many footprint pixels (the largest values) are kept (0 = no limit).
     cursor : int
         Round-robin position of the footprint refresh.
     n_refused : int
@@ -80,6 +82,7 @@ class FootprintStats:
     pixel_noise: np.ndarray
     n_eff: float = 1.0
     max_radius: float = 0.0
+    max_support: int = 0
     cursor: int = 0
     n_refused: int = 0
 
@@ -310,6 +313,8 @@ def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer) -> bool:
         fs.a_sup[s, :n] = 0.0  # well measured and explained by the others: collapsed
         return False
     a[(a < _REL_THRESHOLD * peak) | (a < _NOISE_Z * sd)] = 0.0
+    if fs.max_support > 0 and np.count_nonzero(a) > fs.max_support:
+        a[a < np.partition(a, n - fs.max_support)[n - fs.max_support]] = 0.0  # keep the largest
     if not a.any():
         fs.n_refused += 1  # too little activity to measure the footprint: keep it
         return True
