@@ -28,6 +28,7 @@ from online_cnmfe._kernels.summary import local_corr_accumulate, local_corr_fina
 
 logger = logging.getLogger(__name__)
 
+MAX_EMPTY_ROUNDS = 3  # rounds without a new neuron before the search stops
 MIN_CORR_NEURON = 0.9
 MAX_CORR_BG = 0.3
 FOOTPRINT_REL_THRESHOLD = 0.1
@@ -222,8 +223,12 @@ def seed_neurons(
     searched = v <= 0
     win = max(1, int(round(gsiz / 4)))
     footprints, traces, centers = [], [], []
+    n_empty_rounds = 0
     while len(footprints) < max_neurons:
-        vb = scipy.ndimage.median_filter(v, size=3, mode="nearest") + v / 100.0
+        # a 3x3 median removes isolated pixels; it would erase neurons only a few pixels wide
+        vb = (
+            scipy.ndimage.median_filter(v, size=3, mode="nearest") if gsiz >= 8 else v
+        ) + v / 100.0
         vb[searched] = 0
         vmax = scipy.ndimage.maximum_filter(vb, size=win, mode="nearest")
         cand = (vb == vmax) & (vb >= min_v) & ~searched
@@ -287,7 +292,9 @@ def seed_neurons(
             if len(footprints) >= max_neurons:
                 break
         if len(footprints) == n_before:
-            break
+            n_empty_rounds += 1
+            if n_empty_rounds >= MAX_EMPTY_ROUNDS:
+                break
     tr = np.array(traces, np.float32).reshape(len(traces), T)
     logger.debug("seeding found %d neurons", len(footprints))
     return SeedResult(
