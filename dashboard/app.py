@@ -187,6 +187,9 @@ class DashboardApp:
             self.model.mark_dirty("status")
             self._last_second = now
         dirty = self.model.take_dirty()
+        if self.window.status.pause.isChecked():  # frozen: only the banner and status move
+            self.model.mark_dirty(*(dirty - {"status"}))  # the rest is drawn when resumed
+            dirty &= {"status"}
         if dirty:
             t0 = time.perf_counter()
             self.window.refresh(self.model, dirty)

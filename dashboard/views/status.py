@@ -67,6 +67,15 @@ class StatusPanel(QtWidgets.QWidget):
         super().__init__(parent)
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(6, 2, 6, 2)
+        self.pause = QtWidgets.QPushButton("Pause display")
+        self.pause.setCheckable(True)
+        self.pause.setToolTip(
+            "freeze the display to look at it; data keep arriving and are shown when resumed"
+        )
+        self.pause.toggled.connect(
+            lambda on: self.pause.setText("Resume display" if on else "Pause display")
+        )
+        layout.addWidget(self.pause)
         self.state = QtWidgets.QLabel("●  connecting")
         layout.addWidget(self.state)
         self.progress = QtWidgets.QProgressBar()
@@ -100,7 +109,8 @@ class StatusPanel(QtWidgets.QWidget):
         st, state = model.status, model.connection
         phase = st.get("phase", "?")
         colour = STATE_COLOURS.get(state, "#8b949e")
-        self.state.setText(f"<span style='color:{colour}'>●</span> {state} · {phase}")
+        paused = "paused · " if self.pause.isChecked() else ""
+        self.state.setText(f"<span style='color:{colour}'>●</span> {paused}{state} · {phase}")
         init = st.get("init_progress")
         if phase in ("waiting", "initialising") and isinstance(init, int | float) and init > 0:
             self.progress.setValue(int(round(100 * init)))

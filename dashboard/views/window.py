@@ -53,9 +53,14 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.setCentralWidget(central)
         self.image.neuron_clicked.connect(self._on_neuron_clicked)
         self.traces.neuron_clicked.connect(self._on_neuron_clicked)
+        self.status.pause.toggled.connect(self._on_pause)
         self.resize(1500, 880)
         right.setSizes([700, 130])
         main.setSizes([680, 820])
+
+    def _on_pause(self, paused: bool) -> None:
+        if self._model is not None:
+            self._model.mark_dirty("status")
 
     def _on_neuron_clicked(self, neuron_id, add: bool) -> None:
         model = self._model

@@ -86,3 +86,61 @@ def test_traces_all_arrive_and_only_the_newest_image_per_layer_is_used(pub):
         assert len(layers) == len(set(layers)), "more than one image of a layer in one drain"
     assert model.images["raw"].image[0, 0] == 19.0
     assert model.n_malformed == 0
+
+
+def test_pause_freezes_the_views_but_not_the_model(pub, qtbot):
+    from dashboard.app import DashboardApp
+
+    sock, address = pub
+    app = DashboardApp(address)
+    qtbot.addWidget(app.window)
+    app.timer.stop()  # ticks are driven by hand here
+    try:
+
+        def ready_seen():
+            sock.send_multipart(rs.encode_ready("s", 1))
+            zmq.select([app.subscriber.data], [], [], 0.2)
+            app.tick()
+            return app.model.session_id == "s"
+
+        qtbot.waitUntil(ready_seen, timeout=10_000)
+        meta = {"seq": 0, "t_send_ns": 0}
+
+        def send_frames(frames):
+            for f in frames:
+                c = np.array([1.0 + f], np.float32)
+                sock.send_multipart(
+                    rs.encode_traces(
+                        {**meta, "frame_index": f, "t_acq_ms": 50.0 * f},
+                        np.array([5]),
+                        c,
+                        c,
+                        c,
+                        0,
+                        1.0,
+                    )  # fmt: skip
+                )
+
+        def ticked_until(n):
+            def done():
+                zmq.select([app.subscriber.data], [], [], 0.2)
+                app.tick()
+                return app.model.traces.n_frames == n
+
+            return done
+
+        send_frames(range(3))
+        qtbot.waitUntil(ticked_until(3), timeout=10_000)
+        x_before = app.window.traces.curves["C"][0].getData()[0].copy()
+        assert x_before.size == 3
+        app.window.status.pause.setChecked(True)
+        send_frames(range(3, 6))
+        qtbot.waitUntil(ticked_until(6), timeout=10_000)
+        app.tick()
+        assert app.window.traces.curves["C"][0].getData()[0].size == 3  # frozen
+        assert "paused" in app.window.status.state.text()
+        app.window.status.pause.setChecked(False)
+        app.tick()
+        assert app.window.traces.curves["C"][0].getData()[0].size == 6  # caught up
+    finally:
+        app.close()
