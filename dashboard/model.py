@@ -112,7 +112,6 @@ class DashboardModel(ModelQueries):
         self.triggers: deque = deque(maxlen=self.config.max_events)
         self.rules: dict[str, RuleStats] = {n: RuleStats(n) for n in self.declared_rules}
         self.births: dict[int, int] = {}  # neuron id -> birth frame index
-        self._frame_t_ms: dict[int, float] = {}
         self.eos: dict[str, Any] | None = None
         self.last_traces_s: float | None = None
         self.last_frame_index: int | None = None
@@ -203,9 +202,6 @@ class DashboardModel(ModelQueries):
         if not self._seen_first_traces:
             logger.info("first traces of the session: %d neurons at frame %d", k, frame_index)
         self._seen_first_traces = True
-        self._frame_t_ms[frame_index] = t_ms
-        if len(self._frame_t_ms) > 4 * self.config.history_frames:
-            self._frame_t_ms = dict(list(self._frame_t_ms.items())[-self.config.history_frames :])
         self.last_frame_index, self.last_t_acq_ms = frame_index, t_ms
         self.last_age_ms = float(h.get("age_ms", float("nan")))
         self.last_traces_s = now
