@@ -243,10 +243,6 @@ def seed_neurons(
                 searched[r, c] = True
                 continue
             searched[r, c] = True
-            y0 = filtered[:, r, c]
-            dy = np.diff(y0)
-            if dy.max() < 3 * dy.std():
-                continue
             rs, cs = _box(r, c, gsiz, dims)
             h, w = rs.stop - rs.start, cs.stop - cs.start
             fbox = filtered[:, rs, cs].reshape(T, -1).T
