@@ -395,7 +395,8 @@ def slow_step(
         k = fs.cursor % K
         fs.cursor = (k + 1) % K
         work.hals += 1
-        if suffstats.refresh_footprint(fs, k, params.online.footprint_growth_px, buffer):
+        young = t - int(fs.birth[fs.slot_of[k]]) < 3 * P
+        if suffstats.refresh_footprint(fs, k, params.online.footprint_growth_px, buffer, young):
             ch.replaced[k] = suffstats.footprint_column(fs, k)
         else:
             ch.removed.add(k)

@@ -248,7 +248,7 @@ def stats_from_footprints(
     fs.cbar[:K] = C.mean(axis=1)
     fs.noise[:K] = noise
     fs.last_active[:K] = t0
-    fs.birth[:K] = 0
+    fs.birth[:K] = -(2**40)  # initial neurons count as established
     fs.n_eff = float(T)
     if pixel_noise is not None:
         fs.pixel_noise[:] = np.maximum(np.asarray(pixel_noise, np.float32).ravel(), 1e-6)
@@ -291,9 +291,14 @@ def ac_rows(fs: FootprintStats, pix: np.ndarray, nbrs: np.ndarray, cbuf: np.ndar
     return out
 
 
-def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer) -> bool:
+def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer, young=True) -> bool:
     """HALS-refresh neuron k in place and re-derive its region (growth). Returns False when
     the footprint collapsed to zero (the caller removes the neuron).
+
+    A result with cosine < 0.7 to the current footprint is refused (a jump driven by bad
+    statistics, not a refinement); for an established (not ``young``) neuron a result with
+    cosine < 0.95 is only followed by a damped step (30 %), so noise or background leaking
+    into the statistics cannot drag a good footprint away, while steady evidence still moves it.
 
     ``buffer`` is ``(residual (T, n_pixels), c (K, T), ok (T,) bool)`` of the recent frames,
     used to seed CY on pixels that join the region.
@@ -322,9 +327,13 @@ def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer) -> bool:
     same_support = np.array_equal(a > 0, a_prev > 0)
     if not same_support:
         a[~_main_component(old_pix, a, int(fs.dims[1]))] = 0.0
-    if float(a @ a_prev) < _TRUST_COS * math.sqrt(float(a @ a) * float(a_prev @ a_prev)):
+    cos = float(a @ a_prev) / math.sqrt(max(float(a @ a) * float(a_prev @ a_prev), 1e-30))
+    if cos < _TRUST_COS:
         fs.n_refused += 1  # a jump, not a refinement: keep the footprint (stats keep moving)
         return True
+    if not young and cos < _DAMP_COS:  # established cells move by damped steps
+        a = (a_prev + _DAMP_STEP * (a - a_prev)).astype(np.float32)
+        same_support = np.array_equal(a > 0, a_prev > 0)
     old_cy = fs.cy[s, :n].copy()
     if same_support:  # region unchanged: only the margin is re-estimated
         margin = a == 0
@@ -363,6 +372,8 @@ _NOISE_Z = 3.0  # ... and below this many standard errors of their estimate
 _SEED_Z = 4.0  # a buffer estimate of a margin pixel is used above this many standard errors
 _SEED_MIN_FRAMES = 20  # ... and only from a buffer of at least this many frames
 _TRUST_COS = 0.7  # a refresh whose footprint has a lower cosine with the old one is refused
+_DAMP_COS = 0.95  # below this cosine an established footprint moves by a damped step
+_DAMP_STEP = 0.3
 
 
 def _main_component(pix: np.ndarray, a: np.ndarray, W: int) -> np.ndarray:
