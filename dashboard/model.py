@@ -327,6 +327,8 @@ class DashboardModel(ModelQueries):
             state = "stopped" if self.eos is not None else "unreachable"
         elif self.eos is not None:
             state = "stopped"
+        elif phase is None:  # messages but no status yet: live once traces flow
+            state = "live" if self.last_traces_s is not None else "connecting"
         elif phase == "waiting" and not self._init_progress():
             state = "waiting"
         elif phase in ("waiting", "initialising"):

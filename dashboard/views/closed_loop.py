@@ -39,12 +39,15 @@ class ClosedLoopPanel(QtWidgets.QWidget):
         self.empty.setStyleSheet("color:#8b949e;")
         self.summary = QtWidgets.QLabel("")
         self.summary.setStyleSheet("color:#8b949e;")
+        self.summary.setWordWrap(True)
+        self.summary.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.empty)
-        top.addStretch(1)
-        top.addWidget(self.summary)
+        top.addWidget(self.summary, 1)
         layout.addLayout(top)
         layout.addWidget(self.table)
 
