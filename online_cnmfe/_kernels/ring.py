@@ -86,24 +86,38 @@ def upsample_nearest(x, factor, out):
             out[i, j] = x[bi, j // factor]
 
 
-@numba.njit(**_JIT)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def ring_apply(W, offsets, x, out):
     """``out[p] = sum_j W[p, j] x[p + offsets[j]]`` on the grid; out-of-grid terms skipped.
 
-    W (n_bg, R) float32, offsets (R, 2) int32, x and out (hb, wb) float32 (out written).
+    W (n_bg, R) float32, offsets (R, 2) int32, x and out (hb, wb) float32 C-contiguous (out
+    written). Interior pixels (whole ring inside the grid) use flat unsigned indices without
+    bounds or wrap-around checks (2-3x faster).
     """
     hb, wb = x.shape
     R = offsets.shape[0]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    m = 0
+    df = np.empty(R, np.int64)
+    for k in range(R):
+        m = max(m, abs(offsets[k, 0]), abs(offsets[k, 1]))
+        df[k] = offsets[k, 0] * wb + offsets[k, 1]
     for i in range(hb):
+        inner_row = i >= m and i < hb - m
         for j in range(wb):
             p = i * wb + j
             acc = np.float32(0.0)
-            for k in range(R):
-                ii = i + offsets[k, 0]
-                jj = j + offsets[k, 1]
-                if ii >= 0 and ii < hb and jj >= 0 and jj < wb:
-                    acc += W[p, k] * x[ii, jj]
-            out[i, j] = acc
+            if inner_row and j >= m and j < wb - m:
+                for k in range(R):
+                    acc += W[p, k] * xf[numba.uint64(p + df[k])]
+            else:
+                for k in range(R):
+                    ii = i + offsets[k, 0]
+                    jj = j + offsets[k, 1]
+                    if ii >= 0 and ii < hb and jj >= 0 and jj < wb:
+                        acc += W[p, k] * x[ii, jj]
+            of[p] = acc
 
 
 @numba.njit(**_JIT)
