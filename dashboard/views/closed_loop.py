@@ -58,10 +58,13 @@ class ClosedLoopPanel(QtWidgets.QWidget):
         rules = sorted(model.rules.values(), key=lambda r: r.rule)
         self.empty.setVisible(not any(r.count for r in rules))
         counters = model.status.get("triggers")
-        if isinstance(counters, dict):
-            self.summary.setText(
-                " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in counters.items())
-            )
+        if isinstance(counters, dict):  # the engine's trigger counters, when it sends them
+            shown = [
+                f"{k.removeprefix('n_').replace('_', ' ')} {v}"
+                for k, v in counters.items()
+                if v not in (None, 0, "")
+            ]
+            self.summary.setText("engine: " + " · ".join(shown))
         self.table.setRowCount(len(rules))
         now = time.monotonic()
         for i, r in enumerate(rules):
