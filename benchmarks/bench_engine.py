@@ -74,6 +74,7 @@ def run_case(size, n_frames, rate, init_frames, neurons, log: Path, tmp: Path, r
     cmd = _cli("run", "--frames", frames_ep, "--results", results_ep, "--out", str(tmp / "s.h5"))
     cmd += [a for s in settings for a in ("--set", s)]
     cmd += ["--resume"] if resume else ["--overwrite"]
+    cmd += ["--idle-exit", "15"]  # a max-rate publisher's last frames and eos may be lost
     out = open(log, "a")  # noqa: SIM115
     engine = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
     ctx = zmq.Context()

@@ -50,6 +50,7 @@ class EngineConfig:
     params: CNMFEParams = field(default_factory=CNMFEParams)
     resume: bool = False
     exit_on_eos: bool = True
+    idle_exit_s: float | None = None  # stop when no frame came for this long (after the first)
 
     @property
     def checkpoint(self) -> Path | None:
@@ -98,6 +99,7 @@ class Engine:
         self._consecutive_errors = 0
         self._fp_version: int | None = None
         self._fp_message: list | None = None
+        self._idle_count, self._idle_since = 0, time.monotonic()
         self._session = 0
         self._store_error_reported = False
         self.runner: ModelRunner | None = None
@@ -196,9 +198,23 @@ class Engine:
             if now >= next_republish:
                 next_republish = now + self.ep.republish_period_s
                 self._republish()
+            if self._idle_too_long(now):
+                logger.warning(
+                    "no frame for %.0f s; stopping (--idle-exit)", self.config.idle_exit_s
+                )
+                self.request_stop("idle")
             if now >= next_checkpoint and runner.phase == "running":
                 next_checkpoint = now + self.ep.checkpoint_period_s
                 self._checkpoint()
+
+    def _idle_too_long(self, now: float) -> bool:
+        """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
+        n = self.receiver.n_received
+        busy = len(self.queue) > 0 or self.runner.phase == "initialising"
+        if n != self._idle_count or busy:
+            self._idle_count, self._idle_since = n, now
+        limit = self.config.idle_exit_s
+        return bool(limit) and n > 0 and now - self._idle_since > limit
 
     # ---- frames --------------------------------------------------------------------------
     def _on_frame(self, item: QueuedFrame, image_due: bool) -> None:
@@ -304,7 +320,8 @@ class Engine:
             kwargs = dict(
                 path=self._out_path(), dims=runner.dims, params=self.params,
                 frame_rate_hz=self.params.data.frame_rate_hz, input_provenance=provenance,
-                resume=resume, prepare=self._prepare_store, flush_hooks=self.store_flush_hooks,
+                resume=cfg.resume and self._session == 0, prepare=self._prepare_store,
+                flush_hooks=self.store_flush_hooks,
             )  # fmt: skip
             self.store.submit("open", kwargs)
         if not resume:

@@ -128,6 +128,9 @@ class StoreWorker(threading.Thread):
                 w.flush()
         except StoreError as exc:
             self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a flush hook's bug: stop storing, say so
+            logger.exception("store operation %r failed", op)
+            self._fail(StoreError(f"store operation {op!r} failed: {type(exc).__name__}: {exc}"))
 
     def _open(self, kwargs: dict[str, Any]) -> None:
         if self.writer is not None:

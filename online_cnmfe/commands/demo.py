@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         settings += ["engine.queue_full=wait", "engine.queue_frames=32", "engine.rcvhwm_frames=16"]
         sndhwm = "16"
     engine_cmd = _cli("run", "--frames", frames_ep, "--results", results_ep, "--out", str(out))
-    engine_cmd += ["--overwrite"] + [a for s in settings for a in ("--set", s)]
+    engine_cmd += ["--overwrite", "--idle-exit", "30"] + [a for s in settings for a in ("--set", s)]
     procs: dict[str, subprocess.Popen] = {}
     log = open(args.outdir / "demo.log", "w")  # noqa: SIM115 - closed in the finally below
     t0 = time.monotonic()

@@ -54,6 +54,13 @@ def register(subparsers) -> None:
         help="do not stop at the end of the stream; wait for the next session",
     )
     p.add_argument(
+        "--idle-exit",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly when no frame arrived for SECONDS (after the first one); for "
+        "replays whose end-of-stream message may be lost",
+    )
+    p.add_argument(
         "--triggers",
         type=Path,
         help="closed-loop trigger rules (TOML, see docs/closed-loop.md); default: the [triggers] "
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         params=params,
         resume=args.resume,
         exit_on_eos=not args.keep_running,
+        idle_exit_s=args.idle_exit,
     )
     engine = Engine(config)
     triggers = args.triggers

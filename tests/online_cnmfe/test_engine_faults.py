@@ -190,3 +190,21 @@ def test_a_new_session_with_another_frame_size(tmp_path, client, policy):
         assert first.n_frames == 100
         assert len(first.rejected) == 100
         assert all("(48, 56)" in reason for _, reason in first.rejected)
+
+
+def test_idle_exit_stops_cleanly_when_the_eos_never_comes(tmp_path, client):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path, "--idle-exit", "1.5")
+    try:
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(90):
+            pub.send_frame(i)
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)  # no eos was sent
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    assert client.messages["eos"][-1].header["reason"] == "idle"
+    res = read_results(tmp_path / "session.h5")
+    assert res.attrs["complete"] and res.n_frames == 90
