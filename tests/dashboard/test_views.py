@@ -168,6 +168,7 @@ def test_window_draws_selected_traces_raster_status_and_triggers(qtbot):
                 "store_ok": True,
                 "store_error": None,
                 "dims": list(DIMS),
+                "triggers": {"n_rules": 2, "n_fired": 1, "n_send_dropped": 0},
             },
         ),
         now=0.0,
@@ -201,6 +202,7 @@ def test_window_draws_selected_traces_raster_status_and_triggers(qtbot):
     assert w.status.text("latency") == "1.50 / 3.25 ms"
     assert w.status.text("lost").startswith("4 / 0 / 0")
     assert w.closed_loop.table.item(0, 0).text() == "cell42"
+    assert w.closed_loop.summary.text() == "engine: rules 2 · fired 1"
     assert w.closed_loop.table.item(0, 5).text().startswith("1.75")
     assert w.banner.isHidden()
 
