@@ -55,9 +55,9 @@ def bench_sim(size: int, n_neurons: int, n_frames: int, seed: int) -> dict:
     )
     frames = sim.frames(0, n_frames)
     params = CNMFEParams().replace(**{"init.init_frames": n_frames})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = fit_initial(frames, params)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     truth = {
         "A": sim.truth.A,
         "C": sim.calcium(0, n_frames),
@@ -72,6 +72,7 @@ def bench_sim(size: int, n_neurons: int, n_frames: int, seed: int) -> dict:
     return {
         "movie": f"sim {size}x{size}x{n_frames}, {n_neurons} neurons",
         "time_s": round(elapsed, 2),
+        "cpu_s": round(cpu, 2),
         "n_found": res.n_components,
         "f1": m["f1"],
         "recall": m["recall"],
@@ -153,7 +154,10 @@ def main(argv=None) -> int:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
-    print(f"# bench_init  commit {commit}  nproc {os.cpu_count()}  {platform.processor()}")
+    print(
+        f"# bench_init  commit {commit}  nproc {os.cpu_count()}  {platform.processor()}  "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     t0 = time.perf_counter()
     warm_up()
     print(f"# warm-up (numba compile or cache load) {time.perf_counter() - t0:.1f} s")
@@ -164,7 +168,8 @@ def main(argv=None) -> int:
         sims.append(r)
         hi = r["hi"]
         print(
-            f"{r['movie']:<38} {r['time_s']:7.1f} s  found {r['n_found']:4d}  "
+            f"{r['movie']:<38} {r['time_s']:6.1f} s (cpu {r['cpu_s']:5.1f} s)  "
+            f"found {r['n_found']:4d}  "
             f"F1 {r['f1']:.3f} (R {r['recall']:.3f} P {r['precision']:.3f})  "
             f"corr {r['trace_corr']:.3f} (raw {r['trace_corr_raw']:.3f})  | PNR>=5: "
             f"F1 {_f(hi.get('f1_high_pnr'))} R {_f(hi.get('recall_high_pnr'))} "

@@ -153,3 +153,19 @@ def test_seed_downsample_finds_neurons_at_full_resolution(movie):
     # 10 px neurons are only 5 grid pixels wide at s = 2 (the option is meant for >= 12 px):
     # the lower-contrast ones are missed, but what is found is right
     assert len(m.true_index) >= 4 and r.n_components == len(m.est_index)
+
+
+@pytest.mark.needs_data
+def test_real_nwb_crop_finds_the_bright_cell(shared_data):
+    import tifffile
+
+    frames = tifffile.imread(shared_data / "ideas_nwb_onephotonseries_200x35x29_u16.tif")
+    p = _params(**{"data.neuron_diameter_px": 9.0, "data.frame_rate_hz": 5.56})
+    r = fit_initial(frames, p)
+    assert 1 <= r.n_components <= 12
+    # the brightest transient of the movie lies inside one footprint's half-maximum area
+    f = frames.astype(np.float32)
+    peak = np.unravel_index(np.argmax(f.max(axis=0) - np.median(f, axis=0)), f.shape[1:])
+    A = r.A.toarray()
+    pix = peak[0] * frames.shape[2] + peak[1]
+    assert np.any(A[pix] >= 0.5 * A.max(axis=0)), peak
