@@ -20,6 +20,7 @@ from PySide6 import QtCore, QtWidgets
 from acquisition.protocol import Message, decode_message
 from dashboard.model import DashboardModel, ModelConfig
 from dashboard.views import apply_dark_theme
+from dashboard.views.traces import MAX_WINDOW_S
 from dashboard.views.window import DashboardWindow
 from online_cnmfe.results_stream import encode_event, encode_footprints
 
@@ -175,7 +176,8 @@ class ReviewApp:
         self.qapp = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
         apply_dark_theme(self.qapp)
         self.source = ReviewSource(path)
-        cfg = config or ModelConfig(history_frames=max(2, self.source.n_frames))
+        longest = int(MAX_WINDOW_S * self.source.frame_rate_hz) + 1  # the window spin box's max
+        cfg = config or ModelConfig(history_frames=max(2, min(self.source.n_frames, longest)))
         self.model = DashboardModel(cfg, address=str(path))
         self.window = DashboardWindow(title=f"online-cnmfe review — {path}", window_s=window_s)
         self._build_controls()

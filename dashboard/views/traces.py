@@ -13,6 +13,7 @@ from PySide6 import QtCore, QtWidgets
 from dashboard.model import DashboardModel
 from dashboard.views import NEW_COLOUR, selection_colour
 
+MAX_WINDOW_S = 600  # longest trace window offered, in seconds
 SORTS = (("position", "Sort: position"), ("activity", "Sort: activity"), ("id", "Sort: id"))
 
 
@@ -33,7 +34,7 @@ class TracePanel(QtWidgets.QWidget):
     def _build(self, window_s: float) -> None:
         bar = QtWidgets.QHBoxLayout()
         self.window_box = QtWidgets.QSpinBox()
-        self.window_box.setRange(2, 600)
+        self.window_box.setRange(2, MAX_WINDOW_S)
         self.window_box.setValue(int(window_s))
         self.window_box.setSuffix(" s")
         self.window_box.setToolTip("Time window of the traces and the raster")
