@@ -166,3 +166,13 @@ def test_review_shows_rules_and_triggers_fired_by_the_frame(results_file, qtbot)
     src.show(m, 59, window_frames=20)
     assert m.rules["r1"].count == 3 and len(m.rules["r1"].ages_ms) == 2  # NaN age not counted
     assert m.n_malformed == 0
+
+
+def test_play_advances_the_slider_and_stops_at_the_end(results_file, qtbot):
+    app = ReviewApp(results_file, window_s=2.0)
+    qtbot.addWidget(app.window)
+    app.show(0)
+    app.speed.setCurrentIndex(app.speed.findData(10))
+    app.play.setChecked(True)
+    qtbot.waitUntil(lambda: not app.play.isChecked(), timeout=15_000)
+    assert app.frame == 59 and app.play.text() == "▶ Play"
