@@ -198,7 +198,9 @@ class _Fit:
             raw = bgmod.downsample_movie(raw, s)
         gsig = self.gsig / s
         kernel = center_psf_kernel(gsig)
-        filtered, images = summary_images(data, gsig)
+        filtered, images = summary_images(
+            data, gsig, remove_global=self.p.init.remove_global_fluctuation
+        )
         filtered -= images.filtered_mean[None]
         res = seed_neurons(
             filtered,

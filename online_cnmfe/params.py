@@ -79,6 +79,9 @@ class InitParams:
     # thresholds of the search on the residual (MATLAB CNMF-E min_corr_res, min_pnr_res)
     reseed_min_corr: float = 0.7
     reseed_min_pnr: float = 6.0
+    # regress the movie's mean-intensity fluctuation out of the filtered movie before seeding
+    # (a global illumination/bleaching change otherwise makes every textured pixel a seed)
+    remove_global_fluctuation: bool = False
 
     def __post_init__(self) -> None:
         _int_at_least("init_frames", self.init_frames, 20)

@@ -214,7 +214,29 @@ def corr_pnr_images(filtered: np.ndarray, thresh: float = 2.0):
     return center, sn, pnr.astype(np.float32), corr
 
 
-def summary_images(frames: np.ndarray, sigma: float, thresh: float = 2.0):
+def remove_global_fluctuation(filtered: np.ndarray, frames: np.ndarray) -> None:
+    """Regress the movie's mean-intensity fluctuation out of every filtered pixel, in place.
+
+    A global (e.g. illumination or bleaching) fluctuation g(t) multiplies the static texture,
+    so after the spatial filter every textured pixel varies as ``g(t) * filter(texture)``:
+    neighbours correlate and PNR grows everywhere. ``f_p -= beta_p (g - mean g)`` with the
+    least-squares ``beta_p`` removes it; sparse neural activity barely moves the mean.
+    """
+    T = frames.shape[0]
+    g = frames.reshape(T, -1).mean(axis=1, dtype=np.float64)
+    g -= g.mean()
+    gg = float(g @ g)
+    if gg <= 0:
+        return
+    gf = g.astype(np.float32)
+    beta = np.tensordot(gf, filtered, axes=(0, 0)) / np.float32(gg)
+    for t in range(T):
+        filtered[t] -= gf[t] * beta
+
+
+def summary_images(
+    frames: np.ndarray, sigma: float, thresh: float = 2.0, remove_global: bool = False
+):
     """Filter a batch and compute its summary images.
 
     Parameters
@@ -224,6 +246,9 @@ def summary_images(frames: np.ndarray, sigma: float, thresh: float = 2.0):
         Gaussian sigma (``gSig``) in pixels.
     thresh : float
         Correlation threshold in units of ``sn``.
+    remove_global : bool
+        Regress the global mean-intensity fluctuation out of the filtered movie first
+        (:func:`remove_global_fluctuation`).
 
     Returns
     -------
@@ -231,6 +256,8 @@ def summary_images(frames: np.ndarray, sigma: float, thresh: float = 2.0):
     images : SummaryImages
     """
     filtered = filter_frames(frames, center_psf_kernel(sigma))
+    if remove_global:
+        remove_global_fluctuation(filtered, frames)
     center, sn, pnr, corr = corr_pnr_images(filtered, thresh)
     mean = frames.mean(axis=0, dtype=np.float64).astype(np.float32)
     return filtered, SummaryImages(mean=mean, filtered_mean=center, noise=sn, pnr=pnr, corr=corr)

@@ -14,6 +14,7 @@ from online_cnmfe.summary_images import (
     correlation_image,
     filter_frames,
     noise_psd,
+    remove_global_fluctuation,
     summary_images,
 )
 from tests.reference import local_correlation_ref, noise_psd_ref
@@ -87,3 +88,22 @@ def test_pnr_and_corr_find_a_transient_and_stay_finite_on_constant_input():
     flat = np.full((30, 8, 8), 5.0, np.float32)
     _, sn, pnr, corr = corr_pnr_images(flat)
     assert np.isfinite(pnr).all() and np.isfinite(corr).all() and np.all(corr == 0)
+
+
+def test_remove_global_fluctuation_leaves_no_trace_of_the_gain():
+    rng = np.random.default_rng(3)
+    T, H, W = 200, 30, 30
+    texture = 100 + 100 * rng.random((H, W)).astype(np.float32)
+    gain = 1 + 0.2 * np.sin(np.arange(T) / 7.0)
+    frames = (texture[None] * gain[:, None, None]).astype(np.float32)
+    frames += rng.standard_normal((T, H, W)).astype(np.float32)
+    filt = filter_frames(frames, center_psf_kernel(1.5))
+    g = gain - gain.mean()
+
+    def max_abs_corr(f):
+        fc = (f - f.mean(axis=0)).reshape(T, -1)
+        return np.max(np.abs(g @ fc) / (np.linalg.norm(g) * np.linalg.norm(fc, axis=0)))
+
+    assert max_abs_corr(filt) > 0.9
+    remove_global_fluctuation(filt, frames)
+    assert max_abs_corr(filt) < 0.05
