@@ -131,6 +131,15 @@ def run_case(size, n_frames, rate, init_frames, neurons, log: Path, tmp: Path, r
     return np.array(lat), np.array(proc_ms), rss, fps, status
 
 
+def _workdir(root: Path | None, size: int) -> Path:
+    """Where a size's files live; with --workdir a primed checkpoint is reused across runs."""
+    if root is None:
+        return Path(tempfile.mkdtemp(prefix=f"bench-engine-{size}-"))
+    path = root / str(size)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _pct(x: np.ndarray) -> dict:
     if x.size == 0:
         return {"p50": None, "p99": None, "max": None}
@@ -151,15 +160,18 @@ def main() -> None:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--soak-frames", type=int, default=0, help="frames of the soak (0: none)")
     ap.add_argument("--log", type=Path, default=Path("bench_engine.log"))
+    ap.add_argument("--workdir", type=Path, help="keep files here; reuse a primed checkpoint")
+    ap.add_argument("--no-latency", action="store_true", help="only the soak")
     args = ap.parse_args()
     rows = []
-    for size in args.sizes:
+    for size in [] if args.no_latency else args.sizes:
         neurons = NEURONS.get(size, 300)
-        tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+        tmp = _workdir(args.workdir, size)
         t0 = time.monotonic()  # prime: initialise once, the shutdown checkpoint is reused
-        run_case(
-            size, args.init_frames + 60, "max", args.init_frames, neurons, args.log, tmp, False
-        )
+        if not (tmp / "s.state.h5").exists():
+            run_case(
+                size, args.init_frames + 60, "max", args.init_frames, neurons, args.log, tmp, False
+            )
         prime_s = time.monotonic() - t0
         lat, proc, _, _, st = run_case(
             size, args.frames, f"{args.rate_hz:g}", args.init_frames, neurons, args.log, tmp, True
@@ -195,11 +207,12 @@ def main() -> None:
     soak = None
     if args.soak_frames:
         size = args.sizes[0]
-        tmp = Path(tempfile.mkdtemp(prefix="bench-engine-soak-"))
+        tmp = _workdir(args.workdir, size)
         neurons = NEURONS.get(size, 300)
-        run_case(
-            size, args.init_frames + 60, "max", args.init_frames, neurons, args.log, tmp, False
-        )
+        if not (tmp / "s.state.h5").exists():
+            run_case(
+                size, args.init_frames + 60, "max", args.init_frames, neurons, args.log, tmp, False
+            )
         lat, proc, rss, fps, st = run_case(
             size, args.soak_frames, "max", args.init_frames, neurons, args.log, tmp, True
         )
