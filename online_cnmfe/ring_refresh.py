@@ -1,7 +1,7 @@
 """Amortised refresh of the ring-background weights W (slow path).
 
 Symbols (see ``_kernels/ring.py``): X = D(y - A c - b0) on the background grid, W (n_bg, R)
-ring weights, W0 the model's current W.
+ring weights, w0_p the initial W (``RingRefreshState.W_prior``).
 
 Why not the full per-frame statistics: accumulating ``XXt[p] += x_ring x_ring^T`` every frame
 costs n_bg R^2 (67 M multiply-adds at 256^2, R = 64) and n_bg R^2 floats (268 MB). Instead
@@ -10,12 +10,13 @@ of ``n_samples`` (memory n_samples x n_bg floats), with MATLAB CNMF-E's outlier 
 the residual D(r) = X - W X_ring exceeds ``outlier_clip_sigma`` times its noise, X is replaced
 by the prediction. Each slow step re-solves a slice of ``ceil(n_bg / refresh_period)`` grid
 pixels: their ring statistics are built from the kept samples, weighted by forgetting
-``decay^age``, and solved with a prior pulling toward W0:
+``decay^age``, and solved with a prior pulling toward the initial W (a fixed anchor: a prior
+toward the current W would drift to the unregularised solution over repeated refreshes):
 
     w_p = (XXt_p + rho_p I)^-1 (Xx_p + rho_p w0_p),
     rho_p = prior_samples * trace(XXt_p) / (R * n_eff)
 
-(``n_eff`` = the summed sample weights), so with few samples W stays at W0, and the ridge is
+(``n_eff`` = the summed sample weights), so with few samples W stays at w0, and the ridge is
 relative to each pixel's variance.
 """
 
@@ -43,6 +44,7 @@ class RingRefreshState:
     pending_dr: np.ndarray  # (hb, wb) float32: D(r) of that frame
     pending_t: int  # -1 = none
     W_out: np.ndarray  # (n_bg, R) float32 solve output
+    W_prior: np.ndarray  # (n_bg, R) float32 the initial W, centre of the prior
     cursor: int
     stride: int
     ssub: int
@@ -62,6 +64,7 @@ def make_ring_refresh(
         pending_dr=np.zeros((hb, wb), np.float32),
         pending_t=-1,
         W_out=np.zeros((hb * wb, offsets.shape[0]), np.float32),
+        W_prior=np.zeros((hb * wb, offsets.shape[0]), np.float32),
         cursor=0,
         stride=max(1, period // n_samples),
         ssub=ssub,
@@ -125,7 +128,7 @@ def solve_slice(
     rho = prior_samples * tr / (R * n_eff) + 1e-12
     idx = np.arange(R)
     XXt[:, idx, idx] += rho[:, None]
-    Xx += rho[:, None] * W0[start:stop]
+    Xx += rho[:, None] * rs.W_prior[start:stop]
     kring.ring_solve(XXt, Xx, 0.0, rs.W_out, start, stop)
     rs.cursor = stop % n_bg
     return start, stop, rs.W_out[start:stop].copy()

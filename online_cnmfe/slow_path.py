@@ -226,6 +226,7 @@ def init_slow_path(
         init.ring_offsets, grid, ssub, params.online.slow_ring_samples,
         params.online.slow_ring_refresh_period_frames,
     )  # fmt: skip
+    ring.W_prior[:] = np.asarray(init.W, np.float32)
     det = det_mod.make_detection_state(dims, params.detection.pool_size, geo.ds)
     T0 = C.shape[1]
     YB = None
