@@ -22,7 +22,7 @@ import scipy.sparse
 
 from online_cnmfe._kernels.ring import (
     downsample_mean,
-    ring_apply,
+    ring_apply_frames,
     ring_gram_from_lags,
     ring_lag_products,
     ring_lag_table,
@@ -120,8 +120,7 @@ def solve_ring_weights(X: np.ndarray, offsets: np.ndarray, ridge: float) -> np.n
 def predict_grid(W: np.ndarray, offsets: np.ndarray, X: np.ndarray) -> np.ndarray:
     """``P[t] = W X[t]`` for every grid frame."""
     P = np.empty_like(X)
-    for t in range(X.shape[0]):
-        ring_apply(W, offsets, X[t], P[t])
+    ring_apply_frames(W, offsets, X, P)
     return P
 
 
@@ -209,13 +208,11 @@ def subtract_background(
     if out is None:
         out = np.empty((T, H, W_), np.float32)
     X = residual_grid(Y, A, C, bg.b0, bg.ssub) if grid is None else grid
-    hb, wb = bg.grid
-    pred = np.empty((hb, wb), np.float32)
+    pred = predict_grid(bg.W, bg.offsets, X)
     up = np.empty((H, W_), np.float32)
     b0img = bg.b0.reshape(H, W_)
     for t in range(T):
-        ring_apply(bg.W, bg.offsets, X[t], pred)
-        upsample_nearest(pred, bg.ssub, up)
+        upsample_nearest(pred[t], bg.ssub, up)
         np.subtract(Y[t], b0img, out=out[t])
         out[t] -= up
     return out

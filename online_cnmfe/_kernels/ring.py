@@ -120,6 +120,14 @@ def ring_apply(W, offsets, x, out):
             of[p] = acc
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def ring_apply_frames(W, offsets, X, out):
+    """:func:`ring_apply` on every frame of X (T, hb, wb) into out (T, hb, wb), frames in
+    parallel threads (batch use only; the per-frame path calls :func:`ring_apply`)."""
+    for t in numba.prange(X.shape[0]):
+        ring_apply(W, offsets, X[t], out[t])
+
+
 @numba.njit(**_JIT)
 def ring_gram_accumulate_range(X, offsets, XXt, Xx, decay, weight, start):
     """Like :func:`ring_gram_accumulate` for grid pixels ``start .. start + XXt.shape[0]``.
