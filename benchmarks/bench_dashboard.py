@@ -105,9 +105,9 @@ def main() -> int:
     reader.join(timeout=5)
     text = "".join(log)
     m = re.search(r"display: ([\d.]+) updates/s, ([\d.]+) paints/s, refresh p50 ([\d.]+) ms "
-                  r"p99 ([\d.]+) ms", text)  # fmt: skip
-    display = dict(zip(("updates_per_s", "paints_per_s", "refresh_p50_ms", "refresh_p99_ms"),
-                       map(float, m.groups()), strict=True)) if m else {}  # fmt: skip
+                  r"p99 ([\d.]+) ms, CPU ([\d.]+) %", text)  # fmt: skip
+    keys = ("updates_per_s", "paints_per_s", "refresh_p50_ms", "refresh_p99_ms", "cpu_percent")
+    display = dict(zip(keys, map(float, m.groups()), strict=True)) if m else {}
 
     frozen = subprocess.Popen(
         [sys.executable, "-m", "online_cnmfe", "dashboard", "--results", address,

@@ -165,6 +165,7 @@ class DashboardApp:
         self.refresh_ms: deque[float] = deque(maxlen=10_000)
         self.n_updates = 0  # refreshes since the first message
         self.first_message_s: float | None = None
+        self._cpu_at_first: float | None = None
         self._last_state = self.model.connection
         self._last_second = 0.0
         self.timer = QtCore.QTimer()
@@ -177,6 +178,7 @@ class DashboardApp:
         now = time.monotonic()
         if self.subscriber.drain(self.model, now) and self.first_message_s is None:
             self.first_message_s = now
+            self._cpu_at_first = time.process_time()
         state = self.model.tick(now)
         if state != self._last_state:
             banner = self.model.banner
@@ -204,8 +206,10 @@ class DashboardApp:
         elapsed = max(now - since, 1e-9)
         ms = np.asarray(self.refresh_ms) if self.refresh_ms else np.zeros(1)
         paints = sum(1 for t in self.paints.times if t >= since)
+        cpu0 = self._cpu_at_first if self._cpu_at_first is not None else time.process_time()
         return {
             "elapsed_s": elapsed,
+            "cpu_percent": 100.0 * (time.process_time() - cpu0) / elapsed,
             "updates_per_s": self.n_updates / elapsed,
             "paints_per_s": paints / elapsed,
             "refresh_ms_p50": float(np.percentile(ms, 50)),
@@ -259,12 +263,13 @@ class DashboardApp:
         self.timer.stop()
         s = self.stats()
         logger.info(
-            "display: %.1f updates/s, %.1f paints/s, refresh p50 %.1f ms p99 %.1f ms; "
+            "display: %.1f updates/s, %.1f paints/s, refresh p50 %.1f ms p99 %.1f ms, CPU %.0f %%; "
             "%d messages (%d malformed, %d stale images skipped)",
             s["updates_per_s"],
             s["paints_per_s"],
             s["refresh_ms_p50"],
             s["refresh_ms_p99"],
+            s["cpu_percent"],
             s["messages"],
             s["malformed"],
             s["images_dropped"],
