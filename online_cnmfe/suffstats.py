@@ -215,10 +215,10 @@ def footprint_column_slot(fs: FootprintStats, s: int) -> tuple[np.ndarray, np.nd
 
 def neighbours(fs: FootprintStats, k: int | None, box: np.ndarray | None = None) -> np.ndarray:
     """Model indices whose region bounding box meets neuron k's (or ``box``), k included."""
-    b = fs.bbox[fs.slot_of]
-    q = fs.bbox[fs.slot_of[k]] if box is None else box
-    hit = (b[:, 0] < q[1]) & (q[0] < b[:, 1]) & (b[:, 2] < q[3]) & (q[2] < b[:, 3])
-    return np.flatnonzero(hit).astype(np.int64)
+    q = fs.bbox[fs.slot_of[k]] if box is None else np.asarray(box, np.int32)
+    out = np.empty(fs.slot_of.shape[0], np.int64)
+    n = kst.bbox_hits(fs.bbox, fs.slot_of, q, out)
+    return out[:n]
 
 
 def stats_from_footprints(
@@ -378,17 +378,9 @@ _DAMP_STEP = 0.3
 
 def _main_component(pix: np.ndarray, a: np.ndarray, W: int) -> np.ndarray:
     """Mask of the 8-connected component of ``a > 0`` with the largest sum (drops islands)."""
-    rows, cols = np.divmod(pix, W)
-    r0, c0 = rows.min(), cols.min()
-    img = np.zeros((rows.max() - r0 + 1, cols.max() - c0 + 1), bool)
-    img[rows - r0, cols - c0] = a > 0
-    lab, n = scipy.ndimage.label(img, np.ones((3, 3), bool))
-    labels = lab[rows - r0, cols - c0]
-    if n <= 1:
-        return labels > 0
-    sums = np.bincount(labels, weights=a, minlength=n + 1)
-    sums[0] = -1.0
-    return labels == int(np.argmax(sums))
+    keep = np.zeros(pix.shape[0], bool)
+    kst.main_component(pix, np.ascontiguousarray(a, np.float32), W, keep)
+    return keep
 
 
 def _seed_cy(fs: FootprintStats, k: int, pix: np.ndarray, nbrs: np.ndarray, buffer):
@@ -409,7 +401,11 @@ def _seed_cy(fs: FootprintStats, k: int, pix: np.ndarray, nbrs: np.ndarray, buff
         n = fs.sup_n[s]
         peak = float(fs.a_sup[s, :n].max()) if n else 0.0
         if cc > 0 and peak > 0:
-            a_hat = (ck @ resid[np.ix_(np.flatnonzero(ok), pix)]) / cc
+            a_hat = np.empty(pix.shape[0], np.float32)
+            kst.buffer_regression(
+                np.ascontiguousarray(cbuf[k], np.float32), resid, ok, pix.astype(np.int32), a_hat
+            )
+            a_hat /= cc
             informed = a_hat > _SEED_Z * fs.pixel_noise[pix] / math.sqrt(cc)
             a_hat = np.minimum(a_hat, peak)  # a margin pixel never exceeds the current peak
             out[informed] += a_hat[informed].astype(np.float32) * fs.cc[s, s]

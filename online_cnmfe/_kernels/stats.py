@@ -200,3 +200,92 @@ def weighted_ring_gram(X, weights, offsets, XXt, Xx, start):
         for a in range(R):
             for b in range(a + 1, R):
                 XXt[m, b, a] = XXt[m, a, b]
+
+
+@numba.njit(**_JIT)
+def buffer_regression(ck, resid, ok, pix, out):
+    """``out[i] = sum_t ck[t] resid[t, pix[i]]`` over frames with ok[t] (rows read in order).
+
+    ck (T,), resid (T, n_pixels), ok (T,) bool, pix (m,) int32; out (m,) written.
+    """
+    for i in range(pix.shape[0]):
+        out[i] = 0.0
+    for t in range(ck.shape[0]):
+        c = ck[t]
+        if not ok[t] or c == 0.0:
+            continue
+        for i in range(pix.shape[0]):
+            out[i] += c * resid[t, pix[i]]
+
+
+@numba.njit(**_JIT)
+def bbox_hits(bbox, slot_of, q, out):
+    """Model indices whose region box ``bbox[slot_of[k]]`` (row0, row1, col0, col1; half-open)
+    meets box q; written to out, count returned."""
+    n = 0
+    for k in range(slot_of.shape[0]):
+        b = bbox[slot_of[k]]
+        if b[0] < q[1] and q[0] < b[1] and b[2] < q[3] and q[2] < b[3]:
+            out[n] = k
+            n += 1
+    return n
+
+
+@numba.njit(**_JIT)
+def main_component(pix, a, W, keep):
+    """Mark (keep[i] = True) the 8-connected component of ``a > 0`` (over pixels ``pix``,
+    flat indices on a W-wide image) with the largest sum of a; keep (m,) bool written."""
+    m = pix.shape[0]
+    r0 = 1 << 30
+    c0 = 1 << 30
+    r1 = -1
+    c1 = -1
+    for i in range(m):
+        r = pix[i] // W
+        c = pix[i] - r * W
+        r0 = min(r0, r)
+        r1 = max(r1, r)
+        c0 = min(c0, c)
+        c1 = max(c1, c)
+    h = r1 - r0 + 1
+    w = c1 - c0 + 1
+    pos = np.full(h * w, -1, np.int64)  # crop cell -> index into pix (only a > 0)
+    for i in range(m):
+        keep[i] = False
+        if a[i] > 0:
+            r = pix[i] // W
+            pos[(r - r0) * w + (pix[i] - r * W - c0)] = i
+    label = np.full(m, -1, np.int64)
+    stack = np.empty(m, np.int64)
+    best, best_sum, n_lab = -1, -1.0, 0
+    for i0 in range(m):
+        if a[i0] <= 0 or label[i0] >= 0:
+            continue
+        total = 0.0
+        label[i0] = n_lab
+        top = 0
+        stack[0] = i0
+        top = 1
+        while top > 0:
+            top -= 1
+            i = stack[top]
+            total += a[i]
+            r = pix[i] // W - r0
+            c = pix[i] - (pix[i] // W) * W - c0
+            for dr in range(-1, 2):
+                for dc in range(-1, 2):
+                    rr = r + dr
+                    cc = c + dc
+                    if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                        continue
+                    j = pos[rr * w + cc]
+                    if j >= 0 and label[j] < 0:
+                        label[j] = n_lab
+                        stack[top] = j
+                        top += 1
+        if total > best_sum:
+            best_sum = total
+            best = n_lab
+        n_lab += 1
+    for i in range(m):
+        keep[i] = label[i] == best and best >= 0

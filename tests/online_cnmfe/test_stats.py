@@ -115,3 +115,39 @@ def test_region_from_support_dilates_and_caps():
     assert suffstats.region_from_support(pix, DIMS, 2, 9).size == 9
     corner = suffstats.region_from_support(np.array([0]), DIMS, 1, 1000)
     assert sorted(corner.tolist()) == [0, 1, 24, 25]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_main_component_matches_scipy_label(seed):
+    import scipy.ndimage
+
+    rng = np.random.default_rng(seed)
+    W = 17
+    pix = np.sort(rng.choice(W * 15, 120, replace=False)).astype(np.int32)
+    a = np.where(rng.random(120) < 0.6, rng.random(120), 0).astype(np.float32)
+    keep = np.zeros(120, bool)
+    kst.main_component(pix, a, W, keep)
+    img = np.zeros((15, W), bool)
+    vals = np.zeros((15, W))
+    r, c = np.divmod(pix, W)
+    img[r, c] = a > 0
+    vals[r, c] = a
+    lab, n = scipy.ndimage.label(img, np.ones((3, 3), bool))
+    sums = scipy.ndimage.sum(vals, lab, range(1, n + 1))
+    expect = lab[r, c] == 1 + int(np.argmax(sums))
+    np.testing.assert_array_equal(keep, expect)
+
+
+def test_buffer_regression_and_bbox_hits(rng):
+    resid = rng.standard_normal((30, 200)).astype(np.float32)
+    ck = rng.random(30).astype(np.float32)
+    ok = rng.random(30) < 0.7
+    pix = np.array([3, 50, 199, 7], np.int32)
+    out = np.empty(4, np.float32)
+    kst.buffer_regression(ck, resid, ok, pix, out)
+    np.testing.assert_allclose(out, (ck[ok] @ resid[ok][:, pix]), rtol=1e-5, atol=1e-5)
+    bbox = np.array([[0, 5, 0, 5], [4, 9, 4, 9], [10, 12, 0, 3]], np.int32)
+    slot_of = np.array([2, 0, 1], np.int32)
+    hits = np.empty(3, np.int64)
+    n = kst.bbox_hits(bbox, slot_of, np.array([3, 6, 3, 6], np.int32), hits)
+    assert hits[:n].tolist() == [1, 2]  # model 1 -> slot 0, model 2 -> slot 1
