@@ -470,6 +470,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         Y = _validate(frames, params)
         fit = _Fit(Y, params)
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
+        _warn_if_thresholds_too_high(images, ip)
         fit.pixel_noise = _pixel_noise(Y)
         bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
@@ -505,6 +506,27 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         time.perf_counter() - t_start,
     )
     return result
+
+
+def _warn_if_thresholds_too_high(images, ip) -> None:
+    """Say so when hardly any pixel passes both seeding thresholds (preprocessed or very
+    smooth data have a different PNR scale), with the percentiles to choose new ones."""
+    ok = (images.pnr >= ip.min_pnr) & (images.corr >= ip.min_corr)
+    if ok.mean() >= 1e-3:
+        return
+    p_pnr = np.percentile(images.pnr, [90, 99, 99.9])
+    p_corr = np.percentile(images.corr, [90, 99, 99.9])
+    logger.warning(
+        "only %d pixels pass init.min_pnr=%g and init.min_corr=%g; the PNR image's 90/99/99.9th "
+        "percentiles are %.1f/%.1f/%.1f and the correlation image's %.2f/%.2f/%.2f. If neurons "
+        "are missed, lower init.min_pnr / init.min_corr (and init.reseed_min_*) towards these "
+        "values",
+        int(ok.sum()),
+        ip.min_pnr,
+        ip.min_corr,
+        *p_pnr,
+        *p_corr,
+    )
 
 
 def _upsample(img: np.ndarray, s: int, dims: tuple[int, int]) -> np.ndarray:

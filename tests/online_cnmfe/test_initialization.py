@@ -169,3 +169,10 @@ def test_real_nwb_crop_finds_the_bright_cell(shared_data):
     A = r.A.toarray()
     pix = peak[0] * frames.shape[2] + peak[1]
     assert np.any(A[pix] >= 0.5 * A.max(axis=0)), peak
+
+
+def test_warns_with_percentiles_when_thresholds_exclude_everything(caplog):
+    rng = np.random.default_rng(1)
+    frames = (100 + rng.standard_normal((60, 30, 30))).astype(np.float32)
+    fit_initial(frames, _params(**{"init.init_frames": 60}))
+    assert "lower init.min_pnr" in caplog.text and "percentiles" in caplog.text
