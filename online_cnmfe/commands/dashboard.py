@@ -101,6 +101,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "banner shows (default 3)",
     )
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=5,
+        help="lower the dashboard's CPU priority by this much (default 5) so that on a busy "
+        "machine the engine gets the CPU first; 0 keeps the normal priority",
+    )
+    parser.add_argument(
         "--triggers",
         metavar="RULES",
         help="the engine's trigger rules (TOML, as given to `online-cnmfe run --triggers`): the "
@@ -112,6 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prepare_qt(args.screenshot)
+    if args.nice > 0 and hasattr(os, "nice"):
+        os.nice(args.nice)  # the display yields to the engine, never the other way round
     from dashboard.app import DashboardApp
     from dashboard.model import ModelConfig
 
