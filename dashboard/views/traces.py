@@ -91,7 +91,7 @@ class TracePanel(QtWidgets.QWidget):
         )
         self.raster_plot.addItem(self.births)
         self.raster_plot.addItem(self.new_marks)
-        self.curves: dict[str, list[pg.PlotDataItem]] = {"C": [], "C_raw": [], "S": []}
+        self.curves: dict[str, list[pg.PlotCurveItem]] = {"C": [], "C_raw": [], "S": []}
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(bar)
@@ -126,8 +126,8 @@ class TracePanel(QtWidgets.QWidget):
         while len(self.curves["C"]) < n:
             i = len(self.curves["C"])
             r, g, b = selection_colour(i)
-            raw = pg.PlotDataItem(pen=pg.mkPen((r, g, b, 90), width=1), connect="finite")
-            c = pg.PlotDataItem(pen=pg.mkPen((r, g, b), width=2), connect="finite")
+            raw = pg.PlotCurveItem(pen=pg.mkPen((r, g, b, 90), width=1), connect="finite")
+            c = pg.PlotCurveItem(pen=pg.mkPen((r, g, b), width=2), connect="finite")
             s = pg.PlotCurveItem(pen=pg.mkPen((r, g, b, 200), width=2), connect="pairs")
             for name, item in (("C_raw", raw), ("C", c), ("S", s)):
                 self.trace_plot.addItem(item)
