@@ -21,6 +21,7 @@ import copy
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from online_cnmfe.engine_store import StoreWorker
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
+
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +131,9 @@ class Engine:
     # ---- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
         """Run until end of stream, a signal or :meth:`request_stop`; returns the exit code."""
+        # The model thread must not wait the default 5 ms for the GIL while the receive or
+        # store thread runs Python code: hand it over ten times sooner.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         ctx = zmq.Context()
         self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         self.queue = FrameQueue(self.ep.queue_frames)

@@ -436,11 +436,13 @@ class ResultsWriter:
             ds.resize((max(k, ds.shape[0]), t1))
             if k:
                 ds[:k, t0:t1] = block.traces[name][:k, :n]
-        for name in ("neuron_ids", "birth_frame"):
-            ds = f["neurons"][name]
-            values = self._row_ids if name == "neuron_ids" else self._birth
-            ds.resize((k,))
-            ds[:] = np.asarray(values, np.int64)
+        k0 = f["neurons/neuron_ids"].shape[0]
+        if k > k0:  # only the rows added since the last block
+            for name in ("neuron_ids", "birth_frame"):
+                ds = f["neurons"][name]
+                values = self._row_ids if name == "neuron_ids" else self._birth
+                ds.resize((k,))
+                ds[k0:k] = np.asarray(values[k0:k], np.int64)
         for name in FRAME_FIELDS:
             ds = f["frames"][name]
             ds.resize((t1,))
