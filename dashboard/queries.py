@@ -35,8 +35,8 @@ class ModelQueries:
         tb = self.traces
         n = min(tb.n_valid, 200)
         if n >= 2:
-            t = tb.window(n, rows=np.zeros(0, np.int64))["t_ms"]
-            span = (t[-1] - t[0]) / 1000.0
+            first, last = tb.t_ms[(tb.head - n) % tb.capacity], tb.t_ms[(tb.head - 1) % tb.capacity]
+            span = (last - first) / 1000.0
             if np.isfinite(span) and span > 0:
                 return (n - 1) / span
         fps = self.status.get("fps_in")
