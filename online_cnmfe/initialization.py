@@ -346,7 +346,8 @@ class _Fit:
         ``kappa_k = cov(r, c_k) / cov(f, c_k)`` with r the frames and f the filtered frames at
         the footprint's peak, both without the other components. A neuron of the expected size
         gives about ``1 / (kernel * gaussian(d / 4))(0)``; broad out-of-focus cells give several
-        times more (the mean-centred filter removes them), and junk gives negative values.
+        times more (the mean-centred filter removes them). Single-pixel estimates are noisy for
+        weak neurons under a strong background (even negative), so only the upper side is used.
         """
         K = self.K
         if K == 0:
@@ -385,11 +386,11 @@ class _Fit:
         return out
 
     def prune_out_of_focus(self) -> int:
-        """Drop components whose kappa says out-of-focus (or junk); returns how many."""
+        """Drop components whose kappa says out-of-focus; returns how many."""
         if self.K == 0:
             return 0
         kap = self.kappa()
-        bad = (kap > FINAL_KAPPA_FACTOR * self.kappa_neuron) | (kap < 0)
+        bad = kap > FINAL_KAPPA_FACTOR * self.kappa_neuron
         if bad.any():
             self.select(~bad)
         return int(bad.sum())
