@@ -325,7 +325,7 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
         return model.neuron_ids, rs.centroids(model.footprints, model.dims)
 
     eng = TriggerEngine(rules, max_frame_age_ms=1e9, frame_rate_hz=sp.frame_rate_hz,
-                        centroid_source=source, centroid_refresh_frames=1)  # fmt: skip
+                        centroid_source=source)  # fmt: skip
     eng.update_centroids(*source())
     total_ms, slow_ms, eval_us = [], [], []
     for t in range(init, n_frames):
