@@ -92,8 +92,9 @@ class FootprintStats:
 
 
 def max_region_pixels(neuron_diameter_px: float, growth_px: int) -> int:
-    """Capacity of a region: a square of side 3 diameters plus the growth margin."""
-    side = 2 * math.ceil(1.5 * neuron_diameter_px) + 1 + 2 * growth_px
+    """Capacity of a region: the square around the disk of radius ``0.8 d + growth`` that
+    bounds a refreshed region (see ``FootprintStats.max_radius``), with one pixel to spare."""
+    side = 2 * math.ceil(0.8 * neuron_diameter_px + growth_px) + 3
     return int(side * side)
 
 
@@ -240,7 +241,7 @@ def stats_from_footprints(
     A = scipy.sparse.csc_array(A, dtype=np.float32)
     K = A.shape[1]
     T = C.shape[1]
-    fs = empty_stats(dims, max(K, 8), max_region)
+    fs = empty_stats(dims, K + max(16, K // 4), max_region)  # headroom: births rarely regrow
     fs.slot_of = np.arange(K, dtype=np.int32)
     fs.used[:K] = True
     C = np.asarray(C, np.float32)
