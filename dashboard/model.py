@@ -25,7 +25,14 @@ import scipy.sparse
 
 from dashboard.contours import contours_and_owner
 from dashboard.queries import LAYERS, LayerImage, ModelQueries
-from dashboard.records import Banner, FootprintSet, ModelConfig, RuleStats
+from dashboard.records import (
+    DISPLAY_MAX_SIDE,
+    Banner,
+    FootprintSet,
+    ModelConfig,
+    RuleStats,
+    display_downsample,
+)
 from dashboard.ringbuffer import TraceBuffer
 
 logger = logging.getLogger(__name__)
@@ -60,6 +67,19 @@ def _num(h: dict, key: str) -> float:
 def _opt_num(h: dict, key: str) -> float:
     """A number that may be null (NaN on the sender side) or absent: NaN then."""
     return math.nan if h.get(key) is None else _num(h, key)
+
+
+def _block_mean_operator(dims: tuple[int, int], max_side: int) -> scipy.sparse.csr_array:
+    """Sparse (n_display_pixels, n_pixels) block-mean of row-major images (ceil blocks)."""
+    d = display_downsample(dims, max_side)
+    h, w = dims
+    hd, wd = -(-h // d), -(-w // d)
+    pix = np.arange(h * w)
+    target = (pix // w // d) * wd + (pix % w) // d
+    counts = np.bincount(target, minlength=hd * wd).astype(np.float32)
+    return scipy.sparse.csr_array(
+        (1.0 / counts[target], (target, pix)), shape=(hd * wd, h * w), dtype=np.float32
+    )
 
 
 def _dims(h: dict, key: str = "dims") -> tuple[int, int]:
@@ -234,6 +254,7 @@ class DashboardModel(ModelQueries):
         col_max = A.max(axis=0).toarray().ravel() if k else np.zeros(0, np.float32)
         scale = np.where(col_max > 0, 1.0 / np.where(col_max > 0, col_max, 1), 0.0)
         A_norm = scipy.sparse.csr_array(A @ scipy.sparse.diags_array(scale.astype(np.float32)))
+        A_norm = scipy.sparse.csr_array(_block_mean_operator(dims, DISPLAY_MAX_SIDE) @ A_norm)
         if "centroids" in arrays and arrays["centroids"].shape == (k, 2):
             centroids = np.asarray(arrays["centroids"], dtype=np.float32)
         else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dashboard.records import display_downsample
 from dashboard.ringbuffer import row_peaks
 
 LAYERS = ("raw", "background_subtracted", "denoised", "residual", "corr_pnr", "max_projection")
@@ -63,12 +64,15 @@ class ModelQueries:
         return out
 
     def activity_image(self) -> np.ndarray | None:
-        """Footprints weighted by current activity, (H, W) float32 in [0, 1]."""
+        """Footprints weighted by current activity, float32 in [0, 1], block-averaged to at most
+        ``DISPLAY_MAX_SIDE`` pixels a side: shape (ceil(H / d), ceil(W / d)), d the block size."""
         fp = self.footprints
         if fp is None:
             return None
         img = fp.A_norm @ self.neuron_activity()
-        return np.clip(img, 0, 1).astype(np.float32).reshape(fp.dims)
+        d = display_downsample(fp.dims)
+        shape = (-(-fp.dims[0] // d), -(-fp.dims[1] // d))
+        return np.clip(img, 0, 1).astype(np.float32).reshape(shape)
 
     def layer_image(self, layer: str) -> LayerImage | None:
         """Latest image of ``layer``; ``denoised`` and ``max_projection`` are computed here

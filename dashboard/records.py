@@ -10,7 +10,14 @@ import scipy.sparse
 
 from dashboard.contours import DEFAULT_THRESHOLD, Contours
 
-__all__ = ["Banner", "FootprintSet", "ModelConfig", "RuleStats"]
+__all__ = ["DISPLAY_MAX_SIDE", "Banner", "FootprintSet", "ModelConfig", "RuleStats"]
+
+DISPLAY_MAX_SIDE = 320  # the activity glow is computed at most this many pixels a side
+
+
+def display_downsample(dims: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> int:
+    """Block size that brings the longer side of ``dims`` to at most ``max_side`` pixels."""
+    return max(1, -(-max(dims) // max_side))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +78,7 @@ class FootprintSet:
     ids: np.ndarray  # (K,) int64
     centroids: np.ndarray  # (K, 2) float32, (row, col)
     A: scipy.sparse.csr_array  # (n_pixels, K)
-    A_norm: scipy.sparse.csr_array  # (n_pixels, K), each column scaled to max 1
+    A_norm: scipy.sparse.csr_array  # (n_display_pixels, K): columns scaled to max 1, block-mean
     contours: Contours
     owner: np.ndarray  # (H, W) int32 column index or -1
 

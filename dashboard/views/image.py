@@ -223,9 +223,10 @@ class ImagePanel(QtWidgets.QWidget):
         if act is None:
             self.overlay.clear()
         else:
-            self._set_dims(act.shape)
+            full = model.footprints.dims  # the glow may be block-averaged: stretch it over (H, W)
+            self._set_dims(full)
             self.overlay.setImage(act, autoLevels=False, levels=(0.0, 1.0))
-            self.overlay.setRect(QtCore.QRectF(0, 0, act.shape[1], act.shape[0]))
+            self.overlay.setRect(QtCore.QRectF(0, 0, full[1], full[0]))
 
     def _smooth_levels(self, key: str, img: np.ndarray) -> tuple[float, float]:
         step = max(1, int(np.sqrt(img.size / 40000)))

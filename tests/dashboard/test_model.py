@@ -278,3 +278,20 @@ def test_an_unchanged_footprints_resend_is_not_recomputed():
     s.footprints_version += 1
     m.handle(decode_result(s.footprints_message(0)), now=2)
     assert m.footprints is not first and m.footprints.version == 1
+
+
+def test_activity_glow_is_block_averaged_for_large_images():
+    dims = (700, 650)  # longer side 700 -> blocks of 3 (<= 320 a side)
+    pix = np.array([10 * dims[1] + 20, 10 * dims[1] + 21], np.int32)
+    m = DashboardModel()
+    m.handle(msg("footprints", {"version": 1, "dims": list(dims), "n_neurons": 1},
+                 {"data": np.ones(2, np.float32), "indices": pix,
+                  "indptr": np.array([0, 2], np.int32), "neuron_ids": np.array([4], np.int64),
+                  "centroids": np.array([[10, 20.5]], np.float32)}), now=0)  # fmt: skip
+    m.handle(traces(0, [4], [1.0]), now=0)
+    img = m.activity_image()
+    assert img.shape == (234, 217)  # ceil(700 / 3), ceil(650 / 3)
+    assert img[3, 6] == pytest.approx(1 / 9) and img[3, 7] == pytest.approx(
+        1 / 9
+    )  # (10, 20), (10, 21)
+    assert img.sum() == pytest.approx(2 / 9)
