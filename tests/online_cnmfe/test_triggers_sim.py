@@ -13,7 +13,7 @@ from online_cnmfe.params import CNMFEParams
 from online_cnmfe.triggers import TriggerEngine, parse_rule
 
 pytestmark = pytest.mark.timeout(240)
-INIT, T, TOL = 200, 900, 2
+INIT, T, TOL = 200, 1400, 2
 
 
 def score(fired: np.ndarray, spike_pnr: np.ndarray, start: int) -> tuple[int, int, int]:
@@ -57,6 +57,7 @@ def test_region_rules_fire_on_the_true_spikes_of_simulated_neurons():
         fired = np.array([r.frame_index for r in eng.fired if r.rule == f"cell{k}"], int)
         h, n, f = score(fired, pnr[k], INIT + 20)  # z-score warm-up
         hits, n_big, false, n_fired = hits + h, n_big + n, false + f, n_fired + len(fired)
-    assert n_big >= 20
-    assert hits / n_big >= 0.6, (hits, n_big)  # loose floor; benchmark target 0.9
-    assert false <= 0.6 * n_fired, (false, n_fired)
+    assert n_big >= 25
+    # loose floors (measured 36/36 hits, 30 false of 110 triggers); benchmark target 0.9
+    assert hits / n_big >= 0.75, (hits, n_big)
+    assert false <= 0.45 * n_fired, (false, n_fired)
