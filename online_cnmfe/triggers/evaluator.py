@@ -44,6 +44,7 @@ __all__ = ["TriggerEngine"]
 logger = logging.getLogger(__name__)
 
 _LOG_PERIOD_S = 5.0
+KEEP_DRAINED = 10_000  # drained firings kept in TriggerEngine.fired
 
 
 class TriggerEngine:
@@ -123,7 +124,9 @@ class TriggerEngine:
         self._region_frame = -(10**9)  # frame at which centroids were last applied
         self._pulled_frame = -(10**9)  # frame at which centroid_source was last called
         # outputs and counters
+        # firings of the session; once drained (drain_new), only the last KEEP_DRAINED are kept
         self.fired: list[TriggerRecord] = []
+        self.n_fired = 0
         # called with every firing (all rules), e.g. to copy it onto the results stream
         self.fire_listeners: list[Callable[[TriggerRecord], Any]] = []
         self._n_drained = 0
@@ -338,8 +341,9 @@ class TriggerEngine:
                 neuron_ids=tuple(int(i) for i in neurons),
                 t_recv_ns=int(t_recv) if t_recv is not None else -1,
                 t_fire_ns=now,
-                count=len(self.fired) + 1,
+                count=self.n_fired + 1,
             )
+            self.n_fired += 1
             self.fired.append(rec)
             records.append(rec)
             self.dispatcher.dispatch(rt.rule, rec)
@@ -460,6 +464,10 @@ class TriggerEngine:
         """Firings since the previous call (for incremental storage)."""
         new = self.fired[self._n_drained :]
         self._n_drained += len(new)
+        excess = self._n_drained - KEEP_DRAINED
+        if excess > 0:  # memory stays flat over hours; appends by the model thread are kept
+            del self.fired[:excess]
+            self._n_drained -= excess
         return new
 
     def drain_new_rule_log(self) -> list[tuple[int, str, str]]:
@@ -473,7 +481,7 @@ class TriggerEngine:
         """Counters for the status stream and the results file."""
         return {
             "n_rules": len(self._rules),
-            "n_fired": len(self.fired),
+            "n_fired": self.n_fired,
             "n_frames": self.n_frames,
             "n_skipped_frames": self.n_skipped_frames,
             "n_suppressed_stale": self.n_suppressed_stale,

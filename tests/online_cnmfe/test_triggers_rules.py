@@ -390,6 +390,20 @@ def test_add_remove_enable_disable_and_callbacks():
     assert commands == ["add", "disable", "enable", "remove"]
 
 
+def test_drained_firings_are_not_kept_forever(monkeypatch):
+    from online_cnmfe.triggers import evaluator
+
+    monkeypatch.setattr(evaluator, "KEEP_DRAINED", 3)
+    eng = TriggerEngine([rule(neurons=[0])])
+    run(eng, [0, 2] * 10)  # 10 firings
+    assert [r.count for r in eng.drain_new()] == list(range(1, 11))
+    assert [r.count for r in eng.fired] == [8, 9, 10]  # the last 3 drained ones only
+    for t in range(20, 24):
+        eng.on_frame(frame(t, [0], [2.0 if t % 2 else 0.0]), {})
+    assert [r.count for r in eng.drain_new()] == [11, 12]
+    assert eng.stats()["n_fired"] == 12 and len(eng.fired) == 3
+
+
 def test_serial_action_without_a_port_is_a_config_error():
     with pytest.raises(ConfigError, match="serial"):
         TriggerEngine([rule(neurons=[0], actions=["serial"])])
