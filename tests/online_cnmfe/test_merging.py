@@ -72,8 +72,6 @@ def test_faded_neuron_is_removed():
 
 
 def test_long_corr_from_statistics():
-    fs = h  # placeholder to keep the import used in the same style
-    del fs
     from online_cnmfe import suffstats
 
     stats = suffstats.empty_stats((4, 4), 2, 4)
