@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -31,6 +32,7 @@ from online_cnmfe.triggers.records import (
 from online_cnmfe.triggers.wire import decode_trigger, encode_trigger
 
 pytestmark = pytest.mark.timeout(60)
+REPO = Path(__file__).resolve().parents[2]
 RULE = {"name": "c0", "neurons": [0], "signal": "spike", "condition": "threshold", "threshold": 1}
 
 
@@ -376,3 +378,38 @@ def test_cli_check_validates_a_config_file(tmp_path):
     p = _cli("triggers", "--check", str(bad))
     out, err = p.communicate(timeout=30)
     assert p.returncode == 2 and "condition" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tool", ["cli", "example"])
+def test_forwarding_triggers_to_a_serial_device(ctx, tool):
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    eng = make_engine(ctx, "push")
+    endpoint = eng.dispatcher.publisher.endpoint
+    if tool == "cli":
+        args = ["-m", "online_cnmfe", "triggers", "--listen", endpoint, "--pull",
+                "--forward-serial", port, "--payload", "{rule}\\n", "--count", "2"]  # fmt: skip
+        expected = b"c0\nc0\n"
+    else:
+        args = [str(REPO / "examples" / "ttl_serial.py"), "--listen", endpoint, "--pull",
+                "--port", port, "--map", "c0=B", "--count", "2"]  # fmt: skip
+        expected = b"BB"
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
+    try:
+        got, t = b"", 0
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            spike_frames(eng, 2, start=t)  # PUSH drops until the forwarder has connected
+            t += 2
+            time.sleep(0.02)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        got = _read_all(master, len(expected))
+        assert got == expected
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        os.close(slave)
+        eng.close()
