@@ -136,7 +136,9 @@ class DashboardModel(ModelQueries):
         self.last_traces_s: float | None = None
         self.last_frame_index: int | None = None
         self.last_t_acq_ms: float | None = None
-        self.last_age_ms = float("nan")
+        self.last_age_ms = math.nan  # frame age when the engine published its traces
+        self.last_process_ms = math.nan  # the model's time on that frame
+        self.last_recv_age_ms = math.nan  # frame age when it reached the dashboard
         self._seen_first_traces = False
         self._fp_rows_key: tuple | None = None
         self._fp_rows = np.zeros(0, np.int64)
@@ -223,7 +225,12 @@ class DashboardModel(ModelQueries):
             logger.info("first traces of the session: %d neurons at frame %d", k, frame_index)
         self._seen_first_traces = True
         self.last_frame_index, self.last_t_acq_ms = frame_index, t_ms
-        self.last_age_ms = float(h.get("age_ms", float("nan")))
+        self.last_age_ms = _opt_num(h, "age_ms")
+        self.last_process_ms = _opt_num(h, "process_ms")
+        t_send_ns = h.get("t_send_ns")
+        # frame age when it reached this dashboard (sender and dashboard share the host clock)
+        age = now * 1000.0 - t_send_ns / 1e6 if type(t_send_ns) is int and t_send_ns > 0 else -1
+        self.last_recv_age_ms = age if age >= 0 else math.nan
         self.last_traces_s = now
         self._dirty.update(("traces", "image"))
         if self.auto_select:

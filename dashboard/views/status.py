@@ -14,7 +14,13 @@ CHIPS = (
     ("frame", "Frame", "index of the newest frame processed"),
     ("fps", "Acq / proc", "frames per second arriving at the engine / processed by it"),
     ("latency", "Latency", "per-frame processing latency, p50 / p99 over the recent past"),
-    ("age", "Age", "age of the newest frame when its traces were published"),
+    ("model", "Model", "the model's time on the newest frame"),
+    (
+        "age",
+        "Age",
+        "age of the newest frame when the engine published its traces / when they reached "
+        "this dashboard (same-host clock)",
+    ),
     ("queue", "Queue", "frames waiting in the engine's queue"),
     ("neurons", "Neurons", "neurons in the model now"),
     ("lost", "Lost", "frames dropped / rejected / malformed at the engine (+ bad messages here)"),
@@ -126,7 +132,8 @@ class StatusPanel(QtWidgets.QWidget):
         v["latency"].setText(
             f"{_fmt(st.get('latency_ms_p50'), '.2f')} / {_fmt(st.get('latency_ms_p99'), '.2f')} ms"
         )
-        v["age"].setText(_fmt(model.last_age_ms, ".1f", " ms"))
+        v["model"].setText(_fmt(model.last_process_ms, ".2f", " ms"))
+        v["age"].setText(f"{_fmt(model.last_age_ms)} / {_fmt(model.last_recv_age_ms)} ms")
         v["queue"].setText(_fmt(st.get("queue_depth"), "d"))
         lost = (st.get("n_dropped"), st.get("n_rejected"), st.get("n_malformed"))
         v["lost"].setText(" / ".join(_fmt(x, "d") for x in lost) + f" (+{model.n_malformed} here)")

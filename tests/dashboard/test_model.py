@@ -295,3 +295,16 @@ def test_activity_glow_is_block_averaged_for_large_images():
         1 / 9
     )  # (10, 20), (10, 21)
     assert img.sum() == pytest.approx(2 / 9)
+
+
+def test_frame_age_at_the_dashboard_and_model_time_from_the_traces_header():
+    m = DashboardModel()
+    c = np.ones(1, np.float32)
+    header = {"frame_index": 0, "seq": 0, "t_acq_ms": 0.0, "t_send_ns": 2_000_000_000,
+              "age_ms": 1.5, "footprints_version": 0, "process_ms": 0.75}  # fmt: skip
+    arrays = {"neuron_ids": np.array([1]), "C": c, "S": c, "C_raw": c}
+    m.handle(msg("traces", header, arrays), now=2.004)  # received 4 ms after it was sent
+    assert m.last_recv_age_ms == pytest.approx(4.0, abs=1e-6)
+    assert m.last_age_ms == 1.5 and m.last_process_ms == 0.75
+    m.handle(msg("traces", {**header, "frame_index": 1, "t_send_ns": 0}, arrays), now=2.1)
+    assert np.isnan(m.last_recv_age_ms)  # unknown send time
