@@ -176,3 +176,18 @@ def test_warns_with_percentiles_when_thresholds_exclude_everything(caplog):
     frames = (100 + rng.standard_normal((60, 30, 30))).astype(np.float32)
     fit_initial(frames, _params(**{"init.init_frames": 60}))
     assert "lower init.min_pnr" in caplog.text and "percentiles" in caplog.text
+
+
+@pytest.mark.parametrize("n_active", [0, 1])
+def test_silent_and_single_neuron_movies(n_active):
+    frames, A_true, C_true = tiny_movie(T=200, seed=5)
+    neural = (A_true @ C_true).T.reshape(frames.shape)
+    keep = np.zeros(len(C_true), bool)
+    keep[:n_active] = True
+    frames = frames - neural + (A_true[:, keep] @ C_true[keep]).T.reshape(frames.shape)
+    r = fit_initial(frames, _params())
+    assert r.n_components == n_active
+    if n_active:
+        m = match_footprints(r.A.copy(), scipy.sparse.csc_array(A_true[:, keep]), (64, 64))
+        assert len(m.true_index) == 1
+        assert np.corrcoef(r.C[0], C_true[0])[0, 1] > 0.9
