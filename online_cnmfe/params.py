@@ -162,6 +162,7 @@ class OnlineParams:
     slow_merge_checks_per_frame: int = 2  # neurons checked for a merge partner per frame
     slow_remove_inactive_s: float = 600.0  # silent this long (and faded) -> removed
     slow_stats_stride_frames: int = 2  # CY/CC accumulate every this many frames (halves cost)
+    slow_emit_period_frames: int = 4  # footprint/W refreshes handed to the model this often
 
     def __post_init__(self) -> None:
         _int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
@@ -186,6 +187,7 @@ class OnlineParams:
         _int_at_least("slow_merge_checks_per_frame", self.slow_merge_checks_per_frame, 0)
         _positive("slow_remove_inactive_s", self.slow_remove_inactive_s)
         _int_at_least("slow_stats_stride_frames", self.slow_stats_stride_frames, 1)
+        _int_at_least("slow_emit_period_frames", self.slow_emit_period_frames, 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,7 +30,7 @@ import functools
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -93,6 +93,10 @@ class SlowPathState:
     merge_cursor: int
     work: SlowWork
     detect_credit_ms: float = 0.0  # CPU time candidate evaluations may still spend
+    pending_replaced: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pending_w_start: int = 0  # W rows solved (in ring.W_out) but not yet handed over
+    pending_w_stop: int = 0
+    last_emit: int = -(2**40)
 
 
 @functools.lru_cache(maxsize=8)
@@ -447,18 +451,51 @@ def _bbox(pix: np.ndarray, W: int) -> np.ndarray:
     return np.array([rows.min(), rows.max() + 1, cols.min(), cols.max() + 1], np.int32)
 
 
+def _collect_pending(slow, params, ch: _Changes, t: int) -> tuple[list[int], tuple | None]:
+    """Add this step's footprint and W refreshes to the pending ones; return what to hand over
+    now: (model indices, (w_start, w_stop) or None), or ([], None) to keep waiting.
+
+    Refreshes are handed over every ``slow_emit_period_frames`` (fewer, slightly larger
+    updates: the model pays a fixed cost per update); births, merges and removals at once.
+    """
+    structural = bool(ch.merges or ch.removed or ch.births)
+    pend = set(slow.pending_replaced.tolist()) | set(ch.replaced)
+    w_out = None
+    if ch.w:
+        s0, s1, _ = ch.w
+        if slow.pending_w_stop > slow.pending_w_start and s0 != slow.pending_w_stop:
+            w_out = (slow.pending_w_start, slow.pending_w_stop)  # the cursor wrapped: flush
+            slow.pending_w_start, slow.pending_w_stop = s0, s1
+        elif slow.pending_w_stop > slow.pending_w_start:
+            slow.pending_w_stop = s1
+        else:
+            slow.pending_w_start, slow.pending_w_stop = s0, s1
+    due = structural or t - slow.last_emit >= params.online.slow_emit_period_frames
+    if not (due or w_out):
+        slow.pending_replaced = np.array(sorted(pend), np.int64)
+        return [], None
+    if due and w_out is None and slow.pending_w_stop > slow.pending_w_start:
+        w_out = (slow.pending_w_start, slow.pending_w_stop)
+        slow.pending_w_start = slow.pending_w_stop = 0
+    slow.pending_replaced = np.zeros(0, np.int64)
+    slow.last_emit = t
+    return sorted(pend), w_out
+
+
 def _finish(slow, view, params, ch: _Changes, t: int) -> ModelUpdate | None:
     fs = slow.stats
     K = fs.n_components
     n_pixels = int(slow.dims[0] * slow.dims[1])
-    if not (ch.replaced or ch.merges or ch.removed or ch.births or ch.w):
+    pend, w_range = _collect_pending(slow, params, ch, t)
+    if not (pend or ch.merges or ch.removed or ch.births or w_range):
         return None
+    gone = ch.gone()
+    replaced = {k: suffstats.footprint_column(fs, k) for k in pend if k not in gone}
     for k in ch.removed:
         s = int(fs.slot_of[k])
         fs.used[s] = False
         fs.sup_n[s] = 0
         fs.bbox[s] = 0
-    gone = ch.gone()
     if gone or ch.births:
         keep = np.ones(K, bool)
         keep[list(gone)] = False
@@ -471,7 +508,7 @@ def _finish(slow, view, params, ch: _Changes, t: int) -> ModelUpdate | None:
     slow.work.total_births += len(ch.births)
     slow.work.total_merges += len(ch.merges)
     slow.work.total_removals += len(ch.removed)
-    rep = sorted(k for k in ch.replaced if k not in gone)
+    rep = sorted(replaced)
     g = np.asarray(view.g, np.float32)
     births = [res for _, res in ch.births]
     if births:
@@ -481,11 +518,15 @@ def _finish(slow, view, params, ch: _Changes, t: int) -> ModelUpdate | None:
     else:
         g_med = np.zeros(g.shape[1:], np.float32)
         frames, traces = np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    w_start, w_stop, w_rows = ch.w if ch.w else (0, 0, np.zeros((0, 0), np.float32))
+    if w_range:
+        w_start, w_stop = w_range
+        w_rows = slow.ring.W_out[w_start:w_stop].copy()
+    else:
+        w_start, w_stop, w_rows = 0, 0, np.zeros((0, 0), np.float32)
     return ModelUpdate(
         frame_index=t,
         replaced=np.array(rep, np.int64),
-        replaced_footprints=_csc([ch.replaced[k] for k in rep], n_pixels),
+        replaced_footprints=_csc([replaced[k] for k in rep], n_pixels),
         merged_kept=np.array([m[0] for m in ch.merges], np.int64),
         merged_absorbed=np.array([m[1] for m in ch.merges], np.int64),
         merged_footprints=_csc([m[2] for m in ch.merges], n_pixels),

@@ -204,3 +204,27 @@ def test_online_model_finds_late_neurons_once_and_keeps_the_others():
         events = [s for i, s in enumerate(spikes) if i == 0 or s - spikes[i - 1] >= sep]
         assert frame - events[0] <= 6 * 20  # found within ~6 s of its first transient...
         assert frame - events[1] <= 3 * 20  # ... and within 3 s of its second
+
+
+def test_refreshes_are_handed_over_in_batches_but_structure_at_once():
+    m = h.make_movie(seed=1, T=700, first=[0, 0, 0, 250])
+    p = h.params_for(**{
+        "online.slow_emit_period_frames": 5, "online.footprint_update_period_frames": 6,
+        "online.slow_ring_refresh_period_frames": 40,
+    })  # fmt: skip
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT])
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    structural = [u.new_footprints.shape[1] > 0 or u.removed.size or u.merged_kept.size
+                  for u in loop.updates]  # fmt: skip
+    assert any(structural)
+    n_bg = loop.W.shape[0]
+    prev = None
+    for u, s in zip(loop.updates, structural, strict=True):
+        if prev is not None and not s:  # batched, except the flush when the W cursor wraps
+            assert u.frame_index - prev >= 5 or u.w_stop == n_bg
+        prev = u.frame_index
+    covered = np.zeros(n_bg, int)
+    for u in loop.updates:
+        covered[u.w_start : u.w_stop] += 1
+        assert u.replaced.size <= 3
+    assert covered.min() >= 1  # every W row handed over (batches stay contiguous)
