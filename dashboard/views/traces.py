@@ -55,6 +55,9 @@ class TracePanel(QtWidgets.QWidget):
         bar.addWidget(self.window_box)
         bar.addWidget(self.sort_box)
         bar.addWidget(self.raw_box)
+        self.hover = QtWidgets.QLabel("")
+        self.hover.setStyleSheet("color:#c8d0dc; font-family:monospace;")
+        bar.addWidget(self.hover)
         bar.addWidget(self.selection_label, 1)
         self.selection_label.setAlignment(
             QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
@@ -97,6 +100,7 @@ class TracePanel(QtWidgets.QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.glw, 1)
         self.raster_plot.scene().sigMouseClicked.connect(self._on_clicked)
+        self.raster_plot.scene().sigMouseMoved.connect(self._on_moved)
 
     def _options_changed(self, *_: object) -> None:
         if self._model is not None:
@@ -187,11 +191,20 @@ class TracePanel(QtWidgets.QWidget):
         new = r["new"]
         self.new_marks.setData(np.full(new.sum(), -0.02 * self.window_s), rows[new])
 
-    def _on_clicked(self, event) -> None:
+    def raster_neuron_at(self, scene_pos: QtCore.QPointF) -> int | None:
+        """Neuron id of the raster row under a scene position, or None."""
         vb = self.raster_plot.vb
-        if self._model is None or not vb.sceneBoundingRect().contains(event.scenePos()):
-            return
-        row = int(np.floor(vb.mapSceneToView(event.scenePos()).y()))
-        if 0 <= row < self._raster_ids.size:
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            return None
+        row = int(np.floor(vb.mapSceneToView(scene_pos).y()))
+        return int(self._raster_ids[row]) if 0 <= row < self._raster_ids.size else None
+
+    def _on_moved(self, scene_pos: QtCore.QPointF) -> None:
+        nid = self.raster_neuron_at(scene_pos)
+        self.hover.setText(f"raster: neuron #{nid} (click to select)" if nid is not None else "")
+
+    def _on_clicked(self, event) -> None:
+        nid = self.raster_neuron_at(event.scenePos())
+        if self._model is not None and nid is not None:
             add = bool(event.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier)
-            self.neuron_clicked.emit(int(self._raster_ids[row]), add)
+            self.neuron_clicked.emit(nid, add)

@@ -229,3 +229,29 @@ def test_qt_binding_keeps_references_to_none(qapp):
     for _ in range(500):
         label.setText("y")
     assert sys.getrefcount(None) - before > -100
+
+
+def test_raster_row_under_the_mouse_and_click_select_that_neuron(qtbot):
+    w = DashboardWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    m = DashboardModel()
+    for f in range(40):
+        m.handle(
+            msg("traces", {"frame_index": f, "seq": f, "t_acq_ms": 50.0 * f, "age_ms": 1.0,
+                           "footprints_version": 0},
+                {"neuron_ids": np.array([7, 8, 9]), "C": np.array([1, 2, 3], np.float32),
+                 "S": np.zeros(3, np.float32), "C_raw": np.ones(3, np.float32)}),
+            now=0.0,
+        )  # fmt: skip
+    w.traces.sort_box.setCurrentIndex(w.traces.sort_box.findData("id"))
+    w.refresh(m, m.take_dirty() | {"traces"})
+    vb = w.traces.raster_plot.vb
+    scene = vb.mapViewToScene(QtCore.QPointF(-0.5, 1.5))  # row 1 = the second id
+    assert w.traces.raster_neuron_at(scene) == 8
+    pos = w.traces.glw.mapFromScene(scene)
+    with qtbot.waitSignal(w.traces.neuron_clicked, timeout=2000) as blocker:
+        qtbot.mouseClick(w.traces.glw.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=pos)
+    assert blocker.args == [8, False]
+    assert m.selected == [8] and not m.auto_select
