@@ -141,9 +141,9 @@ class ImagePanel(QtWidgets.QWidget):
         bar.addWidget(self.contours_box)
         bar.addWidget(self.ids_box)
         bar.addWidget(self.activity_box)
-        bar.addWidget(self.title, 1)  # takes the free space; elided when the window is narrow
+        bar.addWidget(self.title, 1)  # takes the free space; its end is cut in a narrow window
         self.title.setAlignment(
-            QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+            QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter
         )
         self.glw = pg.GraphicsLayoutWidget()
         self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
