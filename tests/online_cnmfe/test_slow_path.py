@@ -226,5 +226,5 @@ def test_refreshes_are_handed_over_in_batches_but_structure_at_once():
     covered = np.zeros(n_bg, int)
     for u in loop.updates:
         covered[u.w_start : u.w_stop] += 1
-        assert u.replaced.size <= 3
+        assert u.replaced.size == np.unique(u.replaced).size <= 4
     assert covered.min() >= 1  # every W row handed over (batches stay contiguous)
