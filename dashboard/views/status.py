@@ -113,10 +113,11 @@ class StatusPanel(QtWidgets.QWidget):
     def refresh(self, model: DashboardModel, dirty: set[str]) -> None:
         """Update every figure from the latest status and the model's own counters."""
         st, state = model.status, model.connection
-        phase = st.get("phase", "?")
+        phase = st.get("phase")
         colour = STATE_COLOURS.get(state, "#8b949e")
         paused = "paused · " if self.pause.isChecked() else ""
-        self.state.setText(f"<span style='color:{colour}'>●</span> {paused}{state} · {phase}")
+        engine = f" · {phase}" if phase and phase != state else ""
+        self.state.setText(f"<span style='color:{colour}'>●</span> {paused}{state}{engine}")
         init = st.get("init_progress")
         if phase in ("waiting", "initialising") and isinstance(init, int | float) and init > 0:
             self.progress.setValue(int(round(100 * init)))
