@@ -9,6 +9,7 @@ failure (device unplugged, write timeout) is logged, counted and the port reopen
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from online_cnmfe.triggers.wire import encode_trigger
 __all__ = ["ActionDispatcher", "SerialOutput", "TriggerPublisher"]
 
 logger = logging.getLogger(__name__)
+_FULL = "output buffer full (device not reading)"
 
 
 class TriggerPublisher:
@@ -143,15 +145,37 @@ class SerialOutput:
         if self._serial is None and (time.monotonic() < self._next_attempt or not self.open()):
             return False
         try:
-            n = self._serial.write(payload)
+            n = self._write(payload)
+        except serial.SerialTimeoutException:
+            n = 0
         except (serial.SerialException, OSError) as exc:
             self._fail(f"serial write to {self.port} failed: {exc}")
             return False
-        if n != len(payload):
-            self._fail(f"serial write to {self.port} wrote {n} of {len(payload)} bytes")
+        if n != len(payload):  # OS buffer full: (the rest of) this trigger is lost, port kept
+            self.n_errors += 1
+            if self.last_error != _FULL:
+                logger.error(
+                    "serial port %s is not draining (buffer full); trigger dropped", self.port
+                )
+            self.last_error = _FULL
             return False
         self.n_written += 1
+        if self.last_error == _FULL:
+            self.last_error = None
         return True
+
+    def _write(self, payload: bytes) -> int:
+        fd = getattr(self._serial, "fd", None)
+        if fd is None:  # not POSIX: pyserial's write honours write_timeout=0
+            return self._serial.write(payload)
+        # POSIX: pyserial's write spins forever on EAGAIN when write_timeout=0 (the model thread
+        # would hang on a device that stops reading), so write to its non-blocking fd directly
+        try:
+            return os.write(fd, payload)
+        except BlockingIOError:
+            import serial
+
+            raise serial.SerialTimeoutException("output buffer full") from None
 
     def _fail(self, message: str) -> None:
         self.n_errors += 1

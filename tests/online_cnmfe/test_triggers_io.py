@@ -282,6 +282,22 @@ def test_serial_device_that_disappears_is_logged_and_the_engine_keeps_running(ct
         eng.close()
 
 
+def test_serial_buffer_full_drops_without_closing_the_port():
+    master, slave = os.openpty()
+    out = SerialOutput(os.ttyname(slave))
+    try:
+        assert out.open()
+        results = [out.write(b"x" * 64) for _ in range(2000)]  # nobody reads the device
+        assert not all(results) and out.is_open and out.n_errors == results.count(False)
+        assert "buffer full" in out.last_error
+        _read_all(master, 10**6, timeout_s=0.5)  # the device drains
+        assert out.write(b"T") and out.last_error is None
+    finally:
+        out.close()
+        os.close(master)
+        os.close(slave)
+
+
 def test_serial_port_missing_at_start_is_not_fatal(tmp_path, caplog):
     out = SerialOutput(str(tmp_path / "ttyNOPE"), reconnect_s=1000)
     with caplog.at_level(logging.ERROR):
