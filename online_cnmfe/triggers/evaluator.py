@@ -133,6 +133,7 @@ class TriggerEngine:
         self.n_frames = 0
         self.n_skipped_frames = 0
         self.n_suppressed_stale = 0
+        self.n_errors = 0
         self._last_stale_log = -math.inf
 
     # ---- construction from config -------------------------------------------------------
@@ -277,7 +278,23 @@ class TriggerEngine:
         -------
         list of TriggerRecord
             The firings of this frame (also appended to :attr:`fired`).
+
+        Notes
+        -----
+        Never raises: an unexpected error (a bug, a failing listener) is logged, counted in
+        ``stats()["n_errors"]`` and the frame yields no further triggers, so the engine's
+        model thread keeps running.
         """
+        try:
+            return self._on_frame(result, meta)
+        except Exception:  # the engine must never crash on a trigger problem; counted below
+            self.n_errors += 1
+            if self.n_errors <= 3 or self.n_errors % 1000 == 0:
+                logger.exception("trigger evaluation failed on frame %s (%d errors so far)",
+                                 getattr(result, "frame_index", "?"), self.n_errors)  # fmt: skip
+            return []
+
+    def _on_frame(self, result: FrameResult, meta: dict[str, Any]) -> list[TriggerRecord]:
         rules = self._rules
         self.n_frames += 1
         if result.skipped:
@@ -349,7 +366,12 @@ class TriggerEngine:
             self.dispatcher.dispatch(rt.rule, rec)
         for listener in self.fire_listeners:
             for rec in records:
-                listener(rec)
+                try:
+                    listener(rec)
+                except Exception:  # e.g. the results stream; counted, never fatal
+                    self.n_errors += 1
+                    if self.n_errors <= 3:
+                        logger.exception("trigger listener %r failed", listener)
         return records
 
     def _stale(self, hits, frame_index: int, age_ms: float) -> None:
@@ -485,6 +507,7 @@ class TriggerEngine:
             "n_frames": self.n_frames,
             "n_skipped_frames": self.n_skipped_frames,
             "n_suppressed_stale": self.n_suppressed_stale,
+            "n_errors": self.n_errors,
             "n_suppressed_refractory": sum(rt.n_refractory for rt in self._rules),
             **self.dispatcher.stats(),
         }

@@ -404,6 +404,18 @@ def test_drained_firings_are_not_kept_forever(monkeypatch):
     assert eng.stats()["n_fired"] == 12 and len(eng.fired) == 3
 
 
+def test_a_failing_listener_or_bad_input_never_raises(caplog):
+    eng = TriggerEngine([rule(neurons=[0])])
+    eng.fire_listeners.append(lambda rec: 1 / 0)
+    assert run(eng, [0, 2]) == [1]  # fired, the listener error is counted
+    bad = FrameResult(2, np.array([0]), None, None, None)  # a broken result object
+    with caplog.at_level(logging.ERROR):
+        assert eng.on_frame(bad, {}) == []
+    assert eng.stats()["n_errors"] == 2
+    assert len(eng.on_frame(frame(3, [0], [0.0]), {})) == 0
+    assert len(eng.on_frame(frame(4, [0], [3.0]), {})) == 1  # and it keeps working
+
+
 def test_serial_action_without_a_port_is_a_config_error():
     with pytest.raises(ConfigError, match="serial"):
         TriggerEngine([rule(neurons=[0], actions=["serial"])])
