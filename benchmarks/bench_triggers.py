@@ -364,6 +364,7 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
     out["n_model_neurons"] = int(len(model.neuron_ids))
     # the model runs its slow path inside process_frame, i.e. before the rules see the traces
     out["model_total_ms"], out["model_slow_path_ms"] = pct(total_ms), pct(slow_ms)
+    out["model_before_slow_path_ms"] = pct(np.subtract(total_ms, slow_ms))
     out["rules_eval_us"] = pct(eval_us)
     out["n_rules"] = len(rules)
     return out
