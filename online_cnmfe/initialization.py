@@ -355,7 +355,6 @@ class _Fit:
         H, W = self.dims
         kr = self.kernel.shape[0] // 2
         A = scipy.sparse.csc_array(self.A)
-        Ar = scipy.sparse.csr_array(A)
         full = self.full_traces()
         peaks = np.array(
             [
@@ -364,26 +363,32 @@ class _Fit:
             ]
         )
         pr, pc = np.divmod(peaks, W)
-        # filtered frames at the peak pixels only: sum over the kernel window
-        out = np.empty(K)
+        # kernel windows around the peaks as rows of a sparse (K, n_pixels) matrix
+        rows, cols, vals, f_own = [], [], [], np.empty((K, self.T))
         for k in range(K):
             r0, r1 = max(0, pr[k] - kr), min(H, pr[k] + kr + 1)
             c0, c1 = max(0, pc[k] - kr), min(W, pc[k] + kr + 1)
             kw = self.kernel[r0 - pr[k] + kr : r1 - pr[k] + kr, c0 - pc[k] + kr : c1 - pc[k] + kr]
-            win = self.Y[:, r0:r1, c0:c1]
-            # replicate borders are ignored here: the kernel is cut at the image edge
-            f = np.tensordot(win, kw, axes=([1, 2], [0, 1]))
-            rows = (np.arange(r0, r1)[:, None] * W + np.arange(c0, c1)[None]).ravel()
-            af = Ar[rows].T @ kw.ravel()  # filtered footprints of all components at the peak
-            ap = Ar[[peaks[k]]].toarray().ravel()
-            af[k] = 0.0
-            ap[k] = 0.0
-            f = f - af @ full
-            r = self.Y[:, pr[k], pc[k]] - ap @ full
-            c = self.C[k] - self.C[k].mean()
-            denom = float(f @ c)
-            out[k] = float(r @ c) / denom if denom > 0 else -np.inf
-        return out
+            # borders: the kernel is cut at the image edge (no replication)
+            f_own[k] = np.tensordot(self.Y[:, r0:r1, c0:c1], kw, axes=([1, 2], [0, 1]))
+            pix = (np.arange(r0, r1)[:, None] * W + np.arange(c0, c1)[None]).ravel()
+            rows.append(np.full(pix.size, k))
+            cols.append(pix)
+            vals.append(kw.ravel())
+        Kmat = scipy.sparse.csr_array(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(K, H * W),
+        )
+        AF = (Kmat @ A).toarray()  # filtered footprints of all components at each peak
+        AP = A[peaks].toarray()  # footprints of all components at each peak
+        np.fill_diagonal(AF, 0.0)
+        np.fill_diagonal(AP, 0.0)
+        f = f_own - AF @ full
+        r = self.Y.reshape(self.T, -1)[:, peaks].T - AP @ full
+        c = self.C - self.C.mean(axis=1, keepdims=True)
+        num = np.einsum("kt,kt->k", r, c)
+        den = np.einsum("kt,kt->k", f, c)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), -np.inf)
 
     def prune_out_of_focus(self) -> int:
         """Drop components whose kappa says out-of-focus; returns how many."""

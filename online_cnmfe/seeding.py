@@ -245,12 +245,13 @@ def seed_neurons(
             searched[r, c] = True
             rs, cs = _box(r, c, gsiz, dims)
             h, w = rs.stop - rs.start, cs.stop - cs.start
-            fbox = filtered[:, rs, cs].reshape(T, -1).T
-            rbox = raw[:, rs, cs].reshape(T, -1).T
+            # one copy each, pixel-major (n, T)
+            fbox = np.ascontiguousarray(filtered[:, rs, cs].transpose(1, 2, 0)).reshape(-1, T)
+            rbox = np.ascontiguousarray(raw[:, rs, cs].transpose(1, 2, 0)).reshape(-1, T)
             ctr = (r - rs.start) * w + (c - cs.start)
             ai, ci = extract_ac(
-                np.ascontiguousarray(fbox),
-                np.ascontiguousarray(rbox),
+                fbox,
+                rbox,
                 ctr,
                 (h, w),
                 min_pixel,
