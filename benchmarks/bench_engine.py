@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from online_cnmfe.results_stream import decode_result  # noqa: E402
 
 NEURONS = {128: 80, 256: 300, 512: 400, 608: 500}
+EXTRA_SETTINGS: list[str] = []  # --set values passed to every engine run
 
 
 def _cli(*args: str) -> list[str]:
@@ -73,6 +74,7 @@ def run_case(size, n_frames, rate, init_frames, neurons, log: Path, tmp: Path, r
         sndhwm = "16"
     cmd = _cli("run", "--frames", frames_ep, "--results", results_ep, "--out", str(tmp / "s.h5"))
     cmd += [a for s in settings for a in ("--set", s)]
+    cmd += [a for s in EXTRA_SETTINGS for a in ("--set", s)]
     cmd += ["--resume"] if resume else ["--overwrite"]
     cmd += ["--idle-exit", "15"]  # a max-rate publisher's last frames and eos may be lost
     out = open(log, "a")  # noqa: SIM115
@@ -162,7 +164,12 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=Path("bench_engine.log"))
     ap.add_argument("--workdir", type=Path, help="keep files here; reuse a primed checkpoint")
     ap.add_argument("--no-latency", action="store_true", help="only the soak")
+    ap.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="STAGE.KEY=VALUE",
+        help="engine parameter for every run, e.g. detection.enabled=false",
+    )  # fmt: skip
     args = ap.parse_args()
+    EXTRA_SETTINGS.extend(args.settings)
     rows = []
     for size in [] if args.no_latency else args.sizes:
         neurons = NEURONS.get(size, 300)
@@ -237,7 +244,7 @@ def main() -> None:
             f"{soak['rss_slope_mb_per_hour']} MB/h)",
             flush=True,
         )
-    print(json.dumps({"bench": "engine", "cases": rows, "soak": soak}))
+    print(json.dumps({"bench": "engine", "settings": args.settings, "cases": rows, "soak": soak}))
 
 
 if __name__ == "__main__":

@@ -183,6 +183,7 @@ def status_fields(engine) -> dict:
         "n_stale": engine.counts["stale"],
         "n_model_errors": engine.counts["model_errors"],
         "n_frames_stored": store.n_frames,
+        "store_backlog": store.backlog,
         "store_path": str(store.writer.path) if store.writer else None,
     }
     for extra in engine.status_extras:
