@@ -1,11 +1,13 @@
 """``TriggerEngine``: evaluates every rule on each frame's traces and runs the actions.
 
-Called on the engine's model thread right after the traces of a frame (``on_frame(result,
-meta)``), before any slow work. Per frame and rule the work is a gather of the rule's neurons from
-the frame vectors into a preallocated buffer and a few vectorised comparisons: O(neurons in the
-rule), nothing that depends on the total number of neurons except an ``array_equal`` check of the
-id vector (a few hundred ns for 1000 neurons). Rebinding rules to columns happens only when the
-id vector changes; region rules are re-resolved only when centroids change.
+Called on the engine's model thread with each frame's traces (``on_frame(result, meta)``), before
+the engine publishes or stores anything (the model's own amortised slow-path step currently runs
+inside ``process_frame``, i.e. before this; see docs/closed-loop.md). Per frame and rule the
+work is one numba kernel call or a few vectorised comparisons on the rule's neurons gathered into
+preallocated buffers: O(neurons in the rule); only an ``array_equal`` check of the id vector
+depends on the total number of neurons. Rules are rebound to columns only when the id vector
+changes, and region rules re-resolved only when new centroids are applied (at once for a new
+neuron, else at most every ``centroid_refresh_frames``).
 
 Only values final at the frame are used (``FrameResult`` holds no revisable values), and the
 z-score normalises each sample by statistics of the previous frames only.
