@@ -251,7 +251,7 @@ class _Changes:
     """What one slow step decided (model indices before the update)."""
 
     def __init__(self) -> None:
-        self.replaced: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.replaced: set[int] = set()  # refreshed footprints (sent from the mirror)
         self.merges: list[tuple[int, int, tuple[np.ndarray, np.ndarray]]] = []
         self.removed: set[int] = set()
         self.births: list[tuple[int, dict]] = []  # (slot, evaluation result)
@@ -315,8 +315,10 @@ def slow_step(
         fs.cursor = (k + 1) % K
         work.hals += 1
         young = t - int(fs.birth[fs.slot_of[k]]) < 3 * P
+        refused = fs.n_refused
         if suffstats.refresh_footprint(fs, k, params.online.footprint_growth_px, buffer, young):
-            ch.replaced[k] = suffstats.footprint_column(fs, k)
+            if fs.n_refused == refused:  # a refused refresh leaves A as it is: nothing to send
+                ch.replaced.add(k)
         else:
             ch.removed.add(k)
     t3 = time.perf_counter()
@@ -363,15 +365,15 @@ def _merge_and_remove(slow, view, params, ch: _Changes, t: int) -> None:
         keep, drop = (i, j) if fs.cc[si, si] >= fs.cc[sj, sj] else (j, i)
         if not merging.merge_into(fs, keep, drop, max_region):
             continue
-        ch.replaced.pop(keep, None)
-        ch.replaced.pop(drop, None)
+        ch.replaced.discard(keep)
+        ch.replaced.discard(drop)
         ch.merges.append((keep, drop, suffstats.footprint_column(fs, keep)))
         slow.work.merges += 1
     limit = int(params.data.frame_rate_hz * params.online.slow_remove_inactive_s)
     for k in merging.inactive(fs, t, limit)[:1]:
         if int(k) not in ch.touched():
             ch.removed.add(int(k))
-            ch.replaced.pop(int(k), None)
+            ch.replaced.discard(int(k))
 
 
 def _detect(slow, view, params, ch: _Changes, t: int, budget_ms: float | None) -> None:
