@@ -40,8 +40,7 @@ from online_cnmfe.summary_images import center_psf_kernel, summary_images
 logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
-KAPPA_FACTOR = 2.0  # seeds: raw/filtered amplitude ratio above this x a neuron's are rejected
-FINAL_KAPPA_FACTOR = 3.0  # the same test on the fitted components, before the final refit
+FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
 
 
 def _filter_response(kernel: np.ndarray, sigma: float, ssub: int = 1) -> float:
@@ -165,7 +164,7 @@ class _Fit:
         # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
         self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
         self.kappa_neuron = 1.0 / _filter_response(self.kernel, d / 4.0)
-        self.max_kappa = KAPPA_FACTOR * self.kappa_neuron
+        self.max_kappa = params.init.out_of_focus_ratio * self.kappa_neuron
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
         self.C_raw = np.zeros((0, self.T), np.float32)
@@ -214,7 +213,8 @@ class _Fit:
             kernel=kernel,
             max_neurons=max(0, self.p.init.max_neurons - self.K),
             max_halfmax_area=self.max_halfmax_area / s**2,
-            max_kappa=KAPPA_FACTOR / _filter_response(kernel, self.diameter / 4.0, s),
+            max_kappa=self.p.init.out_of_focus_ratio
+            / _filter_response(kernel, self.diameter / 4.0, s),
         )
         del filtered, raw
         if s > 1:
@@ -395,7 +395,7 @@ class _Fit:
         if self.K == 0:
             return 0
         kap = self.kappa()
-        bad = kap > FINAL_KAPPA_FACTOR * self.kappa_neuron
+        bad = kap > FINAL_KAPPA_SCALE * self.p.init.out_of_focus_ratio * self.kappa_neuron
         if bad.any():
             self.select(~bad)
         return int(bad.sum())

@@ -82,6 +82,9 @@ class InitParams:
     # regress the movie's mean-intensity fluctuation out of the filtered movie before seeding
     # (a global illumination/bleaching change otherwise makes every textured pixel a seed)
     remove_global_fluctuation: bool = False
+    # out-of-focus test: a seed whose raw/filtered amplitude ratio exceeds this x that of a
+    # neuron of the expected size is rejected (fitted components at 1.5x this); inf disables
+    out_of_focus_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         _int_at_least("init_frames", self.init_frames, 20)
@@ -92,6 +95,7 @@ class InitParams:
             _positive("gaussian_sigma_px", self.gaussian_sigma_px)
         _fraction("min_corr", self.min_corr)
         _positive("min_pnr", self.min_pnr)
+        _check("out_of_focus_ratio", self.out_of_focus_ratio, self.out_of_focus_ratio >= 1, ">= 1")
         _fraction("reseed_min_corr", self.reseed_min_corr)
         _positive("reseed_min_pnr", self.reseed_min_pnr)
         _check("seed_downsample", self.seed_downsample, self.seed_downsample in (1, 2, 3, 4), "1-4")
