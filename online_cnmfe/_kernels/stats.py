@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 _JIT = {"cache": True, "nogil": True}
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # fastmath without nnan/ninf
 
 
 @numba.njit(**_JIT)
@@ -166,40 +167,31 @@ def weighted_ring_gram(X, weights, offsets, XXt, Xx, start):
 
     ``XXt[m] = sum_t w_t x_ring x_ring^T``, ``Xx[m] = sum_t w_t x_ring x_p`` (out-of-grid ring
     entries 0). X (T, hb, wb), weights (T,) (0 skips a sample), offsets (R, 2) int32;
-    XXt (n, R, R) and Xx (n, R) float32 overwritten.
+    XXt (n, R, R) and Xx (n, R) float32 overwritten. Each pixel gathers its ring values once
+    into V (T, R) scaled by sqrt(w) and forms V^T V with one BLAS product.
     """
     T, hb, wb = X.shape
     R = offsets.shape[0]
     n = XXt.shape[0]
-    vals = np.zeros(R, dtype=np.float32)
+    V = np.zeros((T, R), dtype=np.float32)
+    xp = np.zeros(T, dtype=np.float32)
+    sw = np.sqrt(np.maximum(weights, 0)).astype(np.float32)
     for m in range(n):
         p = start + m
         i = p // wb
         j = p - i * wb
-        XXt[m] = 0.0
-        Xx[m] = 0.0
         for t in range(T):
-            w = weights[t]
-            if w == 0.0:
-                continue
+            s = sw[t]
+            xp[t] = s * X[t, i, j]
             for k in range(R):
                 ii = i + offsets[k, 0]
                 jj = j + offsets[k, 1]
                 if ii >= 0 and ii < hb and jj >= 0 and jj < wb:
-                    vals[k] = X[t, ii, jj]
+                    V[t, k] = s * X[t, ii, jj]
                 else:
-                    vals[k] = 0.0
-            xp = w * X[t, i, j]
-            for a in range(R):
-                va = vals[a]
-                if va != 0.0:
-                    Xx[m, a] += va * xp
-                    wa = w * va
-                    for b in range(a, R):
-                        XXt[m, a, b] += wa * vals[b]
-        for a in range(R):
-            for b in range(a + 1, R):
-                XXt[m, b, a] = XXt[m, a, b]
+                    V[t, k] = 0.0
+        XXt[m] = np.dot(V.T, V)
+        Xx[m] = np.dot(V.T, xp)
 
 
 @numba.njit(**_JIT)
