@@ -19,7 +19,6 @@ import numba
 import numpy as np
 
 _JIT = {"cache": True, "nogil": True}
-_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}  # fastmath without nnan/ninf
 
 
 @numba.njit(**_JIT)
