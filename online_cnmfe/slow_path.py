@@ -124,7 +124,7 @@ def work_limits(slow: SlowPathState, params: CNMFEParams, n_components: int) -> 
 
 
 def init_slow_path(
-    init: InitResult, frames: np.ndarray | None, params: CNMFEParams
+    init: InitResult, frames: np.ndarray | None, params: CNMFEParams, warm: bool = True
 ) -> SlowPathState:
     """Slow-path state from the initial model and (optionally) its frames (T, H, W).
 
@@ -132,6 +132,10 @@ def init_slow_path(
     warmed up on their residuals and the ring-refresh samples are taken from them; without,
     CY starts at its HALS fixed point and detection warms up online.
     """
+    if warm:  # load every kernel now, not on the frame of the first birth or merge
+        from online_cnmfe.slow_warmup import warm_up
+
+        warm_up()
     dims = (int(init.dims[0]), int(init.dims[1]))
     H, W = dims
     C = np.asarray(init.C, np.float32)
