@@ -27,7 +27,7 @@ from online_cnmfe._kernels.ring import (
     ring_lag_products,
     ring_lag_table,
     ring_offsets,
-    ring_solve,
+    ring_solve_parallel,
     upsample_nearest,
 )
 from online_cnmfe.params import BackgroundParams
@@ -113,7 +113,7 @@ def solve_ring_weights(X: np.ndarray, offsets: np.ndarray, ridge: float) -> np.n
     for s in range(0, n, blk):
         e = min(n, s + blk)
         ring_gram_from_lags(lagprod, hb, wb, offsets, pair_index, XXt[: e - s], Xx[: e - s], s)
-        ring_solve(XXt[: e - s], Xx[: e - s], float(ridge), W, s, e)
+        ring_solve_parallel(XXt[: e - s], Xx[: e - s], float(ridge), W, s, e)
     return W
 
 

@@ -210,16 +210,16 @@ def ring_lag_table(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(lags.astype(np.int32)), np.ascontiguousarray(pair_index)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
 def ring_lag_products(Xt, hb, wb, lags, out):
     """``out[q, k] = Xt[q] . Xt[q + lags[k]]`` (0 when q + lag is outside the grid).
 
     Xt (n_bg, T) float32 (pixel-major, each pixel's time series contiguous), lags (n_lags, 2)
-    int32, out (n_bg, n_lags) float32 written in place.
+    int32, out (n_bg, n_lags) float32 written in place. Pixels in parallel threads.
     """
     n_lags = lags.shape[0]
     T = Xt.shape[1]
-    for q in range(hb * wb):
+    for q in numba.prange(hb * wb):
         i = q // wb
         j = q - i * wb
         for k in range(n_lags):
@@ -324,3 +324,21 @@ def ring_solve(XXt, Xx, ridge, W_out, start, stop):
             y[a] = s / L[a, a]
         for a in range(R):
             W_out[p, a] = y[a] if XXt[m, a, a] > 0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def ring_solve_parallel(XXt, Xx, ridge, W_out, start, stop):
+    """:func:`ring_solve` with the pixels split into chunks solved in parallel threads (batch
+    use; XXt/Xx indexed like :func:`ring_solve`). W_out rows start..stop written in place."""
+    n = stop - start
+    local = XXt.shape[0] == n
+    n_chunks = min(n, 64)
+    for c in numba.prange(n_chunks):
+        a = start + (n * c) // n_chunks
+        b = start + (n * (c + 1)) // n_chunks
+        if b <= a:
+            continue
+        if local:
+            ring_solve(XXt[a - start : b - start], Xx[a - start : b - start], ridge, W_out, a, b)
+        else:
+            ring_solve(XXt, Xx, ridge, W_out, a, b)

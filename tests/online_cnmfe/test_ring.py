@@ -17,6 +17,7 @@ from online_cnmfe._kernels.ring import (
     ring_lag_table,
     ring_offsets,
     ring_solve,
+    ring_solve_parallel,
     upsample_nearest,
 )
 from tests.reference import (
@@ -129,3 +130,20 @@ def test_ring_solve_partial_range_local_stats():
     ring_solve(XXt[5:9].astype(np.float32), Xx[5:9].astype(np.float32), 1e-3, part, 5, 9)
     np.testing.assert_allclose(part[5:9], full[5:9], rtol=1e-5)
     assert np.all(part[:5] == -7.0) and np.all(part[9:] == -7.0)
+
+
+def test_ring_solve_parallel_matches_serial():
+    rng = np.random.default_rng(9)
+    off = ring_offsets(2)
+    X = rng.standard_normal((60, 9, 8)).astype(np.float32)
+    XXt, Xx = ring_stats_ref(X, off)
+    XXt, Xx = XXt.astype(np.float32), Xx.astype(np.float32)
+    serial = np.zeros((72, len(off)), np.float32)
+    ring_solve(XXt, Xx, 1e-3, serial, 0, 72)
+    par = np.zeros_like(serial)
+    ring_solve_parallel(XXt, Xx, 1e-3, par, 0, 72)
+    np.testing.assert_allclose(par, serial, rtol=1e-6)
+    part = np.zeros_like(serial)
+    ring_solve_parallel(XXt[10:50], Xx[10:50], 1e-3, part, 10, 50)
+    np.testing.assert_allclose(part[10:50], serial[10:50], rtol=1e-6)
+    assert np.all(part[:10] == 0) and np.all(part[50:] == 0)
