@@ -143,7 +143,10 @@ class DashboardApp:
     window_s : float
         Initial trace window in seconds.
     interval_ms : int
-        Period of the drain-and-refresh timer (20 ms: up to 50 updates/s).
+        Period of the drain timer (20 ms).
+    max_fps : float
+        At most this many display refreshes per second (the changes in between are drawn
+        together at the next refresh); lower it to spare the CPU on a weak machine.
     """
 
     def __init__(
@@ -152,7 +155,12 @@ class DashboardApp:
         config: ModelConfig | None = None,
         window_s: float = 30.0,
         interval_ms: int = 20,
+        max_fps: float = 30.0,
     ) -> None:
+        if not max_fps > 0:
+            raise ValueError(f"max_fps={max_fps!r} is out of range; allowed: > 0")
+        self.min_refresh_s = 1.0 / max_fps
+        self._last_refresh = 0.0
         self.qapp = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
         apply_dark_theme(self.qapp)
         self.started = time.monotonic()
@@ -192,7 +200,11 @@ class DashboardApp:
         if self.window.status.pause.isChecked():  # frozen: only the banner and status move
             self.model.mark_dirty(*(dirty - {"status"}))  # the rest is drawn when resumed
             dirty &= {"status"}
+        if dirty and now - self._last_refresh < self.min_refresh_s * 0.9:
+            self.model.mark_dirty(*dirty)  # too soon after the last refresh: draw them next time
+            dirty = set()
         if dirty:
+            self._last_refresh = now
             t0 = time.perf_counter()
             self.window.refresh(self.model, dirty)
             if self.first_message_s is not None:

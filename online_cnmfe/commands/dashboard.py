@@ -101,6 +101,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "banner shows (default 3)",
     )
     parser.add_argument(
+        "--max-fps",
+        type=float,
+        default=30.0,
+        help="at most this many display updates per second (default 30); lower it to spare "
+        "the CPU of a small acquisition computer",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=5,
@@ -137,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
         from online_cnmfe.triggers import load_trigger_config
 
         rule_names = [rule.name for rule in load_trigger_config(args.triggers).rules]
-    app = DashboardApp(args.results, config=config, window_s=args.window_s)
+    if not args.max_fps > 0:
+        raise OnlineCNMFEError(f"--max-fps must be > 0, got {args.max_fps}")
+    app = DashboardApp(args.results, config=config, window_s=args.window_s, max_fps=args.max_fps)
     app.model.declare_rules(rule_names)
     app.window.image.set_layer(args.layer)
     logger.info("dashboard subscribed to %s", args.results)

@@ -92,7 +92,7 @@ def test_pause_freezes_the_views_but_not_the_model(pub, qtbot):
     from dashboard.app import DashboardApp
 
     sock, address = pub
-    app = DashboardApp(address)
+    app = DashboardApp(address, max_fps=1e6)  # no refresh throttling: ticks are by hand
     qtbot.addWidget(app.window)
     app.timer.stop()  # ticks are driven by hand here
     try:
@@ -142,5 +142,26 @@ def test_pause_freezes_the_views_but_not_the_model(pub, qtbot):
         app.window.status.pause.setChecked(False)
         app.tick()
         assert app.window.traces.curves["C"][0].getData()[0].size == 6  # caught up
+    finally:
+        app.close()
+
+
+def test_refreshes_are_throttled_to_max_fps(pub, qtbot, monkeypatch):
+    from dashboard.app import DashboardApp
+
+    _, address = pub
+    app = DashboardApp(address, max_fps=10.0)
+    qtbot.addWidget(app.window)
+    app.timer.stop()
+    clock = [100.0]
+    monkeypatch.setattr("dashboard.app.time.monotonic", lambda: clock[0])
+    try:
+        refreshed = []
+        monkeypatch.setattr(app.window, "refresh", lambda model, dirty: refreshed.append(dirty))
+        for _ in range(10):  # 10 ticks 20 ms apart = 0.2 s: two refreshes at 10/s
+            app.model.mark_dirty("traces")
+            app.tick()
+            clock[0] += 0.02
+        assert len(refreshed) == 2 and all("traces" in d for d in refreshed)
     finally:
         app.close()

@@ -22,7 +22,7 @@ import zmq
 from tests.dashboard import fake_engine
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # generous: engine start-up on a loaded 2-core machine
 
 
 def free_port() -> int:
