@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,19 @@ class OnlineCNMFE:
             self.state.slow = self._slow.init_slow_path(init, frames, self.params)
 
     # ---- per frame ---------------------------------------------------------------------
-    def process_frame(self, frame: np.ndarray) -> FrameResult:
+    def process_frame(
+        self, frame: np.ndarray, on_traces: Callable[[FrameResult], None] | None = None
+    ) -> FrameResult:
         """Update the model with one frame and return the outputs for it (all final).
+
+        Parameters
+        ----------
+        frame : ndarray of shape (H, W)
+        on_traces : callable, optional
+            Called with a traces-only ``FrameResult`` (no events, timings of the critical path)
+            as soon as this frame's traces are final and *before* the slow path (footprint
+            refresh, W refresh, detection) runs, so closed-loop rules and publication are not
+            delayed by it. The callback must not modify the model.
 
         Raises
         ------
@@ -163,6 +175,15 @@ class OnlineCNMFE:
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
         ids = st.neuron_ids.copy()
+        if on_traces is not None:
+            on_traces(
+                FrameResult(
+                    frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
+                    footprints_version=st.footprints_version,
+                    timings_ms={"critical_path": 1e3 * (t_res - t_start)},
+                )
+            )  # fmt: skip
+            t_res = time.perf_counter()
         t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
         t_slow = time.perf_counter()
         events = tuple(self._pending_events)

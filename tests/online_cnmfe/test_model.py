@@ -189,3 +189,23 @@ def test_initialize_runs_the_real_initialisation():
     for f in frames[150:]:
         r = model.process_frame(f)
         assert np.isfinite(r.C).all() and r.C.shape == r.neuron_ids.shape
+
+
+def test_on_traces_sees_final_traces_before_the_slow_path(movie, init):
+    params = CNMFEParams.from_dict({"data": {"neuron_diameter_px": 8.0}})  # slow path on
+    model = OnlineCNMFE(params)
+    model.initialize_from(init, movie.frames[:N_INIT])
+    seen = []
+
+    def on_traces(early):
+        assert early.events == ()  # events come from the slow path, which has not run yet
+        seen.append(early)
+
+    for f in movie.frames[N_INIT : N_INIT + 30]:
+        full = model.process_frame(f, on_traces=on_traces)
+        early = seen[-1]
+        assert early.frame_index == full.frame_index
+        assert np.array_equal(early.neuron_ids, full.neuron_ids)
+        for name in ("C", "S", "C_raw"):
+            assert np.array_equal(getattr(early, name), getattr(full, name))
+    assert len(seen) == 30
