@@ -145,7 +145,9 @@ def _f(v, digits: int = 3) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sims", default="256:300,256:120,128:80", help="size:neurons,... ('' for none)")
+    ap.add_argument(
+        "--sims", default="256:300,256:120,128:80", help="size:neurons,... ('' for none)"
+    )
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-real", action="store_true", help="skip the real recordings")
