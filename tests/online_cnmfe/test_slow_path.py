@@ -228,3 +228,13 @@ def test_refreshes_are_handed_over_in_batches_but_structure_at_once():
         covered[u.w_start : u.w_stop] += 1
         assert u.replaced.size == np.unique(u.replaced).size <= 4
     assert covered.min() >= 1  # every W row handed over (batches stay contiguous)
+
+
+def test_starting_from_no_neurons_finds_them():
+    m = h.make_movie(seed=1, T=600, centres=((12, 12), (34, 34)), first=[250, 250])
+    p = h.params_for()
+    init = h.init_result(m, N_INIT, A=m.A[:, :0], C=m.C[:0, :N_INIT])
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    assert loop.A.shape[1] == 2
+    sim = np.array([[_cos(a, b) for b in m.A.T] for a in loop.A.T])
+    assert sorted(sim.argmax(1).tolist()) == [0, 1] and sim.max(1).min() > 0.75
