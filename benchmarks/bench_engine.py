@@ -236,6 +236,9 @@ def main() -> None:
             "rss_mb_max": round(float(m.max()), 1) if len(m) else None,
             "rss_slope_mb_per_hour": round(slope, 1),
             "model_ms": _pct(proc[proc >= 0]),
+            "rss_series": [
+                (round(float(a), 1), round(float(b), 1)) for a, b in rss[:: max(1, len(rss) // 12)]
+            ],
         }
         print(
             f"soak {size}x{size}: {soak['frames']} frames in {soak['seconds']} s "
