@@ -131,16 +131,17 @@ class StatusPanel(QtWidgets.QWidget):
         v["frame"].setText(_fmt(frame, "d"))
         v["fps"].setText(f"{_fmt(st.get('fps_in'))} / {_fmt(st.get('fps_processed'))} Hz")
         v["latency"].setText(
-            f"{_fmt(st.get('latency_ms_p50'), '.2f')} / {_fmt(st.get('latency_ms_p99'), '.2f')} ms"
+            f"{_fmt(st.get('latency_ms_p50'), '.2f')} / {_fmt(st.get('latency_ms_p99'), '.3g')} ms"
         )
         v["model"].setText(_fmt(model.last_process_ms, ".2f", " ms"))
         v["age"].setText(f"{_fmt(model.last_age_ms)} / {_fmt(model.last_recv_age_ms)} ms")
         v["queue"].setText(_fmt(st.get("queue_depth"), "d"))
         lost = (st.get("n_dropped"), st.get("n_rejected"), st.get("n_malformed"))
-        v["lost"].setText(" / ".join(_fmt(x, "d") for x in lost) + f" (+{model.n_malformed} here)")
+        here = f" +{model.n_malformed} bad here" if model.n_malformed else ""
+        v["lost"].setText(" / ".join(_fmt(x, "d") for x in lost) + here)
         n = st.get("n_neurons")
         if model.footprints is not None:
             n = int(model.footprints.ids.size)
         v["neurons"].setText(_fmt(n, "d"))
         v["display"].setText(_fmt(model.display_fps, ".0f", " Hz"))
-        v["session"].setText(str(model.session_id or "–"))
+        v["session"].setText(str(model.session_id or "–")[:16])
