@@ -19,7 +19,6 @@ Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 import numpy as np
@@ -29,10 +28,11 @@ from online_cnmfe import background as bgmod
 from online_cnmfe._kernels.hals import hals_traces, trace_residuals
 from online_cnmfe._kernels.oasis_batch import bcd_deconvolve
 from online_cnmfe.deconvolution import decay_root, default_g, estimate_ar, trace_noise
-from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.footprints import clean_footprints, compute_cy, hals_footprints, search_regions
+from online_cnmfe.init_checks import Progress, validate_frames, warn_if_thresholds_too_high
 from online_cnmfe.init_result import InitResult
 from online_cnmfe.merging_batch import merge_components
+from online_cnmfe.out_of_focus import component_ratios, filter_response
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.seeding import seed_neurons
 from online_cnmfe.summary_images import center_psf_kernel, summary_images
@@ -41,101 +41,6 @@ logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
 FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
-
-
-def _filter_response(kernel: np.ndarray, sigma: float, ssub: int = 1) -> float:
-    """Peak of the filtered image of a unit-peak Gaussian of ``sigma`` (full-resolution) pixels,
-    block-averaged by ``ssub`` before filtering, relative to the averaged Gaussian's peak."""
-    r = kernel.shape[0] // 2
-    half = (r + 1) * ssub + int(4 * sigma)
-    yy, xx = np.mgrid[-half : half + ssub, -half : half + ssub] + 0.5 * (ssub - 1)
-    g = np.exp(-(yy**2 + xx**2) / (2 * sigma**2))
-    n = g.shape[0] // ssub
-    g = g[: n * ssub, : n * ssub].reshape(n, ssub, n, ssub).mean(axis=(1, 3))
-    c = int(np.argmax(g.max(axis=1)))
-    c2 = int(np.argmax(g[c]))
-    win = g[c - r : c + r + 1, c2 - r : c2 + r + 1]
-    return float((kernel * win).sum() / g[c, c2])
-
-
-class _Progress:
-    """Stage progress: a tqdm bar (``True``), a callable ``f(stage, fraction)`` or nothing."""
-
-    def __init__(self, progress, n_stages: int) -> None:
-        self._bar = None
-        self._fn = progress if callable(progress) else None
-        self._n = n_stages
-        self._i = 0
-        if progress is True:
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=n_stages,
-                desc="init",
-                file=sys.stderr,
-                disable=not sys.stderr.isatty(),
-                leave=False,
-            )
-
-    def step(self, stage: str) -> None:
-        self._i += 1
-        logger.debug("init stage %s done", stage)
-        if self._bar is not None:
-            self._bar.set_postfix_str(stage)
-            self._bar.update(1)
-        if self._fn is not None:
-            self._fn(stage, self._i / self._n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _validate(frames, params: CNMFEParams) -> np.ndarray:
-    """float32 (T, H, W) copy with non-finite frames replaced by the nearest finite frame."""
-    frames = np.asarray(frames)
-    if frames.ndim != 3:
-        raise ValueError(
-            f"frames must be a (T, H, W) array; got {frames.ndim} dimension(s) with shape "
-            f"{frames.shape}. Stack the frames along axis 0."
-        )
-    if not (np.issubdtype(frames.dtype, np.number) and not np.iscomplexobj(frames)):
-        raise TypeError(f"frames must be a real numeric array, got dtype {frames.dtype}")
-    T, H, W = frames.shape
-    need = params.init.init_frames
-    if T < need:
-        raise ValueError(
-            f"got {T} frames for the initialisation but init.init_frames={need}; pass at least "
-            f"{need} frames or lower init.init_frames (minimum 20), e.g. "
-            f"--set init.init_frames={max(20, T)}"
-        )
-    if H < 3 or W < 3:
-        raise ValueError(f"frames of {H}x{W} pixels are too small; expected at least 3x3")
-    Y = np.ascontiguousarray(frames, dtype=np.float32)
-    if Y is frames:
-        Y = Y.copy()
-    bad = ~np.isfinite(Y).all(axis=(1, 2))
-    n_bad = int(bad.sum())
-    if n_bad:
-        good = np.flatnonzero(~bad)
-        if good.size < 20:
-            raise OnlineCNMFEError(
-                f"{n_bad} of {T} initialisation frames contain NaN or infinite values and only "
-                f"{good.size} remain; at least 20 finite frames are needed"
-            )
-        idx = np.flatnonzero(bad)
-        nearest = good[np.clip(np.searchsorted(good, idx), 0, good.size - 1)]
-        Y[idx] = Y[nearest]
-        logger.warning(
-            "initialisation: %d frame(s) with NaN/inf replaced by the nearest finite frame", n_bad
-        )
-    lo, hi = float(Y.min()), float(Y.max())
-    if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
-        raise ValueError(
-            f"the initialisation movie is constant (every pixel = {lo:g}); check the source "
-            "(lens cap, wrong channel, dropped frames)"
-        )
-    return Y
 
 
 def _column_norms(A) -> np.ndarray:
@@ -163,7 +68,7 @@ class _Fit:
         self.order = params.deconv.ar_order
         # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
         self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
-        self.kappa_neuron = 1.0 / _filter_response(self.kernel, d / 4.0)
+        self.kappa_neuron = 1.0 / filter_response(self.kernel, d / 4.0)
         self.max_kappa = params.init.out_of_focus_ratio * self.kappa_neuron
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
@@ -214,7 +119,7 @@ class _Fit:
             max_neurons=max(0, self.p.init.max_neurons - self.K),
             max_halfmax_area=self.max_halfmax_area / s**2,
             max_kappa=self.p.init.out_of_focus_ratio
-            / _filter_response(kernel, self.diameter / 4.0, s),
+            / filter_response(kernel, self.diameter / 4.0, s),
         )
         del filtered, raw
         if s > 1:
@@ -341,54 +246,8 @@ class _Fit:
 
     # ---- out-of-focus pruning -------------------------------------------------------------
     def kappa(self) -> np.ndarray:
-        """Raw-to-filtered amplitude ratio of each component at its peak pixel.
-
-        ``kappa_k = cov(r, c_k) / cov(f, c_k)`` with r the frames and f the filtered frames at
-        the footprint's peak, both without the other components. A neuron of the expected size
-        gives about ``1 / (kernel * gaussian(d / 4))(0)``; broad out-of-focus cells give several
-        times more (the mean-centred filter removes them). Single-pixel estimates are noisy for
-        weak neurons under a strong background (even negative), so only the upper side is used.
-        """
-        K = self.K
-        if K == 0:
-            return np.zeros(0)
-        H, W = self.dims
-        kr = self.kernel.shape[0] // 2
-        A = scipy.sparse.csc_array(self.A)
-        full = self.full_traces()
-        peaks = np.array(
-            [
-                A.indices[A.indptr[k] + np.argmax(A.data[A.indptr[k] : A.indptr[k + 1]])]
-                for k in range(K)
-            ]
-        )
-        pr, pc = np.divmod(peaks, W)
-        # kernel windows around the peaks as rows of a sparse (K, n_pixels) matrix
-        rows, cols, vals, f_own = [], [], [], np.empty((K, self.T))
-        for k in range(K):
-            r0, r1 = max(0, pr[k] - kr), min(H, pr[k] + kr + 1)
-            c0, c1 = max(0, pc[k] - kr), min(W, pc[k] + kr + 1)
-            kw = self.kernel[r0 - pr[k] + kr : r1 - pr[k] + kr, c0 - pc[k] + kr : c1 - pc[k] + kr]
-            # borders: the kernel is cut at the image edge (no replication)
-            f_own[k] = np.tensordot(self.Y[:, r0:r1, c0:c1], kw, axes=([1, 2], [0, 1]))
-            pix = (np.arange(r0, r1)[:, None] * W + np.arange(c0, c1)[None]).ravel()
-            rows.append(np.full(pix.size, k))
-            cols.append(pix)
-            vals.append(kw.ravel())
-        Kmat = scipy.sparse.csr_array(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(K, H * W),
-        )
-        AF = (Kmat @ A).toarray()  # filtered footprints of all components at each peak
-        AP = A[peaks].toarray()  # footprints of all components at each peak
-        np.fill_diagonal(AF, 0.0)
-        np.fill_diagonal(AP, 0.0)
-        f = f_own - AF @ full
-        r = self.Y.reshape(self.T, -1)[:, peaks].T - AP @ full
-        c = self.C - self.C.mean(axis=1, keepdims=True)
-        num = np.einsum("kt,kt->k", r, c)
-        den = np.einsum("kt,kt->k", f, c)
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), -np.inf)
+        """Out-of-focus ratio of every component (:func:`out_of_focus.component_ratios`)."""
+        return component_ratios(self.Y, self.A, self.C, self.full_traces(), self.kernel)
 
     def prune_out_of_focus(self) -> int:
         """Drop components whose kappa says out-of-focus; returns how many."""
@@ -471,12 +330,12 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     t_start = time.perf_counter()
     ip = params.init
     n_alt = ip.n_alternations
-    bar = _Progress(progress, 3 + 2 * n_alt)
+    bar = Progress(progress, 3 + 2 * n_alt)
     try:
-        Y = _validate(frames, params)
+        Y = validate_frames(frames, params)
         fit = _Fit(Y, params)
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
-        _warn_if_thresholds_too_high(images, ip)
+        warn_if_thresholds_too_high(images, ip)
         fit.pixel_noise = _pixel_noise(Y)
         bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
@@ -512,27 +371,6 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         time.perf_counter() - t_start,
     )
     return result
-
-
-def _warn_if_thresholds_too_high(images, ip) -> None:
-    """Say so when hardly any pixel passes both seeding thresholds (preprocessed or very
-    smooth data have a different PNR scale), with the percentiles to choose new ones."""
-    ok = (images.pnr >= ip.min_pnr) & (images.corr >= ip.min_corr)
-    if ok.mean() >= 1e-3:
-        return
-    p_pnr = np.percentile(images.pnr, [90, 99, 99.9])
-    p_corr = np.percentile(images.corr, [90, 99, 99.9])
-    logger.warning(
-        "only %d pixels pass init.min_pnr=%g and init.min_corr=%g; the PNR image's 90/99/99.9th "
-        "percentiles are %.1f/%.1f/%.1f and the correlation image's %.2f/%.2f/%.2f. If neurons "
-        "are missed, lower init.min_pnr / init.min_corr (and init.reseed_min_*) towards these "
-        "values",
-        int(ok.sum()),
-        ip.min_pnr,
-        ip.min_corr,
-        *p_pnr,
-        *p_corr,
-    )
 
 
 def _upsample(img: np.ndarray, s: int, dims: tuple[int, int]) -> np.ndarray:

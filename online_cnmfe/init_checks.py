@@ -1,0 +1,114 @@
+"""Input checks and progress reporting of the initialisation (online_cnmfe.initialization)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+
+from online_cnmfe.errors import OnlineCNMFEError
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger("online_cnmfe.initialization")
+
+
+class Progress:
+    """Stage progress: a tqdm bar (``True``), a callable ``f(stage, fraction)`` or nothing."""
+
+    def __init__(self, progress, n_stages: int) -> None:
+        self._bar = None
+        self._fn = progress if callable(progress) else None
+        self._n = n_stages
+        self._i = 0
+        if progress is True:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=n_stages,
+                desc="init",
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
+                leave=False,
+            )
+
+    def step(self, stage: str) -> None:
+        self._i += 1
+        logger.debug("init stage %s done", stage)
+        if self._bar is not None:
+            self._bar.set_postfix_str(stage)
+            self._bar.update(1)
+        if self._fn is not None:
+            self._fn(stage, self._i / self._n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def validate_frames(frames, params: CNMFEParams) -> np.ndarray:
+    """float32 (T, H, W) copy with non-finite frames replaced by the nearest finite frame."""
+    frames = np.asarray(frames)
+    if frames.ndim != 3:
+        raise ValueError(
+            f"frames must be a (T, H, W) array; got {frames.ndim} dimension(s) with shape "
+            f"{frames.shape}. Stack the frames along axis 0."
+        )
+    if not (np.issubdtype(frames.dtype, np.number) and not np.iscomplexobj(frames)):
+        raise TypeError(f"frames must be a real numeric array, got dtype {frames.dtype}")
+    T, H, W = frames.shape
+    need = params.init.init_frames
+    if T < need:
+        raise ValueError(
+            f"got {T} frames for the initialisation but init.init_frames={need}; pass at least "
+            f"{need} frames or lower init.init_frames (minimum 20), e.g. "
+            f"--set init.init_frames={max(20, T)}"
+        )
+    if H < 3 or W < 3:
+        raise ValueError(f"frames of {H}x{W} pixels are too small; expected at least 3x3")
+    Y = np.ascontiguousarray(frames, dtype=np.float32)
+    if Y is frames:
+        Y = Y.copy()
+    bad = ~np.isfinite(Y).all(axis=(1, 2))
+    n_bad = int(bad.sum())
+    if n_bad:
+        good = np.flatnonzero(~bad)
+        if good.size < 20:
+            raise OnlineCNMFEError(
+                f"{n_bad} of {T} initialisation frames contain NaN or infinite values and only "
+                f"{good.size} remain; at least 20 finite frames are needed"
+            )
+        idx = np.flatnonzero(bad)
+        nearest = good[np.clip(np.searchsorted(good, idx), 0, good.size - 1)]
+        Y[idx] = Y[nearest]
+        logger.warning(
+            "initialisation: %d frame(s) with NaN/inf replaced by the nearest finite frame", n_bad
+        )
+    lo, hi = float(Y.min()), float(Y.max())
+    if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+        raise ValueError(
+            f"the initialisation movie is constant (every pixel = {lo:g}); check the source "
+            "(lens cap, wrong channel, dropped frames)"
+        )
+    return Y
+
+
+def warn_if_thresholds_too_high(images, ip) -> None:
+    """Say so when hardly any pixel passes both seeding thresholds (preprocessed or very
+    smooth data have a different PNR scale), with the percentiles to choose new ones."""
+    ok = (images.pnr >= ip.min_pnr) & (images.corr >= ip.min_corr)
+    if ok.mean() >= 1e-3:
+        return
+    p_pnr = np.percentile(images.pnr, [90, 99, 99.9])
+    p_corr = np.percentile(images.corr, [90, 99, 99.9])
+    logger.warning(
+        "only %d pixels pass init.min_pnr=%g and init.min_corr=%g; the PNR image's 90/99/99.9th "
+        "percentiles are %.1f/%.1f/%.1f and the correlation image's %.2f/%.2f/%.2f. If neurons "
+        "are missed, lower init.min_pnr / init.min_corr (and init.reseed_min_*) towards these "
+        "values",
+        int(ok.sum()),
+        ip.min_pnr,
+        ip.min_corr,
+        *p_pnr,
+        *p_corr,
+    )
