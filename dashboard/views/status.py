@@ -138,7 +138,9 @@ class StatusPanel(QtWidgets.QWidget):
         v["queue"].setText(_fmt(st.get("queue_depth"), "d"))
         lost = (st.get("n_dropped"), st.get("n_rejected"), st.get("n_malformed"))
         here = f" +{model.n_malformed} bad here" if model.n_malformed else ""
-        v["lost"].setText(" / ".join(_fmt(x, "d") for x in lost) + here)
+        errors = st.get("n_model_errors")
+        errors = f" · {errors} model errors" if isinstance(errors, int) and errors > 0 else ""
+        v["lost"].setText(" / ".join(_fmt(x, "d") for x in lost) + here + errors)
         n = st.get("n_neurons")
         if model.footprints is not None:
             n = int(model.footprints.ids.size)
