@@ -308,3 +308,15 @@ def test_frame_age_at_the_dashboard_and_model_time_from_the_traces_header():
     assert m.last_age_ms == 1.5 and m.last_process_ms == 0.75
     m.handle(msg("traces", {**header, "frame_index": 1, "t_send_ns": 0}, arrays), now=2.1)
     assert np.isnan(m.last_recv_age_ms)  # unknown send time
+
+
+def test_the_model_does_not_import_qt():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dashboard.model, dashboard.contours, dashboard.ringbuffer; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
