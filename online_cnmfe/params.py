@@ -162,6 +162,7 @@ class OnlineParams:
     footprint_growth_px: int = 2  # allowed region = footprint support dilated by this
     slow_ring_refresh_period_frames: int = 2000  # every W row re-solved once per period
     slow_ring_samples: int = 32  # background frames kept (decayed) for the W refresh
+    slow_ring_max_rows: int = 12  # W rows solved per frame at most (stretches the period)
     slow_ring_prior_samples: float = 16.0  # weight of the current W, in sample units
     slow_merge_checks_per_frame: int = 2  # neurons checked for a merge partner per frame
     slow_remove_inactive_s: float = 600.0  # silent this long (and faded) -> removed
@@ -182,6 +183,7 @@ class OnlineParams:
         _int_at_least("footprint_growth_px", self.footprint_growth_px, 0)
         _int_at_least("slow_ring_refresh_period_frames", self.slow_ring_refresh_period_frames, 1)
         _int_at_least("slow_ring_samples", self.slow_ring_samples, 1)
+        _int_at_least("slow_ring_max_rows", self.slow_ring_max_rows, 1)
         _check(
             "slow_ring_prior_samples",
             self.slow_ring_prior_samples,

@@ -134,6 +134,12 @@ def solve_slice(
     return start, stop, rs.W_out[start:stop].copy()
 
 
+def effective_period(n_bg: int, period: int, max_rows: int) -> int:
+    """The refresh period in frames, stretched so no step solves more than ``max_rows`` rows
+    (large grids: 608^2 / ssub 2 has 92k rows)."""
+    return max(int(period), int(math.ceil(n_bg / max(int(max_rows), 1))))
+
+
 def pixels_per_step(n_bg: int, period: int) -> int:
     """Upper bound of the grid pixels re-solved on one step."""
     return int(math.ceil(n_bg / period))

@@ -10,7 +10,8 @@ bookkeeping, the detection images, and on one frame in ``stride`` a background s
 W refresh. Then :func:`slow_step` does a bounded amount of work and may return a
 :class:`ModelUpdate`:
 
-1. ring-W refresh: ``ceil(n_bg / slow_ring_refresh_period_frames)`` grid pixels re-solved
+1. ring-W refresh: ``ceil(n_bg / period)`` grid pixels re-solved, period =
+   ``slow_ring_refresh_period_frames`` stretched to keep at most ``slow_ring_max_rows`` per step
    (:mod:`online_cnmfe.ring_refresh`);
 2. footprint refresh: ``ceil(K / footprint_update_period_frames)`` neurons, round robin, by
    exact one-neuron HALS on CY / CC with support growth;
@@ -104,6 +105,11 @@ def _geometry(params: CNMFEParams) -> det_mod.Geometry:
     return det_mod.geometry(params)
 
 
+def _ring_period(n_bg: int, params: CNMFEParams) -> int:
+    o = params.online
+    return rr.effective_period(n_bg, o.slow_ring_refresh_period_frames, o.slow_ring_max_rows)
+
+
 def forgetting_factor(params: CNMFEParams) -> float:
     """``lam = 1 - 1 / (frame_rate_hz * stats_forgetting_time_s)`` (at least 1 frame)."""
     n = params.data.frame_rate_hz * params.online.stats_forgetting_time_s
@@ -115,7 +121,7 @@ def work_limits(slow: SlowPathState, params: CNMFEParams, n_components: int) -> 
     n_bg = slow.ring.W_out.shape[0]
     return {
         "hals": math.ceil(n_components / params.online.footprint_update_period_frames),
-        "ring_pixels": rr.pixels_per_step(n_bg, params.online.slow_ring_refresh_period_frames),
+        "ring_pixels": rr.pixels_per_step(n_bg, _ring_period(n_bg, params)),
         "ring_samples": 1,
         "candidates": params.detection.max_candidates_per_frame,
         "merge_checks": params.online.slow_merge_checks_per_frame,
@@ -146,7 +152,7 @@ def init_slow_path(
     grid = (-(-H // ssub), -(-W // ssub))
     ring = rr.make_ring_refresh(
         init.ring_offsets, grid, ssub, params.online.slow_ring_samples,
-        params.online.slow_ring_refresh_period_frames,
+        _ring_period(grid[0] * grid[1], params),
     )  # fmt: skip
     ring.W_prior[:] = np.asarray(init.W, np.float32)
     det = det_mod.make_detection_state(dims, params.detection.pool_size, geo.ds)
@@ -344,7 +350,7 @@ def _ring_slice(slow, view, params, ch: _Changes, t: int) -> None:
         if rr.ingest_pending(ring, b0, params.background.outlier_clip_sigma):
             slow.work.ring_samples += 1
     n_bg = ring.W_out.shape[0]
-    n_px = rr.pixels_at(t, n_bg, params.online.slow_ring_refresh_period_frames)
+    n_px = rr.pixels_at(t, n_bg, _ring_period(n_bg, params))
     W0 = np.ascontiguousarray(view.W, np.float32)
     out = rr.solve_slice(ring, W0, t, n_px, slow.lam, params.online.slow_ring_prior_samples)
     if out is not None:

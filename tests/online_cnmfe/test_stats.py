@@ -151,3 +151,13 @@ def test_buffer_regression_and_bbox_hits(rng):
     hits = np.empty(3, np.int64)
     n = kst.bbox_hits(bbox, slot_of, np.array([3, 6, 3, 6], np.int32), hits)
     assert hits[:n].tolist() == [1, 2]  # model 1 -> slot 0, model 2 -> slot 1
+
+
+def test_ring_period_is_stretched_for_large_grids():
+    from online_cnmfe import ring_refresh as rr
+
+    assert rr.effective_period(16384, 2000, 12) == 2000  # 256^2: 9 rows per frame
+    p = rr.effective_period(92416, 2000, 12)  # 608^2 / 2: at most 12 rows per frame
+    assert p == 7702
+    assert max(rr.pixels_at(t, 92416, p) for t in range(p)) <= 13
+    assert sum(rr.pixels_at(t, 92416, p) for t in range(p)) == 92416  # all rows once per period
