@@ -8,17 +8,22 @@ exponential forgetting ``lam = 1 - 1 / (frame_rate_hz * stats_forgetting_time_s)
 frame in ``slow_stats_stride_frames``, with ``lam ** stride``), activity
 bookkeeping, the detection images, and on one frame in ``stride`` a background sample for the
 W refresh. Then :func:`slow_step` does a bounded amount of work and may return a
-:class:`ModelUpdate`:
+:class:`ModelUpdate`, in this order:
 
-1. ring-W refresh: ``ceil(n_bg / period)`` grid pixels re-solved, period =
+1. detection: at most ``max_candidates_per_frame`` candidates evaluated, paid from a CPU-time
+   credit of half the step budget per frame; promotion after ``confirm_events`` events
+   (:mod:`online_cnmfe.detection`). First, so a busy step cannot starve it;
+2. ring-W refresh: ``ceil(n_bg / period)`` grid pixels re-solved, period =
    ``slow_ring_refresh_period_frames`` stretched to keep at most ``slow_ring_max_rows`` per step
    (:mod:`online_cnmfe.ring_refresh`);
-2. footprint refresh: ``ceil(K / footprint_update_period_frames)`` neurons, round robin, by
-   exact one-neuron HALS on CY / CC with support growth;
-3. merges: ``slow_merge_checks_per_frame`` neurons checked (:mod:`online_cnmfe.merging`), and
-   at most one inactive neuron removed;
-4. detection: at most ``max_candidates_per_frame`` candidates evaluated; promotion after
-   ``confirm_events`` events (:mod:`online_cnmfe.detection`).
+3. footprint refresh: ``K / footprint_update_period_frames`` neurons per frame, round robin, by
+   exact one-neuron HALS on CY / CC with support growth (damped for established neurons);
+4. merges (if the budget allows): ``slow_merge_checks_per_frame`` neurons checked
+   (:mod:`online_cnmfe.merging`), and at most one inactive neuron removed.
+
+Footprint and W refreshes are handed over every ``slow_emit_period_frames``; births, merges and
+removals at once. All kernels are compiled and loaded at :func:`init_slow_path`
+(:mod:`online_cnmfe.slow_warmup`).
 
 :func:`work_limits` states the bounds; ``SlowPathState.work`` records what the last step did.
 The slow path never touches the model's arrays: it mirrors A in ``stats.a_sup`` and assumes
