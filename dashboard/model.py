@@ -226,7 +226,8 @@ class DashboardModel(ModelQueries):
         self._seen_first_traces = True
         self.last_frame_index, self.last_t_acq_ms = frame_index, t_ms
         self.last_age_ms = _opt_num(h, "age_ms")
-        self.last_process_ms = _opt_num(h, "process_ms")
+        process_ms = _opt_num(h, "process_ms")  # -1 when the engine did not time it
+        self.last_process_ms = process_ms if process_ms >= 0 else math.nan
         t_send_ns = h.get("t_send_ns")
         # frame age when it reached this dashboard (sender and dashboard share the host clock)
         age = now * 1000.0 - t_send_ns / 1e6 if type(t_send_ns) is int and t_send_ns > 0 else -1

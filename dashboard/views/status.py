@@ -98,7 +98,12 @@ class StatusPanel(QtWidgets.QWidget):
             value = QtWidgets.QLabel("–")
             value.setStyleSheet("font-weight:600; font-family:monospace;")
             value.setToolTip(tip)
-            layout.addSpacing(10)
+            for label in (name, value):  # never squeezed: a narrow window clips the last chips
+                label.setSizePolicy(
+                    QtWidgets.QSizePolicy.Policy.Fixed, QtWidgets.QSizePolicy.Policy.Preferred
+                )
+                label.setMinimumWidth(label.fontMetrics().horizontalAdvance(label.text()) + 2)
+            layout.addSpacing(8)
             layout.addWidget(name)
             layout.addWidget(value)
             self.values[key] = value
@@ -147,3 +152,5 @@ class StatusPanel(QtWidgets.QWidget):
         v["neurons"].setText(_fmt(n, "d"))
         v["display"].setText(_fmt(model.display_fps, ".0f", " Hz"))
         v["session"].setText(str(model.session_id or "–")[:16])
+        for label in v.values():
+            label.setMinimumWidth(label.fontMetrics().horizontalAdvance(label.text()) + 2)
