@@ -466,7 +466,7 @@ class DashboardModel(ModelQueries):
         if ids.size == 0:
             return
         rows = tb.rows_for(ids)
-        act = np.nan_to_num(tb.window(100, rows)["C"], nan=0.0).std(axis=1)
+        act = np.nan_to_num(tb.window(100, rows, fields=("C",))["C"], nan=0.0).std(axis=1)
         best = ids[np.argsort(-act, kind="stable")[:n]]
         if best.tolist() != self.selected:
             self.selected = best.tolist()

@@ -167,7 +167,7 @@ class ModelQueries:
         tb = self.traces
         ids = tb.current_ids
         rows = tb.rows_for(ids) if ids.size else np.zeros(0, np.int64)
-        win = tb.window(self.window_frames(window_s), rows)
+        win = tb.window(self.window_frames(window_s), rows, fields=("C",))
         C = win["C"]
         peak = row_peaks(C)
         image = np.clip(C / peak[:, None], 0, 1).astype(np.float32)

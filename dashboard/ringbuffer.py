@@ -174,7 +174,26 @@ class TraceBuffer:
         n = min(int(n_frames), self.n_valid)
         return (self.head - n + np.arange(n)) % self.capacity
 
-    def window(self, n_frames: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def _block(self, a: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
+        """Copy of the last ``n`` columns (oldest first) of ``a`` for ``rows``."""
+        start = (self.head - n) % self.capacity
+        pieces = (
+            [a[:, start : start + n]]
+            if start + n <= self.capacity
+            else [a[:, start:], a[:, : self.head]]
+        )
+        if rows is None:
+            pieces = [p[: self.n_rows] for p in pieces]
+        else:
+            pieces = [p[rows] for p in pieces]
+        return pieces[0].copy() if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+
+    def window(
+        self,
+        n_frames: int,
+        rows: np.ndarray | None = None,
+        fields: tuple[str, ...] = ("C", "S", "C_raw"),
+    ) -> dict[str, np.ndarray]:
         """The last ``n_frames`` frames (oldest first) as copies.
 
         Parameters
@@ -182,23 +201,23 @@ class TraceBuffer:
         n_frames : int
         rows : ndarray of int, optional
             Rows to return (default: every row, in row order).
+        fields : tuple of str
+            Which of ``C``, ``S``, ``C_raw`` to copy (copy only what is drawn).
 
         Returns
         -------
         dict
-            ``frame_index`` (n,), ``t_ms`` (n,), ``C``, ``S``, ``C_raw`` (rows, n).
+            ``frame_index`` (n,), ``t_ms`` (n,) and the ``fields``, each (rows, n).
         """
-        cols = self._order(n_frames)
-        if rows is None:
-            rows = np.arange(self.n_rows)
-        rows = np.asarray(rows, dtype=np.int64)
-        return {
-            "frame_index": self.frame_index[cols],
-            "t_ms": self.t_ms[cols],
-            "C": self._C[np.ix_(rows, cols)],
-            "S": self._S[np.ix_(rows, cols)],
-            "C_raw": self._C_raw[np.ix_(rows, cols)],
-        }
+        n = min(int(n_frames), self.n_valid)
+        cols = self._order(n)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+        arrays = {"C": self._C, "S": self._S, "C_raw": self._C_raw}
+        out = {"frame_index": self.frame_index[cols], "t_ms": self.t_ms[cols]}
+        for name in fields:
+            out[name] = self._block(arrays[name], rows, n)
+        return out
 
     def activity(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Latest C of each row divided by its running maximum, in [0, 1] (NaN if absent)."""

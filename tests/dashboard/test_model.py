@@ -320,3 +320,29 @@ def test_the_model_does_not_import_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ring_window_matches_a_plain_history_for_any_length_and_rows(seed):
+    from dashboard.ringbuffer import TraceBuffer
+
+    rng = np.random.default_rng(seed)
+    cap = 7
+    tb = TraceBuffer(cap, initial_rows=1)
+    history = []  # (frame, {id: C})
+    for f in range(int(rng.integers(1, 25))):
+        ids = np.sort(rng.choice(6, size=int(rng.integers(0, 6)), replace=False))
+        c = rng.random(ids.size).astype(np.float32)
+        tb.append(f, 10.0 * f, ids, c, 2 * c, 3 * c)
+        history.append((f, dict(zip(ids.tolist(), c.tolist(), strict=True))))
+    for n in range(0, cap + 2):
+        for rows in (None, np.array([tb.n_rows - 1, 0]) if tb.n_rows else None):
+            win = tb.window(n, rows)
+            kept = history[-min(n, cap, len(history)) :] if n else []
+            assert win["frame_index"].tolist() == [f for f, _ in kept], (seed, n)
+            row_ids = tb.row_ids if rows is None else tb.row_ids[rows]
+            want = np.array(
+                [[d.get(i, np.nan) for _, d in kept] for i in row_ids.tolist()], np.float32
+            ).reshape(len(row_ids), len(kept))
+            np.testing.assert_array_equal(win["C"], want)
+            np.testing.assert_array_equal(win["C_raw"], 3 * want)
