@@ -105,7 +105,7 @@ class FootprintMatch:
 # ---- matching ------------------------------------------------------------------------------
 def _masks_and_centroids(A: scipy.sparse.csc_array, dims, threshold: float):
     """Binary masks (csc bool) and weighted centroids (K, 2) of the thresholded footprints."""
-    A = scipy.sparse.csc_array(A, dtype=np.float64)
+    A = scipy.sparse.csc_array(A, dtype=np.float64, copy=True)  # sum_duplicates sorts in place
     A.sum_duplicates()
     k = A.shape[1]
     col = np.repeat(np.arange(k), np.diff(A.indptr))

@@ -284,3 +284,15 @@ def test_nan_frames_are_left_out_of_the_trace_correlation(truth_file, tmp_path):
     write_result(tmp_path / "bad.h5", bad, C)
     with pytest.raises(InputFileError, match="NaN"):
         evaluate_files(tmp_path / "bad.h5", path)
+
+
+def test_matching_leaves_the_callers_unsorted_footprints_alone():
+    dense = disc_footprints([(20, 20), (30, 40)]).reshape(2, -1).T.astype(np.float64)
+    A = scipy.sparse.csc_array(dense)
+    A.indices[: A.indptr[1]] = A.indices[: A.indptr[1]][::-1].copy()  # unsorted column 0
+    A.data[: A.indptr[1]] = A.data[: A.indptr[1]][::-1].copy()
+    A.has_sorted_indices = False
+    before = A.indices.copy()
+    match = match_footprints(A, scipy.sparse.csc_array(dense), DIMS)
+    assert match.true_index.tolist() == [0, 1]
+    assert np.array_equal(A.indices, before)
