@@ -160,7 +160,7 @@ class DashboardApp:
         if not max_fps > 0:
             raise ValueError(f"max_fps={max_fps!r} is out of range; allowed: > 0")
         self.min_refresh_s = 1.0 / max_fps
-        self._last_refresh = 0.0
+        self._next_refresh = 0.0
         self.qapp = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
         apply_dark_theme(self.qapp)
         self.started = time.monotonic()
@@ -200,11 +200,15 @@ class DashboardApp:
         if self.window.status.pause.isChecked():  # frozen: only the banner and status move
             self.model.mark_dirty(*(dirty - {"status"}))  # the rest is drawn when resumed
             dirty &= {"status"}
-        if dirty and now - self._last_refresh < self.min_refresh_s * 0.9:
+        if dirty and now + 0.002 < self._next_refresh:
             self.model.mark_dirty(*dirty)  # too soon after the last refresh: draw them next time
             dirty = set()
         if dirty:
-            self._last_refresh = now
+            # keep the schedule (so 30/s works with 20 ms ticks), but bank at most one period
+            due = self._next_refresh
+            self._next_refresh = (due if now - due < self.min_refresh_s else now) + (
+                self.min_refresh_s
+            )
             t0 = time.perf_counter()
             self.window.refresh(self.model, dirty)
             if self.first_message_s is not None:

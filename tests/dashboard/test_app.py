@@ -163,5 +163,12 @@ def test_refreshes_are_throttled_to_max_fps(pub, qtbot, monkeypatch):
             app.tick()
             clock[0] += 0.02
         assert len(refreshed) == 2 and all("traces" in d for d in refreshed)
+        app.min_refresh_s = 1 / 30  # 30/s from 20 ms ticks: the schedule alternates 40/20 ms
+        refreshed.clear()
+        for _ in range(50):  # 1 s
+            app.model.mark_dirty("traces")
+            app.tick()
+            clock[0] += 0.02
+        assert 29 <= len(refreshed) <= 31
     finally:
         app.close()
