@@ -181,6 +181,7 @@ class ReviewApp:
         self.model = DashboardModel(cfg, address=str(path))
         self.window = DashboardWindow(title=f"online-cnmfe review — {path}", window_s=window_s)
         self._build_controls()
+        self.window.status.pause.hide()  # nothing streams in: the slider is the control
         self.play_timer = QtCore.QTimer()
         self.play_timer.timeout.connect(self._step)
         self.window.traces.window_box.valueChanged.connect(lambda *_: self.show(self.frame))
