@@ -112,3 +112,41 @@ def warn_if_thresholds_too_high(images, ip) -> None:
         *p_pnr,
         *p_corr,
     )
+
+
+def looks_preprocessed(Y: np.ndarray) -> dict | None:
+    """Signs that the movie was already background-removed and/or quantised (e.g. by minian).
+
+    Returns a dict (``levels``: distinct values in a sample, ``zero_fraction``: share of pixels
+    at the movie's minimum, ``integer``: whether all sampled values are integers) when at least
+    one sign is present (fewer than 64 levels, or more than 20 % of the pixels at the minimum),
+    else None. Such data have a different PNR scale (no baseline, spatially filtered noise); the
+    init logs a warning with the numbers.
+    """
+    flat = Y.reshape(-1)
+    sample = flat[:: max(1, flat.size // 200_000)]
+    levels = int(np.unique(sample).size)
+    zero_fraction = float(np.mean(sample <= sample.min()))
+    integer = bool(np.all(sample == np.round(sample)))
+    if levels < 64 or zero_fraction > 0.2:
+        return {"levels": levels, "zero_fraction": zero_fraction, "integer": integer}
+    return None
+
+
+def warn_if_preprocessed(Y: np.ndarray) -> dict | None:
+    """Log a warning when :func:`looks_preprocessed` finds signs of preprocessing."""
+    info = looks_preprocessed(Y)
+    if info is not None:
+        logger.warning(
+            "the movie looks preprocessed: %d distinct values (integer: %s), %.0f %% of the "
+            "pixels at the minimum (%g). Background-removed, median-filtered or quantised data "
+            "have weaker and spatially correlated noise; the seeding thresholds init.min_pnr / "
+            "init.min_corr were chosen for raw data and may need lowering (see the PNR "
+            "percentiles below if they are logged), and data.neuron_diameter_px should match "
+            "the cells as they look after the filtering",
+            info["levels"],
+            info["integer"],
+            100 * info["zero_fraction"],
+            float(Y.min()),
+        )
+    return info

@@ -27,9 +27,15 @@ import scipy.sparse
 from online_cnmfe import background as bgmod
 from online_cnmfe._kernels.hals import hals_traces, trace_residuals
 from online_cnmfe._kernels.oasis_batch import bcd_deconvolve
+from online_cnmfe.acceptance import spatial_consistency, transient_score
 from online_cnmfe.deconvolution import decay_root, default_g, estimate_ar, trace_noise
 from online_cnmfe.footprints import clean_footprints, compute_cy, hals_footprints, search_regions
-from online_cnmfe.init_checks import Progress, validate_frames, warn_if_thresholds_too_high
+from online_cnmfe.init_checks import (
+    Progress,
+    validate_frames,
+    warn_if_preprocessed,
+    warn_if_thresholds_too_high,
+)
 from online_cnmfe.init_result import InitResult
 from online_cnmfe.merging_batch import merge_components
 from online_cnmfe.out_of_focus import component_ratios, filter_response
@@ -259,6 +265,35 @@ class _Fit:
             self.select(~bad)
         return int(bad.sum())
 
+    # ---- acceptance -----------------------------------------------------------------------
+    def accept(self) -> int:
+        """Drop components failing the transient or spatial test (:mod:`acceptance`)."""
+        if self.K == 0:
+            return 0
+        ip, dp = self.p.init, self.p.data
+        n_frames = max(2, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
+        score = transient_score(self.C_raw, n_frames)
+        rval = spatial_consistency(
+            self.Yt, self.dims, self.A, self.C_raw, max(2, int(round(self.diameter)))
+        )
+        bad_t = score < ip.min_transient_snr
+        bad_s = rval < ip.min_spatial_corr
+        bad = bad_t | bad_s
+        logger.info(
+            "acceptance: %d of %d components dropped (%d without a %d-frame transient above "
+            "z %.1f, %d whose event image does not match the footprint, r < %.2f)",
+            int(bad.sum()),
+            self.K,
+            int(bad_t.sum()),
+            n_frames,
+            ip.min_transient_snr,
+            int(bad_s.sum()),
+            ip.min_spatial_corr,
+        )
+        if bad.any():
+            self.select(~bad)
+        return int(bad.sum())
+
     # ---- merging ------------------------------------------------------------------------
     def merge(self) -> int:
         if self.K < 2:
@@ -333,6 +368,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
+        warn_if_preprocessed(Y)
         fit = _Fit(Y, params)
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
         warn_if_thresholds_too_high(images, ip)
@@ -353,6 +389,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             bar.step(f"reseeding {it + 1}")
         n_out = fit.prune_out_of_focus()
         logger.debug("%d out-of-focus components removed", n_out)
+        fit.accept()
         fit.fit_background()
         fit.update_traces(estimate=True)
         bar.step("final background and traces")

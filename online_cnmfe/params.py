@@ -85,9 +85,21 @@ class InitParams:
     # out-of-focus test: a seed whose raw/filtered amplitude ratio exceeds this x that of a
     # neuron of the expected size is rejected (fitted components at 1.5x this); inf disables
     out_of_focus_ratio: float = 2.0
+    # acceptance of the fitted components (online_cnmfe.acceptance): a run of
+    # decay_time_s * frame_rate_hz / 2 (>= 2) consecutive frames all above this robust z-score
+    min_transient_snr: float = 2.0
+    # correlation of the footprint with its event-triggered image (CaImAn r_values); -1 disables
+    min_spatial_corr: float = 0.4
 
     def __post_init__(self) -> None:
         _int_at_least("init_frames", self.init_frames, 20)
+        _check("min_transient_snr", self.min_transient_snr, self.min_transient_snr >= 0, ">= 0")
+        _check(
+            "min_spatial_corr",
+            self.min_spatial_corr,
+            -1 <= self.min_spatial_corr <= 1,
+            "[-1, 1]",
+        )
         _check(
             "max_diameter_factor", self.max_diameter_factor, self.max_diameter_factor >= 1, ">= 1"
         )
@@ -168,6 +180,9 @@ class OnlineParams:
     slow_remove_inactive_s: float = 600.0  # silent this long (and faded) -> removed
     slow_stats_stride_frames: int = 2  # CY/CC accumulate every this many frames (halves cost)
     slow_emit_period_frames: int = 4  # footprint/W refreshes handed to the model this often
+    slow_detect_period_frames: int = 4  # candidate evaluations only on one frame in this many
+    slow_evaluations_per_step: int = 1  # candidates evaluated on such a frame at most
+    slow_detect_stride_frames: int = 2  # detection images updated on one frame in this many
 
     def __post_init__(self) -> None:
         _int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
@@ -194,6 +209,9 @@ class OnlineParams:
         _positive("slow_remove_inactive_s", self.slow_remove_inactive_s)
         _int_at_least("slow_stats_stride_frames", self.slow_stats_stride_frames, 1)
         _int_at_least("slow_emit_period_frames", self.slow_emit_period_frames, 1)
+        _int_at_least("slow_detect_period_frames", self.slow_detect_period_frames, 1)
+        _int_at_least("slow_evaluations_per_step", self.slow_evaluations_per_step, 0)
+        _int_at_least("slow_detect_stride_frames", self.slow_detect_stride_frames, 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
