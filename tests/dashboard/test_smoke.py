@@ -46,6 +46,14 @@ class Lines:
         for line in stream:
             self.q.put(line)
 
+    def drain(self) -> None:
+        """Move the lines read so far into ``seen``."""
+        while True:
+            try:
+                self.seen.append(self.q.get_nowait())
+            except queue.Empty:
+                return
+
     def wait_for(self, text: str, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -168,8 +176,10 @@ def test_dashboard_on_the_real_engine(tmp_path):
             stdout=subprocess.DEVNULL,
             text=True,
         )
-        return Lines(procs[name].stderr)
+        logs[name] = Lines(procs[name].stderr)
+        return logs[name]
 
+    logs: dict[str, Lines] = {}
     try:
         dash = start(
             "dashboard",
@@ -219,6 +229,11 @@ def test_dashboard_on_the_real_engine(tmp_path):
         assert procs["dashboard"].wait(timeout=30) == 0
         summary = dash.wait_for("display:")
         assert "(0 malformed" in summary, "".join(dash.seen)
+    except AssertionError as exc:  # say where each process was
+        for lines in logs.values():
+            lines.drain()
+        seen = "\n".join(f"--- {n}:\n" + "".join(lines.seen[-40:]) for n, lines in logs.items())
+        raise AssertionError(f"{exc}\n{seen}") from None
     finally:
         for p in procs.values():
             if p.poll() is None:
