@@ -219,7 +219,9 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
     order = np.argsort(view.residual_frame, kind="stable")
     order = order[view.residual_frame[order] >= 0]
     frames = view.residual_frame[order]
-    Y = view.residual[np.ix_(order, pix)].astype(np.float32)
+    L = view.residual.shape[0]  # the box as slices, then the frames: copies only the box
+    Y = view.residual.reshape(L, H, W)[:, r0:r1, c0:c1][order].reshape(order.size, -1)
+    Y = Y.astype(np.float32)
     Y -= Y.mean(axis=0)
     border = ((rr == r0) | (rr == r1 - 1) | (cc == c0) | (cc == c1 - 1)).ravel()
     Y -= Y[:, border].mean(axis=1, keepdims=True)
@@ -276,7 +278,13 @@ def _is_duplicate(fs, view, a, pix, cp, order, box, params) -> bool:
     scratch[pix] = a
     na = float(np.sqrt(a @ a))
     dup = False
-    for j in nbrs:
+    cpc = cp - cp.mean()
+    ncp = float(np.sqrt(cpc @ cpc))
+    cjs = view.c_buffer[nbrs][:, order]  # neighbours' traces over the same frames (one gather)
+    cjs = cjs - cjs.mean(axis=1, keepdims=True)
+    ncj = np.sqrt((cjs * cjs).sum(axis=1))
+    rs = (cjs @ cpc) / np.maximum(ncj * ncp, 1e-30)
+    for m, j in enumerate(nbrs):
         s = fs.slot_of[j]
         n = fs.sup_n[s]
         aj = fs.a_sup[s, :n]
@@ -286,8 +294,7 @@ def _is_duplicate(fs, view, a, pix, cp, order, box, params) -> bool:
         cos = float(aj @ scratch[fs.sup_idx[s, :n]]) / (na * nj)
         if cos <= 0.0:
             continue
-        cj = view.c_buffer[j, order]
-        r = float(np.corrcoef(cp, cj)[0, 1]) if cj.std() > 0 else 0.0
+        r = float(rs[m]) if ncj[m] > 0 and ncp > 0 else 0.0
         if cos > dp.duplicate_overlap:
             dup = True  # the same spot as a cell: its footprint error, not a new cell
             break

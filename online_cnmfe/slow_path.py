@@ -98,10 +98,13 @@ class SlowPathState:
     det: det_mod.DetectionState
     merge_cursor: int
     work: SlowWork
-    detect_credit_ms: float = 0.0  # CPU time candidate evaluations may still spend
+    hals_debt: int = 0  # footprint refreshes deferred from frames that evaluated a candidate
     pending_replaced: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     pending_w_start: int = 0  # W rows solved (in ring.W_out) but not yet handed over
     pending_w_stop: int = 0
+    # confirmed candidates (evaluate() results) handed over on the next step, not on the
+    # frame that evaluated them: an evaluation and a birth never share a frame
+    pending_births: list = field(default_factory=list)
     last_emit: int = -(2**40)
 
 
@@ -125,12 +128,14 @@ def work_limits(slow: SlowPathState, params: CNMFEParams, n_components: int) -> 
     """Upper bounds of the per-step work counts in ``slow.work``."""
     n_bg = slow.ring.W_out.shape[0]
     return {
-        "hals": math.ceil(n_components / params.online.footprint_update_period_frames),
+        "hals": math.ceil(n_components / params.online.footprint_update_period_frames) + 1,
         "ring_pixels": rr.pixels_per_step(n_bg, _ring_period(n_bg, params)),
         "ring_samples": 1,
-        "candidates": params.detection.max_candidates_per_frame,
+        "candidates": min(
+            params.online.slow_evaluations_per_step, params.detection.max_candidates_per_frame
+        ),
         "merge_checks": params.online.slow_merge_checks_per_frame,
-        "removals": 1 + math.ceil(n_components / params.online.footprint_update_period_frames),
+        "removals": 2 + math.ceil(n_components / params.online.footprint_update_period_frames),
     }
 
 
@@ -257,7 +262,8 @@ def observe_frame(
         ymac = np.asarray(y, np.float32).reshape(H * W) - fs.scratch
         kst.clear_regions(fs.slot_of, fs.sup_idx, fs.sup_n, fs.scratch)
         rr.observe_sample(slow.ring, t, ymac.reshape(H, W), r.reshape(H, W))
-    if params.detection.enabled:
+    dstride = params.online.slow_detect_stride_frames
+    if params.detection.enabled and t % dstride == (1 if dstride > 1 else 0):
         det_mod.observe_residual(slow.det, r.reshape(H, W), _geometry(params))
     slow.t = t
 
@@ -291,17 +297,15 @@ def slow_step(
     model_view : SlowPathInputs
     params : CNMFEParams
     budget_ms : float, optional
-        Soft CPU-time budget. Candidate evaluations spend a credit refilled by half the budget
-        per frame (at most twice the budget on one frame); the ring and footprint slices always
-        run (fixed quotas); merges are skipped once the step has used the budget. The work
-        counts of :func:`work_limits` always hold. None = no budget (deterministic).
+        Accepted for compatibility and ignored: the work of a step is set by counts, never by
+        the clock, so results are reproducible and the per-frame cost is bounded (see
+        :func:`work_limits` and the module docstring for the schedule).
 
     Returns
     -------
     ModelUpdate or None
     """
     t_start = time.perf_counter()
-    cpu_start = time.thread_time()
     fs = slow.stats
     K = fs.n_components
     if model_view.A.shape[1] != K:
@@ -315,16 +319,28 @@ def slow_step(
     work.merge_checks = work.births = work.merges = work.removals = 0
     ch = _Changes()
     work.ms_detect = work.ms_merge = 0.0
-    if params.detection.enabled:  # first, so a busy step never starves it
-        _detect(slow, model_view, params, ch, t, budget_ms)
+    o = params.online
+    for res in slow.pending_births:  # found on an earlier step: slot, stats, hand-over now
+        ch.births.append((_birth_stats(fs, model_view, res, params), res))
+    slow.pending_births = []
+    evaluate_now = t % o.slow_detect_period_frames == _detect_phase(params)
+    if params.detection.enabled and evaluate_now and not ch.births:
+        _detect(slow, model_view, params, ch, t)
     t1 = time.perf_counter()
     work.ms_detect = 1e3 * (t1 - t_start)
     _ring_slice(slow, model_view, params, ch, t)
     t2 = time.perf_counter()
     work.ms_ring = 1e3 * (t2 - t1)
     buffer = (model_view.residual, model_view.c_buffer, model_view.residual_frame >= 0)
-    P = params.online.footprint_update_period_frames
+    P = o.footprint_update_period_frames
     n_fp = min(K, (t + 1) * K // P - t * K // P)  # exactly K refreshes per period
+    heavy = bool(work.candidates or ch.births)
+    if heavy:  # a frame that evaluates a candidate or adds a neuron refreshes no footprint ...
+        slow.hals_debt = min(slow.hals_debt + n_fp, K)
+        n_fp = 0
+    elif slow.hals_debt > 0:  # ... the others pay the deferred ones back, one per frame
+        slow.hals_debt -= 1
+        n_fp = min(K, n_fp + 1)
     for _ in range(n_fp):
         k = fs.cursor % K
         fs.cursor = (k + 1) % K
@@ -338,8 +354,9 @@ def slow_step(
             ch.removed.add(k)
     t3 = time.perf_counter()
     work.ms_footprints = 1e3 * (t3 - t2)
-    if budget_ms is None or 1e3 * (time.thread_time() - cpu_start) <= budget_ms:
-        _merge_and_remove(slow, model_view, params, ch, t)
+    E = o.slow_emit_period_frames
+    if not heavy and t % E == (1 % E):  # merge checks on one frame per hand-over period, never
+        _merge_and_remove(slow, model_view, params, ch, t)  # with an evaluation or a birth
     t4 = time.perf_counter()
     work.ms_merge = 1e3 * (t4 - t3)
     out = _finish(slow, model_view, params, ch, t)
@@ -391,28 +408,25 @@ def _merge_and_remove(slow, view, params, ch: _Changes, t: int) -> None:
             ch.replaced.discard(int(k))
 
 
-def _detect(slow, view, params, ch: _Changes, t: int, budget_ms: float | None) -> None:
-    """Search and evaluate candidates. With a budget, evaluations draw on a CPU-time credit
-    that grows by ``budget_ms / 2`` per frame (capped at ``2 budget_ms``): on average half the
-    budget, never more than twice it on one frame."""
+def _detect_phase(params: CNMFEParams) -> int:
+    """Frame phase (t mod ``slow_detect_period_frames``) of the evaluation frames: half-way
+    between two hand-overs, so an evaluation and a batched update never share a frame."""
+    return params.online.slow_detect_period_frames // 2
+
+
+def _detect(slow, view, params, ch: _Changes, t: int) -> None:
+    """Search and evaluate at most ``slow_evaluations_per_step`` candidates (a count, not a
+    time: the same movie gives the same births on any machine)."""
     fs, det = slow.stats, slow.det
     geo = _geometry(params)
-    if fs.n_components + len(ch.births) >= params.detection.max_neurons:
+    if fs.n_components + len(ch.births) + len(slow.pending_births) >= params.detection.max_neurons:
         return
-    if budget_ms is not None:
-        slow.detect_credit_ms = min(slow.detect_credit_ms + 0.5 * budget_ms, 2.0 * budget_ms)
-        if slow.detect_credit_ms <= 0:
-            return
     fr = params.data.frame_rate_hz
     L = view.residual.shape[0]
-    for row, col in det_mod.search(det, t, params, geo):
-        if budget_ms is not None and slow.detect_credit_ms <= 0:
-            break  # the rest wait for a later frame (their spots are not blocked)
+    quota = params.online.slow_evaluations_per_step
+    for row, col in det_mod.search(det, t, params, geo)[:quota]:
         slow.work.candidates += 1
-        cpu0 = time.thread_time()
         reason, res = det_mod.evaluate(fs, view, int(row), int(col), params, geo)
-        if budget_ms is not None:
-            slow.detect_credit_ms -= 1e3 * (time.thread_time() - cpu0)
         det.reason_counts[reason] += 1
         if res is None:
             det_mod.block(det, row, col, geo.diameter / 2, t + math.ceil(fr * 2.0))
@@ -420,7 +434,7 @@ def _detect(slow, view, params, ch: _Changes, t: int, budget_ms: float | None) -
         det_mod.block(det, row, col, geo.diameter / 2, t + geo.separation)
         entry, n_events = det_mod.pool_record(det, res, t, geo)
         if n_events >= params.detection.confirm_events:
-            ch.births.append((_birth_stats(fs, view, res, params), res))
+            slow.pending_births.append(res)
             det_mod.forget_entry(det, entry)
             det_mod.after_birth(det, res, t, geo, L)
             slow.work.births += 1
@@ -439,11 +453,13 @@ def _birth_stats(fs, view, res: dict, params: CNMFEParams) -> int:
     ok = (pos < pix.size) & (pix[np.minimum(pos, pix.size - 1)] == supp)
     vals[pos[ok]] = a[a > 0][ok]
     L = view.residual.shape[0]
-    order = np.argsort(view.residual_frame, kind="stable")
-    order = order[view.residual_frame[order] >= 0]
+    rf = np.asarray(view.residual_frame)
+    fr = np.asarray(res["frames"])  # the buffer of the evaluation (sorted), maybe frames ago
+    pos = np.minimum(np.searchsorted(fr, rf), max(fr.size - 1, 0))
+    hit = (rf >= 0) & (fr[pos] == rf) if fr.size else np.zeros(L, bool)
     cnew = np.zeros(L, np.float32)
-    cnew[order] = np.maximum(res["trace"], 0)
-    valid = view.residual_frame >= 0
+    cnew[hit] = np.maximum(np.asarray(res["trace"], np.float32)[pos[hit]], 0)
+    valid = rf >= 0
     n = max(int(valid.sum()), 1)
     nbrs = suffstats.neighbours(fs, None, box=_bbox(pix, int(fs.dims[1])))
     cy = np.zeros(pix.size, np.float32)
@@ -472,10 +488,12 @@ def _collect_pending(slow, params, ch: _Changes, t: int) -> tuple[list[int], tup
     """Add this step's footprint and W refreshes to the pending ones; return what to hand over
     now: (model indices, (w_start, w_stop) or None), or ([], None) to keep waiting.
 
-    Refreshes are handed over every ``slow_emit_period_frames`` (fewer, slightly larger
-    updates: the model pays a fixed cost per update); births, merges and removals at once.
+    Refreshes are handed over on frames ``t % slow_emit_period_frames == 0`` (fewer, slightly
+    larger updates: the model pays a fixed cost per update); births at once but alone (they
+    append columns, so pending indices stay valid); merges and removals at once with every
+    pending refresh (they renumber the neurons).
     """
-    structural = bool(ch.merges or ch.removed or ch.births)
+    renumbers = bool(ch.merges or ch.removed)
     pend = set(slow.pending_replaced.tolist()) | set(ch.replaced)
     w_out = None
     if ch.w:
@@ -487,7 +505,7 @@ def _collect_pending(slow, params, ch: _Changes, t: int) -> tuple[list[int], tup
             slow.pending_w_stop = s1
         else:
             slow.pending_w_start, slow.pending_w_stop = s0, s1
-    due = structural or t - slow.last_emit >= params.online.slow_emit_period_frames
+    due = renumbers or t % params.online.slow_emit_period_frames == 0
     if not (due or w_out):
         slow.pending_replaced = np.array(sorted(pend), np.int64)
         return [], None

@@ -7,6 +7,8 @@ every code path once on a tiny synthetic model with the same argument types as o
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import scipy.sparse
 
@@ -55,6 +57,15 @@ def warm_up() -> None:
     )  # fmt: skip
     for t in range(T, T + 3):
         slow_path.observe_frame(slow, t, frames[t - T], C[:, -1], resid[0], params)
+    # a ring-sample frame (its downsampling and clipping run only on those frames), then whole
+    # steps on every phase of the schedule (detection, hand-over, sample ingestion)
+    t0 = slow.ring.stride * (T // slow.ring.stride + 1)
+    for t in range(t0, t0 + 8):
+        slow_path.observe_frame(slow, t, frames[t % T], C[:, -1], resid[0], params)
+        step_view = dataclasses.replace(view, t=t)
+        u = slow_path.slow_step(slow, step_view, params)
+        if u is not None and (u.removed.size or u.merged_kept.size or u.new_footprints.shape[1]):
+            break  # the toy model changed shape: enough
     fs = slow.stats
     buffer = (view.residual, view.c_buffer, view.residual_frame >= 0)
     suffstats.refresh_footprint(fs, 0, 2, buffer, True)

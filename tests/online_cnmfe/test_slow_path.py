@@ -218,11 +218,11 @@ def test_refreshes_are_handed_over_in_batches_but_structure_at_once():
                   for u in loop.updates]  # fmt: skip
     assert any(structural)
     n_bg = loop.W.shape[0]
-    prev = None
     for u, s in zip(loop.updates, structural, strict=True):
-        if prev is not None and not s:  # batched, except the flush when the W cursor wraps
-            assert u.frame_index - prev >= 5 or u.w_stop == n_bg
-        prev = u.frame_index
+        if not s:  # batched on the emit phase, except the flush when the W cursor wraps
+            assert u.frame_index % 5 == 0 or u.w_stop == n_bg
+        elif not (u.removed.size or u.merged_kept.size):  # a birth alone: refreshes wait
+            assert u.replaced.size == 0 and u.w_stop == u.w_start
     covered = np.zeros(n_bg, int)
     for u in loop.updates:
         covered[u.w_start : u.w_stop] += 1
