@@ -183,9 +183,6 @@ class OnlineParams:
     slow_detect_period_frames: int = 4  # candidate evaluations only on one frame in this many
     slow_evaluations_per_step: int = 1  # candidates evaluated on such a frame at most
     slow_detect_stride_frames: int = 2  # detection images updated on one frame in this many
-    slow_detect_period_frames: int = 4  # candidate evaluations only on one frame in this many
-    slow_evaluations_per_step: int = 1  # candidates evaluated on such a frame at most
-    slow_detect_stride_frames: int = 2  # detection images updated on one frame in this many
 
     def __post_init__(self) -> None:
         _int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
@@ -212,9 +209,6 @@ class OnlineParams:
         _positive("slow_remove_inactive_s", self.slow_remove_inactive_s)
         _int_at_least("slow_stats_stride_frames", self.slow_stats_stride_frames, 1)
         _int_at_least("slow_emit_period_frames", self.slow_emit_period_frames, 1)
-        _int_at_least("slow_detect_period_frames", self.slow_detect_period_frames, 1)
-        _int_at_least("slow_evaluations_per_step", self.slow_evaluations_per_step, 0)
-        _int_at_least("slow_detect_stride_frames", self.slow_detect_stride_frames, 1)
         _int_at_least("slow_detect_period_frames", self.slow_detect_period_frames, 1)
         _int_at_least("slow_evaluations_per_step", self.slow_evaluations_per_step, 0)
         _int_at_least("slow_detect_stride_frames", self.slow_detect_stride_frames, 1)
