@@ -29,6 +29,8 @@ class TracePanel(QtWidgets.QWidget):
         super().__init__(parent)
         self._model: DashboardModel | None = None
         self._raster_ids = np.zeros(0, np.int64)
+        self._ticks: list | None = None
+        self._raster_rows = -1
         self._build(window_s)
 
     def _build(self, window_s: float) -> None:
@@ -124,7 +126,8 @@ class TracePanel(QtWidgets.QWidget):
             return
         self._draw_selected(model)
         self._draw_raster(model)
-        self.trace_plot.setXRange(-self.window_s, 0, padding=0)
+        if self.trace_plot.viewRange()[0] != [-self.window_s, 0]:
+            self.trace_plot.setXRange(-self.window_s, 0, padding=0)
 
     def _ensure_curves(self, n: int) -> None:
         while len(self.curves["C"]) < n:
@@ -162,8 +165,10 @@ class TracePanel(QtWidgets.QWidget):
             ys[0::2], ys[1::2] = offset - 0.2, offset - 0.2 + 0.5 * np.minimum(s[hit], 1.0)
             self.curves["S"][i].setData(xs, ys, connect="pairs")
             ticks.append((offset + 0.4, f"#{ids[i]}"))
-        self.trace_plot.getAxis("left").setTicks([ticks, []])
-        self.trace_plot.setYRange(-1.25 * max(ids.size, 1) + 0.9, 1.1, padding=0)
+        if ticks != self._ticks:  # axis relayouts are not free: only when the selection changed
+            self._ticks = ticks
+            self.trace_plot.getAxis("left").setTicks([ticks, []])
+            self.trace_plot.setYRange(-1.25 * max(ids.size, 1) + 0.9, 1.1, padding=0)
         auto = " (most active)" if model.auto_select else ""
         self.selection_label.setText(
             f"selected{auto}: " + ", ".join(f"#{i}" for i in ids.tolist())
@@ -184,7 +189,9 @@ class TracePanel(QtWidgets.QWidget):
         dt = (t[-1] - t[0]) / (t.size - 1) if t.size > 1 else 0.05
         self.raster.setImage(np.nan_to_num(img, nan=0.0), autoLevels=False, levels=(0.0, 1.0))
         self.raster.setRect(QtCore.QRectF(t[0] - dt / 2, 0, t[-1] - t[0] + dt, n))
-        self.raster_plot.setYRange(0, n, padding=0)
+        if n != self._raster_rows:
+            self._raster_rows = n
+            self.raster_plot.setYRange(0, n, padding=0)
         inside = np.isfinite(r["birth_t_s"])
         rows = np.arange(n) + 0.5
         self.births.setData(r["birth_t_s"][inside], rows[inside])

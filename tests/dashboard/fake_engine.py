@@ -102,7 +102,12 @@ class SyntheticSession:
         self.c = self.gamma * self.c + spikes
         noise = self.rng.normal(0, 0.05, self.total).astype(np.float32)
         t_acq = 1000.0 * frame / fps
-        meta = {"frame_index": frame, "seq": frame, "t_acq_ms": t_acq, "t_send_ns": t0_ns}
+        meta = {
+            "frame_index": frame,
+            "seq": frame,
+            "t_acq_ms": t_acq,
+            "t_send_ns": time.monotonic_ns(),
+        }
         ids = np.arange(k, dtype=np.int64) + 100
         age = 1.0 + (frame % 7) * 0.3
         out.append(
