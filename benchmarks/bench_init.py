@@ -5,7 +5,8 @@ time of ``fit_initial`` after a warm-up (numba compiled), scored against the tru
 ``online_cnmfe.evaluation.evaluate`` (F1, recall, precision, median trace correlation; overall and
 on neurons with PNR >= 5). Real movies in ../shared/data: neuron counts, a PNG of the contours
 over the corr x PNR image (bench-output/), and agreement with minian's 208 units on the minian
-fixture (footprint IoU matching).
+fixture (footprint IoU matching, correlation of the matched traces with minian's C); for the
+other real movies a mosaic of each component's event-triggered image (``*_events.png``).
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_init.py
 """
@@ -106,6 +107,45 @@ def contour_png(res, path: Path) -> None:
     cv2.imwrite(str(path), big)
 
 
+def event_tiles_png(frames, res, path: Path, half: int = 12) -> None:
+    """One tile per component: its event-triggered image (mean of the frames where its trace
+    is > 3 robust sigma minus the median frame) around its peak, with the 0.3-max contour."""
+    import cv2
+
+    from online_cnmfe.acceptance import robust_zscore
+
+    Y = np.asarray(frames, np.float32)
+    T, H, W = Y.shape
+    Yp = np.pad(Y - np.median(Y, axis=0), ((0, 0), (half, half), (half, half)))
+    z = robust_zscore(res.C_raw)
+    A = res.A.toarray()
+    tiles = []
+    for k in range(res.n_components):
+        act = z[k] > 3
+        if not act.any():
+            act[np.argmax(z[k])] = True
+        a = A[:, k].reshape(H, W)
+        r, c = np.unravel_index(np.argmax(a), (H, W))
+        tile = Yp[act].mean(axis=0)[r : r + 2 * half + 1, c : c + 2 * half + 1]
+        tile = (tile - tile.min()) / max(float(np.ptp(tile)), 1e-9)
+        t8 = cv2.resize((255 * tile).astype(np.uint8), None, fx=4, fy=4, interpolation=0)
+        t8 = cv2.cvtColor(t8, cv2.COLOR_GRAY2BGR)
+        ap = np.pad(a, half)[r : r + 2 * half + 1, c : c + 2 * half + 1]
+        mask = cv2.resize((ap >= 0.3 * a.max()).astype(np.uint8), None, fx=4, fy=4, interpolation=0)
+        cs, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(t8, cs, -1, (0, 0, 255), 1)
+        cv2.putText(t8, str(k), (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 0), 1)
+        tiles.append(t8)
+    if not tiles:
+        return
+    cols = min(12, len(tiles))
+    rows = -(-len(tiles) // cols)
+    tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
+    mosaic = np.vstack([np.hstack(tiles[i * cols : (i + 1) * cols]) for i in range(rows)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), mosaic)
+
+
 def bench_real(name: str, out_dir: Path) -> dict:
     import tifffile
 
@@ -136,6 +176,13 @@ def bench_real(name: str, out_dir: Path) -> dict:
         row["minian_units"] = int(ref.shape[1])
         row["minian_matched"] = len(m.true_index)
         row["minian_iou_median"] = float(np.median(m.iou)) if len(m.iou) else None
+        C_ref = np.load(DATA / "minian_ca1_fixture_ref_CSbf.npz")["C"]
+        cc = [np.corrcoef(res.C[e], C_ref[t])[0, 1] for e, t in zip(m.est_index, m.true_index)]
+        row["minian_trace_corr_median"] = float(np.nanmedian(cc)) if cc else None
+    else:
+        tiles = out_dir / f"init_{Path(name).stem}_events.png"
+        event_tiles_png(frames, res, tiles)
+        row["events_png"] = str(tiles.relative_to(REPO))
     return row
 
 
@@ -189,7 +236,8 @@ def main(argv=None) -> int:
             if "minian_matched" in r:
                 extra = (
                     f"  minian {r['minian_matched']}/{r['minian_units']} matched "
-                    f"(IoU median {_f(r['minian_iou_median'], 2)})"
+                    f"(IoU median {_f(r['minian_iou_median'], 2)}, trace corr median "
+                    f"{_f(r['minian_trace_corr_median'], 2)})"
                 )
             print(f"{name:<48} {r['time_s']:7.1f} s  found {r['n_found']:4d}{extra}", flush=True)
     print(json.dumps({"bench": "init", "commit": commit, "sims": sims, "real": reals}))

@@ -32,6 +32,7 @@ from online_cnmfe.deconvolution import decay_root, default_g, estimate_ar, trace
 from online_cnmfe.footprints import clean_footprints, compute_cy, hals_footprints, search_regions
 from online_cnmfe.init_checks import (
     Progress,
+    adapted_thresholds,
     validate_frames,
     warn_if_preprocessed,
     warn_if_thresholds_too_high,
@@ -271,7 +272,7 @@ class _Fit:
         if self.K == 0:
             return 0
         ip, dp = self.p.init, self.p.data
-        n_frames = max(2, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
+        n_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
         score = transient_score(self.C_raw, n_frames)
         rval = spatial_consistency(
             self.Yt, self.dims, self.A, self.C_raw, max(2, int(round(self.diameter)))
@@ -368,10 +369,15 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
-        warn_if_preprocessed(Y)
+        preprocessed = warn_if_preprocessed(Y) is not None
         fit = _Fit(Y, params)
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
-        warn_if_thresholds_too_high(images, ip)
+        too_high = warn_if_thresholds_too_high(images, ip)
+        thr = (ip.min_corr, ip.min_pnr, ip.reseed_min_corr, ip.reseed_min_pnr)
+        if too_high and preprocessed and ip.auto_thresholds:
+            thr = adapted_thresholds(images, ip)
+            fit.select(np.zeros(fit.K, bool))
+            n0, images = fit.seed(Y, thr[0], thr[1])
         fit.pixel_noise = _pixel_noise(Y)
         bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
@@ -381,9 +387,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             n_merged = fit.merge()
             bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
             if it < ip.reseed_passes:
-                n_new, _ = fit.seed(
-                    fit.residual(), ip.reseed_min_corr, ip.reseed_min_pnr, raw=fit.raw_residual()
-                )
+                n_new, _ = fit.seed(fit.residual(), thr[2], thr[3], raw=fit.raw_residual())
                 if n_new:
                     fit.update_traces(estimate=True)
             bar.step(f"reseeding {it + 1}")

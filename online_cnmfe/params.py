@@ -90,6 +90,9 @@ class InitParams:
     min_transient_snr: float = 2.0
     # correlation of the footprint with its event-triggered image (CaImAn r_values); -1 disables
     min_spatial_corr: float = 0.4
+    # on a movie that looks preprocessed (quantised / background-removed) where < 0.1 % of the
+    # pixels pass min_pnr and min_corr, seed with thresholds from its PNR/corr images instead
+    auto_thresholds: bool = True
 
     def __post_init__(self) -> None:
         _int_at_least("init_frames", self.init_frames, 20)

@@ -191,3 +191,57 @@ def test_silent_and_single_neuron_movies(n_active):
         m = match_footprints(r.A.copy(), scipy.sparse.csc_array(A_true[:, keep]), (64, 64))
         assert len(m.true_index) == 1
         assert np.corrcoef(r.C[0], C_true[0])[0, 1] > 0.9
+
+
+@pytest.mark.needs_data
+def test_real_inscopix_finds_the_active_cells_and_every_component_has_a_transient(shared_data):
+    import tifffile
+
+    from online_cnmfe.acceptance import spatial_consistency, transient_score
+
+    frames = tifffile.imread(shared_data / "inscopix_movie_part2_63x123x108_f32.tif")
+    p = _params(
+        **{"init.init_frames": 63, "data.neuron_diameter_px": 13.0, "data.frame_rate_hz": 10.0}
+    )
+    r = fit_initial(frames, p)
+    # 79 components before the acceptance tests (BENCHMARKS.md); most are single-event cells
+    assert 10 <= r.n_components <= 75
+    # the three clearly active cells (largest max - median) are each inside a footprint
+    f = frames.astype(np.float32)
+    act = f.max(axis=0) - np.median(f, axis=0)
+    A = r.A.toarray()
+    H, W = act.shape
+    for _ in range(3):
+        pr, pc = np.unravel_index(np.argmax(act), act.shape)
+        assert np.any(A[pr * W + pc] >= 0.3 * A.max(axis=0)), (pr, pc)
+        act[max(0, pr - 8) : pr + 9, max(0, pc - 8) : pc + 9] = 0
+    # what is returned passes the acceptance tests (applied before the final refit, so a few
+    # traces may have moved a little) on its own final traces
+    assert np.mean(transient_score(r.C_raw, 3) >= 2.0) >= 0.9
+    Yt = np.ascontiguousarray((f - f.mean(axis=0)).reshape(63, -1).T)
+    assert np.median(spatial_consistency(Yt, (H, W), r.A, r.C_raw, 13)) > 0.7
+
+
+@pytest.mark.needs_data
+def test_real_minian_crop_adapts_thresholds_and_matches_minian_units(shared_data, caplog):
+    import tifffile
+
+    rows, cols = slice(150, 330), slice(250, 500)
+    frames = tifffile.imread(shared_data / "minian_ca1_fixture_preproc_100x480x752_u8.tif")
+    frames = np.ascontiguousarray(frames[:, rows, cols])
+    full = scipy.sparse.load_npz(shared_data / "minian_ca1_fixture_ref_A_sparse.npz").toarray()
+    ref = full.reshape(480, 752, -1)[rows, cols].reshape(-1, full.shape[1])
+    # minian units with most of their mass inside the crop
+    inside = ref.sum(axis=0) >= 0.8 * full.sum(axis=0)
+    ref = scipy.sparse.csc_array(ref[:, inside])
+    dims = frames.shape[1:]
+    r = fit_initial(frames, _params(**{"init.init_frames": 100, "data.neuron_diameter_px": 13.0}))
+    assert "looks preprocessed" in caplog.text and "from the PNR and correlation" in caplog.text
+    m = match_footprints(r.A.copy(), ref, dims)
+    assert 0 < r.n_components < 4 * ref.shape[1]
+    assert len(m.true_index) >= 0.1 * ref.shape[1]  # 10 of 78 at commit 4700e08+
+    off = fit_initial(
+        frames,
+        _params(**{"init.init_frames": 100, "init.auto_thresholds": False}),
+    )
+    assert len(match_footprints(off.A.copy(), ref, dims).true_index) < len(m.true_index)
