@@ -33,7 +33,12 @@ import zmq
 
 from online_cnmfe import results_stream as rs
 from online_cnmfe.engine_model import ModelRunner
-from online_cnmfe.engine_publish import ImageMaker, ResultsPublisher, StatusTracker, status_fields
+from online_cnmfe.engine_publish import (
+    ImageMaker,
+    PublishingMixin,
+    ResultsPublisher,
+    StatusTracker,
+)
 from online_cnmfe.engine_receive import Control, FrameQueue, QueuedFrame, Receiver
 from online_cnmfe.engine_store import StoreWorker
 from online_cnmfe.params import CNMFEParams
@@ -66,7 +71,7 @@ def _default_model_factory(params: CNMFEParams):
     return OnlineCNMFE(params)
 
 
-class Engine:
+class Engine(PublishingMixin):
     """The long-running service (see the module docstring).
 
     Parameters
@@ -390,48 +395,6 @@ class Engine:
             self._session += 1
             self.runner = ModelRunner(self.params, self.model_factory)
             self.images, self._fp_version, self._fp_message = None, None, None
-
-    # ---- publication ---------------------------------------------------------------------
-    def _send_image(self, frame_index: int, layer: str, image) -> None:
-        self.publisher.send(rs.encode_image(frame_index, layer, image, self.images.downsample))
-
-    def _send_footprints(self) -> None:
-        model = self.runner.model
-        A, ids = model.footprints.copy(), model.neuron_ids.copy()  # sent zero-copy: own them
-        version = model.footprints_version
-        self._fp_version = version
-        self._fp_message = rs.encode_footprints(A, ids, version, self.runner.dims)
-        self.publisher.send(self._fp_message)
-        self.store.submit("footprints", A, ids, version)
-        if self.footprints_callbacks:
-            cents = rs.centroids(A, self.runner.dims)
-            for callback in self.footprints_callbacks:
-                callback(ids.copy(), cents)
-
-    def _republish(self) -> None:
-        runner = self.runner
-        if runner.phase == "running" and self._fp_message is not None:
-            self.publisher.send(self._fp_message)  # cached: re-sending costs no encoding
-        if self.images is not None:
-            for layer, image in self.images.summary(runner.corr_pnr).items():
-                self._send_image(self.frame_index, layer, image)
-
-    def _send_ready(self) -> None:
-        self.publisher.send(rs.encode_ready(self.receiver.session_id, os.getpid()))
-
-    def status_fields(self) -> dict[str, Any]:
-        """The fields of the ``status`` message (docs/protocol.md)."""
-        return status_fields(self)
-
-    def _send_status(self) -> None:
-        self.status.tick(self.receiver.n_received)
-        self.publisher.send(rs.encode_status(self.status_fields()))
-        self._send_ready()
-        if self.store.error and not self._store_error_reported:
-            self._store_error_reported = True
-            self.publisher.send(
-                rs.encode_event("store_error", self.frame_index, (), self.store.error)
-            )
 
     # ---- shutdown ------------------------------------------------------------------------
     def _shutdown(self, ctx: zmq.Context) -> None:
