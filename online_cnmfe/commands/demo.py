@@ -39,10 +39,10 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--size", type=int, nargs=2, default=(160, 160), metavar=("H", "W"))
-    p.add_argument("--duration", type=float, default=90.0, help="seconds of movie at --fps")
+    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    p.add_argument("--duration", type=float, default=120.0, help="seconds of movie at --fps")
     p.add_argument("--fps", type=float, default=20.0, help="frame rate of the simulated movie")
-    p.add_argument("--neurons", type=int, default=60, help="in-focus neurons in the simulation")
+    p.add_argument("--neurons", type=int, default=120, help="in-focus neurons in the simulation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-frames", type=int, default=300, help="frames used to initialise")
     p.add_argument(
