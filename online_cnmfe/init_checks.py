@@ -151,16 +151,17 @@ def looks_preprocessed(Y: np.ndarray) -> dict | None:
 
     Returns a dict (``levels``: distinct values in a sample, ``zero_fraction``: share of pixels
     at the movie's minimum, ``integer``: whether all sampled values are integers) when at least
-    one sign is present (fewer than 64 levels, or more than 20 % of the pixels at the minimum),
-    else None. Such data have a different PNR scale (no baseline, spatially filtered noise); the
-    init logs a warning with the numbers.
+    one sign is present (fewer than 32 levels, or more than 10 % of the pixels at the minimum:
+    raw sensor data have a noisy floor, a per-pixel minimum subtraction leaves many pixels at
+    it), else None. Such data have a different PNR scale (no baseline, spatially filtered
+    noise); the init logs a warning with the numbers.
     """
     flat = Y.reshape(-1)
     sample = flat[:: max(1, flat.size // 200_000)]
     levels = int(np.unique(sample).size)
     zero_fraction = float(np.mean(sample <= sample.min()))
     integer = bool(np.all(sample == np.round(sample)))
-    if levels < 64 or zero_fraction > 0.2:
+    if levels < 32 or zero_fraction > 0.1:
         return {"levels": levels, "zero_fraction": zero_fraction, "integer": integer}
     return None
 

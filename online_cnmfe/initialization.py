@@ -77,6 +77,9 @@ class _Fit:
         self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
         self.kappa_neuron = 1.0 / filter_response(self.kernel, d / 4.0)
         self.max_kappa = params.init.out_of_focus_ratio * self.kappa_neuron
+        # a transient lasts at least half the indicator decay time (and 3 frames)
+        dp = params.data
+        self.transient_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
         self.C_raw = np.zeros((0, self.T), np.float32)
@@ -271,8 +274,8 @@ class _Fit:
         """Drop components failing the transient or spatial test (:mod:`acceptance`)."""
         if self.K == 0:
             return 0
-        ip, dp = self.p.init, self.p.data
-        n_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
+        ip = self.p.init
+        n_frames = self.transient_frames
         score = transient_score(self.C_raw, n_frames)
         rval = spatial_consistency(
             self.Yt, self.dims, self.A, self.C_raw, max(2, int(round(self.diameter)))

@@ -98,3 +98,6 @@ def test_looks_preprocessed_flags_quantised_background_removed_data():
     pre = np.clip(np.round(rng.exponential(1.0, (20, 30, 30)) - 0.5), 0, 24)
     info = looks_preprocessed(pre.astype(np.float32))
     assert info is not None and info["integer"] and info["levels"] < 30
+    # raw 8-bit sensor data with a narrow range are not flagged
+    raw8 = np.clip(np.round(40 + 6 * rng.standard_normal((20, 30, 30))), 0, 255).astype(np.uint8)
+    assert looks_preprocessed(raw8.astype(np.float32)) is None
