@@ -171,7 +171,7 @@ class OnlineParams:
     n_trace_sweeps: int = 3
     residual_buffer_frames: int = 100
     stats_forgetting_time_s: float = 300.0
-    footprint_update_period_frames: int = 200  # every footprint refreshed once per period
+    footprint_update_period_frames: int = 400  # every footprint refreshed once per period
     nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
     amortised_budget_ms: float = 0.5  # time the slow path may take on each frame (ms)
     footprint_growth_px: int = 2  # allowed region = footprint support dilated by this

@@ -5,25 +5,31 @@ weights, CY / CC footprint statistics (:mod:`online_cnmfe.suffstats`).
 
 Per frame the model calls :func:`observe_frame` (O(nnz + n_pixels), no solve): CY, CC with
 exponential forgetting ``lam = 1 - 1 / (frame_rate_hz * stats_forgetting_time_s)`` (on one
-frame in ``slow_stats_stride_frames``, with ``lam ** stride``), activity
-bookkeeping, the detection images, and on one frame in ``stride`` a background sample for the
-W refresh. Then :func:`slow_step` does a bounded amount of work and may return a
-:class:`ModelUpdate`, in this order:
+frame in ``slow_stats_stride_frames``, with ``lam ** stride``), activity bookkeeping, the
+detection images (on the other frames: one in ``slow_detect_stride_frames``), and on one frame
+in ``stride`` a background sample for the W refresh. Then :func:`slow_step` does a fixed,
+count-bounded amount of work (never decided by the clock, so runs are reproducible) and may
+return a :class:`ModelUpdate`:
 
-1. detection: at most ``max_candidates_per_frame`` candidates evaluated, paid from a CPU-time
-   credit of half the step budget per frame; promotion after ``confirm_events`` events
-   (:mod:`online_cnmfe.detection`). First, so a busy step cannot starve it;
-2. ring-W refresh: ``ceil(n_bg / period)`` grid pixels re-solved, period =
+1. births confirmed on the previous step are seeded and handed over, alone (no refresh rides
+   along; appending columns keeps pending indices valid);
+2. detection, on frames ``t % slow_detect_period_frames == period // 2`` without a birth: at
+   most ``slow_evaluations_per_step`` candidates evaluated (:mod:`online_cnmfe.detection`); a
+   confirmed one waits for the next step;
+3. ring-W refresh: ``ceil(n_bg / period)`` grid pixels re-solved, period =
    ``slow_ring_refresh_period_frames`` stretched to keep at most ``slow_ring_max_rows`` per step
    (:mod:`online_cnmfe.ring_refresh`);
-3. footprint refresh: ``K / footprint_update_period_frames`` neurons per frame, round robin, by
-   exact one-neuron HALS on CY / CC with support growth (damped for established neurons);
-4. merges (if the budget allows): ``slow_merge_checks_per_frame`` neurons checked
-   (:mod:`online_cnmfe.merging`), and at most one inactive neuron removed.
+4. footprint refresh: ``K / footprint_update_period_frames`` neurons per frame, round robin, by
+   exact one-neuron HALS on CY / CC with support growth (damped for established neurons). A
+   frame with an evaluation or a birth defers its share; later frames pay it back one a frame;
+5. merges, on frames ``t % slow_emit_period_frames == 1`` without an evaluation or a birth:
+   ``slow_merge_checks_per_frame`` neurons checked (:mod:`online_cnmfe.merging`; neurons born
+   less than three refresh periods ago are not merged), and at most one inactive neuron removed.
 
-Footprint and W refreshes are handed over every ``slow_emit_period_frames``; births, merges and
-removals at once. All kernels are compiled and loaded at :func:`init_slow_path`
-(:mod:`online_cnmfe.slow_warmup`).
+Footprint and W refreshes are handed over on frames ``t % slow_emit_period_frames == 0``
+(phase 0; evaluations fall on phase 2), merges and removals at once. So no frame stacks an
+evaluation, a birth and a batched hand-over. All kernels are compiled and loaded at
+:func:`init_slow_path` (:mod:`online_cnmfe.slow_warmup`).
 
 :func:`work_limits` states the bounds; ``SlowPathState.work`` records what the last step did.
 The slow path never touches the model's arrays: it mirrors A in ``stats.a_sup`` and assumes
@@ -380,6 +386,11 @@ def _ring_slice(slow, view, params, ch: _Changes, t: int) -> None:
         slow.work.ring_pixels += out[1] - out[0]
 
 
+def _young(fs, k: int, t: int, params: CNMFEParams) -> bool:
+    """Born online less than three footprint-refresh periods ago."""
+    return t - int(fs.birth[fs.slot_of[k]]) < 3 * params.online.footprint_update_period_frames
+
+
 def _merge_and_remove(slow, view, params, ch: _Changes, t: int) -> None:
     fs = slow.stats
     K = fs.n_components
@@ -388,11 +399,12 @@ def _merge_and_remove(slow, view, params, ch: _Changes, t: int) -> None:
         i = slow.merge_cursor % K
         slow.merge_cursor = (i + 1) % K
         slow.work.merge_checks += 1
-        if i in ch.touched():
+        if i in ch.touched() or _young(fs, i, t, params):
             continue
         j = merging.find_partner(fs, i, view, params)
-        if j < 0 or j in ch.touched():
-            continue
+        if j < 0 or j in ch.touched() or _young(fs, j, t, params):
+            continue  # a young neuron's CC spans little more than its birth buffer, so its
+            # "long-window" correlation with a neighbour is not long yet (false merges)
         si, sj = fs.slot_of[i], fs.slot_of[j]
         keep, drop = (i, j) if fs.cc[si, si] >= fs.cc[sj, sj] else (j, i)
         if not merging.merge_into(fs, keep, drop, max_region):

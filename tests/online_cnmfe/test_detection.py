@@ -146,7 +146,10 @@ def test_detection_on_a_downsampled_grid_for_larger_neurons():
         seed=1, dims=(64, 64), T=600, centres=((14, 14), (14, 48), (48, 14), (48, 48)),
         sigma=3.0, first=[0, 0, 0, 250], rate_hz=1.0, amp=8.0,
     )  # fmt: skip
-    p = h.params_for(**{"data.neuron_diameter_px": 12.0})
+    # footprints refreshed every 10 s (the newborn is refined ~6 times in the 300 frames left)
+    p = h.params_for(
+        **{"data.neuron_diameter_px": 12.0, "online.footprint_update_period_frames": 200}
+    )
     init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT], radius=4)
     loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
     assert loop.slow.det.ds == 2
