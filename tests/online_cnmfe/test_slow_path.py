@@ -108,6 +108,37 @@ def test_each_step_stays_within_its_work_slice():
     assert sum(w["candidates"] for w in loop.work_log) >= 1
 
 
+def test_schedule_never_stacks_heavy_work_on_one_frame():
+    # counts per step, not wall-clock: evaluations only on the detection phase and alone, births
+    # on the step after, merges on their own phase, deferred refreshes all paid back
+    m = h.make_movie(seed=1, T=700, first=[0, 0, 0, 250])
+    p = h.params_for(**{
+        "online.footprint_update_period_frames": 6, "online.slow_ring_refresh_period_frames": 40,
+    })  # fmt: skip
+    o = p.online
+    Pd, E = o.slow_detect_period_frames, o.slow_emit_period_frames
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT])
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    t0 = loop.t - len(loop.work_log)
+    births = {u.frame_index for u in loop.updates if u.new_footprints.shape[1]}
+    assert births and sum(w["candidates"] for w in loop.work_log) >= 2
+    quota = 0
+    for i, w in enumerate(loop.work_log):
+        t, K = t0 + i, w["K"]
+        quota += min(K, (t + 1) * K // o.footprint_update_period_frames
+                     - t * K // o.footprint_update_period_frames)  # fmt: skip
+        if w["candidates"]:
+            assert t % Pd == Pd // 2 and w["candidates"] <= o.slow_evaluations_per_step
+            assert w["hals"] == 0 and w["merge_checks"] == 0 and t not in births
+        if t in births:
+            assert (t - 1) % Pd == Pd // 2  # confirmed on the previous step
+            assert w["hals"] == w["candidates"] == w["merge_checks"] == 0
+        if w["merge_checks"]:
+            assert t % E == 1
+        assert w["hals"] <= slow_path.work_limits(loop.slow, p, K)["hals"]
+    assert sum(w["hals"] for w in loop.work_log) + loop.slow.hals_debt == quota
+
+
 def _col(v):
     return scipy.sparse.csc_array(np.asarray(v, np.float32).reshape(-1, 1))
 
