@@ -13,7 +13,14 @@ Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
    (:mod:`online_cnmfe.deconvolution`), footprints by HALS on the sufficient statistics with
    supports that may grow (:mod:`online_cnmfe.footprints`), merging of duplicates, and in the
    first ``reseed_passes`` rounds seeding again on the residual;
-4. final background refit and traces.
+4. out-of-focus pruning, then the calibrated acceptance tests (:mod:`online_cnmfe.acceptance`:
+   a multi-frame transient above a robust z, footprint vs event-triggered image);
+5. final background refit and traces.
+
+A movie that looks preprocessed (quantised, background-removed; see
+:func:`online_cnmfe.init_checks.looks_preprocessed`) is logged; if hardly any pixel passes the
+raw-data seeding thresholds, they are taken from its own PNR/corr images
+(``init.auto_thresholds``) and the acceptance tests remove what is noise.
 """
 
 from __future__ import annotations
