@@ -187,6 +187,7 @@ def status_fields(engine) -> dict:
         "n_model_errors": engine.counts["model_errors"],
         "n_frames_stored": store.n_frames,
         "store_backlog": store.backlog,
+        "n_unsaved": store.n_unsaved,
         "store_path": str(store.writer.path) if store.writer else None,
     }
     for extra in engine.status_extras:

@@ -24,6 +24,8 @@ from online_cnmfe.store import ResultsWriter, StoreError
 
 logger = logging.getLogger(__name__)
 
+MAX_BACKLOG = 20000  # queued store operations (about 11 min of 30 Hz frames)
+
 
 class StoreWorker(threading.Thread):
     """Run the results writer on its own thread.
@@ -50,7 +52,16 @@ class StoreWorker(threading.Thread):
 
     # ---- model-thread side -----------------------------------------------------------------
     def submit(self, op: str, *args: Any) -> None:
-        """Queue an operation: open, frame, footprints, b0, drop, reject, checkpoint, flush."""
+        """Queue an operation: open, frame, footprints, b0, drop, reject, checkpoint, flush.
+
+        A frame is discarded (counted in :attr:`n_unsaved`) rather than queued when the disk
+        has fallen ``MAX_BACKLOG`` operations behind, so a stalled disk cannot exhaust memory.
+        """
+        if op == "frame" and len(self._ops) >= MAX_BACKLOG:
+            self.n_unsaved += 1
+            if self.n_unsaved % 1000 == 1:
+                logger.error("the disk is %d operations behind; frames are not saved", MAX_BACKLOG)
+            return
         with self._cond:
             self._ops.append((op, args))
             self._cond.notify()
