@@ -77,6 +77,14 @@ def warm_up() -> None:
         noise=np.float32(1.0), events=np.zeros(1, np.int64), centroid=(4.0, 4.0),
     )  # fmt: skip
     slow_path._birth_stats(fs, view, res, params)
+    from online_cnmfe._kernels import stats as kst
+
+    ok = view.residual_frame >= 0  # the margin seed (reached above only if a footprint grew)
+    a_hat = np.empty(4, np.float32)
+    kst.buffer_regression(
+        np.ascontiguousarray(C[0, -L:]), np.ascontiguousarray(resid, np.float32), ok,
+        np.arange(4, dtype=np.int32), a_hat,
+    )  # fmt: skip
     keep = np.zeros(4, np.int64)
     kdet.nms_greedy(np.zeros(2), np.zeros(2), np.arange(2), 1.0, 2, keep)
     rr.solve_slice(slow.ring, init.W, T, 4, 0.99, 16.0)
