@@ -277,6 +277,16 @@ class _Fit:
         return int(bad.sum())
 
     # ---- acceptance -----------------------------------------------------------------------
+    def drop_without_transient(self) -> int:
+        """Early transient test on the demixed traces (noise candidates cost fitting time)."""
+        if self.K == 0:
+            return 0
+        bad = transient_score(self.C_raw, self.transient_frames) < self.p.init.min_transient_snr
+        if bad.any():
+            self.select(~bad)
+        logger.debug("%d components without a transient dropped early", int(bad.sum()))
+        return int(bad.sum())
+
     def accept(self) -> int:
         """Drop components failing the transient or spatial test (:mod:`acceptance`)."""
         if self.K == 0:
@@ -393,6 +403,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         for it in range(n_alt):
             fit.fit_background()
             fit.update_traces(estimate=True)
+            fit.drop_without_transient()
             fit.update_footprints()
             n_merged = fit.merge()
             bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
