@@ -257,25 +257,22 @@ class Engine(PublishingMixin):
     def _process(self, f, meta: dict, t_recv_ns: int, image_due: bool) -> None:
         model = self.runner.model
         t_start = time.monotonic_ns()
+        sent = []
+
+        def on_traces(traces) -> None:
+            # Closed-loop rules and the traces message go out as soon as the frame's traces are
+            # final, before the model's slow path (footprint/W refresh, detection) runs.
+            self._send_traces(traces, f, meta, t_start)
+            sent.append(True)
+
         try:
-            result = model.process_frame(f.pixels)
+            result = model.process_frame(f.pixels, on_traces=on_traces)
         except Exception as exc:  # noqa: BLE001 - counted, surfaced, and limited below
             self._model_error(f.frame_index, exc)
             return
         self._consecutive_errors = 0
-        t_done = time.monotonic_ns()
-        meta["process_ms"] = (t_done - t_start) / 1e6
-        meta["age_ms"] = (t_done - f.t_send_ns) / 1e6
-        meta["stale"] = meta["age_ms"] > self.ep.max_frame_age_ms
-        self.counts["stale"] += meta["stale"]
-        self._on_frame_result(result, meta)
-        t_pub = time.monotonic_ns()
-        self.publisher.send(
-            rs.encode_traces(
-                meta, result.neuron_ids, result.C, result.S, result.C_raw,
-                result.footprints_version, (t_pub - f.t_send_ns) / 1e6,
-            )
-        )  # fmt: skip
+        if not sent:  # a skipped frame has no early traces
+            self._send_traces(result, f, meta, t_start)
         latency_ms = (time.monotonic_ns() - t_recv_ns) / 1e6
         self.status.record(latency_ms)
         self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
@@ -291,6 +288,21 @@ class Engine(PublishingMixin):
         if image_due and self.images is not None:
             for layer, image in self.images.layers(model, f.pixels, result).items():
                 self._send_image(f.frame_index, layer, image)
+
+    def _send_traces(self, traces, f, meta: dict, t_start: int) -> None:
+        t_done = time.monotonic_ns()
+        meta["process_ms"] = (t_done - t_start) / 1e6
+        meta["age_ms"] = (t_done - f.t_send_ns) / 1e6
+        meta["stale"] = meta["age_ms"] > self.ep.max_frame_age_ms
+        self.counts["stale"] += meta["stale"]
+        self._on_frame_result(traces, meta)
+        t_pub = time.monotonic_ns()
+        self.publisher.send(
+            rs.encode_traces(
+                meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
+                traces.footprints_version, (t_pub - f.t_send_ns) / 1e6,
+            )
+        )  # fmt: skip
 
     def _model_error(self, frame_index: int, exc: Exception) -> None:
         self.counts["model_errors"] += 1
