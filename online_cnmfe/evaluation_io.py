@@ -25,6 +25,10 @@ def _open(path, kind: str) -> h5py.File:
         raise InputFileError(f"{kind} path {path} is not a file")
     try:
         return h5py.File(path, "r")
+    except OSError:
+        pass
+    try:  # a results file whose writer was killed (or still runs) opens as an SWMR reader
+        return h5py.File(path, "r", swmr=True)
     except OSError as exc:
         raise InputFileError(f"{kind} file {path} is not a readable HDF5 file ({exc})") from None
 

@@ -296,3 +296,36 @@ def test_matching_leaves_the_callers_unsorted_footprints_alone():
     match = match_footprints(A, scipy.sparse.csc_array(dense), DIMS)
     assert match.true_index.tolist() == [0, 1]
     assert np.array_equal(A.indices, before)
+
+
+def test_result_left_open_by_a_killed_swmr_writer_is_scored(truth_file, tmp_path):
+    """The engine writes in SWMR mode; after a SIGKILL only an SWMR reader can open the file."""
+    import signal
+    import subprocess
+    import sys
+
+    path, fp, C, *_ = truth_file
+    clean = tmp_path / "clean.h5"
+    write_result(clean, fp, C)
+    killed = tmp_path / "killed.h5"
+    writer = (
+        "import sys, time, h5py\n"
+        "src = h5py.File(sys.argv[1], 'r'); f = h5py.File(sys.argv[2], 'w', libver='latest')\n"
+        "[src.copy(k, f) for k in src]; f.attrs.update(src.attrs)\n"
+        "f.swmr_mode = True; f.flush()\n"
+        "print('ready', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer, str(clean), str(killed)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(OSError):
+        h5py.File(killed, "r")  # what a plain reader meets
+    metrics = evaluate_files(killed, path)
+    assert metrics["f1"] == pytest.approx(1.0)
