@@ -173,7 +173,7 @@ class OnlineParams:
     stats_forgetting_time_s: float = 300.0
     footprint_update_period_frames: int = 400  # every footprint refreshed once per period
     nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
-    amortised_budget_ms: float = 0.5  # time the slow path may take on each frame (ms)
+    amortised_budget_ms: float = 0.5  # not read: the slow path schedules by counts
     footprint_growth_px: int = 2  # allowed region = footprint support dilated by this
     slow_ring_refresh_period_frames: int = 2000  # every W row re-solved once per period
     slow_ring_samples: int = 32  # background frames kept (decayed) for the W refresh
