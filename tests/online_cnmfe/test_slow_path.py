@@ -184,6 +184,29 @@ def test_state_round_trips_and_continues_identically(tmp_path):
     assert [u.frame_index for u in loop.updates] == [u.frame_index for u in twin.updates]
 
 
+def test_a_confirmed_birth_survives_a_save_between_evaluation_and_hand_over(tmp_path):
+    m = h.make_movie(seed=1, T=700, first=[0, 0, 0, 250])
+    p = h.params_for()
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT])
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p)
+    t = N_INIT
+    while not loop.slow.pending_births:  # stop right after the evaluation that confirmed it
+        loop.step(m.Y[t])
+        t += 1
+        assert t < 700, "no birth confirmed"
+    save_model(tmp_path / "slow.h5", p, loop.slow)
+    _, slow2 = load_model(tmp_path / "slow.h5")
+    twin = copy.deepcopy(loop)
+    twin.slow = slow2
+    n = len(loop.updates)
+    for lp in (loop, twin):
+        lp.step(m.Y[t])  # the next step hands the birth over, alone
+        u = lp.updates[-1]
+        assert len(lp.updates) == n + 1 and u.new_footprints.shape[1] == 1
+        assert u.replaced.size == 0 and u.w_stop == u.w_start
+    np.testing.assert_array_equal(loop.A, twin.A)
+
+
 def test_observe_frame_rejects_a_stale_neuron_count():
     m = h.make_movie(seed=1, T=210)
     p = h.params_for()
