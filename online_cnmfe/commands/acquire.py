@@ -34,6 +34,14 @@ def _add_common(parser: argparse.ArgumentParser, *, replay: bool) -> None:
         "(default: real)",
     )
     net.add_argument(
+        "--linger-s",
+        type=float,
+        default=None,
+        help="how long the publisher waits at the end for queued frames and the end-of-stream "
+        "message to reach a slow receiver (default: 60 s with --rate max, where nothing may be "
+        "lost, else 2 s)",
+    )
+    net.add_argument(
         "--sndhwm",
         type=int,
         default=256,
@@ -170,6 +178,7 @@ def _open(args):
 
 
 def run(args: argparse.Namespace) -> int:
+    import zmq
     from tqdm import tqdm
 
     from acquisition.publisher import FramePublisher, PublisherConfig, stop_on_signals
@@ -186,10 +195,14 @@ def run(args: argparse.Namespace) -> int:
                 start=getattr(args, "start", 0),
                 stop=getattr(args, "stop", None),
                 wait_for_subscriber_s=args.wait_for_subscriber,
+                linger_ms=_linger_ms(args),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        with _open(args) as source, FramePublisher(config) as publisher:
+        # A context of our own, terminated below: only zmq's context termination waits (up to
+        # the linger time) for queued frames to leave; a process that just exits drops them.
+        context = zmq.Context()
+        with _open(args) as source, FramePublisher(config, context=context) as publisher:
             info = source.info
             if info.n_frames is not None and config.start >= info.n_frames:
                 raise ConfigError(
@@ -211,5 +224,17 @@ def run(args: argparse.Namespace) -> int:
             show = not args.quiet and sys.stderr.isatty() and args.acquire_mode == "replay"
             with tqdm(total=n_total, unit="frame", disable=not show, file=sys.stderr) as bar:
                 summary = publisher.publish(source, stop=stop, progress=bar)
+        context.term()
     logger.info("%s", summary.describe())
     return 0
+
+
+def _linger_ms(args) -> int:
+    from online_cnmfe.errors import ConfigError
+
+    """Lossless max-rate replays wait for a slow receiver to drain; paced streams don't."""
+    if args.linger_s is not None:
+        if args.linger_s < 0:
+            raise ConfigError(f"--linger-s must be >= 0, got {args.linger_s}")
+        return int(args.linger_s * 1000)
+    return 60_000 if args.rate == "max" else 2000

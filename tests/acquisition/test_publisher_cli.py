@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -122,3 +123,28 @@ def test_errors_are_one_line_exit_2(tmp_path, args, message):
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
+
+
+def test_max_rate_replay_waits_for_a_slow_receiver_to_drain(tmp_path):
+    """Lossless mode: frames still queued when the replay ends reach a receiver that is busy
+    for longer than a paced stream's 2 s linger (an engine initialising, say)."""
+    movie = np.random.default_rng(5).integers(0, 255, (400, 64, 64), dtype=np.uint8)
+    np.save(tmp_path / "movie.npy", movie)
+    endpoint = f"ipc://{tmp_path}/frames"
+    with FrameSubscriber(endpoint, rcvhwm=64) as sub:
+        proc = launch(
+            "replay", str(tmp_path / "movie.npy"), "--endpoint", endpoint, "--rate", "max",
+            "--sndhwm", "64", "--wait-for-subscriber", "60", "--fps", "20", "--quiet",
+        )  # fmt: skip
+        frames = []
+        while len(frames) < 300 and (msg := sub.recv(TIMEOUT_MS)) is not None:
+            frames.append(msg)
+        # busy for a while: meanwhile the publisher queues the last frames and ends its stream
+        time.sleep(4)
+        frames += collect(sub)
+        code, err = finish(proc)
+    assert code == 0, err
+    seqs = [f.seq for f in frames]
+    assert len(frames) == 400, [s for a, s in zip(seqs, seqs[1:]) if s != a + 1][:5]
+    assert sub.eos is not None and sub.eos.n_sent == 400
+    np.testing.assert_array_equal(np.stack([f.pixels for f in frames]), movie)
