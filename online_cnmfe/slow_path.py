@@ -341,7 +341,9 @@ def slow_step(
     P = o.footprint_update_period_frames
     n_fp = min(K, (t + 1) * K // P - t * K // P)  # exactly K refreshes per period
     heavy = bool(work.candidates or ch.births)
-    if heavy:  # a frame that evaluates a candidate or adds a neuron refreshes no footprint ...
+    handover = o.slow_emit_period_frames > 1 and t % o.slow_emit_period_frames == 0
+    if heavy or handover:  # a frame that evaluates, adds a neuron or hands the batch over
+        # refreshes no footprint ...
         slow.hals_debt = min(slow.hals_debt + n_fp, K)
         n_fp = 0
     elif slow.hals_debt > 0:  # ... the others pay the deferred ones back, one per frame
