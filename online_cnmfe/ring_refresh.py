@@ -72,7 +72,9 @@ def make_ring_refresh(
 
 
 def is_sample_frame(rs: RingRefreshState, t: int) -> bool:
-    return t % rs.stride == 0
+    """One frame in ``stride``, on phase 1: with the slow path's 4-frame schedule (hand-over on
+    phase 0, evaluations on 2) the O(n_pixels) sample and its ingestion fall on a light frame."""
+    return t % rs.stride == 1 % rs.stride
 
 
 def observe_sample(rs: RingRefreshState, t: int, y_minus_ac: np.ndarray, resid: np.ndarray):

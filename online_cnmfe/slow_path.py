@@ -21,7 +21,8 @@ return a :class:`ModelUpdate`:
    (:mod:`online_cnmfe.ring_refresh`);
 4. footprint refresh: ``K / footprint_update_period_frames`` neurons per frame, round robin, by
    exact one-neuron HALS on CY / CC with support growth (damped for established neurons). A
-   frame with an evaluation or a birth defers its share; later frames pay it back one a frame;
+   frame with an evaluation, a birth or a batched hand-over defers its share; later frames pay
+   it back one a frame;
 5. merges, on frames ``t % slow_emit_period_frames == 1`` without an evaluation or a birth:
    ``slow_merge_checks_per_frame`` neurons checked (:mod:`online_cnmfe.merging`; neurons born
    less than three refresh periods ago are not merged), and at most one inactive neuron removed.
