@@ -400,21 +400,7 @@ class CNMFEParams:
     @classmethod
     def from_file(cls, path: str | Path) -> CNMFEParams:
         """Read a TOML (``.toml``) or JSON (``.json``) config file of ``[stage]`` tables."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        try:
-            if path.suffix == ".json":
-                values = json.loads(text)
-            else:
-                values = tomllib.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(
-                f"config file {path} is not valid {path.suffix[1:] or 'TOML'}: {exc}"
-            ) from exc
-        return cls.from_dict(values)
+        return cls.from_dict(read_config_file(path))
 
     def to_toml(self) -> str:
         import tomli_w
@@ -451,3 +437,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             out[key.strip()] = raw
     return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML (or ``.json``) config file as a dict; ConfigError if unreadable."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML/JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a table/object at top level")
+    return values

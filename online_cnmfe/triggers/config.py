@@ -8,14 +8,13 @@ file (top-level ``[[rules]]``), see docs/closed-loop.md. Every problem is a
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from online_cnmfe.errors import ConfigError
+from online_cnmfe.params import read_config_file
 from online_cnmfe.triggers._validate import integer, number, unknown_keys
 from online_cnmfe.triggers.rules import Rule, parse_rule, rule_to_dict
 
@@ -153,22 +152,6 @@ def _parse_rules(rules: Any, serial_port: str | None) -> tuple[Rule, ...]:
                 f"rule {r.name!r} has the 'serial' action but [triggers] has no serial_port"
             )
     return parsed
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The tables of a TOML (or ``.json``) config file as a dict; ConfigError if unreadable."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    try:
-        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML/JSON: {exc}") from exc
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a table/object at top level")
-    return values
 
 
 def load_trigger_config(path: str | Path) -> TriggerConfig:
