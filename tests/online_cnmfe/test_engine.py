@@ -22,13 +22,6 @@ from tests.online_cnmfe.engine_harness import (
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def client(tmp_path):
-    c = ResultsClient(endpoints(tmp_path)[1])
-    yield c
-    c.close()
-
-
 def test_acquisition_to_engine_to_subscriber_matches_the_file(tmp_path, client):
     engine = start_engine(tmp_path, "--set", "engine.queue_full=wait")
     acquire = None

@@ -10,7 +10,6 @@ import pytest
 from online_cnmfe.store import read_results
 from tests.online_cnmfe.engine_harness import (
     SIZE,
-    ResultsClient,
     TestPublisher,
     endpoints,
     engine_log,
@@ -21,13 +20,6 @@ from tests.online_cnmfe.engine_harness import (
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def client(tmp_path):
-    c = ResultsClient(endpoints(tmp_path)[1])
-    yield c
-    c.close()
 
 
 def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, client):
