@@ -76,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from online_cnmfe.store import ResultsWriter
 
     params = _params(args)
-    source = open_source(args.movie, dataset=args.dataset)
+    rate_given = "data.frame_rate_hz" in parse_overrides(args.overrides)
+    source = open_source(
+        args.movie,
+        dataset=args.dataset,
+        frame_rate_hz=params.data.frame_rate_hz if rate_given else None,
+    )
     info = source.info
     if info.n_frames is None:
         raise InputFileError(f"{args.movie}: endless source; `process` needs a finite recording")
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.movie} has {n_total} frames; initialisation needs init.init_frames={n_init} "
             "plus at least one more. Pass a smaller --init-frames."
         )
-    if args.config is None and "data.frame_rate_hz" not in parse_overrides(args.overrides):
+    if args.config is None and not rate_given:
         params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
     frames_iter = source.frames(0, n_total)
     head = [next(frames_iter) for _ in range(n_init)]

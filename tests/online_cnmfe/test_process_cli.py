@@ -118,3 +118,21 @@ def test_process_miniscope_folder_records_lost_daq_frames(files, tmp_path):
         np.testing.assert_array_equal(f["frames/daq_frame"][()], daq)
     metrics = evaluate_files(out, src / "truth.h5")
     assert metrics["f1"] == pytest.approx(1.0)
+
+
+def test_frame_rate_given_with_set_reaches_the_source_and_the_file(files):
+    tmp, _ = files
+    out = tmp / "rate.h5"
+    rc = main(
+        [
+            "process", str(tmp / "movie.h5"), "--out", str(out), "--init-result",
+            str(tmp / "init.h5"), "--init-frames", str(N_INIT), "--set",
+            "data.frame_rate_hz=7.5", "--set", "detection.enabled=false", "--quiet",
+            "--max-frames", str(N_INIT + 10),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    with h5py.File(out, "r") as f:
+        assert f.attrs["frame_rate_hz"] == pytest.approx(7.5)
+        t = f["frames/t_acq_ms"][()]
+    np.testing.assert_allclose(np.diff(t), 1000 / 7.5)  # timestamps follow the given rate
