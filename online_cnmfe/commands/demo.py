@@ -39,11 +39,14 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    p.add_argument(
+        "--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"),
+        help="frame size in pixels (608 608 is a full Miniscope V4 frame)",
+    )  # fmt: skip
     p.add_argument("--duration", type=float, default=120.0, help="seconds of movie at --fps")
     p.add_argument("--fps", type=float, default=20.0, help="frame rate of the simulated movie")
     p.add_argument("--neurons", type=int, default=120, help="in-focus neurons in the simulation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="simulation seed (same seed, same movie)")
     p.add_argument("--init-frames", type=int, default=300, help="frames used to initialise")
     p.add_argument(
         "--realtime",
@@ -51,7 +54,9 @@ def register(subparsers) -> None:
         help="stream at the movie's frame rate (default: as fast as the engine goes)",
     )
     p.add_argument("--headless", action="store_true", help="never open the dashboard")
-    p.add_argument("--outdir", type=Path, default=Path("demo-output"))
+    p.add_argument(
+        "--outdir", type=Path, default=Path("demo-output"), help="where session.h5 and logs go"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
