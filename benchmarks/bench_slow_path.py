@@ -100,7 +100,7 @@ def run(size: int, K: int, n_frames: int, seed: int, params: CNMFEParams, hidden
         cpu0 = time.thread_time()
         slow_path.observe_frame(slow, t, y, c.astype(np.float32), r, params)
         t_obs = time.perf_counter()
-        upd = slow_path.slow_step(slow, view, params, params.online.amortised_budget_ms)
+        upd = slow_path.slow_step(slow, view, params)
         times.append(time.perf_counter() - t0)
         cpu.append(time.thread_time() - cpu0)
         stage["observe"] += 1e3 * (t_obs - t0) / n_frames

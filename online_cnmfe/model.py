@@ -212,13 +212,12 @@ class OnlineCNMFE:
         return result
 
     def _run_slow_path(self, st: ModelState, y: np.ndarray, slot: int, t_now: float):
-        """observe_frame + a budgeted slow_step; applies the returned update. Returns times."""
+        """observe_frame + one slow_step (a fixed work quota); applies the returned update."""
         if self._slow is None or st.slow is None:
             return t_now, t_now
         self._slow.observe_frame(st.slow, st.t, y, st.c, st.residual[slot], self.params)
         t_observe = time.perf_counter()
-        budget = self.params.online.amortised_budget_ms
-        update = self._slow.slow_step(st.slow, self.slow_inputs(), self.params, budget)
+        update = self._slow.slow_step(st.slow, self.slow_inputs(), self.params)
         t_step = time.perf_counter()
         if update is not None:
             from online_cnmfe import model_updates

@@ -173,7 +173,6 @@ class OnlineParams:
     stats_forgetting_time_s: float = 300.0
     footprint_update_period_frames: int = 400  # every footprint refreshed once per period
     nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
-    amortised_budget_ms: float = 0.5  # not read: the slow path schedules by counts
     footprint_growth_px: int = 2  # allowed region = footprint support dilated by this
     slow_ring_refresh_period_frames: int = 2000  # every W row re-solved once per period
     slow_ring_samples: int = 32  # background frames kept (decayed) for the W refresh
@@ -194,9 +193,6 @@ class OnlineParams:
         _int_at_least("footprint_update_period_frames", self.footprint_update_period_frames, 1)
         _check(
             "nan_policy", self.nan_policy, self.nan_policy in ("skip", "zero"), "'skip' or 'zero'"
-        )
-        _check(
-            "amortised_budget_ms", self.amortised_budget_ms, self.amortised_budget_ms >= 0, ">= 0"
         )
         _int_at_least("footprint_growth_px", self.footprint_growth_px, 0)
         _int_at_least("slow_ring_refresh_period_frames", self.slow_ring_refresh_period_frames, 1)

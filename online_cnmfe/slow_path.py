@@ -296,9 +296,8 @@ class _Changes:
 
 
 def slow_step(
-    slow: SlowPathState, model_view: SlowPathInputs, params: CNMFEParams,
-    budget_ms: float | None = None,
-) -> ModelUpdate | None:  # fmt: skip
+    slow: SlowPathState, model_view: SlowPathInputs, params: CNMFEParams
+) -> ModelUpdate | None:
     """One bounded slice of slow-path work; returns the changes for the model or None.
 
     Parameters
@@ -306,10 +305,11 @@ def slow_step(
     slow : SlowPathState
     model_view : SlowPathInputs
     params : CNMFEParams
-    budget_ms : float, optional
-        Accepted for compatibility and ignored: the work of a step is set by counts, never by
-        the clock, so results are reproducible and the per-frame cost is bounded (see
-        :func:`work_limits` and the module docstring for the schedule).
+
+    Notes
+    -----
+    The work of a step is set by counts, never by the clock, so results are reproducible and
+    the per-frame cost is bounded (see :func:`work_limits` and the module docstring).
 
     Returns
     -------

@@ -1,8 +1,8 @@
 """``TriggerEngine``: evaluates every rule on each frame's traces and runs the actions.
 
-Called on the engine's model thread with each frame's traces (``on_frame(result, meta)``), before
-the engine publishes or stores anything (the model's own amortised slow-path step currently runs
-inside ``process_frame``, i.e. before this; see docs/closed-loop.md). Per frame and rule the
+Called on the engine's model thread with each frame's traces (``on_frame(result, meta)``) from
+``process_frame``'s ``on_traces`` hook: as soon as the traces are final, before the model's
+slow path runs and before the engine publishes or stores anything. Per frame and rule the
 work is one numba kernel call or a few vectorised comparisons on the rule's neurons gathered into
 preallocated buffers: O(neurons in the rule); only an ``array_equal`` check of the id vector
 depends on the total number of neurons. Rules are rebound to columns only when the id vector

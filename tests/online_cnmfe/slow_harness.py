@@ -153,7 +153,7 @@ class MiniLoop:
             t=self.t, A=scipy.sparse.csc_array(A), W=self.W, b0=self.b0, g=self.g,
             residual=self.residual, residual_frame=self.residual_frame, c_buffer=self.c_buffer,
         )  # fmt: skip
-        upd = slow_path.slow_step(self.slow, view, self.params, None)
+        upd = slow_path.slow_step(self.slow, view, self.params)
         w = self.slow.work
         self.work_log.append(
             dict(hals=w.hals, ring_pixels=w.ring_pixels, candidates=w.candidates,

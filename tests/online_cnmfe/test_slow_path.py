@@ -252,8 +252,7 @@ def test_online_model_finds_late_neurons_once_and_keeps_the_others():
     params = CNMFEParams.from_dict({
         "data": {"neuron_diameter_px": 8.0},
         "detection": {"min_pnr": 5.0, "min_corr": 0.6},
-        "online": {"residual_buffer_frames": 60, "slow_ring_refresh_period_frames": 300,
-                   "amortised_budget_ms": 1e6},
+        "online": {"residual_buffer_frames": 60, "slow_ring_refresh_period_frames": 300},
     })  # fmt: skip
     init = truth_init(movie, N_INIT)
     keep = [k for k in range(12) if k not in late]
