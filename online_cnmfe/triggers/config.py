@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acquisition.publisher import is_local_endpoint
 from online_cnmfe.errors import ConfigError
 from online_cnmfe.params import read_config_file
 from online_cnmfe.triggers._validate import integer, number, unknown_keys
@@ -26,20 +27,16 @@ __all__ = [
     "read_config_file",
 ]
 
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
-
 
 def check_endpoint(endpoint: str, allow_remote: bool, what: str) -> str:
     """An endpoint to bind: ``tcp://HOST:PORT`` (loopback unless allowed) or ``ipc://PATH``."""
     if not isinstance(endpoint, str) or not re.match(r"^(tcp|ipc|inproc)://.+", endpoint):
         raise ConfigError(f"{what} is {endpoint!r}; expected tcp://HOST:PORT or ipc://PATH")
-    if endpoint.startswith("tcp://") and not allow_remote:
-        host = endpoint[len("tcp://") :].rsplit(":", 1)[0]
-        if host not in _LOOPBACK_HOSTS:
-            raise ConfigError(
-                f"{what} {endpoint!r} is not loopback; closed-loop sockets bind to "
-                "tcp://127.0.0.1 by default. Set triggers.allow_remote = true to bind wider."
-            )
+    if not allow_remote and not is_local_endpoint(endpoint):
+        raise ConfigError(
+            f"{what} {endpoint!r} is not loopback; closed-loop sockets bind to "
+            "tcp://127.0.0.1 by default. Set triggers.allow_remote = true to bind wider."
+        )
     return endpoint
 
 
