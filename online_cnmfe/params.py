@@ -449,3 +449,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a table/object at top level")
     return values
+
+
+# Tables a config file may hold besides the parameter stages (read by other parts).
+OTHER_CONFIG_TABLES = ("triggers",)
+
+
+def load_params(config: str | Path | None, overrides: list[str] | None = None) -> CNMFEParams:
+    """Parameters from an optional config file plus ``--set stage.key=value`` overrides.
+
+    The file may also hold the closed-loop ``[triggers]`` table; it is left to the trigger
+    configuration and ignored here.
+    """
+    params = CNMFEParams()
+    if config is not None:
+        values = read_config_file(config)
+        for table in OTHER_CONFIG_TABLES:
+            values.pop(table, None)
+        params = CNMFEParams.from_dict(values)
+    values = parse_overrides(overrides or [])
+    return params.replace(**values) if values else params

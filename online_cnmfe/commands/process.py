@@ -19,7 +19,7 @@ import numpy as np
 
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.frame_result import FrameResult
-from online_cnmfe.params import CNMFEParams, parse_overrides
+from online_cnmfe.params import CNMFEParams, load_params, parse_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,7 @@ def register(subparsers) -> None:
 
 
 def _params(args) -> CNMFEParams:
-    params = CNMFEParams.from_file(args.config) if args.config else CNMFEParams()
-    if args.overrides:
-        params = params.replace(**parse_overrides(args.overrides))
+    params = load_params(args.config, args.overrides)
     if args.init_frames is not None:
         params = params.replace(**{"init.init_frames": args.init_frames})
     return params

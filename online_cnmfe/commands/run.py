@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from online_cnmfe.errors import ConfigError
-from online_cnmfe.params import CNMFEParams, parse_overrides
+from online_cnmfe.params import CNMFEParams, load_params, read_config_file
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +69,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def load_params(config: Path | None, overrides: list[str]) -> CNMFEParams:
-    """Parameters from an optional file plus ``--set`` overrides."""
-    params = CNMFEParams()
-    if config is not None:  # its [triggers] table, if any, is read by _attach_triggers
-        from online_cnmfe.triggers.config import read_config_file
-
-        values = read_config_file(config)
-        values.pop("triggers", None)
-        params = CNMFEParams.from_dict(values)
-    values = parse_overrides(overrides)
-    return params.replace(**values) if values else params
-
-
 def run(args: argparse.Namespace) -> int:
     from online_cnmfe.engine import Engine, EngineConfig
 
@@ -105,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(config)
     triggers = args.triggers
     if triggers is None and args.config is not None:
-        from online_cnmfe.triggers.config import read_config_file
-
         triggers = args.config if "triggers" in read_config_file(args.config) else None
     if triggers is not None:
         _attach_triggers(engine, triggers, params)

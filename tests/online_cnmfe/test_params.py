@@ -50,3 +50,13 @@ def test_bad_config_file_gives_clear_error(tmp_path):
         CNMFEParams.from_file(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         CNMFEParams.from_file(tmp_path / "missing.toml")
+
+
+def test_load_params_ignores_the_triggers_table_and_applies_overrides(tmp_path):
+    from online_cnmfe.params import load_params
+
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text("[data]\nframe_rate_hz = 10.0\n\n[triggers]\nenabled = false\n")
+    p = load_params(cfg, ["data.neuron_diameter_px=9"])
+    assert p.data.frame_rate_hz == 10.0 and p.data.neuron_diameter_px == 9
+    assert load_params(None) == CNMFEParams()
