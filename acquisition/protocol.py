@@ -10,7 +10,7 @@ Every message is a ZeroMQ multipart message ``[topic, header, *buffers]`` (docs/
 The generic pair :func:`encode_message` / :func:`decode_message` implements the framing; the
 typed helpers (:class:`FrameMessage`, :class:`StartMessage`, :class:`EosMessage`) build the
 acquisition → engine frame stream on top. Decoding validates every field and raises
-:class:`~online_cnmfe.errors.ProtocolError` naming the problem; nothing is ever unpickled.
+:class:`~acquisition.errors.ProtocolError` naming the problem; nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from online_cnmfe.errors import ProtocolError
+from acquisition.errors import ProtocolError
 
 __all__ = [
     "ALLOWED_DTYPES",

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from acquisition.errors import SourceError
 from acquisition.protocol import (
     TOPIC_FRAME,
     EosMessage,
@@ -45,7 +46,6 @@ from acquisition.protocol import (
     encode_start,
 )
 from acquisition.sources.base import FrameSource, SourceFrame
-from online_cnmfe.errors import SourceError
 
 __all__ = [
     "DEFAULT_ENDPOINT",

@@ -1,7 +1,7 @@
 """Write a simulated movie and its ground truth to HDF5 (and optionally TIFF).
 
 The layout is documented in docs/simulation-format.md; the evaluator
-(:mod:`online_cnmfe.evaluation`) reads it back.
+(``online-cnmfe evaluate``) reads it back.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from online_cnmfe.errors import InputFileError
+from acquisition.errors import InputFileError
 
 if TYPE_CHECKING:
     from acquisition.simulator import MiniscopeSimulator
@@ -31,9 +32,11 @@ _WRITE_CHUNK = 64  # frames rendered and written at a time (a multiple of RENDER
 
 
 def _software_version() -> str:
-    from online_cnmfe import __version__
-
-    return __version__
+    # The distribution's version, read from its metadata (no import of online_cnmfe).
+    try:
+        return version("online-cnmfe")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 def write_simulation(

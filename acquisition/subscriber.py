@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from acquisition.errors import ProtocolError
 from acquisition.protocol import (
     TOPIC_EOS,
     TOPIC_FRAME,
@@ -34,7 +35,6 @@ from acquisition.protocol import (
     StartMessage,
     decode_any,
 )
-from online_cnmfe.errors import ProtocolError
 
 __all__ = ["FrameSubscriber", "SubscriberEvent", "SubscriberStats", "poll_recv_multipart"]
 

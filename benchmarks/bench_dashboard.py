@@ -37,7 +37,7 @@ from tests.dashboard.fake_engine import SyntheticSession  # noqa: E402
 
 def publish_phase(sock, session, seconds, fps, frame0, t0_ns) -> tuple[np.ndarray, int]:
     """Publish for ``seconds``; return per-frame send times (ms) and the next frame index."""
-    from online_cnmfe import results_stream as rs
+    from online_cnmfe.results import stream as rs
 
     send_ms = []
     start = time.monotonic()

@@ -39,7 +39,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from online_cnmfe.results_stream import decode_result  # noqa: E402
+from online_cnmfe.results.stream import decode_result  # noqa: E402
 
 NEURONS = {128: 80, 256: 300, 512: 400, 608: 500}
 EXTRA_SETTINGS: list[str] = []  # --set values passed to every engine run

@@ -1,4 +1,4 @@
-"""Benchmark of the CNMF-E initialisation (``online_cnmfe.initialization.fit_initial``).
+"""Benchmark of the CNMF-E initialisation (``online_cnmfe.model.initialization.fit.fit_initial``).
 
 Simulated movies (the project simulator, strong background with out-of-focus neuropil): wall
 time of ``fit_initial`` after a warm-up (numba compiled), scored against the truth with
@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from acquisition.simulator import MiniscopeSimulator  # noqa: E402
 from acquisition.simulator_params import SimulationParams  # noqa: E402
-from online_cnmfe.evaluation import evaluate, match_footprints  # noqa: E402
-from online_cnmfe.initialization import fit_initial  # noqa: E402
+from online_cnmfe.evaluation.metrics import evaluate, match_footprints  # noqa: E402
+from online_cnmfe.model.initialization.fit import fit_initial  # noqa: E402
 from online_cnmfe.params import CNMFEParams  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -112,7 +112,7 @@ def event_tiles_png(frames, res, path: Path, half: int = 12) -> None:
     is > 3 robust sigma minus the median frame) around its peak, with the 0.3-max contour."""
     import cv2
 
-    from online_cnmfe.acceptance import robust_zscore
+    from online_cnmfe.model.initialization.acceptance import robust_zscore
 
     Y = np.asarray(frames, np.float32)
     T, H, W = Y.shape

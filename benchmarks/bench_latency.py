@@ -40,7 +40,8 @@ def main() -> None:
     sys.path.insert(0, str(root))
     import bench_pipeline as bp
 
-    from online_cnmfe import model_updates, slow_path
+    from online_cnmfe.model import updates as model_updates
+    from online_cnmfe.model.slow_path import schedule as slow_path
 
     applied: dict[int, dict] = {}
     observe: list[float] = []

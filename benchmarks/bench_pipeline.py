@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from acquisition.simulator import MiniscopeSimulator  # noqa: E402
 from acquisition.simulator_params import SimulationParams  # noqa: E402
-from online_cnmfe._kernels import ring as kring  # noqa: E402
-from online_cnmfe.frame_result import FrameResult  # noqa: E402
-from online_cnmfe.init_result import InitResult  # noqa: E402
-from online_cnmfe.model import OnlineCNMFE  # noqa: E402
+from online_cnmfe.model._kernels import ring as kring  # noqa: E402
+from online_cnmfe.model.frame_result import FrameResult  # noqa: E402
+from online_cnmfe.model.init_result import InitResult  # noqa: E402
+from online_cnmfe.model.online import OnlineCNMFE  # noqa: E402
+from online_cnmfe.model.traces import grid_shape  # noqa: E402
 from online_cnmfe.params import CNMFEParams, parse_overrides  # noqa: E402
-from online_cnmfe.traces import grid_shape  # noqa: E402
 
 
 def fit_ring(X: np.ndarray, offsets: np.ndarray, ssub: int, ridge: float) -> np.ndarray:
@@ -164,9 +164,9 @@ def run_online(model, frame_source, n_frames: int, writer=None, first_index: int
 
 
 def scenario_sim(args) -> dict:
-    from online_cnmfe.evaluation import evaluate
-    from online_cnmfe.evaluation_io import read_result
-    from online_cnmfe.store import ResultsWriter
+    from online_cnmfe.evaluation.files import read_result
+    from online_cnmfe.evaluation.metrics import evaluate
+    from online_cnmfe.results.store import ResultsWriter
 
     sp = SimulationParams(
         height=args.size, width=args.size, n_frames=args.frames, n_neurons=args.neurons,
@@ -221,7 +221,7 @@ def scenario_sim(args) -> dict:
     }  # fmt: skip
     est = read_result(out)
     metrics = evaluate(est, truth)
-    from online_cnmfe.evaluation import match_footprints
+    from online_cnmfe.evaluation.metrics import match_footprints
 
     in_memory = match_footprints(model.footprints, sim.truth.A, sim.truth.dims)
     in_file = match_footprints(est["A"], sim.truth.A, sim.truth.dims)
@@ -328,8 +328,8 @@ def scenario_demix(args) -> dict:
     Plug-in (CaImAn demix1p): b = b0 + UWD(y − A c_prev − b0), then NNLS of y − b ≈ A c on AᵀA
     (same warm start and sweeps). Both track b0 with the same forgetting.
     """
-    from online_cnmfe._kernels import demix as kd
-    from online_cnmfe.traces import gram_from_dense
+    from online_cnmfe.model._kernels import demix as kd
+    from online_cnmfe.model.traces import gram_from_dense
 
     sp = SimulationParams(
         height=args.size, width=args.size, n_frames=args.frames, n_neurons=args.neurons,

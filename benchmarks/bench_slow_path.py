@@ -18,9 +18,9 @@ import time
 import numpy as np
 import scipy.sparse
 
-from online_cnmfe import slow_path
-from online_cnmfe._kernels.ring import ring_offsets
-from online_cnmfe.init_result import InitResult
+from online_cnmfe.model._kernels.ring import ring_offsets
+from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.slow_path import schedule as slow_path
 from online_cnmfe.params import CNMFEParams
 
 

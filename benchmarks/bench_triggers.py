@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from acquisition.protocol import FrameMessage, decode_frame, encode_frame  # noqa: E402
-from online_cnmfe.frame_result import FrameResult  # noqa: E402
+from online_cnmfe.model.frame_result import FrameResult  # noqa: E402
 from online_cnmfe.triggers import TriggerEngine, parse_rule  # noqa: E402
 from online_cnmfe.triggers.client import TriggerListener  # noqa: E402
 
@@ -274,7 +274,7 @@ def bench_engine(
             lat.append((listener.last_recv_ns - trig.t_recv_ns) / 1e6)
             age.append(trig.age_ms)
         while status_sub.poll(0):
-            from online_cnmfe.results_stream import decode_result
+            from online_cnmfe.results.stream import decode_result
 
             status = decode_result(status_sub.recv_multipart()).header
     acquire.wait(30)
@@ -296,9 +296,9 @@ def bench_engine(
 # ---- accuracy ---------------------------------------------------------------------------------
 def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, seed: int):
     from acquisition.simulator import MiniscopeSimulator, SimulationParams
-    from online_cnmfe import results_stream as rs
-    from online_cnmfe.model import OnlineCNMFE
+    from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.params import CNMFEParams
+    from online_cnmfe.results import stream as rs
 
     sp = SimulationParams(height=size, width=size, n_frames=n_frames, n_neurons=neurons, seed=seed)
     sim = MiniscopeSimulator(sp)

@@ -35,7 +35,7 @@ from dashboard.model import DashboardModel, ModelConfig
 from dashboard.views import apply_dark_theme
 from dashboard.views.window import DashboardWindow
 from online_cnmfe.errors import ProtocolError
-from online_cnmfe.results_stream import decode_result
+from online_cnmfe.results.stream import decode_result
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 def __getattr__(name):
     # Lazy imports keep `online-cnmfe --help` fast (numba compiles on first use).
     if name == "OnlineCNMFE":
-        from online_cnmfe.model import OnlineCNMFE
+        from online_cnmfe.api import OnlineCNMFE
 
         return OnlineCNMFE
     if name == "CNMFEParams":

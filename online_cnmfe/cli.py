@@ -9,27 +9,39 @@ one-line message on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from online_cnmfe import __version__
-from online_cnmfe.errors import OnlineCNMFEError
+from online_cnmfe.commands import (
+    acquire,
+    dashboard,
+    demo,
+    evaluate,
+    export,
+    process,
+    run,
+    simulate,
+    triggers,
+    view,
+)
+from online_cnmfe.errors import USER_ERRORS
 
 logger = logging.getLogger(__name__)
 
-# Order here is the order in `online-cnmfe --help`.
+# Order here is the order in `online-cnmfe --help`. Each module imports its heavy
+# dependencies inside its command function, so building the parser stays fast.
 COMMAND_MODULES = (
-    "demo",
-    "simulate",
-    "evaluate",
-    "process",
-    "run",
-    "acquire",
-    "dashboard",
-    "view",
-    "triggers",
-    "export",
+    demo,
+    simulate,
+    evaluate,
+    process,
+    run,
+    acquire,
+    dashboard,
+    view,
+    triggers,
+    export,
 )
 
 
@@ -49,13 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much to log on stderr (default: INFO)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"online_cnmfe.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"online_cnmfe.commands.{name}":
-                continue  # command not built yet
-            raise
+    for module in COMMAND_MODULES:
         module.register(subparsers)
     return parser
 
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
-    except OnlineCNMFEError as exc:
+    except USER_ERRORS as exc:
         sys.stderr.write(f"online-cnmfe {args.command}: error: {exc}\n")
         return 2
     except KeyboardInterrupt:

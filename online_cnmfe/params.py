@@ -85,7 +85,7 @@ class InitParams:
     # out-of-focus test: a seed whose raw/filtered amplitude ratio exceeds this x that of a
     # neuron of the expected size is rejected (fitted components at 1.5x this); inf disables
     out_of_focus_ratio: float = 2.0
-    # acceptance of the fitted components (online_cnmfe.acceptance): a run of
+    # acceptance of the fitted components (online_cnmfe.model.initialization.acceptance): a run of
     # decay_time_s * frame_rate_hz / 2 (>= 2) consecutive frames all above this robust z-score
     min_transient_snr: float = 2.0
     # correlation of the footprint with its event-triggered image (CaImAn r_values); -1 disables

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# ---- ring background (online_cnmfe/_kernels/ring.py) ------------------------------------
+# ---- ring background (online_cnmfe/model/_kernels/ring.py) ------------------------------------
 
 
 def ring_matrix_dense(W: np.ndarray, offsets: np.ndarray, hb: int, wb: int) -> np.ndarray:
@@ -67,7 +67,7 @@ def ring_solve_ref(XXt: np.ndarray, Xx: np.ndarray, ridge: float) -> np.ndarray:
     return out
 
 
-# ---- online critical path (online_cnmfe/_kernels/{demix,oasis_online,residual}.py) -------
+# ---- online critical path (online_cnmfe/model/_kernels/{demix,oasis_online,residual}.py) -------
 
 
 def background_operator_dense(W, offsets, dims, ssub) -> np.ndarray:

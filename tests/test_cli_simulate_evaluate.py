@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.online_cnmfe.test_evaluation import write_result
+from tests.online_cnmfe.evaluation.test_metrics import write_result
 
 
 def cli(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from acquisition.errors import SourceError
 from acquisition.sources.arrays import (
     HDF5_SUFFIXES,
     TIFF_SUFFIXES,
@@ -21,7 +22,6 @@ from acquisition.sources.base import DEFAULT_FRAME_RATE_HZ, FrameSource, SourceF
 from acquisition.sources.miniscope import MiniscopeSource, is_miniscope_folder
 from acquisition.sources.video import VIDEO_SUFFIXES, VideoSource
 from acquisition.transforms import FrameTransform
-from online_cnmfe.errors import SourceError
 
 __all__ = [
     "DEFAULT_FRAME_RATE_HZ",

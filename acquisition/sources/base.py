@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from acquisition.errors import SourceError
 from acquisition.transforms import FrameTransform
-from online_cnmfe.errors import SourceError
 
 __all__ = ["DEFAULT_FRAME_RATE_HZ", "FrameSource", "SourceFrame", "SourceInfo"]
 

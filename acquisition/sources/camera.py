@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from acquisition.errors import SourceError
 from acquisition.sources.base import FrameSource, SourceFrame, SourceInfo, frame_rate_or_default
 from acquisition.transforms import FrameTransform
-from online_cnmfe.errors import SourceError
 
 __all__ = ["CameraSource"]
 

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from acquisition.errors import SourceError
 from acquisition.sources.base import FrameSource, SourceFrame, SourceInfo, frame_rate_or_default
 from acquisition.sources.video import _av, iter_video_frames, probe_video
 from acquisition.transforms import FrameTransform
-from online_cnmfe.errors import SourceError
 
 __all__ = [
     "MiniscopeSource",

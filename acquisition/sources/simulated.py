@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from acquisition.errors import SourceError
 from acquisition.sources.base import FrameSource, SourceFrame, SourceInfo
 from acquisition.transforms import FrameTransform
-from online_cnmfe.errors import SourceError
 
 __all__ = ["SimulatedSource"]
 

@@ -3,7 +3,7 @@
 Grey pixel formats (``gray``, ``gray16le``) are returned as they are; anything else is
 converted to BGR and channel 0 is kept, as OpenCV-based Miniscope readers do
 (``frame[:, :, 0]``), so 3-channel grey recordings give single-channel frames. A decode failure
-becomes a :class:`~online_cnmfe.errors.SourceError` naming the file and the frame.
+becomes a :class:`~acquisition.errors.SourceError` naming the file and the frame.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from acquisition.errors import SourceError
 from acquisition.sources.base import FrameSource, SourceFrame, SourceInfo, frame_rate_or_default
 from acquisition.transforms import FrameTransform
-from online_cnmfe.errors import SourceError
 
 __all__ = ["VideoProbe", "VideoSource", "iter_video_frames", "probe_video"]
 

@@ -161,7 +161,7 @@ class _Client:
         self.t_first = self.t_last = None
 
     def _recv(self, timeout_ms: int):
-        from online_cnmfe.results_stream import decode_result
+        from online_cnmfe.results.stream import decode_result
 
         if not self.sock.poll(timeout_ms):
             return None
@@ -222,9 +222,9 @@ class _Client:
 def _summary(args, out: Path, n_frames: int, client: _Client, elapsed: float) -> str:
     from acquisition.simulator import MiniscopeSimulator
     from acquisition.simulator_params import SimulationParams
-    from online_cnmfe.evaluation import evaluate, truth_from_simulator
-    from online_cnmfe.evaluation_io import format_report, read_result
-    from online_cnmfe.store import read_results
+    from online_cnmfe.evaluation.files import format_report, read_result
+    from online_cnmfe.evaluation.metrics import evaluate, truth_from_simulator
+    from online_cnmfe.results.store import read_results
 
     res = read_results(out)
     sim_params = SimulationParams(

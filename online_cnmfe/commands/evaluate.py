@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from online_cnmfe.errors import ConfigError
-    from online_cnmfe.evaluation import (
+    from online_cnmfe.evaluation.metrics import (
         EvaluationParams,
         evaluate_files,
         format_report,

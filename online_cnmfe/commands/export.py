@@ -27,8 +27,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from online_cnmfe import export
     from online_cnmfe.errors import ConfigError
+    from online_cnmfe.results import export
 
     targets = [(args.nwb, export.export_nwb), (args.caiman, export.export_caiman)]
     targets.append((args.cellreg, export.export_cellreg))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from online_cnmfe.errors import InputFileError
-from online_cnmfe.frame_result import FrameResult
+from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams, load_params, parse_overrides
 
 logger = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ def _params(args) -> CNMFEParams:
 
 def run(args: argparse.Namespace) -> int:
     from acquisition.sources import open_source
-    from online_cnmfe import state_io
-    from online_cnmfe.model import OnlineCNMFE
-    from online_cnmfe.store import ResultsWriter
+    from online_cnmfe.model.online import OnlineCNMFE
+    from online_cnmfe.results import state_file
+    from online_cnmfe.results.store import ResultsWriter
 
     params = _params(args)
     rate_given = "data.frame_rate_hz" in parse_overrides(args.overrides)
@@ -97,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
     init_frames = np.stack([f.pixels for f in head]).astype(np.float32)
     t0 = time.perf_counter()
     if args.init_result:
-        _, init = state_io.load_model(args.init_result, fmt=state_io.INIT_FORMAT)
+        _, init = state_file.load_model(args.init_result, fmt=state_file.INIT_FORMAT)
     else:
-        from online_cnmfe.initialization import fit_initial
+        from online_cnmfe.model.initialization.fit import fit_initial
 
         init = fit_initial(init_frames, params, progress=not args.quiet and sys.stderr.isatty())
     if args.save_init:
-        state_io.save_model(args.save_init, params, init, fmt=state_io.INIT_FORMAT)
+        state_file.save_model(args.save_init, params, init, fmt=state_file.INIT_FORMAT)
     model = OnlineCNMFE(params)
     model.initialize_from(init, init_frames)
     logger.info(
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
     if args.save_model:
-        model.save(args.save_model)
+        state_file.save_online_model(args.save_model, model)
     if len(times):
         logger.info(
             "processed %d frames: per frame median %.2f ms, p99 %.2f ms, max %.2f ms; "

@@ -70,7 +70,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from online_cnmfe.engine import Engine, EngineConfig
+    from online_cnmfe.engine.service import Engine, EngineConfig
 
     params = load_params(args.config, args.overrides)
     out = args.out

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from online_cnmfe.errors import ConfigError
-from online_cnmfe.frame_result import FrameResult
+from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.triggers.actions import ActionDispatcher
 from online_cnmfe.triggers.config import TriggerConfig
 from online_cnmfe.triggers.records import TriggerRecord

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from online_cnmfe._kernels.triggers import threshold_crossings
+from online_cnmfe.triggers._kernels import threshold_crossings
 from online_cnmfe.triggers.rules import Rule
 from online_cnmfe.triggers.zscore import RunningZScore
 

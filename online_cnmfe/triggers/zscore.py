@@ -13,7 +13,7 @@ Per neuron, from the samples up to the previous frame only (so a sample never no
 Both use the step ``alpha_t = max(1 / n_t, alpha)`` (a plain mean while ``n_t < 1 / alpha``, then
 exponential forgetting with time constant ``1 / alpha`` frames). ``z`` is 0 until a neuron has
 been seen ``warmup`` frames. Arrays are float64, one entry per tracked neuron, updated in place
-by :func:`online_cnmfe._kernels.triggers.zscore_update`.
+by :func:`online_cnmfe.triggers._kernels.zscore_update`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from online_cnmfe._kernels.triggers import zscore_update
+from online_cnmfe.triggers._kernels import zscore_update
 
 _SQRT_PI_2 = math.sqrt(math.pi) / 2.0
 

@@ -221,7 +221,7 @@ def test_write_simulation_layout_and_tiff(tmp_path):
         assert t["motion"].shape == (200, 2) and t["background_mean"].shape == (64, 64)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "sim.tif"), movie)
     # the sparse copy of the footprints holds the same A as the dense stack
-    from online_cnmfe.evaluation_io import read_truth
+    from online_cnmfe.evaluation.files import read_truth
 
     with h5py.File(tmp_path / "sim.h5", "r") as f:
         dense = f["truth/footprints"][()].reshape(12, -1).T

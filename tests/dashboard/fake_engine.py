@@ -22,7 +22,7 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from online_cnmfe import results_stream as rs  # noqa: E402
+from online_cnmfe.results import stream as rs  # noqa: E402
 
 
 class SyntheticSession:

@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 
 from dashboard.app import ResultsSubscriber  # noqa: E402
 from dashboard.model import DashboardModel  # noqa: E402
-from online_cnmfe import results_stream as rs  # noqa: E402
+from online_cnmfe.results import stream as rs  # noqa: E402
 
 
 class Recorder(DashboardModel):

@@ -7,7 +7,7 @@ import pytest
 
 from acquisition.protocol import decode_message, encode_message
 from dashboard.model import DashboardModel, ModelConfig
-from online_cnmfe.results_stream import decode_result
+from online_cnmfe.results.stream import decode_result
 from tests.dashboard.fake_engine import SyntheticSession
 
 

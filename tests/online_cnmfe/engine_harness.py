@@ -29,7 +29,7 @@ from acquisition.protocol import (
     encode_frame,
     encode_start,
 )
-from online_cnmfe.results_stream import decode_result
+from online_cnmfe.results.stream import decode_result
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (64, 64)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from online_cnmfe._kernels.ring import ring_offsets
-from online_cnmfe.init_result import InitResult
-from online_cnmfe.traces import grid_shape
+from online_cnmfe.model._kernels.ring import ring_offsets
+from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.traces import grid_shape
 
 
 @dataclass

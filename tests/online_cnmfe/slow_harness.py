@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from online_cnmfe import slow_path
-from online_cnmfe._kernels import ring as kring
-from online_cnmfe.init_result import InitResult
+from online_cnmfe.model._kernels import ring as kring
+from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.slow_path import schedule as slow_path
 from online_cnmfe.params import CNMFEParams
 
 

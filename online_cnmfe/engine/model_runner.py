@@ -1,0 +1,132 @@
+"""The engine's model side: buffering the first frames, initialising off the model thread, and
+turning the initialisation fit into per-frame results for the store.
+
+Initialisation takes seconds to minutes, so it runs on a worker thread while the model thread
+keeps publishing status; frames that arrive meanwhile wait in the engine's bounded queue (and
+are dropped, recorded, if it overflows).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.model.initialization.fit import fit_initial
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    """Own the model through its phases: ``waiting`` → ``initialising`` → ``running``.
+
+    Parameters
+    ----------
+    params : CNMFEParams
+    model_factory : callable
+        ``model_factory(params)`` returns an object with the ``OnlineCNMFE`` interface.
+    model : object, optional
+        An already initialised model (``--resume`` from a checkpoint).
+    """
+
+    def __init__(self, params: CNMFEParams, model_factory: Callable, model: Any = None) -> None:
+        self.params = params
+        self.model_factory = model_factory
+        self.model = model
+        self.dims: tuple[int, int] | None = tuple(model.dims) if model is not None else None
+        self.frames: list[np.ndarray] = []
+        self.metas: list[dict[str, Any]] = []
+        self.init_result = None
+        self.init_error: BaseException | None = None
+        self.corr_pnr: np.ndarray | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+
+    @property
+    def phase(self) -> str:
+        if self.model is not None and self._thread is None:
+            return "running"
+        return "initialising" if self._thread is not None else "waiting"
+
+    @property
+    def init_progress(self) -> float:
+        if self.phase == "running":
+            return 1.0
+        return min(1.0, len(self.frames) / self.params.init.init_frames)
+
+    @property
+    def initialising(self) -> bool:
+        """True while the initialisation thread runs."""
+        return self._thread is not None and not self._done.is_set()
+
+    def buffer(self, pixels: np.ndarray, meta: dict[str, Any]) -> bool:
+        """Keep a frame for initialisation; True when enough frames are buffered."""
+        if self.dims is None:
+            self.dims = (int(pixels.shape[0]), int(pixels.shape[1]))
+        self.frames.append(np.array(pixels))  # own copy: the message buffer is released
+        self.metas.append(meta)
+        return len(self.frames) >= self.params.init.init_frames
+
+    def start_init(self) -> None:
+        """Fit the initial model on the buffered frames on a worker thread."""
+        movie = np.stack(self.frames)
+        self._thread = threading.Thread(
+            target=self._initialise, args=(movie,), name="engine-init", daemon=True
+        )
+        self._thread.start()
+
+    def _initialise(self, movie: np.ndarray) -> None:
+        try:
+            model = self.model_factory(self.params)
+            if hasattr(model, "initialize_from"):
+                init = fit_initial(movie, self.params)
+                model.initialize_from(init, movie)
+                self.init_result = init
+                corr, pnr = getattr(init, "corr_image", None), getattr(init, "pnr_image", None)
+                if corr is not None and pnr is not None:
+                    self.corr_pnr = np.asarray(corr * pnr, np.float32)
+            else:
+                model.initialize(movie)
+            self.model = model
+        except Exception as exc:  # noqa: BLE001 - reported by the engine, which stops
+            logger.exception("initialisation failed")
+            self.init_error = exc
+        finally:
+            self._done.set()
+
+    def wait_init(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) for the initialisation thread."""
+        self._done.wait(timeout_s)
+
+    def finish_init(self) -> bool:
+        """After the worker ended: True when the model is ready (False: see init_error)."""
+        if self._thread is None or not self._done.is_set():
+            return False
+        self._thread = None
+        return self.model is not None
+
+    def init_results(self) -> Iterator[tuple[FrameResult, dict[str, Any]]]:
+        """One (FrameResult, meta) per initialisation frame, from the batch fit when known."""
+        init = self.init_result
+        ids = np.asarray(self.model.neuron_ids, np.int64)
+        has_traces = init is not None and init.C.shape == (ids.shape[0], len(self.metas))
+        zeros = np.zeros(ids.shape[0], np.float32)
+        for j, meta in enumerate(self.metas):
+            if has_traces:
+                c, s, c_raw = init.C[:, j], init.S[:, j], init.C_raw[:, j]
+            else:
+                c = s = c_raw = zeros
+            result = FrameResult(
+                frame_index=j,
+                neuron_ids=ids,
+                C=np.asarray(c, np.float32),
+                S=np.asarray(s, np.float32),
+                C_raw=np.asarray(c_raw, np.float32),
+            )
+            yield result, dict(meta, latency_ms=float("nan"))
+        self.frames, self.metas = [], []

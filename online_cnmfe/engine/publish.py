@@ -1,0 +1,240 @@
+"""The engine's publishing side: the results PUB socket, status counters and display images.
+
+Only the model thread calls these (a ZeroMQ socket belongs to one thread). Display images are
+block-averaged so that their longer side is at most ``max_side`` pixels; the layers are
+(docs/protocol.md): ``raw``, ``background_subtracted`` (y − B, i.e. the residual plus A·c_raw),
+``denoised`` (A·c), ``residual``, ``corr_pnr`` (the initialisation's correlation × PNR image) and
+``max_projection`` (of the frames shown).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import deque
+
+import numpy as np
+import zmq
+
+from online_cnmfe.results import stream as rs
+
+logger = logging.getLogger(__name__)
+
+
+class ResultsPublisher:
+    """The results PUB socket (binds ``endpoint``).
+
+    Parameters
+    ----------
+    endpoint : str
+    context : zmq.Context
+    sndhwm : int
+        Messages queued per subscriber before ZeroMQ drops (a slow dashboard never blocks the
+        engine).
+    """
+
+    def __init__(self, endpoint: str, context: zmq.Context, sndhwm: int = 2000) -> None:
+        self.endpoint = endpoint
+        self.socket = context.socket(zmq.PUB)
+        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        try:
+            self.socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.socket.close(linger=0)
+            from online_cnmfe.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot bind the results socket to {endpoint}: {exc}. Is another engine "
+                "running? Choose another port with --results."
+            ) from exc
+        self.n_sent = 0
+
+    def send(self, frames: list) -> None:
+        """Send one multipart message; never blocks (PUB drops at the high-water mark)."""
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self.n_sent += 1
+        except zmq.Again:  # pragma: no cover - PUB does not raise Again, kept for safety
+            pass
+
+    def close(self, linger_ms: int = 300) -> None:
+        if not self.socket.closed:
+            self.socket.close(linger=linger_ms)
+
+
+class StatusTracker:
+    """Rates and latency percentiles over the recent past, for the ``status`` message."""
+
+    def __init__(self, window: int = 2000) -> None:
+        self.latencies_ms: deque[float] = deque(maxlen=window)
+        self.n_processed = 0
+        self._last_t = time.monotonic()
+        self._last_in = 0
+        self._last_done = 0
+        self.fps_in = 0.0
+        self.fps_processed = 0.0
+
+    def record(self, latency_ms: float) -> None:
+        self.n_processed += 1
+        self.latencies_ms.append(latency_ms)
+
+    def tick(self, n_received: int) -> None:
+        """Update the rates; call once per status period."""
+        now = time.monotonic()
+        dt = max(now - self._last_t, 1e-6)
+        self.fps_in = (n_received - self._last_in) / dt
+        self.fps_processed = (self.n_processed - self._last_done) / dt
+        self._last_t, self._last_in, self._last_done = now, n_received, self.n_processed
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self.latencies_ms:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(np.fromiter(self.latencies_ms, float), [50, 99])
+        return float(p50), float(p99)
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor × factor`` blocks (edges cropped), float32."""
+    image = np.asarray(image, np.float32)
+    if factor <= 1:
+        return image.copy()
+    h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+class ImageMaker:
+    """Build the display layers of a frame (see the module docstring)."""
+
+    def __init__(self, dims: tuple[int, int], max_side: int = 256) -> None:
+        self.dims = dims
+        self.downsample = max(1, math.ceil(max(dims) / max_side))
+        self.max_projection: np.ndarray | None = None
+
+    def raw(self, pixels: np.ndarray) -> np.ndarray:
+        small = block_mean(pixels, self.downsample)
+        if self.max_projection is None or self.max_projection.shape != small.shape:
+            self.max_projection = small.copy()
+        else:
+            np.maximum(self.max_projection, small, out=self.max_projection)
+        return small
+
+    def layers(self, model, pixels: np.ndarray, result) -> dict[str, np.ndarray]:
+        """``raw``, ``background_subtracted``, ``denoised`` and ``residual`` of this frame."""
+        out = {"raw": self.raw(pixels)}
+        try:
+            A = model.footprints
+            denoised = (A @ np.asarray(result.C, np.float64)).reshape(self.dims)
+            ac_raw = (A @ np.asarray(result.C_raw, np.float64)).reshape(self.dims)
+            residual = _model_residual(model, self.dims)
+            if residual is None:
+                residual = pixels.astype(np.float32) - model.b0.reshape(self.dims) - ac_raw
+        except (AttributeError, ValueError) as exc:
+            logger.debug("display layers unavailable: %s", exc)
+            return out
+        out["background_subtracted"] = block_mean(residual + ac_raw, self.downsample)
+        out["denoised"] = block_mean(denoised, self.downsample)
+        out["residual"] = block_mean(residual, self.downsample)
+        return out
+
+    def summary(self, corr_pnr: np.ndarray | None) -> dict[str, np.ndarray]:
+        """``corr_pnr`` (when known) and ``max_projection`` for late joiners."""
+        out = {}
+        if corr_pnr is not None:
+            out["corr_pnr"] = block_mean(corr_pnr, self.downsample)
+        if self.max_projection is not None:
+            out["max_projection"] = self.max_projection.copy()
+        return out
+
+
+def _model_residual(model, dims: tuple[int, int]) -> np.ndarray | None:
+    """The model's residual of the frame just processed, when its state exposes it."""
+    st = getattr(model, "state", None)
+    buf = getattr(st, "residual", None)
+    head = getattr(st, "residual_head", None)
+    if buf is None or head is None or buf.ndim != 2 or buf.shape[1] != dims[0] * dims[1]:
+        return None
+    return np.asarray(buf[(head - 1) % buf.shape[0]], np.float32).reshape(dims)
+
+
+def status_fields(engine) -> dict:
+    """The ``status`` fields of an :class:`~online_cnmfe.engine.Engine` (model thread)."""
+    runner, store = engine.runner, engine.store
+    p50, p99 = engine.status.percentiles()
+    model = runner.model if runner.phase == "running" else None
+    fields = {
+        "frame_index": engine.frame_index,
+        "n_frames_processed": engine.status.n_processed,
+        "fps_in": round(engine.status.fps_in, 2),
+        "fps_processed": round(engine.status.fps_processed, 2),
+        "queue_depth": len(engine.queue),
+        "latency_ms_p50": round(p50, 3),
+        "latency_ms_p99": round(p99, 3),
+        "n_neurons": 0 if model is None else len(model.neuron_ids),
+        "n_dropped": engine.counts["dropped"],
+        "n_rejected": engine.counts["rejected"],
+        "n_malformed": engine.receiver.n_malformed,
+        "phase": "stopped" if engine.stop_event.is_set() else runner.phase,
+        "init_progress": round(runner.init_progress, 3),
+        "store_ok": store.ok,
+        "store_error": store.error,
+        "dims": list(runner.dims) if runner.dims else None,
+        "session_id": engine.receiver.session_id,
+        "n_restarts": engine.counts["restarts"],
+        "n_stale": engine.counts["stale"],
+        "n_model_errors": engine.counts["model_errors"],
+        "n_frames_stored": store.n_frames,
+        "store_backlog": store.backlog,
+        "n_unsaved": store.n_unsaved,
+        "store_path": str(store.writer.path) if store.writer else None,
+    }
+    for extra in engine.status_extras:
+        fields.update(extra())
+    return fields
+
+
+class PublishingMixin:
+    """The :class:`~online_cnmfe.engine.Engine`'s publication methods (model thread only)."""
+
+    def _send_image(self, frame_index: int, layer: str, image) -> None:
+        self.publisher.send(rs.encode_image(frame_index, layer, image, self.images.downsample))
+
+    def _send_footprints(self) -> None:
+        model = self.runner.model
+        A, ids = model.footprints.copy(), model.neuron_ids.copy()  # sent zero-copy: own them
+        version = model.footprints_version
+        self._fp_version = version
+        self._fp_message = rs.encode_footprints(A, ids, version, self.runner.dims)
+        self.publisher.send(self._fp_message)
+        self.store.submit("footprints", A, ids, version)
+        if self.footprints_callbacks:
+            cents = rs.centroids(A, self.runner.dims)
+            for callback in self.footprints_callbacks:
+                callback(ids.copy(), cents)
+
+    def _republish(self) -> None:
+        runner = self.runner
+        if runner.phase == "running" and self._fp_message is not None:
+            self.publisher.send(self._fp_message)  # cached: re-sending costs no encoding
+        if self.images is not None:
+            for layer, image in self.images.summary(runner.corr_pnr).items():
+                self._send_image(self.frame_index, layer, image)
+
+    def _send_ready(self) -> None:
+        self.publisher.send(rs.encode_ready(self.receiver.session_id, os.getpid()))
+
+    def status_fields(self) -> dict:
+        """The fields of the ``status`` message (docs/protocol.md)."""
+        return status_fields(self)
+
+    def _send_status(self) -> None:
+        self.status.tick(self.receiver.n_received)
+        self.publisher.send(rs.encode_status(self.status_fields()))
+        self._send_ready()
+        if self.store.error and not self._store_error_reported:
+            self._store_error_reported = True
+            self.publisher.send(
+                rs.encode_event("store_error", self.frame_index, (), self.store.error)
+            )

@@ -1,0 +1,436 @@
+"""The streaming engine: frames in over ZeroMQ, results out over ZeroMQ and into HDF5.
+
+Threads (DESIGN.md §1):
+
+- **receive** (:mod:`.receive`): drains the frame SUB socket into a bounded queue; a full
+  queue drops frames and records them;
+- **model** (the thread calling :meth:`Engine.run`, normally the main thread, so SIGINT and
+  SIGTERM reach it): buffers the first ``init_frames``, initialises (on a worker,
+  :mod:`.model_runner`), then per frame ``process_frame`` → closed-loop callbacks → ``traces`` →
+  store; it owns the results PUB socket (:mod:`.publish`);
+- **store** (:mod:`.store_worker`): the HDF5 writer and the model checkpoints, off the frame path.
+
+Late joiners: ``footprints``, ``corr_pnr`` and ``max_projection`` images are re-published every
+``engine.republish_period_s`` and ``ready``/``status`` every ``engine.status_period_s``, so a
+client that connects at any time has everything within a few seconds (no snapshot socket).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from online_cnmfe.engine.model_runner import ModelRunner
+from online_cnmfe.engine.publish import (
+    ImageMaker,
+    PublishingMixin,
+    ResultsPublisher,
+    StatusTracker,
+)
+from online_cnmfe.engine.receive import Control, FrameQueue, QueuedFrame, Receiver
+from online_cnmfe.engine.store_worker import StoreWorker
+from online_cnmfe.model.online import OnlineCNMFE
+from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results import state_file
+from online_cnmfe.results import stream as rs
+
+logger = logging.getLogger(__name__)
+
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Where the engine connects and writes (the algorithm settings are in ``params``)."""
+
+    frames_endpoint: str = "tcp://127.0.0.1:5555"
+    results_endpoint: str = "tcp://127.0.0.1:5556"
+    out: Path | None = None  # results file; None: do not store
+    params: CNMFEParams = field(default_factory=CNMFEParams)
+    resume: bool = False
+    exit_on_eos: bool = True
+    idle_exit_s: float | None = None  # stop when no frame came for this long (after the first)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return None if self.out is None else self.out.with_name(self.out.stem + ".state.h5")
+
+
+def _default_model_factory(params: CNMFEParams) -> OnlineCNMFE:
+    return OnlineCNMFE(params)
+
+
+class Engine(PublishingMixin):
+    """The long-running service (see the module docstring).
+
+    Parameters
+    ----------
+    config : EngineConfig
+    model_factory : callable, optional
+        ``model_factory(params)`` → a model with the ``OnlineCNMFE`` interface.
+
+    Closed-loop hook: :meth:`add_frame_result_callback` registers ``callback(result, meta)``,
+    called on the model thread right after each ``process_frame`` (before publication), with
+    ``meta`` = ``frame_index``, ``seq``, ``daq_frame``, ``t_acq_ms``, ``t_send_ns``,
+    ``t_recv_ns`` (engine ``monotonic_ns`` at arrival), ``age_ms``, ``stale`` (age above
+    ``engine.max_frame_age_ms``). :meth:`add_footprints_callback` registers
+    ``callback(neuron_ids, centroids)``, called when the footprints change.
+    """
+
+    def __init__(self, config: EngineConfig, model_factory: Callable | None = None) -> None:
+        self.config = config
+        self.params = config.params
+        self.ep = config.params.engine
+        self.model_factory = model_factory or _default_model_factory
+        self.stop_event = threading.Event()
+        self.stop_reason = "running"
+        self.exit_code = 0
+        self.frame_result_callbacks: list[Callable[[Any, dict], Any]] = []
+        self.footprints_callbacks: list[Callable[[Any, Any], Any]] = []
+        self.shutdown_callbacks: list[Callable[[Engine], Any]] = []
+        self.store_prepare: list[Callable] = []  # prepare(h5py.File) before SWMR starts
+        self.store_flush_hooks: list[Callable] = []  # hook(h5py.File) at every flush
+        self.status_extras: list[Callable[[], dict]] = []  # extra status fields
+        self.counts = dict(dropped=0, rejected=0, restarts=0, stale=0, model_errors=0)
+        self.frame_index = -1
+        self._consecutive_errors = 0
+        self._fp_version: int | None = None
+        self._fp_message: list | None = None
+        self._idle_count, self._idle_since = 0, time.monotonic()
+        self._session = 0
+        self._store_error_reported = False
+        self.runner: ModelRunner | None = None
+        self.publisher: ResultsPublisher | None = None
+
+    # ---- hooks ---------------------------------------------------------------------------
+    def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
+        self.frame_result_callbacks.append(callback)
+
+    def add_footprints_callback(self, callback: Callable[[Any, Any], Any]) -> None:
+        self.footprints_callbacks.append(callback)
+
+    def _on_frame_result(self, result, meta: dict) -> None:
+        for callback in self.frame_result_callbacks:
+            callback(result, meta)
+
+    def publish(self, frames: list) -> None:
+        """Send a message on the results socket (model thread only, e.g. from a callback)."""
+        self.publisher.send(frames)
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until end of stream, a signal or :meth:`request_stop`; returns the exit code."""
+        # The model thread must not wait the default 5 ms for the GIL while the receive or
+        # store thread runs Python code: hand it over ten times sooner.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        ctx = zmq.Context()
+        self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
+        self.queue = FrameQueue(self.ep.queue_frames)
+        self.receiver = Receiver(
+            self.config.frames_endpoint, self.queue, self.stop_event, self.ep.rcvhwm_frames, ctx,
+            wait_when_full=self.ep.queue_full == "wait",
+        )  # fmt: skip
+        self.store = StoreWorker(self.ep.flush_period_s)
+        self.status = StatusTracker()
+        self.images: ImageMaker | None = None
+        self._install_signals()
+        self.store.start()
+        self.receiver.start()
+        self.receiver.ready.wait(5)
+        try:
+            self._start_model()
+            self._send_ready()
+            self._loop()
+        finally:
+            self._shutdown(ctx)
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda n, _f: self.request_stop(signal.Signals(n).name))
+
+    def _start_model(self) -> None:
+        model, ckpt = None, self.config.checkpoint
+        if self.config.resume and ckpt is not None and ckpt.exists():
+            model = state_file.load_online_model(ckpt)
+            logger.info("resuming from checkpoint %s (frame %d)", ckpt, model.frame_index)
+        self.runner = ModelRunner(self.params, self.model_factory, model)
+        if model is not None:
+            self._on_initialised(resume=True)
+
+    def _loop(self) -> None:
+        next_status = next_republish = time.monotonic()
+        next_checkpoint = time.monotonic() + (self.ep.checkpoint_period_s or float("inf"))
+        next_image = 0.0
+        while not self.stop_event.is_set():
+            if self.receiver.error is not None:
+                logger.error("cannot receive frames: %s", self.receiver.error)
+                self.exit_code = 2
+                break
+            runner = self.runner
+            item = None
+            if runner.initialising:
+                runner.wait_init(0.05)
+            elif runner.phase == "initialising":
+                self._finish_init()
+            else:
+                item = self.queue.get(0.05)
+            now = time.monotonic()
+            if isinstance(item, QueuedFrame):
+                image_due = now >= next_image
+                self._on_frame(item, image_due)
+                if image_due:
+                    next_image = now + 1.0 / self.ep.image_rate_hz
+            elif isinstance(item, Control):
+                self._on_control(item)
+            if now >= next_status:
+                next_status = now + self.ep.status_period_s
+                self._send_status()
+            if now >= next_republish:
+                next_republish = now + self.ep.republish_period_s
+                self._republish()
+            if self._idle_too_long(now):
+                logger.warning(
+                    "no frame for %.0f s; stopping (--idle-exit)", self.config.idle_exit_s
+                )
+                self.request_stop("idle")
+            if now >= next_checkpoint and runner.phase == "running":
+                next_checkpoint = now + self.ep.checkpoint_period_s
+                self._checkpoint()
+
+    def _idle_too_long(self, now: float) -> bool:
+        """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
+        n = self.receiver.n_received
+        busy = len(self.queue) > 0 or self.runner.phase == "initialising"
+        if n != self._idle_count or busy:
+            self._idle_count, self._idle_since = n, now
+        limit = self.config.idle_exit_s
+        return bool(limit) and n > 0 and now - self._idle_since > limit
+
+    # ---- frames --------------------------------------------------------------------------
+    def _on_frame(self, item: QueuedFrame, image_due: bool) -> None:
+        f = item.frame
+        self.frame_index = f.frame_index
+        meta = {
+            "frame_index": f.frame_index,
+            "seq": f.seq,
+            "daq_frame": f.daq_frame,
+            "t_acq_ms": f.t_acq_ms,
+            "t_send_ns": f.t_send_ns,
+            "t_recv_ns": item.t_recv_ns,
+        }
+        runner = self.runner
+        if runner.dims is not None and f.shape != runner.dims:
+            self._reject(f.frame_index, f"frame shape {f.shape}; the model has {runner.dims}")
+            return
+        if runner.phase == "waiting":
+            if self.images is None:
+                self.images = ImageMaker(f.shape)
+            if image_due:
+                self._send_image(f.frame_index, "raw", self.images.raw(f.pixels))
+            if runner.buffer(f.pixels, meta):
+                logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
+                runner.start_init()
+            return
+        self._process(f, meta, item.t_recv_ns, image_due)
+
+    def _process(self, f, meta: dict, t_recv_ns: int, image_due: bool) -> None:
+        model = self.runner.model
+        t_start = time.monotonic_ns()
+        sent = []
+
+        def on_traces(traces) -> None:
+            # Closed-loop rules and the traces message go out as soon as the frame's traces are
+            # final, before the model's slow path (footprint/W refresh, detection) runs.
+            self._send_traces(traces, f, meta, t_start)
+            sent.append(True)
+
+        try:
+            result = model.process_frame(f.pixels, on_traces=on_traces)
+        except Exception as exc:  # noqa: BLE001 - counted, surfaced, and limited below
+            self._model_error(f.frame_index, exc)
+            return
+        self._consecutive_errors = 0
+        if not sent:  # a skipped frame has no early traces
+            self._send_traces(result, f, meta, t_start)
+        latency_ms = (time.monotonic_ns() - t_recv_ns) / 1e6
+        self.status.record(latency_ms)
+        self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
+        if result.skipped:
+            self.counts["rejected"] += 1
+        for ev in result.events:
+            if ev.kind in rs.EVENT_KINDS:
+                self.publisher.send(
+                    rs.encode_event(ev.kind, f.frame_index, ev.neuron_ids, ev.detail)
+                )
+        if result.footprints_version != self._fp_version:
+            self._send_footprints()
+        if image_due and self.images is not None:
+            for layer, image in self.images.layers(model, f.pixels, result).items():
+                self._send_image(f.frame_index, layer, image)
+
+    def _send_traces(self, traces, f, meta: dict, t_start: int) -> None:
+        t_done = time.monotonic_ns()
+        meta["process_ms"] = (t_done - t_start) / 1e6
+        meta["age_ms"] = (t_done - f.t_send_ns) / 1e6
+        meta["stale"] = meta["age_ms"] > self.ep.max_frame_age_ms
+        self.counts["stale"] += meta["stale"]
+        self._on_frame_result(traces, meta)
+        t_pub = time.monotonic_ns()
+        self.publisher.send(
+            rs.encode_traces(
+                meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
+                traces.footprints_version, (t_pub - f.t_send_ns) / 1e6,
+            )
+        )  # fmt: skip
+
+    def _model_error(self, frame_index: int, exc: Exception) -> None:
+        self.counts["model_errors"] += 1
+        self._consecutive_errors += 1
+        logger.error("frame %d: the model failed: %s: %s", frame_index, type(exc).__name__, exc)
+        self._reject(frame_index, f"model error: {type(exc).__name__}: {exc}")
+        if self._consecutive_errors >= self.ep.max_model_errors:
+            logger.error("%d consecutive model errors; stopping", self._consecutive_errors)
+            self.exit_code = 1
+            self.request_stop("model errors")
+
+    def _reject(self, frame_index: int, reason: str) -> None:
+        self.counts["rejected"] += 1
+        logger.warning("frame %d rejected: %s", frame_index, reason)
+        self.store.submit("reject", frame_index, reason)
+        self.publisher.send(rs.encode_event("reject", frame_index, (), reason))
+
+    # ---- initialisation ------------------------------------------------------------------
+    def _finish_init(self) -> None:
+        if not self.runner.finish_init():
+            logger.error("initialisation failed: %s", self.runner.init_error)
+            self.exit_code = 1
+            self.request_stop("initialisation failed")
+            return
+        self._on_initialised(resume=False)
+
+    def _on_initialised(self, resume: bool) -> None:
+        runner, cfg = self.runner, self.config
+        model = runner.model
+        if self.images is None:
+            self.images = ImageMaker(runner.dims)
+        if cfg.out is not None:
+            provenance = {
+                "frames_endpoint": cfg.frames_endpoint,
+                "session_id": self.receiver.session_id,
+                "engine_pid": os.getpid(),
+            }
+            kwargs = dict(
+                path=self._out_path(), dims=runner.dims, params=self.params,
+                frame_rate_hz=self.params.data.frame_rate_hz, input_provenance=provenance,
+                resume=cfg.resume and self._session == 0, prepare=self._prepare_store,
+                flush_hooks=self.store_flush_hooks,
+            )  # fmt: skip
+            self.store.submit("open", kwargs)
+        if not resume:
+            for result, meta in runner.init_results():
+                self.store.submit("frame", result, meta)
+        self.store.submit("b0", model.b0)
+        self._send_footprints()
+        self._republish()
+        logger.info("running with %d neurons", len(model.neuron_ids))
+
+    def _prepare_store(self, f) -> None:
+        for prepare in self.store_prepare:
+            prepare(f)
+
+    def _out_path(self) -> Path:
+        out = self.config.out
+        return (
+            out if self._session == 0 else out.with_name(f"{out.stem}-{self._session}{out.suffix}")
+        )
+
+    def _checkpoint(self) -> None:
+        ckpt = self.config.checkpoint
+        model = self.runner.model if self.runner else None
+        if ckpt is None or not isinstance(model, OnlineCNMFE):
+            return
+        try:  # a checkpoint reads params and state: copy the state, share the rest
+            snapshot = copy.copy(model)
+            snapshot.state = copy.deepcopy(model.state)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot be copied: no checkpoints
+            logger.warning("model cannot be snapshotted for checkpoints: %s", exc)
+            return
+        self.store.submit("checkpoint", snapshot, ckpt)
+
+    # ---- stream incidents ----------------------------------------------------------------
+    def _on_control(self, c: Control) -> None:
+        if c.kind == "drop":
+            self.counts["dropped"] += c.last - c.first + 1
+            self.store.submit("drop", c.first, c.last)
+            self.publisher.send(
+                rs.encode_event("drop", c.first, (), f"{c.detail} [{c.first}, {c.last}]")
+            )
+        elif c.kind == "reject":
+            self._reject(c.first, c.detail)
+        elif c.kind == "restart":
+            self._on_restart(c.detail)
+        elif c.kind == "eos" and self.config.exit_on_eos:
+            logger.info("end of stream (%s)", c.detail)
+            self.request_stop("eos")
+
+    def _on_restart(self, detail: str) -> None:
+        self.counts["restarts"] += 1
+        policy = self.ep.on_restart
+        logger.warning("frame stream restarted (%s); on_restart=%s", detail, policy)
+        self.publisher.send(rs.encode_event("restart", self.frame_index, (), f"{detail}; {policy}"))
+        if policy == "stop":
+            self.request_stop("restart")
+        elif policy == "reinitialise" and self.runner.phase != "waiting":
+            self._checkpoint()
+            self.store.submit("close_writer")
+            self._session += 1
+            self.runner = ModelRunner(self.params, self.model_factory)
+            self.images, self._fp_version, self._fp_message = None, None, None
+
+    # ---- shutdown ------------------------------------------------------------------------
+    def _shutdown(self, ctx: zmq.Context) -> None:
+        logger.info("stopping (%s) after %d frames", self.stop_reason, self.status.n_processed)
+        self.stop_event.set()
+        self.receiver.join(2)
+        if self.runner is not None and self.runner.phase == "running":
+            self._checkpoint()
+        self.store.close()
+        if self.config.out is not None and not self.store.ok and self.exit_code == 0:
+            self.exit_code = 3  # the model ran but its results are not (all) on disk
+        for callback in self.shutdown_callbacks:  # after the file is complete
+            try:
+                callback(self)
+            except Exception:  # noqa: BLE001 - one failing hook must not block the others
+                logger.exception("shutdown callback failed")
+        self._send_status()
+        self.publisher.send(rs.encode_eos(self.status.n_processed, self.stop_reason))
+        self.publisher.close(linger_ms=300)
+        if self.receiver.is_alive():
+            ctx.destroy(linger=0)
+        else:
+            ctx.term()
+
+    @property
+    def results_path(self) -> Path | None:
+        """The results file written (None before initialisation or without --out)."""
+        writer = self.store.writer
+        return None if writer is None else writer.path

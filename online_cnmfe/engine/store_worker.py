@@ -1,0 +1,187 @@
+"""The engine's storage side: a thread that owns the :class:`ResultsWriter` and the checkpoints.
+
+The model thread hands over small operations (one frame's result, new footprints, a drop, a
+checkpoint snapshot) through an unbounded FIFO and never waits for the disk. A store failure
+(unwritable path, full disk) is kept in :attr:`StoreWorker.error`; the worker then discards
+further writes (counting them) while the engine keeps processing and reports the failure on the
+status stream.
+
+Checkpoints: the model thread passes a deep copy of the model; the worker saves it to
+``<path>.tmp`` and renames it over ``<path>`` so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from online_cnmfe.results import state_file
+from online_cnmfe.results.store import ResultsWriter, StoreError
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKLOG = 20000  # queued store operations (about 11 min of 30 Hz frames)
+
+
+class StoreWorker(threading.Thread):
+    """Run the results writer on its own thread.
+
+    Parameters
+    ----------
+    flush_period_s : float
+        Longest time between two flushes, also when no frames arrive.
+    """
+
+    def __init__(self, flush_period_s: float) -> None:
+        super().__init__(name="engine-store", daemon=True)
+        self.flush_period_s = flush_period_s
+        self.writer: ResultsWriter | None = None
+        self.error: str | None = None
+        self.hdf5_failed = False
+        self.n_unsaved = 0
+        self.n_checkpoints = 0
+        self.checkpoint_error: str | None = None
+        self._ops: deque[tuple[str, tuple]] = deque()
+        self._cond = threading.Condition()
+        self._closed = threading.Event()
+        self._early: list[tuple[str, tuple]] = []  # drops/rejects before the file exists
+
+    # ---- model-thread side -----------------------------------------------------------------
+    def submit(self, op: str, *args: Any) -> None:
+        """Queue an operation: open, frame, footprints, b0, drop, reject, checkpoint, flush.
+
+        A frame is discarded (counted in :attr:`n_unsaved`) rather than queued when the disk
+        has fallen ``MAX_BACKLOG`` operations behind, so a stalled disk cannot exhaust memory.
+        """
+        if op == "frame" and len(self._ops) >= MAX_BACKLOG:
+            self.n_unsaved += 1
+            if self.n_unsaved % 1000 == 1:
+                logger.error("the disk is %d operations behind; frames are not saved", MAX_BACKLOG)
+            return
+        with self._cond:
+            self._ops.append((op, args))
+            self._cond.notify()
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Write everything queued, close the file and stop the thread."""
+        self.submit("close")
+        self._closed.wait(timeout_s)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def backlog(self) -> int:
+        return len(self._ops)
+
+    @property
+    def n_frames(self) -> int:
+        return 0 if self.writer is None else self.writer.n_frames
+
+    # ---- worker ------------------------------------------------------------------------------
+    def run(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            with self._cond:
+                if not self._ops:
+                    self._cond.wait(0.2)
+                batch = list(self._ops)
+                self._ops.clear()
+            for op, args in batch:
+                if op == "close":
+                    self._close()
+                    self._closed.set()
+                    return
+                self._apply(op, args)
+            if self.writer is not None and time.monotonic() - last_flush >= self.flush_period_s:
+                self._apply("flush", ())
+                last_flush = time.monotonic()
+
+    def _apply(self, op: str, args: tuple) -> None:
+        if op == "checkpoint":
+            self._checkpoint(*args)
+            return
+        if op == "open":
+            self._open(*args)
+            return
+        if op == "close_writer":  # the session ended (restart with on_restart=reinitialise)
+            if self.writer is not None:
+                self._close_writer()
+                self.writer = None
+            return
+        if self.writer is None:
+            if op in ("drop", "reject"):
+                self._early.append((op, args))
+            elif op == "frame":
+                self.n_unsaved += 1
+            return
+        if self.error is not None:
+            self.n_unsaved += op == "frame"
+            return
+        w = self.writer
+        try:
+            if op == "frame":
+                w.append_frame(*args)
+            elif op == "footprints":
+                w.set_footprints(*args)
+            elif op == "b0":
+                w.set_background(*args)
+            elif op == "drop":
+                w.record_drop(*args)
+            elif op == "reject":
+                w.record_reject(*args)
+            elif op == "flush":
+                w.flush()
+        except StoreError as exc:
+            self._fail(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a flush hook's bug: stop storing, say so
+            logger.exception("store operation %r failed", op)
+            self._fail(StoreError(f"store operation {op!r} failed: {type(exc).__name__}: {exc}"))
+
+    def _open(self, kwargs: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self._close_writer()
+        self.error = None
+        try:
+            self.writer = ResultsWriter(**kwargs)
+        except StoreError as exc:
+            self.writer = None
+            self._fail(exc)
+            return
+        logger.info("writing results to %s", self.writer.path)
+        for op, args in self._early:
+            self._apply(op, args)
+        self._early.clear()
+
+    def _fail(self, exc: StoreError) -> None:
+        self.error = str(exc)
+        if self.writer is not None and self.writer.hdf5_failed:
+            self.hdf5_failed = True
+        logger.error("%s", exc)
+
+    def _close_writer(self) -> None:
+        try:
+            self.writer.close()
+        except StoreError as exc:
+            self._fail(exc)
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self._close_writer()
+
+    def _checkpoint(self, model: Any, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            state_file.save_online_model(tmp, model)
+            os.replace(tmp, path)
+            self.n_checkpoints += 1
+            self.checkpoint_error = None
+        except Exception as exc:  # noqa: BLE001 - a failed checkpoint is reported, not fatal
+            self.checkpoint_error = f"{type(exc).__name__}: {exc}"
+            logger.error("checkpoint to %s failed: %s", path, self.checkpoint_error)

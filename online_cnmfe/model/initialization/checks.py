@@ -1,0 +1,185 @@
+"""Input checks and progress reporting of the initialisation (:mod:`.fit`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+
+from online_cnmfe.errors import OnlineCNMFEError
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger("online_cnmfe.model.initialization.fit")
+
+MIN_PASSING_FRACTION = 1e-3  # fewer pixels passing both seeding thresholds: warn (and adapt)
+
+
+class Progress:
+    """Stage progress: a tqdm bar (``True``), a callable ``f(stage, fraction)`` or nothing."""
+
+    def __init__(self, progress, n_stages: int) -> None:
+        self._bar = None
+        self._fn = progress if callable(progress) else None
+        self._n = n_stages
+        self._i = 0
+        if progress is True:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=n_stages,
+                desc="init",
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
+                leave=False,
+            )
+
+    def step(self, stage: str) -> None:
+        self._i += 1
+        logger.debug("init stage %s done", stage)
+        if self._bar is not None:
+            self._bar.set_postfix_str(stage)
+            self._bar.update(1)
+        if self._fn is not None:
+            self._fn(stage, self._i / self._n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def validate_frames(frames, params: CNMFEParams) -> np.ndarray:
+    """float32 (T, H, W) copy with non-finite frames replaced by the nearest finite frame."""
+    frames = np.asarray(frames)
+    if frames.ndim != 3:
+        raise ValueError(
+            f"frames must be a (T, H, W) array; got {frames.ndim} dimension(s) with shape "
+            f"{frames.shape}. Stack the frames along axis 0."
+        )
+    if not (np.issubdtype(frames.dtype, np.number) and not np.iscomplexobj(frames)):
+        raise TypeError(f"frames must be a real numeric array, got dtype {frames.dtype}")
+    T, H, W = frames.shape
+    need = params.init.init_frames
+    if T < need:
+        raise ValueError(
+            f"got {T} frames for the initialisation but init.init_frames={need}; pass at least "
+            f"{need} frames or lower init.init_frames (minimum 20), e.g. "
+            f"--set init.init_frames={max(20, T)}"
+        )
+    if H < 3 or W < 3:
+        raise ValueError(f"frames of {H}x{W} pixels are too small; expected at least 3x3")
+    Y = np.ascontiguousarray(frames, dtype=np.float32)
+    if Y is frames:
+        Y = Y.copy()
+    bad = ~np.isfinite(Y).all(axis=(1, 2))
+    n_bad = int(bad.sum())
+    if n_bad:
+        good = np.flatnonzero(~bad)
+        if good.size < 20:
+            raise OnlineCNMFEError(
+                f"{n_bad} of {T} initialisation frames contain NaN or infinite values and only "
+                f"{good.size} remain; at least 20 finite frames are needed"
+            )
+        idx = np.flatnonzero(bad)
+        nearest = good[np.clip(np.searchsorted(good, idx), 0, good.size - 1)]
+        Y[idx] = Y[nearest]
+        logger.warning(
+            "initialisation: %d frame(s) with NaN/inf replaced by the nearest finite frame", n_bad
+        )
+    lo, hi = float(Y.min()), float(Y.max())
+    if hi - lo <= 1e-6 * max(abs(hi), abs(lo), 1.0):
+        raise ValueError(
+            f"the initialisation movie is constant (every pixel = {lo:g}); check the source "
+            "(lens cap, wrong channel, dropped frames)"
+        )
+    return Y
+
+
+def warn_if_thresholds_too_high(images, ip) -> bool:
+    """Say so when hardly any pixel passes both seeding thresholds (preprocessed or very
+    smooth data have a different PNR scale), with the percentiles to choose new ones; returns
+    whether it did."""
+    ok = (images.pnr >= ip.min_pnr) & (images.corr >= ip.min_corr)
+    if ok.mean() >= MIN_PASSING_FRACTION:
+        return False
+    p_pnr = np.percentile(images.pnr, [90, 99, 99.9])
+    p_corr = np.percentile(images.corr, [90, 99, 99.9])
+    logger.warning(
+        "only %d pixels pass init.min_pnr=%g and init.min_corr=%g; the PNR image's 90/99/99.9th "
+        "percentiles are %.1f/%.1f/%.1f and the correlation image's %.2f/%.2f/%.2f. If neurons "
+        "are missed, lower init.min_pnr / init.min_corr (and init.reseed_min_*) towards these "
+        "values",
+        int(ok.sum()),
+        ip.min_pnr,
+        ip.min_corr,
+        *p_pnr,
+        *p_corr,
+    )
+    return True
+
+
+def adapted_thresholds(images, ip) -> tuple[float, float, float, float]:
+    """Seeding thresholds from the summary images' own scale (used on preprocessed movies).
+
+    ``min_pnr`` becomes the PNR image's 99th percentile (at least 3: a pure-noise pixel's
+    peak over ~100 frames is about 2.5 sigma) and ``min_corr`` at most the correlation image's
+    90th percentile + 0.1; the residual search keeps its ratios to them. Candidates that are
+    noise are then removed by the calibrated acceptance tests (:mod:`.acceptance`).
+
+    Returns
+    -------
+    min_corr, min_pnr, reseed_min_corr, reseed_min_pnr : float
+    """
+    pnr = max(3.0, min(ip.min_pnr, float(np.percentile(images.pnr, 99))))
+    corr = min(ip.min_corr, max(0.3, float(np.percentile(images.corr, 90)) + 0.1))
+    r_pnr = pnr * ip.reseed_min_pnr / ip.min_pnr
+    r_corr = min(corr * ip.reseed_min_corr / ip.min_corr, 1.0)
+    logger.warning(
+        "the movie looks preprocessed and few pixels pass the seeding thresholds: seeding with "
+        "min_pnr %.2f, min_corr %.2f (residual %.2f, %.2f) from the PNR and correlation "
+        "images instead (init.auto_thresholds=false keeps the configured ones)",
+        pnr,
+        corr,
+        r_pnr,
+        r_corr,
+    )
+    return corr, pnr, r_corr, r_pnr
+
+
+def looks_preprocessed(Y: np.ndarray) -> dict | None:
+    """Signs that the movie was already background-removed and/or quantised (e.g. by minian).
+
+    Returns a dict (``levels``: distinct values in a sample, ``zero_fraction``: share of pixels
+    at the movie's minimum, ``integer``: whether all sampled values are integers) when at least
+    one sign is present (fewer than 32 levels, or more than 10 % of the pixels at the minimum:
+    raw sensor data have a noisy floor, a per-pixel minimum subtraction leaves many pixels at
+    it), else None. Such data have a different PNR scale (no baseline, spatially filtered
+    noise); the init logs a warning with the numbers.
+    """
+    flat = Y.reshape(-1)
+    sample = flat[:: max(1, flat.size // 200_000)]
+    levels = int(np.unique(sample).size)
+    zero_fraction = float(np.mean(sample <= sample.min()))
+    integer = bool(np.all(sample == np.round(sample)))
+    if levels < 32 or zero_fraction > 0.1:
+        return {"levels": levels, "zero_fraction": zero_fraction, "integer": integer}
+    return None
+
+
+def warn_if_preprocessed(Y: np.ndarray) -> dict | None:
+    """Log a warning when :func:`looks_preprocessed` finds signs of preprocessing."""
+    info = looks_preprocessed(Y)
+    if info is not None:
+        logger.warning(
+            "the movie looks preprocessed: %d distinct values (integer: %s), %.0f %% of the "
+            "pixels at the minimum (%g). Background-removed, median-filtered or quantised data "
+            "have weaker and spatially correlated noise; the seeding thresholds init.min_pnr / "
+            "init.min_corr were chosen for raw data and may need lowering (see the PNR "
+            "percentiles below if they are logged), and data.neuron_diameter_px should match "
+            "the cells as they look after the filtering",
+            info["levels"],
+            info["integer"],
+            100 * info["zero_fraction"],
+            float(Y.min()),
+        )
+    return info

@@ -1,0 +1,472 @@
+"""CNMF-E initialisation on the first frames: :func:`fit_initial` -> :class:`InitResult`.
+
+Symbols (CNMF-E): Y (T, H, W) frames, A (n_pixels, K) footprints, C (K, T) denoised calcium,
+C_raw the demixed traces above their baselines, S deconvolved activity, b0 baseline image, W the
+ring background on the grid downsampled by ``ssub``; ``Y - B`` the background-subtracted movie.
+
+Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
+
+1. summary images of the mean-centred Gaussian filtered movie (noise, PNR, correlation);
+2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`);
+3. ``n_alternations`` times: ring background fit with outlier clipping
+   (:mod:`.background`), traces by block-coordinate descent with OASIS
+   (:mod:`.deconvolution`), footprints by HALS on the sufficient statistics with
+   supports that may grow (:mod:`.footprints`), merging of duplicates, and in the
+   first ``reseed_passes`` rounds seeding again on the residual;
+4. out-of-focus pruning, then the calibrated acceptance tests (:mod:`.acceptance`:
+   a multi-frame transient above a robust z, footprint vs event-triggered image);
+5. final background refit and traces.
+
+A movie that looks preprocessed (quantised, background-removed; see
+:func:`.checks.looks_preprocessed`) is logged; if hardly any pixel passes the
+raw-data seeding thresholds, they are taken from its own PNR/corr images
+(``init.auto_thresholds``) and the acceptance tests remove what is noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import scipy.sparse
+
+from online_cnmfe.model._kernels.hals import hals_traces, trace_residuals
+from online_cnmfe.model._kernels.oasis_batch import bcd_deconvolve
+from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.initialization import background as bgmod
+from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
+from online_cnmfe.model.initialization.checks import (
+    Progress,
+    adapted_thresholds,
+    validate_frames,
+    warn_if_preprocessed,
+    warn_if_thresholds_too_high,
+)
+from online_cnmfe.model.initialization.deconvolution import (
+    decay_root,
+    default_g,
+    estimate_ar,
+    trace_noise,
+)
+from online_cnmfe.model.initialization.footprints import (
+    clean_footprints,
+    compute_cy,
+    hals_footprints,
+    search_regions,
+)
+from online_cnmfe.model.initialization.merging import merge_components
+from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
+from online_cnmfe.model.initialization.seeding import seed_neurons
+from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger(__name__)
+
+MIN_PIXELS = 3
+FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
+
+
+def _column_norms(A) -> np.ndarray:
+    A = scipy.sparse.csc_array(A)
+    return np.sqrt(np.asarray(A.multiply(A).sum(axis=0)).ravel()).astype(np.float32)
+
+
+class _Fit:
+    """Working state of the batch fit.
+
+    A (n_pixels, K) csc with unit-L2 columns; C (K, T) >= 0 above the baselines b (K,);
+    C_raw, S (K, T); g (K, p); noise (K,).
+    """
+
+    def __init__(self, Y: np.ndarray, params: CNMFEParams) -> None:
+        self.Y = Y
+        self.p = params
+        self.T, self.H, self.W = Y.shape
+        self.dims = (self.H, self.W)
+        d = params.data.neuron_diameter_px
+        self.diameter = d
+        self.gsig = params.init.gaussian_sigma_px or d / 4.0
+        self.gsiz = max(3, int(round(d)))
+        self.kernel = center_psf_kernel(self.gsig)
+        self.order = params.deconv.ar_order
+        # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
+        self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
+        self.kappa_neuron = 1.0 / filter_response(self.kernel, d / 4.0)
+        self.max_kappa = params.init.out_of_focus_ratio * self.kappa_neuron
+        # a transient lasts at least half the indicator decay time (and 3 frames)
+        dp = params.data
+        self.transient_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
+        self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
+        self.C = np.zeros((0, self.T), np.float32)
+        self.C_raw = np.zeros((0, self.T), np.float32)
+        self.S = np.zeros((0, self.T), np.float32)
+        self.b = np.zeros(0, np.float32)
+        self.g = np.zeros((0, self.order), np.float32)
+        self.noise = np.zeros(0, np.float32)
+        self.bg = None
+        self.Yt = None
+
+    @property
+    def K(self) -> int:
+        return self.C.shape[0]
+
+    # ---- seeding --------------------------------------------------------------------------
+    def seed(self, data: np.ndarray, min_corr: float, min_pnr: float, raw=None):
+        """Seed on ``data`` (frames or a residual) and append the new neurons.
+
+        With ``init.seed_downsample = s > 1`` the search runs on s x s block averages (sizes
+        divided by s, thresholds unchanged: CaImAn's ``min_pnr x s`` loses a quarter of the
+        neurons at s = 2 on the 256x256 simulation, unchanged thresholds find 97 % with no
+        false positive) and the footprints are upsampled back (nearest neighbour) for HALS.
+        Meant for neurons of at least ~12 px: smaller ones are only a few grid pixels wide.
+        """
+        s = self.p.init.seed_downsample
+        if raw is None:
+            raw = data.copy()
+        if s > 1:
+            data = bgmod.downsample_movie(data, s)
+            raw = bgmod.downsample_movie(raw, s)
+        gsig = self.gsig / s
+        kernel = center_psf_kernel(gsig)
+        filtered, images = summary_images(
+            data, gsig, remove_global=self.p.init.remove_global_fluctuation
+        )
+        filtered -= images.filtered_mean[None]
+        res = seed_neurons(
+            filtered,
+            raw,
+            images.noise,
+            images.corr.copy(),
+            images.pnr.copy(),
+            gsiz=max(3, int(round(self.gsiz / s))),
+            min_corr=min_corr,
+            min_pnr=min_pnr,
+            kernel=kernel,
+            max_neurons=max(0, self.p.init.max_neurons - self.K),
+            max_halfmax_area=self.max_halfmax_area / s**2,
+            max_kappa=self.p.init.out_of_focus_ratio
+            / filter_response(kernel, self.diameter / 4.0, s),
+        )
+        del filtered, raw
+        if s > 1:
+            images = _upsample_images(images, s, self.dims)
+        if res.n_components:
+            dense = res.dense_footprints(data.shape[1:])
+            if s > 1:
+                dense = _upsample_columns(dense, data.shape[1:], s, self.dims)
+            self.append(scipy.sparse.csc_array(dense), res.traces)
+        return res.n_components, images
+
+    def append(self, A_new, C_new: np.ndarray) -> None:
+        """Add neurons with footprints A_new and (any-baseline) traces C_new."""
+        norms = _column_norms(A_new)
+        keep = np.flatnonzero(norms > 0)
+        A_new = scipy.sparse.csc_array(A_new[:, keep] @ scipy.sparse.diags_array(1 / norms[keep]))
+        C_new = np.asarray(C_new, np.float32)[keep] * norms[keep, None]
+        k = keep.size
+        self.A = scipy.sparse.hstack([self.A, A_new], format="csc").astype(np.float32)
+        self.C = np.concatenate([self.C, np.maximum(C_new, 0)]).astype(np.float32)
+        self.C_raw = np.concatenate([self.C_raw, C_new]).astype(np.float32)
+        self.S = np.concatenate([self.S, np.zeros((k, self.T), np.float32)])
+        self.b = np.concatenate([self.b, np.zeros(k, np.float32)])
+        self.g = np.concatenate([self.g, np.tile(default_g(self.p.data, self.order), (k, 1))])
+        self.noise = np.concatenate([self.noise, np.ones(k, np.float32)])
+
+    def select(self, keep: np.ndarray) -> None:
+        idx = np.flatnonzero(keep) if keep.dtype == bool else keep
+        self.A = scipy.sparse.csc_array(self.A[:, idx])
+        for name in ("C", "C_raw", "S", "b", "g", "noise"):
+            setattr(self, name, getattr(self, name)[idx])
+
+    # ---- background ---------------------------------------------------------------------
+    def full_traces(self) -> np.ndarray:
+        return (self.C + self.b[:, None]).astype(np.float32)
+
+    def fit_background(self) -> None:
+        Ctot = self.full_traces()
+        self.bg, grid = bgmod.fit_ring_background(
+            self.Y, self.A, Ctot, self.p.background, self.diameter, return_grid=True
+        )
+        Yb = bgmod.subtract_background(self.Y, self.A, Ctot, self.bg, grid=grid)
+        del grid
+        self.Yt = np.ascontiguousarray(Yb.reshape(self.T, -1).T)
+
+    def residual(self) -> np.ndarray:
+        """``(Y - B) - A (C + b)`` as (T, H, W)."""
+        R = self.Yt - np.asarray(self.A @ self.full_traces(), np.float32)
+        return np.ascontiguousarray(R.T).reshape(self.T, self.H, self.W)
+
+    def raw_residual(self) -> np.ndarray:
+        """``Y - A (C + b)`` as (T, H, W): the frames without the known neurons."""
+        AC = np.asarray(self.A @ self.full_traces(), np.float32)
+        return self.Y - np.ascontiguousarray(AC.T).reshape(self.T, self.H, self.W)
+
+    # ---- traces -------------------------------------------------------------------------
+    def update_traces(self, n_sweeps: int = 2, estimate: bool = True) -> None:
+        if self.K == 0:
+            return
+        AtY = np.ascontiguousarray(np.asarray(self.A.T @ self.Yt, np.float32))
+        AtA = np.ascontiguousarray(np.asarray((self.A.T @ self.A).toarray(), np.float32))
+        if estimate:
+            Cn = np.ascontiguousarray(np.maximum(self.full_traces(), 0))
+            hals_traces(AtY, AtA, Cn, 5)
+            R = np.empty_like(Cn)
+            trace_residuals(AtY, AtA, Cn, R)
+            raw = Cn + R
+            self.noise = np.maximum(trace_noise(raw), 1e-6).astype(np.float32)
+            self.g = self._kinetics(raw)
+            self.b = (np.percentile(raw, 10, axis=1) + 1.28 * self.noise).astype(np.float32)
+            self.C = np.ascontiguousarray(np.maximum(Cn - self.b[:, None], 0), np.float32)
+        g1 = np.array([decay_root(g) for g in self.g], np.float32)
+        dp = self.p.deconv
+        s_min = dp.min_spike_sigma * self.noise * np.sqrt(np.maximum(1 - self.g.sum(axis=1), 0))
+        lam = dp.sparsity_penalty * self.noise
+        self.C_raw = np.empty_like(self.C)
+        self.S = np.empty_like(self.C)
+        bcd_deconvolve(
+            AtY,
+            AtA,
+            self.C,
+            self.b,
+            g1,
+            lam.astype(np.float32),
+            s_min.astype(np.float32),
+            self.C_raw,
+            self.S,
+            n_sweeps,
+        )
+
+    def _kinetics(self, raw: np.ndarray) -> np.ndarray:
+        fallback = default_g(self.p.data, self.order)
+        if not self.p.deconv.estimate_kinetics:
+            return np.tile(fallback, (raw.shape[0], 1)).astype(np.float32)
+        g = estimate_ar(raw, self.order, self.noise)
+        ok = np.all(np.isfinite(g), axis=1)
+        if ok.any():
+            fallback = np.median(g[ok], axis=0).astype(np.float32)
+        g[~ok] = fallback
+        return g.astype(np.float32)
+
+    # ---- footprints ---------------------------------------------------------------------
+    def update_footprints(self, n_sweeps: int = 10) -> None:
+        if self.K == 0:
+            return
+        allowed = search_regions(
+            self.A, self.dims, max(1, int(round(self.gsig))), max_radius_px=0.75 * self.diameter
+        )
+        Cc = np.ascontiguousarray(self.C - self.C.mean(axis=1, keepdims=True), np.float32)
+        CY = compute_cy(allowed, Cc, self.Yt)
+        CC = Cc @ Cc.T
+        A = hals_footprints(self.A, CY, CC, n_sweeps=n_sweeps)
+        A = clean_footprints(A, self.dims)
+        norms = _column_norms(A)
+        ok = (np.diff(A.indptr) >= MIN_PIXELS) & (norms > 0)
+        self.A = scipy.sparse.csc_array(A)
+        self.select(ok)
+        norms = norms[ok]
+        self.A = scipy.sparse.csc_array(self.A @ scipy.sparse.diags_array(1 / norms))
+        for name in ("C", "C_raw", "S"):
+            setattr(self, name, (getattr(self, name) * norms[:, None]).astype(np.float32))
+        self.b = (self.b * norms).astype(np.float32)
+        self.noise = (self.noise * norms).astype(np.float32)
+
+    # ---- out-of-focus pruning -------------------------------------------------------------
+    def kappa(self) -> np.ndarray:
+        """Out-of-focus ratio of every component (:func:`out_of_focus.component_ratios`)."""
+        return component_ratios(self.Y, self.A, self.C, self.full_traces(), self.kernel)
+
+    def prune_out_of_focus(self) -> int:
+        """Drop components whose kappa says out-of-focus; returns how many."""
+        if self.K == 0:
+            return 0
+        kap = self.kappa()
+        bad = kap > FINAL_KAPPA_SCALE * self.p.init.out_of_focus_ratio * self.kappa_neuron
+        if bad.any():
+            self.select(~bad)
+        return int(bad.sum())
+
+    # ---- acceptance -----------------------------------------------------------------------
+    def drop_without_transient(self) -> int:
+        """Early transient test on the demixed traces (noise candidates cost fitting time)."""
+        if self.K == 0:
+            return 0
+        bad = transient_score(self.C_raw, self.transient_frames) < self.p.init.min_transient_snr
+        if bad.any():
+            self.select(~bad)
+        logger.debug("%d components without a transient dropped early", int(bad.sum()))
+        return int(bad.sum())
+
+    def accept(self) -> int:
+        """Drop components failing the transient or spatial test (:mod:`acceptance`)."""
+        if self.K == 0:
+            return 0
+        ip = self.p.init
+        n_frames = self.transient_frames
+        score = transient_score(self.C_raw, n_frames)
+        rval = spatial_consistency(
+            self.Yt, self.dims, self.A, self.C_raw, max(2, int(round(self.diameter)))
+        )
+        bad_t = score < ip.min_transient_snr
+        bad_s = rval < ip.min_spatial_corr
+        bad = bad_t | bad_s
+        logger.info(
+            "acceptance: %d of %d components dropped (%d without a %d-frame transient above "
+            "z %.1f, %d whose event image does not match the footprint, r < %.2f)",
+            int(bad.sum()),
+            self.K,
+            int(bad_t.sum()),
+            n_frames,
+            ip.min_transient_snr,
+            int(bad_s.sum()),
+            ip.min_spatial_corr,
+        )
+        if bad.any():
+            self.select(~bad)
+        return int(bad.sum())
+
+    # ---- merging ------------------------------------------------------------------------
+    def merge(self) -> int:
+        if self.K < 2:
+            return 0
+        ip = self.p.init
+        out = merge_components(
+            self.A, self.C, self.C_raw, ip.merge_corr_threshold, ip.merge_overlap_threshold
+        )
+        if out is None:
+            return 0
+        A_new, C_new, keep, n_merged = out
+        self.select(keep)
+        self.A = scipy.sparse.csc_array(A_new)
+        self.C = C_new
+        return n_merged
+
+    # ---- output -------------------------------------------------------------------------
+    def result(self, images) -> InitResult:
+        A = scipy.sparse.csc_array(self.A, dtype=np.float32)
+        A.sort_indices()
+        return InitResult(
+            dims=self.dims,
+            A=A,
+            C=np.ascontiguousarray(self.C, np.float32),
+            S=np.ascontiguousarray(self.S, np.float32),
+            C_raw=np.ascontiguousarray(self.C_raw, np.float32),
+            b0=np.ascontiguousarray(self.bg.b0, np.float32),
+            W=np.ascontiguousarray(self.bg.W, np.float32),
+            ring_offsets=np.ascontiguousarray(self.bg.offsets, np.int32),
+            background_downsample=int(self.bg.ssub),
+            g=np.ascontiguousarray(self.g, np.float32).reshape(self.K, self.order),
+            trace_noise=np.ascontiguousarray(self.noise, np.float32),
+            pixel_noise=self.pixel_noise,
+            corr_image=np.ascontiguousarray(images.corr, np.float32),
+            pnr_image=np.ascontiguousarray(images.pnr, np.float32),
+        )
+
+
+def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
+    """Batch CNMF-E fit of the initialisation frames.
+
+    Parameters
+    ----------
+    frames : ndarray of shape (T, H, W)
+        Any real dtype; ``T >= params.init.init_frames``. Frames with NaN/inf are replaced by
+        the nearest finite frame (logged); fewer than 20 finite frames is an error.
+    params : CNMFEParams
+    progress : bool or callable, optional
+        ``True`` shows a tqdm bar on stderr (when it is a terminal); a callable is called as
+        ``progress(stage_name, fraction_done)``.
+
+    Returns
+    -------
+    InitResult
+        Footprints with unit L2 norm; C, S, C_raw (K, T) for all T frames; b0 includes the
+        neurons' baselines (``Y ~ A C + b0 + U W D (Y - A C - b0)``).
+
+    Raises
+    ------
+    ValueError
+        Wrong number of dimensions, fewer frames than ``init.init_frames``, constant movie.
+    TypeError
+        Non-numeric frames.
+    OnlineCNMFEError
+        Fewer than 20 finite frames.
+    """
+    if not isinstance(params, CNMFEParams):
+        raise TypeError(f"params must be CNMFEParams, got {type(params).__name__}")
+    t_start = time.perf_counter()
+    ip = params.init
+    n_alt = ip.n_alternations
+    bar = Progress(progress, 3 + 2 * n_alt)
+    try:
+        Y = validate_frames(frames, params)
+        preprocessed = warn_if_preprocessed(Y) is not None
+        fit = _Fit(Y, params)
+        n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
+        too_high = warn_if_thresholds_too_high(images, ip)
+        thr = (ip.min_corr, ip.min_pnr, ip.reseed_min_corr, ip.reseed_min_pnr)
+        if too_high and preprocessed and ip.auto_thresholds:
+            thr = adapted_thresholds(images, ip)
+            fit.select(np.zeros(fit.K, bool))
+            n0, images = fit.seed(Y, thr[0], thr[1])
+        fit.pixel_noise = _pixel_noise(Y)
+        bar.step(f"seeding ({n0} neurons)")
+        for it in range(n_alt):
+            fit.fit_background()
+            fit.update_traces(estimate=True)
+            fit.drop_without_transient()
+            fit.update_footprints()
+            n_merged = fit.merge()
+            bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
+            if it < ip.reseed_passes:
+                n_new, _ = fit.seed(fit.residual(), thr[2], thr[3], raw=fit.raw_residual())
+                if n_new:
+                    fit.update_traces(estimate=True)
+            bar.step(f"reseeding {it + 1}")
+        n_out = fit.prune_out_of_focus()
+        logger.debug("%d out-of-focus components removed", n_out)
+        fit.accept()
+        fit.fit_background()
+        fit.update_traces(estimate=True)
+        bar.step("final background and traces")
+        # b0 of the result holds the neurons' baselines (the online model has no b)
+        fit.bg.b0 = (fit.bg.b0 + fit.A @ fit.b).astype(np.float32)
+        result = fit.result(images)
+        bar.step("done")
+    finally:
+        bar.close()
+    logger.info(
+        "initialisation: %d neurons from %d frames of %dx%d in %.1f s",
+        result.n_components,
+        Y.shape[0],
+        Y.shape[1],
+        Y.shape[2],
+        time.perf_counter() - t_start,
+    )
+    return result
+
+
+def _upsample(img: np.ndarray, s: int, dims: tuple[int, int]) -> np.ndarray:
+    return np.kron(img, np.ones((s, s), img.dtype))[: dims[0], : dims[1]]
+
+
+def _upsample_columns(dense: np.ndarray, small: tuple[int, int], s: int, dims) -> np.ndarray:
+    """Nearest-neighbour upsampling of (n_small_pixels, K) footprints to (n_pixels, K)."""
+    K = dense.shape[1]
+    out = np.empty((dims[0] * dims[1], K), np.float32)
+    for k in range(K):
+        out[:, k] = _upsample(dense[:, k].reshape(small), s, dims).ravel()
+    return out
+
+
+def _upsample_images(images, s: int, dims):
+    from online_cnmfe.model.initialization.summary_images import SummaryImages
+
+    return SummaryImages(
+        **{name: _upsample(getattr(images, name), s, dims) for name in SummaryImages.__slots__}
+    )
+
+
+def _pixel_noise(Y: np.ndarray) -> np.ndarray:
+    from online_cnmfe.model.initialization.summary_images import noise_psd
+
+    return noise_psd(Y).ravel().astype(np.float32)

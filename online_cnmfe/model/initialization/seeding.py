@@ -1,0 +1,299 @@
+"""Greedy corr x PNR seeding of neurons (CNMF-E ``init_neurons_corr_pnr``).
+
+Symbols: ``filtered`` the mean-subtracted, mean-centred-Gaussian-filtered movie (T, H, W);
+``raw`` the data the footprints are regressed on (T, H, W); ``sn`` the per-pixel noise of the
+filtered movie; ``cn`` local correlation image, ``pnr`` peak-to-noise image, ``v = cn * pnr``.
+
+Per round, seeds are the local maxima of the median-blurred ``v`` (``gSiz / 4`` square) above
+``min_corr * min_pnr``, taken in descending order. For each seed (``extract_ac``): pixels of a
+``+-gSiz`` box whose filtered trace correlates with the seed's above 0.9 give the trace ``ci``
+(their mean), pixels correlating below 0.3 give a local background trace (their median raw
+trace), and the footprint ``ai`` is the coefficient of ``ci`` when regressing each raw pixel on
+``[ci, background, 1]``; it is thresholded, cut to the connected component holding the seed
+and kept if it has at least ``min_pixel`` pixels. ``ai ci`` is then subtracted from ``raw`` and
+``filter(ai) ci`` from ``filtered``, and ``pnr``, ``cn`` and ``v`` are recomputed where they
+changed; the area where ``ai > max(ai) / 2`` is excluded from further seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.ndimage
+import scipy.signal
+
+from online_cnmfe.model._kernels.summary import local_corr_accumulate, local_corr_finalize
+
+logger = logging.getLogger(__name__)
+
+MAX_EMPTY_ROUNDS = 3  # rounds without a new neuron before the search stops
+MIN_CORR_NEURON = 0.9
+MAX_CORR_BG = 0.3
+FOOTPRINT_REL_THRESHOLD = 0.1
+
+
+@dataclass(slots=True)
+class SeedResult:
+    """Seeded neurons.
+
+    Attributes
+    ----------
+    footprints : list of (rows slice, cols slice, ndarray (h, w) float32)
+        Footprint of each neuron inside its box.
+    traces : ndarray of shape (K, T), float32
+        Seed traces (filtered scale).
+    centers : ndarray of shape (K, 2), int
+    """
+
+    footprints: list
+    traces: np.ndarray
+    centers: np.ndarray
+
+    @property
+    def n_components(self) -> int:
+        return len(self.footprints)
+
+    def dense_footprints(self, dims: tuple[int, int]) -> np.ndarray:
+        """Footprints as a dense (n_pixels, K) float32 array (row-major pixels)."""
+        out = np.zeros((dims[0] * dims[1], len(self.footprints)), np.float32)
+        for k, (rs, cs, a) in enumerate(self.footprints):
+            img = np.zeros(dims, np.float32)
+            img[rs, cs] = a
+            out[:, k] = img.ravel()
+        return out
+
+
+def _box(r: int, c: int, half: int, dims: tuple[int, int]) -> tuple[slice, slice]:
+    return (
+        slice(max(0, r - half), min(dims[0], r + half + 1)),
+        slice(max(0, c - half), min(dims[1], c + half + 1)),
+    )
+
+
+def _local_images(filtered, sn, rs, cs, thresh):
+    """pnr and cn of the region (rs, cs), computed with a one-pixel margin for cn."""
+    T, H, W = filtered.shape
+    r0, r1 = max(0, rs.start - 1), min(H, rs.stop + 1)
+    c0, c1 = max(0, cs.start - 1), min(W, cs.stop + 1)
+    sub = np.ascontiguousarray(filtered[:, r0:r1, c0:c1])
+    h, w = r1 - r0, c1 - c0
+    S1, S2, Sx = np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w, 4))
+    zero = np.zeros((h, w), np.float32)
+    thr = np.ascontiguousarray(thresh * sn[r0:r1, c0:c1], dtype=np.float32)
+    local_corr_accumulate(sub, zero, thr, S1, S2, Sx)
+    cn = np.empty((h, w), np.float32)
+    local_corr_finalize(S1, S2, Sx, float(T), cn)
+    ir = slice(rs.start - r0, rs.start - r0 + rs.stop - rs.start)
+    ic = slice(cs.start - c0, cs.start - c0 + cs.stop - cs.start)
+    pnr = np.maximum(sub[:, ir, ic].max(axis=0), 0) / sn[rs, cs]
+    return pnr, cn[ir, ic]
+
+
+def extract_ac(
+    fbox: np.ndarray,
+    rbox: np.ndarray,
+    ctr: int,
+    box_shape,
+    min_pixel: int,
+    max_halfmax_area: float = np.inf,
+    max_kappa: float = np.inf,
+):
+    """Footprint and trace of the neuron at pixel ``ctr`` of a box (CaImAn ``extract_ac``).
+
+    Parameters
+    ----------
+    fbox, rbox : ndarray of shape (n, T)
+        Filtered (mean-subtracted) and raw traces of the box pixels (row-major).
+    ctr : int
+        Index of the seed pixel in the box.
+    box_shape : (h, w)
+    min_pixel : int
+    max_halfmax_area : float
+        Footprints with more pixels above half their maximum are rejected as out-of-focus
+        structure (neuropil, background blobs) rather than in-focus neurons.
+    max_kappa : float
+        Seeds whose raw signal at the seed pixel exceeds ``max_kappa`` times its filtered
+        signal are out-of-focus structure (a neuron of the expected size gives about
+        ``1 / (kernel * gaussian)(0)``, about 10 at diameter 13).
+
+    Returns
+    -------
+    ai : ndarray of shape (n,) float32 or None when rejected
+    ci : ndarray of shape (T,) float32
+    """
+    norms = np.sqrt(np.einsum("ij,ij->i", fbox, fbox)) + 1e-12
+    corr = (fbox @ fbox[ctr]) / (norms * norms[ctr])
+    neuron = corr > MIN_CORR_NEURON
+    neuron[ctr] = True
+    ci = fbox[neuron].mean(axis=0)
+    if not np.any(ci > 0):
+        return None, ci
+    bg = corr < MAX_CORR_BG
+    T = fbox.shape[1]
+    cols = [ci, np.ones(T, np.float32)]
+    bg_idx = np.flatnonzero(bg)
+    if bg_idx.size > 10:
+        # median of (at most ~64 evenly spread) uncorrelated pixels: the local background
+        bg_idx = bg_idx[:: max(1, bg_idx.size // 64)]
+        cols.insert(1, np.median(rbox[bg_idx], axis=0))
+    X = np.stack(cols, axis=1).astype(np.float64)
+    G = X.T @ X
+    G += 1e-9 * np.trace(G) * np.eye(G.shape[0])
+    coef = np.linalg.solve(G, (rbox @ X.astype(np.float32)).T.astype(np.float64))
+    ai = np.maximum(coef[0], 0).reshape(box_shape)
+    if ai.max() <= 0:
+        return None, ci
+    if max_kappa < np.inf:
+        # out-of-focus test: raw-to-filtered amplitude ratio of the seed pixel's signal; the
+        # mean-centred filter attenuates broad (out-of-focus) sources much more than neurons
+        cc0 = ci - ci.mean()
+        kappa = float(rbox[ctr] @ cc0) / max(float(fbox[ctr] @ cc0), 1e-12)
+        if kappa > max_kappa:
+            return None, ci
+    ai[ai < FOOTPRINT_REL_THRESHOLD * ai.max()] = 0
+    labels, _ = scipy.ndimage.label(ai > 0, structure=np.ones((3, 3)))
+    lab = labels.ravel()[ctr]
+    if lab == 0:
+        return None, ci
+    ai[labels != lab] = 0
+    if (
+        np.count_nonzero(ai) < min_pixel
+        or np.count_nonzero(ai >= 0.5 * ai.max()) > max_halfmax_area
+    ):
+        return None, ci
+    return ai.ravel().astype(np.float32), ci.astype(np.float32)
+
+
+def seed_neurons(
+    filtered,
+    raw,
+    sn,
+    cn,
+    pnr,
+    *,
+    gsiz: int,
+    min_corr: float,
+    min_pnr: float,
+    kernel: np.ndarray,
+    max_neurons: int,
+    thresh: float = 2.0,
+    min_pixel: int = 3,
+    max_halfmax_area: float = np.inf,
+    max_kappa: float = np.inf,
+    progress=None,
+) -> SeedResult:
+    """Greedy corr x PNR seeding; ``filtered``, ``raw``, ``cn``, ``pnr`` are updated in place.
+
+    Parameters
+    ----------
+    filtered : ndarray of shape (T, H, W), float32
+        Mean-subtracted filtered movie (modified: found neurons are subtracted).
+    raw : ndarray of shape (T, H, W), float32
+        Data the footprints are regressed on (modified likewise).
+    sn : ndarray of shape (H, W), float32
+        Noise of the filtered movie.
+    cn, pnr : ndarray of shape (H, W), float32
+        Correlation and PNR images (modified: recomputed where neurons were removed).
+    gsiz : int
+        Neuron diameter in pixels (box half-size).
+    min_corr, min_pnr : float
+    kernel : ndarray (k, k)
+        The spatial filter used for ``filtered``.
+    max_neurons : int
+    thresh : float
+        Correlation-image threshold in units of sn.
+    min_pixel : int
+    max_halfmax_area, max_kappa : float
+        Out-of-focus tests, see :func:`extract_ac`.
+    progress : callable(int) or None
+        Called with the number of neurons found so far after each one.
+
+    Returns
+    -------
+    SeedResult
+    """
+    T, H, W = filtered.shape
+    dims = (H, W)
+    kr = kernel.shape[0] // 2
+    min_v = min_corr * min_pnr
+    v = cn * pnr
+    v[(cn < min_corr) | (pnr < min_pnr)] = 0
+    searched = v <= 0
+    win = max(1, int(round(gsiz / 4)))
+    footprints, traces, centers = [], [], []
+    n_empty_rounds = 0
+    while len(footprints) < max_neurons:
+        # a 3x3 median removes isolated pixels; it would erase neurons only a few pixels wide
+        vb = (
+            scipy.ndimage.median_filter(v, size=3, mode="nearest") if gsiz >= 8 else v
+        ) + v / 100.0
+        vb[searched] = 0
+        vmax = scipy.ndimage.maximum_filter(vb, size=win, mode="nearest")
+        cand = (vb == vmax) & (vb >= min_v) & ~searched
+        rr, cc = np.nonzero(cand)
+        if len(rr) == 0:
+            break
+        order = np.argsort(-vb[rr, cc], kind="stable")
+        n_before = len(footprints)
+        for idx in order:
+            r, c = int(rr[idx]), int(cc[idx])
+            if searched[r, c] or v[r, c] < min_v:
+                searched[r, c] = True
+                continue
+            searched[r, c] = True
+            rs, cs = _box(r, c, gsiz, dims)
+            h, w = rs.stop - rs.start, cs.stop - cs.start
+            # one copy each, pixel-major (n, T)
+            fbox = np.ascontiguousarray(filtered[:, rs, cs].transpose(1, 2, 0)).reshape(-1, T)
+            rbox = np.ascontiguousarray(raw[:, rs, cs].transpose(1, 2, 0)).reshape(-1, T)
+            ctr = (r - rs.start) * w + (c - cs.start)
+            ai, ci = extract_ac(
+                fbox,
+                rbox,
+                ctr,
+                (h, w),
+                min_pixel,
+                max_halfmax_area,
+                max_kappa,
+            )
+            if ai is None:
+                # nothing neuron-like here: do not try the seed's immediate neighbours again
+                searched[_box(r, c, win // 2, dims)] = True
+                continue
+            a2 = ai.reshape(h, w)
+            raw[:, rs, cs] -= ci[:, None, None] * a2[None]
+            # filtered change: filter(ai) on the box grown by the kernel radius
+            grs = slice(max(0, rs.start - kr), min(H, rs.stop + kr))
+            gcs = slice(max(0, cs.start - kr), min(W, cs.stop + kr))
+            big = np.zeros((grs.stop - grs.start, gcs.stop - gcs.start), np.float32)
+            big[
+                rs.start - grs.start : rs.stop - grs.start,
+                cs.start - gcs.start : cs.stop - gcs.start,
+            ] = a2
+            fa = scipy.signal.correlate(np.pad(big, kr, mode="constant"), kernel, mode="valid")
+            filtered[:, grs, gcs] -= ci[:, None, None] * fa[None].astype(np.float32)
+            p_loc, c_loc = _local_images(filtered, sn, grs, gcs, thresh)
+            pnr[grs, gcs] = p_loc
+            cn[grs, gcs] = c_loc
+            v_loc = c_loc * p_loc
+            v_loc[(c_loc < min_corr) | (p_loc < min_pnr)] = 0
+            v[grs, gcs] = v_loc
+            searched[rs, cs] |= a2 > a2.max() / 2
+            footprints.append((rs, cs, a2.astype(np.float32)))
+            traces.append(ci)
+            centers.append((r, c))
+            if progress is not None:
+                progress(len(footprints))
+            if len(footprints) >= max_neurons:
+                break
+        if len(footprints) == n_before:
+            n_empty_rounds += 1
+            if n_empty_rounds >= MAX_EMPTY_ROUNDS:
+                break
+    tr = np.array(traces, np.float32).reshape(len(traces), T)
+    logger.debug("seeding found %d neurons", len(footprints))
+    return SeedResult(
+        footprints=footprints, traces=tr, centers=np.array(centers, int).reshape(-1, 2)
+    )

@@ -1,0 +1,338 @@
+"""The online CNMF-E model: one object, one verb per frame, constant per-frame cost.
+
+``OnlineCNMFE`` owns the params and the :class:`~.state.ModelState` and is the only
+place that knows the update schedule. Per frame (the critical path, all numba kernels):
+
+1. validate the frame (shape, dtype → float32, NaN policy); motion correction would go here
+   (``MotionParams``; not implemented yet, see docs/model.md);
+2. ỹ = (I − UWD)(y − b0), then c = argmin_{c≥0} ‖ỹ − Ã c‖² by block-coordinate descent
+   warm-started from the previous frame (``traces.py``, ``_kernels/demix.py``);
+3. online OASIS AR(1) for all neurons (``_kernels/oasis_online.py``);
+4. residual r = ỹ − Ã c into a ring buffer of the last L frames, b0 with forgetting
+   (``_kernels/residual.py``);
+5. the slow path (:mod:`online_cnmfe.model.slow_path.schedule`): ``observe_frame`` then a
+   budgeted ``slow_step``; a returned ``ModelUpdate`` is applied atomically (``updates.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from online_cnmfe.model import build as _build
+from online_cnmfe.model import deconvolution_online as _deconv
+from online_cnmfe.model import updates as model_updates
+from online_cnmfe.model._kernels import demix as _kd
+from online_cnmfe.model._kernels import residual as _kr
+from online_cnmfe.model.frame_result import FrameResult, ModelEvent
+from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.initialization.fit import fit_initial
+from online_cnmfe.model.slow_path import schedule as slow_schedule
+from online_cnmfe.model.state import ModelState
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger(__name__)
+
+
+class OnlineCNMFE:
+    """Online CNMF-E: initialise on a batch of frames, then ``process_frame`` one at a time.
+
+    Parameters
+    ----------
+    params : CNMFEParams, optional
+        Defaults to ``CNMFEParams()``.
+
+    Examples
+    --------
+    >>> model = OnlineCNMFE()
+    >>> model.is_initialized
+    False
+    """
+
+    def __init__(self, params: CNMFEParams | None = None) -> None:
+        params = CNMFEParams() if params is None else params
+        if not isinstance(params, CNMFEParams):
+            raise TypeError(f"params must be CNMFEParams, got {type(params).__name__}")
+        if params.motion.enabled:
+            raise ValueError(
+                "motion.enabled=True: online motion correction is not implemented yet; "
+                "motion-correct the movie beforehand and set motion.enabled=false"
+            )
+        self.params = params
+        self.state: ModelState | None = None
+        self._ops: _build.Operators | None = None
+        self._slow = slow_schedule if params.detection.enabled else None
+        self._pending_events: list[ModelEvent] = []
+        self._footprints_cache = None
+
+    # ---- set-up ------------------------------------------------------------------------
+    def initialize(self, frames: np.ndarray, progress: bool = False) -> None:
+        """Fit the initial model on ``frames`` (T, H, W) and prepare the online state."""
+        frames = _as_movie(frames)
+        init = fit_initial(frames, self.params, progress=progress)
+        self.initialize_from(init, frames)
+
+    def initialize_from(self, init: InitResult, frames: np.ndarray | None = None) -> None:
+        """Build the online state from an :class:`InitResult` (e.g. a truth-derived one).
+
+        Parameters
+        ----------
+        init : InitResult
+        frames : ndarray of shape (T, H, W), optional
+            The initialisation frames; used to fill the residual buffer and to start the
+            slow path. Frame indices continue at ``init.C.shape[1]``.
+        """
+        if not isinstance(init, InitResult):
+            raise TypeError(f"init must be an InitResult, got {type(init).__name__}")
+        if frames is not None:
+            frames = _as_movie(frames)
+            if frames.shape[1:] != tuple(init.dims):
+                raise ValueError(
+                    f"frames have shape {frames.shape[1:]} but the InitResult has dims "
+                    f"{tuple(init.dims)}; pass the frames the initialisation was fitted on"
+                )
+        self.state, self._ops = _build.build_state(init, frames, self.params)
+        _build.warm_up()
+        if self._slow is not None:
+            self.state.slow = self._slow.init_slow_path(init, frames, self.params)
+
+    # ---- per frame ---------------------------------------------------------------------
+    def process_frame(
+        self, frame: np.ndarray, on_traces: Callable[[FrameResult], None] | None = None
+    ) -> FrameResult:
+        """Update the model with one frame and return the outputs for it (all final).
+
+        Parameters
+        ----------
+        frame : ndarray of shape (H, W)
+        on_traces : callable, optional
+            Called with a traces-only ``FrameResult`` (no events, timings of the critical path)
+            as soon as this frame's traces are final and *before* the slow path (footprint
+            refresh, W refresh, detection) runs, so closed-loop rules and publication are not
+            delayed by it. The callback must not modify the model.
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not initialised.
+        ValueError
+            If the frame shape differs from the initialised one.
+        TypeError
+            If the frame is not a real numeric array.
+        """
+        st = self._require_state()
+        t_start = time.perf_counter()
+        y = self._validate(frame, st)
+        if y is None:
+            return self._skip(st, "frame contains NaN or infinite pixels", t_start)
+        # Motion-correction seam: a registration stage would transform `y` here (future work).
+        t_valid = time.perf_counter()
+        ops = self._ops
+        _kd.background_subtract(
+            y, st.b0, st.W, st.ring_idx, st.dims[0], st.dims[1], st.ssub,
+            st.scratch_xd, st.scratch_bg, st.scratch_ytilde, st.scratch_zsum,
+        )  # fmt: skip
+        t_bg = time.perf_counter()
+        A, G = st.A, st.G
+        _kd.demix_rhs(
+            A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data,
+            st.scratch_ytilde, st.scratch_zsum, st.scratch_rhs,
+        )  # fmt: skip
+        _kd.nnls_cd(
+            st.q_indptr, st.q_indices, st.q_data, st.q_diag, st.scratch_rhs, st.order,
+            self.params.online.n_trace_sweeps, st.c,
+        )  # fmt: skip
+        t_demix = time.perf_counter()
+        _deconv.step(st)
+        t_deconv = time.perf_counter()
+        slot = st.residual_head
+        _kr.residual_update(
+            A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
+            st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc, st.b0,
+            st.residual[slot],
+        )  # fmt: skip
+        st.residual_frame[slot] = st.t
+        st.c_raw_buffer[:, slot] = st.c
+        st.c_den_buffer[:, slot] = st.c_den
+        st.residual_head = (slot + 1) % st.residual.shape[0]
+        st.n_processed += 1
+        t_res = time.perf_counter()
+        c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
+        ids = st.neuron_ids.copy()
+        if on_traces is not None:
+            on_traces(
+                FrameResult(
+                    frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
+                    footprints_version=st.footprints_version,
+                    timings_ms={"critical_path": 1e3 * (t_res - t_start)},
+                )
+            )  # fmt: skip
+            t_res = time.perf_counter()
+        t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
+        t_slow = time.perf_counter()
+        events = tuple(self._pending_events)
+        self._pending_events.clear()
+        result = FrameResult(
+            frame_index=st.t,
+            neuron_ids=ids,
+            C=c_den,
+            S=s,
+            C_raw=c_raw,
+            events=events,
+            footprints_version=st.footprints_version,
+            timings_ms={
+                "validate": 1e3 * (t_valid - t_start),
+                "background": 1e3 * (t_bg - t_valid),
+                "demix": 1e3 * (t_demix - t_bg),
+                "deconvolve": 1e3 * (t_deconv - t_demix),
+                "residual": 1e3 * (t_res - t_deconv),
+                "slow_observe": 1e3 * (t_observe - t_res),
+                "slow_step": 1e3 * (t_step - t_observe),
+                "apply_update": 1e3 * (t_slow - t_step),
+                "total": 1e3 * (t_slow - t_start),
+            },
+        )
+        st.t += 1
+        return result
+
+    def _run_slow_path(self, st: ModelState, y: np.ndarray, slot: int, t_now: float):
+        """observe_frame + one slow_step (a fixed work quota); applies the returned update."""
+        if self._slow is None or st.slow is None:
+            return t_now, t_now
+        self._slow.observe_frame(st.slow, st.t, y, st.c, st.residual[slot], self.params)
+        t_observe = time.perf_counter()
+        update = self._slow.slow_step(st.slow, self.slow_inputs(), self.params)
+        t_step = time.perf_counter()
+        if update is not None:
+            events = model_updates.apply_update(self, update)
+            self._pending_events.extend(events)
+        return t_observe, t_step
+
+    def slow_inputs(self):
+        """The read-only view of the model the slow path works on (``SlowPathInputs``)."""
+        return model_updates.slow_inputs(self)
+
+    def _validate(self, frame, st: ModelState) -> np.ndarray | None:
+        frame = np.asarray(frame)
+        if frame.shape != tuple(st.dims):
+            raise ValueError(
+                f"frame {st.t} has shape {frame.shape}; the model was initialised on "
+                f"{tuple(st.dims)}. Feed frames of the initialised size (same session, same "
+                "crop/binning) or re-initialise on the new size."
+            )
+        if frame.dtype.kind not in "uif":
+            raise TypeError(f"frame {st.t} has dtype {frame.dtype}; expected a real number type")
+        y = self._ops.frame_buf  # the model's own float32 copy: no allocation per frame
+        np.copyto(y.reshape(st.dims), frame, casting="unsafe")
+        if frame.dtype.kind == "f" and not np.isfinite(y.sum()):
+            bad = ~np.isfinite(y)
+            if self.params.online.nan_policy == "skip":
+                return None
+            y[bad] = st.b0[bad]
+        return y
+
+    def _skip(self, st: ModelState, reason: str, t_start: float) -> FrameResult:
+        st.n_skipped += 1
+        result = FrameResult(
+            frame_index=st.t,
+            neuron_ids=st.neuron_ids.copy(),
+            C=st.c_den.copy(),
+            S=np.zeros_like(st.s),
+            C_raw=st.c.copy(),
+            skipped=True,
+            skip_reason=reason,
+            footprints_version=st.footprints_version,
+            timings_ms={"total": 1e3 * (time.perf_counter() - t_start)},
+        )
+        st.t += 1
+        return result
+
+    # ---- persistence (files: online_cnmfe.results.state_file) ----------------------------
+    @classmethod
+    def from_state(cls, params: CNMFEParams, state: ModelState) -> OnlineCNMFE:
+        """A model continuing from a complete ``state`` (e.g. read back from a state file)."""
+        if not isinstance(state, ModelState):
+            raise TypeError(f"state must be a ModelState, got {type(state).__name__}")
+        model = cls(params)
+        model.state = state
+        model._ops = _build.operators_for(state, params)
+        _build.warm_up()
+        return model
+
+    # ---- read access -------------------------------------------------------------------
+    def _require_state(self) -> ModelState:
+        if self.state is None:
+            raise RuntimeError(
+                "the model is not initialised; call initialize(frames) or initialize_from(init)"
+            )
+        return self.state
+
+    @property
+    def is_initialized(self) -> bool:
+        return self.state is not None
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        return tuple(self._require_state().dims)
+
+    @property
+    def n_components(self) -> int:
+        return self._require_state().n_components
+
+    @property
+    def neuron_ids(self) -> np.ndarray:
+        """Stable ids of the current components (never reused), int64 (K,)."""
+        return self._require_state().neuron_ids
+
+    @property
+    def birth_frames(self) -> np.ndarray:
+        return self._require_state().birth_frame
+
+    @property
+    def footprints(self):
+        """A as scipy.sparse.csc_array (n_pixels × K), pixels row-major (cached copy)."""
+        st = self._require_state()
+        key = (st.footprints_version, st.n_components, id(st))
+        if self._footprints_cache is None or self._footprints_cache[0] != key:
+            self._footprints_cache = (key, st.A.to_csc())
+        return self._footprints_cache[1]
+
+    @property
+    def b0(self) -> np.ndarray:
+        st = self._require_state()
+        return st.b0.reshape(st.dims)
+
+    @property
+    def footprints_version(self) -> int:
+        return self._require_state().footprints_version
+
+    @property
+    def frame_index(self) -> int:
+        """Index of the next frame to be processed."""
+        return self._require_state().t
+
+    @property
+    def summary_images(self) -> dict[str, np.ndarray]:
+        """Display images (H, W): baseline, max footprint, residual std over the buffer."""
+        st = self._require_state()
+        filled = st.residual[st.residual_frame >= 0]
+        std = filled.std(axis=0) if len(filled) else np.zeros(st.n_pixels, np.float32)
+        A = self.footprints
+        amax = A.max(axis=1).toarray().ravel() if st.n_components else np.zeros(st.n_pixels)
+        return {
+            "baseline": st.b0.reshape(st.dims).copy(),
+            "footprints_max": np.asarray(amax, np.float32).reshape(st.dims),
+            "residual_std": np.asarray(std, np.float32).reshape(st.dims),
+        }
+
+
+def _as_movie(frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 3:
+        raise ValueError(f"frames must have shape (T, H, W); got {frames.shape}")
+    if frames.dtype.kind not in "uif":
+        raise TypeError(f"frames have dtype {frames.dtype}; expected a real number type")
+    return frames

@@ -1,0 +1,138 @@
+"""`online-cnmfe process` end to end on a small simulated file, scored by the evaluator."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from online_cnmfe.cli import main
+from online_cnmfe.evaluation.metrics import evaluate_files
+from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results import state_file as state_io
+from online_cnmfe.results.store import read_results
+from tests.online_cnmfe.model_fixtures import make_movie, truth_init
+
+N_INIT = 120
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("process")
+    movie = make_movie(n_frames=300, seed=8)
+    with h5py.File(tmp / "movie.h5", "w") as f:
+        f.create_dataset("movie", data=movie.frames)
+    fp = movie.A.toarray().T.reshape(-1, *movie.frames.shape[1:])
+    with h5py.File(tmp / "truth.h5", "w") as f:
+        f["truth/footprints"] = fp
+        f["truth/C"] = movie.C
+        f["truth/pnr"] = movie.C.max(axis=1) / movie.noise
+    params = CNMFEParams.from_dict({"data": {"neuron_diameter_px": 8.0}})
+    state_io.save_model(
+        tmp / "init.h5", params, truth_init(movie, N_INIT), fmt=state_io.INIT_FORMAT
+    )
+    return tmp, movie
+
+
+def test_process_writes_results_the_evaluator_reads(files):
+    tmp, movie = files
+    out = tmp / "result.h5"
+    rc = main(
+        [
+            "process", str(tmp / "movie.h5"), "--out", str(out), "--init-result",
+            str(tmp / "init.h5"), "--init-frames", str(N_INIT), "--set",
+            "data.neuron_diameter_px=8", "--set", "detection.enabled=false", "--quiet",
+            "--save-model", str(tmp / "model.h5"),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    T = movie.frames.shape[0]
+    assert res.n_frames == T
+    with h5py.File(out, "r") as f:
+        C = f["traces/C"][()]
+        assert C.shape == (movie.C.shape[0], T)
+        assert f["footprints"].attrs["shape"][1] == movie.C.shape[0]
+        np.testing.assert_array_equal(f["frames/frame_index"][()], np.arange(T))
+        assert np.isfinite(f["frames/latency_ms"][N_INIT:]).all()
+    metrics = evaluate_files(out, tmp / "truth.h5")
+    assert metrics["f1"] == pytest.approx(1.0)
+    assert metrics["trace_corr_median"] > 0.9
+    assert main(["evaluate", str(out), str(tmp / "truth.h5"), "--json-only"]) == 0
+    assert (tmp / "model.h5").exists()
+
+
+def test_process_bad_inputs_give_one_line_errors(files, capsys):
+    tmp, _ = files
+    assert main(["process", str(tmp / "nope.h5"), "--out", str(tmp / "r.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.h5" in err
+    rc = main(
+        ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--init-frames", "400"]
+    )
+    assert rc == 2 and "init.init_frames=400" in capsys.readouterr().err
+    rc = main(
+        ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--set", "data.nope=1"]
+    )
+    assert rc == 2 and "unknown parameter" in capsys.readouterr().err
+
+
+def test_process_with_real_initialisation_on_simulator_file(tmp_path):
+    from acquisition.simulator import MiniscopeSimulator
+    from acquisition.simulator_params import SimulationParams
+
+    sim = MiniscopeSimulator(
+        SimulationParams(height=64, width=64, n_frames=260, n_neurons=8, seed=2, n_neuropil=4)
+    )
+    movie = sim.frames(0, 260)
+    np.save(tmp_path / "movie.npy", movie)
+    out = tmp_path / "result.h5"
+    rc = main(["process", str(tmp_path / "movie.npy"), "--out", str(out), "--init-frames", "150",
+               "--quiet"])  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    assert res.n_frames == 260
+    with h5py.File(out, "r") as f:
+        K = f["traces/C"].shape[0]
+        assert K >= 1 and f["traces/C"].shape[1] == 260
+        assert np.isfinite(f["traces/C"][()]).all()
+        assert f["background/b0"].shape == (64, 64)
+
+
+def test_process_miniscope_folder_records_lost_daq_frames(files, tmp_path):
+    from tests.acquisition.test_sources_miniscope import write_miniscope_session
+
+    src, movie = files
+    frames = np.clip(np.rint(movie.frames), 0, 255).astype(np.uint8)
+    daq = list(range(100, 100 + 200)) + list(range(303, 303 + 100))  # 3 frames lost at row 200
+    dev = write_miniscope_session(tmp_path / "session", frames, frames_per_file=100, daq=daq)
+    out = tmp_path / "result.h5"
+    rc = main(
+        ["process", str(dev), "--out", str(out), "--init-result", str(src / "init.h5"),
+         "--init-frames", str(N_INIT), "--set", "data.neuron_diameter_px=8", "--set",
+         "detection.enabled=false", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["frames/dropped"][()], [[300, 302]])
+        np.testing.assert_array_equal(f["frames/daq_frame"][()], daq)
+    metrics = evaluate_files(out, src / "truth.h5")
+    assert metrics["f1"] == pytest.approx(1.0)
+
+
+def test_frame_rate_given_with_set_reaches_the_source_and_the_file(files):
+    tmp, _ = files
+    out = tmp / "rate.h5"
+    rc = main(
+        [
+            "process", str(tmp / "movie.h5"), "--out", str(out), "--init-result",
+            str(tmp / "init.h5"), "--init-frames", str(N_INIT), "--set",
+            "data.frame_rate_hz=7.5", "--set", "detection.enabled=false", "--quiet",
+            "--max-frames", str(N_INIT + 10),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    with h5py.File(out, "r") as f:
+        assert f.attrs["frame_rate_hz"] == pytest.approx(7.5)
+        t = f["frames/t_acq_ms"][()]
+    np.testing.assert_allclose(np.diff(t), 1000 / 7.5)  # timestamps follow the given rate

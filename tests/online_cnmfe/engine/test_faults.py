@@ -1,0 +1,202 @@
+"""The engine under faults: malformed and wrong-shape messages, publisher restarts, overload."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from online_cnmfe.results.store import read_results
+from tests.online_cnmfe.engine_harness import (
+    SIZE,
+    TestPublisher,
+    endpoints,
+    engine_log,
+    running_after,
+    start_acquire,
+    start_engine,
+    stop,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, client):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path)
+    try:
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(100):
+            pub.send_frame(i)
+        bad = [
+            [b"frame", b"{not json"],
+            [b"frame", json.dumps({"v": 99, "topic": "frame", "arrays": []}).encode()],
+            [b"frame", b'{"v": 1, "topic": "frame", "arrays": [{"name": "pixels", '
+             b'"dtype": "uint16", "shape": [64, 64]}]}', b"truncated"],
+            [b"eos", b'{"v": 1, "topic": "eos", "arrays": []}'],  # no session_id
+        ]  # fmt: skip
+        for parts in bad:
+            pub.send_raw(parts)
+        pub.send_frame(100, np.zeros((32, 48), np.uint16))  # wrong shape
+        pub.send_frame(101, np.zeros(SIZE, np.float32))  # wrong dtype
+        for i in range(102, 150):
+            pub.send_frame(i)
+        client.wait_for(running_after(40 + 48), 60, "all valid frames processed", engine)
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    status = client.last_status()
+    assert status["n_malformed"] == len(bad)
+    assert status["n_rejected"] == 2
+    res = read_results(tmp_path / "session.h5")
+    assert sorted(i for i, _ in res.rejected) == [100, 101]
+    assert any("(32, 48)" in reason for _, reason in res.rejected)
+    np.testing.assert_array_equal(
+        res.frames["frame_index"], np.r_[np.arange(100), np.arange(102, 150)]
+    )
+    kinds = [m.header["kind"] for m in client.messages["event"]]
+    assert kinds.count("reject") == 2
+
+
+def test_publisher_restart_mid_run_does_not_stop_the_engine(tmp_path, client):
+    engine = start_engine(tmp_path)
+    first = start_acquire(tmp_path, n_frames=None, rate="200", seed=0)
+    second = None
+    try:
+        client.wait_for(running_after(30), 90, "30 processed frames", engine)
+        stop(first)  # killed: no eos
+        n_before = client.last_status()["n_frames_processed"]
+        second = start_acquire(tmp_path, n_frames=80, rate="max", seed=0)  # new session id
+        assert engine.wait(timeout=90) == 0, engine_log(tmp_path)  # stops at the 2nd eos
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        stop(first)
+        if second is not None:
+            stop(second)
+    restarts = [m for m in client.messages["event"] if m.header["kind"] == "restart"]
+    assert len(restarts) == 1
+    status = client.last_status()
+    assert status["n_restarts"] == 1
+    assert status["n_frames_processed"] >= n_before + 80 - 2  # tolerate frames lost in transit
+    res = read_results(tmp_path / "session.h5")
+    assert res.n_frames == 60 + status["n_frames_processed"]
+    fi = res.frames["frame_index"]
+    np.testing.assert_array_equal(fi[-80:], np.arange(80))  # the new session starts over
+
+
+def test_a_slow_consumer_drops_and_records_frames(tmp_path, client):
+    # A 4-frame queue and a lossless max-rate sender: everything sent while the model
+    # initialises overflows the queue; every frame must end up stored or recorded as dropped.
+    engine = start_engine(tmp_path, "--set", "engine.queue_frames=4")
+    acquire = start_acquire(tmp_path, n_frames=3000, rate="max")
+    try:
+        assert acquire.wait(timeout=120) == 0
+        assert engine.wait(timeout=120) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        stop(acquire)
+    res = read_results(tmp_path / "session.h5")
+    n_dropped = int(np.sum(res.dropped[:, 1] - res.dropped[:, 0] + 1)) if res.dropped.size else 0
+    assert n_dropped > 0
+    assert res.n_frames + n_dropped == 3000
+    covered = np.zeros(3000, int)
+    covered[res.frames["frame_index"]] += 1
+    for first, last in res.dropped:
+        covered[first : last + 1] += 1
+    np.testing.assert_array_equal(covered, 1)  # every frame exactly once: stored or dropped
+    assert client.last_status()["n_dropped"] == n_dropped
+    assert any(m.header["kind"] == "drop" for m in client.messages["event"])
+
+
+def test_store_failure_is_reported_and_the_engine_keeps_running(tmp_path, client):
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path, out="gone/session.h5")
+    try:
+        pub.wait_for_subscriber()
+        folder.rmdir()  # the results folder disappears before the file is created
+        pub.send_start()
+        for i in range(120):
+            pub.send_frame(i)
+        client.wait_for(running_after(60), 60, "60 processed frames", engine)
+        client.wait_for(lambda c: not c.last_status().get("store_ok", True), 10, "store_ok")
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 3, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    status = client.last_status()
+    assert "gone" in status["store_error"] and status["n_frames_processed"] == 60
+    assert [m.header["frame_index"] for m in client.messages["traces"]] == list(range(60, 120))
+    assert any(m.header["kind"] == "store_error" for m in client.messages["event"])
+
+
+@pytest.mark.parametrize("policy", ["continue", "reinitialise"])
+def test_a_new_session_with_another_frame_size(tmp_path, client, policy):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path, "--set", f"engine.on_restart={policy}")
+    try:
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(100):
+            pub.send_frame(i)
+        client.wait_for(running_after(40), 60, "40 processed frames", engine)
+        pub.new_session(size=(48, 56))
+        pub.send_start()
+        for i in range(100):
+            pub.send_frame(i)
+        if policy == "reinitialise":
+            client.wait_for(
+                lambda c: c.last_status().get("dims") == [48, 56]
+                and c.last_status().get("phase") == "running"
+                and c.last_status()["n_frames_processed"] >= 40 + 40,
+                60, "the second model running", engine,
+            )  # fmt: skip
+        else:
+            client.wait_for(
+                lambda c: c.last_status().get("n_rejected", 0) >= 100, 60, "rejections", engine
+            )
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    assert [m.header["kind"] for m in client.messages["event"]].count("restart") == 1
+    first = read_results(tmp_path / "session.h5")
+    assert first.dims == SIZE
+    if policy == "reinitialise":
+        assert first.n_frames == 100 and first.attrs["complete"]
+        second = read_results(tmp_path / "session-1.h5")
+        assert second.dims == (48, 56) and second.n_frames == 100
+    else:
+        assert first.n_frames == 100
+        assert len(first.rejected) == 100
+        assert all("(48, 56)" in reason for _, reason in first.rejected)
+
+
+def test_idle_exit_stops_cleanly_when_the_eos_never_comes(tmp_path, client):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path, "--idle-exit", "1.5")
+    try:
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(90):
+            pub.send_frame(i)
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)  # no eos was sent
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    assert client.messages["eos"][-1].header["reason"] == "idle"
+    res = read_results(tmp_path / "session.h5")
+    assert res.attrs["complete"] and res.n_frames == 90

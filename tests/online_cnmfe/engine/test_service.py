@@ -1,0 +1,130 @@
+"""The engine end to end: real acquisition and engine subprocesses, real sockets and files."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+from online_cnmfe.results.store import read_results
+from online_cnmfe.results.stream import footprints_from_message
+from tests.online_cnmfe.engine_harness import (
+    ResultsClient,
+    endpoints,
+    engine_log,
+    running_after,
+    start_acquire,
+    start_engine,
+    stop,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_acquisition_to_engine_to_subscriber_matches_the_file(tmp_path, client):
+    engine = start_engine(tmp_path, "--set", "engine.queue_full=wait")
+    acquire = None
+    try:
+        client.wait_for(lambda c: c.messages["ready"], 60, "the ready handshake", engine)
+        acquire = start_acquire(tmp_path, n_frames=300)
+        assert engine.wait(timeout=120) == 0, engine_log(tmp_path)
+        assert acquire.wait(timeout=30) == 0
+        client.poll(1.0)
+    finally:
+        stop(engine)
+        if acquire is not None:
+            stop(acquire)
+    res = read_results(tmp_path / "session.h5")
+    assert res.attrs["complete"]
+    assert res.n_frames == 300  # lossless: 60 init frames (batch fit) + 240 online
+    np.testing.assert_array_equal(res.frames["frame_index"], np.arange(300))
+    assert res.dropped.size == 0 and not res.rejected
+    assert res.A.shape[1] > 0
+
+    traces = client.messages["traces"]
+    assert [m.header["frame_index"] for m in traces] == list(range(60, 300))
+    for m in traces[::37]:  # what the subscriber saw is what was stored
+        t = m.header["frame_index"]
+        row = {int(n): i for i, n in enumerate(res.neuron_ids)}
+        idx = [row[int(n)] for n in m.arrays["neuron_ids"]]
+        np.testing.assert_array_equal(res.C[idx, t], m.arrays["C"])
+        np.testing.assert_array_equal(res.S[idx, t], m.arrays["S"])
+        np.testing.assert_array_equal(res.C_raw[idx, t], m.arrays["C_raw"])
+        assert m.header["age_ms"] >= 0
+    A, ids = footprints_from_message(client.messages["footprints"][-1])
+    np.testing.assert_array_equal(ids, res.neuron_ids)
+    assert (A != res.A).nnz == 0
+    final = client.last_status()
+    assert final["phase"] == "stopped" and final["n_frames_processed"] == 240
+    assert final["store_ok"] and final["n_dropped"] == 0 and final["n_neurons"] == len(ids)
+    layers = {m.header["layer"] for m in client.messages["image"]}
+    assert {"raw", "denoised", "residual", "background_subtracted", "max_projection"} <= layers
+    assert client.messages["eos"][-1].header["reason"] == "eos"
+    assert client.messages["eos"][-1].header["n_frames_processed"] == 240
+
+
+def test_sigint_stops_cleanly_with_a_complete_file(tmp_path, client):
+    engine = start_engine(tmp_path)
+    acquire = start_acquire(tmp_path, n_frames=None, rate="200")
+    late = None
+    try:
+        client.wait_for(running_after(40), 90, "40 processed frames", engine)
+        late = ResultsClient(endpoints(tmp_path)[1])  # joins mid-run: gets the full picture
+        late.wait_for(
+            lambda c: c.messages["footprints"]
+            and {"corr_pnr", "max_projection"} <= {m.header["layer"] for m in c.messages["image"]}
+            and c.messages["ready"],
+            10, "footprints and summary images for a late joiner", engine,
+        )  # fmt: skip
+        engine.send_signal(signal.SIGINT)
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        stop(acquire)
+        if late is not None:
+            late.close()
+    assert client.messages["eos"][-1].header["reason"] == "SIGINT"
+    res = read_results(tmp_path / "session.h5")
+    assert res.attrs["complete"]
+    n_done = client.messages["eos"][-1].header["n_frames_processed"]
+    assert res.n_frames == 60 + n_done
+    assert (tmp_path / "session.state.h5").exists()  # final checkpoint for --resume
+
+
+def test_sigkill_then_resume_continues_the_same_file(tmp_path, client):
+    engine = start_engine(tmp_path, "--set", "engine.checkpoint_period_s=0.3")
+    acquire = start_acquire(tmp_path, n_frames=None, rate="200")
+    try:
+        client.wait_for(running_after(100), 90, "100 processed frames", engine)
+        client.wait_for(lambda c: (tmp_path / "session.state.h5").exists(), 30, "a checkpoint")
+        client.poll(0.5)  # at least two flush periods
+        engine.send_signal(signal.SIGKILL)
+        engine.wait(timeout=20)
+        killed = read_results(tmp_path / "session.h5")  # readable right after SIGKILL
+        assert not killed.attrs["complete"]
+        assert killed.n_frames >= 60 + 50
+        fi = killed.frames["frame_index"]
+        missing = np.setdiff1d(np.arange(fi[-1] + 1), fi)  # e.g. the queue overflowed in init
+        dropped = np.concatenate([np.arange(a, b + 1) for a, b in killed.dropped] + [[]])
+        assert np.all(np.diff(fi) > 0) and np.isin(missing, dropped).all()
+
+        client.messages.clear()
+        engine = start_engine(tmp_path, "--resume")
+        client.wait_for(
+            lambda c: c.messages["traces"] and len(c.messages["traces"]) >= 50, 90, "traces", engine
+        )
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+    finally:
+        stop(engine)
+        stop(acquire)
+    assert "resuming from checkpoint" in engine_log(tmp_path)
+    res = read_results(tmp_path / "session.h5")
+    assert res.attrs["complete"]
+    assert res.n_frames > killed.n_frames
+    fi = res.frames["frame_index"]
+    np.testing.assert_array_equal(fi[: killed.n_frames], killed.frames["frame_index"])
+    assert np.all(np.diff(fi) > 0)  # the frames missed while down leave a gap, not a repeat
+    assert (tmp_path / "session.h5.crashed").exists()

@@ -1,0 +1,71 @@
+"""Greedy corr x PNR seeding on a tiny movie with known neurons."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from online_cnmfe.model.initialization.seeding import extract_ac, seed_neurons
+from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from tests.online_cnmfe.init_fixture import CENTRES, DIAMETER, tiny_movie
+
+
+def _seed(frames, **kw):
+    sigma = DIAMETER / 4
+    filtered, im = summary_images(frames, sigma)
+    filtered -= im.filtered_mean[None]
+    args = dict(
+        gsiz=int(DIAMETER),
+        min_corr=0.8,
+        min_pnr=8.0,
+        kernel=center_psf_kernel(sigma),
+        max_neurons=100,
+    )
+    args.update(kw)
+    return seed_neurons(filtered, frames.copy(), im.noise, im.corr.copy(), im.pnr.copy(), **args)
+
+
+def test_seeds_land_on_every_neuron_once():
+    frames, A, C = tiny_movie(T=300, pnr=(10, 15))
+    res = _seed(frames)
+    assert res.traces.shape == (res.n_components, 300)
+    d = np.hypot(*(res.centers[:, None, :] - np.array(CENTRES)[None]).transpose(2, 0, 1))
+    assert np.all(d.min(axis=0) <= 2.5), d.min(axis=0)  # every neuron found
+    assert res.n_components <= len(CENTRES) + 2
+    dense = res.dense_footprints((64, 64))
+    assert dense.shape == (4096, res.n_components) and np.all(dense >= 0)
+    for k in range(res.n_components):
+        j = int(np.argmin(d[k]))
+        if d[k, j] <= 2.5:
+            assert np.corrcoef(res.traces[k], C[j])[0, 1] > 0.8
+
+
+def test_no_seeds_in_pure_noise_and_max_neurons_respected():
+    rng = np.random.default_rng(0)
+    noise = (100 + rng.standard_normal((200, 40, 40))).astype(np.float32)
+    assert _seed(noise).n_components == 0
+    frames, _, _ = tiny_movie(T=300, pnr=(10, 15))
+    assert _seed(frames, max_neurons=3).n_components == 3
+
+
+def test_extract_ac_rejects_broad_out_of_focus_source():
+    rng = np.random.default_rng(1)
+    T, h = 300, 21
+    yy, xx = np.mgrid[:h, :h]
+    trace = np.maximum(rng.standard_normal(T), 0) * 5
+    kernel = center_psf_kernel(2.5)
+    out = {}
+    for name, sigma in (("neuron", 2.5), ("blob", 9.0)):
+        prof = np.exp(-((yy - 10) ** 2 + (xx - 10) ** 2) / (2 * sigma**2))
+        raw = trace[:, None, None] * prof + 0.2 * rng.standard_normal((T, h, h))
+        from online_cnmfe.model.initialization.summary_images import filter_frames
+
+        filt = filter_frames(raw.astype(np.float32), kernel)
+        filt -= filt.mean(axis=0)
+        fbox = filt.reshape(T, -1).T.copy()
+        rbox = raw.reshape(T, -1).T.astype(np.float32).copy()
+        r = (kernel * np.exp(-((np.mgrid[-5:6, -5:6] ** 2).sum(0)) / (2 * 2.5**2))).sum()
+        ai, _ = extract_ac(fbox, rbox, 10 * h + 10, (h, h), 3, np.inf, 2.0 / r)
+        out[name] = ai
+    assert out["neuron"] is not None and out["blob"] is None
+    a = out["neuron"].reshape(h, h)
+    assert np.unravel_index(np.argmax(a), a.shape) == (10, 10)

@@ -1,0 +1,168 @@
+"""Detection kernels against references, and detection on synthetic residuals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from online_cnmfe.model._kernels import detection as kdet
+from tests import reference as ref
+
+
+def test_box_mean_matches_scipy_uniform_filter_inside(rng):
+    x = rng.standard_normal((30, 40)).astype(np.float32)
+    out, tmp = np.empty_like(x), np.empty_like(x)
+    kdet.box_mean(x, 3, tmp, out)
+    expect = scipy.ndimage.uniform_filter(x.astype(np.float64), 7, mode="constant")
+    np.testing.assert_allclose(out[3:-3, 3:-3], expect[3:-3, 3:-3], rtol=1e-4, atol=1e-5)
+    # edges: the mean over the pixels that exist
+    np.testing.assert_allclose(out[0, 0], x[:4, :4].mean(), rtol=1e-5)
+
+
+def test_rank1_nmf_matches_reference_loop(rng):
+    a_true = np.abs(rng.standard_normal(30))
+    c_true = np.abs(rng.standard_normal(50))
+    Y = (np.outer(c_true, a_true) + 0.1 * rng.standard_normal((50, 30))).astype(np.float32)
+    a0 = np.abs(rng.standard_normal(30)).astype(np.float32)
+    a, c = a0.copy(), np.zeros(50, np.float32)
+    kdet.rank1_nmf(Y, a, c, 12)
+    a_ref, c_ref = ref.rank1_nmf_ref(Y.astype(np.float64), a0, 12)
+    np.testing.assert_allclose(a, a_ref, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-3, atol=1e-4)
+    assert np.corrcoef(a, a_true)[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_nms_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, 30, (60, 2))
+    scores = rng.random(60)
+    order = np.argsort(-scores, kind="stable")
+    keep = np.zeros(10, np.int64)
+    n = kdet.nms_greedy(pts[:, 0].copy(), pts[:, 1].copy(), order, 5.0, 10, keep)
+    assert keep[:n].tolist() == ref.nms_ref(pts, scores, 5.0, 10)
+
+
+def test_detection_images_decaying_max_and_noise(rng):
+    H = W = 12
+    m = [np.zeros((H, W), np.float32) for _ in range(6)]
+    z = rng.standard_normal((400, H, W)).astype(np.float32)
+    for f in z:
+        kdet.detection_images_update(f, *m, 0.01, 0.01, 0.9)
+    m1, m2, mr, md, nvar, mx = m
+    assert abs(float(np.sqrt(nvar).mean()) - 1.0) < 0.1  # E[z^2 | z<0] = 1
+    np.testing.assert_allclose(mx, np.maximum(z[-1], 0.9 * mx_prev(z[:-1])), rtol=1e-5)
+    assert float(mx.max()) < z.max()  # the cumulative max has decayed
+
+
+def mx_prev(z):
+    mx = np.zeros(z.shape[1:], np.float32)
+    for f in z:
+        mx = np.maximum(f, np.float32(0.9) * mx)
+    return mx
+
+
+# ---- detection on synthetic residuals (slow path driven by the reference loop) --------------
+
+from tests.online_cnmfe import slow_harness as h  # noqa: E402
+
+N_INIT = 200
+
+
+def _cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+def _run_late(confirm_events, seed=1, T=700):
+    m = h.make_movie(seed=seed, T=T, first=[0, 0, 0, 250], rate_hz=1.0)
+    p = h.params_for(**{"detection.confirm_events": confirm_events})
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT])
+    return m, h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+
+
+def _births(loop):
+    return [(u.frame_index, u.new_footprints.toarray()) for u in loop.updates
+            if u.new_footprints.shape[1]]  # fmt: skip
+
+
+@pytest.mark.parametrize("confirm", [2, 3])
+def test_late_neuron_is_promoted_once_after_confirmation(confirm):
+    m, loop = _run_late(confirm)
+    births = _births(loop)
+    assert len(births) == 1, [b[0] for b in births]
+    frame, fp = births[0]
+    assert fp.shape[1] == 1 and _cos(fp[:, 0], m.A[:, 3]) > 0.7
+    spikes = np.flatnonzero(np.diff(m.C[3]) > 2) + 1
+    # at least `confirm` separate transients happened before promotion
+    sep = int(np.ceil(20 * 0.5))
+    distinct = [s for i, s in enumerate(spikes) if i == 0 or s - spikes[i - 1] >= sep]
+    assert sum(s <= frame for s in distinct) >= confirm
+    # tracked afterwards: final footprints match the 4 truths one-to-one
+    sim = np.array([[_cos(a, b) for b in m.A.T] for a in loop.A.T])
+    assert loop.A.shape[1] == 4 and sorted(sim.argmax(1).tolist()) == [0, 1, 2, 3]
+    assert sim.max(1).min() > 0.8
+
+
+def test_confirmation_delays_promotion():
+    f2 = _births(_run_late(2)[1])[0][0]
+    f3 = _births(_run_late(3)[1])[0][0]
+    assert f3 > f2
+
+
+def _blob_background(dims, sigma, seed):
+    rng = np.random.default_rng(seed)
+    H, W = dims
+    rr, cc = np.mgrid[0:H, 0:W]
+
+    def bg(T):
+        amp = 3 + np.cumsum(rng.normal(0, 0.3, T))
+        burst = np.zeros(T)
+        for t0 in rng.integers(0, T - 20, T // 40):  # neuropil-like transients
+            burst[t0 : t0 + 20] += 4 * np.exp(-np.arange(20) / 8)
+        img = np.exp(-((rr - H / 2) ** 2 + (cc - W / 2) ** 2) / (2 * sigma**2)).ravel()
+        return np.outer(amp + burst, img)
+
+    return bg
+
+
+@pytest.mark.parametrize("sigma", [None, 7.0, 4.0])
+def test_noise_and_out_of_focus_blobs_promote_nothing(sigma):
+    dims = (48, 48)
+    bg = None if sigma is None else _blob_background(dims, sigma, 5)
+    m = h.make_movie(seed=2, T=700, centres=((10, 10), (38, 38)), background=bg)
+    p = h.params_for()
+    init = h.init_result(m, N_INIT)
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p)
+    loop.apply_w = False  # keep the blob in the residual: the worst case for detection
+    loop.run(m.Y[N_INIT:])
+    assert _births(loop) == []
+    assert loop.slow.work.total_births == 0
+
+
+def test_detection_on_a_downsampled_grid_for_larger_neurons():
+    # diameter 12 -> detection images on a 2x coarser grid; candidates map back to pixels
+    m = h.make_movie(
+        seed=1, dims=(64, 64), T=600, centres=((14, 14), (14, 48), (48, 14), (48, 48)),
+        sigma=3.0, first=[0, 0, 0, 250], rate_hz=1.0, amp=8.0,
+    )  # fmt: skip
+    # footprints refreshed every 10 s (the newborn is refined ~6 times in the 300 frames left)
+    p = h.params_for(
+        **{"data.neuron_diameter_px": 12.0, "online.footprint_update_period_frames": 200}
+    )
+    init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT], radius=4)
+    loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
+    assert loop.slow.det.ds == 2
+    births = _births(loop)
+    assert len(births) == 1 and _cos(births[0][1][:, 0], m.A[:, 3]) > 0.7
+    assert loop.A.shape[1] == 4 and _cos(loop.A[:, 3], m.A[:, 3]) > 0.9  # refined by HALS
+    first_spike = int(np.flatnonzero(m.C[3] > 0)[0])
+    assert births[0][0] - first_spike <= 3 * 20  # within 3 s of its first activity
+
+
+@pytest.mark.parametrize("shape,f", [((30, 40), 2), ((31, 37), 2), ((20, 22), 3)])
+def test_block_mean_matches_reference(rng, shape, f):
+    x = rng.standard_normal(shape).astype(np.float32)
+    out = np.empty((-(-shape[0] // f), -(-shape[1] // f)), np.float32)
+    kdet.block_mean(x, f, out)
+    np.testing.assert_allclose(out, ref.downsample_mean_ref(x, f), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,125 @@
+"""Applying slow-path updates keeps the demixing products equal to a full rebuild."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from online_cnmfe.model import build as model_build
+from online_cnmfe.model.online import OnlineCNMFE
+from online_cnmfe.params import CNMFEParams
+from tests.online_cnmfe.model_fixtures import make_movie, truth_init
+
+slow_path = pytest.importorskip("online_cnmfe.model.slow_path.schedule")
+
+N_INIT = 150
+
+
+def _model():
+    movie = make_movie(n_frames=260, seed=6, n_neurons=10)
+    params = CNMFEParams.from_dict(
+        {"data": {"neuron_diameter_px": 8.0}, "detection": {"enabled": False}}
+    )
+    model = OnlineCNMFE(params)
+    model.initialize_from(truth_init(movie, N_INIT), movie.frames[:N_INIT])
+    for f in movie.frames[N_INIT:200]:
+        model.process_frame(f)
+    return model, movie
+
+
+def _col(A, k, scale=1.0, shift=0):
+    a = A[:, [k]].toarray().ravel() * scale
+    return scipy.sparse.csc_array(np.roll(a, shift)[:, None].astype(np.float32))
+
+
+def _empty(n_pixels):
+    return scipy.sparse.csc_array((n_pixels, 0), dtype=np.float32)
+
+
+def _update(model, rng):
+    st = model.state
+    A = model.footprints
+    hb_wb = st.W.shape[0]
+    start = hb_wb // 3
+    rows = (st.W[start : start + 7] * 1.3 + 0.001).astype(np.float32)
+    return slow_path.ModelUpdate(
+        frame_index=st.t - 1,
+        replaced=np.array([1, 4], np.int64),
+        replaced_footprints=scipy.sparse.hstack([_col(A, 1, 1.2, 1), _col(A, 4, 0.8, -64)]),
+        merged_kept=np.array([2], np.int64),
+        merged_absorbed=np.array([6], np.int64),
+        merged_footprints=_col(A, 2, 1.1),
+        removed=np.array([8], np.int64),
+        new_footprints=scipy.sparse.hstack([_col(A, 0, 1.0, 130), _col(A, 3, 1.0, 200)]),
+        new_traces=rng.uniform(0, 2, (2, 40)).astype(np.float32),
+        new_trace_frames=np.arange(st.t - 40, st.t, dtype=np.int64),
+        new_g=np.full((2, 1), 0.9, np.float32),
+        new_noise=np.full(2, 0.3, np.float32),
+        w_start=start,
+        w_stop=start + 7,
+        w_rows=rows,
+    )
+
+
+def test_update_matches_full_rebuild_and_keeps_ids():
+    model, movie = _model()
+    rng = np.random.default_rng(0)
+    st = model.state
+    ids = st.neuron_ids.copy()
+    u = _update(model, rng)
+    A_expected = u.apply_footprints(model.footprints).toarray()
+    from online_cnmfe.model import updates as model_updates
+
+    events = model_updates.apply_update(model, u)
+    kinds = {e.kind: e for e in events}
+    assert kinds["merged"].neuron_ids == (ids[2], ids[6])
+    assert kinds["removed"].neuron_ids == (ids[8],)
+    assert kinds["born"].neuron_ids == (ids.max() + 1, ids.max() + 2)
+    np.testing.assert_array_equal(st.neuron_ids[:8], np.delete(ids, [6, 8]))
+    np.testing.assert_allclose(model.footprints.toarray(), A_expected, atol=1e-6)
+    assert st.footprints_version == 1
+    fresh = copy.deepcopy(st)
+    model_build.refresh_products(fresh, model._ops)
+    np.testing.assert_allclose(st.gram, fresh.gram, rtol=1e-4, atol=1e-4)
+    for name in ("DA", "G"):
+        ours, ref = getattr(st, name).to_csc(), getattr(fresh, name).to_csc()
+        np.testing.assert_array_equal(ours.indptr, ref.indptr, err_msg=name)
+        np.testing.assert_array_equal(ours.indices, ref.indices, err_msg=name)
+        np.testing.assert_allclose(ours.data, ref.data, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in ("boxes", "order", "q_indptr", "q_indices"):
+        np.testing.assert_array_equal(getattr(st, name), getattr(fresh, name), err_msg=name)
+    np.testing.assert_allclose(st.q_data, fresh.q_data, rtol=1e-4, atol=1e-4)
+    for f in movie.frames[200:]:
+        r = model.process_frame(f)
+        assert r.C.shape == (st.n_components,) and np.isfinite(r.C).all()
+
+
+def test_many_w_row_updates_stay_exact():
+    from online_cnmfe.model import updates as model_updates
+
+    model, _ = _model()
+    st = model.state
+    rng = np.random.default_rng(1)
+    n_pixels = st.n_pixels
+    empty = scipy.sparse.csc_array((n_pixels, 0), dtype=np.float32)
+    none = np.zeros(0, np.int64)
+    n_bg = st.W.shape[0]
+    for start in range(0, n_bg, 13):
+        stop = min(start + 13, n_bg)
+        rows = st.W[start:stop] * rng.uniform(0.5, 1.5, (stop - start, 1)).astype(np.float32)
+        u = slow_path.ModelUpdate(
+            frame_index=st.t, replaced=none, replaced_footprints=empty, merged_kept=none,
+            merged_absorbed=none, merged_footprints=empty, removed=none, new_footprints=empty,
+            new_traces=np.zeros((0, 0), np.float32), new_trace_frames=none,
+            new_g=np.zeros((0, 1), np.float32), new_noise=np.zeros(0, np.float32),
+            w_start=start, w_stop=stop, w_rows=rows.astype(np.float32),
+        )  # fmt: skip
+        assert model_updates.apply_update(model, u) == []
+    assert st.footprints_version == 0
+    fresh = copy.deepcopy(st)
+    model_build.refresh_products(fresh, model._ops)
+    np.testing.assert_allclose(st.gram, fresh.gram, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(st.G.to_csc().toarray(), fresh.G.to_csc().toarray(), atol=1e-6)
