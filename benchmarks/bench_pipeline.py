@@ -166,7 +166,7 @@ def run_online(model, frame_source, n_frames: int, writer=None, first_index: int
 def scenario_sim(args) -> dict:
     from online_cnmfe.evaluation.files import read_result
     from online_cnmfe.evaluation.metrics import evaluate
-    from online_cnmfe.results.store import ResultsWriter
+    from online_cnmfe.results.writer import ResultsWriter
 
     sp = SimulationParams(
         height=args.size, width=args.size, n_frames=args.frames, n_neurons=args.neurons,

@@ -1,6 +1,6 @@
 """Review a recorded session: the dashboard window over a results file, with a time slider.
 
-:class:`ReviewSource` reads the file once (``online_cnmfe.results.store.read_results``) and, for a
+:class:`ReviewSource` reads the file once (``online_cnmfe.results.reader.read_results``) and, for a
 chosen frame, puts the dashboard model in the state the live view had then: the traces of the
 preceding window (neurons absent before their birth frame), the final footprints (sent
 through the same ``footprints`` message path as live), the births, and a status built from
@@ -42,7 +42,7 @@ class ReviewSource:
     """
 
     def __init__(self, path: str | Path) -> None:
-        from online_cnmfe.results.store import read_results
+        from online_cnmfe.results.reader import read_results
 
         self.path = Path(path)
         self.results = r = read_results(self.path)

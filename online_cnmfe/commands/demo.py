@@ -224,7 +224,7 @@ def _summary(args, out: Path, n_frames: int, client: _Client, elapsed: float) ->
     from acquisition.simulator_params import SimulationParams
     from online_cnmfe.evaluation.files import format_report, read_result
     from online_cnmfe.evaluation.metrics import evaluate, truth_from_simulator
-    from online_cnmfe.results.store import read_results
+    from online_cnmfe.results.reader import read_results
 
     res = read_results(out)
     sim_params = SimulationParams(

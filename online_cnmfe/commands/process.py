@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from acquisition.sources import open_source
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
-    from online_cnmfe.results.store import ResultsWriter
+    from online_cnmfe.results.writer import ResultsWriter
 
     params = _params(args)
     rate_given = "data.frame_rate_hz" in parse_overrides(args.overrides)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from online_cnmfe.results import state_file
-from online_cnmfe.results.store import ResultsWriter, StoreError
+from online_cnmfe.results.writer import ResultsWriter, StoreError
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import scipy.io
 import scipy.sparse
 
 from online_cnmfe.errors import InputFileError
-from online_cnmfe.results.store import Results, read_results
+from online_cnmfe.results.reader import Results, read_results
 
 logger = logging.getLogger(__name__)
 

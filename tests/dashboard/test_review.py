@@ -1,4 +1,4 @@
-"""Review mode over a real results file written by the store (online_cnmfe.results.store)."""
+"""Review mode over a real results file written by the store (online_cnmfe.results.writer)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dashboard.model import DashboardModel, ModelConfig  # noqa: E402
 from dashboard.review import ReviewApp, ReviewSource  # noqa: E402
 from online_cnmfe.model.frame_result import FrameResult  # noqa: E402
 from online_cnmfe.params import CNMFEParams  # noqa: E402
-from online_cnmfe.results.store import ResultsWriter  # noqa: E402
+from online_cnmfe.results.writer import ResultsWriter  # noqa: E402
 
 DIMS = (16, 32)
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from online_cnmfe.cli import main
 from online_cnmfe.evaluation.metrics import evaluate_files
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results import state_file as state_io
-from online_cnmfe.results.store import read_results
+from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.model_fixtures import make_movie, truth_init
 
 N_INIT = 120

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from online_cnmfe.results.store import read_results
+from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.engine_harness import (
     SIZE,
     TestPublisher,

@@ -11,7 +11,7 @@ import scipy.sparse
 from online_cnmfe.cli import main
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results.store import ResultsWriter
+from online_cnmfe.results.writer import ResultsWriter
 
 DIMS = (7, 11)  # not square, so a transposed or mis-ordered export cannot pass
 

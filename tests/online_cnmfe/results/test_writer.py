@@ -16,12 +16,9 @@ import scipy.sparse
 
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results.store import (
-    ResultsWriter,
-    StoreError,
-    read_results,
-    recover_results,
-)
+from online_cnmfe.results.reader import read_results
+from online_cnmfe.results.recovery import recover_results
+from online_cnmfe.results.writer import ResultsWriter, StoreError
 
 DIMS = (12, 10)
 REPO = Path(__file__).resolve().parents[3]
@@ -152,7 +149,7 @@ _WRITER_SCRIPT = textwrap.dedent(
     import numpy as np
     from online_cnmfe.model.frame_result import FrameResult
     from online_cnmfe.params import CNMFEParams
-    from online_cnmfe.results.store import ResultsWriter, StoreError
+    from online_cnmfe.results.writer import ResultsWriter, StoreError
 
     path, mode = sys.argv[1], sys.argv[2]
     if mode == "full":  # simulate a full disk: writes past 1 MB fail with EFBIG

@@ -1,4 +1,4 @@
-"""The results store: an HDF5 file written incrementally and readable after a crash.
+"""The results writer: an HDF5 file written incrementally and readable after a crash.
 
 Layout: docs/results-format.md. Symbols: A footprints (n_pixels × K, CSC, pixels flattened
 row-major), C denoised calcium, S deconvolved activity, C_raw demixed trace, b0 baseline.
@@ -8,12 +8,12 @@ up front, then the file switches to SWMR mode, in which HDF5 orders its metadata
 the file on disk is always consistent. Per-frame values are buffered in memory and written in
 blocks; :meth:`ResultsWriter.flush` writes the pending block and calls ``H5Fflush``. After a
 SIGKILL the file holds everything up to the last flush; it must be opened with ``swmr=True``
-(HDF5 leaves a "file open for writing" flag), which :func:`read_results` does, and
-:func:`recover_results` turns it into an ordinary file.
+(HDF5 leaves a "file open for writing" flag), which :func:`~.reader.read_results` does, and
+:func:`~.recovery.recover_results` turns it into an ordinary file.
 
 Trace rows follow ``neurons/neuron_ids`` (every neuron ever present, in order of first
 appearance); footprint columns follow ``footprints/neuron_ids`` (neurons present at the last
-flush). :func:`read_results` aligns the two.
+flush). :func:`~.reader.read_results` aligns the two.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,24 +32,21 @@ import numpy as np
 import scipy.sparse
 
 from online_cnmfe import __version__
-from online_cnmfe.errors import OnlineCNMFEError, StateFileError
+from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.finalise import finalise
+from online_cnmfe.results.layout import (
+    FORMAT,
+    FORMAT_VERSION,
+    FRAME_FIELDS,
+    REJECT_DTYPE,
+    TRACE_NAMES,
+    create_datasets,
+)
+from online_cnmfe.results.recovery import recover_results
 
 logger = logging.getLogger(__name__)
-
-FORMAT = "online-cnmfe-results"
-FORMAT_VERSION = 1
-REJECT_DTYPE = np.dtype([("frame_index", "<i8"), ("reason", "S200")])
-FRAME_FIELDS = {
-    "frame_index": np.int64,
-    "seq": np.int64,
-    "daq_frame": np.int64,
-    "t_acq_ms": np.float64,
-    "latency_ms": np.float32,
-}
-TRACE_NAMES = ("C", "S", "C_raw")
-_TRACE_CHUNKS = (32, 256)
 
 
 class StoreError(OnlineCNMFEError):
@@ -207,29 +202,7 @@ class ResultsWriter:
             n_frames=0,
             complete=False,
         )
-        n_pixels = self.dims[0] * self.dims[1]
-        fp = f.create_group("footprints")
-        fp.attrs.update(shape=np.array([n_pixels, 0], np.int64), dims=f.attrs["dims"], version=-1)
-        for name, dtype in (("data", np.float32), ("indices", np.int32)):
-            fp.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(16384,))
-        fp.create_dataset("indptr", data=np.zeros(1, np.int32), maxshape=(None,), chunks=(1024,))
-        fp.create_dataset("neuron_ids", (0,), np.int64, maxshape=(None,), chunks=(1024,))
-        tr = f.create_group("traces")
-        for name in TRACE_NAMES:
-            tr.create_dataset(
-                name, (0, 0), np.float32, maxshape=(None, None), chunks=_TRACE_CHUNKS, fillvalue=0
-            )
-        ne = f.create_group("neurons")
-        for name in ("neuron_ids", "birth_frame"):
-            ne.create_dataset(name, (0,), np.int64, maxshape=(None,), chunks=(1024,))
-        bg = f.create_group("background")
-        bg.create_dataset("b0", self.dims, np.float32, fillvalue=0)
-        bg.attrs["set"] = False
-        fr = f.create_group("frames")
-        for name, dtype in FRAME_FIELDS.items():
-            fr.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
-        fr.create_dataset("dropped", (0, 2), np.int64, maxshape=(None, 2), chunks=(256, 2))
-        fr.create_dataset("rejected", (0,), REJECT_DTYPE, maxshape=(None,), chunks=(256,))
+        create_datasets(f, self.dims)
         if self._prepare is not None:
             self._prepare(f)
         f.flush()
@@ -359,7 +332,7 @@ class ResultsWriter:
             self._close_quietly()
         if ok:
             try:
-                _finalise(self.path)
+                finalise(self.path)
             except (OSError, KeyError, ValueError) as exc:
                 self.error = f"finalising failed: {exc}"
                 raise StoreError(f"could not finalise the results file {self.path}: {exc}") from exc
@@ -490,46 +463,6 @@ class ResultsWriter:
         fp.attrs["version"] = version
 
 
-def _finalise(path: Path, block: int = 4096) -> None:
-    """Align trace rows with the final footprint columns, then mark the file complete.
-
-    Runs after the SWMR writer closed (the file is an ordinary HDF5 file again). Rows of
-    neurons absent from the final footprints move to ``removed/``.
-    """
-    with h5py.File(path, "r+") as f:
-        row_ids = f["neurons/neuron_ids"][:]
-        fp_ids = f["footprints/neuron_ids"][:]
-        if not np.array_equal(row_ids, fp_ids):
-            row_of = {int(nid): r for r, nid in enumerate(row_ids.tolist())}
-            keep = np.array([row_of.get(int(i), -1) for i in fp_ids], np.int64)
-            gone = np.setdiff1d(np.arange(row_ids.shape[0]), keep[keep >= 0])
-            birth = f["neurons/birth_frame"][:]
-            removed = f.require_group("removed")
-            for name, rows in (("neuron_ids", row_ids), ("birth_frame", birth)):
-                removed.create_dataset(name, data=rows[gone])
-            for name in TRACE_NAMES:
-                old = f[f"traces/{name}"]
-                n = old.shape[1]
-                new = f["traces"].create_dataset(
-                    name + ".new", (fp_ids.shape[0], n), np.float32, chunks=_TRACE_CHUNKS,
-                    maxshape=(None, None), fillvalue=0,
-                )  # fmt: skip
-                gone_ds = removed.create_dataset(name, (gone.shape[0], n), np.float32)
-                for t0 in range(0, n, block):
-                    chunk = old[:, t0 : t0 + block]
-                    values = np.zeros((fp_ids.shape[0], chunk.shape[1]), np.float32)
-                    values[keep >= 0] = chunk[keep[keep >= 0]]
-                    new[:, t0 : t0 + block] = values
-                    gone_ds[:, t0 : t0 + block] = chunk[gone]
-                del f[f"traces/{name}"]
-                f["traces"].move(name + ".new", name)
-            new_birth = np.where(keep >= 0, birth[np.maximum(keep, 0)], -1)
-            for name, values in (("neuron_ids", fp_ids), ("birth_frame", new_birth)):
-                f[f"neurons/{name}"].resize((values.shape[0],))
-                f[f"neurons/{name}"][:] = values
-        f.attrs["complete"] = True
-
-
 def _free_bytes(folder: Path) -> int | None:
     try:
         st = os.statvfs(folder)
@@ -550,153 +483,3 @@ def _opens_normally(path: Path) -> bool:
             return True
     except OSError:
         return False
-
-
-def _open_for_reading(path: Path) -> h5py.File:
-    if not path.exists():
-        raise StateFileError(f"results file {path} does not exist")
-    try:
-        return h5py.File(path, "r")
-    except OSError:
-        pass
-    try:  # a writer still running or killed: SWMR readers may open it
-        return h5py.File(path, "r", swmr=True)
-    except OSError as exc:
-        raise StateFileError(f"cannot open results file {path}: {exc}") from exc
-
-
-def recover_results(src: str | Path, dst: str | Path) -> Path:
-    """Copy a results file left by a killed writer into an ordinary, cleanly closed file.
-
-    ``dst`` may equal ``src`` (the original is then replaced; a copy is kept as
-    ``<src>.crashed``). Returns the path of the recovered file.
-
-    Raises
-    ------
-    StateFileError
-        If the file cannot be read even in SWMR mode.
-    """
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(dst.name + ".recovering")
-    with _open_for_reading(src) as f_in, h5py.File(tmp, "w", libver="latest") as f_out:
-        n = int(f_in.attrs.get("n_frames", f_in["frames/frame_index"].shape[0]))
-        for key, value in f_in.attrs.items():
-            f_out.attrs[key] = value
-        for name in f_in:
-            f_in.copy(f_in[name], f_out, name=name)
-        for name in FRAME_FIELDS:
-            f_out[f"frames/{name}"].resize((n,))
-        for name in TRACE_NAMES:
-            ds = f_out[f"traces/{name}"]
-            ds.resize((ds.shape[0], n))
-        f_out.attrs["n_frames"] = n
-        f_out.attrs["recovered"] = True
-    if dst == src:
-        shutil.copy2(src, src.with_name(src.name + ".crashed"))
-    os.replace(tmp, dst)
-    logger.info("recovered %s into %s (%d frames)", src, dst, n)
-    return dst
-
-
-@dataclass
-class Results:
-    """Contents of a results file (see :func:`read_results`).
-
-    ``C``, ``S``, ``C_raw`` and ``birth_frame`` are aligned with the footprint columns
-    (``neuron_ids``); ``*_all`` and ``trace_neuron_ids`` keep every neuron ever present.
-    """
-
-    dims: tuple[int, int]
-    A: scipy.sparse.csc_array
-    neuron_ids: np.ndarray
-    C: np.ndarray
-    S: np.ndarray
-    C_raw: np.ndarray
-    birth_frame: np.ndarray
-    trace_neuron_ids: np.ndarray
-    C_all: np.ndarray
-    S_all: np.ndarray
-    C_raw_all: np.ndarray
-    b0: np.ndarray
-    frames: dict[str, np.ndarray]
-    dropped: np.ndarray
-    rejected: list[tuple[int, str]]
-    params: dict[str, Any]
-    input: dict[str, Any]
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.frames["frame_index"].shape[0])
-
-
-def read_results(path: str | Path) -> Results:
-    """Read a results file, including one left by a killed writer (opened in SWMR mode).
-
-    Raises
-    ------
-    StateFileError
-        If the file is missing, not a results file or unreadable.
-    """
-    path = Path(path)
-    with _open_for_reading(path) as f:
-        if f.attrs.get("format") != FORMAT:
-            raise StateFileError(f"{path} is not an online-cnmfe results file (no format attr)")
-        attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
-        dims = tuple(int(x) for x in f.attrs["dims"])
-        frames = {name: f[f"frames/{name}"][:] for name in FRAME_FIELDS}
-        n = min([int(f.attrs.get("n_frames", 10**18))] + [v.shape[0] for v in frames.values()])
-        frames = {k: v[:n] for k, v in frames.items()}
-        traces = {name: f[f"traces/{name}"][:, :n] for name in TRACE_NAMES}
-        row_ids = f["neurons/neuron_ids"][:]
-        birth = f["neurons/birth_frame"][:]
-        k_rows = min(row_ids.shape[0], traces["C"].shape[0])
-        fp = f["footprints"]
-        ids = fp["neuron_ids"][:]
-        indptr = fp["indptr"][:]
-        data, indices = fp["data"][:], fp["indices"][:]
-        if indptr.shape[0] != ids.shape[0] + 1 or indptr[-1] != data.shape[0]:
-            logger.warning("%s: footprints were being rewritten at the crash; ignoring them", path)
-            ids, indptr = ids[:0], indptr[:1]
-        A = scipy.sparse.csc_array(
-            (data, indices, indptr), shape=(dims[0] * dims[1], ids.shape[0]), dtype=np.float32
-        )
-        if "removed" in f:  # a cleanly closed file keeps removed neurons apart
-            gone = f["removed"]
-            row_ids = np.concatenate([row_ids[:k_rows], gone["neuron_ids"][:]])
-            birth = np.concatenate([birth[:k_rows], gone["birth_frame"][:]])
-            for name in TRACE_NAMES:
-                traces[name] = np.concatenate([traces[name][:k_rows], gone[name][:, :n]])
-            k_rows = row_ids.shape[0]
-        b0 = f["background/b0"][:]
-        dropped = f["frames/dropped"][:]
-        rejected = [(int(i), r.decode("utf-8", "replace")) for i, r in f["frames/rejected"][:]]
-    row_of = {int(nid): r for r, nid in enumerate(row_ids[:k_rows].tolist())}
-    sel = np.array([row_of.get(int(nid), -1) for nid in ids], np.int64)
-    aligned = {}
-    for name, values in traces.items():
-        out = np.zeros((ids.shape[0], n), np.float32)
-        ok = sel >= 0
-        out[ok] = values[sel[ok]]
-        aligned[name] = out
-    birth_aligned = np.where(sel >= 0, birth[np.maximum(sel, 0)] if birth.size else 0, -1)
-    return Results(
-        dims=dims,
-        A=A,
-        neuron_ids=ids,
-        C=aligned["C"],
-        S=aligned["S"],
-        C_raw=aligned["C_raw"],
-        birth_frame=birth_aligned.astype(np.int64),
-        trace_neuron_ids=row_ids[:k_rows],
-        C_all=traces["C"][:k_rows],
-        S_all=traces["S"][:k_rows],
-        C_raw_all=traces["C_raw"][:k_rows],
-        b0=b0,
-        frames=frames,
-        dropped=dropped,
-        rejected=rejected,
-        params=json.loads(attrs.get("params", "{}")),
-        input=json.loads(attrs.get("input", "{}")),
-        attrs=attrs,
-    )

@@ -1,0 +1,75 @@
+"""The results file's layout: names, dtypes and the reader's open (docs/results-format.md).
+
+Symbols: A footprints (n_pixels × K, CSC, pixels flattened row-major), C denoised calcium,
+S deconvolved activity, C_raw demixed trace, b0 baseline. Trace rows follow
+``neurons/neuron_ids`` (every neuron ever present, in order of first appearance); footprint
+columns follow ``footprints/neuron_ids`` (neurons present at the last flush).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from online_cnmfe.errors import StateFileError
+
+FORMAT = "online-cnmfe-results"
+FORMAT_VERSION = 1
+REJECT_DTYPE = np.dtype([("frame_index", "<i8"), ("reason", "S200")])
+FRAME_FIELDS = {
+    "frame_index": np.int64,
+    "seq": np.int64,
+    "daq_frame": np.int64,
+    "t_acq_ms": np.float64,
+    "latency_ms": np.float32,
+}
+TRACE_NAMES = ("C", "S", "C_raw")
+TRACE_CHUNKS = (32, 256)
+
+
+def open_for_reading(path: Path) -> h5py.File:
+    if not path.exists():
+        raise StateFileError(f"results file {path} does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        pass
+    try:  # a writer still running or killed: SWMR readers may open it
+        return h5py.File(path, "r", swmr=True)
+    except OSError as exc:
+        raise StateFileError(f"cannot open results file {path}: {exc}") from exc
+
+
+def create_datasets(f: h5py.File, dims: tuple[int, int]) -> None:
+    """Create every group and (empty, resizable) dataset of a new results file.
+
+    SWMR mode forbids creating objects later, so everything a session writes exists from the
+    start; the writer then only resizes and fills.
+    """
+    n_pixels = dims[0] * dims[1]
+    fp = f.create_group("footprints")
+    fp.attrs.update(
+        shape=np.array([n_pixels, 0], np.int64), dims=np.array(dims, np.int64), version=-1
+    )
+    for name, dtype in (("data", np.float32), ("indices", np.int32)):
+        fp.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(16384,))
+    fp.create_dataset("indptr", data=np.zeros(1, np.int32), maxshape=(None,), chunks=(1024,))
+    fp.create_dataset("neuron_ids", (0,), np.int64, maxshape=(None,), chunks=(1024,))
+    tr = f.create_group("traces")
+    for name in TRACE_NAMES:
+        tr.create_dataset(
+            name, (0, 0), np.float32, maxshape=(None, None), chunks=TRACE_CHUNKS, fillvalue=0
+        )
+    ne = f.create_group("neurons")
+    for name in ("neuron_ids", "birth_frame"):
+        ne.create_dataset(name, (0,), np.int64, maxshape=(None,), chunks=(1024,))
+    bg = f.create_group("background")
+    bg.create_dataset("b0", dims, np.float32, fillvalue=0)
+    bg.attrs["set"] = False
+    fr = f.create_group("frames")
+    for name, dtype in FRAME_FIELDS.items():
+        fr.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
+    fr.create_dataset("dropped", (0, 2), np.int64, maxshape=(None, 2), chunks=(256, 2))
+    fr.create_dataset("rejected", (0,), REJECT_DTYPE, maxshape=(None,), chunks=(256,))
