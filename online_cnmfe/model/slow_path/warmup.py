@@ -24,7 +24,7 @@ def warm_up() -> None:
     from online_cnmfe.model._kernels.ring import ring_offsets
     from online_cnmfe.model.init_result import InitResult
     from online_cnmfe.model.slow_path import detection as det_mod
-    from online_cnmfe.model.slow_path import merging, suffstats
+    from online_cnmfe.model.slow_path import handover, merging, suffstats
     from online_cnmfe.model.slow_path import ring_refresh as rr
     from online_cnmfe.model.slow_path import schedule as slow_path
     from online_cnmfe.params import CNMFEParams
@@ -77,7 +77,7 @@ def warm_up() -> None:
         trace=np.ones(L, np.float32), frames=view.residual_frame.copy(),
         noise=np.float32(1.0), events=np.zeros(1, np.int64), centroid=(4.0, 4.0),
     )  # fmt: skip
-    slow_path._birth_stats(fs, view, res, params)
+    handover.birth_stats(fs, view, res, params)
     from online_cnmfe.model._kernels import stats as kst
 
     ok = view.residual_frame >= 0  # the margin seed (reached above only if a footprint grew)
