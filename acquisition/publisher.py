@@ -31,7 +31,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import zmq
 
@@ -45,6 +44,14 @@ from acquisition.protocol import (
     encode_frame,
     encode_start,
 )
+from acquisition.publisher_config import (
+    DEFAULT_ENDPOINT,
+    PublisherConfig,
+    PublishSummary,
+    is_local_endpoint,
+    parse_rate,
+)
+from acquisition.publisher_pacing import PacedRun
 from acquisition.sources.base import FrameSource, SourceFrame
 
 __all__ = [
@@ -59,134 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 EOS_REPEAT_PERIOD_S = 0.1
 SUBSCRIPTION_GRACE_S = 0.05
-_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
-
-
-def parse_rate(text: str | float) -> str | float:
-    """Parse ``--rate``: ``"real"``, ``"max"`` or a positive number of Hz.
-
-    Raises
-    ------
-    ValueError
-        For anything else.
-    """
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        lowered = str(text).strip().lower()
-        if lowered in ("real", "max"):
-            return lowered
-        try:
-            value = float(lowered.removesuffix("hz"))
-        except ValueError:
-            value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"rate {text!r} is invalid; expected 'real', 'max' or a positive Hz value")
-    return value
-
-
-def is_local_endpoint(endpoint: str) -> bool:
-    """True for ``ipc://``/``inproc://`` endpoints and tcp on a loopback address."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    if endpoint.startswith("tcp://"):
-        host = endpoint[len("tcp://") :].rsplit(":", 1)[0]
-        return host in _LOCAL_HOSTS
-    return False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PublisherConfig:
-    """How to publish.
-
-    Parameters
-    ----------
-    endpoint : str
-        Where to bind; loopback by default. A non-loopback address logs a warning.
-    rate : {"real", "max"} or float
-        Pacing (see the module docstring).
-    sndhwm : int
-        Send high-water mark in messages (per subscriber).
-    loop : bool
-        Replay the frame range again and again (``seq`` keeps counting; times keep growing).
-    start, stop : int, optional
-        Frame range ``[start, stop)`` of the source (0-based positions).
-    wait_for_subscriber_s : float
-        Hold the first frame until a subscriber has subscribed, at most this long (0: don't).
-    start_interval_s : float
-        Period of the repeated ``start`` message.
-    linger_ms : int
-        How long closing may wait for queued messages (the ``eos`` included) to go out.
-    eos_repeat_s : float
-        The ``eos`` is re-sent every 0.1 s for this long (receivers whose queue was full
-        when it was first sent get a later copy).
-    """
-
-    endpoint: str = DEFAULT_ENDPOINT
-    rate: str | float = "real"
-    sndhwm: int = 256
-    loop: bool = False
-    start: int = 0
-    stop: int | None = None
-    wait_for_subscriber_s: float = 0.0
-    start_interval_s: float = 1.0
-    linger_ms: int = 2000
-    eos_repeat_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rate", parse_rate(self.rate))
-        if self.sndhwm < 1:
-            raise ValueError(f"sndhwm is {self.sndhwm}; expected >= 1 message")
-        if self.start < 0 or (self.stop is not None and self.stop <= self.start):
-            raise ValueError(f"frame range start={self.start}, stop={self.stop} is empty/invalid")
-        if min(self.wait_for_subscriber_s, self.linger_ms, self.eos_repeat_s) < 0:
-            raise ValueError("wait_for_subscriber_s, linger_ms, eos_repeat_s must be >= 0")
-        if self.start_interval_s <= 0:
-            raise ValueError(f"start_interval_s is {self.start_interval_s}; expected > 0")
-
-
-@dataclass(frozen=True, slots=True)
-class PublishSummary:
-    """What a publishing run did.
-
-    Attributes
-    ----------
-    session_id : str
-    n_sent : int
-        Frames sent.
-    elapsed_s : float
-        From the first to the last frame sent.
-    rate_hz : float
-        Achieved frame rate (``(n_sent - 1) / elapsed_s``; 0 for fewer than 2 frames).
-    reason : str
-        ``complete``, ``interrupted`` or ``error`` (as in the ``eos``).
-    n_late : int
-        Paced frames sent more than one frame period after their due time.
-    lost_daq_frames : int
-        Frames the recording itself lost before the software (DAQ counter gaps).
-    n_subscribers : int
-        Subscribers of ``frame`` connected at the end.
-    """
-
-    session_id: str
-    n_sent: int
-    elapsed_s: float
-    rate_hz: float
-    reason: str
-    n_late: int
-    lost_daq_frames: int
-    n_subscribers: int
-
-    def describe(self) -> str:
-        """One line for logs."""
-        return (
-            f"sent {self.n_sent} frames in {self.elapsed_s:.2f} s ({self.rate_hz:.1f} frames/s), "
-            f"{self.n_late} late, {self.lost_daq_frames} lost in the recording, "
-            f"end: {self.reason}"
-        )
 
 
 @contextmanager
@@ -210,45 +91,6 @@ def stop_on_signals(event: threading.Event) -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-class _Run:
-    """Counters and the absolute schedule of one publishing run."""
-
-    def __init__(self, rate: str | float, frame_rate_hz: float) -> None:
-        self.paced = rate != "max"
-        self.fixed_period = None if isinstance(rate, str) else 1.0 / rate
-        self.late_after_s = self.fixed_period or 1.0 / frame_rate_hz
-        self.reason = "complete"
-        self.n_sent = self.n_late = 0
-        self.t_zero: float | None = None
-        self.t_first = self.t_last = 0.0
-        self._due = -math.inf
-
-    def wait_until_due(self, offset_s: float, stop: threading.Event) -> bool:
-        """Sleep until this frame's due time; False if ``stop`` was set meanwhile.
-
-        Due time: ``t_zero + offset_s`` (timestamps) or ``t_zero + n * period`` (fixed rate),
-        never earlier than the previous frame's; ``t_zero`` is the first frame's send time.
-        """
-        if not self.paced:
-            return True
-        now = time.monotonic()
-        if self.t_zero is None:
-            self.t_zero = now
-        step = offset_s if self.fixed_period is None else self.n_sent * self.fixed_period
-        self._due = max(self.t_zero + step, self._due)
-        if self._due > now and stop.wait(self._due - now):
-            return False
-        if time.monotonic() - self._due > self.late_after_s:
-            self.n_late += 1
-        return True
-
-    def sent(self) -> None:
-        self.t_last = time.monotonic()
-        if self.n_sent == 0:
-            self.t_first = self.t_last
-        self.n_sent += 1
 
 
 class FramePublisher:
@@ -413,7 +255,7 @@ class FramePublisher:
             logger.warning(
                 "no subscriber after %.1f s; publishing anyway", cfg.wait_for_subscriber_s
             )
-        run = _Run(cfg.rate, info.frame_rate_hz)
+        run = PacedRun(cfg.rate, info.frame_rate_hz)
         try:
             self._stream(source, stop, progress, run)
         except KeyboardInterrupt:
@@ -437,7 +279,7 @@ class FramePublisher:
             n_subscribers=self.n_subscribers,
         )
 
-    def _stream(self, source: FrameSource, stop: threading.Event, progress, run: _Run) -> None:
+    def _stream(self, source: FrameSource, stop: threading.Event, progress, run: PacedRun) -> None:
         """The frame loop: start messages, pacing, sending. Sets ``run.reason`` when stopped."""
         info = source.info
         self._send_start(info, stop)

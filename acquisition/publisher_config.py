@@ -1,0 +1,134 @@
+"""What the frame publisher is asked to do (:class:`PublisherConfig`) and what it did
+(:class:`PublishSummary`), with the parsing of ``--rate`` and the loopback check of endpoints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def parse_rate(text: str | float) -> str | float:
+    """Parse ``--rate``: ``"real"``, ``"max"`` or a positive number of Hz.
+
+    Raises
+    ------
+    ValueError
+        For anything else.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        lowered = str(text).strip().lower()
+        if lowered in ("real", "max"):
+            return lowered
+        try:
+            value = float(lowered.removesuffix("hz"))
+        except ValueError:
+            value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"rate {text!r} is invalid; expected 'real', 'max' or a positive Hz value")
+    return value
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ``ipc://``/``inproc://`` endpoints and tcp on a loopback address."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if endpoint.startswith("tcp://"):
+        host = endpoint[len("tcp://") :].rsplit(":", 1)[0]
+        return host in _LOCAL_HOSTS
+    return False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublisherConfig:
+    """How to publish.
+
+    Parameters
+    ----------
+    endpoint : str
+        Where to bind; loopback by default. A non-loopback address logs a warning.
+    rate : {"real", "max"} or float
+        Pacing (see the module docstring).
+    sndhwm : int
+        Send high-water mark in messages (per subscriber).
+    loop : bool
+        Replay the frame range again and again (``seq`` keeps counting; times keep growing).
+    start, stop : int, optional
+        Frame range ``[start, stop)`` of the source (0-based positions).
+    wait_for_subscriber_s : float
+        Hold the first frame until a subscriber has subscribed, at most this long (0: don't).
+    start_interval_s : float
+        Period of the repeated ``start`` message.
+    linger_ms : int
+        How long closing may wait for queued messages (the ``eos`` included) to go out.
+    eos_repeat_s : float
+        The ``eos`` is re-sent every 0.1 s for this long (receivers whose queue was full
+        when it was first sent get a later copy).
+    """
+
+    endpoint: str = DEFAULT_ENDPOINT
+    rate: str | float = "real"
+    sndhwm: int = 256
+    loop: bool = False
+    start: int = 0
+    stop: int | None = None
+    wait_for_subscriber_s: float = 0.0
+    start_interval_s: float = 1.0
+    linger_ms: int = 2000
+    eos_repeat_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", parse_rate(self.rate))
+        if self.sndhwm < 1:
+            raise ValueError(f"sndhwm is {self.sndhwm}; expected >= 1 message")
+        if self.start < 0 or (self.stop is not None and self.stop <= self.start):
+            raise ValueError(f"frame range start={self.start}, stop={self.stop} is empty/invalid")
+        if min(self.wait_for_subscriber_s, self.linger_ms, self.eos_repeat_s) < 0:
+            raise ValueError("wait_for_subscriber_s, linger_ms, eos_repeat_s must be >= 0")
+        if self.start_interval_s <= 0:
+            raise ValueError(f"start_interval_s is {self.start_interval_s}; expected > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishSummary:
+    """What a publishing run did.
+
+    Attributes
+    ----------
+    session_id : str
+    n_sent : int
+        Frames sent.
+    elapsed_s : float
+        From the first to the last frame sent.
+    rate_hz : float
+        Achieved frame rate (``(n_sent - 1) / elapsed_s``; 0 for fewer than 2 frames).
+    reason : str
+        ``complete``, ``interrupted`` or ``error`` (as in the ``eos``).
+    n_late : int
+        Paced frames sent more than one frame period after their due time.
+    lost_daq_frames : int
+        Frames the recording itself lost before the software (DAQ counter gaps).
+    n_subscribers : int
+        Subscribers of ``frame`` connected at the end.
+    """
+
+    session_id: str
+    n_sent: int
+    elapsed_s: float
+    rate_hz: float
+    reason: str
+    n_late: int
+    lost_daq_frames: int
+    n_subscribers: int
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return (
+            f"sent {self.n_sent} frames in {self.elapsed_s:.2f} s ({self.rate_hz:.1f} frames/s), "
+            f"{self.n_late} late, {self.lost_daq_frames} lost in the recording, "
+            f"end: {self.reason}"
+        )
