@@ -36,6 +36,7 @@ import numpy as np
 from online_cnmfe.errors import ConfigError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.triggers.actions import ActionDispatcher
+from online_cnmfe.triggers.binding import NeuronIdIndex, bind_rule, region_members
 from online_cnmfe.triggers.config import TriggerConfig
 from online_cnmfe.triggers.records import TriggerRecord
 from online_cnmfe.triggers.rules import Rule, rule_to_dict
@@ -114,11 +115,8 @@ class TriggerEngine:
         for rule in rules:
             self.add_rule(rule, _command="config")
         # id vector of the last frame and its lookup tables
-        self._ids = np.zeros(0, np.int64)
-        self._ids_version = 0  # bumped when the id vector changes
+        self._index = NeuronIdIndex()
         self._region_version = 0  # bumped when new centroids are applied to region rules
-        self._sorted_ids = np.zeros(0, np.int64)
-        self._order = np.zeros(0, np.intp)
         self._footprints_version = -1
         self._centroids: tuple[np.ndarray, np.ndarray] | None = None
         self._pending: tuple[np.ndarray, np.ndarray] | None = None  # centroids not applied yet
@@ -303,7 +301,7 @@ class TriggerEngine:
             self.n_skipped_frames += 1
             return []
         frame = self._last_frame = int(result.frame_index)
-        ids_changed = self._track_ids(result.neuron_ids)
+        ids_changed = self._index.update(result.neuron_ids)
         if not rules:
             return []
         self._apply_centroids(frame)
@@ -311,7 +309,7 @@ class TriggerEngine:
         vectors = {"spike": result.S, "calcium": result.C, "raw": result.C_raw}
         hits: list[tuple[RuleRuntime, float, np.ndarray]] = []
         for rt in rules:
-            if rt.bound_to != self._ids_version or (
+            if rt.bound_to != self._index.version or (
                 rt.is_region and rt.bound_region != self._region_version
             ):
                 self._bind(rt)
@@ -406,71 +404,12 @@ class TriggerEngine:
         return blocked
 
     # ---- binding rules to columns -------------------------------------------------------
-    def _track_ids(self, neuron_ids: np.ndarray) -> bool:
-        if neuron_ids is self._ids or np.array_equal(neuron_ids, self._ids):
-            return False
-        self._ids = np.array(neuron_ids, dtype=np.int64)
-        self._order = np.argsort(self._ids, kind="stable")
-        self._sorted_ids = self._ids[self._order]
-        self._ids_version += 1
-        return True
-
-    def _columns(self, wanted: np.ndarray) -> np.ndarray:
-        """Column of each wanted id in the current id vector, -1 where absent."""
-        if len(self._sorted_ids) == 0:
-            return np.full(len(wanted), -1, np.intp)
-        pos = np.searchsorted(self._sorted_ids, wanted)
-        pos = np.minimum(pos, len(self._sorted_ids) - 1)
-        found = self._sorted_ids[pos] == wanted
-        return np.where(found, self._order[pos], -1).astype(np.intp)
-
     def _bind(self, rt: RuleRuntime) -> None:
-        rule = rt.rule
-        rt.bound_to = self._ids_version
-        zs = self._zs_params if rule.signal in ("zscore", "rise") else None
-        if rule.neurons is not None:
-            wanted = np.asarray(rule.neurons, dtype=np.int64)
-            cols = self._columns(wanted)
-            missing = wanted[cols < 0]
-            if len(missing):
-                if not rt.warned:
-                    logger.warning(
-                        "trigger rule %r names neuron(s) %s that do not exist (yet); the rule "
-                        "stays inactive until they do", rule.name, missing.tolist(),
-                    )  # fmt: skip
-                    rt.warned = True
-                rt.active = False
-                return
-            if rt.warned:
-                logger.info("trigger rule %r is active: all its neurons exist", rule.name)
-                rt.warned = False
-            rt.reselect(wanted, zs)
-        else:
-            if rt.bound_region != self._region_version:
-                self._resolve_region(rt)
-                rt.bound_region = self._region_version
-            inside = rt.region_ids if rt.region_ids is not None else np.zeros(0, np.int64)
-            cols = self._columns(inside)
-            keep = cols >= 0
-            cols = cols[keep]
-            rt.reselect(inside[keep], zs)
-            if len(cols) == 0 and not rt.warned:
-                logger.warning(
-                    "trigger rule %r: no neuron centroid lies in its region (yet); inactive",
-                    rule.name,
-                )
-                rt.warned = True
-            elif len(cols):
-                rt.warned = False
-        rt.idx = np.ascontiguousarray(cols, dtype=np.intp)
-        rt.active = len(rt.idx) > 0
-
-    def _resolve_region(self, rt: RuleRuntime) -> None:
-        if self._centroids is None:
-            rt.region_ids = None
-            return
-        ids, cents = self._centroids
-        rt.region_ids = ids[rt.rule.region.contains(cents)]
+        zs = self._zs_params if rt.rule.signal in ("zscore", "rise") else None
+        if rt.is_region and rt.bound_region != self._region_version:
+            rt.region_ids = region_members(rt.rule, self._centroids)
+            rt.bound_region = self._region_version
+        bind_rule(rt, self._index, zs)
 
     def _after_frame(self, rules, result: FrameResult, frame: int, ids_changed: bool) -> None:
         """Slow bookkeeping after the actions: refresh centroids for region rules."""
