@@ -1,0 +1,229 @@
+"""Parameters of the model's stages: the recording (data), initialisation, background,
+deconvolution, the online update and its slow path, and detection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from online_cnmfe.params._checks import check, fraction, int_at_least, positive
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataParams:
+    """What the recording is: the user mainly sets these two or three values."""
+
+    frame_rate_hz: float = 20.0
+    neuron_diameter_px: float = 13.0
+    decay_time_s: float = 0.4
+
+    def __post_init__(self) -> None:
+        positive("frame_rate_hz", self.frame_rate_hz)
+        check(
+            "neuron_diameter_px",
+            self.neuron_diameter_px,
+            3 <= self.neuron_diameter_px <= 100,
+            "[3, 100] pixels",
+        )
+        positive("decay_time_s", self.decay_time_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitParams:
+    """Batch CNMF-E on the first frames (corr-PNR seeding, ring background, alternating NMF)."""
+
+    init_frames: int = 300
+    gaussian_sigma_px: float | None = None  # None: neuron_diameter_px / 4
+    min_corr: float = 0.8
+    min_pnr: float = 8.0
+    seed_downsample: int = 1
+    max_neurons: int = 5000
+    n_alternations: int = 2
+    reseed_passes: int = 1
+    merge_corr_threshold: float = 0.7
+    merge_overlap_threshold: float = 0.5
+    # footprints wider than this x the expected neuron (half-maximum diameter) are treated as
+    # out-of-focus neuropil/background, not neurons
+    max_diameter_factor: float = 1.8
+    # thresholds of the search on the residual (MATLAB CNMF-E min_corr_res, min_pnr_res)
+    reseed_min_corr: float = 0.7
+    reseed_min_pnr: float = 6.0
+    # regress the movie's mean-intensity fluctuation out of the filtered movie before seeding
+    # (a global illumination/bleaching change otherwise makes every textured pixel a seed)
+    remove_global_fluctuation: bool = False
+    # out-of-focus test: a seed whose raw/filtered amplitude ratio exceeds this x that of a
+    # neuron of the expected size is rejected (fitted components at 1.5x this); inf disables
+    out_of_focus_ratio: float = 2.0
+    # acceptance of the fitted components (online_cnmfe.model.initialization.acceptance): a run of
+    # decay_time_s * frame_rate_hz / 2 (>= 2) consecutive frames all above this robust z-score
+    min_transient_snr: float = 2.0
+    # correlation of the footprint with its event-triggered image (CaImAn r_values); -1 disables
+    min_spatial_corr: float = 0.4
+    # on a movie that looks preprocessed (quantised / background-removed) where < 0.1 % of the
+    # pixels pass min_pnr and min_corr, seed with thresholds from its PNR/corr images instead
+    auto_thresholds: bool = True
+
+    def __post_init__(self) -> None:
+        int_at_least("init_frames", self.init_frames, 20)
+        check("min_transient_snr", self.min_transient_snr, self.min_transient_snr >= 0, ">= 0")
+        check(
+            "min_spatial_corr",
+            self.min_spatial_corr,
+            -1 <= self.min_spatial_corr <= 1,
+            "[-1, 1]",
+        )
+        check(
+            "max_diameter_factor", self.max_diameter_factor, self.max_diameter_factor >= 1, ">= 1"
+        )
+        if self.gaussian_sigma_px is not None:
+            positive("gaussian_sigma_px", self.gaussian_sigma_px)
+        fraction("min_corr", self.min_corr)
+        positive("min_pnr", self.min_pnr)
+        check("out_of_focus_ratio", self.out_of_focus_ratio, self.out_of_focus_ratio >= 1, ">= 1")
+        fraction("reseed_min_corr", self.reseed_min_corr)
+        positive("reseed_min_pnr", self.reseed_min_pnr)
+        check("seed_downsample", self.seed_downsample, self.seed_downsample in (1, 2, 3, 4), "1-4")
+        int_at_least("max_neurons", self.max_neurons, 1)
+        int_at_least("n_alternations", self.n_alternations, 1)
+        int_at_least("reseed_passes", self.reseed_passes, 0)
+        fraction("merge_corr_threshold", self.merge_corr_threshold)
+        fraction("merge_overlap_threshold", self.merge_overlap_threshold)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackgroundParams:
+    """Ring model ``B = b0 + U W D (y - A c - b0)`` on a grid downsampled by ``downsample``."""
+
+    ring_radius_factor: float = 0.8  # ring radius = factor x neuron diameter (CaImAn 1.4;
+    # 0.8 models out-of-focus neuropil better: F1 0.93 vs 0.82, 128x128 sim, BENCHMARKS.md)
+    downsample: int = 2  # ssub_B
+    ridge: float = 1e-3  # relative to the trace of each pixel's ring covariance
+    outlier_clip_sigma: float = 2.0  # activity above prediction + k*sigma is clipped before fitting
+    forgetting_time_s: float = 300.0  # time constant of the exponential forgetting of statistics
+    refresh_period_frames: int = 200  # a full W refresh is spread over this many frames
+
+    def __post_init__(self) -> None:
+        check(
+            "ring_radius_factor",
+            self.ring_radius_factor,
+            0.5 <= self.ring_radius_factor <= 4,
+            "[0.5, 4]",
+        )
+        check("downsample", self.downsample, self.downsample in (1, 2, 3, 4), "1, 2, 3 or 4")
+        check("ridge", self.ridge, 0 <= self.ridge <= 1, "[0, 1]")
+        positive("outlier_clip_sigma", self.outlier_clip_sigma)
+        positive("forgetting_time_s", self.forgetting_time_s)
+        int_at_least("refresh_period_frames", self.refresh_period_frames, 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeconvParams:
+    """OASIS deconvolution of each trace (AR(1) or AR(2))."""
+
+    ar_order: int = 1
+    estimate_kinetics: bool = True  # else g from DataParams.decay_time_s
+    min_spike_sigma: float = 3.0  # s_min = min_spike_sigma * noise * sqrt(1 - sum(g))... (>=0)
+    sparsity_penalty: float = 0.0  # OASIS lambda, in units of the trace noise (online)
+    pool_capacity: int = 64  # online OASIS pools kept per neuron (older pools are frozen)
+
+    def __post_init__(self) -> None:
+        check("ar_order", self.ar_order, self.ar_order in (1, 2), "1 or 2")
+        check("min_spike_sigma", self.min_spike_sigma, self.min_spike_sigma >= 0, ">= 0")
+        check("sparsity_penalty", self.sparsity_penalty, self.sparsity_penalty >= 0, ">= 0")
+        int_at_least("pool_capacity", self.pool_capacity, 2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnlineParams:
+    """The per-frame update and its amortised slow path."""
+
+    n_trace_sweeps: int = 3
+    residual_buffer_frames: int = 100
+    stats_forgetting_time_s: float = 300.0
+    footprint_update_period_frames: int = 400  # every footprint refreshed once per period
+    nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
+    footprint_growth_px: int = 2  # allowed region = footprint support dilated by this
+    slow_ring_refresh_period_frames: int = 2000  # every W row re-solved once per period
+    slow_ring_samples: int = 32  # background frames kept (decayed) for the W refresh
+    slow_ring_max_rows: int = 12  # W rows solved per frame at most (stretches the period)
+    slow_ring_prior_samples: float = 16.0  # weight of the current W, in sample units
+    slow_merge_checks_per_frame: int = 2  # neurons checked for a merge partner per frame
+    slow_remove_inactive_s: float = 600.0  # silent this long (and faded) -> removed
+    slow_stats_stride_frames: int = 2  # CY/CC accumulate every this many frames (halves cost)
+    slow_emit_period_frames: int = 4  # footprint/W refreshes handed to the model this often
+    slow_detect_period_frames: int = 4  # candidate evaluations only on one frame in this many
+    slow_evaluations_per_step: int = 1  # candidates evaluated on such a frame at most
+    slow_detect_stride_frames: int = 2  # detection images updated on one frame in this many
+
+    def __post_init__(self) -> None:
+        int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
+        int_at_least("residual_buffer_frames", self.residual_buffer_frames, 10)
+        positive("stats_forgetting_time_s", self.stats_forgetting_time_s)
+        int_at_least("footprint_update_period_frames", self.footprint_update_period_frames, 1)
+        check(
+            "nan_policy", self.nan_policy, self.nan_policy in ("skip", "zero"), "'skip' or 'zero'"
+        )
+        int_at_least("footprint_growth_px", self.footprint_growth_px, 0)
+        int_at_least("slow_ring_refresh_period_frames", self.slow_ring_refresh_period_frames, 1)
+        int_at_least("slow_ring_samples", self.slow_ring_samples, 1)
+        int_at_least("slow_ring_max_rows", self.slow_ring_max_rows, 1)
+        check(
+            "slow_ring_prior_samples",
+            self.slow_ring_prior_samples,
+            self.slow_ring_prior_samples > 0,
+            "> 0",
+        )
+        int_at_least("slow_merge_checks_per_frame", self.slow_merge_checks_per_frame, 0)
+        positive("slow_remove_inactive_s", self.slow_remove_inactive_s)
+        int_at_least("slow_stats_stride_frames", self.slow_stats_stride_frames, 1)
+        int_at_least("slow_emit_period_frames", self.slow_emit_period_frames, 1)
+        int_at_least("slow_detect_period_frames", self.slow_detect_period_frames, 1)
+        int_at_least("slow_evaluations_per_step", self.slow_evaluations_per_step, 0)
+        int_at_least("slow_detect_stride_frames", self.slow_detect_stride_frames, 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectionParams:
+    """Online search for new neurons in the residual."""
+
+    enabled: bool = True
+    min_corr: float = 0.8
+    min_pnr: float = 8.0
+    max_candidates_per_frame: int = 3
+    confirm_events: int = 2  # a candidate must recur this many times before promotion
+    max_neurons: int = 5000
+    min_event_snr: float = 5.0  # transient z-score (N-frame mean / noise) of a counted event
+    event_separation_s: float = 0.5  # two events closer than this count once
+    min_space_corr: float = 0.6  # corr(footprint, mean active frame) of a candidate
+    min_size_ratio: float = 0.2  # effective footprint area / disk of the neuron diameter ...
+    max_size_ratio: float = 2.5  # ... must lie in [min_size_ratio, max_size_ratio]
+    min_compactness: float = 0.7  # footprint energy within 0.75 diameter of its centroid
+    duplicate_overlap: float = 0.5  # footprint cosine above which a candidate is a copy
+    duplicate_corr: float = 0.5  # above half that cosine, a trace corr making it a copy
+    max_decay_s: float = 2.0  # time constant of the decaying max of the PNR image
+    pool_size: int = 32  # candidates followed at once while awaiting confirmation
+    pool_expiry_s: float = 30.0  # a candidate not seen again for this long is forgotten
+    merge_corr_threshold: float = 0.8  # touching neurons with trace corr above this merge
+
+    def __post_init__(self) -> None:
+        fraction("min_corr", self.min_corr)
+        positive("min_pnr", self.min_pnr)
+        int_at_least("max_candidates_per_frame", self.max_candidates_per_frame, 1)
+        int_at_least("confirm_events", self.confirm_events, 1)
+        int_at_least("max_neurons", self.max_neurons, 1)
+        positive("min_event_snr", self.min_event_snr)
+        positive("event_separation_s", self.event_separation_s)
+        fraction("min_space_corr", self.min_space_corr, -1.0, 1.0)
+        positive("min_size_ratio", self.min_size_ratio)
+        check(
+            "max_size_ratio",
+            self.max_size_ratio,
+            self.max_size_ratio > self.min_size_ratio,
+            f"> min_size_ratio ({self.min_size_ratio})",
+        )
+        fraction("min_compactness", self.min_compactness)
+        fraction("duplicate_overlap", self.duplicate_overlap)
+        fraction("duplicate_corr", self.duplicate_corr, -1.0, 1.0)
+        positive("max_decay_s", self.max_decay_s)
+        int_at_least("pool_size", self.pool_size, 1)
+        positive("pool_expiry_s", self.pool_expiry_s)
+        fraction("merge_corr_threshold", self.merge_corr_threshold)
