@@ -141,18 +141,11 @@ class ReviewSource:
 def _read_triggers(path: Path) -> tuple[list[dict], list[tuple[int, str]]]:
     """Trigger firings (as ``trigger`` headers, by frame) and (frame, rule name) of every rule
     configured, from the results file's ``triggers/`` group; empty when there is none."""
-    import h5py
+    from online_cnmfe.results.reader import read_trigger_log
 
-    from online_cnmfe.triggers import read_triggers
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        f = h5py.File(path, "r", swmr=True)  # left open by a crashed writer
-    with f:
-        if "triggers" not in f:
-            return [], []
-        t = read_triggers(f["triggers"])
+    t = read_trigger_log(path)
+    if t is None:
+        return [], []
     fired = [
         {
             "rule": name,

@@ -110,13 +110,13 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
     copied onto the results stream (topic ``trigger``), rules changeable over the control socket.
     """
     from acquisition.protocol import encode_message
-    from online_cnmfe.triggers import TriggerEngine, load_trigger_config
-    from online_cnmfe.triggers.control import ControlServer
-    from online_cnmfe.triggers.records import (
+    from online_cnmfe.results.triggers_table import (
         create_trigger_datasets,
         store_rule_log,
         store_triggers,
     )
+    from online_cnmfe.triggers import TriggerEngine, load_trigger_config
+    from online_cnmfe.triggers.control import ControlServer
 
     config = load_trigger_config(path)
     if not config.enabled:

@@ -17,6 +17,7 @@ import scipy.sparse
 
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.results.layout import FORMAT, FRAME_FIELDS, TRACE_NAMES, open_for_reading
+from online_cnmfe.results.triggers_table import read_triggers
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +124,10 @@ def read_results(path: str | Path) -> Results:
         input=json.loads(attrs.get("input", "{}")),
         attrs=attrs,
     )
+
+
+def read_trigger_log(path: str | Path) -> dict[str, Any] | None:
+    """The closed-loop ``triggers/`` group of a results file (see :mod:`.triggers_table`),
+    or None when the session had no trigger rules."""
+    with open_for_reading(Path(path)) as f:
+        return read_triggers(f["triggers"]) if "triggers" in f else None

@@ -6,7 +6,8 @@
 - :mod:`~online_cnmfe.triggers.actions`: trigger socket, serial device, callbacks;
 - :mod:`~online_cnmfe.triggers.control`: the REQ/REP control socket (run-time rule changes);
 - :mod:`~online_cnmfe.triggers.client`: :class:`TriggerListener`, :class:`TriggerControl`;
-- :mod:`~online_cnmfe.triggers.records`: :class:`TriggerRecord`, HDF5 storage.
+- :mod:`~online_cnmfe.triggers.records`: :class:`TriggerRecord` (stored in the results file by
+  :mod:`online_cnmfe.results.triggers_table`).
 
 See docs/closed-loop.md.
 """
@@ -17,7 +18,7 @@ from online_cnmfe.triggers.config import (
     parse_trigger_config,
 )
 from online_cnmfe.triggers.evaluator import TriggerEngine
-from online_cnmfe.triggers.records import TriggerRecord, read_triggers, store_triggers
+from online_cnmfe.triggers.records import TriggerRecord
 from online_cnmfe.triggers.regions import Region
 from online_cnmfe.triggers.rules import Rule, parse_rule
 
@@ -30,6 +31,4 @@ __all__ = [
     "load_trigger_config",
     "parse_rule",
     "parse_trigger_config",
-    "read_triggers",
-    "store_triggers",
 ]

@@ -140,12 +140,12 @@ def test_review_shows_rules_and_triggers_fired_by_the_frame(results_file, qtbot)
 
     import h5py
 
-    from online_cnmfe.triggers.records import (
-        TriggerRecord,
+    from online_cnmfe.results.triggers_table import (
         create_trigger_datasets,
         store_rule_log,
         store_triggers,
     )
+    from online_cnmfe.triggers.records import TriggerRecord
 
     with h5py.File(results_file, "a") as f:
         g = create_trigger_datasets(f)

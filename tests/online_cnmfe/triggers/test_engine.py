@@ -7,7 +7,7 @@ import h5py
 import pytest
 
 from online_cnmfe.triggers.client import TriggerControl, TriggerListener
-from online_cnmfe.triggers.records import read_triggers
+from online_cnmfe.results.triggers_table import read_triggers
 from tests.online_cnmfe.engine_harness import (
     SIZE,
     ResultsClient,

@@ -18,17 +18,17 @@ import zmq
 
 from online_cnmfe.errors import ConfigError, ProtocolError
 from online_cnmfe.model.frame_result import FrameResult
-from online_cnmfe.triggers import TriggerEngine, parse_rule, parse_trigger_config
-from online_cnmfe.triggers.actions import SerialOutput
-from online_cnmfe.triggers.client import TriggerControl, TriggerListener
-from online_cnmfe.triggers.control import ControlServer
-from online_cnmfe.triggers.records import (
-    TriggerRecord,
+from online_cnmfe.results.triggers_table import (
     create_trigger_datasets,
     read_triggers,
     store_rule_log,
     store_triggers,
 )
+from online_cnmfe.triggers import TriggerEngine, parse_rule, parse_trigger_config
+from online_cnmfe.triggers.actions import SerialOutput
+from online_cnmfe.triggers.client import TriggerControl, TriggerListener
+from online_cnmfe.triggers.control import ControlServer
+from online_cnmfe.triggers.records import TriggerRecord
 from online_cnmfe.triggers.wire import decode_trigger, encode_trigger
 
 pytestmark = pytest.mark.timeout(60)
