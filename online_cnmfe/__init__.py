@@ -8,12 +8,9 @@ The model is usable as a library without sockets, files or Qt::
     result = model.process_frame(frame)     # one (H, W) frame -> FrameResult
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from online_cnmfe.version import __version__
 
-try:
-    __version__ = version("online-cnmfe")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+__all__ = ["CNMFEParams", "OnlineCNMFE", "__version__"]
 
 
 def __getattr__(name):

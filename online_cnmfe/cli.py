@@ -12,7 +12,6 @@ import argparse
 import logging
 import sys
 
-from online_cnmfe import __version__
 from online_cnmfe.commands import (
     acquire,
     dashboard,
@@ -26,6 +25,7 @@ from online_cnmfe.commands import (
     view,
 )
 from online_cnmfe.errors import USER_ERRORS
+from online_cnmfe.version import __version__
 
 logger = logging.getLogger(__name__)
 

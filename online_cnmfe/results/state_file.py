@@ -28,7 +28,6 @@ import h5py
 import numpy as np
 import scipy.sparse
 
-from online_cnmfe import __version__
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.online import OnlineCNMFE
@@ -39,6 +38,7 @@ from online_cnmfe.model.slow_path.schedule import SlowPathState, SlowWork
 from online_cnmfe.model.slow_path.suffstats import FootprintStats
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.version import __version__
 
 FORMAT = "online-cnmfe-model"
 INIT_FORMAT = "online-cnmfe-init"  # an InitResult saved for reuse (``process --init-result``)

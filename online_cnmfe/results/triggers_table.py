@@ -22,11 +22,12 @@ be created later and variable-length strings are not allowed) and grown by
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from online_cnmfe.triggers.records import TriggerRecord
+if TYPE_CHECKING:  # records are duck-typed here: readers need no trigger code
+    from online_cnmfe.triggers.records import TriggerRecord
 
 FIRED_DTYPE = np.dtype(
     [

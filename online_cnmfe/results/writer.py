@@ -31,7 +31,6 @@ import h5py
 import numpy as np
 import scipy.sparse
 
-from online_cnmfe import __version__
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
@@ -45,6 +44,7 @@ from online_cnmfe.results.layout import (
     create_datasets,
 )
 from online_cnmfe.results.recovery import recover_results
+from online_cnmfe.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import h5py
 import pytest
 
-from online_cnmfe.triggers.client import TriggerControl, TriggerListener
 from online_cnmfe.results.triggers_table import read_triggers
+from online_cnmfe.triggers.client import TriggerControl, TriggerListener
 from tests.online_cnmfe.engine_harness import (
     SIZE,
     ResultsClient,
