@@ -82,6 +82,10 @@ class CNMFEParams:
             stage_cls = _STAGES[stage_name]
             valid = [f.name for f in dataclasses.fields(stage_cls)]
             for key in stage_values:
+                if f"{stage_name}.{key}" in REMOVED_KEYS:
+                    raise ConfigError(
+                        f"parameter '{stage_name}.{key}' {REMOVED_KEYS[f'{stage_name}.{key}']}"
+                    )
                 if key not in valid:
                     raise ConfigError(
                         _unknown(
@@ -129,6 +133,26 @@ def _unknown(kind: str, name: str, valid: list[str]) -> str:
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     return f"unknown {kind} '{name}'; {hint}valid: {', '.join(valid)}"
 
+
+_CALIBRATED = (
+    "was removed: detection thresholds are now calibrated on the movie's own noise; set "
+    "detection.false_seeds_per_fov (expected false seeds per 256 x 256 pixels, default 3) to "
+    "trade sensitivity against false seeds"
+)
+# Keys that existed once, with what to do instead (a config naming one gets this, not a guess).
+REMOVED_KEYS = {
+    "init.min_corr": _CALIBRATED,
+    "init.min_pnr": _CALIBRATED,
+    "init.reseed_min_corr": _CALIBRATED,
+    "init.reseed_min_pnr": _CALIBRATED,
+    "init.auto_thresholds": _CALIBRATED,
+    "detection.min_corr": _CALIBRATED,
+    "detection.min_pnr": _CALIBRATED,
+    "detection.duplicate_overlap": (
+        "was removed: a candidate overlapping a known neuron is now judged by demixing the two "
+        "jointly (detection.duplicate_corr), not by footprint overlap"
+    ),
+}
 
 # Tables a config file may hold besides the parameter stages (read by other parts).
 OTHER_CONFIG_TABLES = ("triggers",)

@@ -7,20 +7,22 @@ ring background on the grid downsampled by ``ssub``; ``Y - B`` the background-su
 Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
 
 1. summary images of the mean-centred Gaussian filtered movie (noise, PNR, correlation);
-2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`);
+2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`), above a
+   threshold calibrated on the movie's own noise (:mod:`.noise_null`:
+   ``detection.false_seeds_per_fov`` noise peaks expected per field of view);
 3. ``n_alternations`` times: ring background fit with outlier clipping
    (:mod:`.background`), traces by block-coordinate descent with OASIS
    (:mod:`.deconvolution`), footprints by HALS on the sufficient statistics with
    supports that may grow (:mod:`.footprints`), merging of duplicates, and in the
-   first ``reseed_passes`` rounds seeding again on the residual;
+   first ``reseed_passes`` rounds seeding again on the residual (same calibrated threshold:
+   the residual's noise is the movie's);
 4. out-of-focus pruning, then the calibrated acceptance tests (:mod:`.acceptance`:
    a multi-frame transient above a robust z, footprint vs event-triggered image);
 5. final background refit and traces.
 
 A movie that looks preprocessed (quantised, background-removed; see
-:func:`.checks.looks_preprocessed`) is logged; if hardly any pixel passes the
-raw-data seeding thresholds, they are taken from its own PNR/corr images
-(``init.auto_thresholds``) and the acceptance tests remove what is noise.
+:func:`.checks.looks_preprocessed`) is logged; its thresholds need no change, because the
+noise null is simulated with the movie's own spatial noise structure.
 """
 
 from __future__ import annotations
@@ -38,10 +40,8 @@ from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
 from online_cnmfe.model.initialization.checks import (
     Progress,
-    adapted_thresholds,
     validate_frames,
     warn_if_preprocessed,
-    warn_if_thresholds_too_high,
 )
 from online_cnmfe.model.initialization.deconvolution import (
     decay_root,
@@ -56,9 +56,16 @@ from online_cnmfe.model.initialization.footprints import (
     search_regions,
 )
 from online_cnmfe.model.initialization.merging import merge_components
+from online_cnmfe.model.initialization.noise_null import (
+    SeedingNull,
+    log_calibration,
+    residual_threshold,
+    seeding_threshold,
+)
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.model.null_threshold import rate_for_frame
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -112,13 +119,17 @@ class _Fit:
         return self.C.shape[0]
 
     # ---- seeding --------------------------------------------------------------------------
-    def seed(self, data: np.ndarray, min_corr: float, min_pnr: float, raw=None):
+    def seed(self, data: np.ndarray, raw=None, null: SeedingNull | None = None, residual=False):
         """Seed on ``data`` (frames or a residual) and append the new neurons.
 
+        The threshold comes from ``null`` or, when None, is calibrated on ``data``'s noise
+        (:func:`.noise_null.seeding_threshold`); on a ``residual`` it is raised where the
+        sign-flipped residual needs it (:func:`.noise_null.residual_threshold`). Returns
+        (n_new, images, the threshold's SeedingNull).
+
         With ``init.seed_downsample = s > 1`` the search runs on s x s block averages (sizes
-        divided by s, thresholds unchanged: CaImAn's ``min_pnr x s`` loses a quarter of the
-        neurons at s = 2 on the 256x256 simulation, unchanged thresholds find 97 % with no
-        false positive) and the footprints are upsampled back (nearest neighbour) for HALS.
+        divided by s, the threshold calibrated on the block averages' own noise) and the
+        footprints are upsampled back (nearest neighbour) for HALS.
         Meant for neurons of at least ~12 px: smaller ones are only a few grid pixels wide.
         """
         s = self.p.init.seed_downsample
@@ -129,19 +140,25 @@ class _Fit:
             raw = bgmod.downsample_movie(raw, s)
         gsig = self.gsig / s
         kernel = center_psf_kernel(gsig)
+        gsiz = max(3, int(round(self.gsiz / s)))
         filtered, images = summary_images(
             data, gsig, remove_global=self.p.init.remove_global_fluctuation
         )
         filtered -= images.filtered_mean[None]
+        rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self.H * self.W)
+        if null is None:
+            null = seeding_threshold(data, gsig, gsiz, rate)
+        if residual:
+            null = residual_threshold(data, gsig, gsiz, rate, null)
+            log_calibration(null, images, "re-seeding on the residual")
         res = seed_neurons(
             filtered,
             raw,
             images.noise,
             images.corr.copy(),
             images.pnr.copy(),
-            gsiz=max(3, int(round(self.gsiz / s))),
-            min_corr=min_corr,
-            min_pnr=min_pnr,
+            gsiz=gsiz,
+            threshold=null.threshold,
             kernel=kernel,
             max_neurons=max(0, self.p.init.max_neurons - self.K),
             max_halfmax_area=self.max_halfmax_area / s**2,
@@ -156,7 +173,7 @@ class _Fit:
             if s > 1:
                 dense = _upsample_columns(dense, data.shape[1:], s, self.dims)
             self.append(scipy.sparse.csc_array(dense), res.traces)
-        return res.n_components, images
+        return res.n_components, images, null
 
     def append(self, A_new, C_new: np.ndarray) -> None:
         """Add neurons with footprints A_new and (any-baseline) traces C_new."""
@@ -399,15 +416,10 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
-        preprocessed = warn_if_preprocessed(Y) is not None
+        warn_if_preprocessed(Y)
         fit = _Fit(Y, params)
-        n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
-        too_high = warn_if_thresholds_too_high(images, ip)
-        thr = (ip.min_corr, ip.min_pnr, ip.reseed_min_corr, ip.reseed_min_pnr)
-        if too_high and preprocessed and ip.auto_thresholds:
-            thr = adapted_thresholds(images, ip)
-            fit.select(np.zeros(fit.K, bool))
-            n0, images = fit.seed(Y, thr[0], thr[1])
+        n0, images, null = fit.seed(Y)
+        log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
         fit.pixel_noise = _pixel_noise(Y)
         bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
@@ -418,7 +430,9 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             n_merged = fit.merge()
             bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
             if it < ip.reseed_passes:
-                n_new, _ = fit.seed(fit.residual(), thr[2], thr[3], raw=fit.raw_residual())
+                n_new, _, _ = fit.seed(
+                    fit.residual(), raw=fit.raw_residual(), null=null, residual=True
+                )
                 if n_new:
                     fit.update_traces(estimate=True)
             bar.step(f"reseeding {it + 1}")

@@ -98,7 +98,7 @@ def _collect_pending(slow, params, ch: StepChanges, t: int) -> tuple[list[int], 
             slow.pending_w_stop = s1
         else:
             slow.pending_w_start, slow.pending_w_stop = s0, s1
-    due = renumbers or t % params.online.slow_emit_period_frames == 0
+    due = renumbers or (t % params.online.slow_emit_period_frames == 0 and not ch.births)
     if not (due or w_out):
         slow.pending_replaced = np.array(sorted(pend), np.int64)
         return [], None

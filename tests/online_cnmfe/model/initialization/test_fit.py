@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -171,11 +173,13 @@ def test_real_nwb_crop_finds_the_bright_cell(shared_data):
     assert np.any(A[pix] >= 0.5 * A.max(axis=0)), peak
 
 
-def test_warns_with_percentiles_when_thresholds_exclude_everything(caplog):
+def test_logs_the_calibrated_threshold_with_percentiles(caplog):
     rng = np.random.default_rng(1)
     frames = (100 + rng.standard_normal((60, 30, 30))).astype(np.float32)
-    fit_initial(frames, _params(**{"init.init_frames": 60}))
-    assert "lower init.min_pnr" in caplog.text and "percentiles" in caplog.text
+    with caplog.at_level(logging.INFO, logger="online_cnmfe.model.initialization"):
+        fit_initial(frames, _params(**{"init.init_frames": 60}))
+    assert "seeds where corr x PNR >=" in caplog.text and "percentiles" in caplog.text
+    assert "noise 2." in caplog.text  # the null's PNR median (white noise: ~2.5-3)
 
 
 @pytest.mark.parametrize("n_active", [0, 1])
@@ -204,8 +208,10 @@ def test_real_inscopix_finds_the_active_cells_and_every_component_has_a_transien
         **{"init.init_frames": 63, "data.neuron_diameter_px": 13.0, "data.frame_rate_hz": 10.0}
     )
     r = fit_initial(frames, p)
-    # 79 components before the acceptance tests (BENCHMARKS.md); most are single-event cells
-    assert 10 <= r.n_components <= 75
+    # 79 components before the acceptance tests at fixed thresholds (BENCHMARKS.md), 93 with
+    # the threshold calibrated on the noise (87 accepted); most are single-event cells in
+    # these 6.3 s. A disk of the neuron diameter is 133 px: 100 would tile the frame.
+    assert 10 <= r.n_components <= 95
     # the three clearly active cells (largest max - median) are each inside a footprint
     f = frames.astype(np.float32)
     act = f.max(axis=0) - np.median(f, axis=0)
@@ -223,7 +229,7 @@ def test_real_inscopix_finds_the_active_cells_and_every_component_has_a_transien
 
 
 @pytest.mark.needs_data
-def test_real_minian_crop_adapts_thresholds_and_matches_minian_units(shared_data, caplog):
+def test_real_minian_crop_calibrates_on_its_noise_and_matches_minian_units(shared_data, caplog):
     import tifffile
 
     rows, cols = slice(150, 330), slice(250, 500)
@@ -236,12 +242,12 @@ def test_real_minian_crop_adapts_thresholds_and_matches_minian_units(shared_data
     ref = scipy.sparse.csc_array(ref[:, inside])
     dims = frames.shape[1:]
     r = fit_initial(frames, _params(**{"init.init_frames": 100, "data.neuron_diameter_px": 13.0}))
-    assert "looks preprocessed" in caplog.text and "from the PNR and correlation" in caplog.text
+    assert "looks preprocessed" in caplog.text
     m = match_footprints(r.A.copy(), ref, dims)
     assert 0 < r.n_components < 4 * ref.shape[1]
     assert len(m.true_index) >= 0.1 * ref.shape[1]  # 10 of 78 at commit 4700e08+
-    off = fit_initial(
+    strict = fit_initial(
         frames,
-        _params(**{"init.init_frames": 100, "init.auto_thresholds": False}),
+        _params(**{"init.init_frames": 100, "detection.false_seeds_per_fov": 0.01}),
     )
-    assert len(match_footprints(off.A.copy(), ref, dims).true_index) < len(m.true_index)
+    assert strict.n_components < r.n_components  # the one knob moves the result
