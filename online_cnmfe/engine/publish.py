@@ -196,6 +196,7 @@ def status_fields(engine) -> dict:
         "store_backlog": store.backlog,
         "n_unsaved": store.n_unsaved,
         "store_path": str(store.writer.path) if store.writer else None,
+        "n_frames_received": engine.receiver.n_received,
         "behind_s": round(behind_s(engine), 2),
         "n_spooled": engine.queue.n_spooled,
         "spool_mb": round(engine.spool.nbytes / 2**20, 1),

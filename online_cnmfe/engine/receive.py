@@ -43,6 +43,7 @@ __all__ = ["Control", "FrameQueue", "QueuedFrame", "Receiver"]
 logger = logging.getLogger(__name__)
 
 POLL_MS = 50
+FINAL_DRAIN_S = 0.5  # after a stop: frames already in the socket are still received
 
 
 class Receiver(threading.Thread):
@@ -107,6 +108,10 @@ class Receiver(threading.Thread):
         try:
             while not self.stop.is_set():
                 self._receive_one(sub)
+            # what already reached the socket is received (and accounted), not thrown away
+            deadline = time.monotonic() + FINAL_DRAIN_S
+            while time.monotonic() < deadline and self._receive_one(sub, timeout_ms=20):
+                pass
         except Exception as exc:  # noqa: BLE001 - a receive bug must not hang the engine
             logger.exception("the receive thread failed")
             self.error = exc
@@ -115,14 +120,18 @@ class Receiver(threading.Thread):
             self._flush_overflow()
             sub.close()
 
-    def _receive_one(self, sub: FrameSubscriber) -> None:
-        message = sub.recv_any(POLL_MS)
+    def _receive_one(self, sub: FrameSubscriber, timeout_ms: int = POLL_MS) -> bool:
+        """Receive one message (False after ``timeout_ms`` without any)."""
+        message = sub.recv_any(timeout_ms)
         gaps: list[SubscriberEvent] = []  # seq gaps revealed by the next frame (or rejection)
         for event in sub.pop_events():
             if event.kind == "restart":  # the old session ends before the new one starts
                 self.queue.put_control(Control("restart", event.detail))
             if event.session_id is not None and event.session_id != self.session_id:
-                self._new_session(event.session_id, None)
+                start = message if isinstance(message, StartMessage) else None
+                if start is not None and start.session_id != event.session_id:
+                    start = None
+                self._new_session(event.session_id, start)
             if event.kind == "restart":
                 continue
             if event.kind == "drop" and event.frame_index is not None:
@@ -147,6 +156,7 @@ class Receiver(threading.Thread):
         elif isinstance(message, EosMessage):
             self._flush_overflow()
             self.queue.put_control(Control("eos", message.reason, session_id=message.session_id))
+        return message is not None
 
     def _new_session(self, session_id: str, start: StartMessage | None) -> None:
         if session_id != self.session_id:

@@ -179,9 +179,9 @@ class TestPublisher:
         while self.sock.poll(200):  # it subscribes to 3 topics
             self.sock.recv()
 
-    def send_start(self) -> None:
+    def send_start(self, frame_rate_hz: float = 20.0) -> None:
         start = StartMessage(
-            self.session_id, "synthetic", 20.0, self.size, "uint16", "test", None, {}
+            self.session_id, "synthetic", frame_rate_hz, self.size, "uint16", "test", None, {}
         )
         self.sock.send_multipart(encode_start(start))
 

@@ -62,6 +62,9 @@ def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, cl
     )
     kinds = [m.header["kind"] for m in client.messages["event"]]
     assert kinds.count("reject") == 2
+    # the file keeps the counts and the fate of every index (100 and 101 rejected)
+    assert res.attrs["n_malformed"] == len(bad) and res.attrs["n_frames_rejected"] == 2
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
 
 
 def test_publisher_restart_mid_run_does_not_stop_the_engine(tmp_path, client):
@@ -89,6 +92,13 @@ def test_publisher_restart_mid_run_does_not_stop_the_engine(tmp_path, client):
     assert res.n_frames == 60 + status["n_frames_processed"]
     fi = res.frames["frame_index"]
     np.testing.assert_array_equal(fi[-80:], np.arange(80))  # the new session starts over
+    # the restart is stored: two sessions, and each frame says which one it belongs to
+    assert res.attrs["n_restarts"] == 1 and res.sessions.shape == (2,)
+    first_row = int(res.sessions["first_row"][1])
+    assert first_row == res.n_frames - 80
+    np.testing.assert_array_equal(res.frames["session"], np.repeat([0, 1], [first_row, 80]))
+    assert res.sessions["session_id"][0] != res.sessions["session_id"][1]
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
 
 
 def test_a_slow_consumer_spools_to_disk_and_catches_up_without_loss(tmp_path, client):
