@@ -178,16 +178,20 @@ class HDF5Source(ArraySource):
         _as_stack_shape(obj.shape, f"{path}:{name}")
         dset = obj if obj.ndim == 3 else obj[()][None]
         self._segments = [(f"{path}:{name}", dset)]
-        if self._rate is None:
-            for attrs in (obj.attrs, self._file.attrs):
-                for key in RATE_ATTRS:
-                    if key in attrs:
-                        self._rate = float(np.asarray(attrs[key]).ravel()[0])
-                        break
-                if self._rate is not None:
+        declared = None
+        for attrs in (obj.attrs, self._file.attrs):
+            for key in RATE_ATTRS:
+                if key in attrs:
+                    declared = float(np.asarray(attrs[key]).ravel()[0])
                     break
+            if declared is not None:
+                break
+        if declared is not None and not declared > 0:  # e.g. NaN: a recorder that did not know
+            declared = None
+        if self._rate is None:
+            self._rate = declared
         self._desc = f"hdf5 {path}:{name}"
-        self._meta = {"path": str(path), "dataset": name}
+        self._meta = {"path": str(path), "dataset": name, "declared_frame_rate_hz": declared}
 
     def _default_dataset(self, path: Path) -> str:
         import h5py

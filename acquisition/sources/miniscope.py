@@ -368,6 +368,7 @@ class MiniscopeSource(FrameSource):
         meta["chunks"] = [p.name for p in self.chunk_paths]
         meta["codec"] = self._probe.codec
         desc = f"miniscope {self.folder}"
+        meta["declared_frame_rate_hz"] = self._nominal_rate()
         rate = frame_rate_or_default(self._rate_override or self._nominal_rate(), desc, meta)
         return SourceInfo(
             frame_rate_hz=rate,
