@@ -155,7 +155,7 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     out = Path(job.out)
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
         writer.start_session(None, info.frame_rate_hz, info.description)
-        drops = _DropTracker(writer)
+        drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         times = _run_online(model, frames_iter, writer, n_total - n_init, job.progress, drops)
@@ -215,10 +215,10 @@ class _DropTracker:
     frame indices (e.g. a lost Miniscope chunk) as ``dropped``, gaps in the DAQ frame counter
     (hardware frames the acquisition software never got) as ``daq_lost``."""
 
-    def __init__(self, writer) -> None:
+    def __init__(self, writer, first_index: int | None = None) -> None:
         self.writer = writer
         self.last: int | None = None
-        self.next_index: int | None = None
+        self.next_index = first_index  # the recording's first frame index, when known
         self.n_lost = 0  # DAQ
         self.n_missing = 0  # frame indices
 

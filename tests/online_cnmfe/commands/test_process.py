@@ -172,3 +172,25 @@ def test_a_file_without_a_rate_names_the_options_that_set_it(files, caplog):
     assert rc == 0
     assert "--set data.frame_rate_hz=HZ for `process`" in caplog.text
     assert "pass --fps" not in caplog.text
+
+
+def test_process_miniscope_folder_with_missing_chunks_records_them(files, tmp_path):
+    from tests.acquisition.test_sources_miniscope import write_miniscope_session
+
+    src, movie = files
+    frames = np.clip(np.rint(movie.frames), 0, 255).astype(np.uint8)
+    dev = write_miniscope_session(tmp_path / "session", frames, frames_per_file=50)
+    (dev / "0.avi").unlink()  # frames 0-49
+    (dev / "3.avi").unlink()  # frames 150-199
+    out = tmp_path / "result.h5"
+    rc = main(
+        ["process", str(dev), "--out", str(out), "--init-result", str(src / "init.h5"),
+         "--init-frames", str(N_INIT), "--set", "detection.enabled=false", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    np.testing.assert_array_equal(res.frames["frame_index"], np.r_[50:150, 200:300])
+    assert [(int(r["first"]), int(r["last"])) for r in res.lost] == [(0, 49), (150, 199)]
+    assert all(r["kind"] == b"dropped" and b"missing from the recording" in r["reason"]
+               for r in res.lost)  # fmt: skip
+    assert res.attrs["n_frames_dropped"] == 100

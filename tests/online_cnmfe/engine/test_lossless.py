@@ -8,6 +8,8 @@ accounted for exactly once (``coverage_problems``).
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -20,6 +22,7 @@ from tests.online_cnmfe.engine_harness import (
     TestPublisher,
     endpoints,
     engine_log,
+    env,
     start_engine,
     stop,
 )
@@ -200,3 +203,34 @@ def test_sigterm_during_initialisation_with_enough_frames_fits_them(tmp_path, cl
         pub.close()
     res = read_results(tmp_path / "session.h5")
     assert res.n_frames == 50 and res.lost.size == 0 and res.attrs["complete"]
+
+
+def test_a_miniscope_replay_with_a_missing_chunk_is_stored_with_the_gap(tmp_path, client):
+    from tests.acquisition.test_sources_miniscope import write_miniscope_session
+
+    movie = np.clip(TestPublisher.make_movie(3, n=200) / 16, 0, 255).astype(np.uint8)
+    dev = write_miniscope_session(tmp_path / "rec", movie, frames_per_file=50)
+    (dev / "2.avi").unlink()  # frames 100-149 are gone
+    engine = start_engine(tmp_path)
+    frames, _ = endpoints(tmp_path)
+    acquire = subprocess.Popen(
+        [sys.executable, "-m", "online_cnmfe", "acquire", "replay", str(tmp_path / "rec"),
+         "--endpoint", frames, "--rate", "max", "--quiet"],
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert engine.wait(timeout=120) == 0, engine_log(tmp_path)
+        _, err = acquire.communicate(timeout=60)
+        assert acquire.returncode == 0, err
+    finally:
+        stop(engine)
+        stop(acquire)
+    assert "50 frame(s) missing from the recording (100-149: 2.avi missing)" in err
+    res = read_results(tmp_path / "session.h5")
+    accounted(res)
+    np.testing.assert_array_equal(res.frames["frame_index"], np.r_[0:100, 150:200])
+    np.testing.assert_array_equal(res.frames["t_acq_ms"], 50.0 * np.r_[0:100, 150:200] + 3.0)
+    assert lost_rows(res, "dropped") == [
+        (100, 149, "missing from the source (frame_index jumps from 99 to 150)")
+    ]
+    assert res.attrs["frame_rate_hz"] == 20.0  # the folder's metaData.json "20FPS"
