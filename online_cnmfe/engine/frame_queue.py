@@ -17,28 +17,30 @@ model thread sees every incident in order with the frames.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from acquisition.protocol import FrameMessage
-from online_cnmfe.engine.spool import DiskSpool, SpoolFull, SpoolRef
+from online_cnmfe.engine.spool import DiskSpool, SpoolTicket
 
 QUEUE_POLICIES = ("spool", "drop", "wait")
+SPOOL_RETRY_S = 1.0  # after the spool refused a frame, frames are dropped for this long
 
 
 @dataclass(slots=True)
 class QueuedFrame:
     """A frame waiting for the model, with its arrival time (engine ``monotonic_ns``).
 
-    ``spooled`` is where its pixels are on disk (``frame.pixels`` is then a zero-cost
-    placeholder of the right shape and dtype until :meth:`FrameQueue.get` reads them back).
+    ``spooled`` is its ticket in the disk spool (``frame.pixels`` is then a zero-cost
+    placeholder of the right shape and dtype until :meth:`FrameQueue.get` fetches them).
     """
 
     frame: FrameMessage
     t_recv_ns: int
-    spooled: SpoolRef | None = None
+    spooled: SpoolTicket | None = None
 
 
 @dataclass(slots=True)
@@ -116,12 +118,12 @@ class FrameQueue:
         if self._n_memory >= self.capacity:  # only this thread adds: the check cannot go stale
             if self.policy != "spool":
                 return False
-            try:
-                item = self._spool(item)
-            except (SpoolFull, OSError) as exc:
-                self.spool_error = str(exc)
+            spool = self.spool
+            if spool.error is not None and time.monotonic() - spool.error_at < SPOOL_RETRY_S:
+                self.spool_error = spool.error  # the disk refused a frame just now: drop
                 return False
             self.spool_error = None
+            item = self._spool(item)
         self._append(item)
         return True
 
@@ -142,9 +144,9 @@ class FrameQueue:
 
     def _spool(self, item: QueuedFrame) -> QueuedFrame:
         pixels = item.frame.pixels
-        ref = self.spool.append(pixels)
+        ticket = self.spool.submit(pixels)
         placeholder = np.broadcast_to(np.zeros((), pixels.dtype), pixels.shape)
-        return QueuedFrame(replace(item.frame, pixels=placeholder), item.t_recv_ns, ref)
+        return QueuedFrame(replace(item.frame, pixels=placeholder), item.t_recv_ns, ticket)
 
     def _append(self, item: QueuedFrame) -> None:
         with self._cond:
@@ -169,7 +171,7 @@ class FrameQueue:
                 self._cond.notify_all()  # a receiver may wait for room (policy "wait")
         if isinstance(item, QueuedFrame) and item.spooled is not None:
             try:
-                pixels = self.spool.read(item.spooled)
+                pixels = self.spool.fetch(item.spooled)
             except OSError as exc:  # the spool file vanished or the disk failed
                 index = item.frame.frame_index
                 return Control("unreadable", f"spooled frame unreadable: {exc}", index, index)

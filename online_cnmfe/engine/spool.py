@@ -12,9 +12,13 @@ The spool refuses a frame (the caller then records it as dropped, with the reaso
 the disk would fall below ``reserve_bytes`` of free space or the spool would exceed
 ``max_bytes``; both are checked once per chunk, not per frame.
 
-Threads: :meth:`DiskSpool.append` is called by one writer thread (the receive thread) and
-:meth:`DiskSpool.read` by one reader thread (the model thread); the chunk table is guarded by
-a lock, the file writes and reads are not (each thread has its own file descriptors).
+Threads: the receive thread hands a frame over with :meth:`DiskSpool.submit`, which returns
+at once (a few microseconds) with a :class:`SpoolTicket`; the spool's own writer thread
+appends the pixels to disk (:meth:`DiskSpool.append`) and the model thread gets them back
+with :meth:`DiskSpool.fetch` (from memory if the writer has not reached it yet, which then
+skips it). The chunk table is guarded by a lock; writes and reads use separate descriptors.
+At most ``max_pending`` frames wait for the writer: beyond that :meth:`submit` waits, so a disk
+much slower than the stream cannot fill the memory.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import os
 import shutil
 import tempfile
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +52,18 @@ class SpoolRef:
     @property
     def nbytes(self) -> int:
         return self.shape[0] * self.shape[1] * np.dtype(self.dtype).itemsize
+
+
+class SpoolTicket:
+    """A frame handed to the spool: its pixels until the writer has put them on disk."""
+
+    __slots__ = ("cancelled", "lock", "pixels", "ref")
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels: np.ndarray | None = pixels
+        self.ref: SpoolRef | None = None
+        self.cancelled = False
+        self.lock = threading.Lock()
 
 
 class SpoolFull(Exception):
@@ -97,6 +115,14 @@ class DiskSpool:
         self._created = False
         self.n_spooled_total = 0  # frames ever written
         self.peak_bytes = 0
+        self.error: str | None = None  # why the writer could not spool the last frame
+        self.error_at = 0.0  # monotonic time of that failure
+        self.max_pending = 64
+        self._pending: deque[SpoolTicket] = deque()
+        self._pending_cond = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._busy = False
 
     # ---- state -----------------------------------------------------------------------------
     @property
@@ -115,6 +141,76 @@ class DiskSpool:
         """Bytes of the chunk files on disk now."""
         with self._lock:
             return sum(c.nbytes for c in self._chunks.values())
+
+    # ---- asynchronous writing (receive thread → writer thread → model thread) ----------------
+    def submit(self, pixels: np.ndarray) -> SpoolTicket:
+        """Hand a frame to the writer thread; returns at once unless ``max_pending`` frames
+        already wait for it."""
+        ticket = SpoolTicket(pixels)
+        with self._pending_cond:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="engine-spool",
+                                                daemon=True)  # fmt: skip
+                self._writer.start()
+            while len(self._pending) >= self.max_pending and not self._closing:
+                self._pending_cond.wait(0.05)
+            self._pending.append(ticket)
+            self._pending_cond.notify_all()
+        return ticket
+
+    def fetch(self, ticket: SpoolTicket) -> np.ndarray:
+        """The pixels of a submitted frame: read back from disk, or taken from memory when the
+        writer has not written them (it then skips them). Frames must be fetched in order.
+
+        Raises
+        ------
+        OSError
+            If the spooled frame cannot be read back.
+        """
+        with ticket.lock:
+            if ticket.ref is None:
+                ticket.cancelled = True
+                pixels, ticket.pixels = ticket.pixels, None
+                return pixels
+            ref = ticket.ref
+        return self.read(ref)
+
+    def wait_written(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the writer thread has handled every frame submitted (True if so)."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    @property
+    def n_pending(self) -> int:
+        """Frames waiting for the writer thread."""
+        return len(self._pending)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._pending_cond:
+                while not self._pending and not self._closing:
+                    self._pending_cond.wait(0.5)
+                if not self._pending:
+                    return
+                ticket = self._pending.popleft()
+                self._busy = True
+                self._pending_cond.notify_all()
+            with ticket.lock:
+                if ticket.cancelled:
+                    self._busy = False
+                    continue
+                try:
+                    ticket.ref = self.append(ticket.pixels)
+                    ticket.pixels = None
+                    self.error = None
+                except (SpoolFull, OSError) as exc:  # the frame stays in memory
+                    self.error, self.error_at = str(exc), time.monotonic()
+                    logger.error("cannot spool a frame to disk (kept in memory): %s", exc)
+            self._busy = False
 
     # ---- writer side -----------------------------------------------------------------------
     def append(self, pixels: np.ndarray) -> SpoolRef:
@@ -232,7 +328,13 @@ class DiskSpool:
 
     # ---- end -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Delete every chunk file and the folder (frames not read are gone: read them first)."""
+        """Stop the writer thread, delete every chunk file and the folder (frames not fetched
+        are gone: fetch them first)."""
+        with self._pending_cond:
+            self._closing = True
+            self._pending_cond.notify_all()
+        if self._writer is not None:
+            self._writer.join(30)
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1

@@ -113,11 +113,26 @@ def test_queue_policies_drop_and_wait(tmp_path):
         FrameQueue(2, "spool")
 
 
-def test_a_spool_that_refuses_makes_put_frame_false_with_the_reason(tmp_path):
-    q = FrameQueue(1, "spool", DiskSpool(tmp_path / "s", reserve_bytes=2**62))
+def test_a_spool_that_refuses_keeps_that_frame_and_then_drops_with_the_reason(tmp_path):
+    spool = DiskSpool(tmp_path / "s", reserve_bytes=2**62)
+    q = FrameQueue(1, "spool", spool)
     assert q.put_frame(QueuedFrame(message(0), 0))
-    assert not q.put_frame(QueuedFrame(message(1), 1))
+    assert q.put_frame(QueuedFrame(message(1), 1))  # handed over; the writer cannot spool it
+    assert spool.wait_written()
+    assert not q.put_frame(QueuedFrame(message(2), 2))  # refused: the caller records a drop
     assert "engine.spool_reserve_mb" in q.spool_error
+    first, second = q.get(0), q.get(0)
+    assert [first.frame.seq, second.frame.seq] == [0, 1] and q.get(0) is None
+    np.testing.assert_array_equal(second.frame.pixels, message(1).pixels)  # kept in memory
+    spool.close()
+
+
+def test_the_model_can_take_a_frame_the_writer_has_not_reached(tmp_path):
+    spool = DiskSpool(tmp_path / "s", reserve_bytes=0)
+    ticket = spool.submit(message(5).pixels)
+    np.testing.assert_array_equal(spool.fetch(ticket), message(5).pixels)
+    assert spool.wait_written() and spool.n_frames == 0  # skipped, or written and released
+    spool.close()
 
 
 def test_an_unreadable_spooled_frame_becomes_a_control_not_a_crash(tmp_path):
@@ -125,6 +140,7 @@ def test_an_unreadable_spooled_frame_becomes_a_control_not_a_crash(tmp_path):
     q = FrameQueue(1, "spool", spool)
     q.put_frame(QueuedFrame(message(0), 0))
     q.put_frame(QueuedFrame(message(1), 1))  # on disk
+    assert spool.wait_written()
     for path in (tmp_path / "s").iterdir():
         path.write_bytes(b"")  # the disk lost it
     assert q.get(0).frame.seq == 0
