@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+PACED_WAIT_S = 2.0  # a paced stream waits this long for a subscriber by default
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -63,7 +64,8 @@ class PublisherConfig:
         Hold the first frame until a subscriber has subscribed, at most this long (0: don't;
         ``math.inf``: as long as it takes). None (default): forever with ``rate="max"`` (a
         lossless replay has no reader to lose frames to; it also pauses when the last
-        subscriber leaves), 0 for the paced rates (live: frames are due now).
+        subscriber leaves), :data:`PACED_WAIT_S` for the paced rates (an engine started first
+        needs up to ~0.1 s to connect to a new socket; with nobody there the stream starts).
     start_interval_s : float
         Period of the repeated ``start`` message.
     linger_ms : int
@@ -87,7 +89,7 @@ class PublisherConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate", parse_rate(self.rate))
         if self.wait_for_subscriber_s is None:
-            wait = math.inf if self.rate == "max" else 0.0
+            wait = math.inf if self.rate == "max" else PACED_WAIT_S
             object.__setattr__(self, "wait_for_subscriber_s", wait)
         if self.sndhwm < 1:
             raise ValueError(f"sndhwm is {self.sndhwm}; expected >= 1 message")

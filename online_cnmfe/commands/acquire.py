@@ -54,8 +54,8 @@ def _add_common(parser: argparse.ArgumentParser, *, replay: bool) -> None:
         default=None,
         metavar="SECONDS",
         help="hold the first frame until a subscriber is connected, at most SECONDS (default: "
-        "as long as it takes with --rate max, which then exits 1 if none came; 0 with the "
-        "paced rates: start at once, receivers join mid-stream)",
+        "as long as it takes with --rate max; 2 s with the paced rates, so an engine started "
+        "first gets frame 0, then the stream starts anyway and receivers join mid-stream)",
     )
     frames = parser.add_argument_group("frames")
     frames.add_argument(
