@@ -128,6 +128,9 @@ class OnlineCNMFE:
         y = self._validate(frame, st)
         if y is None:
             return self._skip(st, "frame contains NaN or infinite pixels", t_start)
+        # Stages before the demixing may set `flag`: the frame then gets traces but does not
+        # update the model (no residual, no b0 update, no slow path; FrameResult.flag).
+        flag: str | None = None
         # Motion-correction seam: a registration stage would transform `y` here (future work).
         t_valid = time.perf_counter()
         ops = self._ops
@@ -149,15 +152,16 @@ class OnlineCNMFE:
         _deconv.step(st)
         t_deconv = time.perf_counter()
         slot = st.residual_head
-        _kr.residual_update(
-            A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
-            st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc, st.b0,
-            st.residual[slot],
-        )  # fmt: skip
-        st.residual_frame[slot] = st.t
-        st.c_raw_buffer[:, slot] = st.c
-        st.c_den_buffer[:, slot] = st.c_den
-        st.residual_head = (slot + 1) % st.residual.shape[0]
+        if flag is None:
+            _kr.residual_update(
+                A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
+                st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc,
+                st.b0, st.residual[slot],
+            )  # fmt: skip
+            st.residual_frame[slot] = st.t
+            st.c_raw_buffer[:, slot] = st.c
+            st.c_den_buffer[:, slot] = st.c_den
+            st.residual_head = (slot + 1) % st.residual.shape[0]
         st.n_processed += 1
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
@@ -166,12 +170,15 @@ class OnlineCNMFE:
             on_traces(
                 FrameResult(
                     frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
-                    footprints_version=st.footprints_version,
+                    footprints_version=st.footprints_version, flag=flag,
                     timings_ms={"critical_path": 1e3 * (t_res - t_start)},
                 )
             )  # fmt: skip
             t_res = time.perf_counter()
-        t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
+        if flag is None:
+            t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
+        else:
+            t_observe = t_step = t_res
         t_slow = time.perf_counter()
         events = tuple(self._pending_events)
         self._pending_events.clear()
@@ -183,6 +190,7 @@ class OnlineCNMFE:
             C_raw=c_raw,
             events=events,
             footprints_version=st.footprints_version,
+            flag=flag,
             timings_ms={
                 "validate": 1e3 * (t_valid - t_start),
                 "background": 1e3 * (t_bg - t_valid),
