@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,11 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             on_frame=None if self.recorder is None else self.recorder.put,
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s)
+        self._slow_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
+            if self.ep.slow_path_thread
+            else None
+        )
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()
@@ -338,7 +344,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.publisher.send(
             rs.encode_traces(
                 meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
-                traces.footprints_version, (t_pub - f.t_send_ns) / 1e6,
+                traces.footprints_version, (t_pub - f.t_send_ns) / 1e6, flag=traces.flag,
             )
         )  # fmt: skip
 
@@ -364,6 +370,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     def _on_initialised(self, resume: bool) -> None:
         runner, cfg = self.runner, self.config
         model = runner.model
+        if isinstance(model, OnlineCNMFE):  # the slow path overlaps the next frame's traces
+            model.run_slow_path_on(self._slow_pool)
         if self.images is None:
             self.images = ImageMaker(runner.dims)
         self._open_store(runner.dims, runner.params, resume=cfg.resume and self._session == 0)
@@ -409,6 +417,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         model = self.runner.model if self.runner else None
         if ckpt is None or not isinstance(model, OnlineCNMFE):
             return
+        model.settle_slow_path()  # no step in flight while the state is copied
         try:  # a checkpoint reads params and state: copy the state, share the rest
             snapshot = copy.copy(model)
             snapshot.state = copy.deepcopy(model.state)
@@ -429,6 +438,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self._checkpoint()
         elif runner is not None and runner.dims is not None and self.store.writer is None:
             self._open_store(runner.dims, runner.params, resume=False)  # for its bookkeeping
+        if self._slow_pool is not None:
+            self._slow_pool.shutdown(wait=True)
         self.store.close()
         if self.recorder is not None:
             self.recorder.close()

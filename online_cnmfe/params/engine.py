@@ -28,8 +28,17 @@ class EngineParams:
     spool_max_mb: float = 0.0  # largest spool on disk (0: limited only by the reserve)
     drain_timeout_s: float = 30.0  # after Ctrl-C/SIGTERM: time to process what is queued
     record_raw: bool = False  # record every frame received to <out stem>.raw.h5
+    # run each frame's slow-path step on its own thread, overlapping the next frame's traces
+    # (results are identical; false: inline, e.g. one core per session in a batch)
+    slow_path_thread: bool = True
 
     def __post_init__(self) -> None:
+        check(
+            "slow_path_thread",
+            self.slow_path_thread,
+            isinstance(self.slow_path_thread, bool),
+            "true or false",
+        )
         int_at_least("queue_frames", self.queue_frames, 1)
         positive("republish_period_s", self.republish_period_s)
         check(

@@ -1,7 +1,9 @@
-"""The results writer's in-memory block of per-frame values, written to the file in one go."""
+"""The results writer's in-memory block of per-frame values, written to the file in one go,
+and appending rows to a resizable dataset."""
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 
 from online_cnmfe.results.layout import FRAME_FIELDS, TRACE_NAMES
@@ -31,3 +33,10 @@ class FrameBlock:
         for buf in self.traces.values():
             buf[:, : self.n] = 0.0
         self.n = 0
+
+
+def append_rows(ds: h5py.Dataset, rows: np.ndarray) -> None:
+    """Append ``rows`` to a resizable dataset along its first axis."""
+    n = ds.shape[0]
+    ds.resize((n + rows.shape[0], *ds.shape[1:]))
+    ds[n:] = rows

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from online_cnmfe.results.layout import FRAME_FIELDS
+
 LOST_KINDS = ("dropped", "rejected", "unprocessed", "unsaved", "skipped", "daq_lost")
 LOST_DTYPE = np.dtype(
     [
@@ -90,6 +92,16 @@ def create_bookkeeping(f: h5py.File) -> None:
     for name in SUMMARY_ATTRS:
         if name not in f.attrs:
             f.attrs[name] = np.int64(0)
+
+
+def upgrade_for_resume(f: h5py.File, n_frames: int) -> Ledger:
+    """Before a resumed file enters SWMR mode: create what an older version did not write
+    (``frames/session``, the bookkeeping) and return the ledger continuing its totals."""
+    for name, dtype in FRAME_FIELDS.items():
+        if name not in f["frames"]:
+            f["frames"].create_dataset(name, (n_frames,), dtype, maxshape=(None,), chunks=(4096,))
+    create_bookkeeping(f)
+    return Ledger.from_file(f)
 
 
 @dataclass

@@ -53,6 +53,7 @@ class Results:
     attrs: dict[str, Any] = field(default_factory=dict)
     lost: np.ndarray = field(default_factory=lambda: np.zeros(0, LOST_DTYPE))
     sessions: np.ndarray = field(default_factory=lambda: np.zeros(0, SESSION_DTYPE))
+    flagged: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -108,6 +109,10 @@ def read_results(path: str | Path) -> Results:
         book = f["bookkeeping"] if "bookkeeping" in f else {}
         lost = book["lost"][:] if "lost" in book else np.zeros(0, LOST_DTYPE)
         sessions = book["sessions"][:] if "sessions" in book else np.zeros(0, SESSION_DTYPE)
+        flagged = [
+            (int(i), r.decode("utf-8", "replace"))
+            for i, r in (f["frames/flagged"][:] if "flagged" in f["frames"] else ())
+        ]
     row_of = {int(nid): r for r, nid in enumerate(row_ids[:k_rows].tolist())}
     sel = np.array([row_of.get(int(nid), -1) for nid in ids], np.int64)
     aligned = {}
@@ -138,6 +143,7 @@ def read_results(path: str | Path) -> Results:
         attrs=attrs,
         lost=lost,
         sessions=sessions,
+        flagged=flagged,
     )
 
 

@@ -34,10 +34,11 @@ import scipy.sparse
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results.block import FrameBlock
-from online_cnmfe.results.bookkeeping import Ledger, create_bookkeeping
+from online_cnmfe.results.block import FrameBlock, append_rows
+from online_cnmfe.results.bookkeeping import Ledger, create_bookkeeping, upgrade_for_resume
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
+    FLAG_DTYPE,
     FORMAT,
     FORMAT_VERSION,
     FRAME_FIELDS,
@@ -146,6 +147,7 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
+        self._pending_flags: list[tuple[int, str]] = []
         self._n_written = 0
         self._last_flush = time.monotonic()
         self.ledger = Ledger()  # the fate of every frame (results/bookkeeping.py)
@@ -200,14 +202,10 @@ class ResultsWriter:
         self._row_ids = [int(x) for x in f["neurons/neuron_ids"][:]]
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
+        if "flagged" not in f["frames"]:  # written before frames/flagged existed
+            f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
         f.attrs["complete"] = False
-        for name, dtype in FRAME_FIELDS.items():  # a file of an older version lacks some
-            if name not in f["frames"]:
-                f["frames"].create_dataset(
-                    name, (self._n_written,), dtype, maxshape=(None,), chunks=(4096,)
-                )
-        create_bookkeeping(f)
-        self.ledger = Ledger.from_file(f)
+        self.ledger = upgrade_for_resume(f, self._n_written)  # older files lack some datasets
         self.session = max(0, self.ledger.n_sessions - 1)
         f.swmr_mode = True
 
@@ -257,6 +255,8 @@ class ResultsWriter:
             index, reason = int(meta["frame_index"]), f"skipped: {result.skip_reason}"
             self._pending_rejects.append((index, reason))
             self.ledger.lost("skipped", index, index, reason, self.session)
+        if result.flag:
+            self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -448,13 +448,17 @@ class ResultsWriter:
             f["background"].attrs["set"] = True
             self._pending_b0 = None
         if self._pending_drops:
-            _append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
+            append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
             self._pending_drops = []
         if self._pending_rejects:
             rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
-            _append_rows(f["frames/rejected"], rows)
+            append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
         self.ledger.write(f)
+        if self._pending_flags:
+            rows = np.array([(i, _utf8(r)) for i, r in self._pending_flags], FLAG_DTYPE)
+            append_rows(f["frames/flagged"], rows)
+            self._pending_flags = []
         for hook in self._flush_hooks:
             hook(f)
         f.flush()
@@ -481,12 +485,6 @@ def _free_bytes(folder: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
-
-
-def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> None:
-    n = ds.shape[0]
-    ds.resize((n + rows.shape[0], *ds.shape[1:]))
-    ds[n:] = rows
 
 
 def _opens_normally(path: Path) -> bool:
