@@ -292,5 +292,8 @@ def test_max_rate_holds_the_frames_while_no_subscriber_is_connected(ctx, tmp_pat
         # reader records them as dropped (sent before its first frame): nothing unaccounted
         assert got_second[-1].seq == 199
         assert len(got_second) + second.stats.n_dropped == 200
-        assert got_second[0].seq - 40 <= 2 * 4 + 2  # at most what the two queues held
+        # (how many went down with the first socket depends on the kernel's buffers)
+        assert 40 <= got_second[0].seq < 199
+        seqs = [f.seq for f in got_second]
+        assert seqs == list(range(seqs[0], 200))  # from its first frame on, nothing missing
     publisher.close(0)

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
+from acquisition.sources import open_source
 from online_cnmfe.results.bookkeeping import coverage_problems
 from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.engine_harness import (
@@ -151,6 +152,11 @@ def test_record_raw_keeps_every_frame_received_and_a_wrong_rate_is_a_warning(tmp
         np.testing.assert_array_equal(f["movie"][:], pub.movie[sent])
         assert f["movie"].attrs["frame_rate_hz"] == 30.0
         assert f.attrs["format"] == "online-cnmfe-raw"
+    with open_source(tmp_path / "session.raw.h5") as src:  # replayable as it was received
+        got = list(src)
+        assert src.info.frame_rate_hz == 30.0
+    assert [f.frame_index for f in got] == sent
+    assert [f.t_acq_ms for f in got] == [50.0 * i for i in sent]
     res = read_results(tmp_path / "session.h5")
     accounted(res)
     assert lost_rows(res, "dropped") == [
