@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
+from dashboard.alarms import lag_or_loss, n_lost
 from dashboard.contours import contours_and_owner
 from dashboard.queries import LAYERS, LayerImage, ModelQueries
 from dashboard.records import (
@@ -405,7 +406,7 @@ class DashboardModel(ModelQueries):
         if state == "stopped":
             eos = self.eos or {}
             summary = eos.get("summary")
-            lost = self._n_lost(eos) or self._n_lost(st)
+            lost = n_lost(eos) or n_lost(st)
             return Banner(
                 f"Engine stopped ({eos.get('reason', 'eos')}): {summary}."
                 if isinstance(summary, str) and summary
@@ -413,7 +414,7 @@ class DashboardModel(ModelQueries):
                 f"{eos.get('n_frames_processed', self.last_frame_index)} frames.",
                 "error" if lost else "warning",
             )
-        alarm = self._lag_or_loss(st)
+        alarm = lag_or_loss(st, self.config.behind_alarm_s)
         if alarm is not None and state != "initialising":
             return alarm
         if st.get("store_ok") is False:
@@ -434,34 +435,6 @@ class DashboardModel(ModelQueries):
         if state == "connecting":
             return Banner(f"Connecting to {self.address}…", "info")
         return None
-
-    @staticmethod
-    def _n_lost(fields: dict) -> int:
-        """Frames lost for good (dropped, unprocessed, not saved) in a status or eos."""
-        if type(fields.get("n_lost")) is int:
-            return fields["n_lost"]
-        keys = ("n_dropped", "n_unprocessed", "n_unsaved")
-        return sum(v for k in keys if type(v := fields.get(k)) is int)
-
-    def _lag_or_loss(self, st: dict) -> Banner | None:
-        """A red banner when the results lag the stream or frames were lost, else None."""
-        parts = []
-        behind = st.get("behind_s")
-        if type(behind) in (int, float) and behind > self.config.behind_alarm_s:
-            waiting, spooled = st.get("queue_depth", "?"), st.get("n_spooled", 0)
-            disk = f", {spooled} of them on disk" if spooled else ""
-            parts.append(
-                f"{behind:.0f} s behind the stream: {waiting} frames wait{disk} and are "
-                "processed in catch-up mode; nothing is lost while the disk has room."
-            )
-        lost = self._n_lost(st)
-        if lost:
-            parts.append(
-                f"{lost} frame(s) lost (dropped {st.get('n_dropped', 0)}, unprocessed "
-                f"{st.get('n_unprocessed', 0)}): every one is listed with its reason in the "
-                "results file (bookkeeping/lost)."
-            )
-        return Banner(" ".join(parts), "error") if parts else None
 
     def take_dirty(self) -> set[str]:
         """Parts changed since the last call (and clear them)."""
