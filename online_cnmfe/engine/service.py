@@ -461,7 +461,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.publisher.send(
             rs.encode_eos(self.status.n_processed, self.stop_reason, **self._summary_fields())
         )
-        self.publisher.close(linger_ms=300)
+        self.publisher.close(linger_ms=1000)  # the last status and eos reach busy clients
         if self.receiver.is_alive():
             ctx.destroy(linger=0)
         else:
