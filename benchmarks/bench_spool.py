@@ -48,6 +48,15 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "online_cnmfe", *args]
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) of a running process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def movie_file(cache: Path, size: int, n: int, fps: float, neurons: int) -> Path:
     """A cached simulated movie (uint16, .npy)."""
     from acquisition.simulator import MiniscopeSimulator, SimulationParams
@@ -105,7 +114,7 @@ def stream_case(movie: Path, fps: float, rate: str, tmp: Path, settings: list[st
             msg = decode_result(sub.recv_multipart())
             now = time.monotonic() - t_start
             if msg.topic == "status":
-                statuses.append((now, msg.header))
+                statuses.append((now, dict(msg.header, _cpu_s=_cpu_s(engine.pid))))
             elif msg.topic == "traces":
                 process_ms.append(msg.header.get("process_ms", np.nan))
             elif msg.topic == "eos":
@@ -138,7 +147,11 @@ def report(case: dict, n_frames: int, tmp: Path) -> dict:
         None,
     )  # fmt: skip
     pm = case["process_ms"]
+    cpu = {t: h["_cpu_s"] for t, h in st}
     return {
+        "engine_cpu_s_at_init_start": None if init_start is None else round(cpu[init_start], 1),
+        "engine_cpu_s_at_init_done": None if init_end is None else round(cpu[init_end], 1),
+        "engine_cpu_s_at_caught_up": None if caught is None else round(cpu[caught], 1),
         "frames_sent": n_frames,
         "frames_stored": res.n_frames,
         "lost_rows": [(int(r["first"]), int(r["last"]), r["kind"].decode()) for r in res.lost],
