@@ -437,7 +437,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if runner is not None and runner.phase == "running":
             self._checkpoint()
         elif runner is not None and runner.dims is not None and self.store.writer is None:
-            self._open_store(runner.dims, runner.params, resume=False)  # for its bookkeeping
+            resume = self.config.resume and self._session == 0  # never replace a resumed file
+            self._open_store(runner.dims, runner.params, resume=resume)  # for its bookkeeping
         if self._slow_pool is not None:
             self._slow_pool.shutdown(wait=True)
         self.store.close()
