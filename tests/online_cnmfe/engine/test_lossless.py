@@ -240,3 +240,32 @@ def test_a_miniscope_replay_with_a_missing_chunk_is_stored_with_the_gap(tmp_path
         (100, 149, "missing from the source (frame_index jumps from 99 to 150)")
     ]
     assert res.attrs["frame_rate_hz"] == 20.0  # the folder's metaData.json "20FPS"
+
+
+def test_a_resumed_session_that_fits_nothing_keeps_the_earlier_file(tmp_path, client):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    try:
+        engine = start_engine(tmp_path)
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(100):
+            pub.send_frame(i)
+        pub.send_eos()
+        assert engine.wait(timeout=90) == 0, engine_log(tmp_path)
+        (tmp_path / "session.state.h5").unlink()  # no checkpoint: the model starts over
+        pub.close()
+        pub = TestPublisher(endpoints(tmp_path)[0])  # a restarted acquisition
+        engine = start_engine(tmp_path, "--resume")
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(10):  # too few to initialise
+            pub.send_frame(100 + i)
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 4, engine_log(tmp_path)
+    finally:
+        stop(engine)
+        pub.close()
+    res = read_results(tmp_path / "session.h5")
+    assert res.n_frames == 100 and res.attrs["complete"]  # the first session is still there
+    assert lost_rows(res, "unprocessed")[0][:2] == (100, 109)
+    assert res.sessions.shape == (2,)
