@@ -106,7 +106,9 @@ class DiskSpool:
         self._folder = None if folder is None else Path(folder)
         self.reserve_bytes = int(reserve_bytes)
         self.max_bytes = None if max_bytes is None else int(max_bytes)
-        self.chunk_bytes = int(chunk_bytes)
+        if self.max_bytes is not None:  # a small limit still holds several chunks
+            chunk_bytes = min(chunk_bytes, self.max_bytes // 4)
+        self.chunk_bytes = max(1, int(chunk_bytes))
         self._chunks: dict[int, _Chunk] = {}
         self._lock = threading.Lock()
         self._write_id = -1

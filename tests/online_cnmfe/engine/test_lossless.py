@@ -269,3 +269,25 @@ def test_a_resumed_session_that_fits_nothing_keeps_the_earlier_file(tmp_path, cl
     assert res.n_frames == 100 and res.attrs["complete"]  # the first session is still there
     assert lost_rows(res, "unprocessed")[0][:2] == (100, 109)
     assert res.sessions.shape == (2,)
+
+
+def test_a_full_spool_drops_and_records_every_frame_it_could_not_keep(tmp_path, client):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path, "--set", "engine.queue_frames=4",
+                          "--set", "engine.spool_max_mb=0.25")  # fmt: skip  # ~30 frames
+    try:
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(400):  # all at once, while the model initialises
+            pub.send_frame(i)
+        pub.send_eos()
+        assert engine.wait(timeout=90) == 0, engine_log(tmp_path)
+    finally:
+        stop(engine)
+        pub.close()
+    res = read_results(tmp_path / "session.h5")
+    accounted(res)
+    dropped = lost_rows(res, "dropped")
+    n = sum(b - a + 1 for a, b, _ in dropped)
+    assert n > 0 and res.n_frames + n == 400 and res.attrs["n_frames_dropped"] == n
+    assert all("engine.spool_max_mb" in reason for _, _, reason in dropped)
