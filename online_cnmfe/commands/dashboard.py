@@ -139,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise OnlineCNMFEError(f"invalid dashboard option: {exc}") from exc
+    from acquisition.publisher_config import check_endpoint
+
+    try:
+        check_endpoint(args.results, "--results")
+    except ValueError as exc:
+        raise OnlineCNMFEError(str(exc)) from None
     rule_names = []
     if args.triggers:
         from online_cnmfe.triggers import load_trigger_config

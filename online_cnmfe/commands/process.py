@@ -86,9 +86,16 @@ def run(args: argparse.Namespace) -> int:
     n_total = info.n_frames if args.max_frames is None else min(info.n_frames, args.max_frames)
     n_init = params.init.init_frames
     if n_total <= n_init:
+        have = (
+            f"{args.movie} has {n_total} frames"
+            if n_total == info.n_frames
+            else f"--max-frames {args.max_frames} keeps {n_total} of the {info.n_frames} frames "
+            f"of {args.movie}"
+        )
         raise InputFileError(
-            f"{args.movie} has {n_total} frames; initialisation needs init.init_frames={n_init} "
-            "plus at least one more. Pass a smaller --init-frames."
+            f"{have}; initialisation needs init.init_frames={n_init} plus at least one more. "
+            f"Pass a smaller --init-frames (at most {max(n_total - 1, 0)})"
+            + ("." if n_total == info.n_frames else " or a larger --max-frames.")
         )
     if args.config is None and not rate_given:
         params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
