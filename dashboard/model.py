@@ -118,6 +118,7 @@ class DashboardModel(ModelQueries):
         self.engine_pid: int | None = None
         self.offline = False  # reviewing a results file: no connection to watch
         self.declared_rules: list[str] = []  # rules listed before they fire (kept on restart)
+        self.labels: dict[int, int] = {}  # curation (review): +1 accepted, -1 rejected
         self._reset_session()
         self.last_message_s: float | None = None
 

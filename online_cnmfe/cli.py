@@ -14,6 +14,7 @@ import sys
 
 from online_cnmfe.commands import (
     acquire,
+    curate,
     dashboard,
     demo,
     evaluate,
@@ -41,6 +42,7 @@ COMMAND_MODULES = (
     acquire,
     dashboard,
     view,
+    curate,
     triggers,
     export,
     params,

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from acquisition.sources import open_source
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
+    from online_cnmfe.results.summary import SessionSummary, init_images
     from online_cnmfe.results.writer import ResultsWriter
 
     params = _params(args)
@@ -121,13 +122,21 @@ def run(args: argparse.Namespace) -> int:
     )
     provenance = {"path": str(Path(args.movie).resolve()), "source": info.description}
     out = Path(args.out)
+    summary = SessionSummary(model.dims)
+    summary.add_many(init_frames)
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
         drops = _DropTracker(writer)
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
-        times = _run_online(model, frames_iter, writer, n_total - n_init, args.quiet, drops)
+        writer.set_images(init_images(init), n_frames=n_init, source="initialisation frames")
+        writer.set_images(summary.images(), **summary.attrs())
+        writer.set_background(model.b0)
+        times = _run_online(
+            model, frames_iter, writer, n_total - n_init, args.quiet, drops, summary
+        )
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
+        writer.set_images(summary.images(), **summary.attrs())
     if args.save_model:
         state_file.save_online_model(args.save_model, model)
     if len(times):
@@ -186,7 +195,7 @@ def _meta(frame, latency_ms: float) -> dict:
     }
 
 
-def _run_online(model, frames_iter, writer, n_frames: int, quiet: bool, drops) -> np.ndarray:
+def _run_online(model, frames_iter, writer, n_frames: int, quiet: bool, drops, summary):
     from tqdm import tqdm
 
     times = np.zeros(n_frames, np.float64)
@@ -200,6 +209,8 @@ def _run_online(model, frames_iter, writer, n_frames: int, quiet: bool, drops) -
             drops.see(frame)
             result = model.process_frame(frame.pixels)
             times[n] = result.timings_ms.get("total", np.nan)
+            if not result.skipped:
+                summary.add(frame.pixels)
             writer.append_frame(result, _meta(frame, times[n]))
             if result.footprints_version != version:
                 version = result.footprints_version

@@ -44,6 +44,7 @@ from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results import state_file
 from online_cnmfe.results import stream as rs
+from online_cnmfe.results.summary import SessionSummary, init_images
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class Engine(PublishingMixin):
         self._store_error_reported = False
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
+        self.summary: SessionSummary | None = None  # summary images of the session
 
     # ---- hooks ---------------------------------------------------------------------------
     def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
@@ -215,6 +217,7 @@ class Engine(PublishingMixin):
             if now >= next_checkpoint and runner.phase == "running":
                 next_checkpoint = now + self.ep.checkpoint_period_s
                 self._checkpoint()
+                self._store_summary()
 
     def _idle_too_long(self, now: float) -> bool:
         """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
@@ -276,6 +279,8 @@ class Engine(PublishingMixin):
         self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
         if result.skipped:
             self.counts["rejected"] += 1
+        elif self.summary is not None:
+            self.summary.add(f.pixels)  # mean / max projection images (~0.1 ms)
         for ev in result.events:
             if ev.kind in rs.EVENT_KINDS:
                 self.publisher.send(
@@ -345,13 +350,24 @@ class Engine(PublishingMixin):
                 flush_hooks=self.store_flush_hooks,
             )  # fmt: skip
             self.store.submit("open", kwargs)
+        self.summary = SessionSummary(runner.dims)
         if not resume:
+            self.summary.add_many(runner.frames)
+            n_init = len(runner.frames)
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
+            attrs = {"n_frames": n_init, "source": "initialisation frames"}
+            self.store.submit("images", init_images(runner.init_result), attrs)
+            self._store_summary()
         self.store.submit("b0", model.b0)
         self._send_footprints()
         self._republish()
         logger.info("running with %d neurons", len(model.neuron_ids))
+
+    def _store_summary(self) -> None:
+        """Hand the mean / max projection images so far to the store (refreshed in the file)."""
+        if self.summary is not None and self.summary.n_frames:
+            self.store.submit("images", self.summary.images(), self.summary.attrs())
 
     def _prepare_store(self, f) -> None:
         for prepare in self.store_prepare:
@@ -401,10 +417,12 @@ class Engine(PublishingMixin):
             self.request_stop("restart")
         elif policy == "reinitialise" and self.runner.phase != "waiting":
             self._checkpoint()
+            self._store_summary()
             self.store.submit("close_writer")
             self._session += 1
             self.runner = ModelRunner(self.params, self.model_factory)
             self.images, self._fp_version, self._fp_message = None, None, None
+            self.summary = None
 
     # ---- shutdown ------------------------------------------------------------------------
     def _shutdown(self, ctx: zmq.Context) -> None:
@@ -413,6 +431,7 @@ class Engine(PublishingMixin):
         self.receiver.join(2)
         if self.runner is not None and self.runner.phase == "running":
             self._checkpoint()
+        self._store_summary()
         self.store.close()
         if self.config.out is not None and not self.store.ok and self.exit_code == 0:
             self.exit_code = 3  # the model ran but its results are not (all) on disk

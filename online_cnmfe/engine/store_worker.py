@@ -53,7 +53,8 @@ class StoreWorker(threading.Thread):
 
     # ---- model-thread side -----------------------------------------------------------------
     def submit(self, op: str, *args: Any) -> None:
-        """Queue an operation: open, frame, footprints, b0, drop, reject, checkpoint, flush.
+        """Queue an operation: open, frame, footprints, b0, images, drop, reject, checkpoint,
+        flush.
 
         A frame is discarded (counted in :attr:`n_unsaved`) rather than queued when the disk
         has fallen ``MAX_BACKLOG`` operations behind, so a stalled disk cannot exhaust memory.
@@ -132,6 +133,8 @@ class StoreWorker(threading.Thread):
                 w.set_footprints(*args)
             elif op == "b0":
                 w.set_background(*args)
+            elif op == "images":
+                w.set_images(args[0], **args[1])
             elif op == "drop":
                 w.record_drop(*args)
             elif op == "reject":

@@ -34,6 +34,7 @@ import scipy.sparse
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.extras import PendingExtras
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
     FORMAT,
@@ -170,6 +171,7 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
+        self._extras = PendingExtras(self.dims)  # model events and summary images
         self._n_written = 0
         self._last_flush = time.monotonic()
         try:
@@ -268,6 +270,7 @@ class ResultsWriter:
             self._pending_rejects.append(
                 (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
             )
+        self._extras.add_events(result, meta["frame_index"])
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -299,6 +302,11 @@ class ResultsWriter:
         if b0.size != self.dims[0] * self.dims[1]:
             raise ValueError(f"b0 has {b0.size} values; expected {self.dims[0] * self.dims[1]}")
         self._pending_b0 = b0.reshape(self.dims).copy()
+
+    def set_images(self, images: dict[str, np.ndarray], **attrs: Any) -> None:
+        """Record (H, W) summary images ``images/<name>`` (:mod:`.summary`) for the next flush;
+        ``attrs`` (``n_frames``, ``source``) are stored on each."""
+        self._extras.set_images(images, attrs)
 
     def record_drop(self, first: int, last: int) -> None:
         """Record frames ``first..last`` (inclusive) lost upstream."""
@@ -443,6 +451,7 @@ class ResultsWriter:
             rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
             _append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
+        self._extras.write(f)
         for hook in self._flush_hooks:
             hook(f)
         f.flush()

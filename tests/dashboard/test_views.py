@@ -199,7 +199,7 @@ def test_window_draws_selected_traces_raster_status_and_triggers(qtbot):
     assert w.traces.raster.image.shape == (1, 3)
     np.testing.assert_allclose(w.traces.raster.image[0], [1 / 3, 2 / 3, 1])
     assert w.status.text("frame") == "2"
-    assert w.status.text("latency") == "1.50 / 3.25 ms"
+    assert w.status.text("latency") == "1.50 ms / 3.25 ms"
     assert w.status.text("lost").startswith("4 / 0 / 0")
     assert w.closed_loop.table.item(0, 0).text() == "cell42"
     assert w.closed_loop.summary.text() == "engine: rules 2 · fired 1"
