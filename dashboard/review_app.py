@@ -230,7 +230,8 @@ class ReviewApp:
         order = self.neurons.ordered_ids()
         if not order:
             return
-        current = self.model.selected[-1] if self.model.selected else None
+        chosen = self.model.selected and not self.model.auto_select
+        current = self.model.selected[-1] if chosen else None
         i = order.index(current) + direction if current in order else (0 if direction > 0 else -1)
         self.go_to_neuron(order[i % len(order)])
 

@@ -160,12 +160,12 @@ class ImagePanel(QtWidgets.QWidget):
         if fp is None:
             return
         k = np.flatnonzero(fp.ids == int(neuron_id))
-        if k.size:
-            row, col = fp.centroids[k[0]]
-            self.vb.translateBy(
-                x=col + 0.5 - self.vb.viewRect().center().x(),
-                y=row + 0.5 - self.vb.viewRect().center().y(),
-            )
+        rect = self.vb.viewRect()
+        w, h = rect.width(), rect.height()
+        if k.size and np.isfinite([w, h]).all() and 0 < w < 1e6 and 0 < h < 1e6:
+            row, col = (float(x) for x in fp.centroids[k[0]])
+            centred = QtCore.QRectF(col + 0.5 - w / 2, row + 0.5 - h / 2, w, h)
+            self.vb.setRange(centred, padding=0)
 
     def _toggle_histogram(self, on: bool) -> None:
         self.hist.setVisible(on)
