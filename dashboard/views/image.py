@@ -34,7 +34,7 @@ LAYER_CMAPS = {
     "raw": "CET-L1",
     "background_subtracted": "CET-L1",
     "denoised": "inferno",
-    "residual": "CET-D1",
+    "residual": "CET-D4",  # blue-black-red: a dark middle keeps contours and glow readable
     "corr_pnr": "viridis",
     "max_projection": "CET-L1",
     "mean": "CET-L1",
@@ -155,7 +155,7 @@ class ImagePanel(QtWidgets.QWidget):
         self.scale_bar.set_pixel_size(pixel_size_um)
 
     def centre_on(self, neuron_id: int, model: DashboardModel) -> None:
-        """Pan the view so the neuron's centroid is in the middle (zoom kept)."""
+        """Pan the view (zoom kept) to centre the neuron, when it is near the edge or out."""
         fp = model.footprints
         if fp is None:
             return
@@ -164,8 +164,10 @@ class ImagePanel(QtWidgets.QWidget):
         w, h = rect.width(), rect.height()
         if k.size and np.isfinite([w, h]).all() and 0 < w < 1e6 and 0 < h < 1e6:
             row, col = (float(x) for x in fp.centroids[k[0]])
-            centred = QtCore.QRectF(col + 0.5 - w / 2, row + 0.5 - h / 2, w, h)
-            self.vb.setRange(centred, padding=0)
+            inner = rect.adjusted(0.1 * w, 0.1 * h, -0.1 * w, -0.1 * h)
+            if not inner.contains(QtCore.QPointF(col + 0.5, row + 0.5)):
+                centred = QtCore.QRectF(col + 0.5 - w / 2, row + 0.5 - h / 2, w, h)
+                self.vb.setRange(centred, padding=0)
 
     def _toggle_histogram(self, on: bool) -> None:
         self.hist.setVisible(on)
@@ -228,6 +230,8 @@ class ImagePanel(QtWidgets.QWidget):
             self._draw_new(model)
         if dirty & {"image", "footprints", "traces"}:
             self._draw_image(model)
+            if model.pixel_size_um != self.scale_bar.pixel_size_um and model.pixel_size_um:
+                self.set_scale(model.pixel_size_um)
 
     def _set_dims(self, dims: tuple[int, int]) -> None:
         if dims != self._dims:

@@ -182,3 +182,16 @@ def test_scale_bar_levels_and_status(app, qtbot):
         if value.isVisible():
             assert name.geometry().right() < value.geometry().left(), key
     assert not math.isnan(float(status.text("frame")))
+
+
+def test_go_to_neuron_pans_only_when_the_neuron_is_out_of_view(app, qtbot):
+    vb = app.window.image.vb
+    qtbot.waitExposed(app.window)
+    app.show(59)
+    full = vb.viewRect()
+    app.go_to_neuron(7)  # in view: the view stays
+    assert vb.viewRect() == full
+    vb.setRange(QtCore.QRectF(0, 0, 4, 4), padding=0)  # zoomed on the top-left corner
+    app.go_to_neuron(7)  # neuron 7 is at (5.5, 20.5): now centred
+    centre = vb.viewRect().center()
+    assert abs(centre.x() - 21.0) < 1.0 and abs(centre.y() - 6.0) < 1.0
