@@ -71,8 +71,9 @@ def make_file(path: Path, size: int, minutes: float, neurons: int, rate: float) 
             spikes = rng.random(neurons) < 0.01
             c[spikes] += 5.0
             s = spikes.astype(np.float32) * 5.0
+            raw = c + rng.normal(0, 0.3, neurons).astype(np.float32)
             w.append_frame(
-                FrameResult(t, ids, c.copy(), s, c + rng.normal(0, 0.3, neurons).astype(np.float32)),
+                FrameResult(t, ids, c.copy(), s, raw),
                 {"frame_index": t, "seq": t, "daq_frame": None, "t_acq_ms": 1000.0 * t / rate,
                  "latency_ms": 2.0},
             )  # fmt: skip

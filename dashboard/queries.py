@@ -37,6 +37,7 @@ class LayerImage:
     frame_index: int
     image: np.ndarray  # (h, w) float32, row-major
     downsample: int
+    note: str = ""  # what a summary image covers (review), shown instead of the frame
 
 
 class ModelQueries:

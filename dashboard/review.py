@@ -135,7 +135,12 @@ class ReviewSource:
         for name, layer in FILE_LAYERS.items():
             image = self.session.image(name)
             if image is not None:
-                model.images[layer] = LayerImage(-1, image, 1)
+                info = self.session.image_info(name) if name != "background" else {}
+                n = int(info.get("n_frames", 0) or 0)
+                note = "baseline b0" if name == "background" else (
+                    f"{n} frames ({info.get('source', '')})" if n else "summary image"
+                )  # fmt: skip
+                model.images[layer] = LayerImage(-1, image, 1, note)
 
     def _footprints_at(self, model: DashboardModel, t: int) -> None:
         """Send the footprints of the neurons born by column ``t`` (when that set changed)."""

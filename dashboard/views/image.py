@@ -258,7 +258,8 @@ class ImagePanel(QtWidgets.QWidget):
             if self.levels_box.isChecked():
                 self._show_histogram(img, levels)
             self.base.setRect(QtCore.QRectF(0, 0, full[1], full[0]))
-            self.title.setText(f"{LAYER_TITLES[key]} · frame {layer.frame_index}")
+            where = layer.note or f"frame {layer.frame_index}"
+            self.title.setText(f"{LAYER_TITLES[key]} · {where}")
         act = model.activity_image() if self.activity_box.isChecked() else None
         if act is None:
             self.overlay.clear()

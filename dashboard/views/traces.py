@@ -188,7 +188,8 @@ class TracePanel(QtWidgets.QWidget):
         win, unit = self._scaled_window(model)
         ids, t = win["ids"], win["t_s"]
         self._ensure_curves(ids.size)
-        ticks, minor = [], []
+        ticks: list = []
+        minor: list = []
         for i in range(len(self.curves["C"])):
             if i >= ids.size:
                 for name in self.curves:
@@ -208,14 +209,13 @@ class TracePanel(QtWidgets.QWidget):
             ys = np.empty(2 * hit.size)
             ys[0::2], ys[1::2] = offset - 0.2, offset - 0.2 + 0.5 * np.minimum(s[hit], 1.0)
             self.curves["S"][i].setData(xs, ys, connect="pairs")
-            # the row's id and its y scale: 0 at the baseline, the value at the row's top
-            ticks += [(offset + 0.4, f"#{ids[i]}"), (offset + 1.0, _scale_text(scale))]
-            minor.append((offset, "0"))
+            # the row's id and its y scale: the row spans 0 (baseline) to this value
+            ticks.append((offset + 0.4, f"#{ids[i]} ({_scale_text(scale)})"))
         if (ticks, minor, unit) != self._ticks:  # axis relayouts are not free
             self._ticks = (ticks, minor, unit)
             axis = self.trace_plot.getAxis("left")
             axis.setTicks([ticks, minor])
-            axis.setLabel(f"per row: 0 to the value shown ({unit})")
+            axis.setLabel(f"neuron (row height in {unit})")
             self.trace_plot.setYRange(-1.25 * max(ids.size, 1) + 0.9, 1.1, padding=0)
         auto = " (most active)" if model.auto_select else ""
         self.selection_label.setText(

@@ -17,6 +17,7 @@ from online_cnmfe.results import curation  # noqa: E402
 from tests.online_cnmfe.results.session_files import (  # noqa: E402
     BORN,
     DROP,
+    F0_7,
     REMOVED,
     frame_index_of,
     write_session,
@@ -148,11 +149,10 @@ def test_dff_units_and_y_scales(app):
     traces = app.window.traces
     traces.unit_box.setCurrentIndex(traces.unit_box.findData("dff"))
     app.show(59)
-    ticks = traces.trace_plot.getAxis("left")._tickLevels[0]
-    top = dict((round(v, 3), t) for v, t in ticks)
+    ((_, text),) = traces.trace_plot.getAxis("left")._tickLevels[0]
     win = app.model.trace_window(2.0, [7])
-    peak_dff = np.nanmax(np.abs(win["C_raw"][0])) / 200.0  # f0 of neuron 7 is 200
-    assert float(top[1.0]) == pytest.approx(peak_dff, rel=1e-2)
+    peak_dff = np.nanmax(np.abs(win["C_raw"][0])) / F0_7
+    assert text.startswith("#7 (") and float(text[4:-1]) == pytest.approx(peak_dff, rel=1e-2)
     assert "dF/F" in traces.trace_plot.getAxis("left").labelText
     _, y = traces.curves["C"][0].getData()
     assert np.nanmax(y) <= 1.0 + 1e-6

@@ -20,6 +20,9 @@ SKIPPED_FRAME = 40  # the model skipped it (NaN pixels): its column repeats the 
 BORN = 9, 30  # neuron 9 is born at column 30
 REMOVED = 5, 45  # neuron 5 disappears after frame index 45 + 5 (column 45)
 B0 = 100.0
+W7_PIXELS = ((5, 20), (5, 21), (6, 20), (6, 21))
+W7 = (0.5, 0.4, 0.3, 0.2)
+F0_7 = B0 * sum(W7) / sum(w * w for w in W7)  # (a.b0) / (a.a): the dF/F baseline of neuron 7
 
 
 def frame_index_of(col: int) -> int:
@@ -27,12 +30,13 @@ def frame_index_of(col: int) -> int:
 
 
 def footprints(ids: list[int]) -> scipy.sparse.csc_array:
-    """Neuron 7: a 2x2 block at (5, 20); 9: one pixel (10, 3); 5: a 1x3 bar at (2, 2)."""
+    """Neuron 7: a 2x2 block at (5, 20) of weights 0.5, 0.4, 0.3, 0.2 (f0 = F0_7); 9: one
+    pixel (10, 3); 5: a 1x3 bar at (2, 2)."""
     A = np.zeros((DIMS[0] * DIMS[1], len(ids)), np.float32)
     for k, nid in enumerate(ids):
         if nid == 7:
-            for r, c in ((5, 20), (5, 21), (6, 20), (6, 21)):
-                A[r * DIMS[1] + c, k] = 0.5
+            for (r, c), v in zip(W7_PIXELS, W7, strict=True):
+                A[r * DIMS[1] + c, k] = v
         elif nid == 9:
             A[10 * DIMS[1] + 3, k] = 1.0
         elif nid == 5:

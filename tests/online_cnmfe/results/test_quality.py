@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from online_cnmfe.model._kernels.session_summary import accumulate_sum_max
 from online_cnmfe.results.quality import dff, neuron_quality, write_quality
 from online_cnmfe.results.summary import SessionSummary
-from tests.online_cnmfe.results.session_files import write_session
+from tests.online_cnmfe.results.session_files import F0_7, W7, W7_PIXELS, write_session
 
 
 # ---- summary images ------------------------------------------------------------------------
@@ -78,22 +78,23 @@ def test_metrics_match_a_slow_reference_across_read_blocks(tmp_path):
                     assert q[key][k] == pytest.approx(value, rel=1e-5), (nid, key, block)
     by_id = {int(row["neuron_id"]): row for row in q}
     assert by_id[7]["size_px"] == 4 and by_id[9]["size_px"] == 1
-    assert by_id[7]["f0"] == pytest.approx(200.0) and by_id[9]["f0"] == pytest.approx(100.0)
-    assert by_id[7]["peak_dff"] == pytest.approx(traces["C"][rows[7]].max() / 200.0)
+    assert by_id[7]["f0"] == pytest.approx(F0_7) and by_id[9]["f0"] == pytest.approx(100.0)
+    assert by_id[7]["peak_dff"] == pytest.approx(traces["C"][rows[7]].max() / F0_7)
     assert np.isnan(by_id[7]["spatial_corr"])  # no corr x PNR image in this file
 
 
 def test_spatial_corr_is_one_for_a_footprint_that_is_the_image(tmp_path):
     path = write_session(tmp_path / "s.h5")
-    img = np.zeros((16, 32), np.float32)
-    img[5:7, 20:22] = 2.0  # neuron 7's footprint shape
-    img[4, 19] = 0.3
+    img = np.random.default_rng(0).random((16, 32)).astype(np.float32)
+    for (r, c), v in zip(W7_PIXELS, W7, strict=True):
+        img[r, c] = 3.0 * v + 1.0  # neuron 7's weights, scaled and shifted
     with h5py.File(path, "a") as f:
         f["images/corr_pnr"][...] = img
         f["images/corr_pnr"].attrs["set"] = True
     table = write_quality(path)
     corr = dict(zip(table["neuron_id"].tolist(), table["spatial_corr"].tolist(), strict=True))
-    assert corr[7] > 0.95
+    assert corr[7] == pytest.approx(1.0, abs=1e-5)
+    assert np.isnan(corr[9])  # one pixel: no correlation
     with h5py.File(path, "r") as f:
         assert f["quality"].shape == (2,)
 

@@ -12,6 +12,7 @@ from online_cnmfe.results.session import ResultsSession
 from tests.online_cnmfe.results.session_files import (
     BORN,
     DROP,
+    F0_7,
     N_COLUMNS,
     REMOVED,
     SKIPPED_FRAME,
@@ -75,8 +76,8 @@ def test_trace_windows_match_the_eager_reader_with_nan_where_nothing_was_measure
 def test_f0_and_labels_and_a_missing_file(session_file, tmp_path):
     with ResultsSession(session_file) as s:
         f0 = s.f0([7, 9, 77])
-        # f0 = a.b0 / a.a: neuron 7 is four pixels of 0.5 over b0 = 100 -> 200
-        np.testing.assert_allclose(f0[:2], [200.0, 100.0])
+        # f0 = a.b0 / a.a over b0 = 100: neuron 9 is one pixel of weight 1 -> 100
+        np.testing.assert_allclose(f0[:2], [F0_7, 100.0], rtol=1e-6)
         assert np.isnan(f0[2])
         assert s.labels == {}
         s.set_labels(reject=[9], accept=[5])
