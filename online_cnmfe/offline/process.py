@@ -9,9 +9,11 @@ cover the whole movie.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +112,6 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     from acquisition.sources import open_source
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
-    from online_cnmfe.results.summary import SessionSummary, init_images
-    from online_cnmfe.results.writer import ResultsWriter
 
     params = job.params
     source = open_source(job.movie, dataset=job.dataset, frame_rate_hz=job.frame_rate_hz)
@@ -154,10 +154,31 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
         n_init,
         time.perf_counter() - t0,
     )
+    with _slow_path_executor(params) as executor:
+        model.run_slow_path_on(executor)
+        return _process_online(job, params, info, init, head, frames_iter, model, n_total)
+
+
+def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManager:
+    """A one-thread pool for the slow path's steps, or (``engine.slow_path_thread=false``)
+    None: inline. Results are identical."""
+    if not params.engine.slow_path_thread:
+        return contextlib.nullcontext(None)
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
+
+
+def _process_online(job, params, info, init, head, frames_iter, model, n_total) -> ProcessSummary:
+    """The online part of :func:`process_recording`: frames after the initialisation."""
+    from online_cnmfe.results import state_file
+    from online_cnmfe.results.summary import SessionSummary, init_images
+    from online_cnmfe.results.writer import ResultsWriter
+
+    n_init = len(head)
     provenance = {"path": str(Path(job.movie).resolve()), "source": info.description}
     out = Path(job.out)
     summary = SessionSummary(model.dims)  # images/mean and images/max
-    summary.add_many(init_frames)
+    for frame in head:
+        summary.add(frame.pixels)
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
         drops = _DropTracker(writer)
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
@@ -242,7 +263,7 @@ def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops
             drops.see(frame)
             result = model.process_frame(frame.pixels)
             times[n] = result.timings_ms.get("total", np.nan)
-            if not result.skipped:
+            if not result.skipped and not result.flag:  # flagged: e.g. a motion outlier
                 summary.add(frame.pixels)
             writer.append_frame(result, _meta(frame, times[n]))
             if result.footprints_version != version:

@@ -1,8 +1,10 @@
-"""What the writer stores besides traces and footprints: model events and summary images.
+"""What the writer stores besides traces and footprints: model events, flagged frames and
+summary images.
 
 :class:`PendingExtras` buffers them on the writer's side and writes them at each flush
-(``events`` and ``images/*``, created up front by :func:`~.layout.create_datasets` because SWMR
-mode forbids creating datasets later; a file of an older version without them is left as is).
+(``events``, ``frames/flagged`` and ``images/*``, created up front by
+:func:`~.layout.create_datasets` because SWMR mode forbids creating datasets later; a file of
+an older version without ``events`` or ``images/`` is left without them).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from online_cnmfe.results.layout import EVENT_DTYPE
+from online_cnmfe.results.layout import EVENT_DTYPE, FLAG_DTYPE
 
 
 class PendingExtras:
@@ -21,10 +23,14 @@ class PendingExtras:
     def __init__(self, dims: tuple[int, int]) -> None:
         self.dims = dims
         self.events: list[tuple[int, bytes, int, bytes]] = []
+        self.flags: list[tuple[int, bytes]] = []
         self.images: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
 
-    def add_events(self, result, frame_index: int) -> None:
-        """One row per neuron of each of the frame's model events (born, merged, removed)."""
+    def add_frame(self, result, frame_index: int) -> None:
+        """The frame's flag (processed but not used to update the model), and one row per
+        neuron of each of its model events (born, merged, removed)."""
+        if getattr(result, "flag", ""):
+            self.flags.append((int(frame_index), str(result.flag).encode("utf-8", "replace")))
         for ev in result.events:
             kind = ev.kind.encode("ascii", "replace")[:16]
             detail = str(ev.detail).encode("utf-8", "replace")[:120]
@@ -48,6 +54,14 @@ class PendingExtras:
             ds.resize((n + rows.shape[0],))
             ds[n:] = rows
         self.events = []
+        if self.flags:
+            ds = f["frames/flagged"]
+            rows = np.array([(i, r[: FLAG_DTYPE["reason"].itemsize]) for i, r in self.flags],
+                            FLAG_DTYPE)  # fmt: skip
+            n = ds.shape[0]
+            ds.resize((n + rows.shape[0],))
+            ds[n:] = rows
+        self.flags = []
         for name, (image, attrs) in self.images.items():
             ds = f.get(f"images/{name}")
             if ds is not None:

@@ -23,6 +23,7 @@ EVENT_DTYPE = np.dtype(
     [("frame_index", "<i8"), ("kind", "S16"), ("neuron_id", "<i8"), ("detail", "S120")]
 )
 IMAGE_NAMES = ("mean", "max", "corr", "pnr", "corr_pnr")  # images/ (results.summary)
+FLAG_DTYPE = REJECT_DTYPE  # frames/flagged: processed, but did not update the model
 FRAME_FIELDS = {
     "frame_index": np.int64,
     "seq": np.int64,
@@ -83,3 +84,4 @@ def create_datasets(f: h5py.File, dims: tuple[int, int]) -> None:
     for name in IMAGE_NAMES:
         ds = im.create_dataset(name, dims, np.float32, fillvalue=np.nan)
         ds.attrs.update(set=False, n_frames=0, source="")
+    fr.create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))

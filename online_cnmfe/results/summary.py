@@ -1,7 +1,8 @@
 """The summary images of a session (``images/`` in the results file).
 
-- ``mean`` and ``max``: mean and maximum projection of every frame the model used (raw pixels),
-  accumulated frame by frame by :class:`SessionSummary` (one compiled pass per frame).
+- ``mean`` and ``max``: mean and maximum projection of every frame the model used (raw pixels;
+  frames skipped or flagged, e.g. motion outliers, are left out), accumulated frame by frame by
+  :class:`SessionSummary` (one compiled pass per frame).
 - ``corr``, ``pnr`` and ``corr_pnr``: the local-correlation and peak-to-noise images of the
   initialisation frames (CNMF-E's seeding images, after its Gaussian filter), and their product.
 

@@ -37,6 +37,7 @@ from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.extras import PendingExtras
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
+    FLAG_DTYPE,
     FORMAT,
     FORMAT_VERSION,
     FRAME_FIELDS,
@@ -171,7 +172,7 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
-        self._extras = PendingExtras(self.dims)  # model events and summary images
+        self._extras = PendingExtras(self.dims)  # model events, flagged frames, summary images
         self._n_written = 0
         self._last_flush = time.monotonic()
         try:
@@ -223,6 +224,8 @@ class ResultsWriter:
         self._row_ids = [int(x) for x in f["neurons/neuron_ids"][:]]
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
+        if "flagged" not in f["frames"]:  # written before frames/flagged existed
+            f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
         f.attrs["complete"] = False
         f.swmr_mode = True
 
@@ -271,7 +274,7 @@ class ResultsWriter:
             self._pending_rejects.append(
                 (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
             )
-        self._extras.add_events(result, meta["frame_index"])
+        self._extras.add_frame(result, meta["frame_index"])  # its events and flag, if any
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
