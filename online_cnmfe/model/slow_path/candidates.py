@@ -33,9 +33,9 @@ Passing candidates enter a *pool* keyed by position (centroids within 0.35 d: a 
 centroid is stable across visits, noise structure wanders); distinct event frames accumulate
 there. A candidate is promoted once it has ``confirm_events`` separate events, or at once when
 one event reaches ``promote_event_snr`` (one clear transient whose frames show the footprint:
-the spatial tests ran on them); the birth takes the footprint and trace of the entry's
-strongest evaluation (:func:`best_result`). Entries unseen for ``pool_expiry_s`` are
-forgotten.
+the spatial tests ran on them); the birth's footprint averages the entry's accepted
+footprints weighted by their event signal (:func:`best_result`). Entries unseen for
+``pool_expiry_s`` are forgotten.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
 
     Returns ``(reason, result)``: reason indexes :data:`REASONS`; result (a dict with
     ``pix``, unit-norm footprint ``a``, raw trace ``trace`` over ``frames``, ``noise``,
-    ``events`` (frame indices), ``zmax`` (the strongest event's z), ``centroid``) is given for
+    ``events`` (frame indices), ``zmax`` (the strongest event's z), ``energy`` (sum of its
+    events' z^2: how much signal shaped the footprint), ``centroid``) is given for
     accepted candidates.
     """
     H, W = (int(v) for v in fs.dims)
@@ -143,7 +144,7 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
         pix=pix.astype(np.int64), a=(a / na).astype(np.float32),
         trace=((cp - base) * na).astype(np.float32), frames=frames.astype(np.int64),
         noise=np.float32(sig * na), events=frames[ev].astype(np.int64),
-        zmax=float(z[ev].max()), centroid=(cr, ccn),
+        zmax=float(z[ev].max()), energy=float((z[ev] ** 2).sum()), centroid=(cr, ccn),
     )  # fmt: skip
     return 0, result
 
@@ -293,30 +294,40 @@ def pool_record(det: DetectionState, res: dict, t: int, geo: Geometry) -> tuple[
     det.pool_n[e] = n
     det.pool_last[e] = t
     det.pool_rc[e] = (cr, cc)
-    if det.pool_best[e] is None or float(res["zmax"]) >= float(det.pool_zmax[e]):
-        det.pool_best[e] = res
+    seen = det.pool_best[e] if det.pool_best[e] is not None else []
+    det.pool_best[e] = (seen + [res])[-MAX_EVENTS:]  # the accepted evaluations, newest last
     det.pool_zmax[e] = max(float(det.pool_zmax[e]), float(res["zmax"]))
     return e, n
 
 
 def best_result(det: DetectionState, entry: int, res: dict, view, geo: Geometry) -> dict:
-    """The evaluation result a birth from ``entry`` uses: the footprint of its strongest
-    evaluation, with its trace re-projected on the current buffer (``res``: this step's)."""
-    best = det.pool_best[entry]
-    if best is None or best is res:
-        return res
+    """The evaluation result a birth from ``entry`` uses (``res``: this step's, the last one).
+
+    The footprint is the sum of the entry's accepted footprints, each weighted by the square
+    root of its event signal (sum of its events' z^2), on the union of their boxes: one weak
+    event gives a noisy footprint, and the evaluations of separate events average it out
+    (cosine to the truth 0.70 from the strongest single event, 0.8+ combined, on a cell of
+    1.7 sigma per pixel). The trace is re-projected on the current buffer.
+    """
+    seen = det.pool_best[entry] or [res]
+    if len(seen) == 1:
+        return seen[0]
+    pix = np.unique(np.concatenate([r["pix"] for r in seen]))
+    a = np.zeros(pix.size, np.float64)
+    for r in seen:
+        a[np.searchsorted(pix, r["pix"])] += math.sqrt(max(float(r["energy"]), 0.0)) * r["a"]
+    a = (a / (np.linalg.norm(a) + 1e-30)).astype(np.float32)
     order = np.argsort(view.residual_frame, kind="stable")
     order = order[view.residual_frame[order] >= 0]
-    Y = view.residual[order][:, best["pix"]].astype(np.float32)
+    Y = view.residual[order][:, pix].astype(np.float32)
     Y -= Y.mean(axis=0)
-    cp = Y @ best["a"]  # unit-norm footprint: the trace in its units
+    cp = Y @ a  # unit-norm footprint: the trace in its units
     _, sig, base = _event_z(cp, geo.window)
-    out = dict(best)
+    out = dict(max(seen, key=lambda r: float(r["energy"])))  # its centroid and events
     out.update(
-        trace=(cp - base).astype(np.float32),
-        frames=view.residual_frame[order].astype(np.int64),
-        noise=np.float32(sig),
-    )
+        pix=pix.astype(np.int64), a=a, trace=(cp - base).astype(np.float32),
+        frames=view.residual_frame[order].astype(np.int64), noise=np.float32(sig),
+    )  # fmt: skip
     return out
 
 

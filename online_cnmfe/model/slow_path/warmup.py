@@ -78,7 +78,8 @@ def warm_up() -> None:
     res = dict(
         pix=np.arange(100, 110, dtype=np.int64), a=np.ones(10, np.float32),
         trace=np.ones(L, np.float32), frames=view.residual_frame.copy(),
-        noise=np.float32(1.0), events=np.zeros(1, np.int64), zmax=1.0, centroid=(4.0, 4.0),
+        noise=np.float32(1.0), events=np.zeros(1, np.int64), zmax=1.0, energy=1.0,
+        centroid=(4.0, 4.0),
     )  # fmt: skip
     handover.birth_stats(fs, view, res, params)
     from online_cnmfe.model._kernels import stats as kst
