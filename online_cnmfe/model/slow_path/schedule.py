@@ -150,7 +150,7 @@ def slow_step(
             if fs.n_refused == refused:  # a refused refresh leaves A as it is: nothing to send
                 ch.replaced.add(k)
         else:
-            ch.removed.add(k)
+            ch.remove(k, "footprint vanished (its HALS refresh left no pixel)")
     t3 = time.perf_counter()
     work.ms_footprints = 1e3 * (t3 - t2)
     E = o.slow_emit_period_frames
@@ -212,8 +212,9 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
         if j < 0 or j in ch.touched() or _young(fs, j, t, params):
             continue  # a young neuron's CC spans little more than its birth buffer, so its
             # "long-window" correlation with a neighbour is not long yet (false merges)
-        si, sj = fs.slot_of[i], fs.slot_of[j]
-        keep, drop = (i, j) if fs.cc[si, si] >= fs.cc[sj, sj] else (j, i)
+        # the older neuron (the lower model index: neurons are appended at birth and keep
+        # their order) keeps its id and history; the younger is absorbed
+        keep, drop = (i, j) if i < j else (j, i)
         if not merging.merge_into(fs, keep, drop, max_region):
             continue
         ch.replaced.discard(keep)
@@ -223,7 +224,10 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
     limit = int(params.data.frame_rate_hz * params.online.slow_remove_inactive_s)
     for k in merging.inactive(fs, t, limit)[:1]:
         if int(k) not in ch.touched():
-            ch.removed.add(int(k))
+            ch.remove(
+                int(k),
+                f"inactive: trace below its noise for {params.online.slow_remove_inactive_s:g} s",
+            )
             ch.replaced.discard(int(k))
 
 
