@@ -58,9 +58,16 @@ class InitParams:
     min_transient_snr: float = 2.0
     # correlation of the footprint with its event-triggered image (CaImAn r_values); -1 disables
     min_spatial_corr: float = 0.4
+    # size of a fitted component, (sigma of its best-fitting Gaussian / (d / 4))^2 (1 for the
+    # expected neuron, as detection.max_size_ratio online): above this it is out-of-focus
+    # neuropil or background, not a cell (held-out 256² simulations: cells 0.6-1.6, such
+    # components 2-5; BENCHMARKS.md "Detection"). The limit is this x the components' 25th
+    # percentile when that is above 1 (cells bigger than data.neuron_diameter_px); inf disables
+    max_size_ratio: float = 2.5
 
     def __post_init__(self) -> None:
         int_at_least("init_frames", self.init_frames, 20)
+        check("max_size_ratio", self.max_size_ratio, self.max_size_ratio > 1, "> 1")
         check("min_transient_snr", self.min_transient_snr, self.min_transient_snr >= 0, ">= 0")
         check(
             "min_spatial_corr",

@@ -35,6 +35,7 @@ import scipy.sparse
 
 from online_cnmfe.model._kernels.hals import hals_traces, trace_residuals
 from online_cnmfe.model._kernels.oasis_batch import bcd_deconvolve
+from online_cnmfe.model.footprint_shape import size_ratios
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
@@ -315,7 +316,8 @@ class _Fit:
         return int(bad.sum())
 
     def accept(self) -> int:
-        """Drop components failing the transient or spatial test (:mod:`acceptance`)."""
+        """Drop components failing the transient, spatial or size test (:mod:`acceptance`,
+        :func:`..footprint_shape.size_ratios`)."""
         if self.K == 0:
             return 0
         ip = self.p.init
@@ -326,18 +328,19 @@ class _Fit:
         )
         bad_t = score < ip.min_transient_snr
         bad_s = rval < ip.min_spatial_corr
-        bad = bad_t | bad_s
+        size = size_ratios(self.A, self.dims, self.diameter)
+        # relative to the typical component (most are cells) when the cells look bigger than
+        # data.neuron_diameter_px says (e.g. after a preprocessing median filter)
+        size_limit = ip.max_size_ratio * max(1.0, float(np.percentile(size, 25)))
+        bad_z = size > size_limit
+        bad = bad_t | bad_s | bad_z
         logger.info(
             "acceptance: %d of %d components dropped (%d without a %d-frame transient above "
-            "z %.1f, %d whose event image does not match the footprint, r < %.2f)",
-            int(bad.sum()),
-            self.K,
-            int(bad_t.sum()),
-            n_frames,
-            ip.min_transient_snr,
-            int(bad_s.sum()),
-            ip.min_spatial_corr,
-        )
+            "z %.1f, %d whose event image does not match the footprint, r < %.2f, %d larger "
+            "than %.1f x the expected neuron's area)",
+            int(bad.sum()), self.K, int(bad_t.sum()), n_frames, ip.min_transient_snr,
+            int(bad_s.sum()), ip.min_spatial_corr, int(bad_z.sum()), size_limit,
+        )  # fmt: skip
         if bad.any():
             self.select(~bad)
         return int(bad.sum())

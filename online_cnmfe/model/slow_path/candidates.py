@@ -7,9 +7,9 @@ a footprint, c trace, d neuron diameter (px), z an event's significance.
 
 * spatial: centroid near the peak, size ``(s / (d / 4))^2`` within ``[min_size_ratio,
   max_size_ratio]``, s the sigma of the Gaussian that best fits the footprint
-  (:func:`_gaussian_scale`; a Gaussian of sigma d / 4 fills the disk of diameter d),
-  ``min_compactness`` of its
-  energy within 0.75 d of the centroid, corr(a, mean active frame) >= ``min_space_corr``;
+  (:func:`..footprint_shape.gaussian_scale`; a Gaussian of sigma d / 4 fills the disk of
+  diameter d), ``min_compactness`` of its energy within 0.75 d of the centroid,
+  corr(a, mean active frame) >= ``min_space_corr``;
 * in focus (:func:`_out_of_focus`, the initialisation's test): the event image's mean within
   d / 8 of the centroid over its band-passed value (that mean minus the mean within 0.9 d)
   must not exceed ``init.out_of_focus_ratio`` x that of a neuron of the expected size: the
@@ -46,6 +46,7 @@ import math
 import numpy as np
 
 from online_cnmfe.model._kernels import detection as kdet
+from online_cnmfe.model.footprint_shape import gaussian_scale
 from online_cnmfe.model.slow_path import suffstats
 from online_cnmfe.model.slow_path.detection import MAX_EVENTS, DetectionState, Geometry
 from online_cnmfe.params import CNMFEParams
@@ -120,7 +121,7 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
     if math.hypot(cr - row, ccn - col) > 0.35 * d:
         return 2, None
     dr, dc = rr.ravel() - cr, cc.ravel() - ccn
-    ratio = (_gaussian_scale(a, dr * dr + dc * dc, d) / (d / 4)) ** 2
+    ratio = (gaussian_scale(a, dr * dr + dc * dc, d) / (d / 4)) ** 2
     if not dp.min_size_ratio <= ratio <= dp.max_size_ratio:
         return 3, None
     near = ((rr.ravel() - cr) ** 2 + (cc.ravel() - ccn) ** 2) <= (0.75 * d) ** 2
@@ -147,34 +148,6 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
         zmax=float(z[ev].max()), energy=float((z[ev] ** 2).sum()), centroid=(cr, ccn),
     )  # fmt: skip
     return 0, result
-
-
-_SCALES = np.geomspace(0.25, 4.0, 25)  # Gaussian sigmas tried, x d / 4
-
-
-def _gaussian_scale(a: np.ndarray, d2: np.ndarray, d: float) -> float:
-    """Sigma of the isotropic Gaussian plus offset that best fits the footprint (least squares
-    over a grid of sigmas, amplitude and offset solved for each): a size that the positive
-    noise of the box's many pixels does not inflate, as it does ``(sum a)^2 / sum a^2``."""
-    best, best_s = math.inf, math.inf
-    aa = float(a @ a)
-    n = float(a.size)
-    sa = float(a.sum())
-    for f in _SCALES:
-        s = f * d / 4
-        g = np.exp(-d2 / (2 * s * s))
-        gg, sg, ga = float(g @ g), float(g.sum()), float(g @ a)
-        det = gg * n - sg * sg
-        if det <= 1e-12:
-            continue
-        amp = (ga * n - sg * sa) / det
-        off = (gg * sa - sg * ga) / det
-        if amp <= 0:
-            continue
-        sse = aa - amp * ga - off * sa  # residual sum of squares at the optimum
-        if sse < best:
-            best, best_s = sse, s
-    return best_s
 
 
 def _band_ratio(img: np.ndarray, d2: np.ndarray, d: float) -> float:
