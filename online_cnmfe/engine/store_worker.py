@@ -141,6 +141,11 @@ class StoreWorker(threading.Thread):
         except StoreError as exc:
             self._fail(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a flush hook's bug: stop storing, say so
+            if op == "frame" and isinstance(exc, ValueError):  # this frame's bookkeeping only
+                self.n_unsaved += 1
+                logger.error("frame not stored: %s", exc)
+                w.record_reject(-1, f"not stored: {exc}")  # -1: the index itself may not fit
+                return
             logger.exception("store operation %r failed", op)
             self._fail(StoreError(f"store operation {op!r} failed: {type(exc).__name__}: {exc}"))
 

@@ -250,6 +250,7 @@ class ResultsWriter:
             If an earlier write failed or this one (a block write or a periodic flush) fails.
         """
         self._check_ok()
+        values = _frame_values(meta)  # checked before anything is buffered
         block = self._block
         rows = self._rows_for(result.neuron_ids)
         block.ensure_rows(len(self._row_ids))
@@ -257,12 +258,8 @@ class ResultsWriter:
         block.traces["C"][rows, j] = result.C
         block.traces["S"][rows, j] = result.S
         block.traces["C_raw"][rows, j] = result.C_raw
-        daq = meta.get("daq_frame")
-        block.meta["frame_index"][j] = meta["frame_index"]
-        block.meta["seq"][j] = meta.get("seq", -1)
-        block.meta["daq_frame"][j] = -1 if daq is None else daq
-        block.meta["t_acq_ms"][j] = meta.get("t_acq_ms", np.nan)
-        block.meta["latency_ms"][j] = meta.get("latency_ms", np.nan)
+        for name, value in values.items():
+            block.meta[name][j] = value
         block.n += 1
         if result.skipped:
             self._pending_rejects.append(
@@ -461,6 +458,28 @@ class ResultsWriter:
             fp[name][:] = values
         fp.attrs["shape"] = np.array(A.shape, np.int64)
         fp.attrs["version"] = version
+
+
+def _frame_values(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta``'s per-frame bookkeeping in the file's dtypes; ValueError if a value does not fit."""
+    daq = meta.get("daq_frame")
+    raw = {
+        "frame_index": meta["frame_index"],
+        "seq": meta.get("seq", -1),
+        "daq_frame": -1 if daq is None else daq,
+        "t_acq_ms": meta.get("t_acq_ms", np.nan),
+        "latency_ms": meta.get("latency_ms", np.nan),
+    }
+    out = {}
+    for name, value in raw.items():
+        try:
+            out[name] = FRAME_FIELDS[name](value)
+        except (OverflowError, TypeError, ValueError):
+            raise ValueError(
+                f"frame {raw['frame_index']!r}: {name} = {value!r} does not fit the results "
+                f"file's {np.dtype(FRAME_FIELDS[name]).name}"
+            ) from None
+    return out
 
 
 def _free_bytes(folder: Path) -> int | None:

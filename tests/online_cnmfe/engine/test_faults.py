@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
+from acquisition.protocol import FrameMessage, encode_frame
 from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.engine_harness import (
     SIZE,
@@ -20,6 +22,17 @@ from tests.online_cnmfe.engine_harness import (
 )
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def _crafted_frame(pub: TestPublisher, **header) -> list[bytes]:
+    """A valid frame message whose JSON header fields are then replaced by ``header``."""
+    msg = FrameMessage(
+        seq=pub.seq, frame_index=0, daq_frame=None, t_acq_ms=0.0, t_send_ns=time.monotonic_ns(),
+        session_id=pub.session_id, source="synthetic", pixels=pub.movie[0],
+    )  # fmt: skip
+    parts = [bytes(p) for p in encode_frame(msg)]
+    parts[1] = json.dumps({**json.loads(parts[1]), **header}).encode()
+    return parts
 
 
 def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, client):
@@ -36,6 +49,8 @@ def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, cl
             [b"frame", b'{"v": 1, "topic": "frame", "arrays": [{"name": "pixels", '
              b'"dtype": "uint16", "shape": [64, 64]}]}', b"truncated"],
             [b"eos", b'{"v": 1, "topic": "eos", "arrays": []}'],  # no session_id
+            _crafted_frame(pub, seq=2**63),  # used to stop the store thread (int64 overflow)
+            _crafted_frame(pub, frame_index=2**63),
         ]  # fmt: skip
         for parts in bad:
             pub.send_raw(parts)
