@@ -166,7 +166,8 @@ def _read_dataclass(group: h5py.Group, classes: dict[str, type]) -> Any:
     if cls is None or not dataclasses.is_dataclass(cls):
         raise StateFileError(
             f"the model file holds an object of class {qualname!r}, which is not a state class "
-            "of this version of online-cnmfe; load it with the version that wrote it"
+            "of this version of online-cnmfe (nothing was imported); the file is damaged, "
+            "crafted, or written by another version"
         )
     values = {}
     for f in dataclasses.fields(cls):
@@ -226,8 +227,14 @@ def load_model(
                 f"{path} has model format version {version}; this software reads version "
                 f"{FORMAT_VERSION}"
             )
-        params = CNMFEParams.from_dict(json.loads(f.attrs["params"]))
-        state = _read_dataclass(f["state"], {**STATE_CLASSES, **(classes or {})})
+        try:
+            params = CNMFEParams.from_dict(json.loads(f.attrs["params"]))
+            state = _read_dataclass(f["state"], {**STATE_CLASSES, **(classes or {})})
+        except (KeyError, ValueError, TypeError, IndexError, OSError, RuntimeError) as exc:
+            raise StateFileError(
+                f"{path} cannot be read back ({type(exc).__name__}: {exc}); the file is "
+                "damaged or incomplete: delete it or restore a copy"
+            ) from exc
     return params, state
 
 
