@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,13 @@ import scipy.sparse
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results.finalise import finalise
+from online_cnmfe.results.finalise import (
+    RewriteError,
+    discard_partial,
+    finalise,
+    free_bytes,
+    unfinalise,
+)
 from online_cnmfe.results.layout import (
     FORMAT,
     FORMAT_VERSION,
@@ -167,12 +173,14 @@ class ResultsWriter:
         self._last_ids: np.ndarray | None = None
         self._last_rows = np.zeros(0, np.int64)
         self._pending_fp: tuple[scipy.sparse.csc_array, np.ndarray, int] | None = None
+        self._fp_ids = np.zeros(0, np.int64)  # footprint columns written to the file
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
         self._n_written = 0
         self._last_flush = time.monotonic()
         try:
+            discard_partial(self.path)  # left by a rewrite that was killed: the file is intact
             if resume and self.path.exists():
                 self._open_existing()
             else:
@@ -201,6 +209,8 @@ class ResultsWriter:
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             n_frames=0,
             complete=False,
+            aligned=False,
+            file_id=uuid.uuid4().hex,
         )
         create_datasets(f, self.dims)
         if self._prepare is not None:
@@ -211,6 +221,7 @@ class ResultsWriter:
     def _open_existing(self) -> None:
         if not _opens_normally(self.path):
             recover_results(self.path, self.path)
+        unfinalise(self.path)  # a cleanly closed file: removed neurons' rows come back
         f = self._file = h5py.File(self.path, "r+", libver="latest")
         if f.attrs.get("format") != FORMAT:
             raise ValueError(f"{self.path} is not an online-cnmfe results file")
@@ -220,7 +231,11 @@ class ResultsWriter:
         self._row_ids = [int(x) for x in f["neurons/neuron_ids"][:]]
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
+        self._fp_ids = f["footprints/neuron_ids"][:]
         f.attrs["complete"] = False
+        f.attrs["aligned"] = False  # attributes are created before SWMR mode, set during it
+        if "file_id" not in f.attrs:
+            f.attrs["file_id"] = uuid.uuid4().hex
         f.swmr_mode = True
 
     # ---- public API ----------------------------------------------------------------------
@@ -317,22 +332,29 @@ class ResultsWriter:
         self._guard(self._flush)
 
     def close(self) -> None:
-        """Flush, mark the file complete and close it. Safe to call twice or after a failure."""
+        """Flush, mark the file complete, close it and align its rows (see :mod:`.finalise`).
+
+        Safe to call twice or after a failure. A kill at any instant of the close leaves a
+        readable file: the last flush happens in SWMR mode, and the alignment writes a copy
+        beside the file and renames it into place (skipped, with a warning, when the disk
+        lacks the space: the file is then complete with rows in order of first appearance).
+        """
         if self._file is None:
             return
-        ok = False
+        aligned = None
         try:
             if self.ok:
-                self._guard(self._flush)
-                ok = True
+                self._guard(self._flush_last)
+                aligned = bool(self._file.attrs["aligned"])
         finally:
             self._close_quietly()
-        if ok:
+        if aligned is False:
             try:
-                finalise(self.path)
-            except (OSError, KeyError, ValueError) as exc:
-                self.error = f"finalising failed: {exc}"
-                raise StoreError(f"could not finalise the results file {self.path}: {exc}") from exc
+                status = finalise(self.path, reserve_bytes=self._min_free_bytes)
+            except RewriteError as exc:  # the file itself is complete and untouched
+                logger.error("%s; the file is complete, its rows unaligned", exc)
+                return
+            logger.debug("finalising %s: %s", self.path, status)
 
     def __enter__(self) -> ResultsWriter:
         return self
@@ -346,7 +368,7 @@ class ResultsWriter:
             raise StoreError(f"the results file {self.path} is no longer written: {self.error}")
 
     def _guard(self, action) -> None:
-        free = _free_bytes(self.path.parent)
+        free = free_bytes(self.path.parent)
         if free is not None and free < self._min_free_bytes:
             self.error = (
                 f"the disk holding {self.path.parent} has {free / 2**20:.0f} MiB free, "
@@ -445,6 +467,14 @@ class ResultsWriter:
         f.flush()
         self._last_flush = time.monotonic()
 
+    def _flush_last(self) -> None:
+        """The final flush: everything buffered, then ``complete`` and ``aligned`` set."""
+        self._flush()
+        f = self._file
+        f.attrs["aligned"] = bool(np.array_equal(np.asarray(self._row_ids), self._fp_ids))
+        f.attrs["complete"] = True
+        f.flush()
+
     def _write_footprints(self, A: scipy.sparse.csc_array, ids: np.ndarray, version: int) -> None:
         fp = self._file["footprints"]
         # Data first, then the index arrays that make it reachable, then the shape/version.
@@ -458,6 +488,7 @@ class ResultsWriter:
             fp[name][:] = values
         fp.attrs["shape"] = np.array(A.shape, np.int64)
         fp.attrs["version"] = version
+        self._fp_ids = ids
 
 
 def _frame_values(meta: dict[str, Any]) -> dict[str, Any]:
@@ -480,14 +511,6 @@ def _frame_values(meta: dict[str, Any]) -> dict[str, Any]:
                 f"file's {np.dtype(FRAME_FIELDS[name]).name}"
             ) from None
     return out
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
 
 
 def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> None:
