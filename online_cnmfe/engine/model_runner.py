@@ -32,10 +32,17 @@ class ModelRunner:
         ``model_factory(params)`` returns an object with the ``OnlineCNMFE`` interface.
     model : object, optional
         An already initialised model (``--resume`` from a checkpoint).
+    first_free_id : int
+        A model initialised here has its neuron ids shifted to start at this id (``--resume``
+        without a checkpoint: ids already in the results file are never reused).
     """
 
-    def __init__(self, params: CNMFEParams, model_factory: Callable, model: Any = None) -> None:
+    def __init__(
+        self, params: CNMFEParams, model_factory: Callable, model: Any = None,
+        first_free_id: int = 0,
+    ) -> None:  # fmt: skip
         self.params = params
+        self.first_free_id = int(first_free_id)
         self.model_factory = model_factory
         self.model = model
         self.dims: tuple[int, int] | None = tuple(model.dims) if model is not None else None
@@ -92,6 +99,8 @@ class ModelRunner:
                     self.corr_pnr = np.asarray(corr * pnr, np.float32)
             else:
                 model.initialize(movie)
+            if self.first_free_id and hasattr(model, "reserve_neuron_ids"):
+                model.reserve_neuron_ids(self.first_free_id, renumber=True)
             self.model = model
         except Exception as exc:  # noqa: BLE001 - reported by the engine, which stops
             logger.exception("initialisation failed")

@@ -39,10 +39,10 @@ from online_cnmfe.engine.publish import (
     StatusTracker,
 )
 from online_cnmfe.engine.receive import Control, FrameQueue, QueuedFrame, Receiver
+from online_cnmfe.engine.resume import ResumePlan, checkpoint_path, plan_resume
 from online_cnmfe.engine.store_worker import StoreWorker
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results import state_file
 from online_cnmfe.results import stream as rs
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class EngineConfig:
 
     @property
     def checkpoint(self) -> Path | None:
-        return None if self.out is None else self.out.with_name(self.out.stem + ".state.h5")
+        return None if self.out is None else checkpoint_path(self.out)
 
 
 def _default_model_factory(params: CNMFEParams) -> OnlineCNMFE:
@@ -139,6 +139,9 @@ class Engine(PublishingMixin):
         # The model thread must not wait the default 5 ms for the GIL while the receive or
         # store thread runs Python code: hand it over ten times sooner.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        plan = ResumePlan(None, 0)  # decided before any socket or thread: errors are one line
+        if self.config.resume and self.config.out is not None:
+            plan = plan_resume(self.config.out)
         ctx = zmq.Context()
         self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         self.queue = FrameQueue(self.ep.queue_frames)
@@ -154,7 +157,7 @@ class Engine(PublishingMixin):
         self.receiver.start()
         self.receiver.ready.wait(5)
         try:
-            self._start_model()
+            self._start_model(plan)
             self._send_ready()
             self._loop()
         finally:
@@ -167,13 +170,11 @@ class Engine(PublishingMixin):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda n, _f: self.request_stop(signal.Signals(n).name))
 
-    def _start_model(self) -> None:
-        model, ckpt = None, self.config.checkpoint
-        if self.config.resume and ckpt is not None and ckpt.exists():
-            model = state_file.load_online_model(ckpt)
-            logger.info("resuming from checkpoint %s (frame %d)", ckpt, model.frame_index)
-        self.runner = ModelRunner(self.params, self.model_factory, model)
-        if model is not None:
+    def _start_model(self, plan: ResumePlan) -> None:
+        self.runner = ModelRunner(
+            self.params, self.model_factory, plan.model, first_free_id=plan.first_free_id
+        )
+        if plan.model is not None:
             self._on_initialised(resume=True)
 
     def _loop(self) -> None:
@@ -364,9 +365,11 @@ class Engine(PublishingMixin):
         )
 
     def _checkpoint(self) -> None:
-        ckpt = self.config.checkpoint
+        if self.config.out is None:
+            return
+        ckpt = checkpoint_path(self._out_path())
         model = self.runner.model if self.runner else None
-        if ckpt is None or not isinstance(model, OnlineCNMFE):
+        if not isinstance(model, OnlineCNMFE):
             return
         try:  # a checkpoint reads params and state: copy the state, share the rest
             snapshot = copy.copy(model)
@@ -421,7 +424,8 @@ class Engine(PublishingMixin):
                 callback(self)
             except Exception:  # noqa: BLE001 - one failing hook must not block the others
                 logger.exception("shutdown callback failed")
-        self._send_status()
+        if self.runner is not None:  # (None: stopped before the model existed)
+            self._send_status()
         self.publisher.send(rs.encode_eos(self.status.n_processed, self.stop_reason))
         self.publisher.close(linger_ms=300)
         if self.receiver.is_alive():

@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from online_cnmfe.engine.resume import CHECKPOINT_FILE_ID
 from online_cnmfe.results import state_file
 from online_cnmfe.results.writer import ResultsWriter, StoreError
 
@@ -182,8 +183,10 @@ class StoreWorker(threading.Thread):
 
     def _checkpoint(self, model: Any, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
+        file_id = None if self.writer is None else self.writer.file_id
         try:
-            state_file.save_online_model(tmp, model)
+            attrs = {CHECKPOINT_FILE_ID: file_id} if file_id else None
+            state_file.save_online_model(tmp, model, attrs=attrs)
             os.replace(tmp, path)
             self.n_checkpoints += 1
             self.checkpoint_error = None

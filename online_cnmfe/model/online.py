@@ -262,6 +262,22 @@ class OnlineCNMFE:
         _build.warm_up()
         return model
 
+    def reserve_neuron_ids(self, first_free: int, *, renumber: bool = False) -> None:
+        """Make every neuron id issued from now on at least ``first_free``.
+
+        ``--resume`` appends to a results file whose rows are keyed by neuron id: an id the
+        file already holds must never name another cell. With ``renumber`` (a model freshly
+        initialised for that file) the current ids are shifted up by ``first_free`` too.
+        """
+        st = self._require_state()
+        first_free = int(first_free)
+        if first_free < 0:
+            raise ValueError(f"first_free must be >= 0, got {first_free}")
+        if renumber:
+            st.neuron_ids += first_free
+            st.next_id += first_free
+        st.next_id = max(int(st.next_id), first_free, int(st.neuron_ids.max(initial=-1)) + 1)
+
     # ---- read access -------------------------------------------------------------------
     def _require_state(self) -> ModelState:
         if self.state is None:

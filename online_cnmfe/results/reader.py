@@ -178,6 +178,44 @@ def _json(text: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def read_identity(path: str | Path) -> dict[str, Any]:
+    """What ``--resume`` needs of a results file without reading its traces.
+
+    Returns
+    -------
+    dict
+        ``file_id`` (str or None for files older than the attribute), ``dims`` (H, W),
+        ``max_neuron_id`` (the largest id in rows, footprints or ``removed/``; -1 if none) and
+        ``n_frames``.
+
+    Raises
+    ------
+    StateFileError
+        If the file is missing, not a results file or damaged.
+    """
+    path = Path(path)
+    with open_for_reading(path) as f:
+        if f.attrs.get("format") != FORMAT:
+            raise StateFileError(f"{path} is not an online-cnmfe results file (no format attr)")
+        try:
+            dims = checks.dims_of(f, path)
+            ids = [checks.dataset(f, "neurons/neuron_ids", 1, path)[:],
+                   checks.dataset(f, "footprints/neuron_ids", 1, path)[:]]  # fmt: skip
+            if "removed" in f:
+                ids.append(checks.dataset(f, "removed/neuron_ids", 1, path)[:])
+            file_id = f.attrs.get("file_id")
+            n_frames = int(f.attrs.get("n_frames", 0))
+        except (KeyError, OSError, ValueError, TypeError) as exc:
+            raise checks.damaged(path, f"{type(exc).__name__}: {exc}") from exc
+    all_ids = np.concatenate(ids).astype(np.int64)
+    return {
+        "file_id": None if file_id is None else str(file_id),
+        "dims": dims,
+        "max_neuron_id": int(all_ids.max(initial=-1)),
+        "n_frames": n_frames,
+    }
+
+
 def read_trigger_log(path: str | Path) -> dict[str, Any] | None:
     """The closed-loop ``triggers/`` group of a results file (see :mod:`.triggers_table`),
     or None when the session had no trigger rules."""

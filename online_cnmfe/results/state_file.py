@@ -180,15 +180,21 @@ def _read_dataclass(group: h5py.Group, classes: dict[str, type]) -> Any:
     return cls(**values)
 
 
-def save_model(path: str | Path, params: CNMFEParams, state: Any, fmt: str = FORMAT) -> None:
+def save_model(
+    path: str | Path, params: CNMFEParams, state: Any, fmt: str = FORMAT,
+    attrs: dict[str, str] | None = None,
+) -> None:  # fmt: skip
     """Write params and ``state`` (a dataclass, e.g. ModelState) to ``path`` (overwritten).
 
     ``fmt`` names the kind of file (:data:`FORMAT` for a model, :data:`INIT_FORMAT` for an
-    InitResult).
+    InitResult); ``attrs`` are extra string attributes of the root (e.g. a checkpoint's
+    ``results_file_id``, read back with :func:`read_attrs`).
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
+        for key, value in (attrs or {}).items():
+            f.attrs[f"extra:{key}"] = str(value)
         f.attrs["format"] = fmt
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["software_version"] = __version__
@@ -238,11 +244,24 @@ def load_model(
     return params, state
 
 
-def save_online_model(path: str | Path, model: OnlineCNMFE) -> None:
+def read_attrs(path: str | Path) -> dict[str, str]:
+    """The extra attributes :func:`save_model` wrote (empty when none or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {
+                k[len("extra:") :]: str(v) for k, v in f.attrs.items() if k.startswith("extra:")
+            }
+    except OSError:
+        return {}
+
+
+def save_online_model(
+    path: str | Path, model: OnlineCNMFE, attrs: dict[str, str] | None = None
+) -> None:
     """Write an initialised :class:`OnlineCNMFE` (params + complete state) to ``path``."""
     if not model.is_initialized:
         raise ValueError("the model is not initialised: there is no state to save")
-    save_model(path, model.params, model.state)
+    save_model(path, model.params, model.state, attrs=attrs)
 
 
 def load_online_model(path: str | Path, cls: type[OnlineCNMFE] = OnlineCNMFE) -> OnlineCNMFE:

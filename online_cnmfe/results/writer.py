@@ -163,6 +163,7 @@ class ResultsWriter:
         self.flush_period_s = float(params.engine.flush_period_s)
         self.error: str | None = None
         self.hdf5_failed = False
+        self.file_id: str | None = None  # the file's ``file_id`` attribute (for checkpoints)
         self._min_free_bytes = int(min_free_bytes)
         self._prepare = prepare
         self._flush_hooks = list(flush_hooks)
@@ -198,6 +199,7 @@ class ResultsWriter:
         if not self.path.parent.is_dir():
             raise OSError(f"folder {self.path.parent} does not exist")
         f = self._file = h5py.File(self.path, "w", libver="latest")
+        self.file_id = uuid.uuid4().hex
         f.attrs.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
@@ -210,7 +212,7 @@ class ResultsWriter:
             n_frames=0,
             complete=False,
             aligned=False,
-            file_id=uuid.uuid4().hex,
+            file_id=self.file_id,
         )
         create_datasets(f, self.dims)
         if self._prepare is not None:
@@ -236,6 +238,7 @@ class ResultsWriter:
         f.attrs["aligned"] = False  # attributes are created before SWMR mode, set during it
         if "file_id" not in f.attrs:
             f.attrs["file_id"] = uuid.uuid4().hex
+        self.file_id = str(f.attrs["file_id"])
         f.swmr_mode = True
 
     # ---- public API ----------------------------------------------------------------------
