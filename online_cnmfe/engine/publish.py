@@ -189,6 +189,8 @@ def status_fields(engine) -> dict:
         "store_backlog": store.backlog,
         "n_unsaved": store.n_unsaved,
         "store_path": str(store.writer.path) if store.writer else None,
+        "n_checkpoints": store.n_checkpoints,
+        "checkpoint_copy_ms": round(getattr(engine, "checkpoint_copy_ms", 0.0), 2),
     }
     for extra in engine.status_extras:
         fields.update(extra())

@@ -17,7 +17,6 @@ client that connects at any time has everything within a few seconds (no snapsho
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import signal
@@ -40,6 +39,7 @@ from online_cnmfe.engine.publish import (
 )
 from online_cnmfe.engine.receive import Control, FrameQueue, QueuedFrame, Receiver
 from online_cnmfe.engine.resume import ResumePlan, checkpoint_path, plan_resume
+from online_cnmfe.engine.snapshot import Snapshotter
 from online_cnmfe.engine.store_worker import StoreWorker
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
@@ -112,6 +112,8 @@ class Engine(PublishingMixin):
         self._store_error_reported = False
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
+        self.snapshots = Snapshotter()  # one reused copy of the state for checkpoints
+        self.checkpoint_copy_ms = 0.0  # model-thread time of the last checkpoint copy
 
     # ---- hooks ---------------------------------------------------------------------------
     def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
@@ -214,8 +216,8 @@ class Engine(PublishingMixin):
                 )
                 self.request_stop("idle")
             if now >= next_checkpoint and runner.phase == "running":
-                next_checkpoint = now + self.ep.checkpoint_period_s
-                self._checkpoint()
+                taken = self._checkpoint()  # the store thread still saving the last: soon
+                next_checkpoint = now + (self.ep.checkpoint_period_s if taken else 1.0)
 
     def _idle_too_long(self, now: float) -> bool:
         """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
@@ -350,6 +352,8 @@ class Engine(PublishingMixin):
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
         self.store.submit("b0", model.b0)
+        if isinstance(model, OnlineCNMFE):  # allocate the checkpoint copy off this thread
+            self.store.submit("prime_snapshot", self.snapshots, model.state)
         self._send_footprints()
         self._republish()
         logger.info("running with %d neurons", len(model.neuron_ids))
@@ -364,20 +368,30 @@ class Engine(PublishingMixin):
             out if self._session == 0 else out.with_name(f"{out.stem}-{self._session}{out.suffix}")
         )
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, wait: bool = False) -> bool:
+        """Hand a copy of the state to the store thread for a checkpoint.
+
+        False (nothing done) when the store thread still saves the previous copy; ``wait``
+        (shutdown, restart) waits for it instead.
+        """
         if self.config.out is None:
-            return
-        ckpt = checkpoint_path(self._out_path())
+            return True
         model = self.runner.model if self.runner else None
         if not isinstance(model, OnlineCNMFE):
-            return
-        try:  # a checkpoint reads params and state: copy the state, share the rest
-            snapshot = copy.copy(model)
-            snapshot.state = copy.deepcopy(model.state)
+            return True
+        t0 = time.thread_time()
+        try:
+            state = self.snapshots.take(model.state, wait=wait)
         except Exception as exc:  # noqa: BLE001 - a model that cannot be copied: no checkpoints
             logger.warning("model cannot be snapshotted for checkpoints: %s", exc)
-            return
-        self.store.submit("checkpoint", snapshot, ckpt)
+            return True
+        if state is None:
+            logger.debug("checkpoint postponed: the previous one is still being written")
+            return False
+        self.checkpoint_copy_ms = 1e3 * (time.thread_time() - t0)
+        ckpt = checkpoint_path(self._out_path())
+        self.store.submit("checkpoint", model.params, state, ckpt, self.snapshots.release)
+        return True
 
     # ---- stream incidents ----------------------------------------------------------------
     def _on_control(self, c: Control) -> None:
@@ -403,7 +417,7 @@ class Engine(PublishingMixin):
         if policy == "stop":
             self.request_stop("restart")
         elif policy == "reinitialise" and self.runner.phase != "waiting":
-            self._checkpoint()
+            self._checkpoint(wait=True)
             self.store.submit("close_writer")
             self._session += 1
             self.runner = ModelRunner(self.params, self.model_factory)
@@ -415,7 +429,7 @@ class Engine(PublishingMixin):
         self.stop_event.set()
         self.receiver.join(2)
         if self.runner is not None and self.runner.phase == "running":
-            self._checkpoint()
+            self._checkpoint(wait=True)
         self.store.close()
         if self.config.out is not None and not self.store.ok and self.exit_code == 0:
             self.exit_code = 3  # the model ran but its results are not (all) on disk
