@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,11 @@ class Engine(PublishingMixin):
             wait_when_full=self.ep.queue_full == "wait",
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s)
+        self._slow_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
+            if self.ep.slow_path_thread
+            else None
+        )
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()
@@ -333,6 +339,8 @@ class Engine(PublishingMixin):
     def _on_initialised(self, resume: bool) -> None:
         runner, cfg = self.runner, self.config
         model = runner.model
+        if isinstance(model, OnlineCNMFE):  # the slow path overlaps the next frame's traces
+            model.run_slow_path_on(self._slow_pool)
         if self.images is None:
             self.images = ImageMaker(runner.dims)
         if cfg.out is not None:
@@ -381,6 +389,7 @@ class Engine(PublishingMixin):
             return True
         t0 = time.thread_time()
         try:
+            model.settle_slow_path()  # no step in flight while the state is copied
             state = self.snapshots.take(model.state, wait=wait)
         except Exception as exc:  # noqa: BLE001 - a model that cannot be copied: no checkpoints
             logger.warning("model cannot be snapshotted for checkpoints: %s", exc)
@@ -430,6 +439,8 @@ class Engine(PublishingMixin):
         self.receiver.join(2)
         if self.runner is not None and self.runner.phase == "running":
             self._checkpoint(wait=True)
+        if self._slow_pool is not None:
+            self._slow_pool.shutdown(wait=True)
         self.store.close()
         if self.config.out is not None and not self.store.ok and self.exit_code == 0:
             self.exit_code = 3  # the model ran but its results are not (all) on disk

@@ -89,8 +89,8 @@ class Snapshotter:
         with self._lock:
             try:
                 self._copy = copy_into(self._copy, state)
-            except (RuntimeError, ValueError):  # a dict/list changed size meanwhile: next time
-                pass
+            except Exception:  # noqa: BLE001 - best effort (a dict changed size meanwhile…):
+                pass  # take() then allocates what is missing
 
     def take(self, state: Any, *, wait: bool = False, timeout_s: float = 60.0) -> Any | None:
         """Refill the copy from ``state`` (model thread) and hand it over, or None when the
