@@ -74,12 +74,14 @@ def run(args: argparse.Namespace) -> int:
 
     params = load_params(args.config, args.overrides)
     out = args.out
-    if out is not None and out.exists() and not (args.resume or args.overwrite):
-        raise ConfigError(
-            f"{out} exists; pass --resume to continue that session or --overwrite to replace it"
-        )
-    if out is not None and not out.parent.is_dir():
-        raise ConfigError(f"the folder of --out ({out.parent}) does not exist")
+    if out is not None:  # before any socket or frame: a useless session is refused at once
+        from online_cnmfe.results.output_check import WRITER_RESERVE_BYTES, check_output
+
+        resuming = args.resume and out.exists()  # a killed file is copied aside first
+        check_output(
+            out, overwrite=args.resume or args.overwrite, also="--resume to continue it",
+            need_bytes=2 * WRITER_RESERVE_BYTES + (2 * out.stat().st_size if resuming else 0),
+        )  # fmt: skip
     config = EngineConfig(
         frames_endpoint=args.frames,
         results_endpoint=args.results,

@@ -22,6 +22,11 @@ import numpy as np
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.output_check import (
+    WRITER_RESERVE_BYTES,
+    check_output,
+    estimate_results_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,8 @@ class ProcessJob:
         Stop after this many frames.
     progress : bool
         Progress bars on stderr.
+    overwrite : bool
+        Replace ``out`` if it exists (otherwise that is an error, before any work).
     """
 
     movie: Path
@@ -64,6 +71,7 @@ class ProcessJob:
     save_model: Path | None = None
     max_frames: int | None = None
     progress: bool = False
+    overwrite: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,9 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     ------
     InputFileError
         If the recording is endless or too short for the initialisation.
+    ConfigError
+        If ``out`` exists (without ``overwrite``), is not writable, or its disk lacks the
+        space for the estimated results (checked before any frame is read).
     SourceError, StoreError
         If the recording cannot be read or the results file cannot be written.
     """
@@ -119,6 +130,10 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     if info.n_frames is None:
         raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
     n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
+    check_output(
+        job.out, overwrite=job.overwrite, inputs=(job.movie,),
+        need_bytes=WRITER_RESERVE_BYTES + estimate_results_bytes(n_total),
+    )  # fmt: skip
     n_init = params.init.init_frames
     if n_total <= n_init:
         raise InputFileError(
