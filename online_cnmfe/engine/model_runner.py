@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.model.frame_screen import screen_frames
 from online_cnmfe.model.initialization.fit import fit_initial
 from online_cnmfe.params import CNMFEParams
 
@@ -78,6 +79,21 @@ class ModelRunner:
         self.frames.append(np.array(pixels))  # own copy: the message buffer is released
         self.metas.append(meta)
         return len(self.frames) >= self.params.init.init_frames
+
+    def screen(self) -> list[tuple[int, str]]:
+        """Drop the buffered frames unfit for the initialisation (NaN/inf, wild values; see
+        :mod:`online_cnmfe.model.frame_screen`); returns their (frame_index, reason).
+
+        The buffer then holds fewer than ``init.init_frames`` frames when some were dropped:
+        :meth:`buffer` goes on filling it.
+        """
+        bad = screen_frames(self.frames, self.params.online.max_pixel_excursion_ranges)
+        if not bad:
+            return []
+        dropped = [(int(self.metas[i]["frame_index"]), bad[i]) for i in sorted(bad)]
+        self.frames = [f for i, f in enumerate(self.frames) if i not in bad]
+        self.metas = [m for i, m in enumerate(self.metas) if i not in bad]
+        return dropped
 
     def start_init(self) -> None:
         """Fit the initial model on the buffered frames on a worker thread."""

@@ -256,8 +256,11 @@ class Engine(PublishingMixin):
             if image_due:
                 self._send_image(f.frame_index, "raw", self.images.raw(f.pixels))
             if runner.buffer(f.pixels, meta):
-                logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
-                runner.start_init()
+                for frame_index, reason in runner.screen():  # not in the fit: recorded
+                    self._reject(frame_index, reason)
+                if len(runner.frames) >= self.params.init.init_frames:
+                    logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
+                    runner.start_init()
             return
         self._process(f, meta, item.t_recv_ns, image_due)
 

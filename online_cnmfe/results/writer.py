@@ -34,6 +34,13 @@ import scipy.sparse
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.blocks import (
+    Block,
+    append_rows,
+    frame_values,
+    opens_normally,
+    utf8,
+)
 from online_cnmfe.results.finalise import (
     RewriteError,
     discard_partial,
@@ -57,36 +64,6 @@ logger = logging.getLogger(__name__)
 
 class StoreError(OnlineCNMFEError):
     """The results file cannot be created or written (unwritable path, disk full, …)."""
-
-
-def _utf8(value: str) -> bytes:
-    return value.encode("utf-8", "replace")[: REJECT_DTYPE["reason"].itemsize]
-
-
-class _Block:
-    """In-memory buffer of per-frame values, written to the file in one block."""
-
-    def __init__(self, capacity: int, n_rows: int) -> None:
-        self.capacity = capacity
-        self.n = 0
-        self.traces = {
-            name: np.zeros((max(n_rows, 8), capacity), np.float32) for name in TRACE_NAMES
-        }
-        self.meta = {name: np.zeros(capacity, dtype) for name, dtype in FRAME_FIELDS.items()}
-
-    def ensure_rows(self, n_rows: int) -> None:
-        have = self.traces["C"].shape[0]
-        if n_rows > have:
-            grow = max(n_rows, 2 * have)
-            for name, buf in self.traces.items():
-                new = np.zeros((grow, self.capacity), np.float32)
-                new[:have] = buf
-                self.traces[name] = new
-
-    def clear(self) -> None:
-        for buf in self.traces.values():
-            buf[:, : self.n] = 0.0
-        self.n = 0
 
 
 class ResultsWriter:
@@ -192,7 +169,7 @@ class ResultsWriter:
                 f"cannot {'reopen' if resume else 'create'} the results file {self.path}: {exc}. "
                 "Check that the folder exists, is writable and has free space."
             ) from exc
-        self._block = _Block(block_frames, len(self._row_ids))
+        self._block = Block(block_frames, len(self._row_ids))
 
     # ---- creation ------------------------------------------------------------------------
     def _create(self, params: CNMFEParams, frame_rate_hz: float, provenance: dict) -> None:
@@ -222,7 +199,7 @@ class ResultsWriter:
         f.swmr_mode = True
 
     def _open_existing(self) -> None:
-        if not _opens_normally(self.path):
+        if not opens_normally(self.path):
             recover_results(self.path, self.path)
         unfinalise(self.path)  # a cleanly closed file: removed neurons' rows come back
         f = self._file = h5py.File(self.path, "r+", libver="latest")
@@ -269,7 +246,7 @@ class ResultsWriter:
             If an earlier write failed or this one (a block write or a periodic flush) fails.
         """
         self._check_ok()
-        values = _frame_values(meta)  # checked before anything is buffered
+        values = frame_values(meta)  # checked before anything is buffered
         block = self._block
         rows = self._rows_for(result.neuron_ids)
         block.ensure_rows(len(self._row_ids))
@@ -460,11 +437,11 @@ class ResultsWriter:
             f["background"].attrs["set"] = True
             self._pending_b0 = None
         if self._pending_drops:
-            _append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
+            append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
             self._pending_drops = []
         if self._pending_rejects:
-            rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
-            _append_rows(f["frames/rejected"], rows)
+            rows = np.array([(i, utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
+            append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
         for hook in self._flush_hooks:
             hook(f)
@@ -493,39 +470,3 @@ class ResultsWriter:
         fp.attrs["shape"] = np.array(A.shape, np.int64)
         fp.attrs["version"] = version
         self._fp_ids = ids
-
-
-def _frame_values(meta: dict[str, Any]) -> dict[str, Any]:
-    """``meta``'s per-frame bookkeeping in the file's dtypes; ValueError if a value does not fit."""
-    daq = meta.get("daq_frame")
-    raw = {
-        "frame_index": meta["frame_index"],
-        "seq": meta.get("seq", -1),
-        "daq_frame": -1 if daq is None else daq,
-        "t_acq_ms": meta.get("t_acq_ms", np.nan),
-        "latency_ms": meta.get("latency_ms", np.nan),
-    }
-    out = {}
-    for name, value in raw.items():
-        try:
-            out[name] = FRAME_FIELDS[name](value)
-        except (OverflowError, TypeError, ValueError):
-            raise ValueError(
-                f"frame {raw['frame_index']!r}: {name} = {value!r} does not fit the results "
-                f"file's {np.dtype(FRAME_FIELDS[name]).name}"
-            ) from None
-    return out
-
-
-def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> None:
-    n = ds.shape[0]
-    ds.resize((n + rows.shape[0], *ds.shape[1:]))
-    ds[n:] = rows
-
-
-def _opens_normally(path: Path) -> bool:
-    try:
-        with h5py.File(path, "r"):
-            return True
-    except OSError:
-        return False
