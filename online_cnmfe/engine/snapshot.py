@@ -84,13 +84,18 @@ class Snapshotter:
         """Allocate (and touch) the copy's memory off the model thread.
 
         Reads ``state`` while the model thread may change it: the contents may be torn, which
-        does not matter (:meth:`take` overwrites them); only the allocation is kept.
+        does not matter (:meth:`take` overwrites them); only the allocation is kept. Does
+        nothing when a copy is already taken: the store thread must never wait for the lock
+        it is the one to release (the checkpoint queued behind this call).
         """
-        with self._lock:
-            try:
-                self._copy = copy_into(self._copy, state)
-            except Exception:  # noqa: BLE001 - best effort (a dict changed size meanwhile…):
-                pass  # take() then allocates what is missing
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._copy = copy_into(self._copy, state)
+        except Exception:  # noqa: BLE001 - best effort (a dict changed size meanwhile…):
+            pass  # take() then allocates what is missing
+        finally:
+            self._lock.release()
 
     def take(self, state: Any, *, wait: bool = False, timeout_s: float = 60.0) -> Any | None:
         """Refill the copy from ``state`` (model thread) and hand it over, or None when the

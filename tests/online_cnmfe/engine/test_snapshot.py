@@ -105,3 +105,9 @@ def test_a_busy_copy_is_skipped_or_waited_for():
     snaps.release()
     snaps.prime({"x": np.zeros(3)})  # off the model thread: allocates, leaves it free
     assert snaps.take(state)["x"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    # The store thread primes while the model thread already took the copy (queued
+    # checkpoint behind the prime): prime must return at once, not wait for the lock.
+    done = threading.Event()
+    threading.Thread(target=lambda: (snaps.prime(state), done.set()), daemon=True).start()
+    assert done.wait(5), "prime waited for a lock only its own thread would release"
+    snaps.release()
