@@ -118,6 +118,7 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
         store_triggers,
     )
     from online_cnmfe.triggers import TriggerEngine, load_trigger_config
+    from online_cnmfe.triggers.auth import load_or_create_token
     from online_cnmfe.triggers.control import ControlServer
 
     config = load_trigger_config(path)
@@ -132,7 +133,8 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
     control = None
     if config.control_endpoint:
         try:
-            control = ControlServer(triggers, config.control_endpoint).start()
+            token = load_or_create_token(config.control_token_file)
+            control = ControlServer(triggers, config.control_endpoint, token=token).start()
         except ConfigError:
             triggers.close()
             raise
