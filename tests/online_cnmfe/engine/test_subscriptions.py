@@ -15,6 +15,7 @@ import time
 import pytest
 import zmq
 
+from online_cnmfe.engine.publish import ResultsPublisher
 from online_cnmfe.engine.subscriptions import open_results_socket
 from tests.online_cnmfe.engine_harness import REPO, env
 
@@ -76,7 +77,7 @@ def test_a_subscription_flood_leaves_memory_flat(tmp_path):
         proc.kill()
         proc.wait()
     assert after - before < 20, (before, after)
-    assert topics and set(topics) == {b"status"}  # topic filtering on the subscriber side
+    assert topics and set(topics) == {b"status"}
 
 
 def test_the_plain_pub_socket_it_replaces_grows(tmp_path):
@@ -103,3 +104,45 @@ def test_a_non_loopback_bind_is_warned_about(caplog):
     sock = open_results_socket("tcp://127.0.0.1:*", ctx, 100)
     sock.close(linger=0)
     assert "not loopback" not in caplog.text
+
+
+def test_only_subscriptions_that_can_match_a_topic_are_applied(tmp_path):
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/r"
+    pub = ResultsPublisher(endpoint, ctx)
+    subs = {}
+    for name, topics in {"all": [b""], "status": [b"status"], "t": [b"t"],
+                         "junk": [b"topic-1", b"statusX", b"\xff"]}.items():  # fmt: skip
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        for topic in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.connect(endpoint)
+        subs[name] = sock
+    got = {name: set() for name in subs}
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        for topic in (b"status", b"traces", b"trigger", b"image"):
+            pub.send([topic, b"{}"])
+        for name, sock in subs.items():
+            while sock.poll(0):
+                got[name].add(sock.recv_multipart()[0])
+        time.sleep(0.01)
+    assert got["all"] == {b"status", b"traces", b"trigger", b"image"}
+    assert got["status"] == {b"status"}
+    assert got["t"] == {b"traces", b"trigger"}
+    assert got["junk"] == set()  # nothing queued for a peer that asked for junk
+    assert pub.subscriptions.n_ignored == 3
+    subs["status"].setsockopt(zmq.UNSUBSCRIBE, b"status")
+    for _ in range(50):
+        pub.send([b"status", b"{}"])
+        time.sleep(0.01)
+    while subs["status"].poll(100):
+        subs["status"].recv_multipart()  # what was queued before the unsubscription arrived
+    pub.send([b"status", b"{}"])
+    assert not subs["status"].poll(300)
+    for sock in subs.values():
+        sock.close()
+    pub.close(linger_ms=0)
+    ctx.term()
