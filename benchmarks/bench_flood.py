@@ -13,8 +13,9 @@ starts in a thread of this script and lasts the whole measured window:
   (the worst case: an authorised but broken client), then small valid rules as fast as the
   socket answers.
 
-Reported per case: online frames/s (traces received / time), engine RSS at the start and the
-end of the window, and the rules the engine holds.
+Reported per case: online frames/s (traces received / time; wall clock, so it moves with the
+machine's load), the engine's CPU time per frame (all its threads; robust to load), engine RSS
+at the start of the window and its maximum, and what reached the results file and the log.
 
 Usage::
 
@@ -66,6 +67,12 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _flood(endpoint: str, stop: threading.Event) -> None:
@@ -124,7 +131,7 @@ def run_case(attack: str, args, work: Path) -> dict:
     stop, bomb_out = threading.Event(), {}
     attacker = None
     acquire = None
-    n, t_first, t_last, rss, next_rss = 0, None, None, [], 0.0
+    n, t_first, t_last, rss, next_rss, cpu, cpu_n = 0, None, None, [], 0.0, [], 0
     try:
         while not (sub.poll(200) and decode_result(sub.recv_multipart()).topic == "ready"):
             if engine.poll() is not None:
@@ -145,6 +152,7 @@ def run_case(attack: str, args, work: Path) -> dict:
                 if t_first is None:  # running: start the attack and the window
                     t_first = time.monotonic()
                     rss.append(_rss_mb(engine.pid))
+                    cpu.append(_cpu_s(engine.pid))
                     if attack == "flood":
                         attacker = threading.Thread(target=_flood, args=(results_ep, stop))
                     elif attack == "bomb":
@@ -157,6 +165,8 @@ def run_case(attack: str, args, work: Path) -> dict:
                 t_last = time.monotonic()
                 if t_last >= next_rss:
                     rss.append(_rss_mb(engine.pid))
+                    cpu[1:] = [_cpu_s(engine.pid)]
+                    cpu_n = n
                     next_rss = t_last + 0.5
             elif engine.poll() is not None:
                 break
@@ -179,6 +189,7 @@ def run_case(attack: str, args, work: Path) -> dict:
         rules = len(trig.get("rule_log", ()))
     return {
         "attack": attack, "frames_per_s": round(n / (t_last - t_first), 1),
+        "engine_cpu_ms_per_frame": round(1e3 * (cpu[-1] - cpu[0]) / max(cpu_n, 1), 3),
         "rss_mb_start": round(rss[0], 1), "rss_mb_max": round(max(rss), 1),
         "rss_mb_last": round(rss[-1], 1),
         "frames_measured": n, "rule_log_entries": rules, **bomb_out,

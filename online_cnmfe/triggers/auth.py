@@ -51,7 +51,7 @@ def read_token(path: Path | None = None) -> str:
     ConfigError
         Missing, unreadable, empty, or readable by other users.
     """
-    path = Path(path) if path is not None else default_token_file()
+    path = Path(path).expanduser() if path is not None else default_token_file()
     try:
         _check_private(path)
         token = path.read_text().strip()
@@ -78,7 +78,7 @@ def load_or_create_token(path: Path | None = None) -> str:
     ConfigError
         The file is not private, or cannot be created.
     """
-    path = Path(path) if path is not None else default_token_file()
+    path = Path(path).expanduser() if path is not None else default_token_file()
     if path.exists():
         return read_token(path)
     try:
