@@ -288,3 +288,21 @@ def test_disk_filling_during_the_session_stops_cleanly(tmp_path):
     assert "STOREERROR" in out and "free space" in out, out
     flushed = [int(x.split()[1]) for x in out.splitlines() if x.startswith("flushed")]
     check_session_file(tmp_path / "out" / "r.h5", flushed[-1], 20000)
+
+
+def test_recovery_checks_the_free_space_first(tmp_path, monkeypatch):
+    from online_cnmfe.errors import StateFileError
+    from online_cnmfe.results import recovery
+
+    path = tmp_path / "r.h5"
+    _run_writer(path, "--frames", "300", "--neurons", "10")
+    before = path.read_bytes()
+    monkeypatch.setattr(recovery, "free_bytes", lambda _folder: 1 << 20)
+    with pytest.raises(StateFileError, match="free space first") as info:
+        recovery.recover_results(path, path)
+    assert "\n" not in str(info.value) and path.read_bytes() == before
+    size = path.stat().st_size
+    monkeypatch.setattr(recovery, "free_bytes", lambda _folder: size + (64 << 20) + size // 2)
+    recovery.recover_results(path, path)  # room for the copy, not for the .crashed backup
+    assert not (tmp_path / "r.h5.crashed").exists()
+    check_session_file(path, 300, 300)
