@@ -36,6 +36,7 @@ from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization.fit import fit_initial
 from online_cnmfe.model.slow_path import schedule as slow_schedule
 from online_cnmfe.model.state import ModelState
+from online_cnmfe.model.state_checks import check_state
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -301,9 +302,16 @@ class OnlineCNMFE:
     # ---- persistence (files: online_cnmfe.results.state_file) ----------------------------
     @classmethod
     def from_state(cls, params: CNMFEParams, state: ModelState) -> OnlineCNMFE:
-        """A model continuing from a complete ``state`` (e.g. read back from a state file)."""
+        """A model continuing from a complete ``state`` (e.g. read back from a state file).
+
+        Raises
+        ------
+        StateError
+            (a ValueError) If the state's arrays disagree in shape or an index points outside.
+        """
         if not isinstance(state, ModelState):
             raise TypeError(f"state must be a ModelState, got {type(state).__name__}")
+        check_state(state)  # the kernels do not bound-check: a bad index must stop here
         model = cls(params)
         model.state = state
         model._ops = _build.operators_for(state, params)

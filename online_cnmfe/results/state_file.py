@@ -38,6 +38,7 @@ from online_cnmfe.model.slow_path.schedule import SlowPathState, SlowWork
 from online_cnmfe.model.slow_path.suffstats import FootprintStats
 from online_cnmfe.model.slow_path.update import ModelUpdate
 from online_cnmfe.model.state import ModelState
+from online_cnmfe.model.state_checks import StateError
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.version import __version__
 
@@ -274,4 +275,9 @@ def load_online_model(path: str | Path, cls: type[OnlineCNMFE] = OnlineCNMFE) ->
     params, state = load_model(path)
     if not isinstance(state, ModelState):
         raise StateFileError(f"{path} holds a {type(state).__name__}, not a model state")
-    return cls.from_state(params, state)
+    try:
+        return cls.from_state(params, state)
+    except StateError as exc:
+        raise StateFileError(
+            f"{path} is inconsistent ({exc}); it is damaged or was not written by this engine"
+        ) from exc

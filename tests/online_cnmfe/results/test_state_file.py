@@ -163,3 +163,45 @@ def test_truncated_checkpoint_is_a_one_line_error(tmp_path):
         with pytest.raises(StateFileError) as info:
             state_io.load_model(cut, classes={"_Inner": _Inner})
         assert "\n" not in str(info.value) and "cut" in str(info.value)
+
+
+def _bump(f, name, value):
+    data = f[name][()]
+    if name == "state/A/indices":  # inside column 0 (the tail past the columns is unused)
+        data[int(f["state/A/start"][0])] = value
+    else:
+        data.flat[-1] = value
+    del f[name]
+    f[name] = data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("state/A/indices", 10**9, "A.indices of column"),
+        ("state/ring_idx", 10**6, "ring_idx holds values outside"),
+        ("state/q_indices", 10**6, "q_indices holds values outside"),
+        ("state/order", -3, "order holds values outside"),
+        ("state/residual_frame", None, "residual_frame has shape"),
+        ("state/pool_count", 10**6, "pool_count holds values outside"),
+    ],
+)
+def test_a_checkpoint_with_indices_out_of_range_is_refused(tmp_path, field, value, match):
+    # The per-frame kernels do not bound-check: such an index used to be a wild memory access.
+    movie = make_movie(n_frames=170, seed=4)
+    params = CNMFEParams.from_dict(
+        {"data": {"neuron_diameter_px": 8.0}, "detection": {"enabled": False}}
+    )
+    model = OnlineCNMFE(params)
+    model.initialize_from(truth_init(movie, 150), movie.frames[:150])
+    path = tmp_path / "ckpt.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        if value is None:
+            del f[field]
+            f[field] = np.zeros(3, np.int64)
+        else:
+            _bump(f, field, value)
+    with pytest.raises(StateFileError, match=match) as info:
+        state_io.load_online_model(path)
+    assert "\n" not in str(info.value)
