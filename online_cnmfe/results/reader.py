@@ -49,6 +49,7 @@ class Results:
     params: dict[str, Any]
     input: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
+    flagged: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -129,9 +130,15 @@ def _read_parts(f, path: Path) -> dict[str, Any]:
         (int(i), r.decode("utf-8", "replace"))
         for i, r in checks.dataset(f, "frames/rejected", 1, path)[:][["frame_index", "reason"]]
     ]
+    flagged = []
+    if "flagged" in f["frames"]:  # frames that got traces but did not update the model
+        flagged = [
+            (int(i), r.decode("utf-8", "replace"))
+            for i, r in checks.dataset(f, "frames/flagged", 1, path)[:][["frame_index", "reason"]]
+        ]
     return dict(
         dims=dims, A=A, ids=ids, traces=traces, row_ids=row_ids, birth=birth, n=n, b0=b0,
-        frames=frames, dropped=dropped, rejected=rejected, attrs=attrs,
+        frames=frames, dropped=dropped, rejected=rejected, flagged=flagged, attrs=attrs,
     )  # fmt: skip
 
 
@@ -164,6 +171,7 @@ def _aligned(p: dict[str, Any]) -> Results:
         frames=p["frames"],
         dropped=p["dropped"],
         rejected=p["rejected"],
+        flagged=p["flagged"],
         params=_json(attrs.get("params", "{}")),
         input=_json(attrs.get("input", "{}")),
         attrs=attrs,

@@ -49,6 +49,7 @@ from online_cnmfe.results.finalise import (
     unfinalise,
 )
 from online_cnmfe.results.layout import (
+    FLAG_DTYPE,
     FORMAT,
     FORMAT_VERSION,
     FRAME_FIELDS,
@@ -155,6 +156,7 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
+        self._pending_flags: list[tuple[int, str]] = []
         self._n_written = 0
         self._last_flush = time.monotonic()
         try:
@@ -212,6 +214,8 @@ class ResultsWriter:
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
         self._fp_ids = f["footprints/neuron_ids"][:]
+        if "flagged" not in f["frames"]:  # written before frames/flagged existed
+            f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
         f.attrs["complete"] = False
         f.attrs["aligned"] = False  # attributes are created before SWMR mode, set during it
         if "file_id" not in f.attrs:
@@ -261,6 +265,8 @@ class ResultsWriter:
             self._pending_rejects.append(
                 (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
             )
+        if result.flag:
+            self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -443,6 +449,10 @@ class ResultsWriter:
             rows = np.array([(i, utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
             append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
+        if self._pending_flags:
+            rows = np.array([(i, utf8(r)) for i, r in self._pending_flags], FLAG_DTYPE)
+            append_rows(f["frames/flagged"], rows)
+            self._pending_flags = []
         for hook in self._flush_hooks:
             hook(f)
         f.flush()
