@@ -268,11 +268,16 @@ def _f(x, d=2):
     return "–" if x is None else f"{x:.{d}f}"
 
 
+def _cost(entry: dict) -> str:
+    run = entry.get("run") or {}
+    return f"{_f(run.get('wall_s'), 0)} ({_f(run.get('cpu_s'), 0)})" if run else "–"
+
+
 def markdown(rows: list[dict]) -> str:
     head = (
         "| regime | online F1 (R / P) | batch F1 (R / P) | gap | online recall PNR <5 / 5–10 / ≥10 "
         "| corr on / batch | found / true | late recall, delay med / p90 s "
-        "| per-frame ms med / p99 / max | wall s on / batch |"
+        "| per-frame ms med / p99 / max | wall (CPU) s on / batch |"
     )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
@@ -299,8 +304,7 @@ def markdown(rows: list[dict]) -> str:
             + f" | {_f(on.get('trace_corr_median_online_frames'))} / "
             f"{_f(ba.get('trace_corr_median'))} | {on.get('n_found', '–')} / {r['n_neurons']} | "
             f"{late_s} | {_f(ft.get('median_ms'), 1)} / {_f(ft.get('p99_ms'), 1)} / "
-            f"{_f(ft.get('max_ms'), 0)} | {_f(on.get('run', {}).get('wall_s'), 0)} / "
-            f"{_f(ba.get('run', {}).get('wall_s'), 0)} |"
+            f"{_f(ft.get('max_ms'), 0)} | {_cost(on)} / {_cost(ba)} |"
         )
     if any(r.get("batch") and not r["batch"].get("batch_on_all_frames", True) for r in rows):
         lines.append("\n\\* batch fit on the first frames only (memory cap), the rest online")
@@ -379,6 +383,12 @@ def parse_args(argv=None):
         action="store_true",
         help="re-score existing run outputs instead of re-running (same overrides)",
     )
+    ap.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="only print the table of a JSON file written by --json",
+    )
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     names = args.regimes.split(",") if args.regimes else default_selection()
@@ -393,6 +403,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        sys.stdout.write(markdown(json.loads(args.report.read_text())["regimes"]) + "\n")
+        return 0
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
