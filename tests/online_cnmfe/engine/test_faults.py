@@ -263,19 +263,9 @@ def test_huge_pixel_values_are_rejected_and_never_poison_the_traces(tmp_path, cl
     # A float32 stream (1e30 is a valid float32): one wild frame while the engine buffers
     # its initialisation frames, two after; each recorded as rejected with the reason.
     pub = TestPublisher(endpoints(tmp_path)[0])
-    pub.movie = pub.movie.astype(np.float32)
     engine = start_engine(tmp_path)
     try:
-        pub.wait_for_subscriber()
-        start = StartMessage(pub.session_id, "synthetic", 20.0, SIZE, "float32", "t", None, {})
-        pub.send_raw(encode_start(start))
-        for i in range(150):
-            pixels = pub.movie[i % len(pub.movie)].copy()
-            if i == 30:
-                pixels[:] = 1e30
-            elif i in (100, 101):
-                pixels[5, 5] = 1e30 if i == 100 else -1e30
-            pub.send_frame(i, pixels)
+        _send_float_frames(pub, 150, {30: (slice(None), 1e30), 100: (5, 1e30), 101: (5, -1e30)})
         client.wait_for(running_after(150 - 61 - 2), 90, "the valid frames processed", engine)
         pub.send_eos()
         assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
@@ -298,17 +288,9 @@ def test_a_wild_frame_in_a_stream_shorter_than_init_frames_stays_out_of_the_fit(
     # The stream stops before init.init_frames: the early initialisation screens its buffer
     # too (fails without the screen in StoppingMixin._early_init: the fit sees 1e30).
     pub = TestPublisher(endpoints(tmp_path)[0])
-    pub.movie = pub.movie.astype(np.float32)
     engine = start_engine(tmp_path)  # init.init_frames=60
     try:
-        pub.wait_for_subscriber()
-        start = StartMessage(pub.session_id, "synthetic", 20.0, SIZE, "float32", "t", None, {})
-        pub.send_raw(encode_start(start))
-        for i in range(40):
-            pixels = pub.movie[i % len(pub.movie)].copy()
-            if i == 25:
-                pixels[:] = 1e30
-            pub.send_frame(i, pixels)
+        _send_float_frames(pub, 40, {25: (slice(None), 1e30)})
         pub.send_eos()
         assert engine.wait(timeout=90) == 0, engine_log(tmp_path)
     finally:
@@ -318,3 +300,18 @@ def test_a_wild_frame_in_a_stream_shorter_than_init_frames_stays_out_of_the_fit(
     assert dict(res.rejected).keys() == {25} and "outside" in dict(res.rejected)[25]
     assert res.params["init"]["init_frames"] == 39 and res.n_frames == 39
     assert np.isfinite(res.C_all).all() and res.b0.max() < 2 * float(pub.movie.max())
+
+
+def _send_float_frames(pub, n: int, wild: dict) -> None:
+    """A float32 stream of ``n`` frames (1e30 is a valid float32); ``wild[i] = (rows, value)``
+    sets ``pixels[rows, rows]`` of frame ``i`` (``slice(None)``: the whole frame)."""
+    pub.movie = pub.movie.astype(np.float32)
+    pub.wait_for_subscriber()
+    start = StartMessage(pub.session_id, "synthetic", 20.0, SIZE, "float32", "t", None, {})
+    pub.send_raw(encode_start(start))
+    for i in range(n):
+        pixels = pub.movie[i % len(pub.movie)].copy()
+        if i in wild:
+            where, value = wild[i]
+            pixels[where, where] = value
+        pub.send_frame(i, pixels)
