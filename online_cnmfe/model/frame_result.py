@@ -39,6 +39,15 @@ class FrameResult:
         Increments whenever A changes (new, merged, removed or refreshed footprints).
     timings_ms : dict of str to float
         Wall time of each stage of this frame.
+    flag : str or None
+        Why this frame did not update the model (e.g. ``"corrupt: 12 % broken rows …"`` from
+        the preprocessing, ``"motion: shift 23 px > max 20"``), None for an ordinary frame. A
+        flagged frame writes no residual, leaves b0 and the background statistics alone and
+        skips the slow path. Its traces are still given: for a frame the preprocessing found
+        unusable (corrupt), the model's one-step prediction (``C`` and ``C_raw`` decayed by
+        each neuron's AR(1) coefficient from the previous frame, ``S`` = 0; the deconvolution
+        state does not advance); for a usable frame flagged for another reason, the demixing
+        of the frame itself.
     """
 
     frame_index: int
@@ -51,3 +60,4 @@ class FrameResult:
     events: tuple[ModelEvent, ...] = ()
     footprints_version: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    flag: str | None = None

@@ -3,7 +3,9 @@
 ``OnlineCNMFE`` owns the params and the :class:`~.state.ModelState` and is the only
 place that knows the update schedule. Per frame (the critical path, all numba kernels):
 
-1. validate the frame (shape, dtype → float32, NaN policy); motion correction would go here
+1. validate the frame (shape, dtype → float32, NaN policy), then preprocess it
+   (``preprocessing``: line noise, frame quality, bleaching; a corrupt frame is flagged and
+   gets predicted traces without updating the model); motion correction would go here
    (``MotionParams``; not implemented yet, see docs/model.md);
 2. ỹ = (I − UWD)(y − b0), then c = argmin_{c≥0} ‖ỹ − Ã c‖² by block-coordinate descent
    warm-started from the previous frame (``traces.py``, ``_kernels/demix.py``);
@@ -30,6 +32,7 @@ from online_cnmfe.model._kernels import residual as _kr
 from online_cnmfe.model.frame_result import FrameResult, ModelEvent
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization.fit import fit_initial
+from online_cnmfe.model.preprocessing import online as _pre
 from online_cnmfe.model.slow_path import schedule as slow_schedule
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.params import CNMFEParams
@@ -67,6 +70,7 @@ class OnlineCNMFE:
         self._slow = slow_schedule if params.detection.enabled else None
         self._pending_events: list[ModelEvent] = []
         self._footprints_cache = None
+        self._sanity = None  # SanityReport, refreshed every preprocess.sanity_period_s
 
     # ---- set-up ------------------------------------------------------------------------
     def initialize(self, frames: np.ndarray, progress: bool = False) -> None:
@@ -94,10 +98,12 @@ class OnlineCNMFE:
                     f"frames have shape {frames.shape[1:]} but the InitResult has dims "
                     f"{tuple(init.dims)}; pass the frames the initialisation was fitted on"
                 )
+        pre, frames = _pre.online_start(init, frames, self.params)
         self.state, self._ops = _build.build_state(init, frames, self.params)
         _build.warm_up()
         if self._slow is not None:
             self.state.slow = self._slow.init_slow_path(init, frames, self.params)
+        self._sanity = _pre.attach(self.state, pre, init, self.params)
 
     # ---- per frame ---------------------------------------------------------------------
     def process_frame(
@@ -128,6 +134,9 @@ class OnlineCNMFE:
         y = self._validate(frame, st)
         if y is None:
             return self._skip(st, "frame contains NaN or infinite pixels", t_start)
+        flag = None if st.pre is None else _pre.preprocess_frame(st.pre, y, self.params.preprocess)
+        if flag is not None:  # corrupt: traces predicted, the model is not updated
+            return self._flagged(st, flag, t_start)
         # Motion-correction seam: a registration stage would transform `y` here (future work).
         t_valid = time.perf_counter()
         ops = self._ops
@@ -173,6 +182,7 @@ class OnlineCNMFE:
             t_res = time.perf_counter()
         t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
         t_slow = time.perf_counter()
+        self._sanity = _pre.sanity_tick(self, st) or self._sanity
         events = tuple(self._pending_events)
         self._pending_events.clear()
         result = FrameResult(
@@ -249,6 +259,27 @@ class OnlineCNMFE:
         )
         st.t += 1
         return result
+
+    def _flagged(self, st: ModelState, reason: str, t_start: float) -> FrameResult:
+        """A frame unusable for the model: the one-step AR(1) prediction of the traces."""
+        st.n_flagged += 1
+        result = FrameResult(
+            frame_index=st.t,
+            neuron_ids=st.neuron_ids.copy(),
+            C=st.c_den * st.g,
+            S=np.zeros_like(st.s),
+            C_raw=st.c * st.g,
+            footprints_version=st.footprints_version,
+            timings_ms={"total": 1e3 * (time.perf_counter() - t_start)},
+            flag=reason,
+        )
+        st.t += 1
+        return result
+
+    @property
+    def sanity(self):
+        """The latest plausibility check (``preprocessing.sanity.SanityReport``) or None."""
+        return self._sanity
 
     # ---- persistence (files: online_cnmfe.results.state_file) ----------------------------
     @classmethod

@@ -71,6 +71,11 @@ class ModelState:
     scratch_* : ndarray
         Per-frame work arrays (not meaningful between frames).
     slow : SlowPathState or None
+    pre : PreprocessState or None
+        The preprocessing stage's state (``online_cnmfe.model.preprocessing``); None when
+        preprocessing is off or the model was built from an InitResult without it.
+    n_flagged : int
+        Frames flagged so far (``FrameResult.flag``): traces given, model not updated.
     """
 
     t: int
@@ -125,6 +130,8 @@ class ModelState:
     scratch_ac: np.ndarray
     scratch_gc: np.ndarray
     slow: Any = None
+    pre: Any = None
+    n_flagged: int = 0
 
     @property
     def n_components(self) -> int:

@@ -21,6 +21,7 @@ from online_cnmfe.params.model_stages import (
     OnlineParams,
 )
 from online_cnmfe.params.motion import MotionParams
+from online_cnmfe.params.preprocess import PreprocessParams
 
 _STAGES: dict[str, type] = {
     "data": DataParams,
@@ -29,6 +30,7 @@ _STAGES: dict[str, type] = {
     "deconv": DeconvParams,
     "online": OnlineParams,
     "detection": DetectionParams,
+    "preprocess": PreprocessParams,
     "motion": MotionParams,
     "engine": EngineParams,
 }
@@ -55,6 +57,7 @@ class CNMFEParams:
     deconv: DeconvParams = field(default_factory=DeconvParams)
     online: OnlineParams = field(default_factory=OnlineParams)
     detection: DetectionParams = field(default_factory=DetectionParams)
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
     motion: MotionParams = field(default_factory=MotionParams)
     engine: EngineParams = field(default_factory=EngineParams)
 

@@ -1,0 +1,200 @@
+"""Preprocessing of the initialisation frames (:func:`preprocess_movie`) with the per-frame
+code, and the exact replay of those corrections (:func:`replay_corrections`).
+
+Bootstrapping (the online model starts from the state this leaves):
+
+1. template = per-pixel median of up to 64 evenly spread frames (robust to corrupt ones);
+2. every frame is measured against it (gain, row offsets, row roughness) without changing
+   anything; the roughness baselines are the per-row medians over the frames and the usual
+   ``|s - 1|`` the median over the frames (a minority of corrupt frames cannot move them);
+3. :func:`~.frame.preprocess_frame`, as online (the template and baselines learn from the
+   usable frames), removes the offsets and flags the corrupt frames;
+4. the field-of-view mask and the dark level from the mean and noise images of the usable
+   frames (:mod:`.fov`);
+5. bleaching: the FOV brightness of each usable frame, smoothed over ``template_time_s``
+   (centred: the whole batch is known), against its value at the last frame gives each
+   frame's gain (``state.bleach_gain``: changes within +-2 % are left alone); frames are
+   normalised by it and the online reference level is that of the last frame (the online
+   path normalises causally, by the running template's level).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from online_cnmfe.model._kernels import preprocess as kp
+from online_cnmfe.model.preprocessing import fov as fov_mod
+from online_cnmfe.model.preprocessing.frame import measure, preprocess_frame
+from online_cnmfe.model.preprocessing.state import (
+    GAIN_GRID_STEP,
+    InitCorrections,
+    PreprocessState,
+    bleach_gain,
+    make_state,
+)
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_FRAMES = 64
+ROUGH_FLOOR_FRACTION = 0.05  # rows this much smoother than the median row: no flat-row test
+
+
+def preprocess_movie(Y: np.ndarray, params: CNMFEParams) -> PreprocessState:
+    """Clean the initialisation frames in place and return the state the online model continues.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (T, H, W), float32, C-contiguous
+        Finite frames; overwritten with the corrected frames (flagged frames included: the
+        caller replaces them, see ``InitCorrections.flagged``).
+    params : CNMFEParams
+        ``preprocess`` and ``data`` (frame rate, neuron diameter) are used.
+
+    Returns
+    -------
+    PreprocessState
+        With ``init`` holding the corrections applied to each frame.
+    """
+    p = params.preprocess
+    T, H, W = Y.shape
+    pick = np.unique(np.linspace(0, T - 1, min(T, TEMPLATE_FRAMES)).astype(np.int64))
+    pre = make_state(np.median(Y[pick], axis=0), p, params.data.frame_rate_hz)
+    _bootstrap_baselines(pre, Y, p)
+    row_off = np.zeros((T, H), np.float32)
+    col_off = np.zeros((T, W), np.float32)
+    flagged = np.zeros(T, bool)
+    reasons: list[str] = []
+    online_like = dataclasses.replace(p, correct_bleaching=False)  # normalised below, centred
+    for t in range(T):
+        flag = preprocess_frame(pre, Y[t], online_like)
+        row_off[t], col_off[t] = pre.row_off, pre.col_off
+        if flag is not None:
+            flagged[t] = True
+            reasons.append(flag)
+    good = ~flagged
+    if not good.any():
+        raise ValueError(
+            f"all {T} initialisation frames look corrupt ({reasons[0]}); check the source, or "
+            "set preprocess.flag_corrupt_frames=false if the frames are fine"
+        )
+    mean_img = Y[good].mean(axis=0, dtype=np.float64).astype(np.float32)
+    if p.fov_mask:
+        fov, dark = fov_mod.find_fov(Y[good], mean_img, params)
+        if fov is not None:
+            pre.mask[...] = fov
+            pre.fov_found = True
+            pre.dark = dark
+    gain = _bleaching_gains(pre, Y, good, params)
+    if p.correct_bleaching:
+        for t in np.flatnonzero(gain != 1.0):
+            Y[t] -= np.float32(pre.dark)
+            Y[t] *= np.float32(1.0 / gain[t])
+            Y[t] += np.float32(pre.dark)
+    pre.init = InitCorrections(
+        row_offsets=row_off, col_offsets=col_off, gain=gain.astype(np.float32),
+        flagged=flagged, reasons=tuple(reasons),
+    )  # fmt: skip
+    _log_summary(pre, reasons, T)
+    return pre
+
+
+def _bootstrap_baselines(pre: PreprocessState, Y: np.ndarray, p) -> None:
+    """Roughness baselines and the usual |s - 1| from every frame, measured without change."""
+    T, H, _ = Y.shape
+    rough = np.empty((T, H), np.float32)
+    gains = np.empty(T, np.float64)
+    for t in range(T):
+        gains[t], _ = kp.frame_gain(Y[t], pre.template, pre.mask, pre.dark, GAIN_GRID_STEP)
+        measure(pre, Y[t], gains[t], p)
+        rough[t] = pre.row_rough
+    pre.rough_base[:] = np.median(rough, axis=0)
+    pre.rough_floor = float(ROUGH_FLOOR_FRACTION * np.median(pre.rough_base))
+    # usual frame-to-frame change of s (slow drift against the fixed template excluded)
+    pre.gain_dev = float(np.median(np.abs(np.diff(gains)))) if T > 1 else 0.0
+    pre.gain_ref = float(np.median(gains[: max(1, min(T, 20))]))
+
+
+def _bleaching_gains(pre: PreprocessState, Y, good, params: CNMFEParams) -> np.ndarray:
+    """Each frame's bleaching gain against the brightness at the end of the batch (the online
+    reference), from the FOV brightness smoothed over ``template_time_s``; sets the levels."""
+    T = Y.shape[0]
+    inside = pre.mask.astype(bool)
+    level = np.array([float(Y[t][inside].mean()) - pre.dark for t in range(T)])
+    idx = np.flatnonzero(good)
+    half = max(1, int(round(params.preprocess.template_time_s * params.data.frame_rate_hz / 2)))
+    cs = np.concatenate([[0.0], np.cumsum(level[idx])])
+    lo = np.clip(np.arange(idx.size) - half, 0, idx.size)
+    hi = np.clip(np.arange(idx.size) + half + 1, 0, idx.size)
+    smooth = np.interp(np.arange(T), idx, (cs[hi] - cs[lo]) / (hi - lo))
+    pre.ref_level = pre.level = float(smooth[idx[-1]])
+    pre.gain = 1.0
+    return bleach_gain(smooth, pre.ref_level)
+
+
+def replay_corrections(frames: np.ndarray, pre: PreprocessState, params: CNMFEParams):
+    """The initialisation frames corrected exactly as :func:`preprocess_movie` did.
+
+    Parameters
+    ----------
+    frames : ndarray of shape (T, H, W)
+        The raw frames (the last T of the initialisation when fewer).
+    pre : PreprocessState
+        With ``init`` set.
+
+    Returns
+    -------
+    ndarray of shape (T, H, W), float32
+        A corrected copy; flagged frames are replaced by the nearest usable frame.
+    """
+    corr = pre.init
+    T0 = corr.gain.shape[0]
+    T = frames.shape[0]
+    out = np.array(frames, dtype=np.float32, order="C")
+    first = T0 - T
+    d = np.float32(pre.dark)
+    for j in range(T):
+        t = first + j
+        out[j] -= corr.row_offsets[t][:, None] + corr.col_offsets[t][None, :]
+        if params.preprocess.correct_bleaching and corr.gain[t] != 1.0:
+            out[j] = d + (out[j] - d) / np.float32(corr.gain[t])
+    replace_flagged(out, corr.flagged[first:])
+    return out
+
+
+def replace_flagged(Y: np.ndarray, flagged: np.ndarray) -> int:
+    """Replace flagged frames of ``Y`` (T, H, W) by the nearest usable frame, in place."""
+    bad = np.flatnonzero(flagged)
+    good = np.flatnonzero(~flagged)
+    if bad.size == 0 or good.size == 0:
+        return 0
+    pos = np.clip(np.searchsorted(good, bad), 0, good.size - 1)
+    prev = good[np.maximum(pos - 1, 0)]
+    nxt = good[pos]
+    nearest = np.where(np.abs(prev - bad) <= np.abs(nxt - bad), prev, nxt)
+    Y[bad] = Y[nearest]
+    return int(bad.size)
+
+
+def _log_summary(pre: PreprocessState, reasons: list[str], T: int) -> None:
+    H, W = pre.dims
+    if reasons:
+        logger.warning(
+            "preprocessing: %d of %d initialisation frames flagged as corrupt (first: %s); they "
+            "are replaced by their nearest usable frame for the initial fit",
+            len(reasons),
+            T,
+            reasons[0],
+        )
+    if pre.fov_found:
+        logger.info(
+            "preprocessing: field of view = %.0f %% of the %dx%d frame (lens margin at level "
+            "%.1f excluded from seeding and detection)",
+            100.0 * pre.mask.mean(),
+            H,
+            W,
+            pre.dark,
+        )
