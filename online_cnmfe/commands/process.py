@@ -121,24 +121,29 @@ def run(args: argparse.Namespace) -> int:
         times = _run_online(model, frames_iter, writer, n_total - n_init, args.quiet, drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
+        writer.set_sanity(_final_sanity(model))
     if args.save_model:
         state_file.save_online_model(args.save_model, model)
     if len(times):
         logger.info(
             "processed %d frames: per frame median %.2f ms, p99 %.2f ms, max %.2f ms; "
-            "%d neurons; %d hardware frames lost upstream; results in %s",
+            "%d neurons; %d hardware frames lost upstream; %d frames flagged (not used to "
+            "update the model: frames/flagged); results in %s",
             len(times),
             np.median(times),
             np.percentile(times, 99),
             times.max(),
             model.n_components,
             drops.n_lost,
+            model.state.n_flagged + _n_init_flagged(init),
             out,
         )
     return 0
 
 
 def _write_init_frames(writer, init, head, ids, drops) -> None:
+    pre = getattr(init, "preprocess", None)
+    flags = pre.init.reason_of() if pre is not None and pre.init is not None else []
     for j, frame in enumerate(head):
         drops.see(frame)
         result = FrameResult(
@@ -147,6 +152,7 @@ def _write_init_frames(writer, init, head, ids, drops) -> None:
             C=np.asarray(init.C[:, j], np.float32),
             S=np.asarray(init.S[:, j], np.float32),
             C_raw=np.asarray(init.C_raw[:, j], np.float32),
+            flag=flags[j] if j < len(flags) else None,
         )
         writer.append_frame(result, _meta(frame, float("nan")))
 
@@ -200,3 +206,18 @@ def _run_online(model, frames_iter, writer, n_frames: int, quiet: bool, drops) -
             n += 1
             bar.update(1)
     return times[:n]
+
+
+def _n_init_flagged(init) -> int:
+    pre = getattr(init, "preprocess", None)
+    return int(pre.init.flagged.sum()) if pre is not None and pre.init is not None else 0
+
+
+def _final_sanity(model) -> str | None:
+    """The plausibility check of the final components, logged loudly when it fails."""
+    from online_cnmfe.model.preprocessing.online import final_check
+
+    report = final_check(model)
+    if report is not None and not report.ok:
+        logger.warning("%s", report.message)
+    return None if report is None else report.message

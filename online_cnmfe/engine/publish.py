@@ -185,6 +185,8 @@ def status_fields(engine) -> dict:
         "n_restarts": engine.counts["restarts"],
         "n_stale": engine.counts["stale"],
         "n_model_errors": engine.counts["model_errors"],
+        "n_flagged": engine.counts["flagged"],
+        "sanity_warning": _sanity_warning(model),
         "n_frames_stored": store.n_frames,
         "store_backlog": store.backlog,
         "n_unsaved": store.n_unsaved,
@@ -193,6 +195,12 @@ def status_fields(engine) -> dict:
     for extra in engine.status_extras:
         fields.update(extra())
     return fields
+
+
+def _sanity_warning(model) -> str | None:
+    """The model's plausibility warning (``OnlineCNMFE.sanity``), None when all is well."""
+    report = getattr(model, "sanity", None)
+    return getattr(report, "message", None)
 
 
 class PublishingMixin:

@@ -102,7 +102,7 @@ class Engine(PublishingMixin):
         self.store_prepare: list[Callable] = []  # prepare(h5py.File) before SWMR starts
         self.store_flush_hooks: list[Callable] = []  # hook(h5py.File) at every flush
         self.status_extras: list[Callable[[], dict]] = []  # extra status fields
-        self.counts = dict(dropped=0, rejected=0, restarts=0, stale=0, model_errors=0)
+        self.counts = dict(dropped=0, rejected=0, restarts=0, stale=0, model_errors=0, flagged=0)
         self.frame_index = -1
         self._consecutive_errors = 0
         self._fp_version: int | None = None
@@ -110,6 +110,7 @@ class Engine(PublishingMixin):
         self._idle_count, self._idle_since = 0, time.monotonic()
         self._session = 0
         self._store_error_reported = False
+        self._sanity_stored = None
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
 
@@ -276,6 +277,9 @@ class Engine(PublishingMixin):
         self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
         if result.skipped:
             self.counts["rejected"] += 1
+        if getattr(result, "flag", None):
+            self.counts["flagged"] += 1
+        self._store_sanity(model)
         for ev in result.events:
             if ev.kind in rs.EVENT_KINDS:
                 self.publisher.send(
@@ -286,6 +290,13 @@ class Engine(PublishingMixin):
         if image_due and self.images is not None:
             for layer, image in self.images.layers(model, f.pixels, result).items():
                 self._send_image(f.frame_index, layer, image)
+
+    def _store_sanity(self, model) -> None:
+        """Hand a new plausibility report (``model.sanity``) to the results file."""
+        report = getattr(model, "sanity", None)
+        if report is not self._sanity_stored:
+            self._sanity_stored = report
+            self.store.submit("sanity", getattr(report, "message", None))
 
     def _send_traces(self, traces, f, meta: dict, t_start: int) -> None:
         t_done = time.monotonic_ns()
@@ -299,6 +310,7 @@ class Engine(PublishingMixin):
             rs.encode_traces(
                 meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
                 traces.footprints_version, (t_pub - f.t_send_ns) / 1e6,
+                getattr(traces, "flag", None),
             )
         )  # fmt: skip
 
@@ -348,7 +360,9 @@ class Engine(PublishingMixin):
         if not resume:
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
+                self.counts["flagged"] += bool(result.flag)
         self.store.submit("b0", model.b0)
+        self._store_sanity(model)
         self._send_footprints()
         self._republish()
         logger.info("running with %d neurons", len(model.neuron_ids))

@@ -136,6 +136,8 @@ class StoreWorker(threading.Thread):
                 w.record_drop(*args)
             elif op == "reject":
                 w.record_reject(*args)
+            elif op == "sanity":
+                w.set_sanity(*args)
             elif op == "flush":
                 w.flush()
         except StoreError as exc:

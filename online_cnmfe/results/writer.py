@@ -42,6 +42,7 @@ from online_cnmfe.results.layout import (
     REJECT_DTYPE,
     TRACE_NAMES,
     create_datasets,
+    create_flagged,
 )
 from online_cnmfe.results.recovery import recover_results
 from online_cnmfe.version import __version__
@@ -53,8 +54,9 @@ class StoreError(OnlineCNMFEError):
     """The results file cannot be created or written (unwritable path, disk full, …)."""
 
 
-def _utf8(value: str) -> bytes:
-    return value.encode("utf-8", "replace")[: REJECT_DTYPE["reason"].itemsize]
+def _reason_rows(rows: list[tuple[int, str]]) -> np.ndarray:
+    size = REJECT_DTYPE["reason"].itemsize  # (frame index, reason) rows, UTF-8 cut to fit
+    return np.array([(i, r.encode("utf-8", "replace")[:size]) for i, r in rows], REJECT_DTYPE)
 
 
 class _Block:
@@ -170,6 +172,8 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
+        self._pending_flags: list[tuple[int, str]] = []
+        self._pending_sanity: str | None = None
         self._n_written = 0
         self._last_flush = time.monotonic()
         try:
@@ -221,6 +225,7 @@ class ResultsWriter:
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
         f.attrs["complete"] = False
+        create_flagged(f)  # a file of an older version
         f.swmr_mode = True
 
     # ---- public API ----------------------------------------------------------------------
@@ -268,6 +273,8 @@ class ResultsWriter:
             self._pending_rejects.append(
                 (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
             )
+        if result.flag:
+            self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -307,6 +314,10 @@ class ResultsWriter:
     def record_reject(self, frame_index: int, reason: str) -> None:
         """Record a frame refused by the engine or the model, with the reason."""
         self._pending_rejects.append((int(frame_index), str(reason)))
+
+    def set_sanity(self, warning: str | None) -> None:
+        """Record the model's plausibility warning (attr ``sanity_warning``; None = none)."""
+        self._pending_sanity = warning or ""
 
     def flush(self) -> None:
         """Write everything buffered and flush the file to disk.
@@ -439,10 +450,12 @@ class ResultsWriter:
         if self._pending_drops:
             _append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
             self._pending_drops = []
-        if self._pending_rejects:
-            rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
-            _append_rows(f["frames/rejected"], rows)
-            self._pending_rejects = []
+        for name, rows in (("rejected", self._pending_rejects), ("flagged", self._pending_flags)):
+            if rows:  # frames refused / frames kept but not used to update the model
+                _append_rows(f[f"frames/{name}"], _reason_rows(rows))
+                rows.clear()
+        if self._pending_sanity is not None:
+            f.attrs["sanity_warning"], self._pending_sanity = self._pending_sanity, None
         for hook in self._flush_hooks:
             hook(f)
         f.flush()

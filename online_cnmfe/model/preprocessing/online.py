@@ -18,7 +18,7 @@ from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["attach", "online_start", "preprocess_frame", "sanity_tick"]
+__all__ = ["attach", "final_check", "online_start", "preprocess_frame", "sanity_tick"]
 
 
 def _copy_state(src: PreprocessState) -> PreprocessState:
@@ -79,21 +79,33 @@ def sanity_tick(model, st) -> SanityReport | None:
     """Every ``preprocess.sanity_period_s`` of frames, a fresh check of the model's components
     (logged when it turns bad or good again); None on the other frames."""
     params = model.params
-    p = params.preprocess
-    if not p.sanity_check:
+    if not params.preprocess.sanity_check:
         return None
-    period = max(1, int(round(p.sanity_period_s * params.data.frame_rate_hz)))
+    period = max(1, int(round(params.preprocess.sanity_period_s * params.data.frame_rate_hz)))
     if st.t % period:
         return None
+    report = _check(model, st)
+    _log(model.sanity, report, f"frame {st.t}")
+    return report
+
+
+def final_check(model) -> SanityReport | None:
+    """The check of the model's current components (e.g. at the end of a file); None when
+    ``preprocess.sanity_check`` is off or the model is not initialised."""
+    if not model.params.preprocess.sanity_check or not model.is_initialized:
+        return None
+    return _check(model, model.state)
+
+
+def _check(model, st) -> SanityReport:
+    params = model.params
     filled = st.residual_frame >= 0
     pre = st.pre
-    report = check_components(
-        model.footprints, tuple(st.dims), params.data.neuron_diameter_px, p,
+    return check_components(
+        model.footprints, tuple(st.dims), params.data.neuron_diameter_px, params.preprocess,
         fov=pre.fov if pre is not None and pre.fov_found else None,
         traces=st.c_raw_buffer[:, filled], noise=st.trace_noise,
     )  # fmt: skip
-    _log(model.sanity, report, f"frame {st.t}")
-    return report
 
 
 def _log(previous: SanityReport | None, report: SanityReport, when: str) -> None:
