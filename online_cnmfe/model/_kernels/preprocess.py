@@ -156,19 +156,43 @@ def apply_corrections(y, row_off, col_off, dark, inv_gain, template, alpha, mask
 
 
 @njit(cache=True, nogil=True)
-def count_broken_rows(row_rough, baseline, ratio, floor):
+def count_broken_rows(row_rough, baseline, ratio, floor, max_padding):
     """Rows whose roughness is above ``ratio`` x their baseline (noise, broken lines) or below
     baseline / ratio (missing or repeated lines; only where the baseline exceeds ``floor``).
-    Returns (n_high, n_low)."""
+
+    Flat rows forming a run of at most ``max_padding`` rows from the top or the bottom edge
+    are the padding of a registered (motion-corrected) movie, not missing lines: not counted.
+    Returns (n_high, n_low).
+    """
+    H = row_rough.shape[0]
     n_high = 0
     n_low = 0
-    for r in range(row_rough.shape[0]):
+    top = 0  # length of the run of flat rows from each edge
+    bottom = 0
+    run_top = True
+    for r in range(H):
         b = baseline[r]
         x = row_rough[r]
+        low = b > floor and x * ratio < b
         if x > ratio * max(b, floor):
             n_high += 1
-        elif b > floor and x * ratio < b:
+        elif low:
             n_low += 1
+        if run_top:
+            if low:
+                top += 1
+            else:
+                run_top = False
+    for r in range(H - 1, -1, -1):
+        b = baseline[r]
+        if b > floor and row_rough[r] * ratio < b and bottom < H - top:
+            bottom += 1
+        else:
+            break
+    if 0 < top <= max_padding:
+        n_low -= top
+    if 0 < bottom <= max_padding:
+        n_low -= bottom
     return n_high, n_low
 
 

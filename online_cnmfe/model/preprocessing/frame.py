@@ -7,7 +7,9 @@ Per frame, in place on the model's own float32 copy of the frame:
 2. row offsets ``o_r`` (median over sampled columns of ``y - d - s (T - d)``) and the row
    roughness; optionally column offsets ``o_c``;
 3. the quality verdict: too many broken rows (roughness far above or below the row's usual
-   value: transmission noise, missing or repeated lines) or a brightness jump (``s`` against
+   value: transmission noise, missing or repeated lines; flat rows along the top or bottom
+   edge, up to 5 % of the frame, are a registered movie's padding and do not count) or a
+   brightness jump (``s`` against
    its recent value beyond ``max_brightness_jump`` and 8x its usual change) flag the frame;
 4. ``v = y - o_r - o_c``; the template, the FOV level (hence the bleaching gain ``g``) and
    the roughness baselines learn from usable frames only; ``y <- d + (v - d) / g``.
@@ -29,6 +31,7 @@ from online_cnmfe.params import PreprocessParams
 JUMP_SPREAD_FACTOR = 8.0  # a brightness jump must also exceed 8x the usual change of s
 GAIN_TIME_FACTOR = 10.0  # the recent frame gain is followed 10x faster than the template
 MIN_BROKEN_ROWS = 2
+MAX_PADDING_FRACTION = 0.05  # flat rows along the top/bottom edge up to this: registration padding
 
 
 def preprocess_frame(
@@ -93,8 +96,9 @@ def quality_flag(pre: PreprocessState, s: float, params: PreprocessParams) -> st
     """The reason the measured frame is corrupt, or None (reads ``pre.row_rough``)."""
     H = pre.dims[0]
     n_high, n_low = kp.count_broken_rows(
-        pre.row_rough, pre.rough_base, params.broken_row_ratio, pre.rough_floor
-    )
+        pre.row_rough, pre.rough_base, params.broken_row_ratio, pre.rough_floor,
+        int(MAX_PADDING_FRACTION * H),
+    )  # fmt: skip
     n_bad = n_high + n_low
     if n_bad >= max(MIN_BROKEN_ROWS, params.max_broken_row_fraction * H):
         return (

@@ -118,8 +118,8 @@ class PreprocessState:
 def make_state(template: np.ndarray, params: PreprocessParams, frame_rate_hz: float):
     """A fresh state around ``template`` (H, W): no mask, dark 0, unit gain."""
     H, W = template.shape
-    col_step = max(1, W // params.offset_samples)
-    row_step = max(1, H // params.offset_samples)
+    col_step = max(1, -(-W // params.offset_samples))  # at most offset_samples per median
+    row_step = max(1, -(-H // params.offset_samples))
     tpl = np.ascontiguousarray(template, np.float32).copy()
     level = float(tpl.mean())
     return PreprocessState(
