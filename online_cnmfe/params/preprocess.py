@@ -25,7 +25,7 @@ class PreprocessParams:
     fov_mask: bool = True
     fov_threshold: float = 0.3  # outside: darker than dark + this x (bright - dark)
     fov_min_contrast: float = 2.0  # ... and the lens at least this x brighter or noisier
-    fov_margin_px: float | None = None  # excluded band along the lens edge (None: diameter / 4)
+    fov_margin_px: float | None = None  # excluded band along the lens edge (None: diameter / 2)
     # 3. frame quality: corrupt frames are flagged and do not update the model
     flag_corrupt_frames: bool = True
     broken_row_ratio: float = 4.0  # row roughness this x above (or below 1/x) its usual value

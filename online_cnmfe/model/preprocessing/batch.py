@@ -132,6 +132,9 @@ def _bleaching_gains(pre: PreprocessState, Y, good, params: CNMFEParams) -> np.n
     smooth = np.interp(np.arange(T), idx, (cs[hi] - cs[lo]) / (hi - lo))
     pre.ref_level = pre.level = float(smooth[idx[-1]])
     pre.gain = 1.0
+    tail = idx[-min(idx.size, 2 * half) :]  # log-level slope over the last template window
+    if tail.size >= 3 and np.all(smooth[tail] > 0):
+        pre.level_slope = float(np.polyfit(tail, np.log(smooth[tail]), 1)[0])
     return bleach_gain(smooth, pre.ref_level)
 
 

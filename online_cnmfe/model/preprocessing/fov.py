@@ -84,7 +84,7 @@ def find_fov(frames: np.ndarray, mean_img: np.ndarray, params: CNMFEParams):
         return None, 0.0
     if not _contrast_ok(mb, nb, outside, p.fov_min_contrast):
         return None, 0.0
-    margin = d / 4.0 if p.fov_margin_px is None else p.fov_margin_px
+    margin = d / 2.0 if p.fov_margin_px is None else p.fov_margin_px
     inside = ndi.distance_transform_edt(~outside) > margin
     inside = ndi.binary_fill_holes(inside)
     return inside, float(np.median(mean_img[outside]))

@@ -11,11 +11,14 @@ Per frame, in place on the model's own float32 copy of the frame:
    edge, up to 5 % of the frame, are a registered movie's padding and do not count) or a
    brightness jump (``s`` against
    its recent value beyond ``max_brightness_jump`` and 8x its usual change) flag the frame;
-4. ``v = y - o_r - o_c``; the template, the FOV level (hence the bleaching gain ``g``) and
-   the roughness baselines learn from usable frames only; ``y <- d + (v - d) / g``.
+4. ``v = y - o_r - o_c``; the template, the FOV level (a level and slope of its log,
+   :func:`track_level`; hence the bleaching gain ``g``) and the roughness baselines learn
+   from usable frames only; ``y <- d + (v - d) / g``.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -30,6 +33,7 @@ from online_cnmfe.params import PreprocessParams
 
 JUMP_SPREAD_FACTOR = 8.0  # a brightness jump must also exceed 8x the usual change of s
 GAIN_TIME_FACTOR = 10.0  # the recent frame gain is followed 10x faster than the template
+SLOPE_RATE = 0.2  # the bleaching slope is learned 5x slower than the level
 MIN_BROKEN_ROWS = 2
 MAX_PADDING_FRACTION = 0.05  # flat rows along the top/bottom edge up to this: registration padding
 
@@ -67,7 +71,7 @@ def preprocess_frame(
         img, pre.row_off, pre.col_off, pre.dark, inv_gain, pre.template, alpha, pre.mask
     )
     if use:
-        pre.level += pre.alpha * (mean_v - pre.dark - pre.level)
+        track_level(pre, mean_v - pre.dark)
         pre.gain = bleach_gain(pre.level, pre.ref_level)
         kp.ema_update(pre.rough_base, pre.row_rough, pre.alpha / ROUGHNESS_TIME_FACTOR)
         fast = min(1.0, pre.alpha * GAIN_TIME_FACTOR)
@@ -109,3 +113,17 @@ def quality_flag(pre: PreprocessState, s: float, params: PreprocessParams) -> st
     if abs(jump) > params.max_brightness_jump and abs(jump) > JUMP_SPREAD_FACTOR * pre.gain_dev:
         return f"corrupt: brightness jump {100.0 * jump:+.0f} % against the running template"
     return None
+
+
+def track_level(pre: PreprocessState, x: float) -> None:
+    """Holt's linear trend on the log of the FOV brightness ``x`` (above the dark level): a
+    running level and slope (per frame), so steady bleaching is followed without the lag of
+    a plain running mean (``level`` would trail an exponential decay by ``template_time_s``)."""
+    if not (x > 0 and pre.level > 0):
+        return
+    a = pre.alpha
+    log_level = math.log(pre.level)
+    predicted = log_level + pre.level_slope
+    new = predicted + a * (math.log(x) - predicted)
+    pre.level_slope += SLOPE_RATE * a * (new - log_level - pre.level_slope)
+    pre.level = math.exp(new)

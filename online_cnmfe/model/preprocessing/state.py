@@ -61,6 +61,8 @@ class PreprocessState:
         Sensor dark level (the margin's level; 0 without a margin).
     ref_level, level : float
         Mean brightness above ``dark`` inside the FOV at initialisation and now (running).
+    level_slope : float
+        Running slope of ``log(level)`` per frame (bleaching is followed without lag).
     gain : float
         The slow bleaching gain frames are divided by: ``level / ref_level`` shrunk towards
         1 by :data:`BLEACH_DEADBAND` (:func:`bleach_gain`).
@@ -92,6 +94,7 @@ class PreprocessState:
     dark: float
     ref_level: float
     level: float
+    level_slope: float
     gain: float
     alpha: float
     rough_base: np.ndarray
@@ -124,7 +127,7 @@ def make_state(template: np.ndarray, params: PreprocessParams, frame_rate_hz: fl
     level = float(tpl.mean())
     return PreprocessState(
         dims=(int(H), int(W)), template=tpl, mask=np.ones((H, W), np.uint8), fov_found=False,
-        dark=0.0, ref_level=level, level=level, gain=1.0,
+        dark=0.0, ref_level=level, level=level, level_slope=0.0, gain=1.0,
         alpha=float(1.0 / max(params.template_time_s * frame_rate_hz, 1.0)),
         rough_base=np.zeros(H, np.float32), rough_floor=0.0, gain_ref=1.0, gain_dev=0.0,
         row_off=np.zeros(H, np.float32), col_off=np.zeros(W, np.float32),

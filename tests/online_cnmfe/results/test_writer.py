@@ -260,3 +260,32 @@ def test_low_disk_space_stops_writing_cleanly(tmp_path):
     w.close()
     with h5py.File(path, "r") as f:  # closed cleanly, no SWMR needed
         assert f["frames/frame_index"].shape[0] == 4
+
+
+def test_flagged_frames_and_the_sanity_warning_are_stored(tmp_path):
+    path = tmp_path / "flags.h5"
+    params = CNMFEParams()
+    with ResultsWriter(path, DIMS, params, 20.0, {}, block_frames=4) as w:
+        for t in range(10):
+            r = _result(t, [0, 1])
+            if t in (3, 7):
+                r = FrameResult(
+                    **{**{f: getattr(r, f) for f in r.__slots__}, "flag": f"corrupt {t}"}
+                )
+            w.append_frame(r, _meta(t))
+        w.set_footprints(scipy.sparse.csc_array((DIMS[0] * DIMS[1], 2), dtype=np.float32),
+                         np.array([0, 1]), 1)  # fmt: skip
+        w.set_sanity("Result implausible: stripes")
+        w.flush()
+        with h5py.File(path, "r", swmr=True) as f:  # readable while written
+            assert f.attrs["sanity_warning"] == "Result implausible: stripes"
+        w.set_sanity(None)
+    res = read_results(path)
+    assert res.flagged == [(103, "corrupt 3"), (107, "corrupt 7")]
+    assert res.attrs["sanity_warning"] == ""
+    assert res.rejected == [] and res.n_frames == 10  # flagged frames keep their traces
+    with ResultsWriter(path, DIMS, params, 20.0, {}, resume=True) as w:
+        r = _result(10, [0, 1])
+        w.append_frame(FrameResult(**{**{f: getattr(r, f) for f in r.__slots__}, "flag": "x"}),
+                       _meta(10))  # fmt: skip
+    assert [i for i, _ in read_results(path).flagged] == [103, 107, 110]
