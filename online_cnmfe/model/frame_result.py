@@ -34,20 +34,20 @@ class FrameResult:
     skipped : bool
         True when the frame was not used (NaN pixels, …); the traces then repeat the last
         values and ``skip_reason`` says why.
+    flag : str or None
+        Why this frame did not update the model (e.g. ``"motion: shift 23.1 px > max 20"``,
+        ``"corrupt: 12 % broken rows (24 noisy, 0 flat or missing)"``), None for an ordinary
+        frame. A flagged frame still has traces (demixed on the corrected frame), but it writes
+        no residual, does not update b0 and is not seen by the slow path (footprints, ring
+        background, detection). A frame the preprocessing finds unusable (``corrupt: …``) is
+        not demixed: its ``C`` and ``C_raw`` are the model's one-step prediction (the previous
+        frame's values times each neuron's AR(1) coefficient), ``S`` is 0 and the
+        deconvolution does not advance.
     events : tuple of ModelEvent
     footprints_version : int
         Increments whenever A changes (new, merged, removed or refreshed footprints).
     timings_ms : dict of str to float
         Wall time of each stage of this frame.
-    flag : str or None
-        Why this frame did not update the model (e.g. ``"corrupt: 12 % broken rows …"`` from
-        the preprocessing, ``"motion: shift 23 px > max 20"``), None for an ordinary frame. A
-        flagged frame writes no residual, leaves b0 and the background statistics alone and
-        skips the slow path. Its traces are still given: for a frame the preprocessing found
-        unusable (corrupt), the model's one-step prediction (``C`` and ``C_raw`` decayed by
-        each neuron's AR(1) coefficient from the previous frame, ``S`` = 0; the deconvolution
-        state does not advance); for a usable frame flagged for another reason, the demixing
-        of the frame itself.
     """
 
     frame_index: int
@@ -57,7 +57,7 @@ class FrameResult:
     C_raw: np.ndarray
     skipped: bool = False
     skip_reason: str = ""
+    flag: str | None = None
     events: tuple[ModelEvent, ...] = ()
     footprints_version: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
-    flag: str | None = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from online_cnmfe.model import deconvolution_online as _deconv
 from online_cnmfe.model import updates as model_updates
 from online_cnmfe.model._kernels import demix as _kd
 from online_cnmfe.model._kernels import residual as _kr
+from online_cnmfe.model.executors import InlineExecutor
 from online_cnmfe.model.frame_result import FrameResult, ModelEvent
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization.fit import fit_initial
@@ -55,7 +57,9 @@ class OnlineCNMFE:
     False
     """
 
-    def __init__(self, params: CNMFEParams | None = None) -> None:
+    def __init__(
+        self, params: CNMFEParams | None = None, slow_executor: Executor | None = None
+    ) -> None:
         params = CNMFEParams() if params is None else params
         if not isinstance(params, CNMFEParams):
             raise TypeError(f"params must be CNMFEParams, got {type(params).__name__}")
@@ -69,6 +73,8 @@ class OnlineCNMFE:
         self._ops: _build.Operators | None = None
         self._slow = slow_schedule if params.detection.enabled else None
         self._pending_events: list[ModelEvent] = []
+        self._slow_executor: Executor = slow_executor or InlineExecutor()
+        self._inflight: Future | None = None
         self._footprints_cache = None
         self._sanity = None  # SanityReport, refreshed every preprocess.sanity_period_s
 
@@ -136,8 +142,9 @@ class OnlineCNMFE:
             return self._skip(st, "frame contains NaN or infinite pixels", t_start)
         flag = None if st.pre is None else _pre.preprocess_frame(st.pre, y, self.params.preprocess)
         if flag is not None:  # corrupt: traces predicted, the model is not updated
-            return self._flagged(st, flag, t_start)
-        # Motion-correction seam: a registration stage would transform `y` here (future work).
+            return self._flagged(st, y, flag, t_start)
+        # Later stages before the demixing (motion) may set `flag`: the frame then gets traces
+        # but does not update the model (no residual, no b0 update, no slow path).
         t_valid = time.perf_counter()
         ops = self._ops
         _kd.background_subtract(
@@ -158,16 +165,18 @@ class OnlineCNMFE:
         _deconv.step(st)
         t_deconv = time.perf_counter()
         slot = st.residual_head
-        _kr.residual_update(
-            A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
-            st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc, st.b0,
-            st.residual[slot],
-        )  # fmt: skip
-        st.residual_frame[slot] = st.t
-        st.c_raw_buffer[:, slot] = st.c
-        st.c_den_buffer[:, slot] = st.c_den
-        st.residual_head = (slot + 1) % st.residual.shape[0]
+        if flag is None:
+            _kr.residual_update(
+                A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
+                st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc,
+                st.b0, st.residual[slot],
+            )  # fmt: skip
+            st.residual_frame[slot] = st.t
+            st.c_raw_buffer[:, slot] = st.c
+            st.c_den_buffer[:, slot] = st.c_den
+            st.residual_head = (slot + 1) % st.residual.shape[0]
         st.n_processed += 1
+        st.n_flagged += flag is not None
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
         ids = st.neuron_ids.copy()
@@ -175,13 +184,12 @@ class OnlineCNMFE:
             on_traces(
                 FrameResult(
                     frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
-                    footprints_version=st.footprints_version,
+                    footprints_version=st.footprints_version, flag=flag,
                     timings_ms={"critical_path": 1e3 * (t_res - t_start)},
                 )
             )  # fmt: skip
             t_res = time.perf_counter()
-        t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
-        t_slow = time.perf_counter()
+        t_wait, t_apply, t_submit = self._run_slow_path(st, y, slot, t_res, flag is None)
         self._sanity = _pre.sanity_tick(self, st) or self._sanity
         events = tuple(self._pending_events)
         self._pending_events.clear()
@@ -193,33 +201,68 @@ class OnlineCNMFE:
             C_raw=c_raw,
             events=events,
             footprints_version=st.footprints_version,
+            flag=flag,
             timings_ms={
                 "validate": 1e3 * (t_valid - t_start),
                 "background": 1e3 * (t_bg - t_valid),
                 "demix": 1e3 * (t_demix - t_bg),
                 "deconvolve": 1e3 * (t_deconv - t_demix),
                 "residual": 1e3 * (t_res - t_deconv),
-                "slow_observe": 1e3 * (t_observe - t_res),
-                "slow_step": 1e3 * (t_step - t_observe),
-                "apply_update": 1e3 * (t_slow - t_step),
-                "total": 1e3 * (t_slow - t_start),
+                "slow_wait": 1e3 * (t_wait - t_res),
+                "apply_update": 1e3 * (t_apply - t_wait),
+                "slow_submit": 1e3 * (t_submit - t_apply),
+                "total": 1e3 * (t_submit - t_start),
             },
         )
         st.t += 1
         return result
 
-    def _run_slow_path(self, st: ModelState, y: np.ndarray, slot: int, t_now: float):
-        """observe_frame + one slow_step (a fixed work quota); applies the returned update."""
+    def _run_slow_path(
+        self, st: ModelState, y: np.ndarray, slot: int, t_now: float, submit: bool = True
+    ):
+        """The slow path of frame t, after its traces went out (DESIGN.md §4).
+
+        1. wait for the job of frame t-1 (on the slow-path executor; usually long done) and
+           apply the ``ModelUpdate`` its step returned;
+        2. submit frame t's job — ``observe_frame`` (statistics) then one count-bounded
+           ``slow_step`` — with copies/snapshots of what it reads, and return: with a thread
+           executor it runs while frame t+1's critical path does.
+
+        The update of frame t's step is applied after frame t+1's traces, whichever executor
+        runs it, so the results do not depend on threads or timing. A flagged frame
+        (``submit`` false) applies the pending update but submits no job of its own.
+        """
         if self._slow is None or st.slow is None:
-            return t_now, t_now
-        self._slow.observe_frame(st.slow, st.t, y, st.c, st.residual[slot], self.params)
-        t_observe = time.perf_counter()
-        update = self._slow.slow_step(st.slow, self.slow_inputs(), self.params)
-        t_step = time.perf_counter()
+            return t_now, t_now, t_now
+        self.settle_slow_path()
+        t_wait = time.perf_counter()
+        update, st.pending_update = st.pending_update, None
         if update is not None:
-            events = model_updates.apply_update(self, update)
-            self._pending_events.extend(events)
-        return t_observe, t_step
+            self._pending_events.extend(model_updates.apply_update(self, update))
+        t_apply = time.perf_counter()
+        if not submit:
+            return t_wait, t_apply, t_apply
+        view = model_updates.slow_inputs(self, snapshot=True)
+        frame = (st.t, y.copy(), st.c.copy(), st.residual[slot])  # y and c are reused buffers
+        self._inflight = self._slow_executor.submit(
+            _slow_job, self._slow, st.slow, frame, view, self.params
+        )
+        return t_wait, t_apply, time.perf_counter()
+
+    def settle_slow_path(self) -> None:
+        """Wait for the slow-path step in flight; its update is kept in ``state.pending_update``
+        (applied after the next frame's traces). Call before copying or saving the state."""
+        if self._inflight is not None:
+            future, self._inflight = self._inflight, None
+            self._require_state().pending_update = future.result()
+
+    def run_slow_path_on(self, executor: Executor | None) -> None:
+        """Run the slow path's steps on ``executor`` (e.g. a one-thread
+        ``ThreadPoolExecutor``) or, with None, inline on the calling thread. Results are
+        identical either way."""
+        if self.state is not None:
+            self.settle_slow_path()
+        self._slow_executor = executor or InlineExecutor()
 
     def slow_inputs(self):
         """The read-only view of the model the slow path works on (``SlowPathInputs``)."""
@@ -260,19 +303,21 @@ class OnlineCNMFE:
         st.t += 1
         return result
 
-    def _flagged(self, st: ModelState, reason: str, t_start: float) -> FrameResult:
-        """A frame unusable for the model: the one-step AR(1) prediction of the traces."""
+    def _flagged(self, st: ModelState, y, reason: str, t_start: float) -> FrameResult:
+        """A frame unusable for the model (corrupt): the one-step AR(1) prediction of the
+        traces, ``S`` = 0; OASIS does not advance, nothing learns from the frame. The slow
+        path's pending update is applied as on any flagged frame (no job is submitted)."""
         st.n_flagged += 1
+        ids, c_den, c_raw = st.neuron_ids.copy(), st.c_den * st.g, st.c * st.g
+        t_now = time.perf_counter()
+        self._run_slow_path(st, y, st.residual_head, t_now, False)
+        events = tuple(self._pending_events)
+        self._pending_events.clear()
         result = FrameResult(
-            frame_index=st.t,
-            neuron_ids=st.neuron_ids.copy(),
-            C=st.c_den * st.g,
-            S=np.zeros_like(st.s),
-            C_raw=st.c * st.g,
-            footprints_version=st.footprints_version,
+            frame_index=st.t, neuron_ids=ids, C=c_den, S=np.zeros_like(c_den), C_raw=c_raw,
+            events=events, footprints_version=st.footprints_version, flag=reason,
             timings_ms={"total": 1e3 * (time.perf_counter() - t_start)},
-            flag=reason,
-        )
+        )  # fmt: skip
         st.t += 1
         return result
 
@@ -358,6 +403,14 @@ class OnlineCNMFE:
             "footprints_max": np.asarray(amax, np.float32).reshape(st.dims),
             "residual_std": np.asarray(std, np.float32).reshape(st.dims),
         }
+
+
+def _slow_job(slow_path, slow_state, frame: tuple, view, params: CNMFEParams):
+    """One frame's slow-path work: ``observe_frame`` then ``slow_step`` (its ModelUpdate or
+    None). Runs on the slow-path executor; touches only ``slow_state`` and its arguments."""
+    t, y, c, residual = frame
+    slow_path.observe_frame(slow_state, t, y, c, residual, params)
+    return slow_path.slow_step(slow_state, view, params)
 
 
 def _as_movie(frames) -> np.ndarray:

@@ -71,6 +71,10 @@ class ModelState:
     scratch_* : ndarray
         Per-frame work arrays (not meaningful between frames).
     slow : SlowPathState or None
+    pending_update : ModelUpdate or None
+        The slow-path step of the previous frame, applied after this frame's traces (see
+        :meth:`OnlineCNMFE.settle_slow_path`); kept in the state so that a checkpoint taken
+        between two frames resumes exactly.
     pre : PreprocessState or None
         The preprocessing stage's state (``online_cnmfe.model.preprocessing``); None when
         preprocessing is off or the model was built from an InitResult without it.
@@ -130,6 +134,7 @@ class ModelState:
     scratch_ac: np.ndarray
     scratch_gc: np.ndarray
     slow: Any = None
+    pending_update: Any = None
     pre: Any = None
     n_flagged: int = 0
 

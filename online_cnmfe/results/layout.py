@@ -18,7 +18,7 @@ from online_cnmfe.errors import StateFileError
 FORMAT = "online-cnmfe-results"
 FORMAT_VERSION = 1
 REJECT_DTYPE = np.dtype([("frame_index", "<i8"), ("reason", "S200")])
-FLAG_DTYPE = REJECT_DTYPE  # frames/flagged: frames that did not update the model, and why
+FLAG_DTYPE = REJECT_DTYPE  # frames/flagged: processed, but did not update the model
 FRAME_FIELDS = {
     "frame_index": np.int64,
     "seq": np.int64,
@@ -74,14 +74,11 @@ def create_datasets(f: h5py.File, dims: tuple[int, int]) -> None:
         fr.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
     fr.create_dataset("dropped", (0, 2), np.int64, maxshape=(None, 2), chunks=(256, 2))
     fr.create_dataset("rejected", (0,), REJECT_DTYPE, maxshape=(None,), chunks=(256,))
-    create_flagged(f)
+    fr.create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
+    f.attrs["sanity_warning"] = ""  # the model's plausibility warning ("" = none)
 
 
-def create_flagged(f: h5py.File) -> None:
-    """``frames/flagged`` (frames that did not update the model, with the reason) and the
-    root attribute ``sanity_warning`` (the model's plausibility warning, "" = none), unless a
-    file of an older version being resumed already has them."""
-    if "flagged" not in f["frames"]:
-        f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
-    if "sanity_warning" not in f.attrs:
-        f.attrs["sanity_warning"] = ""
+def reason_rows(rows: list[tuple[int, str]]) -> np.ndarray:
+    """``frames/rejected`` / ``frames/flagged`` rows: (frame index, reason UTF-8, cut to fit)."""
+    size = REJECT_DTYPE["reason"].itemsize
+    return np.array([(i, r.encode("utf-8", "replace")[:size]) for i, r in rows], REJECT_DTYPE)

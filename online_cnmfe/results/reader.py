@@ -28,9 +28,9 @@ class Results:
 
     ``C``, ``S``, ``C_raw`` and ``birth_frame`` are aligned with the footprint columns
     (``neuron_ids``); ``*_all`` and ``trace_neuron_ids`` keep every neuron ever present.
-    ``flagged`` lists the frames that did not update the model, with the reason (their
-    traces are the model's prediction, see ``FrameResult.flag``); the model's plausibility
-    warning, if any, is ``attrs["sanity_warning"]``.
+    ``flagged`` lists the frames that did not update the model, with the reason (see
+    ``FrameResult.flag``); the model's plausibility warning, if any, is
+    ``attrs["sanity_warning"]``.
     """
 
     dims: tuple[int, int]
@@ -128,10 +128,10 @@ def read_results(path: str | Path) -> Results:
         frames=frames,
         dropped=dropped,
         rejected=rejected,
-        flagged=flagged,
         params=json.loads(attrs.get("params", "{}")),
         input=json.loads(attrs.get("input", "{}")),
         attrs=attrs,
+        flagged=flagged,
     )
 
 

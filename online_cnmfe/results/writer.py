@@ -36,13 +36,13 @@ from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
+    FLAG_DTYPE,
     FORMAT,
     FORMAT_VERSION,
     FRAME_FIELDS,
-    REJECT_DTYPE,
     TRACE_NAMES,
     create_datasets,
-    create_flagged,
+    reason_rows,
 )
 from online_cnmfe.results.recovery import recover_results
 from online_cnmfe.version import __version__
@@ -52,11 +52,6 @@ logger = logging.getLogger(__name__)
 
 class StoreError(OnlineCNMFEError):
     """The results file cannot be created or written (unwritable path, disk full, …)."""
-
-
-def _reason_rows(rows: list[tuple[int, str]]) -> np.ndarray:
-    size = REJECT_DTYPE["reason"].itemsize  # (frame index, reason) rows, UTF-8 cut to fit
-    return np.array([(i, r.encode("utf-8", "replace")[:size]) for i, r in rows], REJECT_DTYPE)
 
 
 class _Block:
@@ -201,6 +196,7 @@ class ResultsWriter:
             dims=np.array(self.dims, np.int64),
             frame_rate_hz=float(frame_rate_hz),
             params=params.to_json(),
+            params_sha256=params.sha256(),
             input=json.dumps(provenance, default=str),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             n_frames=0,
@@ -224,8 +220,10 @@ class ResultsWriter:
         self._row_ids = [int(x) for x in f["neurons/neuron_ids"][:]]
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
+        if "flagged" not in f["frames"]:  # written before frames/flagged existed
+            f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
+        f.attrs.setdefault("sanity_warning", "")
         f.attrs["complete"] = False
-        create_flagged(f)  # a file of an older version
         f.swmr_mode = True
 
     # ---- public API ----------------------------------------------------------------------
@@ -452,7 +450,7 @@ class ResultsWriter:
             self._pending_drops = []
         for name, rows in (("rejected", self._pending_rejects), ("flagged", self._pending_flags)):
             if rows:  # frames refused / frames kept but not used to update the model
-                _append_rows(f[f"frames/{name}"], _reason_rows(rows))
+                _append_rows(f[f"frames/{name}"], reason_rows(rows))
                 rows.clear()
         if self._pending_sanity is not None:
             f.attrs["sanity_warning"], self._pending_sanity = self._pending_sanity, None

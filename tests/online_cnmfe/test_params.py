@@ -78,3 +78,21 @@ def test_preprocess_stage_defaults_and_validation():
             PreprocessParams(**{field: value})
     with pytest.raises(ConfigError, match="preprocess.remove_row_offsets"):
         CNMFEParams.from_dict({"preprocess": {"remove_row_offset": False}})
+
+
+def test_sha256_is_stable_across_processes_and_changes_with_any_value(tmp_path):
+    import subprocess
+    import sys
+
+    p = CNMFEParams().replace(**{"data.neuron_diameter_px": 9})
+    code = (
+        "from online_cnmfe.params import CNMFEParams; "
+        "print(CNMFEParams().replace(**{'data.neuron_diameter_px': 9}).sha256())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == p.sha256()  # no per-process ordering or salt in the digest
+    path = tmp_path / "cfg.toml"
+    path.write_text(p.to_toml())
+    assert CNMFEParams.from_file(path).sha256() == p.sha256()
+    assert p.replace(**{"data.neuron_diameter_px": 9.5}).sha256() != p.sha256()
+    assert p.replace(**{"init.init_frames": 301}).sha256() != p.sha256()

@@ -162,3 +162,25 @@ def test_process_flags_corrupt_frames_of_a_raw_movie(tmp_path):
     assert [i for i, _ in res.flagged] == truth.tolist()  # initialisation and online frames
     assert all(reason.startswith("corrupt: ") for _, reason in res.flagged)
     assert res.n_frames == 260 and "sanity_warning" in res.attrs
+
+
+def test_the_slow_path_thread_changes_nothing_in_the_results(files):
+    """`engine.slow_path_thread` (default true) overlaps each slow-path step with the next
+    frame; the results file must be the one of inline execution (the batch runner relies on
+    `process` being reproducible)."""
+    tmp, _ = files
+    traces = {}
+    for threaded in ("true", "false"):
+        out = tmp / f"threaded-{threaded}.h5"
+        rc = main(
+            [
+                "process", str(tmp / "movie.h5"), "--out", str(out), "--init-frames",
+                str(N_INIT), "--set", "data.neuron_diameter_px=8", "--set",
+                f"engine.slow_path_thread={threaded}", "--quiet",
+            ]
+        )  # fmt: skip
+        assert rc == 0
+        res = read_results(out)
+        traces[threaded] = (res.neuron_ids, res.C_all, res.S_all, res.A.toarray())
+    for a, b in zip(traces["true"], traces["false"], strict=True):
+        np.testing.assert_array_equal(a, b)

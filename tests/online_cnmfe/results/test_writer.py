@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -104,6 +105,7 @@ def test_round_trip_with_births_removals_and_bookkeeping(tmp_path, rng):
     np.testing.assert_array_equal(res.dropped, [[5, 8]])
     assert sorted(res.rejected) == [(42, "wrong shape (5, 5)"), (155, "skipped: NaN pixels")]
     assert res.params == params.to_dict()
+    assert res.attrs["params_sha256"] == params.sha256()
     assert res.input == {"source": "test"}
     assert res.attrs["format_version"] == 1
 
@@ -262,30 +264,45 @@ def test_low_disk_space_stops_writing_cleanly(tmp_path):
         assert f["frames/frame_index"].shape[0] == 4
 
 
-def test_flagged_frames_and_the_sanity_warning_are_stored(tmp_path):
+def test_flagged_frames_are_recorded_with_their_reason(tmp_path):
+    """frames/flagged lists the frames that got traces but did not update the model."""
     path = tmp_path / "flags.h5"
-    params = CNMFEParams()
-    with ResultsWriter(path, DIMS, params, 20.0, {}, block_frames=4) as w:
-        for t in range(10):
-            r = _result(t, [0, 1])
-            if t in (3, 7):
-                r = FrameResult(
-                    **{**{f: getattr(r, f) for f in r.__slots__}, "flag": f"corrupt {t}"}
-                )
+    flags = {3: "motion: shift 23.1 px > max 20", 11: "motion: registration quality 0.12 < 0.35"}
+    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}, block_frames=4) as w:
+        for t in range(16):
+            r = _result(t, [1, 2])
+            if t in flags:
+                r = dataclasses.replace(r, flag=flags[t])
             w.append_frame(r, _meta(t))
-        w.set_footprints(scipy.sparse.csc_array((DIMS[0] * DIMS[1], 2), dtype=np.float32),
-                         np.array([0, 1]), 1)  # fmt: skip
+    res = read_results(path)
+    assert res.flagged == [(100 + t, reason) for t, reason in sorted(flags.items())]
+    assert res.n_frames == 16 and res.rejected == []  # flagged frames are not rejected
+    np.testing.assert_array_equal(res.C_all[:, 3], _result(3, [1, 2]).C)  # and keep their traces
+
+
+def test_resuming_a_file_without_frames_flagged_adds_it(tmp_path):
+    path = tmp_path / "old.h5"
+    A = scipy.sparse.csc_array(np.ones((DIMS[0] * DIMS[1], 1), np.float32))
+    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}) as w:
+        w.append_frame(_result(0, [1]), _meta(0))
+        w.set_footprints(A, np.array([1]), version=0)
+    with h5py.File(path, "r+") as f:  # a file written before frames/flagged existed
+        del f["frames/flagged"]
+    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}, resume=True) as w:
+        w.append_frame(dataclasses.replace(_result(1, [1]), flag="x"), _meta(1))
+        w.set_footprints(A, np.array([1]), version=0)
+    assert read_results(path).flagged == [(101, "x")]
+
+
+def test_the_sanity_warning_is_stored_while_writing_and_after(tmp_path):
+    path = tmp_path / "sanity.h5"
+    A = scipy.sparse.csc_array(np.ones((DIMS[0] * DIMS[1], 1), np.float32))
+    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}, block_frames=4) as w:
+        w.append_frame(_result(0, [1]), _meta(0))
+        w.set_footprints(A, np.array([1]), version=0)
         w.set_sanity("Result implausible: stripes")
         w.flush()
         with h5py.File(path, "r", swmr=True) as f:  # readable while written
             assert f.attrs["sanity_warning"] == "Result implausible: stripes"
         w.set_sanity(None)
-    res = read_results(path)
-    assert res.flagged == [(103, "corrupt 3"), (107, "corrupt 7")]
-    assert res.attrs["sanity_warning"] == ""
-    assert res.rejected == [] and res.n_frames == 10  # flagged frames keep their traces
-    with ResultsWriter(path, DIMS, params, 20.0, {}, resume=True) as w:
-        r = _result(10, [0, 1])
-        w.append_frame(FrameResult(**{**{f: getattr(r, f) for f in r.__slots__}, "flag": "x"}),
-                       _meta(10))  # fmt: skip
-    assert [i for i, _ in read_results(path).flagged] == [103, 107, 110]
+    assert read_results(path).attrs["sanity_warning"] == ""
