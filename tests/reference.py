@@ -268,22 +268,31 @@ def frame_gain_ref(y, template, mask, dark, step) -> tuple[float, float]:
     return s, float(y[sel].astype(np.float64).mean()) if sel.any() else 0.0
 
 
-def row_offsets_ref(y, template, dark, gain, col_step) -> tuple[np.ndarray, np.ndarray]:
-    """(row offsets, row roughness): upper median of the sampled columns of y - scaled
+def robust_location_ref(x: np.ndarray, scale: float) -> float:
+    """Upper median, then one Huber step (threshold 1.5 scale) unless scale <= 0."""
+    m = _upper_median(x)
+    if scale <= 0 or x.size == 0:
+        return m
+    c = 1.5 * scale
+    return m + float(np.clip(np.asarray(x, np.float64) - m, -c, c).mean())
+
+
+def row_offsets_ref(y, template, dark, gain, col_step, scale=0.0):
+    """(row offsets, row roughness): robust location of the sampled columns of y - scaled
     template; mean |horizontal difference| of each row."""
     H, W = y.shape
     cols = np.arange(sample_start(W, col_step), W, col_step)
     d = y.astype(np.float64) - dark - gain * (template.astype(np.float64) - dark)
-    off = np.array([_upper_median(d[r, cols]) for r in range(H)])
+    off = np.array([robust_location_ref(d[r, cols], scale) for r in range(H)])
     rough = np.abs(np.diff(y.astype(np.float64), axis=1)).mean(axis=1)
     return off, rough
 
 
-def column_offsets_ref(y, template, dark, gain, row_off, row_step) -> np.ndarray:
+def column_offsets_ref(y, template, dark, gain, row_off, row_step, scale=0.0) -> np.ndarray:
     H, W = y.shape
     rows = np.arange(sample_start(H, row_step), H, row_step)
     d = y.astype(np.float64) - row_off[:, None] - dark - gain * (template - dark)
-    return np.array([_upper_median(d[rows, c]) for c in range(W)])
+    return np.array([robust_location_ref(d[rows, c], scale) for c in range(W)])
 
 
 def apply_corrections_ref(y, row_off, col_off, dark, inv_gain, template, alpha, mask):

@@ -6,9 +6,12 @@ the template, o_r / o_c the row / column offsets, g the slow bleaching gain, m t
 (uint8, 1 inside the lens).
 
   s    = sum_m (y - d)(T - d) / sum_m (T - d)^2                  (on a sparse grid)
-  o_r  = median_c (y[r, c] - d - s (T[r, c] - d))                 (on sampled columns)
-  o_c  = median_r (y[r, c] - o_r - d - s (T[r, c] - d))           (on sampled rows)
+  o_r  = loc_c (y[r, c] - d - s (T[r, c] - d))                    (on sampled columns)
+  o_c  = loc_r (y[r, c] - o_r - d - s (T[r, c] - d))              (on sampled rows)
   v    = y - o_r - o_c;   T <- T + alpha (v - T);   y <- d + (v - d) / g
+
+loc is the median refined by one Huber step (threshold 1.5 x the samples' usual scale): as
+robust, less noisy, and not quantised on integer (uint8) frames.
 
 A row's roughness is the mean absolute difference of horizontally adjacent pixels: stripes
 (row offsets) do not change it, missing lines (constant rows) drop it to 0 and transmission
@@ -86,11 +89,32 @@ def _row_roughness(row):
     return acc / np.float32(max(row.shape[0] - 1, 1))
 
 
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _clipped_mean_step(samples, n, m, c):
+    """One Huber step from m: m + mean(clip(x - m, -c, c)) over samples[:n]."""
+    acc = np.float32(0.0)
+    for i in range(n):
+        d = samples[i] - m
+        acc += min(max(d, -c), c)
+    return m + acc / np.float32(max(n, 1))
+
+
 @njit(cache=True, nogil=True)
-def row_offsets(y, template, dark, gain, col_step, samples, row_off, row_rough):
-    """Row offsets o_r (median over every ``col_step``-th column of the frame minus the scaled
-    template) and row roughness. Written in place: samples (>= W / col_step + 1) scratch,
-    row_off (H,), row_rough (H,)."""
+def robust_location(samples, n, scale):
+    """Median of ``samples[:n]`` refined by one Huber step with threshold 1.5 ``scale`` (the
+    median alone when scale <= 0): as robust, but not quantised on integer data and less
+    noisy. ``samples`` is reordered (the Huber sum does not depend on order)."""
+    m = select_median(samples, n)
+    if scale <= 0.0 or n == 0:
+        return m
+    return _clipped_mean_step(samples, n, m, np.float32(1.5 * scale))
+
+
+@njit(cache=True, nogil=True)
+def row_offsets(y, template, dark, gain, col_step, scale, samples, row_off, row_rough):
+    """Row offsets o_r (:func:`robust_location` over every ``col_step``-th column of the
+    frame minus the scaled template) and row roughness. Written in place: samples
+    (>= W / col_step + 1) scratch, row_off (H,), row_rough (H,)."""
     H, W = y.shape
     d = np.float32(dark)
     s = np.float32(gain)
@@ -101,13 +125,14 @@ def row_offsets(y, template, dark, gain, col_step, samples, row_off, row_rough):
         for c in range(start, W, col_step):
             samples[n] = y[r, c] - d - s * (template[r, c] - d)
             n += 1
-        row_off[r] = select_median(samples, n)
+        row_off[r] = robust_location(samples, n, scale)
 
 
 @njit(cache=True, nogil=True)
-def column_offsets(y, template, dark, gain, row_off, row_step, samples, col_off):
-    """Column offsets o_c after the row offsets (median over every ``row_step``-th row).
-    Written in place: samples (>= H / row_step + 1) scratch, col_off (W,)."""
+def column_offsets(y, template, dark, gain, row_off, row_step, scale, samples, col_off):
+    """Column offsets o_c after the row offsets (:func:`robust_location` over every
+    ``row_step``-th row). Written in place: samples (>= H / row_step + 1) scratch,
+    col_off (W,)."""
     H, W = y.shape
     d = np.float32(dark)
     s = np.float32(gain)
@@ -117,7 +142,7 @@ def column_offsets(y, template, dark, gain, row_off, row_step, samples, col_off)
         for r in range(start, H, row_step):
             samples[n] = y[r, c] - row_off[r] - d - s * (template[r, c] - d)
             n += 1
-        col_off[c] = select_median(samples, n)
+        col_off[c] = robust_location(samples, n, scale)
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)

@@ -40,6 +40,8 @@ from online_cnmfe.params import CNMFEParams
 logger = logging.getLogger(__name__)
 
 TEMPLATE_FRAMES = 64
+HUBER_VARIANCE = 1.1  # variance of the offsets' Huber location: 1.1 sigma^2 / n (Gaussian)
+LINE_NOISE_SIGNIFICANCE = 3.0  # offsets varying more than 3x their estimation noise: removed
 ROUGH_FLOOR_FRACTION = 0.05  # rows this much smoother than the median row: no flat-row test
 
 
@@ -103,19 +105,66 @@ def preprocess_movie(Y: np.ndarray, params: CNMFEParams) -> PreprocessState:
 
 
 def _bootstrap_baselines(pre: PreprocessState, Y: np.ndarray, p) -> None:
-    """Roughness baselines and the usual |s - 1| from every frame, measured without change."""
-    T, H, _ = Y.shape
+    """Offset scale, whether there is line noise at all, roughness baselines and the usual
+    frame-gain change, from every frame measured without changing it."""
+    T, H, W = Y.shape
+    gains = np.array(
+        [kp.frame_gain(Y[t], pre.template, pre.mask, pre.dark, GAIN_GRID_STEP)[0] for t in range(T)]
+    )
+    pre.offset_scale = _offset_scale(pre, Y, gains)
     rough = np.empty((T, H), np.float32)
-    gains = np.empty(T, np.float64)
+    rows = np.empty((T, H), np.float32)
+    cols = np.empty((T, W), np.float32)
+    both = dataclasses.replace(p, remove_column_offsets=True)
     for t in range(T):
-        gains[t], _ = kp.frame_gain(Y[t], pre.template, pre.mask, pre.dark, GAIN_GRID_STEP)
-        measure(pre, Y[t], gains[t], p)
-        rough[t] = pre.row_rough
+        measure(pre, Y[t], gains[t], both)
+        rough[t], rows[t], cols[t] = pre.row_rough, pre.row_off, pre.col_off
+    pre.col_off[:] = 0.0
+    n_row = len(range(0, W, pre.col_step))
+    n_col = len(range(0, H, pre.row_step))
+    pre.rows_active = _significant(rows, pre.offset_scale, n_row, "row")
+    pre.cols_active = _significant(cols, pre.offset_scale, n_col, "column")
     pre.rough_base[:] = np.median(rough, axis=0)
     pre.rough_floor = float(ROUGH_FLOOR_FRACTION * np.median(pre.rough_base))
     # usual frame-to-frame change of s (slow drift against the fixed template excluded)
     pre.gain_dev = float(np.median(np.abs(np.diff(gains)))) if T > 1 else 0.0
     pre.gain_ref = float(np.median(gains[: max(1, min(T, 20))]))
+
+
+def _offset_scale(pre: PreprocessState, Y: np.ndarray, gains: np.ndarray) -> float:
+    """Robust spread (1.4826 MAD) of the offset samples around their row medians, pooled
+    over up to 16 frames; the Huber threshold of the offsets is 1.5 x it."""
+    spreads = []
+    for t in np.unique(np.linspace(0, Y.shape[0] - 1, 16).astype(np.int64)):
+        d = (
+            Y[t][:, :: pre.col_step]
+            - pre.dark
+            - gains[t] * (pre.template[:, :: pre.col_step] - pre.dark)
+        )
+        d -= np.median(d, axis=1, keepdims=True)
+        spreads.append(np.abs(d).ravel())
+    spread = np.concatenate(spreads)
+    mad = float(np.median(spread))
+    return 1.4826 * mad if mad > 0 else float(spread.mean())
+
+
+def _significant(offsets: np.ndarray, scale: float, n: int, what: str) -> bool:
+    """Whether the frame-to-frame variation of the offsets (T, L) exceeds their estimation
+    noise: the variance of their second difference along the rows (columns) - which a smooth
+    background leak does not have - against that of a Huber location of n samples."""
+    if offsets.shape[1] < 3 or offsets.shape[0] < 2 or scale <= 0:
+        return False
+    o = offsets - offsets.mean(axis=0)
+    second = o[:, 1:-1] - 0.5 * (o[:, :-2] + o[:, 2:])
+    ratio = float(second.var()) / (1.5 * HUBER_VARIANCE * scale * scale / n)
+    found = ratio > LINE_NOISE_SIGNIFICANCE
+    logger.info(
+        "preprocessing: %s offsets vary %.1f x their estimation noise: %s",
+        what,
+        ratio,
+        "removed every frame" if found else "none to remove",
+    )
+    return found
 
 
 def _bleaching_gains(pre: PreprocessState, Y, good, params: CNMFEParams) -> np.ndarray:

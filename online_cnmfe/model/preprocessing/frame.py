@@ -86,14 +86,16 @@ def preprocess_frame(
 def measure(pre: PreprocessState, img: np.ndarray, s: float, params: PreprocessParams) -> None:
     """Row (and column) offsets and row roughness of ``img`` into the state's work arrays."""
     kp.row_offsets(
-        img, pre.template, pre.dark, s, pre.col_step, pre.samples, pre.row_off, pre.row_rough
-    )
-    if not params.remove_row_offsets:
+        img, pre.template, pre.dark, s, pre.col_step, pre.offset_scale, pre.samples,
+        pre.row_off, pre.row_rough,
+    )  # fmt: skip
+    if not (params.remove_row_offsets and pre.rows_active):
         pre.row_off.fill(0.0)
-    if params.remove_column_offsets:
+    if params.remove_column_offsets and pre.cols_active:
         kp.column_offsets(
-            img, pre.template, pre.dark, s, pre.row_off, pre.row_step, pre.samples, pre.col_off
-        )
+            img, pre.template, pre.dark, s, pre.row_off, pre.row_step, pre.offset_scale,
+            pre.samples, pre.col_off,
+        )  # fmt: skip
 
 
 def quality_flag(pre: PreprocessState, s: float, params: PreprocessParams) -> str | None:

@@ -79,6 +79,12 @@ class PreprocessState:
         Per-frame work arrays (row offsets (H,), column offsets (W,), row roughness (H,)).
     col_step, row_step : int
         Sampling strides of the row (column) medians.
+    offset_scale : float
+        Usual spread of the offset samples (the Huber threshold is 1.5 x it; 0: median only).
+    rows_active, cols_active : bool
+        Whether the initialisation frames showed row (column) offsets above what their
+        estimation noise explains; offsets are only removed when they did, so clean data are
+        left untouched.
     n_seen, n_flagged : int
         Frames preprocessed and frames flagged as corrupt since the start (init included).
     diameter_px : float
@@ -107,6 +113,9 @@ class PreprocessState:
     samples: np.ndarray
     col_step: int
     row_step: int
+    offset_scale: float = 0.0
+    rows_active: bool = True
+    cols_active: bool = True
     n_seen: int = 0
     n_flagged: int = 0
     diameter_px: float = math.nan

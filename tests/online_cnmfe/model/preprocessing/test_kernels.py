@@ -46,28 +46,41 @@ def test_frame_gain_without_signal_is_one():
     assert kp.frame_gain(z, z, np.ones((8, 8), np.uint8), 0.0, 2)[0] == 1.0
 
 
+@pytest.mark.parametrize("scale", [0.0, 2.5])
 @pytest.mark.parametrize("col_step", [1, 2, 5, 53])
-def test_row_offsets_match_reference(col_step):
+def test_row_offsets_match_reference(col_step, scale):
     rng = np.random.default_rng(2)
     y, tpl = _frame(rng)
     H, W = y.shape
     off, rough = np.zeros(H, np.float32), np.zeros(H, np.float32)
-    kp.row_offsets(y, tpl, 5.0, 1.1, col_step, np.zeros(W + 2, np.float32), off, rough)
-    off_ref, rough_ref = ref.row_offsets_ref(y, tpl, 5.0, 1.1, col_step)
+    kp.row_offsets(y, tpl, 5.0, 1.1, col_step, scale, np.zeros(W + 2, np.float32), off, rough)
+    off_ref, rough_ref = ref.row_offsets_ref(y, tpl, 5.0, 1.1, col_step, scale)
     np.testing.assert_allclose(off, off_ref, atol=1e-3)
     np.testing.assert_allclose(rough, rough_ref, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [0.0, 2.5])
 @pytest.mark.parametrize("row_step", [1, 4])
-def test_column_offsets_match_reference(row_step):
+def test_column_offsets_match_reference(row_step, scale):
     rng = np.random.default_rng(3)
     y, tpl = _frame(rng)
     H, W = y.shape
     row_off = rng.normal(0, 5, H).astype(np.float32)
     col_off = np.zeros(W, np.float32)
-    kp.column_offsets(y, tpl, 5.0, 1.1, row_off, row_step, np.zeros(H + 2, np.float32), col_off)
-    expected = ref.column_offsets_ref(y, tpl, 5.0, 1.1, row_off, row_step)
+    kp.column_offsets(
+        y, tpl, 5.0, 1.1, row_off, row_step, scale, np.zeros(H + 2, np.float32), col_off
+    )
+    expected = ref.column_offsets_ref(y, tpl, 5.0, 1.1, row_off, row_step, scale)
     np.testing.assert_allclose(col_off, expected, atol=1e-3)
+
+
+def test_huber_location_is_not_quantised_on_integer_data():
+    rng = np.random.default_rng(5)
+    x = np.round(rng.normal(0.3, 0.7, 96)).astype(np.float32)  # uint8-like samples
+    median = kp.robust_location(x.copy(), x.size, 0.0)
+    huber = kp.robust_location(x.copy(), x.size, 0.7)
+    assert median == round(median)  # the median of integers is an integer
+    assert huber != round(huber) and abs(huber - 0.3) < 0.25
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.05])
