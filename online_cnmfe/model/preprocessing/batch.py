@@ -11,11 +11,11 @@ Bootstrapping (the online model starts from the state this leaves):
    usable frames), removes the offsets and flags the corrupt frames;
 4. the field-of-view mask and the dark level from the mean and noise images of the usable
    frames (:mod:`.fov`);
-5. bleaching: the FOV brightness of each usable frame, smoothed over ``template_time_s``
-   (centred: the whole batch is known), against its value at the last frame gives each
-   frame's gain (``state.bleach_gain``: changes within +-2 % are left alone); frames are
-   normalised by it and the online reference level is that of the last frame (the online
-   path normalises causally, by the running template's level).
+5. bleaching: a straight line fitted to the log FOV brightness of the usable frames, against
+   its value at the last frame, gives each frame's gain (``state.bleach_gain``: changes
+   within +-2 % are left alone; a trend below 10 % over the whole batch is left to the
+   background model); frames are normalised by it, and the online level, slope
+   and reference continue from the line's end (online, Holt's level and slope follow it).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 TEMPLATE_FRAMES = 64
 HUBER_VARIANCE = 1.1  # variance of the offsets' Huber location: 1.1 sigma^2 / n (Gaussian)
 LINE_NOISE_SIGNIFICANCE = 3.0  # offsets varying more than 3x their estimation noise: removed
+INIT_MIN_DRIFT = 0.1  # a brightness trend below 10 % over the batch is not normalised
 ROUGH_FLOOR_FRACTION = 0.05  # rows this much smoother than the median row: no flat-row test
 
 
@@ -169,22 +170,24 @@ def _significant(offsets: np.ndarray, scale: float, n: int, what: str) -> bool:
 
 def _bleaching_gains(pre: PreprocessState, Y, good, params: CNMFEParams) -> np.ndarray:
     """Each frame's bleaching gain against the brightness at the end of the batch (the online
-    reference), from the FOV brightness smoothed over ``template_time_s``; sets the levels."""
+    reference): a straight line fitted to the log FOV brightness of the usable frames (a
+    trend, not the wiggles of activity and background), soft-thresholded by
+    ``state.bleach_gain``; sets the online level, its slope and the reference."""
     T = Y.shape[0]
     inside = pre.mask.astype(bool)
     level = np.array([float(Y[t][inside].mean()) - pre.dark for t in range(T)])
-    idx = np.flatnonzero(good)
-    half = max(1, int(round(params.preprocess.template_time_s * params.data.frame_rate_hz / 2)))
-    cs = np.concatenate([[0.0], np.cumsum(level[idx])])
-    lo = np.clip(np.arange(idx.size) - half, 0, idx.size)
-    hi = np.clip(np.arange(idx.size) + half + 1, 0, idx.size)
-    smooth = np.interp(np.arange(T), idx, (cs[hi] - cs[lo]) / (hi - lo))
-    pre.ref_level = pre.level = float(smooth[idx[-1]])
+    idx = np.flatnonzero(good & (level > 0))
     pre.gain = 1.0
-    tail = idx[-min(idx.size, 2 * half) :]  # log-level slope over the last template window
-    if tail.size >= 3 and np.all(smooth[tail] > 0):
-        pre.level_slope = float(np.polyfit(tail, np.log(smooth[tail]), 1)[0])
-    return bleach_gain(smooth, pre.ref_level)
+    if idx.size < 3:
+        pre.ref_level = pre.level = float(max(level[good].mean(), 0.0))
+        return np.ones(T)
+    slope, intercept = np.polyfit(idx, np.log(level[idx]), 1)
+    trend = np.exp(intercept + slope * np.arange(T))
+    pre.ref_level = pre.level = float(trend[-1])
+    pre.level_slope = float(slope)
+    if abs(trend[0] / trend[-1] - 1.0) < INIT_MIN_DRIFT:  # left to the background model
+        return np.ones(T)
+    return bleach_gain(trend, pre.ref_level)
 
 
 def replay_corrections(frames: np.ndarray, pre: PreprocessState, params: CNMFEParams):
