@@ -18,6 +18,8 @@ Scenarios (``--scenario``, default all):
   components whose centroid lies outside the lens.
 - ``real``: the initialisation on each real recording with and without preprocessing:
   components, field of view, flagged frames, the sanity report.
+- ``diameter``: the optional diameter estimate on simulated movies of known diameter
+  (8, 13, 20 px) and on the real recordings.
 
 Usage::
 
@@ -289,10 +291,27 @@ def scenario_real(args) -> dict:
     return out
 
 
+# ---- diameter -------------------------------------------------------------------------------
+def scenario_diameter(args) -> dict:
+    from online_cnmfe.model.preprocessing.diameter import estimate_diameter
+
+    out = {}
+    for d in (8.0, 13.0, 20.0):
+        sp = SimulationParams(height=256, width=256, n_frames=300, seed=2,
+                              n_neurons=int(100 * 169 / d**2), neuron_diameter_px=d)  # fmt: skip
+        est = estimate_diameter(MiniscopeSimulator(sp).frames(0, 300), 20.0)
+        out[f"sim d={d:g}"] = round(est, 1)
+        print("sim", d, out[f"sim d={d:g}"], flush=True)
+    for name, (movie, rate) in _real_movies().items():
+        out[name] = round(estimate_diameter(movie, rate), 1)
+        print(name, out[name], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenario", choices=("cost", "flags", "accuracy", "real", "all"),
-                    default="all")  # fmt: skip
+    ap.add_argument("--scenario", choices=("cost", "flags", "accuracy", "real", "diameter",
+                                           "all"), default="all")  # fmt: skip
     ap.add_argument("--frames", type=int, default=1500)
     ap.add_argument("--init-frames", type=int, default=300)
     ap.add_argument("--size", type=int, default=256)
@@ -303,7 +322,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
     scenarios = {"cost": scenario_cost, "flags": scenario_flags, "accuracy": scenario_accuracy,
-                 "real": scenario_real}  # fmt: skip
+                 "real": scenario_real, "diameter": scenario_diameter}  # fmt: skip
     names = list(scenarios) if args.scenario == "all" else [args.scenario]
     results = {name: scenarios[name](args) for name in names}
     if args.json:
