@@ -7,6 +7,11 @@ measured with the scale-normalised Laplacian of Gaussian: for a Gaussian spot of
 deviation s, ``-sigma^2 LoG_sigma`` peaks at sigma = s, and a footprint of diameter d has s
 about d / 4. The scale with the strongest mean response over the 20 strongest local maxima
 gives ``d = 4 sigma``.
+
+Experimental: measured in BENCHMARKS.md ("Preprocessing (issue 13)"), it finds 5.6 px for
+simulated 8 px cells but saturates at the top of its range for 13 and 20 px cells (broad
+neuropil events win) and at the bottom on the real recordings (noise events win). It is only
+logged, never applied.
 """
 
 from __future__ import annotations
@@ -56,4 +61,4 @@ def estimate_diameter(frames: np.ndarray, frame_rate_hz: float, fov=None) -> flo
         peaks = L[(L == ndi.maximum_filter(L, size=max(3, int(2 * s) + 1))) & (L > 0)]
         if peaks.size:
             response[i] = np.sort(peaks)[::-1][:TOP_PEAKS].mean()
-    return float(4.0 * sigmas[int(np.argmax(response))])
+    return float(np.clip(4.0 * sigmas[int(np.argmax(response))], lo, hi))

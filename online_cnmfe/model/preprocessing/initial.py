@@ -46,7 +46,9 @@ def preprocess_initial(Y: np.ndarray, params: CNMFEParams) -> PreprocessState | 
         logger.log(
             level,
             "estimated neuron diameter: %.1f px (configured data.neuron_diameter_px = %g); "
-            "confirm on the mean or correlation image and set it if the estimate is right",
+            "the estimate is experimental and often wrong (out-of-focus neuropil and noise "
+            "mislead it): measure a few cells on the mean or correlation image before changing "
+            "the setting",
             pre.diameter_px,
             configured,
         )

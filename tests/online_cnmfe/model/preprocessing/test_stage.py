@@ -190,3 +190,18 @@ def test_all_frames_corrupt_is_a_clear_error():
         frames[t, r0 : r0 + 8] = rng.uniform(0, 255, (8, 32))
     with pytest.raises(ValueError, match="all 40 initialisation frames look corrupt"):
         preprocess_movie(frames, _params(**{"init.init_frames": 40}))
+
+
+def test_diameter_estimate_is_logged_not_applied(caplog):
+    from online_cnmfe.model.initialization.fit import fit_initial
+    from online_cnmfe.model.preprocessing.diameter import DIAMETER_RANGE_PX, estimate_diameter
+
+    assert np.isnan(estimate_diameter(np.zeros((10, 8, 8), np.float32), 20.0))
+    frames = _sim(seed=12).frames(0, 120)
+    params = _params(**{"preprocess.estimate_diameter": True, "init.init_frames": 120})
+    with caplog.at_level("INFO"):
+        init = fit_initial(frames, params)
+    d = init.preprocess.diameter_px
+    assert DIAMETER_RANGE_PX[0] <= d <= DIAMETER_RANGE_PX[1]
+    assert f"estimated neuron diameter: {d:.1f} px" in caplog.text
+    assert params.data.neuron_diameter_px == 10.0  # only logged
