@@ -21,7 +21,7 @@ from online_cnmfe.params.model_stages import (
 )
 from online_cnmfe.params.motion import MotionParams
 from online_cnmfe.params.preprocess import PreprocessParams
-from online_cnmfe.params.tree import OTHER_CONFIG_TABLES, CNMFEParams, load_params
+from online_cnmfe.params.tree import OTHER_CONFIG_TABLES, CNMFEParams, load_params, user_sets
 
 __all__ = [
     "OTHER_CONFIG_TABLES",
@@ -38,4 +38,5 @@ __all__ = [
     "load_params",
     "parse_overrides",
     "read_config_file",
+    "user_sets",
 ]
