@@ -248,11 +248,21 @@ class PublishingMixin:
                 self._send_image(self.frame_index, layer, image)
 
     def _send_ready(self) -> None:
-        self.publisher.send(rs.encode_ready(self.receiver.session_id, os.getpid()))
+        pixel_um = self.params.data.pixel_size_um  # for the dashboards' scale bar
+        self.publisher.send(
+            rs.encode_ready(self.receiver.session_id, os.getpid(), pixel_size_um=pixel_um)
+        )
 
     def status_fields(self) -> dict:
         """The fields of the ``status`` message (docs/protocol.md)."""
         return status_fields(self)
+
+    def _write_sanity(self, f) -> None:
+        """Flush hook (store thread): the model's plausibility warning into the results
+        file's root attribute ``sanity_warning`` ("" when none)."""
+        runner = self.runner
+        model = runner.model if runner is not None and runner.phase == "running" else None
+        f.attrs["sanity_warning"] = _sanity_warning(model) or ""
 
     def _send_status(self) -> None:
         self.status.tick(self.receiver.n_received)

@@ -125,9 +125,16 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
     n_init = params.init.init_frames
     if n_total <= n_init:
+        have = (
+            f"{job.movie} has {n_total} frames"
+            if n_total == info.n_frames
+            else f"--max-frames {job.max_frames} keeps {n_total} of the {info.n_frames} frames "
+            f"of {job.movie}"
+        )
         raise InputFileError(
-            f"{job.movie} has {n_total} frames; initialisation needs init.init_frames={n_init} "
-            "plus at least one more. Pass a smaller --init-frames."
+            f"{have}; initialisation needs init.init_frames={n_init} plus at least one more. "
+            f"Pass a smaller --init-frames (at most {max(n_total - 1, 0)})"
+            + ("." if n_total == info.n_frames else " or a larger --max-frames.")
         )
     if job.rate_from_file:
         params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
@@ -169,20 +176,37 @@ def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManage
 def _process_online(job, params, info, init, head, frames_iter, model, n_total) -> ProcessSummary:
     """The online part of :func:`process_recording`: frames after the initialisation."""
     from online_cnmfe.results import state_file
+    from online_cnmfe.results.summary import SessionSummary, init_images
     from online_cnmfe.results.writer import ResultsWriter
 
     n_init = len(head)
     provenance = {"path": str(Path(job.movie).resolve()), "source": info.description}
     out = Path(job.out)
-    with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
+    summary = SessionSummary(model.dims)  # images/mean and images/max
+    for frame in head:
+        summary.add(frame.pixels)
+    sanity = {"message": ""}  # the plausibility warning (root attribute sanity_warning)
+
+    def write_sanity(f) -> None:  # at every flush, the last one after the final check
+        f.attrs["sanity_warning"] = sanity["message"]
+
+    with ResultsWriter(
+        out, model.dims, params, info.frame_rate_hz, provenance, flush_hooks=[write_sanity]
+    ) as writer:
         writer.start_session(None, info.frame_rate_hz, info.description)
         drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
-        times = _run_online(model, frames_iter, writer, n_total - n_init, job.progress, drops)
+        writer.set_images(init_images(init), n_frames=n_init, source="initialisation frames")
+        writer.set_images(summary.images(), **summary.attrs())
+        writer.set_background(model.b0)
+        times = _run_online(
+            model, frames_iter, writer, n_total - n_init, job.progress, drops, summary
+        )
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
-        writer.set_sanity(_final_sanity(model))
+        writer.set_images(summary.images(), **summary.attrs())
+        sanity["message"] = _final_sanity(model) or ""
         n_written = writer.n_frames
     if job.save_model:
         state_file.save_online_model(job.save_model, model)
@@ -279,7 +303,7 @@ def _meta(frame, latency_ms: float) -> dict:
     }
 
 
-def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops) -> np.ndarray:
+def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops, summary):
     from tqdm import tqdm
 
     times = np.zeros(n_frames, np.float64)
@@ -291,6 +315,8 @@ def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops
             drops.see(frame)
             result = model.process_frame(frame.pixels)
             times[n] = result.timings_ms.get("total", np.nan)
+            if not result.skipped and not result.flag:  # flagged: e.g. a motion outlier
+                summary.add(frame.pixels)
             writer.append_frame(result, _meta(frame, times[n]))
             if result.footprints_version != version:
                 version = result.footprints_version

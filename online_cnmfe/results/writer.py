@@ -36,15 +36,16 @@ from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.block import FrameBlock, append_rows
 from online_cnmfe.results.bookkeeping import Ledger, create_bookkeeping, upgrade_for_resume
+from online_cnmfe.results.extras import PendingExtras
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
     FLAG_DTYPE,
     FORMAT,
     FORMAT_VERSION,
     FRAME_FIELDS,
+    REJECT_DTYPE,
     TRACE_NAMES,
     create_datasets,
-    reason_rows,
 )
 from online_cnmfe.results.recovery import recover_results
 from online_cnmfe.version import __version__
@@ -54,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 class StoreError(OnlineCNMFEError):
     """The results file cannot be created or written (unwritable path, disk full, …)."""
+
+
+def _utf8(value: str) -> bytes:
+    return value.encode("utf-8", "replace")[: REJECT_DTYPE["reason"].itemsize]
 
 
 class ResultsWriter:
@@ -143,8 +148,7 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
-        self._pending_flags: list[tuple[int, str]] = []
-        self._pending_sanity: str | None = None
+        self._extras = PendingExtras(self.dims)  # model events, flagged frames, summary images
         self._n_written = 0
         self._last_flush = time.monotonic()
         self.ledger = Ledger()  # the fate of every frame (results/bookkeeping.py)
@@ -201,7 +205,6 @@ class ResultsWriter:
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
         if "flagged" not in f["frames"]:  # written before frames/flagged existed
             f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
-        f.attrs.setdefault("sanity_warning", "")
         f.attrs["complete"] = False
         self.ledger = upgrade_for_resume(f, self._n_written)  # older files lack some datasets
         self.session = max(0, self.ledger.n_sessions - 1)
@@ -253,8 +256,7 @@ class ResultsWriter:
             index, reason = int(meta["frame_index"]), f"skipped: {result.skip_reason}"
             self._pending_rejects.append((index, reason))
             self.ledger.lost("skipped", index, index, reason, self.session)
-        if result.flag:
-            self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
+        self._extras.add_frame(result, meta["frame_index"])  # its events and flag, if any
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -287,6 +289,11 @@ class ResultsWriter:
             raise ValueError(f"b0 has {b0.size} values; expected {self.dims[0] * self.dims[1]}")
         self._pending_b0 = b0.reshape(self.dims).copy()
 
+    def set_images(self, images: dict[str, np.ndarray], **attrs: Any) -> None:
+        """Record (H, W) summary images ``images/<name>`` (:mod:`.summary`) for the next flush;
+        ``attrs`` (``n_frames``, ``source``) are stored on each."""
+        self._extras.set_images(images, attrs)
+
     def record_drop(self, first: int, last: int, reason: str = "lost upstream", n: int = 0) -> None:
         """Record frames ``first..last`` (inclusive) that never reached the engine.
 
@@ -316,10 +323,6 @@ class ResultsWriter:
     def count_incident(self, name: str, n: int = 1) -> None:
         """Add to ``n_malformed``, ``n_restarts`` or ``n_out_of_order``."""
         self.ledger.count(name, n)
-
-    def set_sanity(self, warning: str | None) -> None:
-        """Record the model's plausibility warning (attr ``sanity_warning``; None = none)."""
-        self._pending_sanity = warning or ""
 
     def flush(self) -> None:
         """Write everything buffered and flush the file to disk.
@@ -452,13 +455,12 @@ class ResultsWriter:
         if self._pending_drops:
             append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
             self._pending_drops = []
-        for name, rows in (("rejected", self._pending_rejects), ("flagged", self._pending_flags)):
-            if rows:  # frames refused / frames kept but not used to update the model
-                append_rows(f[f"frames/{name}"], reason_rows(rows))
-                rows.clear()
+        if self._pending_rejects:
+            rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
+            append_rows(f["frames/rejected"], rows)
+            self._pending_rejects = []
         self.ledger.write(f)
-        if self._pending_sanity is not None:
-            f.attrs["sanity_warning"], self._pending_sanity = self._pending_sanity, None
+        self._extras.write(f)
         for hook in self._flush_hooks:
             hook(f)
         f.flush()

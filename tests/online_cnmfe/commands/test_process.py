@@ -75,6 +75,16 @@ def test_process_bad_inputs_give_one_line_errors(files, capsys):
         ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--set", "data.nope=1"]
     )
     assert rc == 2 and "unknown parameter" in capsys.readouterr().err
+    rc = main(["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--max-frames", "10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--max-frames 10 keeps 10 of the 300 frames" in err
+    assert "a larger --max-frames" in err
+    rc = main(
+        ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"),
+         "--set", "data.frame_rate_hz=twenty"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "data.frame_rate_hz='twenty' is not a number" in err
 
 
 def test_process_with_real_initialisation_on_simulator_file(tmp_path):
@@ -156,15 +166,17 @@ def test_process_flags_corrupt_frames_of_a_raw_movie(tmp_path):
         [
             "process", str(tmp_path / "movie.npy"), "--out", str(out), "--init-frames", "150",
             "--set", "data.neuron_diameter_px=10", "--set", "data.frame_rate_hz=20", "--quiet",
+            "--set", "preprocess.sanity_max_coverage=0.01",  # any result is "implausible"
         ]
     )  # fmt: skip
     assert rc == 0
     res = read_results(out)
+    assert res.attrs["sanity_warning"].startswith("Result implausible: ")
     truth = np.flatnonzero(sim.corrupt_frames(0, 260))
     assert truth.size >= 5 and (truth < 150).any() and (truth >= 150).any()
     assert [i for i, _ in res.flagged] == truth.tolist()  # initialisation and online frames
     assert all(reason.startswith("corrupt: ") for _, reason in res.flagged)
-    assert res.n_frames == 260 and "sanity_warning" in res.attrs
+    assert res.n_frames == 260
 
 
 def test_the_recordings_rate_is_used_with_a_config_file_and_a_mismatch_warns(files, caplog):

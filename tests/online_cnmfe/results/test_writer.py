@@ -292,17 +292,3 @@ def test_resuming_a_file_without_frames_flagged_adds_it(tmp_path):
         w.append_frame(dataclasses.replace(_result(1, [1]), flag="x"), _meta(1))
         w.set_footprints(A, np.array([1]), version=0)
     assert read_results(path).flagged == [(101, "x")]
-
-
-def test_the_sanity_warning_is_stored_while_writing_and_after(tmp_path):
-    path = tmp_path / "sanity.h5"
-    A = scipy.sparse.csc_array(np.ones((DIMS[0] * DIMS[1], 1), np.float32))
-    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}, block_frames=4) as w:
-        w.append_frame(_result(0, [1]), _meta(0))
-        w.set_footprints(A, np.array([1]), version=0)
-        w.set_sanity("Result implausible: stripes")
-        w.flush()
-        with h5py.File(path, "r", swmr=True) as f:  # readable while written
-            assert f.attrs["sanity_warning"] == "Result implausible: stripes"
-        w.set_sanity(None)
-    assert read_results(path).attrs["sanity_warning"] == ""
