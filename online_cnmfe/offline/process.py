@@ -21,8 +21,14 @@ import numpy as np
 
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.model.frame_screen import screen_frames
 from online_cnmfe.model.preprocessing.online import final_check
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.output_check import (
+    WRITER_RESERVE_BYTES,
+    check_output,
+    estimate_results_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,8 @@ class ProcessJob:
         Stop after this many frames.
     progress : bool
         Progress bars on stderr.
+    overwrite : bool
+        Replace ``out`` if it exists (otherwise that is an error, before any work).
     """
 
     movie: Path
@@ -65,6 +73,7 @@ class ProcessJob:
     save_model: Path | None = None
     max_frames: int | None = None
     progress: bool = False
+    overwrite: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,9 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     ------
     InputFileError
         If the recording is endless or too short for the initialisation.
+    ConfigError
+        If ``out`` exists (without ``overwrite``), is not writable, or its disk lacks the
+        space for the estimated results (checked before any frame is read).
     SourceError, StoreError
         If the recording cannot be read or the results file cannot be written.
     """
@@ -123,6 +135,10 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     if info.n_frames is None:
         raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
     n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
+    check_output(
+        job.out, overwrite=job.overwrite, inputs=(job.movie,),
+        need_bytes=WRITER_RESERVE_BYTES + estimate_results_bytes(n_total),
+    )  # fmt: skip
     n_init = params.init.init_frames
     if n_total <= n_init:
         have = (
@@ -141,7 +157,10 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     else:
         warn_rate_mismatch(info.metadata.get("declared_frame_rate_hz"), params, str(job.movie))
     frames_iter = source.frames(0, n_total)
-    head = [next(frames_iter) for _ in range(n_init)]
+    if job.init_result:  # fitted already, on exactly these frames
+        head, rejected = [next(frames_iter) for _ in range(n_init)], []
+    else:
+        head, rejected = _init_frames(frames_iter, n_init, params, job.movie)
     init_frames = np.stack([f.pixels for f in head]).astype(np.float32)
     t0 = time.perf_counter()
     if job.init_result:
@@ -157,12 +176,35 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     logger.info(
         "initialised %d neurons on %d frames in %.1f s",
         model.n_components,
-        n_init,
+        len(head),
         time.perf_counter() - t0,
     )
     with _slow_path_executor(params) as executor:
         model.run_slow_path_on(executor)
-        return _process_online(job, params, info, init, head, frames_iter, model, n_total)
+        return _process_online(
+            job, params, info, init, head, frames_iter, model, n_total, rejected=rejected
+        )
+
+
+def _init_frames(frames_iter, n_init: int, params: CNMFEParams, movie) -> tuple[list, list]:
+    """The first ``n_init`` frames fit for the initialisation, and (frame_index, reason) of
+    those left out (NaN/inf, wild values: :func:`~online_cnmfe.model.frame_screen.
+    screen_frames`); later frames take their place."""
+    head: list = []
+    rejected: list[tuple[int, str]] = []
+    while len(head) < n_init:
+        try:
+            head += [next(frames_iter) for _ in range(n_init - len(head))]
+        except StopIteration:
+            raise InputFileError(
+                f"{movie}: only {len(head)} frames fit for the initialisation "
+                f"({len(rejected)} left out, e.g. frame {rejected[0][0]}: {rejected[0][1]}); "
+                "it needs init.init_frames plus one"
+            ) from None
+        bad = screen_frames([f.pixels for f in head], params.online.max_pixel_excursion_ranges)
+        rejected += [(int(head[i].frame_index), reason) for i, reason in sorted(bad.items())]
+        head = [f for i, f in enumerate(head) if i not in bad]
+    return head, sorted(rejected)
 
 
 def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManager:
@@ -173,8 +215,11 @@ def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManage
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
 
 
-def _process_online(job, params, info, init, head, frames_iter, model, n_total) -> ProcessSummary:
-    """The online part of :func:`process_recording`: frames after the initialisation."""
+def _process_online(
+    job, params, info, init, head, frames_iter, model, n_total, rejected=()
+) -> ProcessSummary:
+    """The online part of :func:`process_recording`: frames after the initialisation
+    (``rejected``: (frame_index, reason) of initialisation frames left out)."""
     from online_cnmfe.results import state_file
     from online_cnmfe.results.summary import SessionSummary, init_images
     from online_cnmfe.results.writer import ResultsWriter
@@ -195,6 +240,8 @@ def _process_online(job, params, info, init, head, frames_iter, model, n_total) 
     ) as writer:
         writer.start_session(None, info.frame_rate_hz, info.description)
         drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
+        for frame_index, reason in rejected:
+            writer.record_reject(frame_index, reason)
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_images(init_images(init), n_frames=n_init, source="initialisation frames")

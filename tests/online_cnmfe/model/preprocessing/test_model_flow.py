@@ -126,6 +126,34 @@ def test_state_file_round_trip_continues_identically(sim, init, tmp_path):
         np.testing.assert_array_equal(ra.C, rb.C)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("state/pre/row_off", np.zeros(3, np.float32), "pre.row_off has shape"),
+        ("state/pre/samples", np.zeros(2, np.float32), "pre.samples holds 2 values"),
+        ("state/pre/template", np.zeros((4, 4), np.float32), "pre.template has shape"),
+    ],
+)
+def test_a_checkpoint_with_a_crafted_preprocessing_state_is_refused(
+    init, sim, tmp_path, field, value, match
+):
+    # The preprocessing kernels index rows and the sample buffer without bounds checks.
+    import h5py
+
+    from online_cnmfe.errors import StateFileError
+
+    model = OnlineCNMFE(_params())
+    model.initialize_from(init, sim.frames(0, N_INIT))
+    path = tmp_path / "ckpt.h5"
+    state_file.save_online_model(path, model)
+    with h5py.File(path, "r+") as f:
+        del f[field]
+        f[field] = value
+    with pytest.raises(StateFileError, match=match) as info:
+        state_file.load_online_model(path)
+    assert "\n" not in str(info.value)
+
+
 def test_init_result_round_trips_with_its_preprocessing(init, tmp_path):
     path = tmp_path / "init.h5"
     state_file.save_model(path, _params(), init, fmt=state_file.INIT_FORMAT)
