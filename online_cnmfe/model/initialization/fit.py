@@ -64,9 +64,16 @@ from online_cnmfe.model.initialization.noise_null import (
     seeding_threshold,
 )
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
+from online_cnmfe.model.initialization.resample import (
+    pixel_noise,
+    upsample_columns,
+    upsample_images,
+)
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
 from online_cnmfe.model.null_threshold import rate_for_frame
+from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -114,6 +121,7 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
 
     @property
     def K(self) -> int:
@@ -146,18 +154,21 @@ class _Fit:
             data, gsig, remove_global=self.p.init.remove_global_fluctuation
         )
         filtered -= images.filtered_mean[None]
-        rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self.H * self.W)
+        rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
         if null is None:
             null = seeding_threshold(data, gsig, gsiz, rate)
         if residual:
             null = residual_threshold(data, gsig, gsiz, rate, null)
             log_calibration(null, images, "re-seeding on the residual")
+        pnr = images.pnr.copy()
+        if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
+            pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
         res = seed_neurons(
             filtered,
             raw,
             images.noise,
             images.corr.copy(),
-            images.pnr.copy(),
+            pnr,
             gsiz=gsiz,
             threshold=null.threshold,
             kernel=kernel,
@@ -168,13 +179,20 @@ class _Fit:
         )
         del filtered, raw
         if s > 1:
-            images = _upsample_images(images, s, self.dims)
+            images = upsample_images(images, s, self.dims)
         if res.n_components:
             dense = res.dense_footprints(data.shape[1:])
             if s > 1:
-                dense = _upsample_columns(dense, data.shape[1:], s, self.dims)
+                dense = upsample_columns(dense, data.shape[1:], s, self.dims)
             self.append(scipy.sparse.csc_array(dense), res.traces)
         return res.n_components, images, null
+
+    def _fov_pixels(self) -> int:
+        """Pixels where a neuron can be: inside the lens's field of view when one was found
+        (the false-seed rate is per area of tissue), else the whole frame."""
+        if self.pre is not None and self.pre.fov_found:
+            return max(1, int(np.count_nonzero(self.pre.fov)))
+        return self.H * self.W
 
     def append(self, A_new, C_new: np.ndarray) -> None:
         """Add neurons with footprints A_new and (any-baseline) traces C_new."""
@@ -380,6 +398,7 @@ class _Fit:
             pixel_noise=self.pixel_noise,
             corr_image=np.ascontiguousarray(images.corr, np.float32),
             pnr_image=np.ascontiguousarray(images.pnr, np.float32),
+            preprocess=self.pre,
         )
 
 
@@ -419,11 +438,13 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
-        warn_if_preprocessed(Y)
+        warn_if_preprocessed(Y)  # on the frames as recorded
+        pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         fit = _Fit(Y, params)
+        fit.pre = pre
         n0, images, null = fit.seed(Y)
         log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
-        fit.pixel_noise = _pixel_noise(Y)
+        fit.pixel_noise = pixel_noise(Y)
         bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
             fit.fit_background()
@@ -460,30 +481,3 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         time.perf_counter() - t_start,
     )
     return result
-
-
-def _upsample(img: np.ndarray, s: int, dims: tuple[int, int]) -> np.ndarray:
-    return np.kron(img, np.ones((s, s), img.dtype))[: dims[0], : dims[1]]
-
-
-def _upsample_columns(dense: np.ndarray, small: tuple[int, int], s: int, dims) -> np.ndarray:
-    """Nearest-neighbour upsampling of (n_small_pixels, K) footprints to (n_pixels, K)."""
-    K = dense.shape[1]
-    out = np.empty((dims[0] * dims[1], K), np.float32)
-    for k in range(K):
-        out[:, k] = _upsample(dense[:, k].reshape(small), s, dims).ravel()
-    return out
-
-
-def _upsample_images(images, s: int, dims):
-    from online_cnmfe.model.initialization.summary_images import SummaryImages
-
-    return SummaryImages(
-        **{name: _upsample(getattr(images, name), s, dims) for name in SummaryImages.__slots__}
-    )
-
-
-def _pixel_noise(Y: np.ndarray) -> np.ndarray:
-    from online_cnmfe.model.initialization.summary_images import noise_psd
-
-    return noise_psd(Y).ravel().astype(np.float32)
