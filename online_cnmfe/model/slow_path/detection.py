@@ -193,13 +193,15 @@ def calibrate(det: DetectionState, geo: Geometry, params: CNMFEParams, t: int) -
     rate = rate_for_frame(params.detection.false_seeds_per_fov, h * w * det.ds * det.ds)
     null = det.null_peaks[: det.null_filled]
     cal = threshold_at_rate(null, max(det.null_per_snapshot, 1.0), rate)
+    first = not math.isfinite(det.threshold)
     det.threshold = cal.threshold
-    logger.debug("online search threshold %.2f (null mu %.2f, beta %.2f)", *_cal(cal))
+    logger.log(  # INFO once (the calibration the session starts with), then DEBUG
+        logging.INFO if first else logging.DEBUG,
+        "online search: candidates where corr x PNR >= %.2f (%.3g false candidates expected "
+        "in the frame; sign-flipped residual's peaks Gumbel mu %.2f, beta %.2f)",
+        cal.threshold, cal.rate, cal.mu, cal.beta,
+    )  # fmt: skip
     return True
-
-
-def _cal(cal):
-    return cal.threshold, cal.mu, cal.beta
 
 
 def search(det: DetectionState, t: int, params: CNMFEParams, geo: Geometry) -> np.ndarray:
