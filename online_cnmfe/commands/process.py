@@ -61,7 +61,7 @@ def _params(args) -> CNMFEParams:
 
 
 def run(args: argparse.Namespace) -> int:
-    from online_cnmfe.offline.process import ProcessJob, process_recording
+    from online_cnmfe.offline.process import ProcessJob, frame_rate_fields, process_recording
 
     params = _params(args)
     rate_given = "data.frame_rate_hz" in parse_overrides(args.overrides)
@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
         movie=Path(args.movie),
         out=Path(args.out),
         params=params,
-        frame_rate_hz=params.data.frame_rate_hz if rate_given else None,
-        rate_from_file=args.config is None and not rate_given,
+        **frame_rate_fields(params, rate_given=rate_given, config_given=args.config is not None),
         dataset=args.dataset,
         init_result=Path(args.init_result) if args.init_result else None,
         save_init=Path(args.save_init) if args.save_init else None,

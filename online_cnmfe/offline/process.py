@@ -14,12 +14,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
+
+if TYPE_CHECKING:
+    from acquisition.sources import FrameSource, SourceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,26 @@ class ProcessJob:
     progress: bool = False
 
 
+def frame_rate_fields(
+    params: CNMFEParams, *, rate_given: bool, config_given: bool
+) -> dict[str, float | bool | None]:
+    """The ``frame_rate_hz``/``rate_from_file`` fields of a :class:`ProcessJob`.
+
+    A rate the user gave (``--set data.frame_rate_hz=…``, a manifest column) overrides the
+    file's metadata; without one and without a config file, the parameters take the file's
+    rate; with a config file, its rate is kept.
+
+    Examples
+    --------
+    >>> frame_rate_fields(CNMFEParams(), rate_given=False, config_given=False)
+    {'frame_rate_hz': None, 'rate_from_file': True}
+    """
+    return {
+        "frame_rate_hz": params.data.frame_rate_hz if rate_given else None,
+        "rate_from_file": not config_given and not rate_given,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessSummary:
     """What :func:`process_recording` did.
@@ -89,8 +113,75 @@ class ProcessSummary:
     frame_ms: np.ndarray
 
 
+@dataclass(slots=True)
+class Recording:
+    """An opened recording and the parameters it is processed with (close it after use).
+
+    Attributes
+    ----------
+    source : FrameSource
+    info : SourceInfo
+    params : CNMFEParams
+        The job's parameters, with the source's frame rate when ``job.rate_from_file``: the
+        parameters written into the results file.
+    n_frames : int
+        Frames to process (the recording's, at most ``job.max_frames``).
+    """
+
+    source: FrameSource
+    info: SourceInfo
+    params: CNMFEParams
+    n_frames: int
+
+    def close(self) -> None:
+        """Release the recording's files (idempotent)."""
+        self.source.close()
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_recording(job: ProcessJob) -> Recording:
+    """Open the job's recording and check it can be processed; resolve the parameters.
+
+    Raises
+    ------
+    InputFileError
+        If the recording is endless or too short for the initialisation.
+    SourceError
+        If the recording cannot be opened.
+    """
+    from acquisition.sources import open_source
+
+    source = open_source(job.movie, dataset=job.dataset, frame_rate_hz=job.frame_rate_hz)
+    try:
+        info = source.info
+        if info.n_frames is None:
+            raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
+        n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
+        n_init = job.params.init.init_frames
+        if n_total <= n_init:
+            raise InputFileError(
+                f"{job.movie} has {n_total} frames; initialisation needs "
+                f"init.init_frames={n_init} plus at least one more. Pass a smaller --init-frames."
+            )
+    except BaseException:
+        source.close()
+        raise
+    params = job.params
+    if job.rate_from_file:
+        params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
+    return Recording(source, info, params, n_total)
+
+
 def process_recording(job: ProcessJob) -> ProcessSummary:
     """Fit the initial model on the first frames, run the online model over the rest, write.
+
+    Frames are read as the model needs them: only the initialisation frames are held in
+    memory at once, and they are released before the online phase.
 
     Parameters
     ----------
@@ -107,28 +198,22 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     SourceError, StoreError
         If the recording cannot be read or the results file cannot be written.
     """
-    from acquisition.sources import open_source
+    with open_recording(job) as recording:
+        return process_opened(job, recording)
+
+
+def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
+    """:func:`process_recording` on a recording already opened by :func:`open_recording`."""
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
     from online_cnmfe.results.writer import ResultsWriter
 
-    params = job.params
-    source = open_source(job.movie, dataset=job.dataset, frame_rate_hz=job.frame_rate_hz)
-    info = source.info
-    if info.n_frames is None:
-        raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
-    n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
+    params, info, n_total = recording.params, recording.info, recording.n_frames
     n_init = params.init.init_frames
-    if n_total <= n_init:
-        raise InputFileError(
-            f"{job.movie} has {n_total} frames; initialisation needs init.init_frames={n_init} "
-            "plus at least one more. Pass a smaller --init-frames."
-        )
-    if job.rate_from_file:
-        params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
-    frames_iter = source.frames(0, n_total)
+    frames_iter = recording.source.frames(0, n_total)
     head = [next(frames_iter) for _ in range(n_init)]
     init_frames = np.stack([f.pixels for f in head]).astype(np.float32)
+    head = [f._replace(pixels=None) for f in head]  # only the bookkeeping is written later
     t0 = time.perf_counter()
     if job.init_result:
         _, init = state_file.load_model(job.init_result, fmt=state_file.INIT_FORMAT)
@@ -140,6 +225,7 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
         state_file.save_model(job.save_init, params, init, fmt=state_file.INIT_FORMAT)
     model = OnlineCNMFE(params)
     model.initialize_from(init, init_frames)
+    del init_frames  # the online phase holds one frame at a time
     logger.info(
         "initialised %d neurons on %d frames in %.1f s",
         model.n_components,
