@@ -14,6 +14,7 @@ import sys
 
 from online_cnmfe.commands import (
     acquire,
+    batch,
     dashboard,
     demo,
     evaluate,
@@ -36,6 +37,7 @@ COMMAND_MODULES = (
     simulate,
     evaluate,
     process,
+    batch,
     run,
     acquire,
     dashboard,

@@ -1,0 +1,214 @@
+"""Running a batch on Dask distributed: the cluster, submission, retries, progress, Ctrl-C.
+
+The only module that imports Dask (and only ``online-cnmfe batch`` imports it, so the rest of
+the command line starts fast). Each session is one Dask task (:func:`.task.run_session`) on a
+worker with one thread: a worker processes one session at a time, with numba and BLAS pinned
+to one thread, so N workers use N cores. A task that raises, or whose worker dies (killed, out
+of memory, crashed), is submitted once more; a second failure marks the session ``failed``
+with the error, and the other sessions go on. ``summary.csv`` is rewritten after every
+session. Ctrl-C cancels what has not finished, marks it ``cancelled`` and stops the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+from distributed import Client, Future, KilledWorker, LocalCluster, as_completed
+
+from online_cnmfe.batch.plan import SessionTask
+from online_cnmfe.batch.summary import Summary
+from online_cnmfe.batch.task import THREAD_ENV, run_session
+from online_cnmfe.errors import OnlineCNMFEError
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2  # a failing session is retried once
+
+
+class ClusterError(OnlineCNMFEError):
+    """The Dask cluster cannot be started or reached."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterOptions:
+    """Where the sessions run.
+
+    Attributes
+    ----------
+    workers : int, optional
+        Worker processes of the local cluster (default: one per available core).
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``); no local cluster then.
+    memory_limit : str
+        Memory limit per local worker (``"auto"``: the machine's memory / workers; or e.g.
+        ``"4GiB"``); a worker over 95% of it is restarted and its session retried.
+    dashboard_address : str
+        Where the local cluster serves its dashboard (loopback by default).
+    """
+
+    workers: int | None = None
+    scheduler: str | None = None
+    memory_limit: str = "auto"
+    dashboard_address: str = "127.0.0.1:8787"
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.workers is not None and self.scheduler is not None:
+            raise ValueError("give either workers (a local cluster) or scheduler, not both")
+
+
+def run_batch(
+    tasks: list[SessionTask], out_dir: str | Path, options: ClusterOptions, *, progress=False
+) -> Summary:
+    """Run every session on the cluster; return the summary (also in ``out_dir/summary.csv``).
+
+    Parameters
+    ----------
+    tasks : list of SessionTask
+    out_dir : path-like
+        Created if missing; receives the results files and ``summary.csv``.
+    options : ClusterOptions
+    progress : bool
+        A progress bar over sessions on stderr.
+
+    Raises
+    ------
+    ClusterError
+        If the cluster cannot be started or reached.
+    KeyboardInterrupt
+        After Ctrl-C, once unfinished sessions are cancelled and marked in the summary.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary(out_dir / "summary.csv", tasks)
+    summary.write()
+    t0 = time.perf_counter()
+    with _client(options) as client:
+        n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        logger.info(
+            "%d sessions on %d Dask workers; dashboard: %s",
+            len(tasks),
+            n_workers,
+            client.dashboard_link,
+        )
+        _run(client, tasks, summary, progress)
+    counts = summary.counts()
+    logger.info(
+        "batch finished in %.0f s: %s; summary in %s",
+        time.perf_counter() - t0,
+        ", ".join(f"{counts[s]} {s}" for s in ("ok", "skipped", "failed") if counts[s]),
+        summary.path,
+    )
+    return summary
+
+
+@contextmanager
+def _client(options: ClusterOptions) -> Iterator[Client]:
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **THREAD_ENV}
+    config = {
+        "distributed.scheduler.allowed-failures": 0,  # a dead worker fails the task: we retry
+        "distributed.nanny.pre-spawn-environ": environ,
+    }
+    with dask.config.set(config):
+        if options.scheduler is not None:
+            try:
+                client = Client(options.scheduler, timeout="30s")
+            except (OSError, TimeoutError) as exc:
+                raise ClusterError(
+                    f"cannot reach the Dask scheduler at {options.scheduler} ({exc}); check "
+                    "the address and that the scheduler is running"
+                ) from None
+            with client:
+                yield client
+            return
+        n = options.workers or len(os.sched_getaffinity(0))
+        try:
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=options.dashboard_address,
+                memory_limit=options.memory_limit,
+            )
+        except (OSError, ValueError, TimeoutError) as exc:
+            raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc}") from None
+        with cluster, Client(cluster) as client:
+            yield client
+
+
+def _run(client: Client, tasks: list[SessionTask], summary: Summary, progress: bool) -> None:
+    from tqdm import tqdm
+
+    running: dict[Future, tuple[SessionTask, int]] = {}
+
+    def submit(task: SessionTask, attempt: int) -> Future:
+        key = f"session-{task.name}-{attempt}-{uuid.uuid4().hex[:8]}"
+        future = client.submit(run_session, task, key=key, pure=False, priority=task.size_bytes)
+        running[future] = (task, attempt)
+        return future
+
+    pending = as_completed([submit(t, 1) for t in tasks])
+    bar = tqdm(total=len(tasks), unit="session", disable=not progress, file=sys.stderr)
+    try:
+        for future in pending:
+            task, attempt = running.pop(future)
+            result = _result(future)
+            future.release()
+            if result["status"] == "error" and attempt < MAX_ATTEMPTS:
+                logger.warning(
+                    "%s: attempt %d failed (%s); retrying", task.name, attempt, result["error"]
+                )
+                pending.add(submit(task, attempt + 1))
+                summary.update(task.name, attempts=attempt, error=result["error"])
+                summary.write()
+                continue
+            if result["status"] == "error":
+                logger.error("%s failed after %d attempts: %s", task.name, attempt, result["error"])
+                result["status"] = "failed"
+            summary.update(task.name, attempts=attempt, **{"error": "", **result})
+            summary.write()
+            bar.update(1)
+            bar.set_postfix(summary.counts(), refresh=False)
+    except KeyboardInterrupt:
+        client.cancel(list(running), force=True)
+        for task, attempt in running.values():
+            summary.update(
+                task.name,
+                status="cancelled",
+                attempts=attempt,
+                error="interrupted (Ctrl-C) before it finished; rerun the batch to process it",
+            )
+        summary.write()
+        logger.warning("interrupted: %d sessions cancelled", len(running))
+        raise
+    finally:
+        bar.close()
+
+
+def _result(future: Future) -> dict:
+    """The task's result dict; a task that did not return one becomes ``status="error"``."""
+    if future.status == "finished":
+        return future.result()
+    try:
+        exc = future.exception()
+    except Exception as err:  # noqa: BLE001 - a cancelled or lost future: say so
+        return {"status": "error", "error": f"the task was {future.status} ({err!r})"}
+    if isinstance(exc, KilledWorker):
+        error = (
+            "the worker running it died (killed, out of memory or crashed; see the worker's "
+            "log and --memory-limit)"
+        )
+    else:
+        error = f"{type(exc).__name__}: {exc}"
+    return {"status": "error", "error": error}
