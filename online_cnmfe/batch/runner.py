@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import dask
 from distributed import Client, Future, KilledWorker, LocalCluster, as_completed
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from online_cnmfe.batch.plan import SessionTask
 from online_cnmfe.batch.summary import Summary
@@ -144,7 +147,17 @@ def _client(options: ClusterOptions) -> Iterator[Client]:
         except (OSError, ValueError, TimeoutError) as exc:
             raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc}") from None
         with cluster, Client(cluster) as client:
+            client.register_plugin(_IgnoreCtrlC(), name="online-cnmfe-ignore-ctrl-c")
             yield client
+
+
+class _IgnoreCtrlC(WorkerPlugin):
+    """Local workers ignore SIGINT: Ctrl-C in a terminal reaches the whole process group, and
+    the client, not each worker, decides what to cancel and stops the cluster."""
+
+    def setup(self, worker) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(client: Client, tasks: list[SessionTask], summary: Summary, progress: bool) -> None:
@@ -182,6 +195,7 @@ def _run(client: Client, tasks: list[SessionTask], summary: Summary, progress: b
             bar.set_postfix(summary.counts(), refresh=False)
     except KeyboardInterrupt:
         client.cancel(list(running), force=True)
+        _quiet_shutdown(client)
         for task, attempt in running.values():
             summary.update(
                 task.name,
@@ -194,6 +208,20 @@ def _run(client: Client, tasks: list[SessionTask], summary: Summary, progress: b
         raise
     finally:
         bar.close()
+
+
+def _quiet_shutdown(client: Client) -> None:
+    """Workers still busy in a session log every failed heartbeat while the cluster closes;
+    after Ctrl-C that is expected, so only critical messages are kept."""
+    try:
+        client.run(_silence_distributed_logs)
+    except Exception as exc:  # noqa: BLE001 - best effort: the cluster is being stopped anyway
+        logger.debug("could not quiet the workers' logs: %s", exc)
+    _silence_distributed_logs()
+
+
+def _silence_distributed_logs() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _result(future: Future) -> dict:
