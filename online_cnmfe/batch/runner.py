@@ -18,13 +18,14 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask
-from distributed import Client, Future, KilledWorker, LocalCluster, as_completed
+from distributed import Client, Future, KilledWorker, LocalCluster, wait
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from online_cnmfe.batch.plan import SessionTask
@@ -35,6 +36,7 @@ from online_cnmfe.errors import OnlineCNMFEError
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2  # a failing session is retried once
+POLL_S = 0.5  # how often free worker threads are counted while sessions run
 
 
 class ClusterError(OnlineCNMFEError):
@@ -120,6 +122,9 @@ def _client(options: ClusterOptions) -> Iterator[Client]:
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **THREAD_ENV}
     config = {
         "distributed.scheduler.allowed-failures": 0,  # a dead worker fails the task: we retry
+        # a worker holds only the session it runs (the default 1.1 queues a second one on it,
+        # which then fails with the worker if it dies, and waits behind a long session)
+        "distributed.scheduler.worker-saturation": 1.0,
         "distributed.nanny.pre-spawn-environ": environ,
     }
     with dask.config.set(config):
@@ -160,43 +165,104 @@ class _IgnoreCtrlC(WorkerPlugin):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _Sessions:
+    """Hands each session to a worker thread that is free, no faster.
+
+    Dask assigns a task to a worker as soon as it is submitted, and when a worker dies every
+    task assigned to it fails, run or not. So a session is submitted only when a running
+    worker has a free thread, and pinned to that worker: a worker holds only the sessions it
+    runs, a killed worker fails only those, and a worker that (re)joins gets the next one.
+    """
+
+    def __init__(self, client: Client, tasks: list[SessionTask]) -> None:
+        self.client = client
+        # longest first: the batch ends sooner when the long sessions are not left for last
+        self.backlog = deque((t, 1) for t in sorted(tasks, key=lambda t: -t.size_bytes))
+        self.running: dict[Future, tuple[SessionTask, int, str]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.backlog or self.running)
+
+    def submit_to_free_threads(self) -> None:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        busy = Counter(address for _, _, address in self.running.values())
+        for address, worker in workers.items():
+            if worker.get("status") != "running":
+                continue
+            for _ in range(int(worker.get("nthreads", 1)) - busy[address]):
+                if not self.backlog:
+                    return
+                task, attempt = self.backlog.popleft()
+                key = f"session-{task.name}-{attempt}-{uuid.uuid4().hex[:8]}"
+                future = self.client.submit(
+                    run_session,
+                    task,
+                    key=key,
+                    pure=False,
+                    workers=[address],
+                    allow_other_workers=True,  # should it leave before the task arrives
+                )
+                self.running[future] = (task, attempt, address)
+
+    def finished(self) -> list[tuple[SessionTask, int, dict]]:
+        """Sessions whose task ended within :data:`POLL_S` (their result dicts)."""
+        if not self.running:
+            time.sleep(POLL_S)  # no worker yet (starting, or all restarting)
+            return []
+        try:
+            done, _ = wait(list(self.running), timeout=POLL_S, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return []
+        out = []
+        for future in done:
+            task, attempt, _ = self.running.pop(future)
+            out.append((task, attempt, _result(future)))
+            future.release()
+        return out
+
+    def retry(self, task: SessionTask, attempt: int) -> None:
+        self.backlog.appendleft((task, attempt + 1))
+
+    def cancel(self) -> list[tuple[SessionTask, int]]:
+        """Cancel everything not finished; return it."""
+        self.client.cancel(list(self.running), force=True)
+        left = [(t, a) for t, a, _ in self.running.values()]
+        left += [(t, a - 1) for t, a in self.backlog]
+        self.running.clear()
+        self.backlog.clear()
+        return left
+
+
 def _run(client: Client, tasks: list[SessionTask], summary: Summary, progress: bool) -> None:
     from tqdm import tqdm
 
-    running: dict[Future, tuple[SessionTask, int]] = {}
-
-    def submit(task: SessionTask, attempt: int) -> Future:
-        key = f"session-{task.name}-{attempt}-{uuid.uuid4().hex[:8]}"
-        future = client.submit(run_session, task, key=key, pure=False, priority=task.size_bytes)
-        running[future] = (task, attempt)
-        return future
-
-    pending = as_completed([submit(t, 1) for t in tasks])
+    sessions = _Sessions(client, tasks)
     bar = tqdm(total=len(tasks), unit="session", disable=not progress, file=sys.stderr)
     try:
-        for future in pending:
-            task, attempt = running.pop(future)
-            result = _result(future)
-            future.release()
-            if result["status"] == "error" and attempt < MAX_ATTEMPTS:
-                logger.warning(
-                    "%s: attempt %d failed (%s); retrying", task.name, attempt, result["error"]
-                )
-                pending.add(submit(task, attempt + 1))
-                summary.update(task.name, attempts=attempt, error=result["error"])
+        while sessions:
+            sessions.submit_to_free_threads()
+            for task, attempt, result in sessions.finished():
+                if result["status"] == "error" and attempt < MAX_ATTEMPTS:
+                    logger.warning(
+                        "%s: attempt %d failed (%s); retrying", task.name, attempt, result["error"]
+                    )
+                    sessions.retry(task, attempt)
+                    summary.update(task.name, attempts=attempt, error=result["error"])
+                    summary.write()
+                    continue
+                if result["status"] == "error":
+                    logger.error(
+                        "%s failed after %d attempts: %s", task.name, attempt, result["error"]
+                    )
+                    result["status"] = "failed"
+                summary.update(task.name, attempts=attempt, **{"error": "", **result})
                 summary.write()
-                continue
-            if result["status"] == "error":
-                logger.error("%s failed after %d attempts: %s", task.name, attempt, result["error"])
-                result["status"] = "failed"
-            summary.update(task.name, attempts=attempt, **{"error": "", **result})
-            summary.write()
-            bar.update(1)
-            bar.set_postfix(summary.counts(), refresh=False)
+                bar.update(1)
+                bar.set_postfix(summary.counts(), refresh=False)
     except KeyboardInterrupt:
-        client.cancel(list(running), force=True)
+        left = sessions.cancel()
         _quiet_shutdown(client)
-        for task, attempt in running.values():
+        for task, attempt in left:
             summary.update(
                 task.name,
                 status="cancelled",
@@ -204,7 +270,7 @@ def _run(client: Client, tasks: list[SessionTask], summary: Summary, progress: b
                 error="interrupted (Ctrl-C) before it finished; rerun the batch to process it",
             )
         summary.write()
-        logger.warning("interrupted: %d sessions cancelled", len(running))
+        logger.warning("interrupted: %d sessions cancelled", len(left))
         raise
     finally:
         bar.close()
