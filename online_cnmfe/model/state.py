@@ -71,6 +71,10 @@ class ModelState:
     scratch_* : ndarray
         Per-frame work arrays (not meaningful between frames).
     slow : SlowPathState or None
+    pending_update : ModelUpdate or None
+        The slow-path step of the previous frame, applied after this frame's traces (see
+        :meth:`OnlineCNMFE.settle_slow_path`); kept in the state so that a checkpoint taken
+        between two frames resumes exactly.
     """
 
     t: int
@@ -125,6 +129,7 @@ class ModelState:
     scratch_ac: np.ndarray
     scratch_gc: np.ndarray
     slow: Any = None
+    pending_update: Any = None
 
     @property
     def n_components(self) -> int:

@@ -9,9 +9,11 @@ cover the whole movie.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -206,7 +208,6 @@ def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
     """:func:`process_recording` on a recording already opened by :func:`open_recording`."""
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
-    from online_cnmfe.results.writer import ResultsWriter
 
     params, info, n_total = recording.params, recording.info, recording.n_frames
     n_init = params.init.init_frames
@@ -232,6 +233,25 @@ def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
         n_init,
         time.perf_counter() - t0,
     )
+    with _slow_path_executor(params) as executor:
+        model.run_slow_path_on(executor)
+        return _process_online(job, params, info, init, head, frames_iter, model, n_total)
+
+
+def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManager:
+    """A one-thread pool for the slow path's steps, or (``engine.slow_path_thread=false``)
+    None: inline. Results are identical."""
+    if not params.engine.slow_path_thread:
+        return contextlib.nullcontext(None)
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
+
+
+def _process_online(job, params, info, init, head, frames_iter, model, n_total) -> ProcessSummary:
+    """The online part of :func:`process_recording`: frames after the initialisation."""
+    from online_cnmfe.results import state_file
+    from online_cnmfe.results.writer import ResultsWriter
+
+    n_init = len(head)
     provenance = {"path": str(Path(job.movie).resolve()), "source": info.description}
     out = Path(job.out)
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
