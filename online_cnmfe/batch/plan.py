@@ -22,9 +22,10 @@ from typing import Any
 
 from online_cnmfe.errors import ConfigError
 from online_cnmfe.offline.process import ProcessJob, frame_rate_fields
-from online_cnmfe.params import CNMFEParams
+from online_cnmfe.params import OTHER_CONFIG_TABLES, CNMFEParams, read_config_file
 
 RATE_KEY = "data.frame_rate_hz"
+SLOW_THREAD_KEY = "engine.slow_path_thread"
 RESERVED_COLUMNS = ("input", "output")
 
 
@@ -202,6 +203,31 @@ def plan_sessions(
             )
         )
     return tasks
+
+
+def batch_params(
+    config: str | Path | None, overrides: dict[str, Any], init_frames: int | None = None
+) -> CNMFEParams:
+    """The parameters of every session before the manifest: ``--config``, ``--set`` and
+    ``--init-frames`` as in ``process``, except that the slow path runs inline
+    (``engine.slow_path_thread=false``: one thread per session, results identical) unless the
+    config file or ``--set`` says otherwise.
+    """
+    params = CNMFEParams()
+    config_engine: dict[str, Any] = {}
+    if config is not None:
+        values = read_config_file(config)
+        for table in OTHER_CONFIG_TABLES:
+            values.pop(table, None)
+        config_engine = values.get("engine") or {}
+        params = CNMFEParams.from_dict(values)
+    if SLOW_THREAD_KEY not in overrides and "slow_path_thread" not in config_engine:
+        params = params.replace(**{SLOW_THREAD_KEY: False})
+    if overrides:
+        params = params.replace(**overrides)
+    if init_frames is not None:
+        params = params.replace(**{"init.init_frames": init_frames})
+    return params
 
 
 def _param_key(column: str, manifest: Path) -> str:

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from online_cnmfe.params import load_params, parse_overrides
+from online_cnmfe.params import parse_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -76,19 +76,18 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from online_cnmfe.batch.plan import plan_sessions
+    from online_cnmfe.batch.plan import batch_params, plan_sessions
     from online_cnmfe.errors import ConfigError
 
-    params = load_params(args.config, args.overrides)
-    if args.init_frames is not None:
-        params = params.replace(**{"init.init_frames": args.init_frames})
+    overrides = parse_overrides(args.overrides)
+    params = batch_params(args.config, overrides, args.init_frames)
     tasks = plan_sessions(
         args.inputs,
         args.out_dir,
         params,
         manifest=args.manifest,
         config_given=args.config is not None,
-        rate_given="data.frame_rate_hz" in parse_overrides(args.overrides),
+        rate_given="data.frame_rate_hz" in overrides,
         dataset=args.dataset,
         force=args.force,
     )

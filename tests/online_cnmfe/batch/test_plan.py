@@ -98,3 +98,18 @@ def test_inputs_given_twice_none_at_all_or_clashing_outputs_are_refused(tmp_path
     manifest.write_text(f"input,output\n{m},same\n{other},same.h5\n")
     with pytest.raises(ConfigError, match="would all write same.h5"):
         plan_sessions([], tmp_path / "out", CNMFEParams(), manifest=manifest)
+
+
+def test_batch_runs_the_slow_path_inline_unless_told_otherwise(tmp_path):
+    from online_cnmfe.batch.plan import batch_params
+
+    assert batch_params(None, {}).engine.slow_path_thread is False  # one thread per session
+    p = batch_params(None, {"engine.slow_path_thread": True, "data.frame_rate_hz": 7}, 50)
+    assert p.engine.slow_path_thread is True
+    assert (p.data.frame_rate_hz, p.init.init_frames) == (7, 50)
+    config = tmp_path / "c.toml"
+    config.write_text("[engine]\nslow_path_thread = true\n[data]\nneuron_diameter_px = 9\n")
+    p = batch_params(config, {})
+    assert p.engine.slow_path_thread is True and p.data.neuron_diameter_px == 9
+    config.write_text("[data]\nneuron_diameter_px = 9\n[triggers]\nrules = []\n")
+    assert batch_params(config, {}).engine.slow_path_thread is False
