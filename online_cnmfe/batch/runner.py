@@ -3,10 +3,12 @@
 The only module that imports Dask (and only ``online-cnmfe batch`` imports it, so the rest of
 the command line starts fast). Each session is one Dask task (:func:`.task.run_session`) on a
 worker with one thread: a worker processes one session at a time, with numba and BLAS pinned
-to one thread, so N workers use N cores. A task that raises, or whose worker dies (killed, out
-of memory, crashed), is submitted once more; a second failure marks the session ``failed``
-with the error, and the other sessions go on. ``summary.csv`` is rewritten after every
-session. Ctrl-C cancels what has not finished, marks it ``cancelled`` and stops the cluster.
+to one thread, so N workers use N cores. A session is submitted only when a worker is free,
+and pinned to it (Dask fails every task assigned to a worker that dies). A task that raises,
+or whose worker dies (killed, out of memory, crashed), is submitted once more; a second
+failure marks the session ``failed`` with the error, and the other sessions go on.
+``summary.csv`` is rewritten after every session. Ctrl-C cancels what has not finished, marks
+it ``cancelled`` and stops the cluster.
 """
 
 from __future__ import annotations
@@ -122,9 +124,6 @@ def _client(options: ClusterOptions) -> Iterator[Client]:
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **THREAD_ENV}
     config = {
         "distributed.scheduler.allowed-failures": 0,  # a dead worker fails the task: we retry
-        # a worker holds only the session it runs (the default 1.1 queues a second one on it,
-        # which then fails with the worker if it dies, and waits behind a long session)
-        "distributed.scheduler.worker-saturation": 1.0,
         "distributed.nanny.pre-spawn-environ": environ,
     }
     with dask.config.set(config):
@@ -139,7 +138,7 @@ def _client(options: ClusterOptions) -> Iterator[Client]:
             with client:
                 yield client
             return
-        n = options.workers or len(os.sched_getaffinity(0))
+        n = options.workers or _available_cores()
         try:
             cluster = LocalCluster(
                 n_workers=n,
@@ -154,6 +153,12 @@ def _client(options: ClusterOptions) -> Iterator[Client]:
         with cluster, Client(cluster) as client:
             client.register_plugin(_IgnoreCtrlC(), name="online-cnmfe-ignore-ctrl-c")
             yield client
+
+
+def _available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (cgroups, taskset)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class _IgnoreCtrlC(WorkerPlugin):
