@@ -304,7 +304,7 @@ class Engine(PublishingMixin):
         self.publisher.send(
             rs.encode_traces(
                 meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
-                traces.footprints_version, (t_pub - f.t_send_ns) / 1e6,
+                traces.footprints_version, (t_pub - f.t_send_ns) / 1e6, flag=traces.flag,
             )
         )  # fmt: skip
 

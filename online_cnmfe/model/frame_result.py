@@ -34,6 +34,11 @@ class FrameResult:
     skipped : bool
         True when the frame was not used (NaN pixels, …); the traces then repeat the last
         values and ``skip_reason`` says why.
+    flag : str or None
+        Why this frame did not update the model (e.g. ``"motion: shift 23.1 px > max 20"``),
+        None for an ordinary frame. A flagged frame still has traces (demixed on the corrected
+        frame), but it writes no residual, does not update b0 and is not seen by the slow path
+        (footprints, ring background, detection).
     events : tuple of ModelEvent
     footprints_version : int
         Increments whenever A changes (new, merged, removed or refreshed footprints).
@@ -48,6 +53,7 @@ class FrameResult:
     C_raw: np.ndarray
     skipped: bool = False
     skip_reason: str = ""
+    flag: str | None = None
     events: tuple[ModelEvent, ...] = ()
     footprints_version: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)

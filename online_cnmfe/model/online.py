@@ -134,7 +134,9 @@ class OnlineCNMFE:
         y = self._validate(frame, st)
         if y is None:
             return self._skip(st, "frame contains NaN or infinite pixels", t_start)
-        # Motion-correction seam: a registration stage would transform `y` here (future work).
+        # Stages before the demixing may set `flag`: the frame then gets traces but does not
+        # update the model (no residual, no b0 update, no slow path; FrameResult.flag).
+        flag: str | None = None
         t_valid = time.perf_counter()
         ops = self._ops
         _kd.background_subtract(
@@ -155,15 +157,16 @@ class OnlineCNMFE:
         _deconv.step(st)
         t_deconv = time.perf_counter()
         slot = st.residual_head
-        _kr.residual_update(
-            A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
-            st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc, st.b0,
-            st.residual[slot],
-        )  # fmt: skip
-        st.residual_frame[slot] = st.t
-        st.c_raw_buffer[:, slot] = st.c
-        st.c_den_buffer[:, slot] = st.c_den
-        st.residual_head = (slot + 1) % st.residual.shape[0]
+        if flag is None:
+            _kr.residual_update(
+                A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
+                st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc,
+                st.b0, st.residual[slot],
+            )  # fmt: skip
+            st.residual_frame[slot] = st.t
+            st.c_raw_buffer[:, slot] = st.c
+            st.c_den_buffer[:, slot] = st.c_den
+            st.residual_head = (slot + 1) % st.residual.shape[0]
         st.n_processed += 1
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
@@ -172,12 +175,12 @@ class OnlineCNMFE:
             on_traces(
                 FrameResult(
                     frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
-                    footprints_version=st.footprints_version,
+                    footprints_version=st.footprints_version, flag=flag,
                     timings_ms={"critical_path": 1e3 * (t_res - t_start)},
                 )
             )  # fmt: skip
             t_res = time.perf_counter()
-        t_wait, t_apply, t_submit = self._run_slow_path(st, y, slot, t_res)
+        t_wait, t_apply, t_submit = self._run_slow_path(st, y, slot, t_res, flag is None)
         events = tuple(self._pending_events)
         self._pending_events.clear()
         result = FrameResult(
@@ -188,6 +191,7 @@ class OnlineCNMFE:
             C_raw=c_raw,
             events=events,
             footprints_version=st.footprints_version,
+            flag=flag,
             timings_ms={
                 "validate": 1e3 * (t_valid - t_start),
                 "background": 1e3 * (t_bg - t_valid),
@@ -203,7 +207,9 @@ class OnlineCNMFE:
         st.t += 1
         return result
 
-    def _run_slow_path(self, st: ModelState, y: np.ndarray, slot: int, t_now: float):
+    def _run_slow_path(
+        self, st: ModelState, y: np.ndarray, slot: int, t_now: float, submit: bool = True
+    ):
         """The slow path of frame t, after its traces went out (DESIGN.md §4).
 
         1. wait for the job of frame t-1 (on the slow-path executor; usually long done) and
@@ -213,7 +219,8 @@ class OnlineCNMFE:
            executor it runs while frame t+1's critical path does.
 
         The update of frame t's step is applied after frame t+1's traces, whichever executor
-        runs it, so the results do not depend on threads or timing.
+        runs it, so the results do not depend on threads or timing. A flagged frame
+        (``submit`` false) applies the pending update but submits no job of its own.
         """
         if self._slow is None or st.slow is None:
             return t_now, t_now, t_now
@@ -223,6 +230,8 @@ class OnlineCNMFE:
         if update is not None:
             self._pending_events.extend(model_updates.apply_update(self, update))
         t_apply = time.perf_counter()
+        if not submit:
+            return t_wait, t_apply, t_apply
         view = model_updates.slow_inputs(self, snapshot=True)
         frame = (st.t, y.copy(), st.c.copy(), st.residual[slot])  # y and c are reused buffers
         self._inflight = self._slow_executor.submit(

@@ -18,6 +18,7 @@ from online_cnmfe.errors import StateFileError
 FORMAT = "online-cnmfe-results"
 FORMAT_VERSION = 1
 REJECT_DTYPE = np.dtype([("frame_index", "<i8"), ("reason", "S200")])
+FLAG_DTYPE = REJECT_DTYPE  # frames/flagged: processed, but did not update the model
 FRAME_FIELDS = {
     "frame_index": np.int64,
     "seq": np.int64,
@@ -73,3 +74,4 @@ def create_datasets(f: h5py.File, dims: tuple[int, int]) -> None:
         fr.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
     fr.create_dataset("dropped", (0, 2), np.int64, maxshape=(None, 2), chunks=(256, 2))
     fr.create_dataset("rejected", (0,), REJECT_DTYPE, maxshape=(None,), chunks=(256,))
+    fr.create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))

@@ -48,6 +48,7 @@ class Results:
     params: dict[str, Any]
     input: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
+    flagged: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -95,6 +96,10 @@ def read_results(path: str | Path) -> Results:
         b0 = f["background/b0"][:]
         dropped = f["frames/dropped"][:]
         rejected = [(int(i), r.decode("utf-8", "replace")) for i, r in f["frames/rejected"][:]]
+        flagged = [
+            (int(i), r.decode("utf-8", "replace"))
+            for i, r in (f["frames/flagged"][:] if "flagged" in f["frames"] else ())
+        ]
     row_of = {int(nid): r for r, nid in enumerate(row_ids[:k_rows].tolist())}
     sel = np.array([row_of.get(int(nid), -1) for nid in ids], np.int64)
     aligned = {}
@@ -123,6 +128,7 @@ def read_results(path: str | Path) -> Results:
         params=json.loads(attrs.get("params", "{}")),
         input=json.loads(attrs.get("input", "{}")),
         attrs=attrs,
+        flagged=flagged,
     )
 
 

@@ -110,6 +110,7 @@ def encode_traces(
     C_raw: np.ndarray,
     footprints_version: int,
     age_ms: float,
+    flag: str | None = None,
 ) -> list:
     """``traces``: the values of every neuron at one frame.
 
@@ -124,6 +125,9 @@ def encode_traces(
     footprints_version : int
     age_ms : float
         Frame age at publication: now minus the sender's ``t_send_ns`` (same host clock).
+    flag : str or None
+        Why the frame did not update the model (``FrameResult.flag``); None for an ordinary
+        frame.
     """
     header = {
         "frame_index": int(meta["frame_index"]),
@@ -134,6 +138,7 @@ def encode_traces(
         "age_ms": float(age_ms),
         "footprints_version": int(footprints_version),
         "process_ms": float(meta.get("process_ms", -1.0)),
+        "flag": None if flag is None else str(flag),
     }
     arrays = {
         "neuron_ids": np.asarray(neuron_ids, np.int64),

@@ -36,6 +36,7 @@ from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
+    FLAG_DTYPE,
     FORMAT,
     FORMAT_VERSION,
     FRAME_FIELDS,
@@ -170,6 +171,7 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
+        self._pending_flags: list[tuple[int, str]] = []
         self._n_written = 0
         self._last_flush = time.monotonic()
         try:
@@ -221,6 +223,8 @@ class ResultsWriter:
         self._row_ids = [int(x) for x in f["neurons/neuron_ids"][:]]
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
+        if "flagged" not in f["frames"]:  # written before frames/flagged existed
+            f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
         f.attrs["complete"] = False
         f.swmr_mode = True
 
@@ -269,6 +273,8 @@ class ResultsWriter:
             self._pending_rejects.append(
                 (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
             )
+        if result.flag:
+            self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -444,6 +450,10 @@ class ResultsWriter:
             rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
             _append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
+        if self._pending_flags:
+            rows = np.array([(i, _utf8(r)) for i, r in self._pending_flags], FLAG_DTYPE)
+            _append_rows(f["frames/flagged"], rows)
+            self._pending_flags = []
         for hook in self._flush_hooks:
             hook(f)
         f.flush()

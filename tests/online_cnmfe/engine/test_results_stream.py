@@ -25,6 +25,9 @@ def test_traces_round_trip():
     assert msg.header["footprints_version"] == 4 and msg.header["age_ms"] == 1.5
     np.testing.assert_array_equal(msg.arrays["neuron_ids"], ids)
     np.testing.assert_array_equal(msg.arrays["S"], c * 2)
+    assert msg.header["flag"] is None  # an ordinary frame
+    flagged = rs.encode_traces(meta, ids, c, c, c, 4, 1.5, flag="motion: shift 23.1 px > max 20")
+    assert rs.decode_result(_wire(flagged)).header["flag"] == "motion: shift 23.1 px > max 20"
 
 
 def test_footprints_round_trip_and_centroids(rng):

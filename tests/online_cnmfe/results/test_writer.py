@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -261,3 +262,33 @@ def test_low_disk_space_stops_writing_cleanly(tmp_path):
     w.close()
     with h5py.File(path, "r") as f:  # closed cleanly, no SWMR needed
         assert f["frames/frame_index"].shape[0] == 4
+
+
+def test_flagged_frames_are_recorded_with_their_reason(tmp_path):
+    """frames/flagged lists the frames that got traces but did not update the model."""
+    path = tmp_path / "flags.h5"
+    flags = {3: "motion: shift 23.1 px > max 20", 11: "motion: registration quality 0.12 < 0.35"}
+    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}, block_frames=4) as w:
+        for t in range(16):
+            r = _result(t, [1, 2])
+            if t in flags:
+                r = dataclasses.replace(r, flag=flags[t])
+            w.append_frame(r, _meta(t))
+    res = read_results(path)
+    assert res.flagged == [(100 + t, reason) for t, reason in sorted(flags.items())]
+    assert res.n_frames == 16 and res.rejected == []  # flagged frames are not rejected
+    np.testing.assert_array_equal(res.C_all[:, 3], _result(3, [1, 2]).C)  # and keep their traces
+
+
+def test_resuming_a_file_without_frames_flagged_adds_it(tmp_path):
+    path = tmp_path / "old.h5"
+    A = scipy.sparse.csc_array(np.ones((DIMS[0] * DIMS[1], 1), np.float32))
+    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}) as w:
+        w.append_frame(_result(0, [1]), _meta(0))
+        w.set_footprints(A, np.array([1]), version=0)
+    with h5py.File(path, "r+") as f:  # a file written before frames/flagged existed
+        del f["frames/flagged"]
+    with ResultsWriter(path, DIMS, CNMFEParams(), 20.0, {}, resume=True) as w:
+        w.append_frame(dataclasses.replace(_result(1, [1]), flag="x"), _meta(1))
+        w.set_footprints(A, np.array([1]), version=0)
+    assert read_results(path).flagged == [(101, "x")]
