@@ -121,11 +121,12 @@ def run_batch(
 
 @contextmanager
 def _client(options: ClusterOptions) -> Iterator[Client]:
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **THREAD_ENV}
-    config = {
-        "distributed.scheduler.allowed-failures": 0,  # a dead worker fails the task: we retry
-        "distributed.nanny.pre-spawn-environ": environ,
-    }
+    # BLAS/OpenMP threads: Dask's nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 before spawning
+    # (its default "pre-spawn-environ", which also lands in this process's environment).
+    # NUMBA_NUM_THREADS goes through the nanny's `env`, set in the worker process only (numba
+    # is imported there later, with the first session): changed here, it would break numba
+    # in a Python session that calls run_batch after using numba's threads.
+    config = {"distributed.scheduler.allowed-failures": 0}  # a dead worker fails the task
     with dask.config.set(config):
         if options.scheduler is not None:
             try:
@@ -147,6 +148,7 @@ def _client(options: ClusterOptions) -> Iterator[Client]:
                 host="127.0.0.1",
                 dashboard_address=options.dashboard_address,
                 memory_limit=options.memory_limit,
+                env=THREAD_ENV,
             )
         except (OSError, ValueError, TimeoutError) as exc:
             raise ClusterError(f"cannot start a local Dask cluster of {n} workers: {exc}") from None

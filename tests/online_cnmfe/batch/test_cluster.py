@@ -62,8 +62,11 @@ def _same_results(a, b) -> None:
 def test_batch_matches_process_finishes_despite_a_corrupt_input_and_skips_on_rerun(movies):
     out = movies / "out"
     inputs = [str(movies / n) for n in ("s1.npy", "s2.npy", "corrupt.h5")]
+    numba_env = os.environ.get("NUMBA_NUM_THREADS")
     rc = main(["batch", *inputs, "--out-dir", str(out), "--workers", "2", *COMMON])
     assert rc == 1  # one session failed
+    # the workers' thread settings stay in the workers (numba here would refuse a change)
+    assert os.environ.get("NUMBA_NUM_THREADS") == numba_env
     rows = _rows(out)
     assert [rows[n]["status"] for n in ("s1", "s2", "corrupt")] == ["ok", "ok", "failed"]
     assert rows["corrupt"]["attempts"] == "2"  # retried once
