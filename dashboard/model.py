@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
+from dashboard.alarms import lag_or_loss, n_lost
 from dashboard.contours import contours_and_owner
 from dashboard.queries import LAYERS, LayerImage, ModelQueries
 from dashboard.records import (
@@ -404,11 +405,18 @@ class DashboardModel(ModelQueries):
             )
         if state == "stopped":
             eos = self.eos or {}
+            summary = eos.get("summary")
+            lost = n_lost(eos) or n_lost(st)
             return Banner(
-                f"Engine stopped ({eos.get('reason', 'eos')}) after "
+                f"Engine stopped ({eos.get('reason', 'eos')}): {summary}."
+                if isinstance(summary, str) and summary
+                else f"Engine stopped ({eos.get('reason', 'eos')}) after "
                 f"{eos.get('n_frames_processed', self.last_frame_index)} frames.",
-                "warning",
+                "error" if lost else "warning",
             )
+        alarm = lag_or_loss(st, self.config.behind_alarm_s)
+        if alarm is not None and state != "initialising":
+            return alarm
         if st.get("store_ok") is False:
             return Banner(f"Results file not written: {st.get('store_error')}", "warning")
         if state == "waiting":
@@ -420,7 +428,10 @@ class DashboardModel(ModelQueries):
                     "%); the summary images fill in meanwhile",
                     "info",
                 )
-            return Banner("Initialising: fitting the initial model on the first frames…", "info")
+            text = "Initialising: fitting the initial model on the first frames…"
+            if alarm is not None:  # expected while fitting, but say it: the frames wait
+                return Banner(f"{text} {alarm.text}", "error")
+            return Banner(text, "info")
         if state == "connecting":
             return Banner(f"Connecting to {self.address}…", "info")
         return None

@@ -55,6 +55,8 @@ class ArraySource(FrameSource):
         self._rate = frame_rate_hz
         self._desc = ""
         self._meta: dict[str, Any] = {}
+        self._frame_index: np.ndarray | None = None  # per-frame indices/times stored beside
+        self._t_ms: np.ndarray | None = None  # the movie (an engine recording), if any
 
     def _raw_info(self) -> SourceInfo:
         first = self._segments[0][1]
@@ -93,7 +95,9 @@ class ArraySource(FrameSource):
                 block = self._read_block(name, seg, block_lo, min(n, block_lo + BLOCK))
                 for j in range(block.shape[0]):
                     i = offset + block_lo + j
-                    yield SourceFrame(i, i * period_ms, None, np.ascontiguousarray(block[j]))
+                    index = i if self._frame_index is None else int(self._frame_index[i])
+                    t_ms = i * period_ms if self._t_ms is None else float(self._t_ms[i])
+                    yield SourceFrame(index, t_ms, None, np.ascontiguousarray(block[j]))
             offset += n
 
 
@@ -178,16 +182,26 @@ class HDF5Source(ArraySource):
         _as_stack_shape(obj.shape, f"{path}:{name}")
         dset = obj if obj.ndim == 3 else obj[()][None]
         self._segments = [(f"{path}:{name}", dset)]
-        if self._rate is None:
-            for attrs in (obj.attrs, self._file.attrs):
-                for key in RATE_ATTRS:
-                    if key in attrs:
-                        self._rate = float(np.asarray(attrs[key]).ravel()[0])
-                        break
-                if self._rate is not None:
+        declared = None
+        for attrs in (obj.attrs, self._file.attrs):
+            for key in RATE_ATTRS:
+                if key in attrs:
+                    declared = float(np.asarray(attrs[key]).ravel()[0])
                     break
+            if declared is not None:
+                break
+        if declared is not None and not declared > 0:  # e.g. NaN: a recorder that did not know
+            declared = None
+        if self._rate is None:
+            self._rate = declared
         self._desc = f"hdf5 {path}:{name}"
-        self._meta = {"path": str(path), "dataset": name}
+        self._meta = {"path": str(path), "dataset": name, "declared_frame_rate_hz": declared}
+        parent = obj.parent  # an engine recording (online-cnmfe-raw) keeps indices and times
+        n = dset.shape[0]
+        for key, attr in (("frame_index", "_frame_index"), ("t_acq_ms", "_t_ms")):
+            values = parent.get(key)
+            if isinstance(values, h5py.Dataset) and values.shape == (n,):
+                setattr(self, attr, values[()])
 
     def _default_dataset(self, path: Path) -> str:
         import h5py

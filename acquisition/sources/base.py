@@ -65,7 +65,9 @@ class SourceInfo:
     kind : str
         Protocol source kind: ``"replay"``, ``"synthetic"`` or ``"live"``.
     metadata : dict
-        JSON-safe extra information (metaData.json contents, lost DAQ frames, ...).
+        JSON-safe extra information (metaData.json contents, lost DAQ frames, ...);
+        ``declared_frame_rate_hz`` is the rate the recording itself states (None when it
+        states none), whatever rate the user asked for.
     """
 
     frame_rate_hz: float
@@ -163,7 +165,8 @@ def frame_rate_or_default(rate: float | None, description: str, metadata: dict) 
     if rate is not None and rate > 0:
         return float(rate)
     logger.warning(
-        "%s has no frame rate; assuming %.1f Hz (pass --fps to set it)",
+        "%s has no frame rate; assuming %.1f Hz (set it with --fps for `acquire`, "
+        "--set data.frame_rate_hz=HZ for `process`)",
         description,
         DEFAULT_FRAME_RATE_HZ,
     )

@@ -166,7 +166,8 @@ class VideoSource(FrameSource):
 
     def _raw_info(self) -> SourceInfo:
         p = self._probe
-        metadata = {"path": str(self.path), "codec": p.codec, "container_fps": p.frame_rate_hz}
+        metadata = {"path": str(self.path), "codec": p.codec, "container_fps": p.frame_rate_hz,
+                    "declared_frame_rate_hz": p.frame_rate_hz}  # fmt: skip
         desc = f"video {self.path}"
         rate = frame_rate_or_default(self._rate or p.frame_rate_hz, desc, metadata)
         return SourceInfo(

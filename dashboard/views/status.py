@@ -21,7 +21,12 @@ CHIPS = (
         "age of the newest frame when the engine published its traces / when they reached "
         "this dashboard (same-host clock)",
     ),
-    ("queue", "Queue", "frames waiting in the engine's queue"),
+    (
+        "queue",
+        "Queue",
+        "frames waiting for the model (memory and disk spool) / how far behind "
+        "the stream the results are",
+    ),
     ("neurons", "Neurons", "neurons in the model now"),
     ("lost", "Lost", "frames dropped / rejected / malformed at the engine (+ bad messages here)"),
     ("display", "Display", "display updates per second of this window"),
@@ -140,9 +145,11 @@ class StatusPanel(QtWidgets.QWidget):
         )
         v["model"].setText(_fmt(model.last_process_ms, ".2f", " ms"))
         v["age"].setText(f"{_fmt(model.last_age_ms)} / {_fmt(model.last_recv_age_ms)} ms")
-        v["queue"].setText(_fmt(st.get("queue_depth"), "d"))
+        v["queue"].setText(f"{_fmt(st.get('queue_depth'), 'd')} / {_fmt(st.get('behind_s'))} s")
         lost = (st.get("n_dropped"), st.get("n_rejected"), st.get("n_malformed"))
         here = f" +{model.n_malformed} bad here" if model.n_malformed else ""
+        left = st.get("n_unprocessed")
+        here += f" · {left} unprocessed" if isinstance(left, int) and left > 0 else ""
         errors = st.get("n_model_errors")
         errors = f" · {errors} model errors" if isinstance(errors, int) and errors > 0 else ""
         v["lost"].setText(" / ".join(_fmt(x, "d") for x in lost) + here + errors)

@@ -131,7 +131,6 @@ def plan_sessions(
     params: CNMFEParams,
     *,
     manifest: str | Path | None = None,
-    config_given: bool = False,
     rate_given: bool = False,
     dataset: str | None = None,
     force: bool = False,
@@ -148,9 +147,9 @@ def plan_sessions(
         Parameters from ``--config``/``--set``; manifest columns override them per session.
     manifest : path-like, optional
         Manifest CSV (see the module docstring).
-    config_given, rate_given : bool
-        Whether a config file / a ``--set data.frame_rate_hz`` was given (they decide where the
-        frame rate comes from, as in ``process``).
+    rate_given : bool
+        Whether the config file or ``--set`` gives ``data.frame_rate_hz`` (then it wins over
+        the files' metadata, as in ``process``; a manifest column does the same per session).
     dataset : str, optional
         HDF5 dataset holding the movies.
     force : bool
@@ -189,7 +188,7 @@ def plan_sessions(
             except ConfigError as exc:
                 raise ConfigError(f"manifest {manifest} line {row.line}: {exc}") from None
         given = rate_given or (row is not None and RATE_KEY in row.overrides)
-        fields = frame_rate_fields(session_params, rate_given=given, config_given=config_given)
+        fields = frame_rate_fields(session_params, rate_given=given)
         tasks.append(
             SessionTask(
                 name=name,

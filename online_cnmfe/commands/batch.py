@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from online_cnmfe.params import parse_overrides
+from online_cnmfe.params import parse_overrides, user_sets
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         args.out_dir,
         params,
         manifest=args.manifest,
-        config_given=args.config is not None,
-        rate_given="data.frame_rate_hz" in overrides,
+        rate_given=user_sets("data.frame_rate_hz", args.config, args.overrides),
         dataset=args.dataset,
         force=args.force,
     )

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from online_cnmfe.params import CNMFEParams, load_params, parse_overrides
+from online_cnmfe.params import CNMFEParams, load_params, user_sets
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
     from online_cnmfe.offline.process import ProcessJob, frame_rate_fields, process_recording
 
     params = _params(args)
-    rate_given = "data.frame_rate_hz" in parse_overrides(args.overrides)
+    rate_given = user_sets("data.frame_rate_hz", args.config, args.overrides)
     job = ProcessJob(
         movie=Path(args.movie),
         out=Path(args.out),
         params=params,
-        **frame_rate_fields(params, rate_given=rate_given, config_given=args.config is not None),
+        **frame_rate_fields(params, rate_given=rate_given),
         dataset=args.dataset,
         init_result=Path(args.init_result) if args.init_result else None,
         save_init=Path(args.save_init) if args.save_init else None,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from online_cnmfe.errors import ConfigError
-from online_cnmfe.params import CNMFEParams, load_params, read_config_file
+from online_cnmfe.params import CNMFEParams, load_params, read_config_file, user_sets
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +22,17 @@ def register(subparsers) -> None:
             "Subscribe to a frame stream (online-cnmfe acquire, or any publisher speaking "
             "docs/protocol.md), initialise on the first frames, then process every frame: "
             "results are published on --results (traces, footprints, events, images, status) "
-            "and written to --out. Stops cleanly (file flushed and closed, exit 0) at the end "
-            "of the stream, on Ctrl-C or on SIGTERM. Exit codes: 0 done, 1 the model failed, "
-            "2 bad arguments or sockets, 3 the results file could not be (fully) written "
-            "(the engine kept processing and publishing; see the status stream)."
+            "and written to --out. Frames that arrive while the model initialises or falls "
+            "behind wait in memory, then in a disk spool beside --out, and are processed in "
+            "catch-up mode; every frame index ends up processed or recorded as dropped, "
+            "rejected or unprocessed, with the reason. At the end of the stream everything "
+            "queued is processed; on Ctrl-C or SIGTERM for at most engine.drain_timeout_s "
+            "(again: stop now), what is left is recorded as unprocessed and its pixels kept in "
+            "<out>.unprocessed.h5. The frame rate comes from the stream unless you set "
+            "data.frame_rate_hz. Exit codes: 0 done, 1 the model failed, 2 bad arguments or "
+            "sockets, 3 the results file could not be (fully) written (the engine kept "
+            "processing and publishing; see the status stream), 4 no model could be fitted "
+            "(no frame, or too few frames, received)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -80,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if out is not None and not out.parent.is_dir():
         raise ConfigError(f"the folder of --out ({out.parent}) does not exist")
+    if params.engine.record_raw and out is None:
+        raise ConfigError("engine.record_raw needs --out (the recording goes beside it)")
     config = EngineConfig(
         frames_endpoint=args.frames,
         results_endpoint=args.results,
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         exit_on_eos=not args.keep_running,
         idle_exit_s=args.idle_exit,
+        frame_rate_set=user_sets("data.frame_rate_hz", args.config, args.overrides),
     )
     engine = Engine(config)
     triggers = args.triggers

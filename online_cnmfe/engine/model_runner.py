@@ -2,8 +2,8 @@
 turning the initialisation fit into per-frame results for the store.
 
 Initialisation takes seconds to minutes, so it runs on a worker thread while the model thread
-keeps publishing status; frames that arrive meanwhile wait in the engine's bounded queue (and
-are dropped, recorded, if it overflows).
+keeps publishing status; frames that arrive meanwhile wait in the engine's queue (in memory,
+then in the disk spool) and are processed afterwards, in catch-up mode.
 """
 
 from __future__ import annotations
@@ -72,8 +72,14 @@ class ModelRunner:
         self.metas.append(meta)
         return len(self.frames) >= self.params.init.init_frames
 
-    def start_init(self) -> None:
-        """Fit the initial model on the buffered frames on a worker thread."""
+    def start_init(self, n_frames: int | None = None) -> None:
+        """Fit the initial model on the buffered frames on a worker thread.
+
+        ``n_frames`` (fewer than ``init.init_frames``): the stream stopped early; initialise
+        on the frames there are.
+        """
+        if n_frames is not None and n_frames != self.params.init.init_frames:
+            self.params = self.params.replace(**{"init.init_frames": n_frames})
         movie = np.stack(self.frames)
         self._thread = threading.Thread(
             target=self._initialise, args=(movie,), name="engine-init", daemon=True

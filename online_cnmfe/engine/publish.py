@@ -159,6 +159,13 @@ def _model_residual(model, dims: tuple[int, int]) -> np.ndarray | None:
     return np.asarray(buf[(head - 1) % buf.shape[0]], np.float32).reshape(dims)
 
 
+def behind_s(engine) -> float:
+    """How far the results lag the stream: age of the oldest frame waiting for the model (0
+    when none waits; the frames buffered for the initialisation do not count)."""
+    oldest = engine.queue.oldest_t_recv_ns()
+    return 0.0 if oldest is None else max(0.0, (time.monotonic_ns() - oldest) / 1e9)
+
+
 def status_fields(engine) -> dict:
     """The ``status`` fields of an :class:`~online_cnmfe.engine.Engine` (model thread)."""
     runner, store = engine.runner, engine.store
@@ -189,6 +196,16 @@ def status_fields(engine) -> dict:
         "store_backlog": store.backlog,
         "n_unsaved": store.n_unsaved,
         "store_path": str(store.writer.path) if store.writer else None,
+        "n_frames_received": engine.receiver.n_received,
+        "behind_s": round(behind_s(engine), 2),
+        "n_spooled": engine.queue.n_spooled,
+        "spool_mb": round(engine.spool.nbytes / 2**20, 1),
+        "n_unprocessed": engine.counts["unprocessed"],
+        "n_lost": engine.counts["dropped"] + engine.counts["unprocessed"] + store.n_unsaved,
+        "draining": engine._drain_deadline is not None,
+        "stream_frame_rate_hz": engine.stream_rate,
+        "raw_path": None if engine.recorder is None else engine.recorder.files.describe(),
+        "n_not_recorded": 0 if engine.recorder is None else engine.recorder.n_not_recorded,
     }
     for extra in engine.status_extras:
         fields.update(extra())

@@ -2,13 +2,19 @@
 
 Threads (DESIGN.md §1):
 
-- **receive** (:mod:`.receive`): drains the frame SUB socket into a bounded queue; a full
-  queue drops frames and records them;
+- **receive** (:mod:`.receive`): drains the frame SUB socket into the frame queue
+  (:mod:`.frame_queue`): in memory up to ``engine.queue_frames``, then in the disk spool
+  (:mod:`.spool`), so no frame is dropped while the model initialises or falls behind; it
+  keeps the ledger of frame indices (drops upstream, before the first frame, …);
 - **model** (the thread calling :meth:`Engine.run`, normally the main thread, so SIGINT and
   SIGTERM reach it): buffers the first ``init_frames``, initialises (on a worker,
   :mod:`.model_runner`), then per frame ``process_frame`` → closed-loop callbacks → ``traces`` →
-  store; it owns the results PUB socket (:mod:`.publish`);
-- **store** (:mod:`.store_worker`): the HDF5 writer and the model checkpoints, off the frame path.
+  store, catching up at full speed on what waited; it owns the results PUB socket
+  (:mod:`.publish`), records every stream incident (:mod:`.incidents`) and stops without
+  losing track of a frame (:mod:`.stopping`);
+- **store** (:mod:`.store_worker`): the HDF5 writer and the model checkpoints, off the frame path;
+- **raw recorder** (:mod:`.raw_recorder`, with ``engine.record_raw``): every frame received, to
+  ``<out stem>.raw.h5``.
 
 Late joiners: ``footprints``, ``corr_pnr`` and ``max_projection`` images are re-published every
 ``engine.republish_period_s`` and ``ready``/``status`` every ``engine.status_period_s``, so a
@@ -32,6 +38,8 @@ from typing import Any
 
 import zmq
 
+from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
+from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
 from online_cnmfe.engine.publish import (
     ImageMaker,
@@ -39,7 +47,10 @@ from online_cnmfe.engine.publish import (
     ResultsPublisher,
     StatusTracker,
 )
-from online_cnmfe.engine.receive import Control, FrameQueue, QueuedFrame, Receiver
+from online_cnmfe.engine.raw_recorder import RawFiles, RawRecorder
+from online_cnmfe.engine.receive import Receiver
+from online_cnmfe.engine.spool import DiskSpool
+from online_cnmfe.engine.stopping import EXIT_NOTHING_FITTED, StoppingMixin
 from online_cnmfe.engine.store_worker import StoreWorker
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
@@ -49,6 +60,7 @@ from online_cnmfe.results import stream as rs
 logger = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL_S = 0.0005
+CATCH_UP_S = 1.0  # a frame older than this when processed: catching up (fewer images)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,17 +74,23 @@ class EngineConfig:
     resume: bool = False
     exit_on_eos: bool = True
     idle_exit_s: float | None = None  # stop when no frame came for this long (after the first)
+    frame_rate_set: bool = False  # the user set data.frame_rate_hz: the stream's does not win
 
     @property
     def checkpoint(self) -> Path | None:
         return None if self.out is None else self.out.with_name(self.out.stem + ".state.h5")
+
+    @property
+    def spool_dir(self) -> Path | None:
+        """Where frames the model cannot take yet go (None: a temporary folder)."""
+        return None if self.out is None else self.out.with_name(self.out.stem + ".spool")
 
 
 def _default_model_factory(params: CNMFEParams) -> OnlineCNMFE:
     return OnlineCNMFE(params)
 
 
-class Engine(PublishingMixin):
+class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     """The long-running service (see the module docstring).
 
     Parameters
@@ -103,8 +121,19 @@ class Engine(PublishingMixin):
         self.store_prepare: list[Callable] = []  # prepare(h5py.File) before SWMR starts
         self.store_flush_hooks: list[Callable] = []  # hook(h5py.File) at every flush
         self.status_extras: list[Callable[[], dict]] = []  # extra status fields
-        self.counts = dict(dropped=0, rejected=0, restarts=0, stale=0, model_errors=0)
+        self.counts = dict(
+            dropped=0, rejected=0, unprocessed=0, restarts=0, stale=0, model_errors=0,
+            out_of_order=0, daq_lost=0, init_frames=0,
+        )  # fmt: skip
         self.frame_index = -1
+        self.stream_session: str | None = None
+        self.stream_rate: float | None = None  # the stream's declared rate (start message)
+        self.recorder: RawRecorder | None = None
+        self.receive_stop = threading.Event()
+        self._drain_deadline: float | None = None
+        self._drain_timeout = 0.0
+        self._drain_by_signal = False
+        self.summary = ""
         self._consecutive_errors = 0
         self._fp_version: int | None = None
         self._fp_message: list | None = None
@@ -129,11 +158,6 @@ class Engine(PublishingMixin):
         """Send a message on the results socket (model thread only, e.g. from a callback)."""
         self.publisher.send(frames)
 
-    def request_stop(self, reason: str) -> None:
-        if not self.stop_event.is_set():
-            self.stop_reason = reason
-            self.stop_event.set()
-
     # ---- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
         """Run until end of stream, a signal or :meth:`request_stop`; returns the exit code."""
@@ -142,10 +166,22 @@ class Engine(PublishingMixin):
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         ctx = zmq.Context()
         self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
-        self.queue = FrameQueue(self.ep.queue_frames)
+        ep = self.ep
+        self.spool = DiskSpool(
+            self.config.spool_dir, reserve_bytes=int(ep.spool_reserve_mb * 2**20),
+            max_bytes=int(ep.spool_max_mb * 2**20) or None,
+        )  # fmt: skip
+        self.queue = FrameQueue(ep.queue_frames, ep.queue_full, self.spool)
+        if ep.record_raw and self.config.out is not None:
+            files = RawFiles(
+                self.config.out, "raw", "every frame the engine received",
+                {"frames_endpoint": self.config.frames_endpoint}, ep.flush_period_s,
+            )  # fmt: skip
+            self.recorder = RawRecorder(files)
+            self.recorder.start()
         self.receiver = Receiver(
-            self.config.frames_endpoint, self.queue, self.stop_event, self.ep.rcvhwm_frames, ctx,
-            wait_when_full=self.ep.queue_full == "wait",
+            self.config.frames_endpoint, self.queue, self.receive_stop, ep.rcvhwm_frames, ctx,
+            on_frame=None if self.recorder is None else self.recorder.put,
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s)
         self._slow_pool = (
@@ -171,7 +207,7 @@ class Engine(PublishingMixin):
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda n, _f: self.request_stop(signal.Signals(n).name))
+            signal.signal(signum, lambda n, _f: self._signal(signal.Signals(n).name))
 
     def _start_model(self) -> None:
         model, ckpt = None, self.config.checkpoint
@@ -190,6 +226,7 @@ class Engine(PublishingMixin):
             if self.receiver.error is not None:
                 logger.error("cannot receive frames: %s", self.receiver.error)
                 self.exit_code = 2
+                self.stop_reason = "receive error"
                 break
             runner = self.runner
             item = None
@@ -203,10 +240,13 @@ class Engine(PublishingMixin):
             if isinstance(item, QueuedFrame):
                 image_due = now >= next_image
                 self._on_frame(item, image_due)
-                if image_due:
-                    next_image = now + 1.0 / self.ep.image_rate_hz
+                if image_due:  # catching up: fewer display images, more frames per second
+                    behind = time.monotonic_ns() - item.t_recv_ns > CATCH_UP_S * 1e9
+                    next_image = now + (CATCH_UP_S if behind else 1.0 / self.ep.image_rate_hz)
             elif isinstance(item, Control):
                 self._on_control(item)
+            if self._drain_deadline is not None and not self.stop_event.is_set():
+                self._check_drained(idle=item is None and not runner.initialising)
             if now >= next_status:
                 next_status = now + self.ep.status_period_s
                 self._send_status()
@@ -217,7 +257,7 @@ class Engine(PublishingMixin):
                 logger.warning(
                     "no frame for %.0f s; stopping (--idle-exit)", self.config.idle_exit_s
                 )
-                self.request_stop("idle")
+                self.request_stop("idle", drain=True)
             if now >= next_checkpoint and runner.phase == "running":
                 next_checkpoint = now + self.ep.checkpoint_period_s
                 self._checkpoint()
@@ -318,12 +358,6 @@ class Engine(PublishingMixin):
             self.exit_code = 1
             self.request_stop("model errors")
 
-    def _reject(self, frame_index: int, reason: str) -> None:
-        self.counts["rejected"] += 1
-        logger.warning("frame %d rejected: %s", frame_index, reason)
-        self.store.submit("reject", frame_index, reason)
-        self.publisher.send(rs.encode_event("reject", frame_index, (), reason))
-
     # ---- initialisation ------------------------------------------------------------------
     def _finish_init(self) -> None:
         if not self.runner.finish_init():
@@ -340,26 +374,33 @@ class Engine(PublishingMixin):
             model.run_slow_path_on(self._slow_pool)
         if self.images is None:
             self.images = ImageMaker(runner.dims)
-        if cfg.out is not None:
-            provenance = {
-                "frames_endpoint": cfg.frames_endpoint,
-                "session_id": self.receiver.session_id,
-                "engine_pid": os.getpid(),
-            }
-            kwargs = dict(
-                path=self._out_path(), dims=runner.dims, params=self.params,
-                frame_rate_hz=self.params.data.frame_rate_hz, input_provenance=provenance,
-                resume=cfg.resume and self._session == 0, prepare=self._prepare_store,
-                flush_hooks=self.store_flush_hooks,
-            )  # fmt: skip
-            self.store.submit("open", kwargs)
+        self._open_store(runner.dims, runner.params, resume=cfg.resume and self._session == 0)
         if not resume:
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
+                self.counts["init_frames"] += 1
         self.store.submit("b0", model.b0)
         self._send_footprints()
         self._republish()
         logger.info("running with %d neurons", len(model.neuron_ids))
+
+    def _open_store(self, dims, params: CNMFEParams, resume: bool) -> None:
+        """Open the results file (also with no model: its bookkeeping says why)."""
+        cfg = self.config
+        if cfg.out is None:
+            return
+        provenance = {
+            "frames_endpoint": cfg.frames_endpoint,
+            "session_id": self.receiver.session_id,
+            "stream_frame_rate_hz": self.stream_rate,
+            "engine_pid": os.getpid(),
+        }
+        kwargs = dict(
+            path=self._out_path(), dims=dims, params=params,
+            frame_rate_hz=params.data.frame_rate_hz, input_provenance=provenance,
+            resume=resume, prepare=self._prepare_store, flush_hooks=self.store_flush_hooks,
+        )  # fmt: skip
+        self.store.submit("open", kwargs)
 
     def _prepare_store(self, f) -> None:
         for prepare in self.store_prepare:
@@ -385,56 +426,43 @@ class Engine(PublishingMixin):
             return
         self.store.submit("checkpoint", snapshot, ckpt)
 
-    # ---- stream incidents ----------------------------------------------------------------
-    def _on_control(self, c: Control) -> None:
-        if c.kind == "drop":
-            self.counts["dropped"] += c.last - c.first + 1
-            self.store.submit("drop", c.first, c.last)
-            self.publisher.send(
-                rs.encode_event("drop", c.first, (), f"{c.detail} [{c.first}, {c.last}]")
-            )
-        elif c.kind == "reject":
-            self._reject(c.first, c.detail)
-        elif c.kind == "restart":
-            self._on_restart(c.detail)
-        elif c.kind == "eos" and self.config.exit_on_eos:
-            logger.info("end of stream (%s)", c.detail)
-            self.request_stop("eos")
-
-    def _on_restart(self, detail: str) -> None:
-        self.counts["restarts"] += 1
-        policy = self.ep.on_restart
-        logger.warning("frame stream restarted (%s); on_restart=%s", detail, policy)
-        self.publisher.send(rs.encode_event("restart", self.frame_index, (), f"{detail}; {policy}"))
-        if policy == "stop":
-            self.request_stop("restart")
-        elif policy == "reinitialise" and self.runner.phase != "waiting":
-            self._checkpoint()
-            self.store.submit("close_writer")
-            self._session += 1
-            self.runner = ModelRunner(self.params, self.model_factory)
-            self.images, self._fp_version, self._fp_message = None, None, None
-
     # ---- shutdown ------------------------------------------------------------------------
     def _shutdown(self, ctx: zmq.Context) -> None:
-        logger.info("stopping (%s) after %d frames", self.stop_reason, self.status.n_processed)
+        logger.info("stopping (%s)", self.stop_reason)
         self.stop_event.set()
-        self.receiver.join(2)
-        if self.runner is not None and self.runner.phase == "running":
+        self.receive_stop.set()
+        self.receiver.join(5)
+        self._settle_leftovers()
+        runner = self.runner
+        if runner is not None and runner.phase == "running":
             self._checkpoint()
+        elif runner is not None and runner.dims is not None and self.store.writer is None:
+            resume = self.config.resume and self._session == 0  # never replace a resumed file
+            self._open_store(runner.dims, runner.params, resume=resume)  # for its bookkeeping
         if self._slow_pool is not None:
             self._slow_pool.shutdown(wait=True)
         self.store.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.spool.close()
+        fitted = runner is not None and runner.phase == "running"
+        if not fitted and self.exit_code == 0:
+            self.exit_code = EXIT_NOTHING_FITTED
+            logger.error("%s", self._nothing_fitted_message())
         if self.config.out is not None and not self.store.ok and self.exit_code == 0:
             self.exit_code = 3  # the model ran but its results are not (all) on disk
+        self.summary = self._summary()
+        logger.info("stopped (%s): %s", self.stop_reason, self.summary)
         for callback in self.shutdown_callbacks:  # after the file is complete
             try:
                 callback(self)
             except Exception:  # noqa: BLE001 - one failing hook must not block the others
                 logger.exception("shutdown callback failed")
         self._send_status()
-        self.publisher.send(rs.encode_eos(self.status.n_processed, self.stop_reason))
-        self.publisher.close(linger_ms=300)
+        self.publisher.send(
+            rs.encode_eos(self.status.n_processed, self.stop_reason, **self._summary_fields())
+        )
+        self.publisher.close(linger_ms=1000)  # the last status and eos reach busy clients
         if self.receiver.is_alive():
             ctx.destroy(linger=0)
         else:

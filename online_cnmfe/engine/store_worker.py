@@ -4,7 +4,8 @@ The model thread hands over small operations (one frame's result, new footprints
 checkpoint snapshot) through an unbounded FIFO and never waits for the disk. A store failure
 (unwritable path, full disk) is kept in :attr:`StoreWorker.error`; the worker then discards
 further writes (counting them) while the engine keeps processing and reports the failure on the
-status stream.
+status stream. Frames discarded because the disk fell behind are recorded in the file's
+bookkeeping as ``unsaved`` (in ranges of frame indices) once it catches up.
 
 Checkpoints: the model thread passes a deep copy of the model; the worker saves it to
 ``<path>.tmp`` and renames it over ``<path>`` so a crash never leaves a half-written checkpoint.
@@ -26,6 +27,7 @@ from online_cnmfe.results.writer import ResultsWriter, StoreError
 logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 20000  # queued store operations (about 11 min of 30 Hz frames)
+BOOKKEEPING_OPS = ("drop", "reject", "lost", "session", "count")  # kept until the file opens
 
 
 class StoreWorker(threading.Thread):
@@ -49,23 +51,46 @@ class StoreWorker(threading.Thread):
         self._ops: deque[tuple[str, tuple]] = deque()
         self._cond = threading.Condition()
         self._closed = threading.Event()
-        self._early: list[tuple[str, tuple]] = []  # drops/rejects before the file exists
+        self._early: list[tuple[str, tuple]] = []  # bookkeeping before the file exists
+        self._unsaved: list[int] = []  # [first, last] frame indices being discarded
 
     # ---- model-thread side -----------------------------------------------------------------
     def submit(self, op: str, *args: Any) -> None:
-        """Queue an operation: open, frame, footprints, b0, drop, reject, checkpoint, flush.
+        """Queue an operation: open, frame, footprints, b0, checkpoint, flush, and the
+        bookkeeping (drop, reject, lost, session, count: :class:`ResultsWriter` methods).
 
         A frame is discarded (counted in :attr:`n_unsaved`) rather than queued when the disk
         has fallen ``MAX_BACKLOG`` operations behind, so a stalled disk cannot exhaust memory.
         """
-        if op == "frame" and len(self._ops) >= MAX_BACKLOG:
-            self.n_unsaved += 1
-            if self.n_unsaved % 1000 == 1:
-                logger.error("the disk is %d operations behind; frames are not saved", MAX_BACKLOG)
-            return
+        if op == "frame":
+            if len(self._ops) >= MAX_BACKLOG:
+                self._discard(int(args[1]["frame_index"]))
+                return
+            self._flush_unsaved()
+        elif op == "close":
+            self._flush_unsaved()
         with self._cond:
             self._ops.append((op, args))
             self._cond.notify()
+
+    def _discard(self, index: int) -> None:
+        self.n_unsaved += 1
+        if self.n_unsaved % 1000 == 1:
+            logger.error("the disk is %d operations behind; frames are not saved", MAX_BACKLOG)
+        if self._unsaved and self._unsaved[1] == index - 1:
+            self._unsaved[1] = index
+        else:
+            self._flush_unsaved()
+            self._unsaved = [index, index]
+
+    def _flush_unsaved(self) -> None:
+        if self._unsaved:
+            first, last = self._unsaved
+            self._unsaved = []
+            reason = f"not saved: the disk fell {MAX_BACKLOG} operations behind"
+            with self._cond:
+                self._ops.append(("lost", ("unsaved", first, last, reason)))
+                self._cond.notify()
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Write everything queued, close the file and stop the thread."""
@@ -116,7 +141,7 @@ class StoreWorker(threading.Thread):
                 self.writer = None
             return
         if self.writer is None:
-            if op in ("drop", "reject"):
+            if op in BOOKKEEPING_OPS:
                 self._early.append((op, args))
             elif op == "frame":
                 self.n_unsaved += 1
@@ -136,6 +161,12 @@ class StoreWorker(threading.Thread):
                 w.record_drop(*args)
             elif op == "reject":
                 w.record_reject(*args)
+            elif op == "lost":
+                w.record_lost(*args)
+            elif op == "session":
+                w.start_session(*args)
+            elif op == "count":
+                w.count_incident(*args)
             elif op == "flush":
                 w.flush()
         except StoreError as exc:

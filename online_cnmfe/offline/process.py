@@ -70,23 +70,20 @@ class ProcessJob:
     progress: bool = False
 
 
-def frame_rate_fields(
-    params: CNMFEParams, *, rate_given: bool, config_given: bool
-) -> dict[str, float | bool | None]:
+def frame_rate_fields(params: CNMFEParams, *, rate_given: bool) -> dict[str, float | bool | None]:
     """The ``frame_rate_hz``/``rate_from_file`` fields of a :class:`ProcessJob`.
 
-    A rate the user gave (``--set data.frame_rate_hz=…``, a manifest column) overrides the
-    file's metadata; without one and without a config file, the parameters take the file's
-    rate; with a config file, its rate is kept.
+    A rate the user gave (config file, ``--set data.frame_rate_hz=…``, a manifest column)
+    overrides the file's metadata; otherwise the parameters take the file's rate.
 
     Examples
     --------
-    >>> frame_rate_fields(CNMFEParams(), rate_given=False, config_given=False)
+    >>> frame_rate_fields(CNMFEParams(), rate_given=False)
     {'frame_rate_hz': None, 'rate_from_file': True}
     """
     return {
         "frame_rate_hz": params.data.frame_rate_hz if rate_given else None,
-        "rate_from_file": not config_given and not rate_given,
+        "rate_from_file": not rate_given,
     }
 
 
@@ -104,6 +101,8 @@ class ProcessSummary:
         Neurons in the final model.
     n_lost : int
         Hardware frames lost upstream (gaps in the DAQ frame counter).
+    n_missing : int
+        Frame indices missing from the recording (e.g. a lost Miniscope chunk).
     frame_ms : ndarray of shape (n_online,), float64
         The model's time on each online frame.
     """
@@ -113,6 +112,7 @@ class ProcessSummary:
     n_components: int
     n_lost: int
     frame_ms: np.ndarray
+    n_missing: int = 0
 
 
 @dataclass(slots=True)
@@ -176,6 +176,8 @@ def open_recording(job: ProcessJob) -> Recording:
     params = job.params
     if job.rate_from_file:
         params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
+    else:
+        warn_rate_mismatch(info.metadata.get("declared_frame_rate_hz"), params, str(job.movie))
     return Recording(source, info, params, n_total)
 
 
@@ -255,7 +257,8 @@ def _process_online(job, params, info, init, head, frames_iter, model, n_total) 
     provenance = {"path": str(Path(job.movie).resolve()), "source": info.description}
     out = Path(job.out)
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
-        drops = _DropTracker(writer)
+        writer.start_session(None, info.frame_rate_hz, info.description)
+        drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         times = _run_online(model, frames_iter, writer, n_total - n_init, job.progress, drops)
@@ -267,16 +270,34 @@ def _process_online(job, params, info, init, head, frames_iter, model, n_total) 
     if len(times):
         logger.info(
             "processed %d frames: per frame median %.2f ms, p99 %.2f ms, max %.2f ms; "
-            "%d neurons; %d hardware frames lost upstream; results in %s",
+            "%d neurons; %d frame(s) missing from the recording, %d hardware frames lost "
+            "upstream; results in %s",
             len(times),
             np.median(times),
             np.percentile(times, 99),
             times.max(),
             model.n_components,
+            drops.n_missing,
             drops.n_lost,
             out,
         )
-    return ProcessSummary(out, n_written, model.n_components, drops.n_lost, times)
+    return ProcessSummary(
+        out, n_written, model.n_components, drops.n_lost, times, n_missing=drops.n_missing
+    )
+
+
+def warn_rate_mismatch(declared: float | None, params: CNMFEParams, what: str) -> bool:
+    """Warn (naming both values) when the recording's own rate and ``data.frame_rate_hz``
+    differ by more than 1 %; True if they do."""
+    rate = params.data.frame_rate_hz
+    if declared is None or not declared > 0 or abs(declared - rate) <= 0.01 * rate:
+        return False
+    logger.warning(
+        "%s declares %.4g Hz but data.frame_rate_hz=%.4g Hz is set; %.4g Hz is used (time "
+        "constants and the results file follow it). Remove the setting to use the recording's.",
+        what, declared, rate, rate,
+    )  # fmt: skip
+    return True
 
 
 def _write_init_frames(writer, init, head, ids, drops) -> None:
@@ -293,19 +314,33 @@ def _write_init_frames(writer, init, head, ids, drops) -> None:
 
 
 class _DropTracker:
-    """Records hardware frames lost before the recording (gaps in the DAQ frame counter)."""
+    """Records the frames missing from the recording in the file's bookkeeping: gaps in the
+    frame indices (e.g. a lost Miniscope chunk) as ``dropped``, gaps in the DAQ frame counter
+    (hardware frames the acquisition software never got) as ``daq_lost``."""
 
-    def __init__(self, writer) -> None:
+    def __init__(self, writer, first_index: int | None = None) -> None:
         self.writer = writer
         self.last: int | None = None
-        self.n_lost = 0
+        self.next_index = first_index  # the recording's first frame index, when known
+        self.n_lost = 0  # DAQ
+        self.n_missing = 0  # frame indices
 
     def see(self, frame) -> None:
+        index = int(frame.frame_index)
+        if self.next_index is not None and index > self.next_index:
+            why = (
+                "missing from the recording (frame_index jumps from "
+                f"{self.next_index - 1} to {index})"
+            )
+            self.writer.record_drop(self.next_index, index - 1, why)
+            self.n_missing += index - self.next_index
+        self.next_index = index + 1 if self.next_index is None else max(self.next_index, index + 1)
         daq = frame.daq_frame
         if daq is None:
             return
         if self.last is not None and daq > self.last + 1:
-            self.writer.record_drop(self.last + 1, daq - 1)
+            why = f"DAQ frame counter jumps from {self.last} to {daq}: never reached the software"
+            self.writer.record_lost("daq_lost", self.last + 1, daq - 1, why)
             self.n_lost += daq - self.last - 1
         self.last = daq
 

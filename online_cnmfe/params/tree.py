@@ -164,3 +164,15 @@ def load_params(config: str | Path | None, overrides: list[str] | None = None) -
         params = CNMFEParams.from_dict(values)
     values = parse_overrides(overrides or [])
     return params.replace(**values) if values else params
+
+
+def user_sets(key: str, config: str | Path | None, overrides: list[str] | None = None) -> bool:
+    """True when the config file or a ``--set`` override gives the dotted ``stage.key``
+    (a value taken from the data, e.g. the frame rate, must then not replace it)."""
+    stage, _, name = key.partition(".")
+    if key in parse_overrides(overrides or []):
+        return True
+    if config is None:
+        return False
+    table = read_config_file(config).get(stage)
+    return isinstance(table, dict) and name in table

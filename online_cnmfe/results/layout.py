@@ -25,6 +25,7 @@ FRAME_FIELDS = {
     "daq_frame": np.int64,
     "t_acq_ms": np.float64,
     "latency_ms": np.float32,
+    "session": np.int32,  # row of bookkeeping/sessions
 }
 TRACE_NAMES = ("C", "S", "C_raw")
 TRACE_CHUNKS = (32, 256)

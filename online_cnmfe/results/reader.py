@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse
 
 from online_cnmfe.errors import StateFileError
+from online_cnmfe.results.bookkeeping import LOST_DTYPE, SESSION_DTYPE
 from online_cnmfe.results.layout import FORMAT, FRAME_FIELDS, TRACE_NAMES, open_for_reading
 from online_cnmfe.results.triggers_table import read_triggers
 
@@ -28,6 +29,8 @@ class Results:
 
     ``C``, ``S``, ``C_raw`` and ``birth_frame`` are aligned with the footprint columns
     (``neuron_ids``); ``*_all`` and ``trace_neuron_ids`` keep every neuron ever present.
+    ``lost`` and ``sessions`` are the ``bookkeeping/`` tables (empty for files written before
+    they existed); the totals are in ``attrs`` (``n_frames_dropped``, …).
     """
 
     dims: tuple[int, int]
@@ -48,6 +51,8 @@ class Results:
     params: dict[str, Any]
     input: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
+    lost: np.ndarray = field(default_factory=lambda: np.zeros(0, LOST_DTYPE))
+    sessions: np.ndarray = field(default_factory=lambda: np.zeros(0, SESSION_DTYPE))
     flagged: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -69,7 +74,12 @@ def read_results(path: str | Path) -> Results:
             raise StateFileError(f"{path} is not an online-cnmfe results file (no format attr)")
         attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
         dims = tuple(int(x) for x in f.attrs["dims"])
-        frames = {name: f[f"frames/{name}"][:] for name in FRAME_FIELDS}
+        frames = {
+            name: f[f"frames/{name}"][:] if name in f["frames"] else np.zeros(0, dtype)
+            for name, dtype in FRAME_FIELDS.items()
+        }
+        if frames["session"].shape[0] == 0:  # written before sessions were stored
+            frames["session"] = np.zeros(frames["frame_index"].shape[0], np.int32)
         n = min([int(f.attrs.get("n_frames", 10**18))] + [v.shape[0] for v in frames.values()])
         frames = {k: v[:n] for k, v in frames.items()}
         traces = {name: f[f"traces/{name}"][:, :n] for name in TRACE_NAMES}
@@ -96,6 +106,9 @@ def read_results(path: str | Path) -> Results:
         b0 = f["background/b0"][:]
         dropped = f["frames/dropped"][:]
         rejected = [(int(i), r.decode("utf-8", "replace")) for i, r in f["frames/rejected"][:]]
+        book = f["bookkeeping"] if "bookkeeping" in f else {}
+        lost = book["lost"][:] if "lost" in book else np.zeros(0, LOST_DTYPE)
+        sessions = book["sessions"][:] if "sessions" in book else np.zeros(0, SESSION_DTYPE)
         flagged = [
             (int(i), r.decode("utf-8", "replace"))
             for i, r in (f["frames/flagged"][:] if "flagged" in f["frames"] else ())
@@ -128,6 +141,8 @@ def read_results(path: str | Path) -> Results:
         params=json.loads(attrs.get("params", "{}")),
         input=json.loads(attrs.get("input", "{}")),
         attrs=attrs,
+        lost=lost,
+        sessions=sessions,
         flagged=flagged,
     )
 

@@ -34,7 +34,8 @@ def recover_results(src: str | Path, dst: str | Path) -> Path:
         for name in f_in:
             f_in.copy(f_in[name], f_out, name=name)
         for name in FRAME_FIELDS:
-            f_out[f"frames/{name}"].resize((n,))
+            if name in f_out["frames"]:  # older files lack newer fields
+                f_out[f"frames/{name}"].resize((n,))
         for name in TRACE_NAMES:
             ds = f_out[f"traces/{name}"]
             ds.resize((ds.shape[0], n))

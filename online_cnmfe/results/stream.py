@@ -239,9 +239,11 @@ def encode_trigger(
     return encode_message("trigger", header)
 
 
-def encode_eos(n_frames_processed: int, reason: str) -> list:
-    """``eos``: the engine is shutting down."""
-    return encode_message("eos", {"n_frames_processed": int(n_frames_processed), "reason": reason})
+def encode_eos(n_frames_processed: int, reason: str, **summary: Any) -> list:
+    """``eos``: the engine is shutting down; ``summary`` adds the frame totals
+    (``n_frames_received``, ``n_dropped``, …, ``summary``: docs/protocol.md)."""
+    header = {"n_frames_processed": int(n_frames_processed), "reason": reason, **summary}
+    return encode_message("eos", header)
 
 
 def decode_result(frames: Sequence[Any]) -> Message:

@@ -34,6 +34,8 @@ import scipy.sparse
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.block import FrameBlock, append_rows
+from online_cnmfe.results.bookkeeping import Ledger, create_bookkeeping, upgrade_for_resume
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
     FLAG_DTYPE,
@@ -56,32 +58,6 @@ class StoreError(OnlineCNMFEError):
 
 def _utf8(value: str) -> bytes:
     return value.encode("utf-8", "replace")[: REJECT_DTYPE["reason"].itemsize]
-
-
-class _Block:
-    """In-memory buffer of per-frame values, written to the file in one block."""
-
-    def __init__(self, capacity: int, n_rows: int) -> None:
-        self.capacity = capacity
-        self.n = 0
-        self.traces = {
-            name: np.zeros((max(n_rows, 8), capacity), np.float32) for name in TRACE_NAMES
-        }
-        self.meta = {name: np.zeros(capacity, dtype) for name, dtype in FRAME_FIELDS.items()}
-
-    def ensure_rows(self, n_rows: int) -> None:
-        have = self.traces["C"].shape[0]
-        if n_rows > have:
-            grow = max(n_rows, 2 * have)
-            for name, buf in self.traces.items():
-                new = np.zeros((grow, self.capacity), np.float32)
-                new[:have] = buf
-                self.traces[name] = new
-
-    def clear(self) -> None:
-        for buf in self.traces.values():
-            buf[:, : self.n] = 0.0
-        self.n = 0
 
 
 class ResultsWriter:
@@ -174,6 +150,8 @@ class ResultsWriter:
         self._pending_flags: list[tuple[int, str]] = []
         self._n_written = 0
         self._last_flush = time.monotonic()
+        self.ledger = Ledger()  # the fate of every frame (results/bookkeeping.py)
+        self.session = 0  # number of the current stream session (frames/session)
         try:
             if resume and self.path.exists():
                 self._open_existing()
@@ -185,7 +163,7 @@ class ResultsWriter:
                 f"cannot {'reopen' if resume else 'create'} the results file {self.path}: {exc}. "
                 "Check that the folder exists, is writable and has free space."
             ) from exc
-        self._block = _Block(block_frames, len(self._row_ids))
+        self._block = FrameBlock(block_frames, len(self._row_ids))
 
     # ---- creation ------------------------------------------------------------------------
     def _create(self, params: CNMFEParams, frame_rate_hz: float, provenance: dict) -> None:
@@ -206,6 +184,7 @@ class ResultsWriter:
             complete=False,
         )
         create_datasets(f, self.dims)
+        create_bookkeeping(f)
         if self._prepare is not None:
             self._prepare(f)
         f.flush()
@@ -226,6 +205,8 @@ class ResultsWriter:
         if "flagged" not in f["frames"]:  # written before frames/flagged existed
             f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
         f.attrs["complete"] = False
+        self.ledger = upgrade_for_resume(f, self._n_written)  # older files lack some datasets
+        self.session = max(0, self.ledger.n_sessions - 1)
         f.swmr_mode = True
 
     # ---- public API ----------------------------------------------------------------------
@@ -268,11 +249,12 @@ class ResultsWriter:
         block.meta["daq_frame"][j] = -1 if daq is None else daq
         block.meta["t_acq_ms"][j] = meta.get("t_acq_ms", np.nan)
         block.meta["latency_ms"][j] = meta.get("latency_ms", np.nan)
+        block.meta["session"][j] = self.session
         block.n += 1
         if result.skipped:
-            self._pending_rejects.append(
-                (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
-            )
+            index, reason = int(meta["frame_index"]), f"skipped: {result.skip_reason}"
+            self._pending_rejects.append((index, reason))
+            self.ledger.lost("skipped", index, index, reason, self.session)
         if result.flag:
             self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
@@ -307,13 +289,35 @@ class ResultsWriter:
             raise ValueError(f"b0 has {b0.size} values; expected {self.dims[0] * self.dims[1]}")
         self._pending_b0 = b0.reshape(self.dims).copy()
 
-    def record_drop(self, first: int, last: int) -> None:
-        """Record frames ``first..last`` (inclusive) lost upstream."""
-        self._pending_drops.append((int(first), int(last)))
+    def record_drop(self, first: int, last: int, reason: str = "lost upstream", n: int = 0) -> None:
+        """Record frames ``first..last`` (inclusive) that never reached the engine.
+
+        ``first = last = -1`` with ``n`` frames: their indices are unknown.
+        """
+        if first >= 0:
+            self._pending_drops.append((int(first), int(last)))
+        self.ledger.lost("dropped", int(first), int(last), reason, self.session, n)
 
     def record_reject(self, frame_index: int, reason: str) -> None:
         """Record a frame refused by the engine or the model, with the reason."""
         self._pending_rejects.append((int(frame_index), str(reason)))
+        self.ledger.lost("rejected", int(frame_index), int(frame_index), reason, self.session)
+
+    def record_lost(self, kind: str, first: int, last: int, reason: str, n: int = 0) -> None:
+        """Record frames ``first..last`` of another fate (``unprocessed``, ``unsaved``,
+        ``daq_lost``; see :mod:`~online_cnmfe.results.bookkeeping`)."""
+        self.ledger.lost(kind, int(first), int(last), reason, self.session, n)
+
+    def start_session(
+        self, session_id: str | None, frame_rate_hz: float | None, detail: str
+    ) -> int:
+        """Record that a stream session starts with the next frame; returns its number."""
+        self.session = self.ledger.session(session_id, self.n_frames, frame_rate_hz, detail)
+        return self.session
+
+    def count_incident(self, name: str, n: int = 1) -> None:
+        """Add to ``n_malformed``, ``n_restarts`` or ``n_out_of_order``."""
+        self.ledger.count(name, n)
 
     def flush(self) -> None:
         """Write everything buffered and flush the file to disk.
@@ -444,15 +448,16 @@ class ResultsWriter:
             f["background"].attrs["set"] = True
             self._pending_b0 = None
         if self._pending_drops:
-            _append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
+            append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
             self._pending_drops = []
         if self._pending_rejects:
             rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
-            _append_rows(f["frames/rejected"], rows)
+            append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
+        self.ledger.write(f)
         if self._pending_flags:
             rows = np.array([(i, _utf8(r)) for i, r in self._pending_flags], FLAG_DTYPE)
-            _append_rows(f["frames/flagged"], rows)
+            append_rows(f["frames/flagged"], rows)
             self._pending_flags = []
         for hook in self._flush_hooks:
             hook(f)
@@ -480,12 +485,6 @@ def _free_bytes(folder: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
-
-
-def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> None:
-    n = ds.shape[0]
-    ds.resize((n + rows.shape[0], *ds.shape[1:]))
-    ds[n:] = rows
 
 
 def _opens_normally(path: Path) -> bool:

@@ -204,7 +204,7 @@ def test_window_draws_selected_traces_raster_status_and_triggers(qtbot):
     assert w.closed_loop.table.item(0, 0).text() == "cell42"
     assert w.closed_loop.summary.text() == "engine: rules 2 · fired 1"
     assert w.closed_loop.table.item(0, 5).text().startswith("1.75")
-    assert w.banner.isHidden()
+    assert not w.banner.isHidden() and "4 frame(s) lost" in w.banner.text()  # 4 dropped: said
 
 
 def test_banner_shows_when_engine_unreachable(qtbot):

@@ -113,3 +113,10 @@ def test_batch_runs_the_slow_path_inline_unless_told_otherwise(tmp_path):
     assert p.engine.slow_path_thread is True and p.data.neuron_diameter_px == 9
     config.write_text("[data]\nneuron_diameter_px = 9\n[triggers]\nrules = []\n")
     assert batch_params(config, {}).engine.slow_path_thread is False
+
+
+def test_a_rate_given_in_the_config_or_set_wins_over_the_files_for_every_session(tmp_path):
+    m = _touch(tmp_path / "s.h5")
+    params = CNMFEParams().replace(**{"data.frame_rate_hz": 12.5})
+    (task,) = plan_sessions([m], tmp_path / "out", params, rate_given=True)
+    assert (task.frame_rate_hz, task.rate_from_file) == (12.5, False)

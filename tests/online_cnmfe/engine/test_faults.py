@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from online_cnmfe.results.bookkeeping import coverage_problems
 from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.engine_harness import (
     SIZE,
@@ -61,6 +62,9 @@ def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, cl
     )
     kinds = [m.header["kind"] for m in client.messages["event"]]
     assert kinds.count("reject") == 2
+    # the file keeps the counts and the fate of every index (100 and 101 rejected)
+    assert res.attrs["n_malformed"] == len(bad) and res.attrs["n_frames_rejected"] == 2
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
 
 
 def test_publisher_restart_mid_run_does_not_stop_the_engine(tmp_path, client):
@@ -88,12 +92,48 @@ def test_publisher_restart_mid_run_does_not_stop_the_engine(tmp_path, client):
     assert res.n_frames == 60 + status["n_frames_processed"]
     fi = res.frames["frame_index"]
     np.testing.assert_array_equal(fi[-80:], np.arange(80))  # the new session starts over
+    # the restart is stored: two sessions, and each frame says which one it belongs to
+    assert res.attrs["n_restarts"] == 1 and res.sessions.shape == (2,)
+    first_row = int(res.sessions["first_row"][1])
+    assert first_row == res.n_frames - 80
+    np.testing.assert_array_equal(res.frames["session"], np.repeat([0, 1], [first_row, 80]))
+    assert res.sessions["session_id"][0] != res.sessions["session_id"][1]
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
 
 
-def test_a_slow_consumer_drops_and_records_frames(tmp_path, client):
-    # A 4-frame queue and a lossless max-rate sender: everything sent while the model
-    # initialises overflows the queue; every frame must end up stored or recorded as dropped.
+def test_a_slow_consumer_spools_to_disk_and_catches_up_without_loss(tmp_path, client):
+    # A 4-frame memory queue and a lossless max-rate sender: everything sent while the model
+    # initialises goes to the disk spool and is processed afterwards; nothing is dropped.
     engine = start_engine(tmp_path, "--set", "engine.queue_frames=4")
+    acquire = start_acquire(tmp_path, n_frames=1500, rate="max")
+    try:
+        client.wait_for(lambda c: c.last_status().get("n_spooled", 0) > 100, 60, "spooling")
+        assert (tmp_path / "session.spool").is_dir()
+        client.wait_for(lambda c: c.messages["eos"], 120, "the engine's eos", engine)
+        assert acquire.wait(timeout=120) == 0
+        assert engine.wait(timeout=120) == 0, engine_log(tmp_path)
+    finally:
+        stop(engine)
+        stop(acquire)
+    res = read_results(tmp_path / "session.h5")
+    np.testing.assert_array_equal(res.frames["frame_index"], np.arange(1500))
+    assert res.dropped.size == 0 and res.lost.size == 0
+    assert res.attrs["n_frames_dropped"] == 0 and res.attrs["complete"]
+    assert not (tmp_path / "session.spool").exists()  # deleted at the clean close
+    behind = [(m.header["phase"], m.header["behind_s"]) for m in client.messages["status"]]
+    assert max(b for _, b in behind) > 0 and behind[-1] == ("stopped", 0), behind
+    eos = client.messages["eos"][-1].header
+    assert eos["n_frames_received"] == 1500 and eos["n_dropped"] == 0
+    assert (
+        "1500 frames received; 1500 frames processed (60 by the initialisation), none lost"
+        in eos["summary"]
+    )
+
+
+def test_a_full_queue_with_queue_full_drop_records_every_dropped_frame(tmp_path, client):
+    engine = start_engine(
+        tmp_path, "--set", "engine.queue_frames=4", "--set", "engine.queue_full=drop"
+    )
     acquire = start_acquire(tmp_path, n_frames=3000, rate="max")
     try:
         assert acquire.wait(timeout=120) == 0
@@ -111,7 +151,9 @@ def test_a_slow_consumer_drops_and_records_frames(tmp_path, client):
     for first, last in res.dropped:
         covered[first : last + 1] += 1
     np.testing.assert_array_equal(covered, 1)  # every frame exactly once: stored or dropped
-    assert client.last_status()["n_dropped"] == n_dropped
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
+    assert client.last_status()["n_dropped"] == n_dropped == res.attrs["n_frames_dropped"]
+    assert all(b"engine queue full" in r for r in res.lost["reason"])
     assert any(m.header["kind"] == "drop" for m in client.messages["event"])
 
 

@@ -49,7 +49,7 @@ def _job(tmp, out, params=None, **kw) -> ProcessJob:
         out=out,
         params=params,
         init_result=tmp / "init.h5",
-        **frame_rate_fields(params, rate_given=False, config_given=False),
+        **frame_rate_fields(params, rate_given=False),
         **kw,
     )
 
@@ -114,7 +114,7 @@ def test_why_redo_says_why_and_none_when_up_to_date(files, tmp_path):
 
 def test_a_rate_given_by_the_user_wins_over_the_file(files, tmp_path):
     params = _params(**{"data.frame_rate_hz": 7.5})
-    fields = frame_rate_fields(params, rate_given=True, config_given=False)
+    fields = frame_rate_fields(params, rate_given=True)
     assert fields == {"frame_rate_hz": 7.5, "rate_from_file": False}
     job = ProcessJob(movie=files / "movie.h5", out=tmp_path / "r.h5", params=params, **fields)
     with open_recording(job) as rec:
