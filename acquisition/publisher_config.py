@@ -34,6 +34,51 @@ def parse_rate(text: str | float) -> str | float:
     return value
 
 
+TRANSPORTS = ("tcp", "ipc", "inproc")
+
+
+def check_endpoint(endpoint: str, option: str = "endpoint") -> str:
+    """Return ``endpoint`` when it is a ZeroMQ address (``transport://address``), else raise.
+
+    Parameters
+    ----------
+    endpoint : str
+    option : str
+        How the user gave it (``--endpoint``, ``--frames``, …), named in the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the value and, for a bare ``host:port`` or port, the address meant.
+
+    Examples
+    --------
+    >>> check_endpoint("tcp://127.0.0.1:5555")
+    'tcp://127.0.0.1:5555'
+    >>> check_endpoint("127.0.0.1:5555", "--endpoint")
+    Traceback (most recent call last):
+    ...
+    ValueError: --endpoint 127.0.0.1:5555 is not a ZeroMQ address; did you mean tcp://127.0.0.1:5555?
+    """
+    text = str(endpoint).strip()
+    transport, sep, address = text.partition("://")
+    if sep and transport in TRANSPORTS and address:
+        return text
+    if not sep:
+        host, colon, port = text.rpartition(":")
+        if text.isdigit():
+            hint = f"did you mean tcp://127.0.0.1:{text}?"
+        elif colon and port.isdigit():
+            hint = f"did you mean tcp://{host or '127.0.0.1'}:{port}?"
+        else:
+            hint = "expected e.g. tcp://127.0.0.1:5555 or ipc:///tmp/frames"
+        raise ValueError(f"{option} {text} is not a ZeroMQ address; {hint}")
+    raise ValueError(
+        f"{option} {text} has an unknown transport {transport!r}; expected one of "
+        f"{', '.join(t + '://' for t in TRANSPORTS)} (e.g. tcp://127.0.0.1:5555)"
+    )
+
+
 def is_local_endpoint(endpoint: str) -> bool:
     """True for ``ipc://``/``inproc://`` endpoints and tcp on a loopback address."""
     if endpoint.startswith(("ipc://", "inproc://")):
@@ -87,6 +132,7 @@ class PublisherConfig:
     eos_repeat_s: float = 0.5
 
     def __post_init__(self) -> None:
+        check_endpoint(self.endpoint, "--endpoint")
         object.__setattr__(self, "rate", parse_rate(self.rate))
         if self.wait_for_subscriber_s is None:
             wait = math.inf if self.rate == "max" else PACED_WAIT_S

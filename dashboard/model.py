@@ -119,6 +119,8 @@ class DashboardModel(ModelQueries):
         self.engine_pid: int | None = None
         self.offline = False  # reviewing a results file: no connection to watch
         self.declared_rules: list[str] = []  # rules listed before they fire (kept on restart)
+        self.labels: dict[int, int] = {}  # curation (review): +1 accepted, -1 rejected
+        self.pixel_size_um: float | None = None  # from the engine's ready (scale bar)
         self._reset_session()
         self.last_message_s: float | None = None
 
@@ -184,6 +186,10 @@ class DashboardModel(ModelQueries):
             self._restart(f"{why}, engine pid {self.engine_pid} -> {pid}")
         self.session_id = session if session is not None else self.session_id
         self.engine_pid = pid
+        pixel = h.get("pixel_size_um")
+        if type(pixel) in (int, float) and pixel > 0 and pixel != self.pixel_size_um:
+            self.pixel_size_um = float(pixel)
+            self._dirty.add("image")
         if self.eos is not None:
             self.eos = None
             self._dirty.add("status")

@@ -139,13 +139,17 @@ class FrameSource:
                 f"start frame {start} is beyond the {info.n_frames} frames of the source"
             )
         count = 0 if stop is None else stop - start
+        if stop is not None and count == 0:
+            return
         n = 0
+        # Stop right after the last wanted frame, without pulling one more: a file whose
+        # header claims more frames than it holds must still read up to ``stop``.
         for frame in self._iter_raw(start):
-            if stop is not None and n >= count:
-                break
             pixels = self.transform.apply(frame.pixels)
             yield frame._replace(pixels=pixels)
             n += 1
+            if stop is not None and n >= count:
+                return
 
     def __iter__(self) -> Iterator[SourceFrame]:
         return self.frames()

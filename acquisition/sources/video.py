@@ -133,8 +133,9 @@ def iter_video_frames(
                 index += 1
         if expected and index < expected:
             raise SourceError(
-                f"{path}: frame {index} of {expected} cannot be read; the file is truncated "
-                "or corrupt"
+                f"{path}: the header claims {expected} frames but the file ends after {index}; "
+                f"it is truncated or its header is wrong. Read only the first {index} frames "
+                f"(e.g. --max-frames {index}, or --stop {index} for a replay)"
             )
     finally:
         container.close()

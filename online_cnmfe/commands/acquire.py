@@ -212,6 +212,12 @@ def run(args: argparse.Namespace) -> int:
                     f"--start {config.start} is beyond the {info.n_frames} frames of "
                     f"{info.description}"
                 )
+            if info.n_frames is not None and (config.stop or 0) > info.n_frames:
+                raise ConfigError(
+                    f"--stop {config.stop} is beyond the {info.n_frames} frames of "
+                    f"{info.description}; pass --stop {info.n_frames} or leave it out to "
+                    "replay to the end"
+                )
             logger.info(
                 "publishing %s on %s: %dx%d %s at %.2f Hz, %s frames, session %s",
                 info.description,

@@ -77,8 +77,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from acquisition.publisher_config import check_endpoint
     from online_cnmfe.engine.service import Engine, EngineConfig
 
+    try:
+        check_endpoint(args.frames, "--frames")
+        check_endpoint(args.results, "--results")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     params = load_params(args.config, args.overrides)
     out = args.out
     if out is not None and out.exists() and not (args.resume or args.overwrite):

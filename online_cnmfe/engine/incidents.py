@@ -113,7 +113,9 @@ class IncidentsMixin:
                     self.runner.wait_init(0.5)
                 self._finish_init()
             self._checkpoint()
+            self._store_summary()
             self.store.submit("close_writer")
             self._session += 1
             self.runner = ModelRunner(self.params, self.model_factory)
             self.images, self._fp_version, self._fp_message = None, None, None
+            self.projections = None

@@ -240,7 +240,10 @@ class PublishingMixin:
                 self._send_image(self.frame_index, layer, image)
 
     def _send_ready(self) -> None:
-        self.publisher.send(rs.encode_ready(self.receiver.session_id, os.getpid()))
+        pixel_um = self.params.data.pixel_size_um  # for the dashboards' scale bar
+        self.publisher.send(
+            rs.encode_ready(self.receiver.session_id, os.getpid(), pixel_size_um=pixel_um)
+        )
 
     def status_fields(self) -> dict:
         """The fields of the ``status`` message (docs/protocol.md)."""

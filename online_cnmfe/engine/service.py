@@ -56,6 +56,7 @@ from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results import state_file
 from online_cnmfe.results import stream as rs
+from online_cnmfe.results.summary import SessionSummary, init_images
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self._store_error_reported = False
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
+        self.projections: SessionSummary | None = None  # mean/max images of the session
 
     # ---- hooks ---------------------------------------------------------------------------
     def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
@@ -261,6 +263,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             if now >= next_checkpoint and runner.phase == "running":
                 next_checkpoint = now + self.ep.checkpoint_period_s
                 self._checkpoint()
+                self._store_summary()
 
     def _idle_too_long(self, now: float) -> bool:
         """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
@@ -322,6 +325,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
         if result.skipped:
             self.counts["rejected"] += 1
+        elif self.projections is not None and not result.flag:
+            self.projections.add(f.pixels)  # mean / max projection images (~0.1 ms)
         for ev in result.events:
             if ev.kind in rs.EVENT_KINDS:
                 self.publisher.send(
@@ -375,10 +380,16 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if self.images is None:
             self.images = ImageMaker(runner.dims)
         self._open_store(runner.dims, runner.params, resume=cfg.resume and self._session == 0)
+        self.projections = SessionSummary(runner.dims)
         if not resume:
+            self.projections.add_many(runner.frames)
+            n_init = len(runner.frames)
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
                 self.counts["init_frames"] += 1
+            attrs = {"n_frames": n_init, "source": "initialisation frames"}
+            self.store.submit("images", init_images(runner.init_result), attrs)
+            self._store_summary()
         self.store.submit("b0", model.b0)
         self._send_footprints()
         self._republish()
@@ -401,6 +412,11 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             resume=resume, prepare=self._prepare_store, flush_hooks=self.store_flush_hooks,
         )  # fmt: skip
         self.store.submit("open", kwargs)
+
+    def _store_summary(self) -> None:
+        """Hand the mean / max projection images so far to the store (refreshed in the file)."""
+        if self.projections is not None and self.projections.n_frames:
+            self.store.submit("images", self.projections.images(), self.projections.attrs())
 
     def _prepare_store(self, f) -> None:
         for prepare in self.store_prepare:
@@ -439,6 +455,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         elif runner is not None and runner.dims is not None and self.store.writer is None:
             resume = self.config.resume and self._session == 0  # never replace a resumed file
             self._open_store(runner.dims, runner.params, resume=resume)  # for its bookkeeping
+        self._store_summary()
         if self._slow_pool is not None:
             self._slow_pool.shutdown(wait=True)
         self.store.close()

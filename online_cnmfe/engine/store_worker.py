@@ -56,7 +56,7 @@ class StoreWorker(threading.Thread):
 
     # ---- model-thread side -----------------------------------------------------------------
     def submit(self, op: str, *args: Any) -> None:
-        """Queue an operation: open, frame, footprints, b0, checkpoint, flush, and the
+        """Queue an operation: open, frame, footprints, b0, images, checkpoint, flush, and the
         bookkeeping (drop, reject, lost, session, count: :class:`ResultsWriter` methods).
 
         A frame is discarded (counted in :attr:`n_unsaved`) rather than queued when the disk
@@ -157,6 +157,8 @@ class StoreWorker(threading.Thread):
                 w.set_footprints(*args)
             elif op == "b0":
                 w.set_background(*args)
+            elif op == "images":
+                w.set_images(args[0], **args[1])
             elif op == "drop":
                 w.record_drop(*args)
             elif op == "reject":

@@ -166,9 +166,16 @@ def open_recording(job: ProcessJob) -> Recording:
         n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
         n_init = job.params.init.init_frames
         if n_total <= n_init:
+            have = (
+                f"{job.movie} has {n_total} frames"
+                if n_total == info.n_frames
+                else f"--max-frames {job.max_frames} keeps {n_total} of the {info.n_frames} "
+                f"frames of {job.movie}"
+            )
             raise InputFileError(
-                f"{job.movie} has {n_total} frames; initialisation needs "
-                f"init.init_frames={n_init} plus at least one more. Pass a smaller --init-frames."
+                f"{have}; initialisation needs init.init_frames={n_init} plus at least one "
+                f"more. Pass a smaller --init-frames (at most {max(n_total - 1, 0)})"
+                + ("." if n_total == info.n_frames else " or a larger --max-frames.")
             )
     except BaseException:
         source.close()
@@ -210,12 +217,16 @@ def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
     """:func:`process_recording` on a recording already opened by :func:`open_recording`."""
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
+    from online_cnmfe.results.summary import SessionSummary
 
-    params, info, n_total = recording.params, recording.info, recording.n_frames
+    params, n_total = recording.params, recording.n_frames
     n_init = params.init.init_frames
     frames_iter = recording.source.frames(0, n_total)
     head = [next(frames_iter) for _ in range(n_init)]
     init_frames = np.stack([f.pixels for f in head]).astype(np.float32)
+    summary = SessionSummary(init_frames.shape[1:])  # images/mean and images/max
+    for frame in head:
+        summary.add(frame.pixels)
     head = [f._replace(pixels=None) for f in head]  # only the bookkeeping is written later
     t0 = time.perf_counter()
     if job.init_result:
@@ -237,7 +248,7 @@ def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
     )
     with _slow_path_executor(params) as executor:
         model.run_slow_path_on(executor)
-        return _process_online(job, params, info, init, head, frames_iter, model, n_total)
+        return _process_online(job, recording, init, head, frames_iter, model, summary)
 
 
 def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManager:
@@ -248,11 +259,14 @@ def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManage
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
 
 
-def _process_online(job, params, info, init, head, frames_iter, model, n_total) -> ProcessSummary:
-    """The online part of :func:`process_recording`: frames after the initialisation."""
+def _process_online(job, recording, init, head, frames_iter, model, summary) -> ProcessSummary:
+    """The online part of :func:`process_recording`: frames after the initialisation
+    (``head``: their bookkeeping; ``summary``: the mean/max images, fed with them)."""
     from online_cnmfe.results import state_file
+    from online_cnmfe.results.summary import init_images
     from online_cnmfe.results.writer import ResultsWriter
 
+    params, info, n_total = recording.params, recording.info, recording.n_frames
     n_init = len(head)
     provenance = {"path": str(Path(job.movie).resolve()), "source": info.description}
     out = Path(job.out)
@@ -261,9 +275,15 @@ def _process_online(job, params, info, init, head, frames_iter, model, n_total) 
         drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
-        times = _run_online(model, frames_iter, writer, n_total - n_init, job.progress, drops)
+        writer.set_images(init_images(init), n_frames=n_init, source="initialisation frames")
+        writer.set_images(summary.images(), **summary.attrs())
+        writer.set_background(model.b0)
+        times = _run_online(
+            model, frames_iter, writer, n_total - n_init, job.progress, drops, summary
+        )
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
+        writer.set_images(summary.images(), **summary.attrs())
         n_written = writer.n_frames
     if job.save_model:
         state_file.save_online_model(job.save_model, model)
@@ -355,7 +375,7 @@ def _meta(frame, latency_ms: float) -> dict:
     }
 
 
-def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops) -> np.ndarray:
+def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops, summary):
     from tqdm import tqdm
 
     times = np.zeros(n_frames, np.float64)
@@ -367,6 +387,8 @@ def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops
             drops.see(frame)
             result = model.process_frame(frame.pixels)
             times[n] = result.timings_ms.get("total", np.nan)
+            if not result.skipped and not result.flag:  # flagged: e.g. a motion outlier
+                summary.add(frame.pixels)
             writer.append_frame(result, _meta(frame, times[n]))
             if result.footprints_version != version:
                 version = result.footprints_version

@@ -15,9 +15,13 @@ class DataParams:
     frame_rate_hz: float = 20.0
     neuron_diameter_px: float = 13.0
     decay_time_s: float = 0.4
+    # size of one pixel in the sample (micrometres), for scale bars and exports; None: unknown
+    pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
         positive("frame_rate_hz", self.frame_rate_hz)
+        if self.pixel_size_um is not None:
+            positive("pixel_size_um", self.pixel_size_um)
         check(
             "neuron_diameter_px",
             self.neuron_diameter_px,

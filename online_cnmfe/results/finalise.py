@@ -3,17 +3,23 @@
 While a session runs, trace rows follow ``neurons/neuron_ids`` (every neuron ever present) and
 footprint columns ``footprints/neuron_ids`` (the neurons present now). At a clean close the
 rows of neurons absent from the final footprints move to ``removed/`` and the others are put in
-footprint-column order, then ``complete`` is set.
+footprint-column order, the per-neuron ``quality`` table is computed (:mod:`.quality`), then
+``complete`` is set.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.results.layout import TRACE_CHUNKS, TRACE_NAMES
+from online_cnmfe.results.quality import store_quality
+
+logger = logging.getLogger(__name__)
 
 
 def finalise(path: Path, block: int = 4096) -> None:
@@ -53,4 +59,15 @@ def finalise(path: Path, block: int = 4096) -> None:
             for name, values in (("neuron_ids", fp_ids), ("birth_frame", new_birth)):
                 f[f"neurons/{name}"].resize((values.shape[0],))
                 f[f"neurons/{name}"][:] = values
+        _store_quality_or_say_why(f)
         f.attrs["complete"] = True
+
+
+def _store_quality_or_say_why(f: h5py.File) -> None:
+    """Per-neuron quality metrics (derived data: a failure leaves the file valid)."""
+    try:
+        store_quality(f)
+    except (OSError, KeyError, ValueError, OnlineCNMFEError) as exc:
+        logger.warning(
+            "%s: no quality metrics (%s); `online-cnmfe curate --metrics` retries", f.filename, exc
+        )

@@ -36,6 +36,7 @@ from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.block import FrameBlock, append_rows
 from online_cnmfe.results.bookkeeping import Ledger, create_bookkeeping, upgrade_for_resume
+from online_cnmfe.results.extras import PendingExtras
 from online_cnmfe.results.finalise import finalise
 from online_cnmfe.results.layout import (
     FLAG_DTYPE,
@@ -147,7 +148,7 @@ class ResultsWriter:
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
-        self._pending_flags: list[tuple[int, str]] = []
+        self._extras = PendingExtras(self.dims)  # model events, flagged frames, summary images
         self._n_written = 0
         self._last_flush = time.monotonic()
         self.ledger = Ledger()  # the fate of every frame (results/bookkeeping.py)
@@ -255,8 +256,7 @@ class ResultsWriter:
             index, reason = int(meta["frame_index"]), f"skipped: {result.skip_reason}"
             self._pending_rejects.append((index, reason))
             self.ledger.lost("skipped", index, index, reason, self.session)
-        if result.flag:
-            self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
+        self._extras.add_frame(result, meta["frame_index"])  # its events and flag, if any
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -288,6 +288,11 @@ class ResultsWriter:
         if b0.size != self.dims[0] * self.dims[1]:
             raise ValueError(f"b0 has {b0.size} values; expected {self.dims[0] * self.dims[1]}")
         self._pending_b0 = b0.reshape(self.dims).copy()
+
+    def set_images(self, images: dict[str, np.ndarray], **attrs: Any) -> None:
+        """Record (H, W) summary images ``images/<name>`` (:mod:`.summary`) for the next flush;
+        ``attrs`` (``n_frames``, ``source``) are stored on each."""
+        self._extras.set_images(images, attrs)
 
     def record_drop(self, first: int, last: int, reason: str = "lost upstream", n: int = 0) -> None:
         """Record frames ``first..last`` (inclusive) that never reached the engine.
@@ -455,10 +460,7 @@ class ResultsWriter:
             append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
         self.ledger.write(f)
-        if self._pending_flags:
-            rows = np.array([(i, _utf8(r)) for i, r in self._pending_flags], FLAG_DTYPE)
-            append_rows(f["frames/flagged"], rows)
-            self._pending_flags = []
+        self._extras.write(f)
         for hook in self._flush_hooks:
             hook(f)
         f.flush()

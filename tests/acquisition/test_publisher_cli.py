@@ -113,12 +113,16 @@ def test_signal_ends_with_eos_and_exit_0(tmp_path, sig):
         (["camera", "--index", "57"], "no camera at index 57"),
         (["replay", "REC", "--start", "2"], "--start 2 is beyond the 2 frames"),
         (["replay", "REC", "--start", "1", "--stop", "1"], "frame range"),
+        (["replay", "REC", "--stop", "5000"], "--stop 5000 is beyond the 2 frames"),
+        (["replay", "REC", "--endpoint", "127.0.0.1:5555"], "did you mean tcp://127.0.0.1:5555"),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, args, message):
     np.save(tmp_path / "rec.npy", np.zeros((2, 8, 8), np.uint8))
     args = [str(tmp_path / "rec.npy") if a == "REC" else a for a in args]
-    proc = launch(*args, "--endpoint", f"ipc://{tmp_path}/x")
+    if "--endpoint" not in args:
+        args = [*args, "--endpoint", f"ipc://{tmp_path}/x"]
+    proc = launch(*args)
     code, err = finish(proc)
     assert code == 2, err
     lines = [line for line in err.splitlines() if "error:" in line]

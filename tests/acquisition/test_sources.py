@@ -157,6 +157,30 @@ def test_video_source_ignores_nothing_but_reports_rate(tmp_path, rng):
     np.testing.assert_array_equal(_stack(src), frames)
 
 
+def _claim_frames(path, n: int) -> None:
+    """Patch an AVI header (avih dwTotalFrames and strh dwLength) to claim ``n`` frames."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):
+        i = data.find(tag) + 8 + offset
+        data[i : i + 4] = struct.pack("<I", n)
+    path.write_bytes(bytes(data))
+
+
+def test_avi_whose_header_claims_more_frames_reads_up_to_stop(tmp_path, rng):
+    frames = rng.integers(0, 256, (10, 8, 10), dtype=np.uint8)
+    write_avi(tmp_path / "lie.avi", frames, codec="rawvideo")
+    _claim_frames(tmp_path / "lie.avi", 25)
+    src = open_source(tmp_path / "lie.avi")
+    assert src.info.n_frames == 25  # what the header says
+    got = np.stack([f.pixels for f in src.frames(0, 10)])  # all it holds: no error
+    np.testing.assert_array_equal(got, frames)
+    assert [f.frame_index for f in src.frames(3, 7)] == [3, 4, 5, 6]
+    with pytest.raises(SourceError, match=r"claims 25 frames but the file ends after 10.*--max"):
+        list(src.frames(0, 11))
+
+
 def test_corrupted_wireless_avi_replays(shared_data):
     src = open_source(shared_data / "miniscope_wireless_corrupted_60x200x200.avi")
     assert (src.info.shape, src.info.dtype, src.info.n_frames) == ((200, 200), "uint8", 60)

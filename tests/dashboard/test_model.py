@@ -369,3 +369,14 @@ def test_ring_window_matches_a_plain_history_for_any_length_and_rows(seed):
             ).reshape(len(row_ids), len(kept))
             np.testing.assert_array_equal(win["C"], want)
             np.testing.assert_array_equal(win["C_raw"], 3 * want)
+
+
+def test_ready_carries_the_pixel_size_for_the_scale_bar():
+    m = DashboardModel()
+    m.handle(msg("ready", {"session_id": "a", "engine_pid": 1, "pixel_size_um": None}), now=0)
+    assert m.pixel_size_um is None
+    m.take_dirty()
+    m.handle(msg("ready", {"session_id": "a", "engine_pid": 1, "pixel_size_um": 1.8}), now=0)
+    assert m.pixel_size_um == 1.8 and "image" in m.take_dirty()
+    m.handle(msg("ready", {"session_id": "a", "engine_pid": 1, "pixel_size_um": "x"}), now=0)
+    assert m.pixel_size_um == 1.8 and m.n_malformed == 0

@@ -75,6 +75,16 @@ def test_process_bad_inputs_give_one_line_errors(files, capsys):
         ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--set", "data.nope=1"]
     )
     assert rc == 2 and "unknown parameter" in capsys.readouterr().err
+    rc = main(["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--max-frames", "10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--max-frames 10 keeps 10 of the 300 frames" in err
+    assert "a larger --max-frames" in err
+    rc = main(
+        ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"),
+         "--set", "data.frame_rate_hz=twenty"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "data.frame_rate_hz='twenty' is not a number" in err
 
 
 def test_process_with_real_initialisation_on_simulator_file(tmp_path):
