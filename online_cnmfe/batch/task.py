@@ -16,11 +16,12 @@ import os
 import socket
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from online_cnmfe.batch.plan import SessionTask
 from online_cnmfe.errors import USER_ERRORS
-from online_cnmfe.offline.process import open_recording, process_opened
+from online_cnmfe.offline.process import check_output_of, open_recording, process_opened
 from online_cnmfe.offline.up_to_date import why_redo
 
 logger = logging.getLogger(__name__)
@@ -81,13 +82,17 @@ def run_session(task: SessionTask) -> dict[str, Any]:
 
 def _run(task: SessionTask) -> dict[str, Any]:
     job = task.job()
-    with open_recording(job) as recording:
+    with open_recording(job, preflight=False) as recording:
         reason = "--force" if task.force else why_redo(job.out, recording, job.movie)
         if reason is None:
             frames, neurons = _existing_counts(job.out)
             status, note = "skipped", "results up to date (same parameters)"
         else:
             logger.info("%s: processing (%s)", task.name, reason)
+            # The rerun rule above decides: a stale, interrupted or --force'd file is replaced
+            # (process's preflight still refuses writing over the input or a full disk).
+            job = replace(job, overwrite=True)
+            check_output_of(job, recording.n_frames)
             summary = process_opened(job, recording)
             frames, neurons = summary.n_frames, summary.n_components
             status, note = "ok", reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from online_cnmfe.errors import ConfigError
     from online_cnmfe.results import export, export_csv, export_nwb
     from online_cnmfe.results.export_meta import load_metadata
+    from online_cnmfe.results.output_check import MiB, check_output
 
     targets = [
         (args.nwb, "nwb"), (args.csv, "csv"), (args.caiman, "caiman"), (args.cellreg, "cellreg"),
@@ -94,27 +96,43 @@ def run(args: argparse.Namespace) -> int:
     targets = [(path, kind) for path, kind in targets if path is not None]
     if not targets:
         raise ConfigError("nothing to do: give at least one of --nwb, --csv, --caiman, --cellreg")
-    for path, kind in targets:
-        exists = path.exists() and (kind != "csv" or any(path.iterdir()))
-        if exists and not args.overwrite:
-            raise ConfigError(f"{path} exists; pass --overwrite to replace it")
-        if not path.parent.is_dir():
-            raise ConfigError(f"the folder of {path} does not exist")
+    if not args.result.is_file():
+        raise ConfigError(f"results file {args.result} does not exist")
+    need = args.result.stat().st_size + 16 * MiB  # an export is at most about the file's size
+    for path, kind in targets:  # every output checked before the first is written
+        if kind == "csv":  # a folder of tables
+            if path.exists() and any(path.iterdir()) and not args.overwrite:
+                raise ConfigError(f"{path} exists and is not empty; pass --overwrite")
+            if not path.parent.is_dir():
+                raise ConfigError(f"the folder of {path} does not exist")
+        else:
+            check_output(
+                path, overwrite=args.overwrite, need_bytes=need, flag=f"--{kind}",
+                inputs=(args.result,),
+            )  # fmt: skip
     pairs = list(args.meta) + [
         f"{key}={getattr(args, key)}" for key in META_OPTIONS if getattr(args, key) is not None
     ]
     metadata = load_metadata(args.metadata, pairs) if args.nwb is not None else None
     keep = args.include_rejected
+    writers = {
+        "nwb": lambda src, dst: export_nwb.export_nwb(
+            src, dst, metadata=metadata, include_rejected=keep, masks=args.nwb_masks
+        ),
+        "caiman": lambda src, dst: export.export_caiman(src, dst, include_rejected=keep),
+        "cellreg": lambda src, dst: export.export_cellreg(src, dst, include_rejected=keep),
+    }
     for path, kind in targets:
-        if kind == "nwb":
-            export_nwb.export_nwb(
-                args.result, path, metadata=metadata, include_rejected=keep, masks=args.nwb_masks
-            )
-        elif kind == "csv":
+        if kind == "csv":
             export_csv.export_csv(args.result, path, include_rejected=keep)
-        elif kind == "caiman":
-            export.export_caiman(args.result, path, include_rejected=keep)
-        else:
-            export.export_cellreg(args.result, path, include_rejected=keep)
+            sys.stdout.write(f"wrote {path}\n")
+            continue
+        partial = path.with_name(f"{path.stem}.partial{path.suffix}")  # renamed when complete
+        try:
+            writers[kind](args.result, partial)
+            os.replace(partial, path)
+        finally:
+            if partial.exists():
+                partial.unlink()
         sys.stdout.write(f"wrote {path}\n")
     return 0

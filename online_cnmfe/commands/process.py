@@ -50,6 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--save-model", help="also save the final model state to this file")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         save_model=Path(args.save_model) if args.save_model else None,
         max_frames=args.max_frames,
         progress=not args.quiet and sys.stderr.isatty(),
+        overwrite=args.overwrite,
     )
     process_recording(job)
     return 0

@@ -87,12 +87,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     params = load_params(args.config, args.overrides)
     out = args.out
-    if out is not None and out.exists() and not (args.resume or args.overwrite):
-        raise ConfigError(
-            f"{out} exists; pass --resume to continue that session or --overwrite to replace it"
-        )
-    if out is not None and not out.parent.is_dir():
-        raise ConfigError(f"the folder of --out ({out.parent}) does not exist")
+    if out is not None:  # before any socket or frame: a useless session is refused at once
+        from online_cnmfe.results.output_check import WRITER_RESERVE_BYTES, check_output
+
+        resuming = args.resume and out.exists()  # a killed file is copied aside first
+        check_output(
+            out, overwrite=args.resume or args.overwrite, also="--resume to continue it",
+            need_bytes=2 * WRITER_RESERVE_BYTES + (2 * out.stat().st_size if resuming else 0),
+        )  # fmt: skip
     if params.engine.record_raw and out is None:
         raise ConfigError("engine.record_raw needs --out (the recording goes beside it)")
     config = EngineConfig(
@@ -132,6 +134,7 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
         store_triggers,
     )
     from online_cnmfe.triggers import TriggerEngine, load_trigger_config
+    from online_cnmfe.triggers.auth import load_or_create_token
     from online_cnmfe.triggers.control import ControlServer
 
     config = load_trigger_config(path)
@@ -146,7 +149,8 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
     control = None
     if config.control_endpoint:
         try:
-            control = ControlServer(triggers, config.control_endpoint).start()
+            token = load_or_create_token(config.control_token_file)
+            control = ControlServer(triggers, config.control_endpoint, token=token).start()
         except ConfigError:
             triggers.close()
             raise

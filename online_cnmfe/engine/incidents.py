@@ -112,7 +112,7 @@ class IncidentsMixin:
                 while self.runner.initialising:
                     self.runner.wait_init(0.5)
                 self._finish_init()
-            self._checkpoint()
+            self._checkpoint(wait=True)
             self._store_summary()
             self.store.submit("close_writer")
             self._session += 1

@@ -18,13 +18,15 @@ from collections import deque
 import numpy as np
 import zmq
 
+from online_cnmfe.engine.subscriptions import SubscriptionGate, open_results_socket
 from online_cnmfe.results import stream as rs
 
 logger = logging.getLogger(__name__)
 
 
 class ResultsPublisher:
-    """The results PUB socket (binds ``endpoint``).
+    """The results socket (binds ``endpoint``): an XPUB whose subscriptions are kept to one
+    per peer (:mod:`.subscriptions`); subscribers filter topics on their side.
 
     Parameters
     ----------
@@ -37,23 +39,13 @@ class ResultsPublisher:
 
     def __init__(self, endpoint: str, context: zmq.Context, sndhwm: int = 2000) -> None:
         self.endpoint = endpoint
-        self.socket = context.socket(zmq.PUB)
-        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        try:
-            self.socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.socket.close(linger=0)
-            from online_cnmfe.errors import ConfigError
-
-            raise ConfigError(
-                f"cannot bind the results socket to {endpoint}: {exc}. Is another engine "
-                "running? Choose another port with --results."
-            ) from exc
+        self.socket = open_results_socket(endpoint, context, sndhwm)
+        self.subscriptions = SubscriptionGate(self.socket)
         self.n_sent = 0
 
     def send(self, frames: list) -> None:
         """Send one multipart message; never blocks (PUB drops at the high-water mark)."""
+        self.subscriptions.drain()  # new peers join; a flood of subscriptions goes nowhere
         try:
             self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             self.n_sent += 1
@@ -206,6 +198,8 @@ def status_fields(engine) -> dict:
         "stream_frame_rate_hz": engine.stream_rate,
         "raw_path": None if engine.recorder is None else engine.recorder.files.describe(),
         "n_not_recorded": 0 if engine.recorder is None else engine.recorder.n_not_recorded,
+        "n_checkpoints": store.n_checkpoints,
+        "checkpoint_copy_ms": round(getattr(engine, "checkpoint_copy_ms", 0.0), 2),
     }
     for extra in engine.status_extras:
         fields.update(extra())

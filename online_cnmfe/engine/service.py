@@ -23,7 +23,6 @@ client that connects at any time has everything within a few seconds (no snapsho
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import signal
@@ -32,12 +31,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
+from online_cnmfe.engine.config import EngineConfig
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
@@ -49,12 +48,13 @@ from online_cnmfe.engine.publish import (
 )
 from online_cnmfe.engine.raw_recorder import RawFiles, RawRecorder
 from online_cnmfe.engine.receive import Receiver
+from online_cnmfe.engine.resume import ResumePlan, checkpoint_path, plan_resume
+from online_cnmfe.engine.snapshot import Snapshotter
 from online_cnmfe.engine.spool import DiskSpool
 from online_cnmfe.engine.stopping import EXIT_NOTHING_FITTED, StoppingMixin
 from online_cnmfe.engine.store_worker import StoreWorker
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results import state_file
 from online_cnmfe.results import stream as rs
 from online_cnmfe.results.summary import SessionSummary, init_images
 
@@ -62,29 +62,6 @@ logger = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 CATCH_UP_S = 1.0  # a frame older than this when processed: catching up (fewer images)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineConfig:
-    """Where the engine connects and writes (the algorithm settings are in ``params``)."""
-
-    frames_endpoint: str = "tcp://127.0.0.1:5555"
-    results_endpoint: str = "tcp://127.0.0.1:5556"
-    out: Path | None = None  # results file; None: do not store
-    params: CNMFEParams = field(default_factory=CNMFEParams)
-    resume: bool = False
-    exit_on_eos: bool = True
-    idle_exit_s: float | None = None  # stop when no frame came for this long (after the first)
-    frame_rate_set: bool = False  # the user set data.frame_rate_hz: the stream's does not win
-
-    @property
-    def checkpoint(self) -> Path | None:
-        return None if self.out is None else self.out.with_name(self.out.stem + ".state.h5")
-
-    @property
-    def spool_dir(self) -> Path | None:
-        """Where frames the model cannot take yet go (None: a temporary folder)."""
-        return None if self.out is None else self.out.with_name(self.out.stem + ".spool")
 
 
 def _default_model_factory(params: CNMFEParams) -> OnlineCNMFE:
@@ -144,6 +121,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
         self.projections: SessionSummary | None = None  # mean/max images of the session
+        self.snapshots = Snapshotter()  # one reused copy of the state for checkpoints
+        self.checkpoint_copy_ms = 0.0  # model-thread time of the last checkpoint copy
 
     # ---- hooks ---------------------------------------------------------------------------
     def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
@@ -166,6 +145,9 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         # The model thread must not wait the default 5 ms for the GIL while the receive or
         # store thread runs Python code: hand it over ten times sooner.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        plan = ResumePlan(None, 0)  # decided before any socket or thread: errors are one line
+        if self.config.resume and self.config.out is not None:
+            plan = plan_resume(self.config.out)
         ctx = zmq.Context()
         self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         ep = self.ep
@@ -198,7 +180,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.receiver.start()
         self.receiver.ready.wait(5)
         try:
-            self._start_model()
+            self._start_model(plan)
             self._send_ready()
             self._loop()
         finally:
@@ -211,13 +193,11 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda n, _f: self._signal(signal.Signals(n).name))
 
-    def _start_model(self) -> None:
-        model, ckpt = None, self.config.checkpoint
-        if self.config.resume and ckpt is not None and ckpt.exists():
-            model = state_file.load_online_model(ckpt)
-            logger.info("resuming from checkpoint %s (frame %d)", ckpt, model.frame_index)
-        self.runner = ModelRunner(self.params, self.model_factory, model)
-        if model is not None:
+    def _start_model(self, plan: ResumePlan) -> None:
+        self.runner = ModelRunner(
+            self.params, self.model_factory, plan.model, first_free_id=plan.first_free_id
+        )
+        if plan.model is not None:
             self._on_initialised(resume=True)
 
     def _loop(self) -> None:
@@ -261,8 +241,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 )
                 self.request_stop("idle", drain=True)
             if now >= next_checkpoint and runner.phase == "running":
-                next_checkpoint = now + self.ep.checkpoint_period_s
-                self._checkpoint()
+                taken = self._checkpoint()  # the store thread still saving the last: soon
+                next_checkpoint = now + (self.ep.checkpoint_period_s if taken else 1.0)
                 self._store_summary()
 
     def _idle_too_long(self, now: float) -> bool:
@@ -296,8 +276,11 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             if image_due:
                 self._send_image(f.frame_index, "raw", self.images.raw(f.pixels))
             if runner.buffer(f.pixels, meta):
-                logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
-                runner.start_init()
+                for frame_index, reason in runner.screen():  # not in the fit: recorded
+                    self._reject(frame_index, reason)
+                if len(runner.frames) >= self.params.init.init_frames:
+                    logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
+                    runner.start_init()
             return
         self._process(f, meta, item.t_recv_ns, image_due)
 
@@ -391,6 +374,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self.store.submit("images", init_images(runner.init_result), attrs)
             self._store_summary()
         self.store.submit("b0", model.b0)
+        if isinstance(model, OnlineCNMFE):  # allocate the checkpoint copy off this thread
+            self.store.submit("prime_snapshot", self.snapshots, model.state)
         self._send_footprints()
         self._republish()
         logger.info("running with %d neurons", len(model.neuron_ids))
@@ -428,19 +413,31 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             out if self._session == 0 else out.with_name(f"{out.stem}-{self._session}{out.suffix}")
         )
 
-    def _checkpoint(self) -> None:
-        ckpt = self.config.checkpoint
+    def _checkpoint(self, wait: bool = False) -> bool:
+        """Hand a copy of the state to the store thread for a checkpoint.
+
+        False (nothing done) when the store thread still saves the previous copy; ``wait``
+        (shutdown, restart) waits for it instead.
+        """
+        if self.config.out is None:
+            return True
         model = self.runner.model if self.runner else None
-        if ckpt is None or not isinstance(model, OnlineCNMFE):
-            return
-        model.settle_slow_path()  # no step in flight while the state is copied
-        try:  # a checkpoint reads params and state: copy the state, share the rest
-            snapshot = copy.copy(model)
-            snapshot.state = copy.deepcopy(model.state)
+        if not isinstance(model, OnlineCNMFE):
+            return True
+        t0 = time.thread_time()
+        try:
+            model.settle_slow_path()  # no step in flight while the state is copied
+            state = self.snapshots.take(model.state, wait=wait)
         except Exception as exc:  # noqa: BLE001 - a model that cannot be copied: no checkpoints
             logger.warning("model cannot be snapshotted for checkpoints: %s", exc)
-            return
-        self.store.submit("checkpoint", snapshot, ckpt)
+            return True
+        if state is None:
+            logger.debug("checkpoint postponed: the previous one is still being written")
+            return False
+        self.checkpoint_copy_ms = 1e3 * (time.thread_time() - t0)
+        ckpt = checkpoint_path(self._out_path())
+        self.store.submit("checkpoint", model.params, state, ckpt, self.snapshots.release)
+        return True
 
     # ---- shutdown ------------------------------------------------------------------------
     def _shutdown(self, ctx: zmq.Context) -> None:
@@ -451,7 +448,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self._settle_leftovers()
         runner = self.runner
         if runner is not None and runner.phase == "running":
-            self._checkpoint()
+            self._checkpoint(wait=True)
         elif runner is not None and runner.dims is not None and self.store.writer is None:
             resume = self.config.resume and self._session == 0  # never replace a resumed file
             self._open_store(runner.dims, runner.params, resume=resume)  # for its bookkeeping
@@ -475,7 +472,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 callback(self)
             except Exception:  # noqa: BLE001 - one failing hook must not block the others
                 logger.exception("shutdown callback failed")
-        self._send_status()
+        if self.runner is not None:  # (None: stopped before the model existed)
+            self._send_status()
         self.publisher.send(
             rs.encode_eos(self.status.n_processed, self.stop_reason, **self._summary_fields())
         )

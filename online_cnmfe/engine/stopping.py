@@ -86,7 +86,13 @@ class StoppingMixin:
 
     def _early_init(self) -> None:
         runner = self.runner
+        for frame_index, reason in runner.screen():  # unfit frames stay out of this fit too
+            self._reject(frame_index, reason)
         n = len(runner.frames)
+        if n < MIN_INIT_FRAMES:
+            logger.warning("the stream stopped with %d usable frame(s): nothing to fit", n)
+            self.stop_event.set()
+            return
         logger.warning(
             "the stream stopped after %d frame(s), fewer than init.init_frames=%d: "
             "initialising on those", n, self.params.init.init_frames,

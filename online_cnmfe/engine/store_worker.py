@@ -7,8 +7,9 @@ further writes (counting them) while the engine keeps processing and reports the
 status stream. Frames discarded because the disk fell behind are recorded in the file's
 bookkeeping as ``unsaved`` (in ranges of frame indices) once it catches up.
 
-Checkpoints: the model thread passes a deep copy of the model; the worker saves it to
-``<path>.tmp`` and renames it over ``<path>`` so a crash never leaves a half-written checkpoint.
+Checkpoints: the model thread passes a copy of the state (:mod:`.snapshot`, refilled in place
+each time); the worker saves it to ``<path>.tmp``, renames it over ``<path>`` (a crash never
+leaves a half-written checkpoint) and hands the copy back.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from online_cnmfe.engine.resume import CHECKPOINT_FILE_ID
 from online_cnmfe.results import state_file
 from online_cnmfe.results.writer import ResultsWriter, StoreError
 
@@ -132,6 +135,9 @@ class StoreWorker(threading.Thread):
         if op == "checkpoint":
             self._checkpoint(*args)
             return
+        if op == "prime_snapshot":  # (snapshotter, live state): allocate the copy here
+            args[0].prime(args[1])
+            return
         if op == "open":
             self._open(*args)
             return
@@ -174,6 +180,11 @@ class StoreWorker(threading.Thread):
         except StoreError as exc:
             self._fail(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a flush hook's bug: stop storing, say so
+            if op == "frame" and isinstance(exc, ValueError):  # this frame's bookkeeping only
+                self.n_unsaved += 1
+                logger.error("frame not stored: %s", exc)
+                w.record_reject(-1, f"not stored: {exc}")  # -1: the index itself may not fit
+                return
             logger.exception("store operation %r failed", op)
             self._fail(StoreError(f"store operation {op!r} failed: {type(exc).__name__}: {exc}"))
 
@@ -208,13 +219,18 @@ class StoreWorker(threading.Thread):
         if self.writer is not None:
             self._close_writer()
 
-    def _checkpoint(self, model: Any, path: Path) -> None:
+    def _checkpoint(self, params: Any, state: Any, path: Path, done: Callable[[], Any]) -> None:
+        """Save a state copy (owned by this thread until ``done()``) as ``path``, atomically."""
         tmp = path.with_name(path.name + ".tmp")
+        file_id = None if self.writer is None else self.writer.file_id
         try:
-            state_file.save_online_model(tmp, model)
+            attrs = {CHECKPOINT_FILE_ID: file_id} if file_id else None
+            state_file.save_model(tmp, params, state, attrs=attrs)
             os.replace(tmp, path)
             self.n_checkpoints += 1
             self.checkpoint_error = None
         except Exception as exc:  # noqa: BLE001 - a failed checkpoint is reported, not fatal
             self.checkpoint_error = f"{type(exc).__name__}: {exc}"
             logger.error("checkpoint to %s failed: %s", path, self.checkpoint_error)
+        finally:
+            done()

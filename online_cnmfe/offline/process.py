@@ -22,7 +22,13 @@ import numpy as np
 
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.model.frame_screen import screen_frames
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.output_check import (
+    WRITER_RESERVE_BYTES,
+    check_output,
+    estimate_results_bytes,
+)
 
 if TYPE_CHECKING:
     from acquisition.sources import FrameSource, SourceInfo
@@ -55,6 +61,8 @@ class ProcessJob:
         Stop after this many frames.
     progress : bool
         Progress bars on stderr.
+    overwrite : bool
+        Replace ``out`` if it exists (otherwise that is an error, before any work).
     """
 
     movie: Path
@@ -68,6 +76,7 @@ class ProcessJob:
     save_model: Path | None = None
     max_frames: int | None = None
     progress: bool = False
+    overwrite: bool = False
 
 
 def frame_rate_fields(params: CNMFEParams, *, rate_given: bool) -> dict[str, float | bool | None]:
@@ -146,13 +155,23 @@ class Recording:
         self.close()
 
 
-def open_recording(job: ProcessJob) -> Recording:
+def open_recording(job: ProcessJob, *, preflight: bool = True) -> Recording:
     """Open the job's recording and check it can be processed; resolve the parameters.
+
+    Parameters
+    ----------
+    job : ProcessJob
+    preflight : bool
+        Also check the output (:func:`check_output_of`) before returning. A caller that
+        passes False (``batch``, which first decides whether the file is up to date) calls
+        :func:`check_output_of` itself before :func:`process_opened`.
 
     Raises
     ------
     InputFileError
         If the recording is endless or too short for the initialisation.
+    ConfigError
+        If the output cannot be written as asked (``preflight``).
     SourceError
         If the recording cannot be opened.
     """
@@ -164,6 +183,8 @@ def open_recording(job: ProcessJob) -> Recording:
         if info.n_frames is None:
             raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
         n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
+        if preflight:
+            check_output_of(job, n_total)
         n_init = job.params.init.init_frames
         if n_total <= n_init:
             have = (
@@ -188,6 +209,16 @@ def open_recording(job: ProcessJob) -> Recording:
     return Recording(source, info, params, n_total)
 
 
+def check_output_of(job: ProcessJob, n_frames: int) -> None:
+    """Refuse (ConfigError, one line) a ``job.out`` that cannot be written as the job asks:
+    it exists without ``job.overwrite``, it is the input, its folder is not writable or its
+    disk lacks room for ``n_frames`` frames of results. Checked before any frame is read."""
+    check_output(
+        job.out, overwrite=job.overwrite, inputs=(job.movie,),
+        need_bytes=WRITER_RESERVE_BYTES + estimate_results_bytes(n_frames),
+    )  # fmt: skip
+
+
 def process_recording(job: ProcessJob) -> ProcessSummary:
     """Fit the initial model on the first frames, run the online model over the rest, write.
 
@@ -206,6 +237,9 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     ------
     InputFileError
         If the recording is endless or too short for the initialisation.
+    ConfigError
+        If ``out`` exists (without ``overwrite``), is not writable, or its disk lacks the
+        space for the estimated results (checked before any frame is read).
     SourceError, StoreError
         If the recording cannot be read or the results file cannot be written.
     """
@@ -214,7 +248,8 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
 
 
 def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
-    """:func:`process_recording` on a recording already opened by :func:`open_recording`."""
+    """:func:`process_recording` on a recording already opened by :func:`open_recording`
+    (whose preflight, or the caller's :func:`check_output_of`, has checked ``job.out``)."""
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
     from online_cnmfe.results.summary import SessionSummary
@@ -222,7 +257,10 @@ def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
     params, n_total = recording.params, recording.n_frames
     n_init = params.init.init_frames
     frames_iter = recording.source.frames(0, n_total)
-    head = [next(frames_iter) for _ in range(n_init)]
+    if job.init_result:  # fitted already, on exactly these frames
+        head, rejected = [next(frames_iter) for _ in range(n_init)], []
+    else:
+        head, rejected = _init_frames(frames_iter, n_init, params, job.movie)
     init_frames = np.stack([f.pixels for f in head]).astype(np.float32)
     summary = SessionSummary(init_frames.shape[1:])  # images/mean and images/max
     for frame in head:
@@ -243,12 +281,35 @@ def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
     logger.info(
         "initialised %d neurons on %d frames in %.1f s",
         model.n_components,
-        n_init,
+        len(head),
         time.perf_counter() - t0,
     )
     with _slow_path_executor(params) as executor:
         model.run_slow_path_on(executor)
-        return _process_online(job, recording, init, head, frames_iter, model, summary)
+        return _process_online(
+            job, recording, init, head, frames_iter, model, summary, rejected=rejected
+        )
+
+
+def _init_frames(frames_iter, n_init: int, params: CNMFEParams, movie) -> tuple[list, list]:
+    """The first ``n_init`` frames fit for the initialisation, and (frame_index, reason) of
+    those left out (NaN/inf, wild values: :func:`~online_cnmfe.model.frame_screen.
+    screen_frames`); later frames take their place."""
+    head: list = []
+    rejected: list[tuple[int, str]] = []
+    while len(head) < n_init:
+        try:
+            head += [next(frames_iter) for _ in range(n_init - len(head))]
+        except StopIteration:
+            raise InputFileError(
+                f"{movie}: only {len(head)} frames fit for the initialisation "
+                f"({len(rejected)} left out, e.g. frame {rejected[0][0]}: {rejected[0][1]}); "
+                "it needs init.init_frames plus one"
+            ) from None
+        bad = screen_frames([f.pixels for f in head], params.online.max_pixel_excursion_ranges)
+        rejected += [(int(head[i].frame_index), reason) for i, reason in sorted(bad.items())]
+        head = [f for i, f in enumerate(head) if i not in bad]
+    return head, sorted(rejected)
 
 
 def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManager:
@@ -259,9 +320,12 @@ def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManage
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
 
 
-def _process_online(job, recording, init, head, frames_iter, model, summary) -> ProcessSummary:
+def _process_online(
+    job, recording, init, head, frames_iter, model, summary, rejected=()
+) -> ProcessSummary:
     """The online part of :func:`process_recording`: frames after the initialisation
-    (``head``: their bookkeeping; ``summary``: the mean/max images, fed with them)."""
+    (``head``: their bookkeeping; ``summary``: the mean/max images, fed with them;
+    ``rejected``: (frame_index, reason) of initialisation frames left out)."""
     from online_cnmfe.results import state_file
     from online_cnmfe.results.summary import init_images
     from online_cnmfe.results.writer import ResultsWriter
@@ -273,6 +337,8 @@ def _process_online(job, recording, init, head, frames_iter, model, summary) -> 
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
         writer.start_session(None, info.frame_rate_hz, info.description)
         drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
+        for frame_index, reason in rejected:
+            writer.record_reject(frame_index, reason)
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_images(init_images(init), n_frames=n_init, source="initialisation frames")

@@ -18,7 +18,7 @@ class EngineParams:
     max_frame_age_ms: float = 50.0  # older frames do not fire closed-loop triggers
     on_restart: str = "continue"  # "continue" | "reinitialise" | "stop"
     republish_period_s: float = 2.0  # footprints + summary images re-sent for late joiners
-    checkpoint_period_s: float = 300.0  # model state saved for --resume (0: only at shutdown)
+    checkpoint_period_s: float = 30.0  # model state saved for --resume (0: only at shutdown)
     rcvhwm_frames: int = 64  # frames buffered in the SUB socket before ZeroMQ drops
     max_model_errors: int = 20  # consecutive model exceptions before the engine stops
     # beyond queue_frames: "spool" (to disk, never dropped while the disk has room),

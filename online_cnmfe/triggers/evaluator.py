@@ -38,6 +38,7 @@ from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.triggers.actions import ActionDispatcher
 from online_cnmfe.triggers.binding import NeuronIdIndex, bind_rule, region_members
 from online_cnmfe.triggers.config import TriggerConfig
+from online_cnmfe.triggers.limits import MAX_RULES, MAX_TOTAL_NEURONS
 from online_cnmfe.triggers.records import TriggerRecord
 from online_cnmfe.triggers.rules import Rule, rule_to_dict
 from online_cnmfe.triggers.runtime import CONDITIONS, RuleRuntime
@@ -185,6 +186,18 @@ class TriggerEngine:
         with self._lock:
             if any(rt.rule.name == rule.name for rt in self._rules):
                 raise ConfigError(f"a rule named {rule.name!r} already exists; remove it first")
+            if len(self._rules) >= MAX_RULES:
+                raise ConfigError(
+                    f"there are already {MAX_RULES} rules, the most an engine runs; remove one "
+                    "first"
+                )
+            listed = sum(len(rt.rule.neurons or ()) for rt in self._rules)
+            n_new = len(rule.neurons or ())
+            if listed + n_new > MAX_TOTAL_NEURONS:
+                raise ConfigError(
+                    f"rule {rule.name!r} lists {n_new} neuron ids; with the "
+                    f"{listed} of the other rules that exceeds {MAX_TOTAL_NEURONS} in all"
+                )
             self._rules = (*self._rules, RuleRuntime(rule))
             self._log(_command, rule_to_dict(rule))
 

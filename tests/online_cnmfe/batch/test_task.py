@@ -51,15 +51,27 @@ def test_process_then_skip_then_force_and_failures_come_back_as_data(tmp_path, n
     assert first["neurons"] == res.neuron_ids.shape[0] >= 1
     assert first["cpu_s"] > 0 and first["peak_rss_mib"] > 0 and ":" in first["worker"]
     assert numba.get_num_threads() == 1
+    first_id = _file_id(a.out)
     again = run_session(a)
     assert again["status"] == "skipped"
     assert (again["frames"], again["neurons"]) == (first["frames"], first["neurons"])
+    assert _file_id(a.out) == first_id
     (forced,) = plan_sessions([tmp_path / "a.npy"], tmp_path / "out", params, force=True)
-    assert run_session(forced)["note"] == "--force"
+    redone = run_session(forced)  # replaces the file (process alone refuses without --overwrite)
+    assert (redone["status"], redone["note"]) == ("ok", "--force")
+    assert _file_id(a.out) != first_id
     (changed,) = plan_sessions(
         [tmp_path / "a.npy"], tmp_path / "out", params.replace(**{"init.init_frames": 50})
     )
-    assert run_session(changed)["note"] == "parameters changed"
+    redone = run_session(changed)
+    assert (redone["status"], redone["note"]) == ("ok", "parameters changed")
     failed = run_session(broken)
     assert failed["status"] == "error"
     assert failed["error"].startswith("SourceError: ") and "broken.npy" in failed["error"]
+
+
+def _file_id(path) -> str:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return str(f.attrs["file_id"])

@@ -226,3 +226,32 @@ def test_the_slow_path_thread_changes_nothing_in_the_results(files):
         traces[threaded] = (res.neuron_ids, res.C_all, res.S_all, res.A.toarray())
     for a, b in zip(traces["true"], traces["false"], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_process_leaves_wild_frames_out_of_the_fit_and_the_model(tmp_path):
+    # A NaN frame and a 1e30 frame among the initialisation frames, a 1e30 pixel after: all
+    # three recorded as rejected with the reason, the traces finite and sane.
+    from acquisition.simulator import MiniscopeSimulator
+    from acquisition.simulator_params import SimulationParams
+
+    sim = MiniscopeSimulator(
+        SimulationParams(height=64, width=64, n_frames=260, n_neurons=8, seed=2, dtype="float32")
+    )
+    movie = sim.frames(0, 260).astype(np.float32)
+    clean_max = float(movie.max())
+    movie[20, 3, 3] = np.nan
+    movie[40] = 1e30
+    movie[200, 10, 10] = 1e30
+    np.save(tmp_path / "movie.npy", movie)
+    out = tmp_path / "result.h5"
+    rc = main(["process", str(tmp_path / "movie.npy"), "--out", str(out), "--init-frames", "150",
+               "--quiet", "--set", "data.frame_rate_hz=20"])  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    reasons = dict(res.rejected)
+    assert sorted(reasons) == [20, 40, 200], res.rejected
+    assert "NaN" in reasons[20] and "outside" in reasons[40]
+    assert "outside the accepted" in reasons[200]
+    assert np.isfinite(res.C_all).all() and np.isfinite(res.b0).all()
+    assert res.b0.max() < 2 * clean_max
+    assert 40 not in res.frames["frame_index"][:150]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
+from acquisition.protocol import FrameMessage, StartMessage, encode_frame, encode_start
 from online_cnmfe.results.bookkeeping import coverage_problems
 from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.engine_harness import (
@@ -23,6 +25,17 @@ from tests.online_cnmfe.engine_harness import (
 pytestmark = pytest.mark.timeout(180)
 
 
+def _crafted_frame(pub: TestPublisher, **header) -> list[bytes]:
+    """A valid frame message whose JSON header fields are then replaced by ``header``."""
+    msg = FrameMessage(
+        seq=pub.seq, frame_index=0, daq_frame=None, t_acq_ms=0.0, t_send_ns=time.monotonic_ns(),
+        session_id=pub.session_id, source="synthetic", pixels=pub.movie[0],
+    )  # fmt: skip
+    parts = [bytes(p) for p in encode_frame(msg)]
+    parts[1] = json.dumps({**json.loads(parts[1]), **header}).encode()
+    return parts
+
+
 def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, client):
     pub = TestPublisher(endpoints(tmp_path)[0])
     engine = start_engine(tmp_path)
@@ -37,6 +50,8 @@ def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, cl
             [b"frame", b'{"v": 1, "topic": "frame", "arrays": [{"name": "pixels", '
              b'"dtype": "uint16", "shape": [64, 64]}]}', b"truncated"],
             [b"eos", b'{"v": 1, "topic": "eos", "arrays": []}'],  # no session_id
+            _crafted_frame(pub, seq=2**63),  # used to stop the store thread (int64 overflow)
+            _crafted_frame(pub, frame_index=2**63),
         ]  # fmt: skip
         for parts in bad:
             pub.send_raw(parts)
@@ -242,3 +257,61 @@ def test_idle_exit_stops_cleanly_when_the_eos_never_comes(tmp_path, client):
     assert client.messages["eos"][-1].header["reason"] == "idle"
     res = read_results(tmp_path / "session.h5")
     assert res.attrs["complete"] and res.n_frames == 90
+
+
+def test_huge_pixel_values_are_rejected_and_never_poison_the_traces(tmp_path, client):
+    # A float32 stream (1e30 is a valid float32): one wild frame while the engine buffers
+    # its initialisation frames, two after; each recorded as rejected with the reason.
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path)
+    try:
+        _send_float_frames(pub, 150, {30: (slice(None), 1e30), 100: (5, 1e30), 101: (5, -1e30)})
+        client.wait_for(running_after(150 - 61 - 2), 90, "the valid frames processed", engine)
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    res = read_results(tmp_path / "session.h5")
+    reasons = dict(res.rejected)
+    assert sorted(reasons) == [30, 100, 101], res.rejected
+    assert all("outside" in r for r in reasons.values()), reasons
+    assert client.last_status()["n_rejected"] == 3
+    assert np.isfinite(res.C_all).all() and np.isfinite(res.b0).all()
+    assert res.b0.max() < 2 * float(pub.movie.max())
+    # left out of the initialisation; the two later ones keep a (repeated) trace column
+    assert 30 not in res.frames["frame_index"] and res.n_frames == 149
+
+
+def test_a_wild_frame_in_a_stream_shorter_than_init_frames_stays_out_of_the_fit(tmp_path, client):
+    # The stream stops before init.init_frames: the early initialisation screens its buffer
+    # too (fails without the screen in StoppingMixin._early_init: the fit sees 1e30).
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path)  # init.init_frames=60
+    try:
+        _send_float_frames(pub, 40, {25: (slice(None), 1e30)})
+        pub.send_eos()
+        assert engine.wait(timeout=90) == 0, engine_log(tmp_path)
+    finally:
+        stop(engine)
+        pub.close()
+    res = read_results(tmp_path / "session.h5")
+    assert dict(res.rejected).keys() == {25} and "outside" in dict(res.rejected)[25]
+    assert res.params["init"]["init_frames"] == 39 and res.n_frames == 39
+    assert np.isfinite(res.C_all).all() and res.b0.max() < 2 * float(pub.movie.max())
+
+
+def _send_float_frames(pub, n: int, wild: dict) -> None:
+    """A float32 stream of ``n`` frames (1e30 is a valid float32); ``wild[i] = (rows, value)``
+    sets ``pixels[rows, rows]`` of frame ``i`` (``slice(None)``: the whole frame)."""
+    pub.movie = pub.movie.astype(np.float32)
+    pub.wait_for_subscriber()
+    start = StartMessage(pub.session_id, "synthetic", 20.0, SIZE, "float32", "t", None, {})
+    pub.send_raw(encode_start(start))
+    for i in range(n):
+        pixels = pub.movie[i % len(pub.movie)].copy()
+        if i in wild:
+            where, value = wild[i]
+            pixels[where, where] = value
+        pub.send_frame(i, pixels)

@@ -88,27 +88,27 @@ def test_a_recording_too_short_is_refused_and_closed(files, tmp_path):
 def test_why_redo_says_why_and_none_when_up_to_date(files, tmp_path):
     out = tmp_path / "r.h5"
     job = _job(files, out)
-    with open_recording(job) as rec:
+    with open_recording(job, preflight=False) as rec:
         assert why_redo(out, rec, job.movie) == "no results file"
     process_recording(job)
-    with open_recording(job) as rec:
+    with open_recording(job, preflight=False) as rec:
         assert why_redo(out, rec, job.movie) is None
     changed = _job(files, out, _params(**{"deconv.sparsity_penalty": 0.5}))
-    with open_recording(changed) as rec:
+    with open_recording(changed, preflight=False) as rec:
         assert why_redo(out, rec, changed.movie) == "parameters changed"
     shorter = _job(files, out, max_frames=120)
-    with open_recording(shorter) as rec:
+    with open_recording(shorter, preflight=False) as rec:
         assert "has 140 frames, the recording 120" in why_redo(out, rec, shorter.movie)
     with h5py.File(out, "r+") as f:
         f.attrs["software_version"] = "0.0.1"
-    with open_recording(job) as rec:
+    with open_recording(job, preflight=False) as rec:
         assert why_redo(out, rec, job.movie).startswith("written by online-cnmfe 0.0.1")
     with h5py.File(out, "r+") as f:
         f.attrs["complete"] = False
-    with open_recording(job) as rec:
+    with open_recording(job, preflight=False) as rec:
         assert why_redo(out, rec, job.movie) == "results file incomplete (interrupted run)"
     out.write_bytes(b"not hdf5")
-    with open_recording(job) as rec:
+    with open_recording(job, preflight=False) as rec:
         assert why_redo(out, rec, job.movie).startswith("results file unreadable")
 
 
