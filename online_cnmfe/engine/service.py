@@ -101,7 +101,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.status_extras: list[Callable[[], dict]] = []  # extra status fields
         self.counts = dict(
             dropped=0, rejected=0, unprocessed=0, restarts=0, stale=0, model_errors=0,
-            out_of_order=0, daq_lost=0, init_frames=0,
+            out_of_order=0, daq_lost=0, init_frames=0, flagged=0,
         )  # fmt: skip
         self.frame_index = -1
         self.stream_session: str | None = None
@@ -118,6 +118,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self._idle_count, self._idle_since = 0, time.monotonic()
         self._session = 0
         self._store_error_reported = False
+        self.store_flush_hooks.append(self._write_sanity)  # results attr sanity_warning
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
         self.projections: SessionSummary | None = None  # mean/max images of the session
@@ -310,6 +311,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self.counts["rejected"] += 1
         elif self.projections is not None and not result.flag:
             self.projections.add(f.pixels)  # mean / max projection images (~0.1 ms)
+        self.counts["flagged"] += bool(result.flag)
         for ev in result.events:
             if ev.kind in rs.EVENT_KINDS:
                 self.publisher.send(
@@ -370,6 +372,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
                 self.counts["init_frames"] += 1
+                self.counts["flagged"] += bool(result.flag)
             attrs = {"n_frames": n_init, "source": "initialisation frames"}
             self.store.submit("images", init_images(runner.init_result), attrs)
             self._store_summary()

@@ -8,6 +8,7 @@ coefficients on the background grid (downsampled by ``background_downsample``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -38,6 +39,10 @@ class InitResult:
     pixel_noise : ndarray of shape (n_pixels,), float32
     corr_image, pnr_image : ndarray of shape (H, W), float32
         Local correlation and peak-to-noise images of the initialisation frames.
+    preprocess : PreprocessState or None
+        The preprocessing state after the initialisation frames (template, field-of-view
+        mask, baselines) with the corrections applied to each of them
+        (``online_cnmfe.model.preprocessing``); None when preprocessing was off.
     """
 
     dims: tuple[int, int]
@@ -54,6 +59,7 @@ class InitResult:
     pixel_noise: np.ndarray
     corr_image: np.ndarray
     pnr_image: np.ndarray
+    preprocess: Any = None
 
     @property
     def n_components(self) -> int:

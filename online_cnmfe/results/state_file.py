@@ -31,6 +31,7 @@ import scipy.sparse
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.online import OnlineCNMFE
+from online_cnmfe.model.preprocessing.state import InitCorrections, PreprocessState
 from online_cnmfe.model.slotted import SlottedColumns
 from online_cnmfe.model.slow_path.detection import DetectionState, Geometry
 from online_cnmfe.model.slow_path.ring_refresh import RingRefreshState
@@ -61,6 +62,8 @@ STATE_CLASSES: dict[str, type] = {
         RingRefreshState,
         FootprintStats,
         ModelUpdate,
+        PreprocessState,
+        InitCorrections,
     )
 }
 

@@ -59,6 +59,8 @@ from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
 
     @property
     def K(self) -> int:
@@ -133,12 +136,15 @@ class _Fit:
             data, gsig, remove_global=self.p.init.remove_global_fluctuation
         )
         filtered -= images.filtered_mean[None]
+        pnr = images.pnr.copy()
+        if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
+            pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
         res = seed_neurons(
             filtered,
             raw,
             images.noise,
             images.corr.copy(),
-            images.pnr.copy(),
+            pnr,
             gsiz=max(3, int(round(self.gsiz / s))),
             min_corr=min_corr,
             min_pnr=min_pnr,
@@ -360,6 +366,7 @@ class _Fit:
             pixel_noise=self.pixel_noise,
             corr_image=np.ascontiguousarray(images.corr, np.float32),
             pnr_image=np.ascontiguousarray(images.pnr, np.float32),
+            preprocess=self.pre,
         )
 
 
@@ -399,8 +406,10 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
-        preprocessed = warn_if_preprocessed(Y) is not None
+        preprocessed = warn_if_preprocessed(Y) is not None  # on the frames as recorded
+        pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         fit = _Fit(Y, params)
+        fit.pre = pre
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
         too_high = warn_if_thresholds_too_high(images, ip)
         thr = (ip.min_corr, ip.min_pnr, ip.reseed_min_corr, ip.reseed_min_pnr)
