@@ -1,0 +1,131 @@
+"""Applying a registration: bilinear resampling of a frame by a rigid shift or a shift field.
+
+Symbols: src the moving frame (H, W) flattened row-major, d = (dy, dx) the displacement of its
+content (src[r, c] ≈ template[r − dy, c − dx]); the corrected frame samples src at (r + dy,
+c + dx):
+
+  out[r, c] = bilinear(src, r + dy, c + dx)         when the sample lies in the frame
+  out[r, c] = fill[r, c], valid[r, c] = 0           when it lies outside (shifted in)
+
+A sample point counts as inside when it falls in the area of the frame's pixels
+(−0.5 ≤ r + dy ≤ H − 0.5, same for columns), clamped to the edge pixels. A shift field is given
+on a coarse grid of patch centres (ny, nx) and interpolated bilinearly to every pixel with
+precomputed per-row and per-column (index, weight) maps (constant beyond the outer centres).
+
+All kernels write into caller-owned arrays and allocate nothing; they return the number of
+pixels filled.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _axis(pos, n):
+    """(i0, i1, f, inside) of sample position ``pos`` on an axis of n pixels."""
+    if pos < -0.5 or pos > n - 0.5:
+        return 0, 0, np.float32(0.0), False
+    p = min(max(pos, 0.0), n - 1.0)
+    i0 = int(math.floor(p))
+    i1 = min(i0 + 1, n - 1)
+    return i0, i1, np.float32(p - i0), True
+
+
+@njit(cache=True, nogil=True)
+def warp_rigid(src, height, width, dy, dx, fill, out, valid):
+    """out = src sampled at (r + dy, c + dx), bilinear; see the module docstring.
+
+    src, fill, out : (height · width,) float32; valid : (height · width,) uint8. ``out`` and
+    ``valid`` are written in place. Returns the number of filled pixels.
+    """
+    n_filled = 0
+    # the columns whose sample is inside, and their interpolation, are the same on every row
+    c_lo = width
+    c_hi = -1
+    for c in range(width):
+        if -0.5 <= c + dx <= width - 0.5:
+            c_lo = min(c_lo, c)
+            c_hi = max(c_hi, c)
+    for r in range(height):
+        y0, y1, fy, row_in = _axis(r + dy, height)
+        base = r * width
+        if not row_in:
+            for c in range(width):
+                out[base + c] = fill[base + c]
+                valid[base + c] = 0
+            n_filled += width
+            continue
+        top = y0 * width
+        bot = y1 * width
+        for c in range(width):
+            if c < c_lo or c > c_hi:
+                out[base + c] = fill[base + c]
+                valid[base + c] = 0
+                n_filled += 1
+                continue
+            x0, x1, fx, _ = _axis(c + dx, width)
+            a = src[top + x0] + fx * (src[top + x1] - src[top + x0])
+            b = src[bot + x0] + fx * (src[bot + x1] - src[bot + x0])
+            out[base + c] = a + fy * (b - a)
+            valid[base + c] = 1
+    return n_filled
+
+
+@njit(cache=True, nogil=True)
+def warp_field(src, height, width, row_i, row_w, col_i, col_w, field_y, field_x, fill, out,
+               valid):  # fmt: skip
+    """out = src sampled at (r + dy(r, c), c + dx(r, c)), the shift field interpolated.
+
+    row_i, row_w : (height,) int64 / float32: the field row i0 = row_i[r] below row r and the
+    weight of row i0 + 1 (col_i, col_w likewise). field_y, field_x : (ny, nx) float32 shift of
+    each patch centre. Other arguments as in :func:`warp_rigid`. Returns the filled count.
+    """
+    ny, nx = field_y.shape
+    n_filled = 0
+    for r in range(height):
+        i0 = row_i[r]
+        i1 = min(i0 + 1, ny - 1)
+        wr = row_w[r]
+        base = r * width
+        for c in range(width):
+            j0 = col_i[c]
+            j1 = min(j0 + 1, nx - 1)
+            wc = col_w[c]
+            ty = field_y[i0, j0] + wc * (field_y[i0, j1] - field_y[i0, j0])
+            by = field_y[i1, j0] + wc * (field_y[i1, j1] - field_y[i1, j0])
+            tx = field_x[i0, j0] + wc * (field_x[i0, j1] - field_x[i0, j0])
+            bx = field_x[i1, j0] + wc * (field_x[i1, j1] - field_x[i1, j0])
+            y0, y1, fy, row_in = _axis(r + ty + wr * (by - ty), height)
+            x0, x1, fx, col_in = _axis(c + tx + wr * (bx - tx), width)
+            if not (row_in and col_in):
+                out[base + c] = fill[base + c]
+                valid[base + c] = 0
+                n_filled += 1
+                continue
+            top = y0 * width
+            bot = y1 * width
+            a = src[top + x0] + fx * (src[top + x1] - src[top + x0])
+            b = src[bot + x0] + fx * (src[bot + x1] - src[bot + x0])
+            out[base + c] = a + fy * (b - a)
+            valid[base + c] = 1
+    return n_filled
+
+
+@njit(cache=True, nogil=True)
+def blend(template, x, alpha):
+    """template ← template + α (x − template), in place (flat float32 arrays)."""
+    a = np.float32(alpha)
+    for i in range(template.shape[0]):
+        template[i] += a * (x[i] - template[i])
+
+
+@njit(cache=True, nogil=True)
+def zero_where_invalid(values, valid):
+    """values[i] = 0 where valid[i] == 0, in place (pixels shifted in from outside)."""
+    for i in range(values.shape[0]):
+        if valid[i] == 0:
+            values[i] = 0.0

@@ -1,0 +1,243 @@
+"""The motion stage at initialisation: template by iterative registration, registered batch.
+
+:func:`register_initial` (called by :func:`~online_cnmfe.model.initialization.fit.fit_initial`
+before the CNMF-E fit):
+
+1. band-passed registration image of every initialisation frame;
+2. template = their mean, then ``template_iterations`` times: register every frame to it, and
+   average the well-registered frames shifted back — anchored at their median shift, so
+   shifts are relative to the median position over the initialisation frames;
+3. the frames' final shifts and qualities; ``min_quality`` calibrated as
+   ``min_quality_ratio`` × their median unless given; frames beyond ``max_shift_px`` or below
+   it are flagged;
+4. the frames resampled in place; pixels shifted in from outside take the mean of that pixel
+   over the frames where it was seen; a flagged frame is replaced by the nearest unflagged one
+   for the fit (its traces are flagged in the results).
+
+:func:`apply_initial` repeats step 4 on the initialisation frames given to
+``OnlineCNMFE.initialize_from`` (the residual buffer and the slow path start from them) and
+:func:`state_from_init` builds the online :class:`MotionState`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from online_cnmfe.errors import OnlineCNMFEError
+from online_cnmfe.model._kernels import registration as kr
+from online_cnmfe.model._kernels import warp as kw
+from online_cnmfe.model.motion import piecewise, register
+from online_cnmfe.model.motion.state import MotionInit, MotionState, geometry
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger(__name__)
+
+GOOD_RATIO = 0.5  # frames under this x the median quality are left out of the template
+
+
+def _geometry(dims, params: CNMFEParams):
+    geom = geometry(dims, params.motion, params.data.neuron_diameter_px)
+    reach = min(geom.search) * geom.ds
+    if reach < params.motion.max_shift_px:
+        logger.warning(
+            "motion: frames of %dx%d allow shifts up to %d px, less than max_shift_px=%g; larger "
+            "shifts are flagged",
+            dims[0], dims[1], reach, params.motion.max_shift_px,
+        )  # fmt: skip
+    return geom
+
+
+def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool):
+    """Rigid (dy, dx, quality) in grid pixels, edge flags and (patch fields) of every frame."""
+    T = BP.shape[0]
+    rigid = np.zeros((T, 3), np.float64)
+    edge = np.zeros(T, bool)
+    fields = None
+    ms.held[:] = np.nan
+    if patches and ms.patches is not None:
+        fields = np.zeros((T, 2, *ms.patches.shape), np.float32)
+    for t in range(T):
+        np.copyto(ms.scratch_bp, BP[t])
+        kr.taper_into(ms.scratch_bp, ms.taper, ms.scratch_xin)
+        edge[t] = register.measure(ms)
+        rigid[t] = ms.scratch_rigid
+        if not edge[t]:  # the coarse search keeps near the last shift (register.measure)
+            ms.held[:] = rigid[t, :2] * ms.ds
+        if fields is not None:
+            piecewise.measure_patches(ms)
+            fields[t, 0], fields[t, 1] = ms.patches.field_y, ms.patches.field_x
+    return rigid, edge, fields
+
+
+def _good(rigid: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    q = rigid[:, 2]
+    ok = ~edge & np.isfinite(q)
+    if not ok.any():
+        return ok
+    return ok & (q >= GOOD_RATIO * np.median(q[ok]))
+
+
+def _anchor(rigid: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """The median shift of the good frames: the template's position (robust to jumps)."""
+    return np.median(rigid[good, :2], axis=0)
+
+
+def _average(BP: np.ndarray, shifts: np.ndarray, good: np.ndarray, ms: MotionState):
+    """Mean of the good frames' registration images shifted back by ``shifts`` (grid)."""
+    h, w = ms.grid
+    total = np.zeros(h * w, np.float64)
+    count = np.zeros(h * w, np.float64)
+    zeros = np.zeros(h * w, np.float32)
+    for t in np.flatnonzero(good):
+        kw.warp_rigid(BP[t].reshape(-1), h, w, shifts[t, 0], shifts[t, 1], zeros,
+                      ms.scratch_warp, ms.scratch_valid)  # fmt: skip
+        total += ms.scratch_warp
+        count += ms.scratch_valid
+    return (total / np.maximum(count, 1)).reshape(h, w).astype(np.float32)
+
+
+def register_initial(Y: np.ndarray, params: CNMFEParams) -> MotionInit:
+    """Build the template from the frames Y (T, H, W) float32 and register Y in place.
+
+    Raises
+    ------
+    ValueError
+        If the frames are too small to register.
+    OnlineCNMFEError
+        If every frame fails the registration (``motion.min_quality`` too high?).
+    """
+    T, H, W = Y.shape
+    mp = params.motion
+    geom = _geometry((H, W), params)
+    ms = register.make_state(geom, params, np.zeros(geom.grid, np.float32), -1.0)
+    BP = np.empty((T, *geom.grid), np.float32)
+    for t in range(T):
+        register.bandpass(ms, Y[t].reshape(-1))
+        BP[t] = ms.scratch_bp
+    template = BP.mean(axis=0)
+    for _ in range(mp.template_iterations):
+        _set_template(ms, template)
+        rigid, edge, _ = _measure_all(ms, BP, patches=False)
+        good = _good(rigid, edge)
+        if not good.any():
+            break
+        template = _average(BP, rigid[:, :2] - _anchor(rigid, good), good, ms)
+    _set_template(ms, template)
+    rigid, edge, fields = _measure_all(ms, BP, patches=True)
+    del BP
+    shifts = (rigid[:, :2] * geom.ds).astype(np.float32)
+    quality = rigid[:, 2].astype(np.float32)
+    ok = ~edge & np.isfinite(quality)
+    median_q = float(np.median(quality[ok])) if ok.any() else 0.0
+    ms.min_quality = (
+        mp.min_quality if mp.min_quality is not None else mp.min_quality_ratio * median_q
+    )
+    flags = tuple(
+        register.flag_reason(ms, float(dy), float(dx), float(q), bool(e)) or ""
+        for (dy, dx), q, e in zip(shifts, quality, edge)
+    )
+    init = MotionInit(
+        template=ms.template.copy(), min_quality=float(ms.min_quality), shifts=shifts,
+        quality=quality, fields=fields, flags=flags,
+    )  # fmt: skip
+    _warp_movie(Y, init, ms, 0)
+    n_flagged = sum(1 for f in flags if f)
+    logger.info(
+        "motion: template from %d frames; shifts up to %.1f px (rms %.2f), median quality "
+        "%.2f (threshold %.2f), %d frames flagged",
+        T, float(np.abs(shifts).max(initial=0)), float(np.sqrt((shifts**2).sum(1).mean())),
+        median_q, ms.min_quality, n_flagged,
+    )  # fmt: skip
+    return init
+
+
+def _set_template(ms: MotionState, template: np.ndarray) -> None:
+    np.copyto(ms.template, template)
+    register.refresh_spectra(ms)
+
+
+def _warp_movie(Y: np.ndarray, init: MotionInit, ms: MotionState, offset: int) -> None:
+    """Resample Y (T', H, W) in place with the shifts of init frames offset … offset + T'."""
+    T, H, W = Y.shape
+    flagged = np.array([bool(f) for f in init.flags[offset : offset + T]], bool)
+    if flagged.all():
+        raise OnlineCNMFEError(
+            f"all {T} initialisation frames failed motion registration (threshold "
+            f"{init.min_quality:.2f}); lower motion.min_quality, raise motion.max_shift_px or "
+            "set motion.enabled=false for a registered movie"
+        )
+    nan = np.full(H * W, np.nan, np.float32)
+    buf = np.empty(H * W, np.float32)
+    total = np.zeros(H * W, np.float64)
+    count = np.zeros(H * W, np.int64)
+    ps = ms.patches
+    for t in range(T):
+        y = Y[t].reshape(-1)
+        dy, dx = init.shifts[offset + t]
+        if init.fields is None or ps is None:
+            kw.warp_rigid(y, H, W, float(dy), float(dx), nan, buf, ms.valid)
+        else:
+            field = init.fields[offset + t]
+            kw.warp_field(y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, field[0], field[1],
+                          nan, buf, ms.valid)  # fmt: skip
+        y[:] = buf
+        if not flagged[t]:
+            seen = ms.valid.view(bool)
+            np.add(total, buf, out=total, where=seen)
+            count += ms.valid
+    fallback = total.sum() / max(int(count.sum()), 1)  # pixels never seen (cannot happen
+    mean = np.where(count > 0, total / np.maximum(count, 1), fallback).astype(np.float32)  # often)
+    good = np.flatnonzero(~flagged)
+    for t in range(T):
+        y = Y[t].reshape(-1)
+        if flagged[t]:
+            y[:] = Y[good[np.argmin(np.abs(good - t))]].reshape(-1)
+        else:
+            np.copyto(y, mean, where=np.isnan(y))
+
+
+def apply_initial(init: MotionInit, frames: np.ndarray, params: CNMFEParams) -> np.ndarray:
+    """A registered float32 copy of initialisation frames (T', H, W), T' ≤ len(init.shifts).
+
+    The frames are the last T' of those ``init`` was built on (as ``initialize_from`` allows).
+    """
+    Y = np.array(frames, dtype=np.float32)
+    T0 = init.shifts.shape[0]
+    if Y.shape[0] > T0:
+        raise ValueError(
+            f"{Y.shape[0]} initialisation frames given but the motion registration covers "
+            f"{T0}; pass the frames the initialisation was fitted on"
+        )
+    ms = state_from_init(init, Y.shape[1:], params)
+    _warp_movie(Y, init, ms, T0 - Y.shape[0])
+    return Y
+
+
+def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
+    """The online motion state continuing from the initialisation."""
+    geom = geometry(tuple(int(d) for d in dims), params.motion, params.data.neuron_diameter_px)
+    if geom.grid != init.template.shape:
+        raise ValueError(
+            f"the motion template has shape {init.template.shape}; frames of {tuple(dims)} with "
+            f"these parameters need {geom.grid}. Use the parameters of the initialisation."
+        )
+    ms = register.make_state(geom, params, init.template, init.min_quality)
+    good = [j for j, f in enumerate(init.flags) if not f]
+    if good:
+        ms.held[:] = init.shifts[good[-1]]
+        ms.last[:2], ms.last[2] = init.shifts[good[-1]], init.quality[good[-1]]
+    return ms
+
+
+def init_frame_fields(motion: MotionInit | None, j: int) -> dict:
+    """FrameResult fields (shift, quality, flag) of initialisation frame j ({} without motion)."""
+    if motion is None or j >= motion.shifts.shape[0]:
+        return {}
+    dy, dx = motion.shifts[j]
+    return {
+        "motion_shift_px": (float(dy), float(dx)),
+        "motion_quality": float(motion.quality[j]),
+        "flag": motion.flags[j] or None,
+    }

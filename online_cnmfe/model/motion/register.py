@@ -1,0 +1,256 @@
+"""The per-frame motion stage: measure the shift, correct the frame, update the template.
+
+Per frame (``correct_frame``), all on caller-owned buffers of the :class:`MotionState`:
+
+1. registration image: block mean onto the grid, band-pass (Gaussian of σs minus Gaussian of
+   σl, by box filters), edge taper, zero padding (``_kernels/registration.py``);
+2. cross-correlation with the template by FFT (scipy.fft, one thread), peak in the search
+   window, sub-pixel by a Gaussian fit (rigid); piecewise-rigid mode adds one per patch;
+3. quality = peak / (‖x‖ ‖T‖), the correlation of the frame with the template in [-1, 1];
+   a frame is flagged when its shift exceeds ``max_shift_px``, its peak is on the edge of the
+   search window, or its quality is below ``min_quality``;
+4. the frame resampled at (r + dy, c + dx) (bilinear); pixels shifted in from outside the frame
+   take ``fill`` (the model's baseline b0) and are marked invalid (``valid`` = 0), so the
+   residual (and with it detection) ignores them;
+5. a frame that is not flagged updates the template (running mean with forgetting); the
+   template's spectra are recomputed every ``REFRESH_UPDATES`` updates.
+
+scipy.fft returns new arrays (it has no ``out=``); they are the only per-frame allocations
+(two or four small complex/float arrays of the grid's FFT size).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.fft
+
+from online_cnmfe.model._kernels import registration as kr
+from online_cnmfe.model._kernels import warp as kw
+from online_cnmfe.model.motion import piecewise
+from online_cnmfe.model.motion.state import (
+    Geometry,
+    MotionState,
+    box_radii,
+    cosine_taper,
+    geometry,
+    inverse_envelope,
+)
+from online_cnmfe.params import CNMFEParams, DataParams, MotionParams
+
+REFRESH_UPDATES = 8  # template spectra are recomputed after this many template updates
+_NO_CORRECTION = np.ones((1, 1), np.float32)  # the coarse search's peak, as correlated
+JUMP_RATIO = 1.5  # a peak away from the last good shift must be this much higher to be taken
+
+
+def make_state(
+    geom: Geometry, params: CNMFEParams, template: np.ndarray, min_quality: float
+) -> MotionState:
+    """A motion state for frames of ``geom`` with ``template`` (h, w) on the grid."""
+    mp = params.motion
+    h, w = geom.grid
+    H, W = geom.dims
+    fh, fw = geom.fft_shape
+    rest = math.sqrt(max(geom.sigma_large**2 - geom.sigma_small**2, 0.0))
+    frames = mp.template_forgetting_s * params.data.frame_rate_hz
+    zeros = np.zeros((h, w), np.float32)
+    taper = np.outer(cosine_taper(h, geom.margin), cosine_taper(w, geom.margin)).astype(np.float32)
+    ms = MotionState(
+        dims=(int(H), int(W)), ds=int(geom.ds), radii_small=box_radii(geom.sigma_small),
+        radii_large=box_radii(rest), search=np.array(geom.search, np.int64),
+        max_shift_px=float(mp.max_shift_px), min_quality=float(min_quality),
+        alpha=float(1.0 / max(frames, 1.0)),
+        taper=taper, inv_env=inverse_envelope(taper, geom.fft_shape),
+        template=np.ascontiguousarray(template, np.float32).copy(),
+        spectrum=np.zeros((fh, fw // 2 + 1), np.complex64), template_norm2=0.0, n_updates=0,
+        n_flagged=0, last=np.full(3, np.nan), held=np.full(2, np.nan),
+        registered=np.zeros(H * W, np.float32), valid=np.ones(H * W, np.uint8), n_filled=0,
+        patches=piecewise.make_patches(geom, mp) if mp.mode == "piecewise" else None,
+        scratch_grid=zeros.copy(), scratch_small=zeros.copy(), scratch_large=zeros.copy(),
+        scratch_tmp=zeros.copy(), scratch_acc=np.zeros(w, np.float64), scratch_bp=zeros.copy(),
+        scratch_xin=np.zeros((fh, fw), np.float32),
+        scratch_power=np.zeros((fh, fw // 2 + 1), np.complex64),
+        scratch_peak=np.zeros(4, np.float64), scratch_near=np.zeros(4, np.float64),
+        scratch_rigid=np.zeros(3, np.float64),
+        scratch_warp=np.zeros(h * w, np.float32), scratch_valid=np.zeros(h * w, np.uint8),
+    )  # fmt: skip
+    refresh_spectra(ms)
+    return ms
+
+
+def refresh_spectra(ms: MotionState) -> None:
+    """Recompute the template's spectrum (and its patches') from ``ms.template``."""
+    xin = ms.scratch_xin  # free between frames; its zero padding is never written
+    ms.template_norm2 = float(kr.taper_into(ms.template, ms.taper, xin))
+    np.conjugate(scipy.fft.rfft2(xin, workers=1), out=ms.spectrum)
+    if ms.patches is not None:
+        piecewise.refresh_patch_spectra(ms.patches, ms.template)
+    ms.n_updates = 0
+
+
+def bandpass(ms: MotionState, y: np.ndarray) -> None:
+    """Registration image of frame y (n_pixels,) into ``scratch_bp`` (tapered: ``scratch_xin``)."""
+    kr.bin_frame(y, ms.dims[0], ms.dims[1], ms.ds, ms.scratch_grid)
+    kr.gauss_blur(ms.scratch_grid, ms.radii_small, ms.scratch_tmp, ms.scratch_acc,
+                  ms.scratch_small)  # fmt: skip
+    kr.gauss_blur(ms.scratch_small, ms.radii_large, ms.scratch_tmp, ms.scratch_acc,
+                  ms.scratch_large)  # fmt: skip
+    kr.bandpass_taper(ms.scratch_small, ms.scratch_large, ms.taper, ms.scratch_bp, ms.scratch_xin)
+
+
+def _correlate(ms: MotionState) -> np.ndarray:
+    """Cross-correlation of ``scratch_xin`` with the template (Fh, Fw)."""
+    X = scipy.fft.rfft2(ms.scratch_xin, workers=1)
+    kr.cross_power(X.reshape(-1), ms.spectrum.reshape(-1), ms.scratch_power.reshape(-1))
+    return scipy.fft.irfft2(ms.scratch_power, s=ms.fft_shape, workers=1, overwrite_x=True)
+
+
+def measure(ms: MotionState) -> bool:
+    """Rigid shift of the registration image in ``scratch_bp`` (tapered in ``scratch_xin``).
+
+    Two passes: the coarse peak with both tapers in place, then (when it is a grid pixel or
+    more away) again with the frame's taper moved by the rounded shift and the overlap
+    correction, so that frame and template are weighed alike around the same content — a fixed
+    taper biases large shifts towards zero. The coarse peak keeps to the last frame's shift
+    unless a peak elsewhere is ``JUMP_RATIO`` times higher: where the frame has little structure
+    (sparse activity, no vessels) chance correlations must not make the estimate jump.
+    Writes ``scratch_rigid`` = (dy, dx, quality) in grid pixels; returns True when the first
+    peak is on the edge of the search window (the shift is beyond it).
+    """
+    peak = ms.scratch_peak
+    cc = _correlate(ms)
+    kr.peak_subpixel(cc, _NO_CORRECTION, 0, 0, int(ms.search[0]), int(ms.search[1]), 0, 0, peak)
+    edge = bool(peak[3])
+    if math.isfinite(ms.held[0]):  # stay near the last good shift unless clearly beaten
+        py, px = round(ms.held[0] / ms.ds), round(ms.held[1] / ms.ds)
+        if abs(round(peak[0]) - py) > 1 or abs(round(peak[1]) - px) > 1:
+            kr.peak_subpixel(cc, _NO_CORRECTION, py, px, 1, 1, 0, 0, ms.scratch_near)
+            if ms.scratch_near[2] * JUMP_RATIO >= peak[2]:
+                peak[:] = ms.scratch_near
+                peak[3] = 0.0
+                edge = False
+    oy, ox = round(peak[0]), round(peak[1])
+    norm2 = kr.taper_shifted(ms.scratch_bp, ms.taper, oy, ox, ms.scratch_xin)
+    if oy or ox:
+        kr.peak_subpixel(_correlate(ms), ms.inv_env, oy, ox, 2, 2, oy, ox, peak)
+    den = math.sqrt(norm2 * ms.template_norm2)
+    ms.scratch_rigid[0] = peak[0]
+    ms.scratch_rigid[1] = peak[1]
+    ms.scratch_rigid[2] = peak[2] / den if den > 0 else 0.0
+    return edge
+
+
+def flag_reason(ms: MotionState, dy: float, dx: float, quality: float, edge: bool) -> str | None:
+    """Why a registration failed (None when it did not)."""
+    if edge:
+        reach = ms.ds * int(min(ms.search))
+        return (
+            f"motion: shift beyond the {reach} px search window (max_shift_px {ms.max_shift_px:g})"
+        )
+    size = math.hypot(dy, dx)
+    if size > ms.max_shift_px:
+        return f"motion: shift {size:.1f} px > max {ms.max_shift_px:g}"
+    if not quality >= ms.min_quality:
+        return f"motion: registration quality {quality:.2f} < {ms.min_quality:.2f}"
+    return None
+
+
+def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | None:
+    """Register frame y (n_pixels,) float32; the corrected frame is left in ``ms.registered``.
+
+    Parameters
+    ----------
+    ms : MotionState
+    y : ndarray of shape (n_pixels,), float32
+        The frame (row-major); not modified.
+    fill : ndarray of shape (n_pixels,), float32
+        Values for pixels shifted in from outside the frame (the model's baseline b0).
+
+    Returns
+    -------
+    str or None
+        The flag reason when the registration failed (the frame must not update the model),
+        else None. ``ms.last`` = (dy, dx, quality) of the correction applied (sign:
+        ``state.py``): the measured shift, or after a failed registration the last good one
+        (the reason names the measured one).
+    """
+    bandpass(ms, y)
+    edge = measure(ms)
+    dy_g, dx_g, quality = ms.scratch_rigid
+    dy, dx = dy_g * ms.ds, dx_g * ms.ds
+    flag = flag_reason(ms, dy, dx, quality, edge)
+    if flag is None:
+        ms.held[0], ms.held[1] = dy, dx
+    elif math.isfinite(ms.held[0]):  # a failed registration: correct by the last good shift
+        dy, dx = ms.held[0], ms.held[1]
+        ms.scratch_rigid[0], ms.scratch_rigid[1] = dy / ms.ds, dx / ms.ds
+    ms.last[0], ms.last[1], ms.last[2] = dy, dx, quality
+    H, W = ms.dims
+    if ms.patches is None:
+        ms.n_filled = kw.warp_rigid(y, H, W, dy, dx, fill, ms.registered, ms.valid)
+    else:
+        ps = ms.patches
+        piecewise.measure_patches(ms)
+        ms.n_filled = kw.warp_field(
+            y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y, ps.field_x, fill,
+            ms.registered, ms.valid,
+        )  # fmt: skip
+    if flag is None:
+        update_template(ms)
+    else:
+        ms.n_flagged += 1
+    return flag
+
+
+def update_template(ms: MotionState) -> None:
+    """Blend the registered band-passed frame (``scratch_bp``) into the template."""
+    h, w = ms.grid
+    bp = ms.scratch_bp.reshape(-1)
+    tpl = ms.template.reshape(-1)
+    if ms.patches is None:
+        dy_g, dx_g = ms.scratch_rigid[0], ms.scratch_rigid[1]
+        kw.warp_rigid(bp, h, w, dy_g, dx_g, tpl, ms.scratch_warp, ms.scratch_valid)
+    else:
+        ps = ms.patches
+        kw.warp_field(
+            bp, h, w, ps.grid_row_i, ps.grid_row_w, ps.grid_col_i, ps.grid_col_w, ps.grid_y,
+            ps.grid_x, tpl, ms.scratch_warp, ms.scratch_valid,
+        )  # fmt: skip
+    kw.blend(tpl, ms.scratch_warp, ms.alpha)
+    ms.n_updates += 1
+    if ms.n_updates >= REFRESH_UPDATES:
+        refresh_spectra(ms)
+
+
+def mask_residual(ms: MotionState, residual: np.ndarray) -> None:
+    """Zero the residual (n_pixels,) where the corrected frame had no data (shifted in)."""
+    if ms.n_filled:
+        kw.zero_where_invalid(residual, ms.valid)
+
+
+def outputs(ms: MotionState | None) -> tuple[tuple[float, float] | None, float | None]:
+    """((dy, dx), quality) of the last frame, for the FrameResult (None, None without motion)."""
+    if ms is None:
+        return None, None
+    return (float(ms.last[0]), float(ms.last[1])), float(ms.last[2])
+
+
+_WARMED = False
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the per-frame kernels on a tiny frame, once."""
+    global _WARMED
+    if _WARMED:
+        return
+    for mode in ("rigid", "piecewise"):
+        mp = MotionParams(mode=mode, max_shift_px=2.0, max_deviation_px=1.0, patch_size_px=16,
+                          patch_overlap_px=8, downsample=1)  # fmt: skip
+        params = CNMFEParams(motion=mp, data=DataParams(neuron_diameter_px=8.0))
+        geom = geometry((24, 24), mp, 8.0)
+        ms = make_state(geom, params, np.ones(geom.grid, np.float32), 0.0)
+        y = np.ones(24 * 24, np.float32)
+        correct_frame(ms, y, y)
+        mask_residual(ms, y.copy())
+    _WARMED = True

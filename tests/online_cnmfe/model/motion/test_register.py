@@ -1,0 +1,160 @@
+"""The per-frame motion stage and its initialisation on movies with known shifts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from online_cnmfe.model import motion
+from online_cnmfe.model.motion import register
+from online_cnmfe.params import CNMFEParams
+from tests.online_cnmfe.model.motion.moving import moving_movie, walk
+
+N_INIT = 60
+
+
+def _params(**motion_values) -> CNMFEParams:
+    return CNMFEParams.from_dict(
+        {"data": {"neuron_diameter_px": 10.0}, "motion": {"max_shift_px": 12.0, **motion_values}}
+    )
+
+
+def _run(frames, params):
+    """register_initial on the first N_INIT frames, then correct_frame on the rest."""
+    init_frames = frames[:N_INIT].copy()
+    minit = motion.register_initial(init_frames, params)
+    ms = motion.state_from_init(minit, frames.shape[1:], params)
+    fill = init_frames.mean(0).ravel()
+    shifts, flags = [], []
+    for y in frames[N_INIT:]:
+        flags.append(motion.correct_frame(ms, np.ascontiguousarray(y.ravel()), fill))
+        shifts.append(ms.last[:2].copy())
+    est = np.concatenate([minit.shifts, np.array(shifts)])
+    return est, minit, ms, flags
+
+
+def _rms(a):
+    return float(np.sqrt((a**2).sum(1).mean()))
+
+
+@pytest.mark.parametrize("mode", ["rigid", "piecewise"])
+def test_shifts_follow_a_walk_with_jumps(mode):
+    """Sub-pixel accuracy on a textured movie: the walk and 8-10 px jumps, sign +d."""
+    rng = np.random.default_rng(1)
+    truth = walk(rng, 160, 1.5, jumps=[(90, 110, 6.0, -4.0), (130, 140, -6.0, 3.0)])
+    assert np.abs(truth - np.median(truth[:N_INIT], axis=0)).max() < 10  # within max_shift_px
+    frames, _ = moving_movie(truth, seed=1)
+    est, minit, ms, flags = _run(frames, _params(mode=mode))
+    offset = np.median(est - truth, axis=0)  # the template sits at the median position
+    err = est - truth - offset
+    assert _rms(err) < 0.15, f"rms {_rms(err):.3f}"
+    assert np.abs(err).max() < 0.6
+    assert not any(flags)
+    assert np.abs(offset + np.median(truth[:N_INIT], axis=0)).max() < 0.3  # anchor: median
+    assert minit.quality.min() > minit.min_quality
+
+
+def test_a_frame_beyond_max_shift_is_flagged_and_corrected_by_the_last_good_shift():
+    truth = np.zeros((N_INIT + 6, 2))
+    truth[N_INIT + 3] = (11.0, 9.0)  # 14.2 px > max_shift_px 12
+    frames, _ = moving_movie(truth, seed=2)
+    est, minit, ms, flags = _run(frames, _params())
+    assert flags[3] is not None and flags[3].startswith("motion: shift 14.")
+    assert "> max 12" in flags[3]
+    assert np.abs(est[N_INIT + 3]).max() < 0.3  # held, not the failed measurement
+    assert [f for i, f in enumerate(flags) if i != 3] == [None] * 5
+    assert ms.n_flagged == 1
+
+
+def test_a_frame_without_the_tissue_is_flagged_by_its_quality():
+    truth = np.zeros((N_INIT + 4, 2))
+    frames, _ = moving_movie(truth, seed=3)
+    rng = np.random.default_rng(3)
+    frames[N_INIT + 2] = frames[N_INIT + 2].mean() + rng.normal(0, 30, frames.shape[1:])  # glitch
+    est, minit, ms, flags = _run(frames, _params())
+    assert flags[2] is not None and flags[2].startswith("motion: registration quality")
+    quality = float(flags[2].split()[3])
+    assert quality < minit.min_quality < 0.9 * np.median(minit.quality)
+    assert flags[:2] == [None, None] and flags[3] is None
+
+
+def test_a_flagged_frame_does_not_update_the_template():
+    frames, _ = moving_movie(np.zeros((N_INIT + 2, 2)), seed=4)
+    params = _params(min_quality=0.999)  # every frame fails
+    init_frames = frames[:N_INIT].copy()
+    with pytest.raises(Exception, match="all 60 initialisation frames failed"):
+        motion.register_initial(init_frames, params)
+    params = _params()
+    minit = motion.register_initial(frames[:N_INIT].copy(), params)
+    ms = motion.state_from_init(minit, frames.shape[1:], params)
+    ms.min_quality = 0.999
+    before = ms.template.copy()
+    assert motion.correct_frame(ms, frames[N_INIT].ravel().copy(), frames[0].ravel()) is not None
+    np.testing.assert_array_equal(ms.template, before)
+    ms.min_quality = -1.0
+    assert motion.correct_frame(ms, frames[N_INIT].ravel().copy(), frames[0].ravel()) is None
+    assert not np.array_equal(ms.template, before)
+
+
+def test_pixels_shifted_in_are_filled_and_masked():
+    truth = np.zeros((N_INIT + 1, 2))
+    truth[-1] = (4.0, -3.0)
+    frames, _ = moving_movie(truth, seed=5)
+    params = _params()
+    minit = motion.register_initial(frames[:N_INIT].copy(), params)
+    ms = motion.state_from_init(minit, frames.shape[1:], params)
+    fill = np.full(frames[0].size, -7.0, np.float32)
+    motion.correct_frame(ms, frames[-1].ravel().copy(), fill)
+    H, W = frames.shape[1:]
+    reg, valid = ms.registered.reshape(H, W), ms.valid.reshape(H, W).astype(bool)
+    # content moved down 4, left 3: the bottom 4 rows and the left 3 columns have no data
+    assert not valid[-3:].any() and not valid[:, :2].any() and valid[:-5, 4:].all()
+    assert (reg[~valid] == -7.0).all()
+    residual = np.ones(H * W, np.float32)
+    motion.mask_residual(ms, residual)
+    np.testing.assert_array_equal(residual.reshape(H, W) == 0, ~valid)
+
+    # the registered interior matches the still frame (but for noise and the static vignetting)
+    def fine(x):  # the texture (vessels, cells) without the smooth background
+        return (x - ndi.gaussian_filter(x, 4))[10:-10, 10:-10].ravel()
+
+    moved = np.corrcoef(fine(frames[-1]), fine(frames[0]))[0, 1]
+    corrected = np.corrcoef(fine(reg), fine(frames[0]))[0, 1]
+    assert corrected > 0.7 and moved < 0.3, (corrected, moved)  # noise sigma 5 in both
+
+
+def test_piecewise_recovers_two_halves_moving_apart():
+    """Left half of the field of view moves by +2 columns, the right half by -2: the patch
+    field separates them (rigid would average them to 0)."""
+    frames, _ = moving_movie(np.zeros((N_INIT + 1, 2)), dims=(96, 128), seed=6)
+    left, _ = moving_movie(np.array([[0.0, 2.0]]), dims=(96, 128), seed=6)
+    right, _ = moving_movie(np.array([[0.0, -2.0]]), dims=(96, 128), seed=6)
+    bent = np.concatenate([left[0][:, :64], right[0][:, 64:]], axis=1)
+    params = _params(mode="piecewise", patch_size_px=48, patch_overlap_px=24, max_deviation_px=4.0)
+    minit = motion.register_initial(frames[:N_INIT].copy(), params)
+    ms = motion.state_from_init(minit, frames.shape[1:], params)
+    motion.correct_frame(ms, np.ascontiguousarray(bent.ravel()), frames[0].ravel())
+    fx = ms.patches.field_x
+    assert fx[:, 0].mean() > 1.2 and fx[:, -1].mean() < -1.2, fx
+    assert ms.patches.n_own == fx.size
+
+
+def test_frames_too_small_to_register_are_refused():
+    with pytest.raises(ValueError, match="too small to register"):
+        motion.register_initial(np.zeros((30, 12, 12), np.float32), _params(downsample=2))
+
+
+def test_init_frame_fields_and_state_outputs():
+    assert motion.init_frame_fields(None, 0) == {}
+    assert motion.outputs(None) == (None, None)
+    frames, _ = moving_movie(np.zeros((N_INIT, 2)), seed=7)
+    minit = motion.register_initial(frames.copy(), _params())
+    fields = motion.init_frame_fields(minit, 5)
+    assert set(fields) == {"motion_shift_px", "motion_quality", "flag"}
+    assert fields["flag"] is None and abs(fields["motion_shift_px"][0]) < 0.5
+
+
+def test_warm_up_compiles_without_a_model():
+    register.warm_up()
+    register.warm_up()  # once per process
