@@ -19,6 +19,7 @@ import numpy as np
 
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.model.motion import init_frame_fields
 from online_cnmfe.params import CNMFEParams, load_params, parse_overrides
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ def _write_init_frames(writer, init, head, ids, drops) -> None:
             C=np.asarray(init.C[:, j], np.float32),
             S=np.asarray(init.S[:, j], np.float32),
             C_raw=np.asarray(init.C_raw[:, j], np.float32),
+            **init_frame_fields(init.motion, j),
         )
         writer.append_frame(result, _meta(frame, float("nan")))
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.model.initialization.fit import fit_initial
+from online_cnmfe.model.motion import init_frame_fields
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class ModelRunner:
                 C=np.asarray(c, np.float32),
                 S=np.asarray(s, np.float32),
                 C_raw=np.asarray(c_raw, np.float32),
+                **init_frame_fields(getattr(init, "motion", None), j),
             )
             yield result, dict(meta, latency_ms=float("nan"))
         self.frames, self.metas = [], []

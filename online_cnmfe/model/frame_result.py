@@ -39,6 +39,13 @@ class FrameResult:
         None for an ordinary frame. A flagged frame still has traces (demixed on the corrected
         frame), but it writes no residual, does not update b0 and is not seen by the slow path
         (footprints, ring background, detection).
+    motion_shift_px : tuple (dy, dx) of float, or None
+        Rigid displacement of this frame's content relative to the motion template, in pixels
+        (``frame[r, c] ≈ template[r − dy, c − dx]``; the traces come from the frame resampled
+        at (r + dy, c + dx)); None when motion correction is off or the frame was skipped.
+    motion_quality : float or None
+        Registration quality: correlation of the band-passed frame with the template, in
+        [-1, 1] (None as above).
     events : tuple of ModelEvent
     footprints_version : int
         Increments whenever A changes (new, merged, removed or refreshed footprints).
@@ -54,6 +61,8 @@ class FrameResult:
     skipped: bool = False
     skip_reason: str = ""
     flag: str | None = None
+    motion_shift_px: tuple[float, float] | None = None
+    motion_quality: float | None = None
     events: tuple[ModelEvent, ...] = ()
     footprints_version: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)

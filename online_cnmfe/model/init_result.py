@@ -8,6 +8,7 @@ coefficients on the background grid (downsampled by ``background_downsample``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -38,6 +39,9 @@ class InitResult:
     pixel_noise : ndarray of shape (n_pixels,), float32
     corr_image, pnr_image : ndarray of shape (H, W), float32
         Local correlation and peak-to-noise images of the initialisation frames.
+    motion : MotionInit or None
+        The motion template and the registration of the initialisation frames (the fit ran on
+        the registered frames); None when motion correction was off.
     """
 
     dims: tuple[int, int]
@@ -54,6 +58,7 @@ class InitResult:
     pixel_noise: np.ndarray
     corr_image: np.ndarray
     pnr_image: np.ndarray
+    motion: Any = None
 
     @property
     def n_components(self) -> int:

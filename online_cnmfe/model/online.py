@@ -3,8 +3,9 @@
 ``OnlineCNMFE`` owns the params and the :class:`~.state.ModelState` and is the only
 place that knows the update schedule. Per frame (the critical path, all numba kernels):
 
-1. validate the frame (shape, dtype → float32, NaN policy); motion correction would go here
-   (``MotionParams``; not implemented yet, see docs/model.md);
+1. validate the frame (shape, dtype → float32, NaN policy), then motion correction
+   (``motion/``: register to the template, resample; a failed registration flags the frame,
+   which then gets traces but does not update the model);
 2. ỹ = (I − UWD)(y − b0), then c = argmin_{c≥0} ‖ỹ − Ã c‖² by block-coordinate descent
    warm-started from the previous frame (``traces.py``, ``_kernels/demix.py``);
 3. online OASIS AR(1) for all neurons (``_kernels/oasis_online.py``);
@@ -24,6 +25,7 @@ import numpy as np
 
 from online_cnmfe.model import build as _build
 from online_cnmfe.model import deconvolution_online as _deconv
+from online_cnmfe.model import motion
 from online_cnmfe.model import updates as model_updates
 from online_cnmfe.model._kernels import demix as _kd
 from online_cnmfe.model._kernels import residual as _kr
@@ -56,11 +58,6 @@ class OnlineCNMFE:
         params = CNMFEParams() if params is None else params
         if not isinstance(params, CNMFEParams):
             raise TypeError(f"params must be CNMFEParams, got {type(params).__name__}")
-        if params.motion.enabled:
-            raise ValueError(
-                "motion.enabled=True: online motion correction is not implemented yet; "
-                "motion-correct the movie beforehand and set motion.enabled=false"
-            )
         self.params = params
         self.state: ModelState | None = None
         self._ops: _build.Operators | None = None
@@ -94,10 +91,35 @@ class OnlineCNMFE:
                     f"frames have shape {frames.shape[1:]} but the InitResult has dims "
                     f"{tuple(init.dims)}; pass the frames the initialisation was fitted on"
                 )
+        motion_init, frames = self._motion_init(init, frames)
         self.state, self._ops = _build.build_state(init, frames, self.params)
         _build.warm_up()
+        if motion_init is not None:
+            self.state.motion = motion.state_from_init(motion_init, init.dims, self.params)
+            motion.warm_up()
         if self._slow is not None:
             self.state.slow = self._slow.init_slow_path(init, frames, self.params)
+
+    def _motion_init(self, init: InitResult, frames):
+        """(MotionInit, the frames registered) for ``initialize_from``; (None, frames) when off.
+
+        An InitResult without motion (e.g. truth-derived, or fitted with motion off) gets its
+        template from the frames now.
+        """
+        if not self.params.motion.enabled:
+            return None, frames
+        if init.motion is not None:
+            if frames is None:
+                return init.motion, None
+            return init.motion, motion.apply_initial(init.motion, frames, self.params)
+        if frames is None:
+            raise ValueError(
+                "motion.enabled=true needs the initialisation frames to build the motion "
+                "template (this InitResult has none); pass them, or set motion.enabled=false "
+                "for a movie registered beforehand"
+            )
+        registered = np.array(frames, dtype=np.float32)
+        return motion.register_initial(registered, self.params), registered
 
     # ---- per frame ---------------------------------------------------------------------
     def process_frame(
@@ -131,8 +153,11 @@ class OnlineCNMFE:
         # Stages before the demixing may set `flag`: the frame then gets traces but does not
         # update the model (no residual, no b0 update, no slow path; FrameResult.flag).
         flag: str | None = None
-        # Motion-correction seam: a registration stage would transform `y` here (future work).
         t_valid = time.perf_counter()
+        if st.motion is not None:  # register to the template; y becomes the corrected frame
+            flag = motion.correct_frame(st.motion, y, st.b0)
+            y = st.motion.registered
+        t_motion = time.perf_counter()
         ops = self._ops
         _kd.background_subtract(
             y, st.b0, st.W, st.ring_idx, st.dims[0], st.dims[1], st.ssub,
@@ -158,6 +183,8 @@ class OnlineCNMFE:
                 st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc,
                 st.b0, st.residual[slot],
             )  # fmt: skip
+            if st.motion is not None:  # pixels shifted in from outside: no data, no detection
+                motion.mask_residual(st.motion, st.residual[slot])
             st.residual_frame[slot] = st.t
             st.c_raw_buffer[:, slot] = st.c
             st.c_den_buffer[:, slot] = st.c_den
@@ -166,11 +193,13 @@ class OnlineCNMFE:
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
         ids = st.neuron_ids.copy()
+        shift, quality = motion.outputs(st.motion)
         if on_traces is not None:
             on_traces(
                 FrameResult(
                     frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
                     footprints_version=st.footprints_version, flag=flag,
+                    motion_shift_px=shift, motion_quality=quality,
                     timings_ms={"critical_path": 1e3 * (t_res - t_start)},
                 )
             )  # fmt: skip
@@ -191,9 +220,12 @@ class OnlineCNMFE:
             events=events,
             footprints_version=st.footprints_version,
             flag=flag,
+            motion_shift_px=shift,
+            motion_quality=quality,
             timings_ms={
                 "validate": 1e3 * (t_valid - t_start),
-                "background": 1e3 * (t_bg - t_valid),
+                "motion": 1e3 * (t_motion - t_valid),
+                "background": 1e3 * (t_bg - t_motion),
                 "demix": 1e3 * (t_demix - t_bg),
                 "deconvolve": 1e3 * (t_deconv - t_demix),
                 "residual": 1e3 * (t_res - t_deconv),
@@ -268,6 +300,8 @@ class OnlineCNMFE:
         model.state = state
         model._ops = _build.operators_for(state, params)
         _build.warm_up()
+        if state.motion is not None:
+            motion.warm_up()
         return model
 
     # ---- read access -------------------------------------------------------------------

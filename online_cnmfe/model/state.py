@@ -71,6 +71,8 @@ class ModelState:
     scratch_* : ndarray
         Per-frame work arrays (not meaningful between frames).
     slow : SlowPathState or None
+    motion : MotionState or None
+        The motion-correction stage (``online_cnmfe/model/motion/``); None when it is off.
     """
 
     t: int
@@ -125,6 +127,7 @@ class ModelState:
     scratch_ac: np.ndarray
     scratch_gc: np.ndarray
     slow: Any = None
+    motion: Any = None
 
     @property
     def n_components(self) -> int:

@@ -16,7 +16,13 @@ import numpy as np
 import scipy.sparse
 
 from online_cnmfe.errors import StateFileError
-from online_cnmfe.results.layout import FORMAT, FRAME_FIELDS, TRACE_NAMES, open_for_reading
+from online_cnmfe.results.layout import (
+    FORMAT,
+    FRAME_FIELDS,
+    MOTION_FIELDS,
+    TRACE_NAMES,
+    open_for_reading,
+)
 from online_cnmfe.results.triggers_table import read_triggers
 
 logger = logging.getLogger(__name__)
@@ -28,6 +34,8 @@ class Results:
 
     ``C``, ``S``, ``C_raw`` and ``birth_frame`` are aligned with the footprint columns
     (``neuron_ids``); ``*_all`` and ``trace_neuron_ids`` keep every neuron ever present.
+    ``motion_shifts`` (T, 2) and ``motion_quality`` (T,) are the motion correction of each
+    frame (NaN where none was measured; sign: docs/results-format.md).
     """
 
     dims: tuple[int, int]
@@ -49,6 +57,8 @@ class Results:
     input: dict[str, Any]
     attrs: dict[str, Any] = field(default_factory=dict)
     flagged: list[tuple[int, str]] = field(default_factory=list)
+    motion_shifts: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    motion_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def n_frames(self) -> int:
@@ -96,6 +106,7 @@ def read_results(path: str | Path) -> Results:
         b0 = f["background/b0"][:]
         dropped = f["frames/dropped"][:]
         rejected = [(int(i), r.decode("utf-8", "replace")) for i, r in f["frames/rejected"][:]]
+        motion = _motion(f, n)
         flagged = [
             (int(i), r.decode("utf-8", "replace"))
             for i, r in (f["frames/flagged"][:] if "flagged" in f["frames"] else ())
@@ -129,7 +140,21 @@ def read_results(path: str | Path) -> Results:
         input=json.loads(attrs.get("input", "{}")),
         attrs=attrs,
         flagged=flagged,
+        motion_shifts=motion["shifts"],
+        motion_quality=motion["quality"],
     )
+
+
+def _motion(f, n: int) -> dict[str, np.ndarray]:
+    """motion/shifts and motion/quality of the first n frames (NaN where absent)."""
+    out = {}
+    for name, tail in MOTION_FIELDS.items():
+        values = np.full((n, *tail), np.nan, np.float32)
+        if "motion" in f and name in f["motion"]:
+            got = f["motion"][name][:n]
+            values[: got.shape[0]] = got
+        out[name] = values
+    return out
 
 
 def read_trigger_log(path: str | Path) -> dict[str, Any] | None:

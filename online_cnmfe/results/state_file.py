@@ -30,6 +30,7 @@ import scipy.sparse
 
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.motion import MotionInit, MotionState, PatchState
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.model.slotted import SlottedColumns
 from online_cnmfe.model.slow_path.detection import DetectionState, Geometry
@@ -58,6 +59,9 @@ STATE_CLASSES: dict[str, type] = {
         Geometry,
         RingRefreshState,
         FootprintStats,
+        MotionState,
+        PatchState,
+        MotionInit,
     )
 }
 
@@ -171,6 +175,8 @@ def _read_dataclass(group: h5py.Group, classes: dict[str, type]) -> Any:
     values = {}
     for f in dataclasses.fields(cls):
         if f"scalar:{f.name}" not in group.attrs and f.name not in group:
+            if f.default is not dataclasses.MISSING:  # a field added since, with a default
+                continue
             raise StateFileError(
                 f"the model file lacks field {f.name!r} of {qualname}; it was written by another "
                 "version of online-cnmfe"

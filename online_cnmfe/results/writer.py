@@ -44,6 +44,7 @@ from online_cnmfe.results.layout import (
     TRACE_NAMES,
     create_datasets,
 )
+from online_cnmfe.results.motion_table import MotionBlock, ensure_motion_datasets
 from online_cnmfe.results.recovery import recover_results
 from online_cnmfe.version import __version__
 
@@ -68,6 +69,7 @@ class _Block:
             name: np.zeros((max(n_rows, 8), capacity), np.float32) for name in TRACE_NAMES
         }
         self.meta = {name: np.zeros(capacity, dtype) for name, dtype in FRAME_FIELDS.items()}
+        self.motion = MotionBlock(capacity)
 
     def ensure_rows(self, n_rows: int) -> None:
         have = self.traces["C"].shape[0]
@@ -224,6 +226,7 @@ class ResultsWriter:
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
         if "flagged" not in f["frames"]:  # written before frames/flagged existed
             f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
+        ensure_motion_datasets(f, self._n_written)
         f.attrs["complete"] = False
         f.swmr_mode = True
 
@@ -267,6 +270,7 @@ class ResultsWriter:
         block.meta["daq_frame"][j] = -1 if daq is None else daq
         block.meta["t_acq_ms"][j] = meta.get("t_acq_ms", np.nan)
         block.meta["latency_ms"][j] = meta.get("latency_ms", np.nan)
+        block.motion.set(j, result)
         block.n += 1
         if result.skipped:
             self._pending_rejects.append(
@@ -426,6 +430,7 @@ class ResultsWriter:
             ds = f["frames"][name]
             ds.resize((t1,))
             ds[t0:t1] = block.meta[name][:n]
+        block.motion.write(f, t0, n)
         self._n_written = t1
         f.attrs["n_frames"] = t1
         block.clear()

@@ -6,6 +6,8 @@ ring background on the grid downsampled by ``ssub``; ``Y - B`` the background-su
 
 Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
 
+0. motion correction (``motion.enabled``): a template by iterative registration, and the frames
+   registered to it (:func:`online_cnmfe.model.motion.register_initial`);
 1. summary images of the mean-centred Gaussian filtered movie (noise, PNR, correlation);
 2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`);
 3. ``n_alternations`` times: ring background fit with outlier clipping
@@ -59,6 +61,7 @@ from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.model.motion import register_initial
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -370,7 +373,9 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     ----------
     frames : ndarray of shape (T, H, W)
         Any real dtype; ``T >= params.init.init_frames``. Frames with NaN/inf are replaced by
-        the nearest finite frame (logged); fewer than 20 finite frames is an error.
+        the nearest finite frame (logged); fewer than 20 finite frames is an error. With
+        ``motion.enabled`` the frames are registered first (a copy; frames whose registration
+        fails are replaced by the nearest registered one and flagged in ``InitResult.motion``).
     params : CNMFEParams
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr (when it is a terminal); a callable is called as
@@ -399,6 +404,8 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
+        # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
+        motion_init = register_initial(Y, params) if params.motion.enabled else None
         preprocessed = warn_if_preprocessed(Y) is not None
         fit = _Fit(Y, params)
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
@@ -431,6 +438,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         # b0 of the result holds the neurons' baselines (the online model has no b)
         fit.bg.b0 = (fit.bg.b0 + fit.A @ fit.b).astype(np.float32)
         result = fit.result(images)
+        result.motion = motion_init
         bar.step("done")
     finally:
         bar.close()
