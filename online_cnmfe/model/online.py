@@ -109,6 +109,8 @@ class OnlineCNMFE:
         if not self.params.motion.enabled:
             return None, frames
         if init.motion is not None:
+            if not init.motion.active:  # nothing stable to register to (logged at the fit)
+                return None, frames
             if frames is None:
                 return init.motion, None
             return init.motion, motion.apply_initial(init.motion, frames, self.params)
@@ -119,7 +121,8 @@ class OnlineCNMFE:
                 "for a movie registered beforehand"
             )
         registered = np.array(frames, dtype=np.float32)
-        return motion.register_initial(registered, self.params), registered
+        motion_init = motion.register_initial(registered, self.params)
+        return (motion_init, registered) if motion_init.active else (None, frames)
 
     # ---- per frame ---------------------------------------------------------------------
     def process_frame(

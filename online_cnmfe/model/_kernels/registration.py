@@ -1,8 +1,11 @@
 """Per-frame image registration: the band-passed registration image and the correlation peak.
 
 Symbols: y frame (H, W) flattened row-major; g its ``ds × ds`` block mean on the registration
-grid (h, w); s = G_σs * g (noise removed), l = G_σl * s (background), x = (s − l) · taper the
-band-passed, edge-tapered registration image, zero-padded to the FFT shape (Fh, Fw);
+grid (h, w); d = (G_σs − G_σl) * g (noise and background removed), then once more the
+background part, b = d − G_σl * d (a second high-pass: the DoG alone passes smooth content in
+proportion to f², and where a frame has nothing but a smooth background its broad correlation
+peak wanders by pixels); x = b · taper the registration image, zero-padded to the FFT shape
+(Fh, Fw);
 T the template in the same domain. Gaussians are approximated by three box filters per axis,
 so the cost does not depend on σ; lines are extended point-symmetrically about their end
 samples (x[−k] = 2 x[0] − x[k]), so the smooth 1-photon background's gradient carries on past
@@ -134,6 +137,14 @@ def gauss_blur(src, radii, tmp, acc, out):
     for p in range(n):  # 2n passes alternating from tmp: the last one writes out
         _box_cols(a, radii[p], acc, b)
         a, b = b, a
+
+
+@njit(cache=True, nogil=True)
+def subtract(a, b, out):
+    """out = a − b (2-D arrays of one shape; out may be a)."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] = a[i, j] - b[i, j]
 
 
 @njit(cache=True, nogil=True)

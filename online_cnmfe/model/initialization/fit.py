@@ -404,9 +404,9 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
+        preprocessed = warn_if_preprocessed(Y) is not None  # (resampling hides quantisation)
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
         motion_init = register_initial(Y, params) if params.motion.enabled else None
-        preprocessed = warn_if_preprocessed(Y) is not None
         fit = _Fit(Y, params)
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
         too_high = warn_if_thresholds_too_high(images, ip)

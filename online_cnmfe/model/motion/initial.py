@@ -7,12 +7,16 @@ before the CNMF-E fit):
 2. template = their mean, then ``template_iterations`` times: register every frame to it, and
    average the well-registered frames shifted back — anchored at their median shift, so
    shifts are relative to the median position over the initialisation frames;
-3. the frames' final shifts and qualities; ``min_quality`` calibrated as
-   ``min_quality_ratio`` × their median unless given; frames beyond ``max_shift_px`` or below
-   it are flagged;
-4. the frames resampled in place; pixels shifted in from outside take the mean of that pixel
-   over the frames where it was seen; a flagged frame is replaced by the nearest unflagged one
-   for the fit (its traces are flagged in the results).
+3. the frames' final shifts and qualities (a frame below ``min_informative``, the quality
+   frames reach against an unrelated template, keeps the last informative shift);
+   ``min_quality`` calibrated as ``min_quality_ratio`` × their median unless given; frames
+   beyond ``max_shift_px`` or below it are flagged;
+4. unless there is too little stable structure to register to (``MotionInit.active``:
+   the templates of the odd and of the even frames disagree, or most frames match the
+   template no better than chance; motion correction is then off for the recording, with a
+   warning), the frames resampled in place; pixels shifted in from outside take the mean of
+   that pixel over the frames where it was seen; a flagged frame is replaced by the nearest
+   unflagged one for the fit (its traces are flagged in the results).
 
 :func:`apply_initial` repeats step 4 on the initialisation frames given to
 ``OnlineCNMFE.initialize_from`` (the residual buffer and the slow path start from them) and
@@ -29,7 +33,13 @@ from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model._kernels import registration as kr
 from online_cnmfe.model._kernels import warp as kw
 from online_cnmfe.model.motion import piecewise, register
-from online_cnmfe.model.motion.state import MotionInit, MotionState, geometry
+from online_cnmfe.model.motion.state import (
+    MIN_INFORMATIVE_FRACTION,
+    MIN_RELIABILITY,
+    MotionInit,
+    MotionState,
+    geometry,
+)
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -49,8 +59,12 @@ def _geometry(dims, params: CNMFEParams):
     return geom
 
 
-def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool):
-    """Rigid (dy, dx, quality) in grid pixels, edge flags and (patch fields) of every frame."""
+def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool, hold: bool = False):
+    """Rigid (dy, dx, quality) in grid pixels, edge flags and (patch fields) of every frame.
+
+    With ``hold``, a frame under ``ms.min_informative`` takes the last informative shift (and
+    field), as online (``register.correct_frame``).
+    """
     T = BP.shape[0]
     rigid = np.zeros((T, 3), np.float64)
     edge = np.zeros(T, bool)
@@ -62,13 +76,30 @@ def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool):
         np.copyto(ms.scratch_bp, BP[t])
         kr.taper_into(ms.scratch_bp, ms.taper, ms.scratch_xin)
         edge[t] = register.measure(ms)
+        informative = not edge[t] and (not hold or ms.scratch_rigid[2] >= ms.min_informative)
+        if informative:  # the coarse search keeps near the last shift (register.measure)
+            ms.held[:] = ms.scratch_rigid[:2] * ms.ds
+        elif hold and np.isfinite(ms.held[0]):
+            ms.scratch_rigid[:2] = ms.held / ms.ds
         rigid[t] = ms.scratch_rigid
-        if not edge[t]:  # the coarse search keeps near the last shift (register.measure)
-            ms.held[:] = rigid[t, :2] * ms.ds
         if fields is not None:
-            piecewise.measure_patches(ms)
+            if informative or t == 0:
+                piecewise.measure_patches(ms)
             fields[t, 0], fields[t, 1] = ms.patches.field_y, ms.patches.field_x
     return rigid, edge, fields
+
+
+def _null_quality(ms: MotionState, BP: np.ndarray) -> float:
+    """95th percentile of the frames' quality against the template turned by 180 degrees.
+
+    What a frame reaches against a template it does not match: below it, a frame's best
+    shift is chance.
+    """
+    template = ms.template.copy()
+    _set_template(ms, template[::-1, ::-1])
+    rigid, _, _ = _measure_all(ms, BP, patches=False)
+    _set_template(ms, template)
+    return float(np.percentile(rigid[:, 2], 95))
 
 
 def _good(rigid: np.ndarray, edge: np.ndarray) -> np.ndarray:
@@ -98,34 +129,77 @@ def _average(BP: np.ndarray, shifts: np.ndarray, good: np.ndarray, ms: MotionSta
     return (total / np.maximum(count, 1)).reshape(h, w).astype(np.float32)
 
 
+def _build_template(BP: np.ndarray, pick: np.ndarray, ms: MotionState, iterations: int):
+    """Template of the frames ``pick`` by iterative registration (anchored at their median)."""
+    template = BP[pick].mean(axis=0)
+    for _ in range(iterations):
+        _set_template(ms, template)
+        rigid, edge, _ = _measure_all(ms, BP[pick], patches=False)
+        good = _good(rigid, edge)
+        if not good.any():
+            break
+        template = _average(BP[pick], rigid[:, :2] - _anchor(rigid, good), good, ms)
+    return template
+
+
+def _split_half(BP: np.ndarray, ms: MotionState, iterations: int) -> float:
+    """Registration quality of the even frames' template against the odd frames' one.
+
+    The two templates are built independently, so noise the registration fitted in one is
+    absent from the other, and compared where they should coincide (within a grid pixel: both
+    are anchored at the median position of interleaved frames), so chance correlations at
+    other shifts do not count: near 1 when the frames share stable structure, low for frames
+    of noise (registering noise to its own mean only fits the noise).
+    """
+    T = BP.shape[0]
+    even, odd = np.arange(T) % 2 == 0, np.arange(T) % 2 == 1
+    if not odd.any():
+        return 1.0
+    a = _build_template(BP, even, ms, iterations)
+    b = _build_template(BP, odd, ms, iterations)
+    _set_template(ms, b)
+    np.copyto(ms.scratch_bp, a)
+    kr.taper_into(ms.scratch_bp, ms.taper, ms.scratch_xin)
+    ms.held[:] = np.nan
+    search = ms.search.copy()
+    ms.search[:] = 1  # both sit at the median position of interleaved frames: no search
+    register.measure(ms)
+    ms.search[:] = search
+    return float(ms.scratch_rigid[2])
+
+
 def register_initial(Y: np.ndarray, params: CNMFEParams) -> MotionInit:
     """Build the template from the frames Y (T, H, W) float32 and register Y in place.
 
+    Frames too small to register, or without stable structure, leave Y as it is and return an
+    inactive MotionInit (``active`` False), with a warning.
+
     Raises
     ------
-    ValueError
-        If the frames are too small to register.
     OnlineCNMFEError
         If every frame fails the registration (``motion.min_quality`` too high?).
     """
     T, H, W = Y.shape
     mp = params.motion
-    geom = _geometry((H, W), params)
+    try:
+        geom = _geometry((H, W), params)
+    except ValueError as exc:  # a tiny crop: nothing to register, the model still runs
+        logger.warning("motion correction is off for this recording: %s", exc)
+        nan = np.full((T, 2), np.nan, np.float32)
+        return MotionInit(
+            template=np.zeros((0, 0), np.float32), min_quality=1.0, shifts=nan,
+            quality=nan[:, 0].copy(), fields=None, flags=("",) * T, reliability=0.0,
+        )  # fmt: skip
     ms = register.make_state(geom, params, np.zeros(geom.grid, np.float32), -1.0)
     BP = np.empty((T, *geom.grid), np.float32)
     for t in range(T):
         register.bandpass(ms, Y[t].reshape(-1))
         BP[t] = ms.scratch_bp
-    template = BP.mean(axis=0)
-    for _ in range(mp.template_iterations):
-        _set_template(ms, template)
-        rigid, edge, _ = _measure_all(ms, BP, patches=False)
-        good = _good(rigid, edge)
-        if not good.any():
-            break
-        template = _average(BP, rigid[:, :2] - _anchor(rigid, good), good, ms)
+    reliability = _split_half(BP, ms, mp.template_iterations)
+    template = _build_template(BP, np.ones(T, bool), ms, mp.template_iterations)
     _set_template(ms, template)
-    rigid, edge, fields = _measure_all(ms, BP, patches=True)
+    ms.min_informative = _null_quality(ms, BP)
+    rigid, edge, fields = _measure_all(ms, BP, patches=True, hold=True)
     del BP
     shifts = (rigid[:, :2] * geom.ds).astype(np.float32)
     quality = rigid[:, 2].astype(np.float32)
@@ -140,15 +214,28 @@ def register_initial(Y: np.ndarray, params: CNMFEParams) -> MotionInit:
     )
     init = MotionInit(
         template=ms.template.copy(), min_quality=float(ms.min_quality), shifts=shifts,
-        quality=quality, fields=fields, flags=flags,
+        quality=quality, fields=fields, flags=flags, reliability=reliability,
+        min_informative=float(ms.min_informative),
+        informative_fraction=float(np.mean(quality > ms.min_informative)),
     )  # fmt: skip
+    if not init.active:
+        logger.warning(
+            "motion correction is off for this recording: its initialisation frames show too "
+            "little stable structure to register to (the templates of the odd and of the even "
+            "frames match with quality %.2f, need %.2f; %.0f %% of the frames match the "
+            "template better than chance, need %.0f %%); the frames are used as they are. Set "
+            "motion.enabled=false to silence this, or initialise on frames with visible tissue",
+            reliability, MIN_RELIABILITY, 100 * init.informative_fraction,
+            100 * MIN_INFORMATIVE_FRACTION,
+        )  # fmt: skip
+        return init
     _warp_movie(Y, init, ms, 0)
     n_flagged = sum(1 for f in flags if f)
     logger.info(
         "motion: template from %d frames; shifts up to %.1f px (rms %.2f), median quality "
-        "%.2f (threshold %.2f), %d frames flagged",
+        "%.2f (flagged under %.2f, uninformative under %.2f), %d frames flagged",
         T, float(np.abs(shifts).max(initial=0)), float(np.sqrt((shifts**2).sum(1).mean())),
-        median_q, ms.min_quality, n_flagged,
+        median_q, ms.min_quality, ms.min_informative, n_flagged,
     )  # fmt: skip
     return init
 
@@ -190,12 +277,10 @@ def _warp_movie(Y: np.ndarray, init: MotionInit, ms: MotionState, offset: int) -
     fallback = total.sum() / max(int(count.sum()), 1)  # pixels never seen (cannot happen
     mean = np.where(count > 0, total / np.maximum(count, 1), fallback).astype(np.float32)  # often)
     good = np.flatnonzero(~flagged)
-    for t in range(T):
-        y = Y[t].reshape(-1)
-        if flagged[t]:
-            y[:] = Y[good[np.argmin(np.abs(good - t))]].reshape(-1)
-        else:
-            np.copyto(y, mean, where=np.isnan(y))
+    for t in good:
+        np.copyto(Y[t], mean.reshape(H, W), where=np.isnan(Y[t]))
+    for t in np.flatnonzero(flagged):
+        Y[t] = Y[good[np.argmin(np.abs(good - t))]]
 
 
 def apply_initial(init: MotionInit, frames: np.ndarray, params: CNMFEParams) -> np.ndarray:
@@ -216,14 +301,14 @@ def apply_initial(init: MotionInit, frames: np.ndarray, params: CNMFEParams) -> 
 
 
 def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
-    """The online motion state continuing from the initialisation."""
+    """The online motion state continuing from the initialisation (``init.active``)."""
     geom = geometry(tuple(int(d) for d in dims), params.motion, params.data.neuron_diameter_px)
     if geom.grid != init.template.shape:
         raise ValueError(
             f"the motion template has shape {init.template.shape}; frames of {tuple(dims)} with "
             f"these parameters need {geom.grid}. Use the parameters of the initialisation."
         )
-    ms = register.make_state(geom, params, init.template, init.min_quality)
+    ms = register.make_state(geom, params, init.template, init.min_quality, init.min_informative)
     good = [j for j, f in enumerate(init.flags) if not f]
     if good:
         ms.held[:] = init.shifts[good[-1]]
@@ -233,7 +318,7 @@ def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
 
 def init_frame_fields(motion: MotionInit | None, j: int) -> dict:
     """FrameResult fields (shift, quality, flag) of initialisation frame j ({} without motion)."""
-    if motion is None or j >= motion.shifts.shape[0]:
+    if motion is None or not motion.active or j >= motion.shifts.shape[0]:
         return {}
     dy, dx = motion.shifts[j]
     return {

@@ -3,7 +3,8 @@
 Per frame (``correct_frame``), all on caller-owned buffers of the :class:`MotionState`:
 
 1. registration image: block mean onto the grid, band-pass (Gaussian of σs minus Gaussian of
-   σl, by box filters), edge taper, zero padding (``_kernels/registration.py``);
+   σl, high-passed once more at σl; box filters), edge taper, zero padding
+   (``_kernels/registration.py``);
 2. cross-correlation with the template by FFT (scipy.fft, one thread), peak in the search
    window, sub-pixel by a Gaussian fit (rigid); piecewise-rigid mode adds one per patch;
 3. quality = peak / (‖x‖ ‖T‖), the correlation of the frame with the template in [-1, 1];
@@ -45,7 +46,11 @@ JUMP_RATIO = 1.5  # a peak away from the last good shift must be this much highe
 
 
 def make_state(
-    geom: Geometry, params: CNMFEParams, template: np.ndarray, min_quality: float
+    geom: Geometry,
+    params: CNMFEParams,
+    template: np.ndarray,
+    min_quality: float,
+    min_informative: float = -1.0,
 ) -> MotionState:
     """A motion state for frames of ``geom`` with ``template`` (h, w) on the grid."""
     mp = params.motion
@@ -58,8 +63,10 @@ def make_state(
     taper = np.outer(cosine_taper(h, geom.margin), cosine_taper(w, geom.margin)).astype(np.float32)
     ms = MotionState(
         dims=(int(H), int(W)), ds=int(geom.ds), radii_small=box_radii(geom.sigma_small),
-        radii_large=box_radii(rest), search=np.array(geom.search, np.int64),
+        radii_large=box_radii(rest), radii_again=box_radii(geom.sigma_large),
+        search=np.array(geom.search, np.int64),
         max_shift_px=float(mp.max_shift_px), min_quality=float(min_quality),
+        min_informative=float(min_informative),
         alpha=float(1.0 / max(frames, 1.0)),
         taper=taper, inv_env=inverse_envelope(taper, geom.fft_shape),
         template=np.ascontiguousarray(template, np.float32).copy(),
@@ -95,6 +102,9 @@ def bandpass(ms: MotionState, y: np.ndarray) -> None:
     kr.gauss_blur(ms.scratch_grid, ms.radii_small, ms.scratch_tmp, ms.scratch_acc,
                   ms.scratch_small)  # fmt: skip
     kr.gauss_blur(ms.scratch_small, ms.radii_large, ms.scratch_tmp, ms.scratch_acc,
+                  ms.scratch_large)  # fmt: skip
+    kr.subtract(ms.scratch_small, ms.scratch_large, ms.scratch_small)  # the DoG
+    kr.gauss_blur(ms.scratch_small, ms.radii_again, ms.scratch_tmp, ms.scratch_acc,
                   ms.scratch_large)  # fmt: skip
     kr.bandpass_taper(ms.scratch_small, ms.scratch_large, ms.taper, ms.scratch_bp, ms.scratch_xin)
 
@@ -172,17 +182,25 @@ def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | Non
     str or None
         The flag reason when the registration failed (the frame must not update the model),
         else None. ``ms.last`` = (dy, dx, quality) of the correction applied (sign:
-        ``state.py``): the measured shift, or after a failed registration the last good one
-        (the reason names the measured one).
+        ``state.py``): the measured shift, or after a failed registration (the reason names the
+        measured one) or an uninformative frame the last good one.
+
+    Notes
+    -----
+    A frame whose quality is below ``ms.min_informative`` — what frames reach against an
+    unrelated template (``initial.register_initial``) — carries no information on its
+    position (e.g. a frame with nothing but noise and a smooth background): it keeps the last
+    good shift and does not update the template, but it is not flagged unless it also fails.
     """
     bandpass(ms, y)
     edge = measure(ms)
     dy_g, dx_g, quality = ms.scratch_rigid
     dy, dx = dy_g * ms.ds, dx_g * ms.ds
     flag = flag_reason(ms, dy, dx, quality, edge)
-    if flag is None:
+    informative = flag is None and quality >= ms.min_informative
+    if informative:
         ms.held[0], ms.held[1] = dy, dx
-    elif math.isfinite(ms.held[0]):  # a failed registration: correct by the last good shift
+    elif math.isfinite(ms.held[0]):  # failed or uninformative: correct by the last good shift
         dy, dx = ms.held[0], ms.held[1]
         ms.scratch_rigid[0], ms.scratch_rigid[1] = dy / ms.ds, dx / ms.ds
     ms.last[0], ms.last[1], ms.last[2] = dy, dx, quality
@@ -191,14 +209,15 @@ def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | Non
         ms.n_filled = kw.warp_rigid(y, H, W, dy, dx, fill, ms.registered, ms.valid)
     else:
         ps = ms.patches
-        piecewise.measure_patches(ms)
+        if informative:  # else the last good field stays
+            piecewise.measure_patches(ms)
         ms.n_filled = kw.warp_field(
             y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y, ps.field_x, fill,
             ms.registered, ms.valid,
         )  # fmt: skip
-    if flag is None:
+    if informative:
         update_template(ms)
-    else:
+    if flag is not None:
         ms.n_flagged += 1
     return flag
 

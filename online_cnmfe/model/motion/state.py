@@ -20,6 +20,10 @@ from online_cnmfe.params import MotionParams
 
 N_BOXES = 3  # box filters per axis approximating a Gaussian
 TAPER_SIGMAS = 2.0  # edge taper of the registration image, in background sigmas
+MIN_RELIABILITY = 0.3  # split-half template correlation below which there is nothing to register
+# frames above the null quality needed to register: realistic movies (simulators, held-out
+# regimes, textured tissue) have 0.96-1.0, toy movies of a few sparse cells 0.3-0.6
+MIN_INFORMATIVE_FRACTION = 0.8
 
 
 @dataclass(slots=True)
@@ -92,13 +96,17 @@ class MotionState:
     dims : tuple (H, W)
     ds : int
         Registration grid downsampling.
-    radii_small, radii_large : ndarray of shape (3,), int64
-        Box radii of the smoothing Gaussian and of the background Gaussian (applied to the
-        smoothed image: σ' = sqrt(σl² − σs²)), on the grid.
+    radii_small, radii_large, radii_again : ndarray of shape (3,), int64
+        Box radii of the smoothing Gaussian, of the background Gaussian applied to the smoothed
+        image (σ' = sqrt(σl² − σs²)) and of the second high-pass (σl), on the grid.
     search : ndarray of shape (2,), int64
         Search radius of the rigid shift (grid pixels).
     max_shift_px, min_quality : float
         Flag thresholds (``min_quality`` calibrated at initialisation unless given).
+    min_informative : float
+        Quality below which a frame says nothing about its position (it keeps the last good
+        shift): the 95th percentile of what the initialisation frames reach against an
+        unrelated template (the template turned by 180 degrees).
     alpha : float
         Template forgetting rate per frame.
     taper : ndarray of shape (h, w), float32
@@ -128,9 +136,11 @@ class MotionState:
     ds: int
     radii_small: np.ndarray
     radii_large: np.ndarray
+    radii_again: np.ndarray
     search: np.ndarray
     max_shift_px: float
     min_quality: float
+    min_informative: float
     alpha: float
     taper: np.ndarray
     inv_env: np.ndarray
@@ -185,6 +195,17 @@ class MotionInit:
         Piecewise-rigid shift of each patch centre (None in rigid mode).
     flags : tuple of str
         Per frame, why it was flagged ('' when it was not).
+    min_informative : float
+        See :class:`MotionState`.
+    informative_fraction : float
+        Fraction of the frames above ``min_informative``: under
+        ``MIN_INFORMATIVE_FRACTION`` most frames cannot be placed (movies with nothing but
+        noise, a smooth background and a few sparse cells) and motion correction stays off.
+    reliability : float
+        Registration quality of the template built from the even frames against the one built
+        (independently) from the odd frames; below
+        ``initial.MIN_RELIABILITY`` the recording has no stable structure to register to and
+        motion correction stays off (``active`` is False, the frames are left as they are).
     """
 
     template: np.ndarray
@@ -193,6 +214,16 @@ class MotionInit:
     quality: np.ndarray
     fields: np.ndarray | None
     flags: tuple[str, ...]
+    reliability: float = 1.0
+    min_informative: float = -1.0
+    informative_fraction: float = 1.0
+
+    @property
+    def active(self) -> bool:
+        return (
+            self.reliability >= MIN_RELIABILITY
+            and self.informative_fraction >= MIN_INFORMATIVE_FRACTION
+        )
 
 
 def box_radii(sigma: float, n: int = N_BOXES) -> np.ndarray:

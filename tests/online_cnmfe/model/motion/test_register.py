@@ -140,9 +140,10 @@ def test_piecewise_recovers_two_halves_moving_apart():
     assert ms.patches.n_own == fx.size
 
 
-def test_frames_too_small_to_register_are_refused():
-    with pytest.raises(ValueError, match="too small to register"):
-        motion.register_initial(np.zeros((30, 12, 12), np.float32), _params(downsample=2))
+def test_frames_too_small_to_register_leave_motion_correction_off(caplog):
+    with caplog.at_level("WARNING"):
+        minit = motion.register_initial(np.ones((30, 12, 12), np.float32), _params(downsample=2))
+    assert not minit.active and "too small to register" in caplog.text
 
 
 def test_init_frame_fields_and_state_outputs():
@@ -158,3 +159,30 @@ def test_init_frame_fields_and_state_outputs():
 def test_warm_up_compiles_without_a_model():
     register.warm_up()
     register.warm_up()  # once per process
+
+
+def test_a_failed_initialisation_frame_is_replaced_by_a_registered_neighbour():
+    truth = np.zeros((N_INIT, 2))
+    truth[20:] = (3.0, -2.0)
+    frames, _ = moving_movie(truth, seed=8)
+    frames[21] = frames[21].mean() + np.random.default_rng(8).normal(0, 30, frames.shape[1:])
+    Y = frames.copy()
+    minit = motion.register_initial(Y, _params())
+    assert minit.flags[21].startswith("motion: ")  # a chance peak or a low quality
+    assert sum(1 for f in minit.flags if f) == 1
+    assert np.isfinite(Y).all()
+    np.testing.assert_array_equal(Y[21], Y[20])  # the nearest registered frame stands in
+    assert minit.active and minit.reliability > 0.9
+
+
+def test_frames_of_noise_leave_motion_correction_off(caplog):
+    """No stable structure: registering noise only fits the noise, so nothing is corrected."""
+    rng = np.random.default_rng(9)
+    Y = (100 + rng.standard_normal((80, 128, 128))).astype(np.float32)
+    before = Y.copy()
+    with caplog.at_level("WARNING"):
+        minit = motion.register_initial(Y, CNMFEParams())
+    assert not minit.active and minit.reliability < 0.3
+    np.testing.assert_array_equal(Y, before)
+    assert "motion correction is off for this recording" in caplog.text
+    assert motion.init_frame_fields(minit, 0) == {}
