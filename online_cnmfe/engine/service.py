@@ -102,7 +102,8 @@ class Engine(PublishingMixin):
         self.store_prepare: list[Callable] = []  # prepare(h5py.File) before SWMR starts
         self.store_flush_hooks: list[Callable] = []  # hook(h5py.File) at every flush
         self.status_extras: list[Callable[[], dict]] = []  # extra status fields
-        self.counts = dict(dropped=0, rejected=0, restarts=0, stale=0, model_errors=0)
+        self.counts = dict(dropped=0, rejected=0, restarts=0, stale=0, model_errors=0, flagged=0)
+        self.last_motion: tuple = (None, None)  # (shift_px, quality) of the last frame
         self.frame_index = -1
         self._consecutive_errors = 0
         self._fp_version: int | None = None
@@ -276,6 +277,8 @@ class Engine(PublishingMixin):
         self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
         if result.skipped:
             self.counts["rejected"] += 1
+        self.counts["flagged"] += result.flag is not None
+        self.last_motion = (result.motion_shift_px, result.motion_quality)
         for ev in result.events:
             if ev.kind in rs.EVENT_KINDS:
                 self.publisher.send(
@@ -299,6 +302,7 @@ class Engine(PublishingMixin):
             rs.encode_traces(
                 meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
                 traces.footprints_version, (t_pub - f.t_send_ns) / 1e6, flag=traces.flag,
+                motion_shift_px=traces.motion_shift_px, motion_quality=traces.motion_quality,
             )
         )  # fmt: skip
 
