@@ -83,7 +83,16 @@ def _box_rows(src, r, out):
         for k in range(-r, r + 1):
             acc += _at(line, k, w)
         out[i, 0] = acc * inv
-        for j in range(1, w):
+        # the window is inside the row for r + 1 <= j <= w - 1 - r: no extension there
+        lo = min(r + 1, w)
+        hi = max(lo, w - r)
+        for j in range(1, lo):
+            acc += _at(line, j + r, w) - _at(line, j - r - 1, w)
+            out[i, j] = acc * inv
+        for j in range(lo, hi):
+            acc += line[j + r] - line[j - r - 1]
+            out[i, j] = acc * inv
+        for j in range(hi, w):
             acc += _at(line, j + r, w) - _at(line, j - r - 1, w)
             out[i, j] = acc * inv
 
@@ -101,10 +110,19 @@ def _box_cols(src, r, acc, out):
     for j in range(w):
         out[0, j] = acc[j] * inv
     for i in range(1, h):
-        _col_add(src, i + r, h, 1.0, acc)
-        _col_add(src, i - r - 1, h, -1.0, acc)
-        for j in range(w):
-            out[i, j] = acc[j] * inv
+        add = i + r
+        sub = i - r - 1
+        if sub >= 0 and add < h:  # inside: plain rows
+            ra = src[add]
+            rs = src[sub]
+            for j in range(w):
+                acc[j] += ra[j] - rs[j]
+                out[i, j] = acc[j] * inv
+        else:
+            _col_add(src, add, h, 1.0, acc)
+            _col_add(src, sub, h, -1.0, acc)
+            for j in range(w):
+                out[i, j] = acc[j] * inv
 
 
 @njit(cache=True, nogil=True)
@@ -123,20 +141,30 @@ def _col_add(src, k, h, sign, acc):
 
 @njit(cache=True, nogil=True)
 def gauss_blur(src, radii, tmp, acc, out):
-    """Approximate Gaussian blur of src (h, w): box filters of radii ``radii`` (n >= 1,) per axis.
+    """Approximate Gaussian blur of src (h, w): box filters of radii ``radii`` (n,) per axis.
 
     ``tmp`` (h, w) float32 and ``acc`` (w,) float64 are scratch; the result is written into
-    ``out`` (h, w), which may not be ``src``. A radius of 0 copies.
+    ``out`` (h, w), which may not be ``src``. Radii of 0 (identity) are skipped; all zero
+    copies.
     """
-    n = radii.shape[0]
-    a, b = tmp, out
-    _box_rows(src, radii[0], a)
-    for p in range(1, n):
-        _box_rows(a, radii[p], b)
-        a, b = b, a
-    for p in range(n):  # 2n passes alternating from tmp: the last one writes out
-        _box_cols(a, radii[p], acc, b)
-        a, b = b, a
+    n = 0
+    for p in range(radii.shape[0]):
+        n += radii[p] > 0
+    if n == 0:
+        for i in range(src.shape[0]):
+            for j in range(src.shape[1]):
+                out[i, j] = src[i, j]
+        return
+    # 2n passes alternating between tmp and out, the first from src, so the last writes out
+    a, b = src, tmp
+    for p in range(radii.shape[0]):
+        if radii[p] > 0:
+            _box_rows(a, radii[p], b)
+            a, b = b, (out if b is tmp else tmp)
+    for p in range(radii.shape[0]):
+        if radii[p] > 0:
+            _box_cols(a, radii[p], acc, b)
+            a, b = b, (out if b is tmp else tmp)
 
 
 @njit(cache=True, nogil=True)

@@ -43,13 +43,12 @@ def warp_rigid(src, height, width, dy, dx, fill, out, valid):
     ``valid`` are written in place. Returns the number of filled pixels.
     """
     n_filled = 0
-    # the columns whose sample is inside, and their interpolation, are the same on every row
-    c_lo = width
-    c_hi = -1
-    for c in range(width):
-        if -0.5 <= c + dx <= width - 0.5:
-            c_lo = min(c_lo, c)
-            c_hi = max(c_hi, c)
+    # a rigid shift has the same column weights on every row: columns whose sample and its
+    # right neighbour are plain pixels take the fast path, the few others the general one
+    ix = int(math.floor(dx))
+    fx = np.float32(dx - ix)
+    c_in0 = max(0, -ix)
+    c_in1 = min(width, width - 1 - ix)  # c + ix + 1 <= width - 1
     for r in range(height):
         y0, y1, fy, row_in = _axis(r + dy, height)
         base = r * width
@@ -61,18 +60,34 @@ def warp_rigid(src, height, width, dy, dx, fill, out, valid):
             continue
         top = y0 * width
         bot = y1 * width
-        for c in range(width):
-            if c < c_lo or c > c_hi:
-                out[base + c] = fill[base + c]
-                valid[base + c] = 0
-                n_filled += 1
-                continue
-            x0, x1, fx, _ = _axis(c + dx, width)
-            a = src[top + x0] + fx * (src[top + x1] - src[top + x0])
-            b = src[bot + x0] + fx * (src[bot + x1] - src[bot + x0])
-            out[base + c] = a + fy * (b - a)
+        gy = np.float32(1.0) - fy
+        for c in range(c_in0, c_in1):
+            x0 = top + c + ix
+            x1 = bot + c + ix
+            a = src[x0] + fx * (src[x0 + 1] - src[x0])
+            b = src[x1] + fx * (src[x1 + 1] - src[x1])
+            out[base + c] = gy * a + fy * b
             valid[base + c] = 1
+        for c in range(0, min(c_in0, width)):
+            n_filled += _edge_column(src, width, top, bot, base, c, dx, fy, fill, out, valid)
+        for c in range(max(c_in1, c_in0, 0), width):
+            n_filled += _edge_column(src, width, top, bot, base, c, dx, fy, fill, out, valid)
     return n_filled
+
+
+@njit(cache=True, nogil=True)
+def _edge_column(src, width, top, bot, base, c, dx, fy, fill, out, valid):
+    """One pixel of row ``base`` near the left/right edge (clamped or filled); 1 if filled."""
+    x0, x1, fx, col_in = _axis(c + dx, width)
+    if not col_in:
+        out[base + c] = fill[base + c]
+        valid[base + c] = 0
+        return 1
+    a = src[top + x0] + fx * (src[top + x1] - src[top + x0])
+    b = src[bot + x0] + fx * (src[bot + x1] - src[bot + x0])
+    out[base + c] = a + fy * (b - a)
+    valid[base + c] = 1
+    return 0
 
 
 @njit(cache=True, nogil=True)

@@ -13,8 +13,9 @@ Per frame (``correct_frame``), all on caller-owned buffers of the :class:`Motion
 4. the frame resampled at (r + dy, c + dx) (bilinear); pixels shifted in from outside the frame
    take ``fill`` (the model's baseline b0) and are marked invalid (``valid`` = 0), so the
    residual (and with it detection) ignores them;
-5. a frame that is not flagged updates the template (running mean with forgetting); the
-   template's spectra are recomputed every ``REFRESH_UPDATES`` updates.
+5. every ``TEMPLATE_EVERY``-th informative frame updates the template (running mean with
+   forgetting, at ``TEMPLATE_EVERY`` times the rate); the template's spectra are recomputed
+   every ``REFRESH_UPDATES`` updates.
 
 scipy.fft returns new arrays (it has no ``out=``); they are the only per-frame allocations
 (two or four small complex/float arrays of the grid's FFT size).
@@ -40,7 +41,8 @@ from online_cnmfe.model.motion.state import (
 )
 from online_cnmfe.params import CNMFEParams, DataParams, MotionParams
 
-REFRESH_UPDATES = 8  # template spectra are recomputed after this many template updates
+REFRESH_UPDATES = 4  # template spectra are recomputed after this many template updates
+TEMPLATE_EVERY = 2  # every second informative frame updates the template (at twice the rate)
 _NO_CORRECTION = np.ones((1, 1), np.float32)  # the coarse search's peak, as correlated
 JUMP_RATIO = 1.5  # a peak away from the last good shift must be this much higher to be taken
 
@@ -71,7 +73,7 @@ def make_state(
         taper=taper, inv_env=inverse_envelope(taper, geom.fft_shape),
         template=np.ascontiguousarray(template, np.float32).copy(),
         spectrum=np.zeros((fh, fw // 2 + 1), np.complex64), template_norm2=0.0, n_updates=0,
-        n_flagged=0, last=np.full(3, np.nan), held=np.full(2, np.nan),
+        n_flagged=0, n_informative=0, last=np.full(3, np.nan), held=np.full(2, np.nan),
         registered=np.zeros(H * W, np.float32), valid=np.ones(H * W, np.uint8), n_filled=0,
         patches=piecewise.make_patches(geom, mp) if mp.mode == "piecewise" else None,
         scratch_grid=zeros.copy(), scratch_small=zeros.copy(), scratch_large=zeros.copy(),
@@ -117,33 +119,37 @@ def _correlate(ms: MotionState) -> np.ndarray:
 
 
 def measure(ms: MotionState) -> bool:
-    """Rigid shift of the registration image in ``scratch_bp`` (tapered in ``scratch_xin``).
+    """Rigid shift of the registration image in ``scratch_bp``.
 
-    Two passes: the coarse peak with both tapers in place, then (when it is a grid pixel or
-    more away) again with the frame's taper moved by the rounded shift and the overlap
-    correction, so that frame and template are weighed alike around the same content — a fixed
-    taper biases large shifts towards zero. The coarse peak keeps to the last frame's shift
-    unless a peak elsewhere is ``JUMP_RATIO`` times higher: where the frame has little structure
-    (sparse activity, no vessels) chance correlations must not make the estimate jump.
-    Writes ``scratch_rigid`` = (dy, dx, quality) in grid pixels; returns True when the first
+    The frame's taper is placed at the last good shift (``held``, rounded to the grid), so
+    frame and template are weighed alike around the same content — a fixed taper biases large
+    shifts towards zero; the coarse peak is searched in the whole window, then refined on the
+    overlap-corrected correlation. When the coarse peak lies a grid pixel or more away from
+    the taper (a jump), a second pass moves the taper there. The coarse peak keeps to the held
+    shift unless a peak elsewhere is ``JUMP_RATIO`` times higher: where the frame has little
+    structure (sparse activity, no vessels) chance correlations must not make it jump.
+    Writes ``scratch_rigid`` = (dy, dx, quality) in grid pixels; returns True when the coarse
     peak is on the edge of the search window (the shift is beyond it).
     """
     peak = ms.scratch_peak
+    held = math.isfinite(ms.held[0])
+    oy, ox = (round(ms.held[0] / ms.ds), round(ms.held[1] / ms.ds)) if held else (0, 0)
+    norm2 = kr.taper_shifted(ms.scratch_bp, ms.taper, oy, ox, ms.scratch_xin)
     cc = _correlate(ms)
     kr.peak_subpixel(cc, _NO_CORRECTION, 0, 0, int(ms.search[0]), int(ms.search[1]), 0, 0, peak)
     edge = bool(peak[3])
-    if math.isfinite(ms.held[0]):  # stay near the last good shift unless clearly beaten
-        py, px = round(ms.held[0] / ms.ds), round(ms.held[1] / ms.ds)
-        if abs(round(peak[0]) - py) > 1 or abs(round(peak[1]) - px) > 1:
-            kr.peak_subpixel(cc, _NO_CORRECTION, py, px, 1, 1, 0, 0, ms.scratch_near)
-            if ms.scratch_near[2] * JUMP_RATIO >= peak[2]:
-                peak[:] = ms.scratch_near
-                peak[3] = 0.0
-                edge = False
-    oy, ox = round(peak[0]), round(peak[1])
-    norm2 = kr.taper_shifted(ms.scratch_bp, ms.taper, oy, ox, ms.scratch_xin)
-    if oy or ox:
-        kr.peak_subpixel(_correlate(ms), ms.inv_env, oy, ox, 2, 2, oy, ox, peak)
+    if held and (abs(round(peak[0]) - oy) > 1 or abs(round(peak[1]) - ox) > 1):
+        kr.peak_subpixel(cc, _NO_CORRECTION, oy, ox, 1, 1, 0, 0, ms.scratch_near)
+        if ms.scratch_near[2] * JUMP_RATIO >= peak[2]:
+            peak[:] = ms.scratch_near
+            peak[3] = 0.0
+            edge = False
+    cy, cx = round(peak[0]), round(peak[1])
+    if cy != oy or cx != ox:  # the taper is a grid pixel or more away: move it there
+        oy, ox = cy, cx
+        norm2 = kr.taper_shifted(ms.scratch_bp, ms.taper, oy, ox, ms.scratch_xin)
+        cc = _correlate(ms)
+    kr.peak_subpixel(cc, ms.inv_env, cy, cx, 2, 2, oy, ox, peak)
     den = math.sqrt(norm2 * ms.template_norm2)
     ms.scratch_rigid[0] = peak[0]
     ms.scratch_rigid[1] = peak[1]
@@ -216,7 +222,9 @@ def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | Non
             ms.registered, ms.valid,
         )  # fmt: skip
     if informative:
-        update_template(ms)
+        ms.n_informative += 1
+        if ms.n_informative % TEMPLATE_EVERY == 0:
+            update_template(ms)
     if flag is not None:
         ms.n_flagged += 1
     return flag
@@ -236,7 +244,7 @@ def update_template(ms: MotionState) -> None:
             bp, h, w, ps.grid_row_i, ps.grid_row_w, ps.grid_col_i, ps.grid_col_w, ps.grid_y,
             ps.grid_x, tpl, ms.scratch_warp, ms.scratch_valid,
         )  # fmt: skip
-    kw.blend(tpl, ms.scratch_warp, ms.alpha)
+    kw.blend(tpl, ms.scratch_warp, min(1.0, TEMPLATE_EVERY * ms.alpha))
     ms.n_updates += 1
     if ms.n_updates >= REFRESH_UPDATES:
         refresh_spectra(ms)

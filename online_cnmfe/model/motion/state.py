@@ -18,7 +18,7 @@ import scipy.fft
 
 from online_cnmfe.params import MotionParams
 
-N_BOXES = 3  # box filters per axis approximating a Gaussian
+N_BOXES = 2  # box filters per axis approximating a Gaussian (a smooth enough kernel here)
 TAPER_SIGMAS = 2.0  # edge taper of the registration image, in background sigmas
 MIN_RELIABILITY = 0.3  # split-half template correlation below which there is nothing to register
 # frames above the null quality needed to register: realistic movies (simulators, held-out
@@ -118,6 +118,8 @@ class MotionState:
         Template updates since the last spectrum refresh.
     n_flagged : int
         Frames flagged by the motion stage so far.
+    n_informative : int
+        Frames that updated the shift so far (every other one updates the template).
     last : ndarray of shape (3,), float64
         (dy, dx, quality) of the last frame (the shift applied).
     held : ndarray of shape (2,), float64
@@ -149,6 +151,7 @@ class MotionState:
     template_norm2: float
     n_updates: int
     n_flagged: int
+    n_informative: int
     last: np.ndarray
     held: np.ndarray
     registered: np.ndarray
