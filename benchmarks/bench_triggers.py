@@ -335,7 +335,7 @@ def bench_accuracy(size: int, neurons: int, n_frames: int, init: int, tol: int, 
         eval_us.append((time.perf_counter_ns() - t0) / 1e3)
         tm = result.timings_ms
         total_ms.append(tm.get("total", np.nan))
-        slow_ms.append(sum(tm.get(k, 0.0) for k in ("slow_observe", "slow_step", "apply_update")))
+        slow_ms.append(sum(tm.get(k, 0.0) for k in ("slow_wait", "apply_update", "slow_submit")))
     out = {}
     minutes = (n_frames - init) / sp.frame_rate_hz / 60
     state = {r["name"]: r["state"] for r in eng.list_rules()}

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,11 @@ class Engine(PublishingMixin):
             wait_when_full=self.ep.queue_full == "wait",
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s)
+        self._slow_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
+            if self.ep.slow_path_thread
+            else None
+        )
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()
@@ -334,6 +340,8 @@ class Engine(PublishingMixin):
     def _on_initialised(self, resume: bool) -> None:
         runner, cfg = self.runner, self.config
         model = runner.model
+        if isinstance(model, OnlineCNMFE):  # the slow path overlaps the next frame's traces
+            model.run_slow_path_on(self._slow_pool)
         if self.images is None:
             self.images = ImageMaker(runner.dims)
         if cfg.out is not None:
@@ -372,6 +380,7 @@ class Engine(PublishingMixin):
         model = self.runner.model if self.runner else None
         if ckpt is None or not isinstance(model, OnlineCNMFE):
             return
+        model.settle_slow_path()  # no step in flight while the state is copied
         try:  # a checkpoint reads params and state: copy the state, share the rest
             snapshot = copy.copy(model)
             snapshot.state = copy.deepcopy(model.state)
@@ -417,6 +426,8 @@ class Engine(PublishingMixin):
         self.receiver.join(2)
         if self.runner is not None and self.runner.phase == "running":
             self._checkpoint()
+        if self._slow_pool is not None:
+            self._slow_pool.shutdown(wait=True)
         self.store.close()
         if self.config.out is not None and not self.store.ok and self.exit_code == 0:
             self.exit_code = 3  # the model ran but its results are not (all) on disk

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from online_cnmfe.model import motion
 from online_cnmfe.model import updates as model_updates
 from online_cnmfe.model._kernels import demix as _kd
 from online_cnmfe.model._kernels import residual as _kr
+from online_cnmfe.model.executors import InlineExecutor
 from online_cnmfe.model.frame_result import FrameResult, ModelEvent
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization.fit import fit_initial
@@ -54,7 +56,9 @@ class OnlineCNMFE:
     False
     """
 
-    def __init__(self, params: CNMFEParams | None = None) -> None:
+    def __init__(
+        self, params: CNMFEParams | None = None, slow_executor: Executor | None = None
+    ) -> None:
         params = CNMFEParams() if params is None else params
         if not isinstance(params, CNMFEParams):
             raise TypeError(f"params must be CNMFEParams, got {type(params).__name__}")
@@ -63,6 +67,8 @@ class OnlineCNMFE:
         self._ops: _build.Operators | None = None
         self._slow = slow_schedule if params.detection.enabled else None
         self._pending_events: list[ModelEvent] = []
+        self._slow_executor: Executor = slow_executor or InlineExecutor()
+        self._inflight: Future | None = None
         self._footprints_cache = None
 
     # ---- set-up ------------------------------------------------------------------------
@@ -207,11 +213,7 @@ class OnlineCNMFE:
                 )
             )  # fmt: skip
             t_res = time.perf_counter()
-        if flag is None:
-            t_observe, t_step = self._run_slow_path(st, y, slot, t_res)
-        else:
-            t_observe = t_step = t_res
-        t_slow = time.perf_counter()
+        t_wait, t_apply, t_submit = self._run_slow_path(st, y, slot, t_res, flag is None)
         events = tuple(self._pending_events)
         self._pending_events.clear()
         result = FrameResult(
@@ -232,27 +234,61 @@ class OnlineCNMFE:
                 "demix": 1e3 * (t_demix - t_bg),
                 "deconvolve": 1e3 * (t_deconv - t_demix),
                 "residual": 1e3 * (t_res - t_deconv),
-                "slow_observe": 1e3 * (t_observe - t_res),
-                "slow_step": 1e3 * (t_step - t_observe),
-                "apply_update": 1e3 * (t_slow - t_step),
-                "total": 1e3 * (t_slow - t_start),
+                "slow_wait": 1e3 * (t_wait - t_res),
+                "apply_update": 1e3 * (t_apply - t_wait),
+                "slow_submit": 1e3 * (t_submit - t_apply),
+                "total": 1e3 * (t_submit - t_start),
             },
         )
         st.t += 1
         return result
 
-    def _run_slow_path(self, st: ModelState, y: np.ndarray, slot: int, t_now: float):
-        """observe_frame + one slow_step (a fixed work quota); applies the returned update."""
+    def _run_slow_path(
+        self, st: ModelState, y: np.ndarray, slot: int, t_now: float, submit: bool = True
+    ):
+        """The slow path of frame t, after its traces went out (DESIGN.md §4).
+
+        1. wait for the job of frame t-1 (on the slow-path executor; usually long done) and
+           apply the ``ModelUpdate`` its step returned;
+        2. submit frame t's job — ``observe_frame`` (statistics) then one count-bounded
+           ``slow_step`` — with copies/snapshots of what it reads, and return: with a thread
+           executor it runs while frame t+1's critical path does.
+
+        The update of frame t's step is applied after frame t+1's traces, whichever executor
+        runs it, so the results do not depend on threads or timing. A flagged frame
+        (``submit`` false) applies the pending update but submits no job of its own.
+        """
         if self._slow is None or st.slow is None:
-            return t_now, t_now
-        self._slow.observe_frame(st.slow, st.t, y, st.c, st.residual[slot], self.params)
-        t_observe = time.perf_counter()
-        update = self._slow.slow_step(st.slow, self.slow_inputs(), self.params)
-        t_step = time.perf_counter()
+            return t_now, t_now, t_now
+        self.settle_slow_path()
+        t_wait = time.perf_counter()
+        update, st.pending_update = st.pending_update, None
         if update is not None:
-            events = model_updates.apply_update(self, update)
-            self._pending_events.extend(events)
-        return t_observe, t_step
+            self._pending_events.extend(model_updates.apply_update(self, update))
+        t_apply = time.perf_counter()
+        if not submit:
+            return t_wait, t_apply, t_apply
+        view = model_updates.slow_inputs(self, snapshot=True)
+        frame = (st.t, y.copy(), st.c.copy(), st.residual[slot])  # y and c are reused buffers
+        self._inflight = self._slow_executor.submit(
+            _slow_job, self._slow, st.slow, frame, view, self.params
+        )
+        return t_wait, t_apply, time.perf_counter()
+
+    def settle_slow_path(self) -> None:
+        """Wait for the slow-path step in flight; its update is kept in ``state.pending_update``
+        (applied after the next frame's traces). Call before copying or saving the state."""
+        if self._inflight is not None:
+            future, self._inflight = self._inflight, None
+            self._require_state().pending_update = future.result()
+
+    def run_slow_path_on(self, executor: Executor | None) -> None:
+        """Run the slow path's steps on ``executor`` (e.g. a one-thread
+        ``ThreadPoolExecutor``) or, with None, inline on the calling thread. Results are
+        identical either way."""
+        if self.state is not None:
+            self.settle_slow_path()
+        self._slow_executor = executor or InlineExecutor()
 
     def slow_inputs(self):
         """The read-only view of the model the slow path works on (``SlowPathInputs``)."""
@@ -372,6 +408,14 @@ class OnlineCNMFE:
             "footprints_max": np.asarray(amax, np.float32).reshape(st.dims),
             "residual_std": np.asarray(std, np.float32).reshape(st.dims),
         }
+
+
+def _slow_job(slow_path, slow_state, frame: tuple, view, params: CNMFEParams):
+    """One frame's slow-path work: ``observe_frame`` then ``slow_step`` (its ModelUpdate or
+    None). Runs on the slow-path executor; touches only ``slow_state`` and its arguments."""
+    t, y, c, residual = frame
+    slow_path.observe_frame(slow_state, t, y, c, residual, params)
+    return slow_path.slow_step(slow_state, view, params)
 
 
 def _as_movie(frames) -> np.ndarray:

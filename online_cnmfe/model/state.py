@@ -73,6 +73,10 @@ class ModelState:
     slow : SlowPathState or None
     motion : MotionState or None
         The motion-correction stage (``online_cnmfe/model/motion/``); None when it is off.
+    pending_update : ModelUpdate or None
+        The slow-path step of the previous frame, applied after this frame's traces (see
+        :meth:`OnlineCNMFE.settle_slow_path`); kept in the state so that a checkpoint taken
+        between two frames resumes exactly.
     """
 
     t: int
@@ -128,6 +132,7 @@ class ModelState:
     scratch_gc: np.ndarray
     slow: Any = None
     motion: Any = None
+    pending_update: Any = None
 
     @property
     def n_components(self) -> int:

@@ -26,12 +26,22 @@ _ROWWISE = (
 )  # fmt: skip
 
 
-def slow_inputs(model):
-    """The read-only ``SlowPathInputs`` view of the model for ``slow_step``."""
+def slow_inputs(model, snapshot: bool = False):
+    """The read-only ``SlowPathInputs`` view of the model for ``slow_step``.
+
+    With ``snapshot``, the view stays valid while the next frame's critical path runs (the
+    step may run on another thread meanwhile): b0 and g are copied (the next frame updates
+    b0), and the buffer slot the next frame will write is marked empty (``residual_frame``
+    −1), so the step never reads it — on any executor, for identical results.
+    """
     st = model.state
+    b0, g, frames = st.b0, st.g[:, None], st.residual_frame
+    if snapshot:
+        b0, g, frames = b0.copy(), g.copy(), frames.copy()
+        frames[st.residual_head] = -1
     return SlowPathInputs(
-        t=st.t, A=_FootprintsView(model), W=st.W, b0=st.b0, g=st.g[:, None], residual=st.residual,
-        residual_frame=st.residual_frame, c_buffer=st.c_raw_buffer,
+        t=st.t, A=_FootprintsView(model), W=st.W, b0=b0, g=g, residual=st.residual,
+        residual_frame=frames, c_buffer=st.c_raw_buffer,
     )  # fmt: skip
 
 

@@ -22,8 +22,17 @@ class EngineParams:
     rcvhwm_frames: int = 64  # frames buffered in the SUB socket before ZeroMQ drops
     max_model_errors: int = 20  # consecutive model exceptions before the engine stops
     queue_full: str = "drop"  # "drop" (live: drop and record) | "wait" (replay at max rate)
+    # run each frame's slow-path step on its own thread, overlapping the next frame's traces
+    # (results are identical; false: inline, e.g. one core per session in a batch)
+    slow_path_thread: bool = True
 
     def __post_init__(self) -> None:
+        check(
+            "slow_path_thread",
+            self.slow_path_thread,
+            isinstance(self.slow_path_thread, bool),
+            "true or false",
+        )
         int_at_least("queue_frames", self.queue_frames, 1)
         positive("republish_period_s", self.republish_period_s)
         check(

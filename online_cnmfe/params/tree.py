@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,21 @@ class CNMFEParams:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of :meth:`to_json`: equal for equal parameters, in any process.
+
+        Stored in every results file (root attribute ``params_sha256``) so that a rerun can
+        tell whether a file was made with the same parameters.
+
+        Examples
+        --------
+        >>> CNMFEParams().sha256() == CNMFEParams.from_dict({}).sha256()
+        True
+        >>> CNMFEParams().sha256() == CNMFEParams().replace(**{"data.frame_rate_hz": 7}).sha256()
+        False
+        """
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CNMFEParams:

@@ -37,6 +37,7 @@ from online_cnmfe.model.slow_path.detection import DetectionState, Geometry
 from online_cnmfe.model.slow_path.ring_refresh import RingRefreshState
 from online_cnmfe.model.slow_path.schedule import SlowPathState, SlowWork
 from online_cnmfe.model.slow_path.suffstats import FootprintStats
+from online_cnmfe.model.slow_path.update import ModelUpdate
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.version import __version__
@@ -62,6 +63,7 @@ STATE_CLASSES: dict[str, type] = {
         MotionState,
         PatchState,
         MotionInit,
+        ModelUpdate,
     )
 }
 
@@ -175,7 +177,7 @@ def _read_dataclass(group: h5py.Group, classes: dict[str, type]) -> Any:
     values = {}
     for f in dataclasses.fields(cls):
         if f"scalar:{f.name}" not in group.attrs and f.name not in group:
-            if f.default is not dataclasses.MISSING:  # a field added since, with a default
+            if f.default is not dataclasses.MISSING:  # a field added later, with a default
                 continue
             raise StateFileError(
                 f"the model file lacks field {f.name!r} of {qualname}; it was written by another "
@@ -241,6 +243,7 @@ def save_online_model(path: str | Path, model: OnlineCNMFE) -> None:
     """Write an initialised :class:`OnlineCNMFE` (params + complete state) to ``path``."""
     if not model.is_initialized:
         raise ValueError("the model is not initialised: there is no state to save")
+    model.settle_slow_path()
     save_model(path, model.params, model.state)
 
 

@@ -120,7 +120,8 @@ def encode_traces(
     ----------
     meta : dict
         ``frame_index``, ``seq``, ``t_acq_ms``, ``t_send_ns`` of the frame and, optionally,
-        ``process_ms`` (the model's time on it; -1 when absent).
+        ``t_recv_ns`` (the engine's ``monotonic_ns`` at the frame's arrival; -1 when absent)
+        and ``process_ms`` (the model's time on it; -1 when absent).
     neuron_ids : ndarray of shape (K,), int64
     C, S, C_raw : ndarray of shape (K,), float32
     footprints_version : int
@@ -138,6 +139,7 @@ def encode_traces(
         "seq": int(meta["seq"]),
         "t_acq_ms": float(meta["t_acq_ms"]),
         "t_send_ns": int(meta["t_send_ns"]),
+        "t_recv_ns": int(meta.get("t_recv_ns", -1)),
         "age_ms": float(age_ms),
         "footprints_version": int(footprints_version),
         "process_ms": float(meta.get("process_ms", -1.0)),

@@ -201,6 +201,7 @@ class ResultsWriter:
             dims=np.array(self.dims, np.int64),
             frame_rate_hz=float(frame_rate_hz),
             params=params.to_json(),
+            params_sha256=params.sha256(),
             input=json.dumps(provenance, default=str),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             n_frames=0,

@@ -98,6 +98,12 @@ class TriggerListener:
             self.n_received += 1
             return record
 
+    @property
+    def socket(self) -> zmq.Socket:
+        """The receiving socket, to poll it with others (``zmq.Poller``); read with
+        :meth:`receive`."""
+        return self._socket
+
     def __iter__(self) -> Iterator[TriggerRecord]:
         while True:
             record = self.receive(self.timeout_s)

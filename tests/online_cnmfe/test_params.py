@@ -60,3 +60,21 @@ def test_load_params_ignores_the_triggers_table_and_applies_overrides(tmp_path):
     p = load_params(cfg, ["data.neuron_diameter_px=9"])
     assert p.data.frame_rate_hz == 10.0 and p.data.neuron_diameter_px == 9
     assert load_params(None) == CNMFEParams()
+
+
+def test_sha256_is_stable_across_processes_and_changes_with_any_value(tmp_path):
+    import subprocess
+    import sys
+
+    p = CNMFEParams().replace(**{"data.neuron_diameter_px": 9})
+    code = (
+        "from online_cnmfe.params import CNMFEParams; "
+        "print(CNMFEParams().replace(**{'data.neuron_diameter_px': 9}).sha256())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == p.sha256()  # no per-process ordering or salt in the digest
+    path = tmp_path / "cfg.toml"
+    path.write_text(p.to_toml())
+    assert CNMFEParams.from_file(path).sha256() == p.sha256()
+    assert p.replace(**{"data.neuron_diameter_px": 9.5}).sha256() != p.sha256()
+    assert p.replace(**{"init.init_frames": 301}).sha256() != p.sha256()

@@ -136,3 +136,25 @@ def test_frame_rate_given_with_set_reaches_the_source_and_the_file(files):
         assert f.attrs["frame_rate_hz"] == pytest.approx(7.5)
         t = f["frames/t_acq_ms"][()]
     np.testing.assert_allclose(np.diff(t), 1000 / 7.5)  # timestamps follow the given rate
+
+
+def test_the_slow_path_thread_changes_nothing_in_the_results(files):
+    """`engine.slow_path_thread` (default true) overlaps each slow-path step with the next
+    frame; the results file must be the one of inline execution (the batch runner relies on
+    `process` being reproducible)."""
+    tmp, _ = files
+    traces = {}
+    for threaded in ("true", "false"):
+        out = tmp / f"threaded-{threaded}.h5"
+        rc = main(
+            [
+                "process", str(tmp / "movie.h5"), "--out", str(out), "--init-frames",
+                str(N_INIT), "--set", "data.neuron_diameter_px=8", "--set",
+                f"engine.slow_path_thread={threaded}", "--quiet",
+            ]
+        )  # fmt: skip
+        assert rc == 0
+        res = read_results(out)
+        traces[threaded] = (res.neuron_ids, res.C_all, res.S_all, res.A.toarray())
+    for a, b in zip(traces["true"], traces["false"], strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -105,6 +105,7 @@ def test_round_trip_with_births_removals_and_bookkeeping(tmp_path, rng):
     np.testing.assert_array_equal(res.dropped, [[5, 8]])
     assert sorted(res.rejected) == [(42, "wrong shape (5, 5)"), (155, "skipped: NaN pixels")]
     assert res.params == params.to_dict()
+    assert res.attrs["params_sha256"] == params.sha256()
     assert res.input == {"source": "test"}
     assert res.attrs["format_version"] == 1
 

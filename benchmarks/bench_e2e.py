@@ -1,0 +1,261 @@
+"""End-to-end latency on the real pipeline: frame arrival → traces published and → trigger received.
+
+Four real processes on one host: ``online-cnmfe acquire simulate`` (frames paced at
+``--rate-hz``), ``online-cnmfe run`` with a ``[triggers]`` config (two region rules over the
+whole field: one fires on most frames, one on strong z-scores), and this script holding a
+results subscriber and a trigger listener.
+
+Latencies (one host, one ``CLOCK_MONOTONIC``):
+
+- ``arrival→traces``: this script's ``monotonic_ns`` when the ``traces`` message is received
+  minus the engine's ``t_recv_ns`` of the frame (in the header) — queueing, the model's
+  critical path, the traces encoding and the results transport;
+- ``arrival→trigger``: receipt on the trigger socket minus the firing's ``t_recv_ns``;
+- ``send→traces``: from the publisher's ``t_send_ns`` (adds the frame transport).
+
+Cases: each size × detection on/off × ``--loads`` (background processes spinning on the CPU).
+Every case starts the engine with ``--resume`` from a checkpoint primed once per size, so all
+measured frames are online. CPU time of the engine process (``/proc/PID/stat``) is reported
+beside wall-clock figures. The machine is shared: quote ratios measured in one run.
+
+Usage::
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_e2e.py --sizes 256 608 --loads 0 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from online_cnmfe.results.stream import decode_result  # noqa: E402
+from online_cnmfe.triggers.client import TriggerListener  # noqa: E402
+
+NEURONS = {128: 80, 256: 300, 512: 400, 608: 500}
+CONFIG = """
+[data]
+frame_rate_hz = {rate}
+
+[init]
+init_frames = {init}
+
+[detection]
+enabled = {detection}
+
+[engine]
+checkpoint_period_s = 0
+max_frame_age_ms = 1000.0
+
+[triggers]
+endpoint = "{trig}"
+control_endpoint = ""
+
+[[triggers.rules]]
+name = "any_activity"
+region = {{ shape = "rectangle", rows = [0, {size}], cols = [0, {size}] }}
+signal = "zscore"
+condition = "threshold"
+threshold = 0.0
+release = 0.0
+
+[[triggers.rules]]
+name = "strong_activity"
+region = {{ shape = "rectangle", rows = [0, {size}], cols = [0, {size}] }}
+signal = "zscore"
+condition = "threshold"
+threshold = 4.0
+release = 1.0
+"""
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "online_cnmfe", *args]
+
+
+def _pct(x) -> dict:
+    x = np.asarray(x, float)
+    if x.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(x.size),
+        "p50": round(float(np.median(x)), 2),
+        "p99": round(float(np.percentile(x, 99)), 2),
+        "max": round(float(x.max()), 2),
+    }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _spinners(n: int) -> list[subprocess.Popen]:
+    code = "import time\nwhile True:\n    sum(range(10000))\n"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        if p is not None:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Path, resume: bool):
+    """One run of publisher + engine; returns the measured latencies and counters."""
+    eps = {n: f"ipc://{tmp}/{n}" for n in ("frames", "results", "trig")}
+    cfg = tmp / f"engine-{detection}.toml"
+    cfg.write_text(
+        CONFIG.format(
+            rate=args.rate_hz, init=args.init_frames, trig=eps["trig"], size=size,
+            detection=str(detection).lower(),
+        )
+    )  # fmt: skip
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    log = open(tmp / "log.txt", "a")  # noqa: SIM115
+    cmd = _cli("run", "--frames", eps["frames"], "--results", eps["results"], "--out",
+               str(tmp / "s.h5"), "--config", str(cfg), "--idle-exit", "15")  # fmt: skip
+    cmd += ["--resume"] if resume else ["--overwrite"]
+    if rate == "max":
+        cmd += ["--set", "engine.queue_full=wait"]
+    engine = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 100000)
+    for topic in (b"ready", b"traces", b"eos", b"status"):
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(eps["results"])
+    listener = TriggerListener(eps["trig"], context=ctx)
+    arrival_traces, send_traces, arrival_trigger, status = [], [], [], {}
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    poller.register(listener.socket, zmq.POLLIN)
+    acquire, cpu0, t0 = None, float("nan"), time.monotonic()
+    try:
+        while True:  # readiness handshake
+            if sub.poll(200) and decode_result(sub.recv_multipart()).topic == "ready":
+                break
+            if engine.poll() is not None:
+                raise RuntimeError(f"the engine exited early; see {tmp / 'log.txt'}")
+        cpu0, t0 = _cpu_s(engine.pid), time.monotonic()
+        acquire = subprocess.Popen(
+            _cli("acquire", "simulate", "--size", str(size), str(size), "--frames", str(n_frames),
+                 "--neurons", str(NEURONS.get(size, 300)), "--endpoint", eps["frames"],
+                 "--rate", rate, "--fps", f"{args.rate_hz:g}", "--wait-for-subscriber", "60",
+                 "--quiet"),
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+        while True:
+            busy = False
+            while sub.poll(0):
+                busy = True
+                msg = decode_result(sub.recv_multipart())
+                now = time.monotonic_ns()
+                if msg.topic == "traces":
+                    if msg.header.get("t_recv_ns", -1) > 0:
+                        arrival_traces.append((now - msg.header["t_recv_ns"]) / 1e6)
+                    send_traces.append((now - msg.header["t_send_ns"]) / 1e6)
+                elif msg.topic == "status":
+                    status = msg.header
+                elif msg.topic == "eos":
+                    raise StopIteration
+            trig = listener.receive(timeout_s=0.0)
+            while trig is not None:
+                busy = True
+                arrival_trigger.append((listener.last_recv_ns - trig.t_recv_ns) / 1e6)
+                trig = listener.receive(timeout_s=0.0)
+            if engine.poll() is not None:
+                break
+            if not busy:
+                poller.poll(50)  # wakes at once when either socket has a message
+    except StopIteration:
+        pass
+    finally:
+        cpu1, t1 = _cpu_s(engine.pid), time.monotonic()
+        _stop([acquire, engine])
+        listener.close()
+        sub.close(linger=0)
+        ctx.term()
+        log.close()
+    w = args.warmup
+    return {
+        "arrival_to_traces_ms": _pct(arrival_traces[w:]),
+        "arrival_to_trigger_ms": _pct(arrival_trigger[w:]),
+        "send_to_traces_ms": _pct(send_traces[w:]),
+        "frames": len(send_traces),
+        "engine_cpu_s_per_frame_ms": round(1e3 * (cpu1 - cpu0) / max(len(send_traces), 1), 2),
+        "wall_s": round(t1 - t0, 1),
+        "n_neurons": status.get("n_neurons"),
+        "dropped": status.get("n_dropped"),
+        "throughput_fps": round(len(send_traces) / max(t1 - t0, 1e-9), 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 608])
+    ap.add_argument("--frames", type=int, default=1800, help="online frames per case")
+    ap.add_argument("--rate-hz", type=float, default=30.0)
+    ap.add_argument("--init-frames", type=int, default=300)
+    ap.add_argument("--loads", type=int, nargs="+", default=[0, 2], help="CPU spinners per case")
+    ap.add_argument("--detection", choices=("on", "off", "both"), default="both")
+    ap.add_argument("--warmup", type=int, default=60, help="online frames left out of stats")
+    ap.add_argument("--throughput", action="store_true", help="also a --rate max run per size")
+    ap.add_argument("--workdir", type=Path, help="keep files here (a primed checkpoint is reused)")
+    args = ap.parse_args()
+    detections = {"on": [True], "off": [False], "both": [True, False]}[args.detection]
+    cases = []
+    for size in args.sizes:
+        tmp = args.workdir / str(size) if args.workdir else Path(tempfile.mkdtemp())
+        tmp.mkdir(parents=True, exist_ok=True)
+        if not (tmp / "s.state.h5").exists():  # prime once: initialise, keep the checkpoint
+            run_case(args, size, True, args.init_frames + 60, "max", tmp, resume=False)
+        for load in args.loads:
+            for detection in detections:
+                spin = _spinners(load)
+                try:
+                    row = run_case(args, size, detection, args.frames, f"{args.rate_hz:g}", tmp,
+                                   resume=True)  # fmt: skip
+                finally:
+                    _stop(spin)
+                row.update(size=size, detection=detection, load=load)
+                cases.append(row)
+                print(
+                    f"{size}² detection {'on ' if detection else 'off'} load {load}: "
+                    f"arrival→traces {row['arrival_to_traces_ms']}, arrival→trigger "
+                    f"{row['arrival_to_trigger_ms']}, engine CPU {row['engine_cpu_s_per_frame_ms']}"
+                    f" ms/frame, {row['frames']} frames, {row['dropped']} dropped",
+                    flush=True,
+                )
+        if args.throughput:
+            row = run_case(args, size, True, args.frames, "max", tmp, resume=True)
+            print(f"{size}² throughput (detection on, --rate max): {row['throughput_fps']} fps")
+            cases.append(dict(row, size=size, detection=True, load=0, rate="max"))
+    print(json.dumps({"bench": "e2e", "load_avg": os.getloadavg(), "cases": cases}))
+
+
+if __name__ == "__main__":
+    main()
