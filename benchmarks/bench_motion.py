@@ -14,6 +14,12 @@ Sections (all by default; pick with ``--only``):
   correction it applied, the negative of the content displacement d that online-cnmfe reports;
   so d(corrected) − d(raw) should equal minian's shifts. Reports that RMS (after the constant
   offset), and the spread of d on each movie.
+- ``pipeline``: F1 and median trace correlation of ``online-cnmfe process`` (a subprocess,
+  default parameters but the ones named) on the project simulator's moving movie (walk of std
+  ~3 px + 9-11 px jumps) and on its motion-free twin (same activity, background and noise),
+  with motion correction on and off, scored by ``online_cnmfe.evaluation``; also the run's CPU
+  time and the per-frame latency of the online frames (median / p99 / max, from
+  ``frames/latency_ms``).
 - ``cost``: CPU time (``time.process_time``) of ``correct_frame`` per frame at 256² and 608²,
   rigid and piecewise-rigid, on simulated moving frames after warm-up: median / p99 / max,
   and each stage's share.
@@ -209,20 +215,82 @@ def cost(args) -> None:
         print(f"| {size}² | piecewise / rigid | {ratio:.2f} | | | | |")
 
 
+def _process(movie: Path, out: Path, overrides: list[str]) -> dict:
+    import resource
+    import subprocess
+
+    from online_cnmfe.evaluation.metrics import evaluate_files
+    from online_cnmfe.results.reader import read_results
+
+    cmd = [sys.executable, "-m", "online_cnmfe", "process", str(movie), "--out", str(out),
+           "--quiet"]  # fmt: skip
+    for o in overrides:
+        cmd += ["--set", o]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m = evaluate_files(out, movie)
+    res = read_results(out)
+    lat = res.frames["latency_ms"][N_INIT:]
+    lat = lat[np.isfinite(lat)]
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {
+        "f1": m["f1"], "recall": m["recall"], "precision": m["precision"],
+        "corr": m["trace_corr_median"], "n": m.get("n_found", len(res.neuron_ids)),
+        "cpu_s": cpu, "lat": (np.median(lat), np.percentile(lat, 99), lat.max()),
+        "flagged": len(res.flagged),
+    }  # fmt: skip
+
+
+def pipeline(args) -> None:
+    import tempfile
+
+    from acquisition.simulator import write_simulation
+
+    print("\n## Accuracy of the whole pipeline, moving movie vs its motion-free twin\n")
+    print("| movie | motion correction | F1 (recall / precision) | trace corr median | "
+          "flagged | CPU s | per frame median / p99 / max ms |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    base = SimulationParams(
+        n_frames=args.frames, jump_px=(9.0, 11.0), seed=3, late_fraction=0.0, dtype="uint16"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        movies = {
+            "moving (walk std ~3 px + jumps)": dataclasses.replace(
+                base, motion_px=6.0, jump_rate_hz=0.05
+            ),
+            "motion-free twin": base,
+        }
+        for label, p in movies.items():
+            path = tmp / "movie.h5"
+            write_simulation(path, MiniscopeSimulator(p), progress=False)
+            for on in (True, False):
+                r = _process(path, tmp / "r.h5", [f"motion.enabled={str(on).lower()}"])
+                med, p99, mx = r["lat"]
+                print(
+                    f"| {label} | {'on' if on else 'off'} | {r['f1']:.3f} ({r['recall']:.3f} / "
+                    f"{r['precision']:.3f}) | {r['corr']:.3f} | {r['flagged']} | "
+                    f"{r['cpu_s']:.0f} | {med:.2f} / {p99:.2f} / {mx:.2f} |"
+                )  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", choices=("accuracy", "minian", "cost"), action="append")
+    ap.add_argument("--only", choices=("accuracy", "minian", "cost", "pipeline"), action="append")
     ap.add_argument("--frames", type=int, default=2000, help="frames of the accuracy movies")
     ap.add_argument("--cost-frames", type=int, default=600, help="online frames timed per case")
     ap.add_argument("--heldout", type=Path, help="folder holding benchmarks/heldout (optional)")
     args = ap.parse_args()
-    sections = args.only or ["accuracy", "minian", "cost"]
+    sections = args.only or ["accuracy", "minian", "cost", "pipeline"]
     if "accuracy" in sections:
         accuracy(args)
     if "minian" in sections:
         minian(args)
     if "cost" in sections:
         cost(args)
+    if "pipeline" in sections:
+        pipeline(args)
     return 0
 
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from online_cnmfe.model.frame_result import FrameResult
-from online_cnmfe.results.layout import MOTION_FIELDS, create_motion_datasets
+from online_cnmfe.results.layout import FLAG_DTYPE, MOTION_FIELDS, create_motion_datasets
 
 
 class MotionBlock:
@@ -40,8 +40,11 @@ class MotionBlock:
             values[:n] = np.nan
 
 
-def ensure_motion_datasets(f: h5py.File, n_frames: int) -> None:
-    """Add ``motion/`` to a file written before it existed (NaN for its ``n_frames`` frames)."""
+def add_missing_datasets(f: h5py.File, n_frames: int) -> None:
+    """Add ``frames/flagged`` (empty) and ``motion/`` (NaN for its ``n_frames`` frames) to a file
+    written before they existed (a resumed session)."""
+    if "flagged" not in f["frames"]:
+        f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
     if "motion" in f:
         return
     create_motion_datasets(f)

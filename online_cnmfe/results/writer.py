@@ -44,7 +44,7 @@ from online_cnmfe.results.layout import (
     TRACE_NAMES,
     create_datasets,
 )
-from online_cnmfe.results.motion_table import MotionBlock, ensure_motion_datasets
+from online_cnmfe.results.motion_table import MotionBlock, add_missing_datasets
 from online_cnmfe.results.recovery import recover_results
 from online_cnmfe.version import __version__
 
@@ -225,9 +225,7 @@ class ResultsWriter:
         self._row_ids = [int(x) for x in f["neurons/neuron_ids"][:]]
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
-        if "flagged" not in f["frames"]:  # written before frames/flagged existed
-            f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
-        ensure_motion_datasets(f, self._n_written)
+        add_missing_datasets(f, self._n_written)  # a file written before frames/flagged, motion/
         f.attrs["complete"] = False
         f.swmr_mode = True
 
