@@ -169,7 +169,8 @@ def _stage_times(ms, y, fill) -> dict:
     else:
         ps = ms.patches
         kw.warp_field(y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y,
-                               ps.field_x, fill, ms.registered, ms.valid)  # fmt: skip
+                               ps.field_x, fill, ms.registered, ms.valid, ps.line_y,
+                               ps.line_x)  # fmt: skip
     out["resample"] = time.process_time() - t
     t = time.process_time()
     register.update_template(ms)

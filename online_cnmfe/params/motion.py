@@ -52,7 +52,7 @@ class MotionParams:
     min_quality_ratio: float = 0.5
     # piecewise-rigid
     patch_size_px: int = 128
-    patch_overlap_px: int = 64
+    patch_overlap_px: int = 32
     max_deviation_px: float = 3.0
 
     def __post_init__(self) -> None:

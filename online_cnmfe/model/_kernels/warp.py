@@ -92,12 +92,13 @@ def _edge_column(src, width, top, bot, base, c, dx, fy, fill, out, valid):
 
 @njit(cache=True, nogil=True)
 def warp_field(src, height, width, row_i, row_w, col_i, col_w, field_y, field_x, fill, out,
-               valid):  # fmt: skip
+               valid, line_y, line_x):  # fmt: skip
     """out = src sampled at (r + dy(r, c), c + dx(r, c)), the shift field interpolated.
 
     row_i, row_w : (height,) int64 / float32: the field row i0 = row_i[r] below row r and the
     weight of row i0 + 1 (col_i, col_w likewise). field_y, field_x : (ny, nx) float32 shift of
-    each patch centre. Other arguments as in :func:`warp_rigid`. Returns the filled count.
+    each patch centre. line_y, line_x : (nx,) float32 scratch (the field interpolated to the
+    row, per patch column). Other arguments as in :func:`warp_rigid`. Returns the filled count.
     """
     ny, nx = field_y.shape
     n_filled = 0
@@ -105,17 +106,18 @@ def warp_field(src, height, width, row_i, row_w, col_i, col_w, field_y, field_x,
         i0 = row_i[r]
         i1 = min(i0 + 1, ny - 1)
         wr = row_w[r]
+        for j in range(nx):
+            line_y[j] = field_y[i0, j] + wr * (field_y[i1, j] - field_y[i0, j])
+            line_x[j] = field_x[i0, j] + wr * (field_x[i1, j] - field_x[i0, j])
         base = r * width
         for c in range(width):
             j0 = col_i[c]
             j1 = min(j0 + 1, nx - 1)
             wc = col_w[c]
-            ty = field_y[i0, j0] + wc * (field_y[i0, j1] - field_y[i0, j0])
-            by = field_y[i1, j0] + wc * (field_y[i1, j1] - field_y[i1, j0])
-            tx = field_x[i0, j0] + wc * (field_x[i0, j1] - field_x[i0, j0])
-            bx = field_x[i1, j0] + wc * (field_x[i1, j1] - field_x[i1, j0])
-            y0, y1, fy, row_in = _axis(r + ty + wr * (by - ty), height)
-            x0, x1, fx, col_in = _axis(c + tx + wr * (bx - tx), width)
+            dy = line_y[j0] + wc * (line_y[j1] - line_y[j0])
+            dx = line_x[j0] + wc * (line_x[j1] - line_x[j0])
+            y0, y1, fy, row_in = _axis(r + dy, height)
+            x0, x1, fx, col_in = _axis(c + dx, width)
             if not (row_in and col_in):
                 out[base + c] = fill[base + c]
                 valid[base + c] = 0

@@ -268,7 +268,7 @@ def _warp_movie(Y: np.ndarray, init: MotionInit, ms: MotionState, offset: int) -
         else:
             field = init.fields[offset + t]
             kw.warp_field(y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, field[0], field[1],
-                          nan, buf, ms.valid)  # fmt: skip
+                          nan, buf, ms.valid, ps.line_y, ps.line_x)  # fmt: skip
         y[:] = buf
         if not flagged[t]:
             seen = ms.valid.view(bool)

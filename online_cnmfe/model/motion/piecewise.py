@@ -82,7 +82,8 @@ def make_patches(geom: Geometry, params: MotionParams) -> PatchState:
         power=np.zeros((n_patches, fft[0], half), np.complex64),
         peaks=np.zeros((n_patches, 4), np.float64),
         norms2_frame=np.zeros(n_patches, np.float64), off_r=np.zeros(ny, np.int64),
-        off_c=np.zeros(nx, np.int64),
+        off_c=np.zeros(nx, np.int64), line_y=np.zeros(nx, np.float32),
+        line_x=np.zeros(nx, np.float32),
     )  # fmt: skip
 
 

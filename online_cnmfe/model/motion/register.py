@@ -219,7 +219,7 @@ def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | Non
             piecewise.measure_patches(ms)
         ms.n_filled = kw.warp_field(
             y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y, ps.field_x, fill,
-            ms.registered, ms.valid,
+            ms.registered, ms.valid, ps.line_y, ps.line_x,
         )  # fmt: skip
     if informative:
         ms.n_informative += 1
@@ -242,7 +242,7 @@ def update_template(ms: MotionState) -> None:
         ps = ms.patches
         kw.warp_field(
             bp, h, w, ps.grid_row_i, ps.grid_row_w, ps.grid_col_i, ps.grid_col_w, ps.grid_y,
-            ps.grid_x, tpl, ms.scratch_warp, ms.scratch_valid,
+            ps.grid_x, tpl, ms.scratch_warp, ms.scratch_valid, ps.line_y, ps.line_x,
         )  # fmt: skip
     kw.blend(tpl, ms.scratch_warp, min(1.0, TEMPLATE_EVERY * ms.alpha))
     ms.n_updates += 1

@@ -50,7 +50,7 @@ class PatchState:
         Last registration quality of each patch.
     n_own : int
         Patches of the last frame that kept their own shift (the others took the rigid one).
-    pin, power, peaks, norms2_frame, off_r, off_c : ndarray
+    pin, power, peaks, norms2_frame, off_r, off_c, line_y, line_x : ndarray
         Per-frame buffers.
     """
 
@@ -81,6 +81,8 @@ class PatchState:
     norms2_frame: np.ndarray
     off_r: np.ndarray
     off_c: np.ndarray
+    line_y: np.ndarray
+    line_x: np.ndarray
 
     @property
     def shape(self) -> tuple[int, int]:

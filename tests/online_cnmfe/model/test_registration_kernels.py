@@ -152,7 +152,8 @@ def test_warp_field_with_a_constant_field_is_the_rigid_warp(rng):
     row_i, row_w = np.minimum(np.arange(H) // 8, 2).astype(np.int64), np.full(H, 0.3, np.float32)
     col_i, col_w = np.minimum(np.arange(W) // 8, 2).astype(np.int64), np.full(W, 0.6, np.float32)
     fy, fx = np.full((3, 3), 1.3, np.float32), np.full((3, 3), -2.6, np.float32)
-    n2 = kw.warp_field(src, H, W, row_i, row_w, col_i, col_w, fy, fx, fill, field, v2)
+    line = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    n2 = kw.warp_field(src, H, W, row_i, row_w, col_i, col_w, fy, fx, fill, field, v2, *line)
     assert n1 == n2
     np.testing.assert_array_equal(v1, v2)
     np.testing.assert_allclose(field, rigid, atol=1e-5)
@@ -168,7 +169,8 @@ def test_warp_field_interpolates_the_patch_centres():
     row_w = np.linspace(0, 1, H).astype(np.float32)
     out, valid = np.zeros(H * W, np.float32), np.zeros(H * W, np.uint8)
     kw.warp_field(src, H, W, row_i, row_w, np.zeros(W, np.int64), np.zeros(W, np.float32), fy,
-                  fx, np.zeros(H * W, np.float32), out, valid)  # fmt: skip
+                  fx, np.zeros(H * W, np.float32), out, valid, np.zeros(1, np.float32),
+                  np.zeros(1, np.float32))  # fmt: skip
     out = out.reshape(H, W)
     np.testing.assert_allclose(out[:, 1], 1 + row_w, atol=1e-6)  # column 1 samples 1 + shift
 
