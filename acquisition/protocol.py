@@ -25,6 +25,8 @@ import numpy as np
 from acquisition.errors import ProtocolError
 from acquisition.wire import (
     ALLOWED_DTYPES,
+    INT64_MAX,
+    INT64_MIN,
     PROTOCOL_VERSION,
     Message,
     decode_message,
@@ -166,7 +168,7 @@ def frame_from_message(message: Message) -> FrameMessage:
         frame_index=int_field(h, t, "frame_index", minimum=0),
         daq_frame=int_field(h, t, "daq_frame", nullable=True),
         t_acq_ms=float_field(h, t, "t_acq_ms"),
-        t_send_ns=int_field(h, t, "t_send_ns"),
+        t_send_ns=int_field(h, t, "t_send_ns", minimum=INT64_MIN, maximum=INT64_MAX),
         session_id=str_field(h, t, "session_id", nonempty=True),
         source=str_field(h, t, "source", choices=SOURCE_KINDS),
         pixels=pixels,

@@ -13,12 +13,18 @@ Pacing (``rate``):
 - ``"max"``: as fast as the slowest subscriber takes frames. The socket is switched to
   ``XPUB_NODROP``, so when a subscriber's queue (its RCVHWM plus our SNDHWM plus the OS socket
   buffers) is full the send waits instead of dropping: lossless back-pressure with the same
-  SUB-side code. In the paced modes the socket drops at the high-water mark like any PUB (a
-  slow consumer must not stall acquisition); the receivers detect the drop from ``seq``.
+  SUB-side code. It also waits for a subscriber before the first frame and whenever the last
+  one has left (XPUB reports subscriptions), so no frame is sent to nobody. In the paced modes
+  the socket drops at the high-water mark like any PUB (a slow consumer must not stall
+  acquisition); the receivers detect the drop from ``seq``.
 
 Slow joiners: ``wait_for_subscriber_s`` holds the first frame until a subscription reaches the
-publisher (XPUB reports it), which is the deterministic handshake tests use; receivers still
-tolerate joining mid-stream (they learn the session from the periodic ``start``).
+publisher, which is the deterministic handshake tests use; receivers still tolerate joining
+mid-stream (they learn the session from the periodic ``start`` and record the frames sent
+before they joined as dropped).
+
+Honest counts: :class:`PublishSummary` says how many frames were read from the source, sent,
+and sent while no subscriber of ``frame`` was connected (nobody got those).
 """
 
 from __future__ import annotations
@@ -112,7 +118,7 @@ class FramePublisher:
             )
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.XPUB)
-        self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription: an exact count
         self.socket.setsockopt(zmq.SNDHWM, config.sndhwm)
         self.socket.setsockopt(zmq.LINGER, config.linger_ms)
         self.socket.setsockopt(zmq.SNDTIMEO, 100)
@@ -249,13 +255,10 @@ class FramePublisher:
         stop = stop or threading.Event()
         cfg = self.config
         info = source.info
-        if cfg.wait_for_subscriber_s > 0 and not self.wait_for_subscriber(
-            cfg.wait_for_subscriber_s, stop
-        ):
-            logger.warning(
-                "no subscriber after %.1f s; publishing anyway", cfg.wait_for_subscriber_s
-            )
         run = PacedRun(cfg.rate, info.frame_rate_hz)
+        if not self._first_subscriber(stop):
+            run.reason = "interrupted" if stop.is_set() else "no subscriber"
+            return self._summary(run, info)
         try:
             self._stream(source, stop, progress, run)
         except KeyboardInterrupt:
@@ -267,6 +270,9 @@ class FramePublisher:
         finally:
             self._send_eos(run.n_sent, run.reason)
             self._drain_subscriptions()
+        return self._summary(run, info)
+
+    def _summary(self, run: PacedRun, info) -> PublishSummary:
         elapsed = (run.t_last - run.t_first) if run.n_sent > 1 else 0.0
         return PublishSummary(
             session_id=self.session_id,
@@ -277,7 +283,40 @@ class FramePublisher:
             n_late=run.n_late,
             lost_daq_frames=int(info.metadata.get("lost_daq_frames", 0)),
             n_subscribers=self.n_subscribers,
+            n_read=run.n_read,
+            n_unsubscribed=run.n_unsubscribed,
         )
+
+    def _first_subscriber(self, stop: threading.Event) -> bool:
+        """Wait for a subscriber as configured; False when a lossless replay has none."""
+        wait = self.config.wait_for_subscriber_s
+        if wait <= 0:
+            return True
+        if not math.isfinite(wait):
+            logger.info("waiting for a subscriber on %s (Ctrl-C to stop)", self.endpoint)
+        if self.wait_for_subscriber(wait, stop):
+            return True
+        if self.config.rate == "max" or stop.is_set():
+            logger.error("no subscriber connected to %s after %.1f s; nothing sent",
+                         self.endpoint, wait)  # fmt: skip
+            return False
+        logger.warning("no subscriber after %.1f s; publishing anyway", wait)
+        return True
+
+    def _has_subscriber(self, run: PacedRun, stop: threading.Event) -> bool:
+        """Before a frame: a lossless replay waits for a subscriber to come back (False if
+        none did); a paced one goes on and counts the frame as sent to nobody."""
+        self._drain_subscriptions()
+        if self.n_subscribers > 0:
+            return True
+        if run.paced or self.config.wait_for_subscriber_s <= 0:
+            run.n_unsubscribed += 1
+            return True
+        logger.warning("no subscriber connected: holding the frames until one connects")
+        if self.wait_for_subscriber(self.config.wait_for_subscriber_s, stop):
+            return True
+        run.reason = "interrupted" if stop.is_set() else "no subscriber"
+        return False
 
     def _stream(self, source: FrameSource, stop: threading.Event, progress, run: PacedRun) -> None:
         """The frame loop: start messages, pacing, sending. Sets ``run.reason`` when stopped."""
@@ -290,8 +329,11 @@ class FramePublisher:
                 self._drain_subscriptions()
                 self._send_start(info, stop)
                 next_start = now + self.config.start_interval_s
+            run.n_read += 1
             if stop.is_set() or not run.wait_until_due(offset_s, stop):
                 run.reason = "interrupted"
+                return
+            if not self._has_subscriber(run, stop):
                 return
             msg = FrameMessage(
                 seq=run.n_sent,

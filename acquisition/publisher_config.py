@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+PACED_WAIT_S = 2.0  # a paced stream waits this long for a subscriber by default
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -31,6 +32,51 @@ def parse_rate(text: str | float) -> str | float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"rate {text!r} is invalid; expected 'real', 'max' or a positive Hz value")
     return value
+
+
+TRANSPORTS = ("tcp", "ipc", "inproc")
+
+
+def check_endpoint(endpoint: str, option: str = "endpoint") -> str:
+    """Return ``endpoint`` when it is a ZeroMQ address (``transport://address``), else raise.
+
+    Parameters
+    ----------
+    endpoint : str
+    option : str
+        How the user gave it (``--endpoint``, ``--frames``, …), named in the message.
+
+    Raises
+    ------
+    ValueError
+        Naming the value and, for a bare ``host:port`` or port, the address meant.
+
+    Examples
+    --------
+    >>> check_endpoint("tcp://127.0.0.1:5555")
+    'tcp://127.0.0.1:5555'
+    >>> check_endpoint("127.0.0.1:5555", "--endpoint")
+    Traceback (most recent call last):
+    ...
+    ValueError: --endpoint 127.0.0.1:5555 is not a ZeroMQ address; did you mean tcp://127.0.0.1:5555?
+    """
+    text = str(endpoint).strip()
+    transport, sep, address = text.partition("://")
+    if sep and transport in TRANSPORTS and address:
+        return text
+    if not sep:
+        host, colon, port = text.rpartition(":")
+        if text.isdigit():
+            hint = f"did you mean tcp://127.0.0.1:{text}?"
+        elif colon and port.isdigit():
+            hint = f"did you mean tcp://{host or '127.0.0.1'}:{port}?"
+        else:
+            hint = "expected e.g. tcp://127.0.0.1:5555 or ipc:///tmp/frames"
+        raise ValueError(f"{option} {text} is not a ZeroMQ address; {hint}")
+    raise ValueError(
+        f"{option} {text} has an unknown transport {transport!r}; expected one of "
+        f"{', '.join(t + '://' for t in TRANSPORTS)} (e.g. tcp://127.0.0.1:5555)"
+    )
 
 
 def is_local_endpoint(endpoint: str) -> bool:
@@ -59,8 +105,12 @@ class PublisherConfig:
         Replay the frame range again and again (``seq`` keeps counting; times keep growing).
     start, stop : int, optional
         Frame range ``[start, stop)`` of the source (0-based positions).
-    wait_for_subscriber_s : float
-        Hold the first frame until a subscriber has subscribed, at most this long (0: don't).
+    wait_for_subscriber_s : float or None
+        Hold the first frame until a subscriber has subscribed, at most this long (0: don't;
+        ``math.inf``: as long as it takes). None (default): forever with ``rate="max"`` (a
+        lossless replay has no reader to lose frames to; it also pauses when the last
+        subscriber leaves), :data:`PACED_WAIT_S` for the paced rates (an engine started first
+        needs up to ~0.1 s to connect to a new socket; with nobody there the stream starts).
     start_interval_s : float
         Period of the repeated ``start`` message.
     linger_ms : int
@@ -76,13 +126,17 @@ class PublisherConfig:
     loop: bool = False
     start: int = 0
     stop: int | None = None
-    wait_for_subscriber_s: float = 0.0
+    wait_for_subscriber_s: float | None = None
     start_interval_s: float = 1.0
     linger_ms: int = 2000
     eos_repeat_s: float = 0.5
 
     def __post_init__(self) -> None:
+        check_endpoint(self.endpoint, "--endpoint")
         object.__setattr__(self, "rate", parse_rate(self.rate))
+        if self.wait_for_subscriber_s is None:
+            wait = math.inf if self.rate == "max" else PACED_WAIT_S
+            object.__setattr__(self, "wait_for_subscriber_s", wait)
         if self.sndhwm < 1:
             raise ValueError(f"sndhwm is {self.sndhwm}; expected >= 1 message")
         if self.start < 0 or (self.stop is not None and self.stop <= self.start):
@@ -101,7 +155,7 @@ class PublishSummary:
     ----------
     session_id : str
     n_sent : int
-        Frames sent.
+        Frames handed to the socket.
     elapsed_s : float
         From the first to the last frame sent.
     rate_hz : float
@@ -114,6 +168,10 @@ class PublishSummary:
         Frames the recording itself lost before the software (DAQ counter gaps).
     n_subscribers : int
         Subscribers of ``frame`` connected at the end.
+    n_read : int
+        Frames read from the source.
+    n_unsubscribed : int
+        Frames sent while no subscriber of ``frame`` was connected: nobody received them.
     """
 
     session_id: str
@@ -124,11 +182,24 @@ class PublishSummary:
     n_late: int
     lost_daq_frames: int
     n_subscribers: int
+    n_read: int = 0
+    n_unsubscribed: int = 0
+
+    @property
+    def n_delivered(self) -> int:
+        """Frames sent while a subscriber was connected (a paced stream may still drop some at
+        the high-water mark: the receiver records those from the ``seq`` gaps)."""
+        return self.n_sent - self.n_unsubscribed
 
     def describe(self) -> str:
         """One line for logs."""
+        lost = (
+            f", {self.n_unsubscribed} sent with no subscriber connected (lost)"
+            if self.n_unsubscribed
+            else ""
+        )
         return (
-            f"sent {self.n_sent} frames in {self.elapsed_s:.2f} s ({self.rate_hz:.1f} frames/s), "
-            f"{self.n_late} late, {self.lost_daq_frames} lost in the recording, "
-            f"end: {self.reason}"
+            f"read {self.n_read} frames, delivered {self.n_delivered} to subscribers{lost}, "
+            f"in {self.elapsed_s:.2f} s ({self.rate_hz:.1f} frames/s), {self.n_late} late, "
+            f"{self.lost_daq_frames} lost in the recording, end: {self.reason}"
         )

@@ -17,6 +17,8 @@ class PacedRun:
         self.late_after_s = self.fixed_period or 1.0 / frame_rate_hz
         self.reason = "complete"
         self.n_sent = self.n_late = 0
+        self.n_read = 0  # frames taken from the source
+        self.n_unsubscribed = 0  # frames sent while no subscriber was connected
         self.t_zero: float | None = None
         self.t_first = self.t_last = 0.0
         self._due = -math.inf

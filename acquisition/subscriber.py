@@ -3,10 +3,15 @@
 :class:`FrameSubscriber` connects a SUB socket, decodes every message and applies the receiver
 rules of docs/protocol.md:
 
-- a ``seq`` gap is a drop (counted, the missing range recorded, the stream goes on); frames
-  missing between the last one received and the ``eos`` (which carries ``n_sent``) too;
-- ``seq`` going back or a new ``session_id`` is a restart (state reset, counted);
-- a malformed message is counted and skipped with its reason kept, never fatal;
+- a ``seq`` gap is a drop (counted, the missing range recorded, the stream goes on); so are
+  the frames of a session sent before the first one received (``seq`` 0 to the first
+  ``seq`` - 1) and those missing between the last one received and the ``eos`` (which
+  carries ``n_sent``);
+- a new ``session_id`` is a restart (state reset, counted);
+- a ``seq`` going back (or repeating) within a session breaks the protocol: it is counted as
+  out of order and never as a drop (a later gap is measured from the highest ``seq`` seen);
+- a malformed message is counted and skipped with its reason kept (logged as a warning for
+  the first few and then every 1000th), never fatal;
 - a frame whose shape/dtype differs from the session's (from ``start``, the constructor's
   ``expected_shape``/``expected_dtype``, or the first frame) is rejected with the reason kept;
 - a ``daq_frame`` gap over contiguous ``seq`` is a loss upstream of the sender (counted).
@@ -58,13 +63,19 @@ class SubscriberEvent:
     Attributes
     ----------
     kind : str
-        ``drop``, ``restart``, ``malformed``, ``reject``, ``daq_loss``, ``start`` or ``eos``.
+        ``drop``, ``restart``, ``out_of_order``, ``malformed``, ``reject``, ``daq_loss``,
+        ``start`` or ``eos``.
     seq : int or None
         The ``seq`` of the frame that revealed it, when there is one.
     detail : str
         Human-readable reason (missing range, decode error, shape mismatch...).
     first, last : int or None
         Missing ``seq`` range (inclusive) for ``drop``; DAQ range for ``daq_loss``.
+    frame_index : int or None
+        ``frame_index`` of the frame that revealed it (``reject``, ``out_of_order``, and
+        ``drop`` of frames before it).
+    session_id : str or None
+        The session the event belongs to (for ``restart``: the new one).
     """
 
     kind: str
@@ -72,6 +83,8 @@ class SubscriberEvent:
     detail: str
     first: int | None = None
     last: int | None = None
+    frame_index: int | None = None
+    session_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +95,7 @@ class SubscriberStats:
     n_dropped: int = 0
     drop_ranges: list[tuple[int, int]] = field(default_factory=list)
     n_restarts: int = 0
+    n_out_of_order: int = 0
     n_malformed: int = 0
     last_malformed: str | None = None
     n_rejected: int = 0
@@ -135,6 +149,7 @@ class FrameSubscriber:
         self.session_id: str | None = None
         self.eos: EosMessage | None = None
         self._last_seq: int | None = None
+        self._seq_high: int | None = None  # highest seq of the session
         self._last_daq: int | None = None
         self._shape: tuple[int, int] | None = None
         self._dtype: str | None = None
@@ -205,8 +220,11 @@ class FrameSubscriber:
         self.close()
 
     # -- bookkeeping -------------------------------------------------------------------
-    def _event(self, kind: str, seq: int | None, detail: str, first=None, last=None) -> None:
-        self._events.append(SubscriberEvent(kind, seq, detail, first, last))
+    def _event(
+        self, kind: str, seq: int | None, detail: str, first=None, last=None, frame_index=None
+    ) -> None:
+        event = SubscriberEvent(kind, seq, detail, first, last, frame_index, self.session_id)
+        self._events.append(event)
 
     def _newest(self, frame: FrameMessage) -> FrameMessage:
         while True:
@@ -227,7 +245,9 @@ class FrameSubscriber:
             self.stats.n_malformed += 1
             self.stats.last_malformed = str(exc)
             self._event("malformed", None, str(exc))
-            logger.debug("malformed message skipped: %s", exc)
+            n = self.stats.n_malformed
+            level = logging.WARNING if n <= 3 or n % 1000 == 0 else logging.DEBUG
+            logger.log(level, "malformed message skipped (%d so far): %s", n, exc)
             return None
         if isinstance(message, StartMessage):
             self._on_start(message)
@@ -247,15 +267,16 @@ class FrameSubscriber:
         return self._on_frame(message)
 
     def _new_session(self, session_id: str, why: str, seq: int | None) -> None:
-        if self.session_id is not None:
-            self.stats.n_restarts += 1
-            self._event("restart", seq, why)
-            logger.info("stream restarted: %s", why)
+        restart = self.session_id is not None
         self.session_id = session_id
         self.session = None
         self.eos = None
-        self._last_seq = self._last_daq = None
+        self._last_seq = self._seq_high = self._last_daq = None
         self._shape = self._dtype = None
+        if restart:
+            self.stats.n_restarts += 1
+            self._event("restart", seq, why)
+            logger.info("stream restarted: %s", why)
 
     def _on_start(self, start: StartMessage) -> None:
         self.stats.n_start += 1
@@ -282,15 +303,20 @@ class FrameSubscriber:
         if frame.session_id != self.session_id:
             self._new_session(frame.session_id, f"new session {frame.session_id}", frame.seq)
         elif self._last_seq is not None and frame.seq <= self._last_seq:
-            self._new_session(
-                frame.session_id, f"seq went back from {self._last_seq} to {frame.seq}", frame.seq
+            self.stats.n_out_of_order += 1
+            self._event(
+                "out_of_order",
+                frame.seq,
+                f"seq went back from {self._last_seq} to {frame.seq} within session "
+                f"{frame.session_id} (a repeated frame or a sender that reset its counter)",
+                frame_index=frame.frame_index,
             )
         self._count_gaps(frame)
         reason = self._check_shape(frame)
         if reason is not None:
             self.stats.n_rejected += 1
             self.stats.last_rejected = reason
-            self._event("reject", frame.seq, reason)
+            self._event("reject", frame.seq, reason, frame_index=frame.frame_index)
             logger.debug("frame rejected: %s", reason)
             return None
         if self._shape is None:
@@ -298,22 +324,30 @@ class FrameSubscriber:
         self.stats.n_frames += 1
         return frame
 
-    def _record_drop(self, first: int, last: int, seq: int | None) -> None:
+    def _record_drop(
+        self, first: int, last: int, frame: FrameMessage | None, why: str = "missing"
+    ) -> None:
         self.stats.n_dropped += last - first + 1
         if len(self.stats.drop_ranges) < MAX_RANGES:
             self.stats.drop_ranges.append((first, last))
-        self._event("drop", seq, f"seq {first}-{last} missing", first, last)
+        seq, index = (None, None) if frame is None else (frame.seq, frame.frame_index)
+        self._event("drop", seq, f"seq {first}-{last} {why}", first, last, index)
 
     def _count_tail_drop(self, eos: EosMessage) -> None:
         """Frames after the last one received but before the ``eos`` are drops too."""
-        if self._last_seq is not None and eos.n_sent - 1 > self._last_seq:
-            self._record_drop(self._last_seq + 1, eos.n_sent - 1, None)
-            self._last_seq = eos.n_sent - 1
+        high = self._seq_high
+        if high is not None and eos.n_sent - 1 > high:
+            self._record_drop(high + 1, eos.n_sent - 1, None, "missing before the end of stream")
+            self._last_seq = self._seq_high = eos.n_sent - 1
 
     def _count_gaps(self, frame: FrameMessage) -> None:
-        last, self._last_seq = self._last_seq, frame.seq
-        if last is not None and frame.seq > last + 1:
-            self._record_drop(last + 1, frame.seq - 1, frame.seq)
+        last, high = self._last_seq, self._seq_high
+        self._last_seq = frame.seq
+        self._seq_high = frame.seq if high is None else max(high, frame.seq)
+        if high is None and frame.seq > 0:
+            self._record_drop(0, frame.seq - 1, frame, "sent before the first frame received")
+        elif high is not None and frame.seq > high + 1:
+            self._record_drop(high + 1, frame.seq - 1, frame)
         contiguous = last is not None and frame.seq == last + 1
         last_daq, self._last_daq = self._last_daq, frame.daq_frame
         if contiguous and last_daq is not None and frame.daq_frame is not None:

@@ -222,10 +222,13 @@ class DashboardApp:
         elapsed = max(now - since, 1e-9)
         ms = np.asarray(self.refresh_ms) if self.refresh_ms else np.zeros(1)
         paints = sum(1 for t in self.paints.times if t >= since)
-        cpu0 = self._cpu_at_first if self._cpu_at_first is not None else time.process_time()
+        if self._cpu_at_first is None:  # nothing arrived: no rate to report
+            cpu = float("nan")
+        else:
+            cpu = 100.0 * (time.process_time() - self._cpu_at_first) / elapsed
         return {
             "elapsed_s": elapsed,
-            "cpu_percent": 100.0 * (time.process_time() - cpu0) / elapsed,
+            "cpu_percent": cpu,
             "updates_per_s": self.n_updates / elapsed,
             "paints_per_s": paints / elapsed,
             "refresh_ms_p50": float(np.percentile(ms, 50)),
@@ -278,6 +281,10 @@ class DashboardApp:
         """Stop the timer, log the display figures, close the sockets."""
         self.timer.stop()
         s = self.stats()
+        if self.first_message_s is None:
+            logger.info("display: no message received from %s", self.model.address)
+            self.subscriber.close()
+            return
         logger.info(
             "display: %.1f updates/s, %.1f paints/s, refresh p50 %.1f ms p99 %.1f ms, CPU %.0f %%; "
             "%d messages (%d malformed, %d stale images skipped)",

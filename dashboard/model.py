@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
+from dashboard.alarms import lag_or_loss, n_lost
 from dashboard.contours import contours_and_owner
 from dashboard.motion_trace import MotionTrace, parse_motion
 from dashboard.queries import LAYERS, LayerImage, ModelQueries
@@ -120,6 +121,8 @@ class DashboardModel(ModelQueries):
         self.engine_pid: int | None = None
         self.offline = False  # reviewing a results file: no connection to watch
         self.declared_rules: list[str] = []  # rules listed before they fire (kept on restart)
+        self.labels: dict[int, int] = {}  # curation (review): +1 accepted, -1 rejected
+        self.pixel_size_um: float | None = None  # from the engine's ready (scale bar)
         self._reset_session()
         self.last_message_s: float | None = None
 
@@ -186,6 +189,10 @@ class DashboardModel(ModelQueries):
             self._restart(f"{why}, engine pid {self.engine_pid} -> {pid}")
         self.session_id = session if session is not None else self.session_id
         self.engine_pid = pid
+        pixel = h.get("pixel_size_um")
+        if type(pixel) in (int, float) and pixel > 0 and pixel != self.pixel_size_um:
+            self.pixel_size_um = float(pixel)
+            self._dirty.add("image")
         if self.eos is not None:
             self.eos = None
             self._dirty.add("status")
@@ -410,11 +417,18 @@ class DashboardModel(ModelQueries):
             )
         if state == "stopped":
             eos = self.eos or {}
+            summary = eos.get("summary")
+            lost = n_lost(eos) or n_lost(st)
             return Banner(
-                f"Engine stopped ({eos.get('reason', 'eos')}) after "
+                f"Engine stopped ({eos.get('reason', 'eos')}): {summary}."
+                if isinstance(summary, str) and summary
+                else f"Engine stopped ({eos.get('reason', 'eos')}) after "
                 f"{eos.get('n_frames_processed', self.last_frame_index)} frames.",
-                "warning",
+                "error" if lost else "warning",
             )
+        alarm = lag_or_loss(st, self.config.behind_alarm_s)
+        if alarm is not None and state != "initialising":
+            return alarm
         if st.get("store_ok") is False:
             return Banner(f"Results file not written: {st.get('store_error')}", "warning")
         if state == "waiting":
@@ -426,7 +440,10 @@ class DashboardModel(ModelQueries):
                     "%); the summary images fill in meanwhile",
                     "info",
                 )
-            return Banner("Initialising: fitting the initial model on the first frames…", "info")
+            text = "Initialising: fitting the initial model on the first frames…"
+            if alarm is not None:  # expected while fitting, but say it: the frames wait
+                return Banner(f"{text} {alarm.text}", "error")
+            return Banner(text, "info")
         if state == "connecting":
             return Banner(f"Connecting to {self.address}…", "info")
         return None

@@ -15,7 +15,19 @@ import numpy as np
 from dashboard.records import display_downsample
 from dashboard.ringbuffer import row_peaks
 
-LAYERS = ("raw", "background_subtracted", "denoised", "residual", "corr_pnr", "max_projection")
+LAYERS = (
+    "raw",
+    "background_subtracted",
+    "denoised",
+    "residual",
+    "corr_pnr",
+    "max_projection",
+    # summary images of a results file (review): mean, local correlation, PNR, baseline b0
+    "mean",
+    "corr",
+    "pnr",
+    "background",
+)
 
 
 @dataclass(slots=True)
@@ -25,6 +37,7 @@ class LayerImage:
     frame_index: int
     image: np.ndarray  # (h, w) float32, row-major
     downsample: int
+    note: str = ""  # what a summary image covers (review), shown instead of the frame
 
 
 class ModelQueries:

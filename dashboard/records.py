@@ -40,6 +40,9 @@ class ModelConfig:
         Contour level as a fraction of each footprint's maximum.
     max_selected : int
         At most this many neurons are selected (their traces drawn) at once.
+    behind_alarm_s : float
+        The engine's results lag the stream by more than this (``status.behind_s``): a red
+        banner says how far behind it is.
     """
 
     history_frames: int = 3600
@@ -49,9 +52,10 @@ class ModelConfig:
     new_marker_s: float = 30.0
     contour_threshold: float = DEFAULT_THRESHOLD
     max_selected: int = 8
+    behind_alarm_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("silence_timeout_s", "stall_timeout_s", "new_marker_s"):
+        for name in ("silence_timeout_s", "stall_timeout_s", "new_marker_s", "behind_alarm_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range; allowed: > 0")
         for name, low in (("history_frames", 2), ("max_events", 1), ("max_selected", 1)):

@@ -14,10 +14,12 @@ import sys
 
 from online_cnmfe.commands import (
     acquire,
+    curate,
     dashboard,
     demo,
     evaluate,
     export,
+    params,
     process,
     run,
     simulate,
@@ -40,8 +42,10 @@ COMMAND_MODULES = (
     acquire,
     dashboard,
     view,
+    curate,
     triggers,
     export,
+    params,
 )
 
 
@@ -66,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The parser of the (sub)command named in ``args``: its usage is the one to print."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = None if sub is None else getattr(args, sub.dest, None)
+        if chosen is None or chosen not in sub.choices:
+            return parser
+        parser = sub.choices[chosen]
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level),
@@ -77,7 +91,9 @@ def configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # report it with the usage of the subcommand, not the top-level one
+        _innermost_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

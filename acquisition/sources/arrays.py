@@ -8,6 +8,7 @@ attributes ``frame_rate_hz``/``fr``/``fps``), else the default with a warning.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,8 @@ class ArraySource(FrameSource):
         self._rate = frame_rate_hz
         self._desc = ""
         self._meta: dict[str, Any] = {}
+        self._frame_index: np.ndarray | None = None  # per-frame indices/times stored beside
+        self._t_ms: np.ndarray | None = None  # the movie (an engine recording), if any
 
     def _raw_info(self) -> SourceInfo:
         first = self._segments[0][1]
@@ -65,6 +68,12 @@ class ArraySource(FrameSource):
                     f"{name}: frames are {tuple(seg.shape[1:])} {seg.dtype}; the first file has "
                     f"{shape} {first.dtype}"
                 )
+        if np.dtype(first.dtype).kind not in "buif":
+            raise SourceError(
+                f"{self._segments[0][0]}: pixels are {np.dtype(first.dtype).name}; expected "
+                "integer or real floating-point pixels (convert the movie first, e.g. to its "
+                "magnitude)"
+            )
         meta = dict(self._meta)
         rate = frame_rate_or_default(self._rate, self._desc, meta)
         return SourceInfo(
@@ -93,12 +102,21 @@ class ArraySource(FrameSource):
                 block = self._read_block(name, seg, block_lo, min(n, block_lo + BLOCK))
                 for j in range(block.shape[0]):
                     i = offset + block_lo + j
-                    yield SourceFrame(i, i * period_ms, None, np.ascontiguousarray(block[j]))
+                    index = i if self._frame_index is None else int(self._frame_index[i])
+                    t_ms = i * period_ms if self._t_ms is None else float(self._t_ms[i])
+                    yield SourceFrame(index, t_ms, None, np.ascontiguousarray(block[j]))
             offset += n
 
 
 class _TiffPages:
-    """``stack[lo:hi]`` over a TIFF series, read page by page (no full load)."""
+    """``stack[lo:hi]`` over a TIFF series, read page by page (no full load).
+
+    A truncated file (a copy or a recording cut short) keeps its intact frames: when the
+    metadata (ImageJ ``images``, tifffile's shaped ``shape``) announces more frames than the
+    file holds, frames are read from the contiguous data of the first page while whole frames
+    remain, or page by page up to the first page whose data runs past the end of the file;
+    a warning says how many frames are left.
+    """
 
     def __init__(self, path: Path) -> None:
         import tifffile
@@ -106,6 +124,7 @@ class _TiffPages:
         try:
             self._tif = tifffile.TiffFile(path)
             series = self._tif.series[0]
+            page0 = series.pages[0]
         except Exception as exc:  # noqa: BLE001 - tifffile raises many types on bad files
             raise SourceError(f"{path}: not a readable TIFF ({exc})") from None
         self.path = path
@@ -114,12 +133,51 @@ class _TiffPages:
         self._pages = series.pages if len(series.pages) == self.shape[0] else None
         self._series = series
         self._all: np.ndarray | None = None
+        self._raw: tuple[int, int, np.dtype] | None = None  # (offset, frame bytes, dtype)
         meta = self._tif.imagej_metadata or {}
         self.finterval = meta.get("finterval")
+        self._check_truncation(page0, _announced_frames(self._tif, self.shape[0]))
+
+    def _check_truncation(self, page0, announced: int) -> None:
+        size = self.path.stat().st_size
+        frame_shape = tuple(int(n) for n in getattr(page0, "shape", ()))
+        if len(frame_shape) == 2 and frame_shape != self.shape[1:]:
+            return  # an unusual layout (one page holding the stack): leave it to tifffile
+        n_pages = len(self._pages) if self._pages is not None else 1
+        if n_pages >= announced and self._pages is not None:
+            intact = _pages_within(self._pages, size)
+        elif getattr(page0, "is_contiguous", False) and page0.compression == 1:
+            dtype = np.dtype(page0.dtype).newbyteorder(self._tif.byteorder)
+            offset, nbytes = int(page0.dataoffsets[0]), dtype.itemsize * math.prod(frame_shape)
+            intact = min(announced, max(0, (size - offset) // nbytes))
+            self._raw, self._pages = (offset, nbytes, dtype), None
+        else:
+            return
+        if intact < announced:
+            logger.warning(
+                "%s is truncated: %d of the %d frames it announces are intact; reading those",
+                self.path, intact, announced,
+            )  # fmt: skip
+            if intact == 0:
+                raise SourceError(f"{self.path}: truncated TIFF without one intact frame")
+        self.shape = (int(intact), *self.shape[1:])
 
     def __getitem__(self, item: slice) -> np.ndarray:
+        lo, hi, _ = item.indices(self.shape[0])
+        if self._raw is not None:
+            offset, nbytes, dtype = self._raw
+            fh = self._tif.filehandle
+            fh.seek(offset + lo * nbytes)
+            data = fh.read(max(0, hi - lo) * nbytes)
+            if len(data) != max(0, hi - lo) * nbytes:
+                raise OSError(f"the file ends inside frame {lo + len(data) // nbytes}")
+            return (
+                np.frombuffer(data, dtype)
+                .astype(dtype.newbyteorder("="))
+                .reshape(-1, *self.shape[1:])
+            )
         if self._pages is not None:
-            frames = [self._pages[i].asarray() for i in range(*item.indices(self.shape[0]))]
+            frames = [self._pages[i].asarray() for i in range(lo, hi)]
             return np.stack(frames).reshape(-1, *self.shape[1:])
         if self._all is None:  # one page holding the stack (ImageJ hyperstack)
             self._all = self._series.asarray().reshape(self.shape)
@@ -127,6 +185,28 @@ class _TiffPages:
 
     def close(self) -> None:
         self._tif.close()
+
+
+def _announced_frames(tif, n_series: int) -> int:
+    """Frames the file's metadata announces (ImageJ ``images``, shaped ``shape``)."""
+    counts = [n_series]
+    images = (tif.imagej_metadata or {}).get("images")
+    if isinstance(images, int) and images > 0:
+        counts.append(images)
+    for shaped in tif.shaped_metadata or ():
+        shape = shaped.get("shape") if isinstance(shaped, dict) else None
+        if isinstance(shape, list) and len(shape) == 3 and isinstance(shape[0], int):
+            counts.append(shape[0])
+    return max(counts)
+
+
+def _pages_within(pages, size: int) -> int:
+    """Pages from the first whose data all lie inside a file of ``size`` bytes."""
+    for i, page in enumerate(pages):
+        ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts)]
+        if not ends or max(ends) > size:
+            return i
+    return len(pages)
 
 
 class TiffSource(ArraySource):
@@ -178,16 +258,26 @@ class HDF5Source(ArraySource):
         _as_stack_shape(obj.shape, f"{path}:{name}")
         dset = obj if obj.ndim == 3 else obj[()][None]
         self._segments = [(f"{path}:{name}", dset)]
-        if self._rate is None:
-            for attrs in (obj.attrs, self._file.attrs):
-                for key in RATE_ATTRS:
-                    if key in attrs:
-                        self._rate = float(np.asarray(attrs[key]).ravel()[0])
-                        break
-                if self._rate is not None:
+        declared = None
+        for attrs in (obj.attrs, self._file.attrs):
+            for key in RATE_ATTRS:
+                if key in attrs:
+                    declared = float(np.asarray(attrs[key]).ravel()[0])
                     break
+            if declared is not None:
+                break
+        if declared is not None and not declared > 0:  # e.g. NaN: a recorder that did not know
+            declared = None
+        if self._rate is None:
+            self._rate = declared
         self._desc = f"hdf5 {path}:{name}"
-        self._meta = {"path": str(path), "dataset": name}
+        self._meta = {"path": str(path), "dataset": name, "declared_frame_rate_hz": declared}
+        parent = obj.parent  # an engine recording (online-cnmfe-raw) keeps indices and times
+        n = dset.shape[0]
+        for key, attr in (("frame_index", "_frame_index"), ("t_acq_ms", "_t_ms")):
+            values = parent.get(key)
+            if isinstance(values, h5py.Dataset) and values.shape == (n,):
+                setattr(self, attr, values[()])
 
     def _default_dataset(self, path: Path) -> str:
         import h5py

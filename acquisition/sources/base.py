@@ -65,7 +65,9 @@ class SourceInfo:
     kind : str
         Protocol source kind: ``"replay"``, ``"synthetic"`` or ``"live"``.
     metadata : dict
-        JSON-safe extra information (metaData.json contents, lost DAQ frames, ...).
+        JSON-safe extra information (metaData.json contents, lost DAQ frames, ...);
+        ``declared_frame_rate_hz`` is the rate the recording itself states (None when it
+        states none), whatever rate the user asked for.
     """
 
     frame_rate_hz: float
@@ -137,13 +139,17 @@ class FrameSource:
                 f"start frame {start} is beyond the {info.n_frames} frames of the source"
             )
         count = 0 if stop is None else stop - start
+        if stop is not None and count == 0:
+            return
         n = 0
+        # Stop right after the last wanted frame, without pulling one more: a file whose
+        # header claims more frames than it holds must still read up to ``stop``.
         for frame in self._iter_raw(start):
-            if stop is not None and n >= count:
-                break
             pixels = self.transform.apply(frame.pixels)
             yield frame._replace(pixels=pixels)
             n += 1
+            if stop is not None and n >= count:
+                return
 
     def __iter__(self) -> Iterator[SourceFrame]:
         return self.frames()
@@ -163,7 +169,8 @@ def frame_rate_or_default(rate: float | None, description: str, metadata: dict) 
     if rate is not None and rate > 0:
         return float(rate)
     logger.warning(
-        "%s has no frame rate; assuming %.1f Hz (pass --fps to set it)",
+        "%s has no frame rate; assuming %.1f Hz (set it with --fps for `acquire`, "
+        "--set data.frame_rate_hz=HZ for `process`)",
         description,
         DEFAULT_FRAME_RATE_HZ,
     )

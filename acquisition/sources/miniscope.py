@@ -11,6 +11,13 @@ Layout (DAQ-QT v1.x/v2.x)::
 Legacy (v0.x / V3 software): ``msCam1.avi, msCam2.avi, ...`` (1-based) and a tab-separated
 ``timestamp.dat`` (``camNum frameNum sysClock buffer``) holding both cameras.
 
+Frame indices and times come from the timestamps: chunk ``k`` holds rows ``k·framesPerFile``
+onwards (:mod:`.miniscope_chunks`), so a missing, unreadable or short chunk leaves a gap in the
+frame indices (reported in ``metadata["missing_ranges"]`` and a warning; a chunk found
+truncated while reading is reported when it is read) and never shifts later frames onto the
+missing ones' indices and times. ``frame_index`` is the ``Frame Number`` column (legacy
+``frameNum`` minus 1).
+
 Pacing comes from the timestamps; the AVI header's frame rate (always 60) is ignored. The
 16-bit ``DAQ Frame Number`` is unwrapped modulo 65536; a jump larger than the number of rows is
 recorded as lost frames (``metadata["lost_daq_frames"]``, ranges in ``lost_ranges``); a jump
@@ -20,12 +27,10 @@ backwards by more than half the counter range is a counter re-seed after a USB r
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,14 @@ import numpy as np
 
 from acquisition.errors import SourceError
 from acquisition.sources.base import FrameSource, SourceFrame, SourceInfo, frame_rate_or_default
+from acquisition.sources.miniscope_chunks import chunk_layout
+from acquisition.sources.miniscope_timestamps import (
+    Timestamps,
+    parse_frame_rate,
+    read_legacy_timestamps,
+    read_timestamps_csv,
+    unwrap_daq_counter,
+)
 from acquisition.sources.video import _av, iter_video_frames, probe_video
 from acquisition.transforms import FrameTransform
 
@@ -49,138 +62,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DAQ_MODULUS = 65536
 MAX_LOST_RANGES = 1000
 _CHUNK_RE = re.compile(r"^(\d+)\.avi$", re.IGNORECASE)
 _LEGACY_RE = re.compile(r"^msCam(\d+)\.avi$", re.IGNORECASE)
-
-
-def parse_frame_rate(value: Any) -> float | None:
-    """Parse a Miniscope ``frameRate`` (``"20FPS"``, ``"20 FPS"``, ``20``) into Hz, or None."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value) if value > 0 else None
-    if isinstance(value, str):
-        match = re.match(r"^\s*([0-9]*\.?[0-9]+)\s*(fps|hz)?\s*$", value, re.IGNORECASE)
-        if match and float(match.group(1)) > 0:
-            return float(match.group(1))
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class Timestamps:
-    """Per-frame timing of a recording.
-
-    Attributes
-    ----------
-    frame_number : ndarray of int64
-    t_ms : ndarray of float64
-    daq_raw : ndarray of int64 or None
-        The DAQ counter as written (16-bit, -1 = unknown), v2 files only.
-    version : int
-        1 (three columns), 2 (with DAQ Frame Number) or 0 (legacy timestamp.dat).
-    """
-
-    frame_number: np.ndarray
-    t_ms: np.ndarray
-    daq_raw: np.ndarray | None
-    version: int
-
-
-def read_timestamps_csv(path: Path) -> Timestamps:
-    """Read a DAQ-QT ``timeStamps.csv`` (v1 or v2 layout).
-
-    Raises
-    ------
-    SourceError
-        If the header is not a known layout or a row is not numeric (naming the row).
-    """
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise SourceError(f"{path}: empty timestamps file")
-    header = [h.strip().lower() for h in rows[0]]
-    if header[:3] != ["frame number", "time stamp (ms)", "buffer index"]:
-        raise SourceError(
-            f"{path}: header {rows[0]} is not 'Frame Number,Time Stamp (ms),Buffer Index"
-            "[,DAQ Frame Number]'"
-        )
-    has_daq = len(header) >= 4 and header[3] == "daq frame number"
-    ncol = 4 if has_daq else 3
-    data = np.zeros((len(rows) - 1, ncol), dtype=np.float64)
-    for i, row in enumerate(rows[1:]):
-        try:
-            data[i] = [float(x) for x in row[:ncol]]
-        except (ValueError, TypeError):
-            if i == len(rows) - 2 and len(row) < ncol:  # a truncated last line: ignore it
-                data = data[:i]
-                break
-            raise SourceError(f"{path}: row {i + 2} {row!r} is not {ncol} numbers") from None
-    return Timestamps(
-        frame_number=data[:, 0].astype(np.int64),
-        t_ms=data[:, 1],
-        daq_raw=data[:, 3].astype(np.int64) if has_daq else None,
-        version=2 if has_daq else 1,
-    )
-
-
-def read_legacy_timestamps(path: Path, n_video_frames: int | None) -> Timestamps:
-    """Read a legacy ``timestamp.dat`` and keep the miniscope camera's rows.
-
-    The miniscope camera is the ``camNum`` whose row count equals ``n_video_frames``; when
-    none or several match, the lowest ``camNum`` is used and a warning logged.
-    """
-    path = Path(path)
-    try:
-        table = np.loadtxt(path, delimiter="\t", skiprows=1, ndmin=2)
-    except ValueError as exc:
-        raise SourceError(
-            f"{path}: not a tab-separated camNum/frameNum/sysClock table ({exc})"
-        ) from None
-    if table.shape[1] < 3:
-        raise SourceError(f"{path}: expected columns camNum, frameNum, sysClock, buffer")
-    cams = np.unique(table[:, 0]).astype(int)
-    counts = {c: int(np.sum(table[:, 0] == c)) for c in cams}
-    matching = [c for c in cams if counts[c] == n_video_frames]
-    cam = matching[0] if len(matching) == 1 else int(cams[0])
-    if len(matching) != 1 and len(cams) > 1:
-        logger.warning("%s: cameras %s; using camNum %d for the miniscope", path, counts, cam)
-    rows = table[table[:, 0] == cam]
-    return Timestamps(rows[:, 1].astype(np.int64), rows[:, 2].astype(np.float64), None, 0)
-
-
-def unwrap_daq_counter(raw: np.ndarray) -> tuple[np.ndarray, list[list[int]], int]:
-    """Unwrap a 16-bit DAQ frame counter and find lost frames.
-
-    Parameters
-    ----------
-    raw : ndarray of int64, shape (n,)
-        Counter values as written; ``-1`` marks a failed read.
-
-    Returns
-    -------
-    unwrapped : ndarray of int64, shape (n,)
-        Monotonic counter (``-1`` where unknown).
-    lost_ranges : list of [row, n_lost]
-        For each jump: the row (0-based) after which ``n_lost`` hardware frames are missing.
-    n_resets : int
-        Counter re-seeds (backward jumps by more than half the range).
-    """
-    raw = np.asarray(raw, dtype=np.int64)
-    out = np.full(raw.shape, -1, dtype=np.int64)
-    valid = np.flatnonzero(raw >= 0)
-    lost: list[list[int]] = []
-    if valid.size == 0:
-        return out, lost, 0
-    values = raw[valid]
-    step = np.mod(np.diff(values), DAQ_MODULUS)  # counter advance between valid rows
-    expected = np.diff(valid)  # rows between them
-    resets = step > DAQ_MODULUS // 2
-    step = np.where(resets, expected, step)  # continue counting across a re-seed
-    out[valid] = values[0] + np.concatenate(([0], np.cumsum(step)))
-    gaps = np.flatnonzero(step > expected)
-    lost = [[int(valid[g]), int(step[g] - expected[g])] for g in gaps]
-    return out, lost, int(resets.sum())
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -268,6 +152,21 @@ def find_device_folder(path: Path, device: str | None = None) -> Path:
     )
 
 
+def _chunk_number(path: Path, legacy: bool) -> int:
+    """0-based number of a chunk file (``3.avi`` → 3, legacy ``msCam4.avi`` → 3)."""
+    match = (_LEGACY_RE if legacy else _CHUNK_RE).match(path.name)
+    return int(match.group(1)) - (1 if legacy else 0)
+
+
+def _readable_count(path: Path) -> int | None:
+    """Frames in a chunk from its header (0: not stated), None (warned) when unreadable."""
+    try:
+        return _chunk_frame_count(path)
+    except SourceError as exc:
+        logger.warning("%s; its frames are reported lost", exc)
+        return None
+
+
 def _chunk_frame_count(path: Path) -> int:
     av = _av()
     try:
@@ -301,12 +200,33 @@ class MiniscopeSource(FrameSource):
         super().__init__(transform)
         self.folder = find_device_folder(Path(path), device)
         self.legacy = not _is_device_folder(self.folder)
-        self.chunk_paths = _legacy_chunks(self.folder) if self.legacy else _chunks(self.folder)
-        counts = [_chunk_frame_count(p) for p in self.chunk_paths]
-        self.chunk_counts = counts if all(counts) else None
+        paths = _legacy_chunks(self.folder) if self.legacy else _chunks(self.folder)
+        counts = [_readable_count(p) for p in paths]
+        ok = [i for i, c in enumerate(counts) if c is not None]
+        if not ok:
+            raise SourceError(f"{self.folder}: no chunk of the recording can be read")
+        self.chunk_paths = [paths[i] for i in ok]
+        known = [counts[i] for i in ok]
+        self.chunk_counts = known if all(known) else None
         self._probe = probe_video(self.chunk_paths[0])
         self._rate_override = frame_rate_hz
         self._load_timing()
+        numbers = [_chunk_number(p, self.legacy) for p in paths]
+        per_file = self._meta.get("device", {}).get("framesPerFile")
+        per_file = per_file if isinstance(per_file, int) and per_file > 0 else None
+        layout = chunk_layout(numbers, counts, [p.name for p in paths], per_file)
+        if self.chunk_counts is None:  # a header without a frame count: read in sequence
+            layout = chunk_layout([], [], [], None)
+        self._first_rows = None
+        if layout.first_rows is not None:
+            self._first_rows = [layout.first_rows[i] for i in ok]
+        self._missing = [[self._index(a), self._index(b), why] for a, b, why in layout.missing]
+        if self._missing:
+            n = sum(b - a + 1 for a, b, _ in self._missing)
+            where = "; ".join(f"{a}-{b}: {why}" for a, b, why in self._missing[:5])
+            logger.warning("%s: %d frame(s) missing from the recording (%s); their frame "
+                           "indices are skipped", self.folder, n, where)  # fmt: skip
+        self._check_timestamp_count()
 
     def _load_timing(self) -> None:
         n_video = sum(self.chunk_counts) if self.chunk_counts else None
@@ -326,6 +246,8 @@ class MiniscopeSource(FrameSource):
             t_ms[0] = t_ms[1] - float(np.median(np.diff(t_ms[1:])))
             meta["first_timestamp_fixed"] = True
         self._t_ms = t_ms
+        base = 1 if self.legacy else 0  # legacy frameNum counts from 1
+        self._numbers = ts.frame_number - base if ts is not None else np.zeros(0, np.int64)
         self._daq = None
         if ts is not None and ts.daq_raw is not None:
             self._daq, lost, resets = unwrap_daq_counter(ts.daq_raw)
@@ -342,15 +264,21 @@ class MiniscopeSource(FrameSource):
         meta["timestamps_version"] = None if ts is None else ts.version
         meta["n_timestamps"] = int(t_ms.size)
         self.n_frames = n_video if n_video is not None else (int(t_ms.size) or None)
-        if n_video is not None and ts is not None and t_ms.size != n_video:
+        self._meta = meta
+
+    def _check_timestamp_count(self) -> None:
+        """Warn when the timestamps do not cover the frames (present and missing)."""
+        n_video = sum(self.chunk_counts) if self.chunk_counts else None
+        n_rows = int(self._t_ms.size)
+        if n_video is None or self._meta["timestamps_version"] is None:
+            return
+        expected = n_video + sum(b - a + 1 for a, b, _ in self._missing)
+        if n_rows != expected:
             logger.warning(
                 "%s: %d timestamps for %d video frames; missing times are extrapolated",
-                self.folder,
-                t_ms.size,
-                n_video,
-            )
-            meta["timestamp_count_mismatch"] = [int(t_ms.size), n_video]
-        self._meta = meta
+                self.folder, n_rows, expected,
+            )  # fmt: skip
+            self._meta["timestamp_count_mismatch"] = [n_rows, expected]
 
     def _nominal_rate(self) -> float | None:
         device = self._meta.get("device", {})
@@ -367,7 +295,10 @@ class MiniscopeSource(FrameSource):
         meta = dict(self._meta)
         meta["chunks"] = [p.name for p in self.chunk_paths]
         meta["codec"] = self._probe.codec
+        meta["missing_ranges"] = self._missing[:MAX_LOST_RANGES]
+        meta["first_frame_index"] = self._index(0)
         desc = f"miniscope {self.folder}"
+        meta["declared_frame_rate_hz"] = self._nominal_rate()
         rate = frame_rate_or_default(self._rate_override or self._nominal_rate(), desc, meta)
         return SourceInfo(
             frame_rate_hz=rate,
@@ -378,6 +309,13 @@ class MiniscopeSource(FrameSource):
             kind="replay",
             metadata=meta,
         )
+
+    def _index(self, row: int) -> int:
+        """Frame index of a timestamp row (extrapolated past the last row)."""
+        numbers = self._numbers
+        if row < numbers.size:
+            return int(numbers[row])
+        return int(numbers[-1]) + row - numbers.size + 1 if numbers.size else row
 
     def _timing(self, i: int) -> tuple[float, int | None]:
         t = self._t_ms
@@ -394,23 +332,38 @@ class MiniscopeSource(FrameSource):
         return t_acq, daq
 
     def _iter_raw(self, start: int) -> Iterator[SourceFrame]:
-        offset = 0
-        shape = self._probe.shape
+        offset = 0  # position (0-based, over the frames present) of the chunk's first frame
         for k, path in enumerate(self.chunk_paths):
             count = self.chunk_counts[k] if self.chunk_counts else None
             if count is not None and offset + count <= start:
                 offset += count
                 continue
-            n_read = 0
-            for j, pixels in enumerate(
-                iter_video_frames(path, skip=max(0, start - offset), expected=count)
-            ):
-                i = max(start, offset) + j
-                if pixels.shape != shape:
-                    raise SourceError(
-                        f"{path}: frame {i - offset} has shape {pixels.shape}; {shape} expected"
-                    )
-                t_acq, daq = self._timing(i)
-                yield SourceFrame(i, t_acq, daq, pixels)
-                n_read = j + 1
-            offset += count if count is not None else n_read + max(0, start - offset)
+            skip = max(0, start - offset)
+            row0 = offset if self._first_rows is None else self._first_rows[k]
+            n_read = yield from self._chunk_frames(path, skip, count, row0)
+            offset += count if count is not None else n_read
+
+    def _chunk_frames(self, path: Path, skip: int, count: int | None, row0: int):
+        """Yield the frames of one chunk; a chunk that cannot be read to its end is reported
+        (the frames left are lost, at their own indices) and the replay goes on."""
+        frames = iter_video_frames(path, skip=skip, expected=count)
+        j = skip
+        while True:
+            try:
+                pixels = next(frames)
+            except StopIteration:
+                return j
+            except SourceError as exc:
+                left = "the rest" if count is None else f"{count - j} frame(s)"
+                first = self._index(row0 + j)
+                logger.warning("%s; %s of the chunk (frame indices from %d) are lost, the "
+                               "replay goes on", exc, left, first)  # fmt: skip
+                return j
+            if pixels.shape != self._probe.shape:
+                raise SourceError(
+                    f"{path}: frame {j} has shape {pixels.shape}; {self._probe.shape} expected"
+                )
+            row = row0 + j
+            t_acq, daq = self._timing(row)
+            yield SourceFrame(self._index(row), t_acq, daq, pixels)
+            j += 1

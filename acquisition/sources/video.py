@@ -133,8 +133,9 @@ def iter_video_frames(
                 index += 1
         if expected and index < expected:
             raise SourceError(
-                f"{path}: frame {index} of {expected} cannot be read; the file is truncated "
-                "or corrupt"
+                f"{path}: the header claims {expected} frames but the file ends after {index}; "
+                f"it is truncated or its header is wrong. Read only the first {index} frames "
+                f"(e.g. --max-frames {index}, or --stop {index} for a replay)"
             )
     finally:
         container.close()
@@ -166,7 +167,8 @@ class VideoSource(FrameSource):
 
     def _raw_info(self) -> SourceInfo:
         p = self._probe
-        metadata = {"path": str(self.path), "codec": p.codec, "container_fps": p.frame_rate_hz}
+        metadata = {"path": str(self.path), "codec": p.codec, "container_fps": p.frame_rate_hz,
+                    "declared_frame_rate_hz": p.frame_rate_hz}  # fmt: skip
         desc = f"video {self.path}"
         rate = frame_rate_or_default(self._rate or p.frame_rate_hz, desc, metadata)
         return SourceInfo(

@@ -55,4 +55,5 @@ def apply_dark_theme(app: QtWidgets.QApplication) -> None:
     p.setColor(roles.HighlightedText, QtGui.QColor("white"))
     p.setColor(roles.ToolTipBase, base)
     p.setColor(roles.ToolTipText, text)
+    p.setColor(roles.PlaceholderText, QtGui.QColor("#8b949e"))  # readable hints in empty fields
     app.setPalette(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from dashboard.model import DashboardModel
 
@@ -35,11 +35,15 @@ class ClosedLoopPanel(QtWidgets.QWidget):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
+        # compact rows and a scroll bar: every rule is reachable in the small bottom panel
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 4)
+        self.table.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.table.setSizeAdjustPolicy(QtWidgets.QAbstractScrollArea.SizeAdjustPolicy.AdjustIgnored)
         self.empty = QtWidgets.QLabel("No closed-loop trigger has fired yet.")
         self.empty.setStyleSheet("color:#8b949e;")
         self.summary = QtWidgets.QLabel("")
         self.summary.setStyleSheet("color:#8b949e;")
-        self.summary.setWordWrap(True)
+        self.summary.setWordWrap(False)  # one line: the table below keeps the room
         self.summary.setSizePolicy(
             QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
         )
@@ -65,6 +69,7 @@ class ClosedLoopPanel(QtWidgets.QWidget):
                 if v not in (None, 0, "")
             ]
             self.summary.setText("engine: " + " · ".join(shown))
+            self.summary.setToolTip(self.summary.text())
         self.table.setRowCount(len(rules))
         now = time.monotonic()
         for i, r in enumerate(rules):

@@ -13,6 +13,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from dashboard.model import LAYERS, DashboardModel
 from dashboard.views import CONTOUR_COLOUR, NEW_COLOUR, selection_colour
+from dashboard.views.overlays import OUTLINE, LabelsItem, ScaleBar, activity_lut, segments_xy
+
+__all__ = ["ImagePanel", "LabelsItem", "segments_xy"]
 
 LAYER_TITLES = {
     "auto": "Auto",
@@ -22,86 +25,27 @@ LAYER_TITLES = {
     "residual": "Residual",
     "corr_pnr": "Correlation × PNR",
     "max_projection": "Max projection",
+    "mean": "Mean image",
+    "corr": "Local correlation",
+    "pnr": "Peak-to-noise",
+    "background": "Background b0",
 }
 LAYER_CMAPS = {
     "raw": "CET-L1",
     "background_subtracted": "CET-L1",
     "denoised": "inferno",
-    "residual": "CET-D1",
+    "residual": "CET-D4",  # blue-black-red: a dark middle keeps contours and glow readable
     "corr_pnr": "viridis",
     "max_projection": "CET-L1",
+    "mean": "CET-L1",
+    "corr": "viridis",
+    "pnr": "viridis",
+    "background": "CET-L1",
 }
 MAX_ID_LABELS = 400
-
-
-def _activity_lut() -> np.ndarray:
-    """Transparent → bright green (a GCaMP glow) with alpha rising with activity."""
-    v = np.linspace(0, 1, 256)
-    lut = np.zeros((256, 4), np.ubyte)
-    lut[:, 0] = 40 + 120 * v**2
-    lut[:, 1] = 200 + 55 * v
-    lut[:, 2] = 80 + 40 * v
-    lut[:, 3] = np.clip(170 * v, 0, 170)
-    return lut
-
-
-def segments_xy(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 2, 2) (row, col) segments → x, y arrays for ``connect='pairs'``."""
-    return segments[:, :, 1].ravel(), segments[:, :, 0].ravel()
-
-
-class LabelsItem(pg.GraphicsObject):
-    """All neuron ids in one item: text at fixed screen size, centred on view positions.
-
-    One item painting every label is several times cheaper than one ``TextItem`` each.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.font = QtGui.QFont("Sans", 7)
-        self._xy = np.zeros((0, 2))
-        self._texts: list[str] = []
-        self._colours: list[QtGui.QColor] = []
-        self._rect = QtCore.QRectF()
-        # Text is slow to rasterise: repaint the labels only when they or the view change.
-        self.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-
-    def set_labels(self, xy: np.ndarray, texts: list[str], colours: list[tuple]) -> None:
-        """Place ``texts[i]`` at view position ``xy[i] = (x, y)`` in ``colours[i]``."""
-        self.prepareGeometryChange()
-        self._xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-        self._texts = list(texts)
-        self._colours = [QtGui.QColor(*c) for c in colours]
-        if self._xy.size:
-            lo, hi = self._xy.min(axis=0), self._xy.max(axis=0)
-            m = 12.0  # view units around the outermost positions: room for the text
-            self._rect = QtCore.QRectF(
-                lo[0] - m, lo[1] - m, hi[0] - lo[0] + 2 * m, hi[1] - lo[1] + 2 * m
-            )
-        else:
-            self._rect = QtCore.QRectF()
-        self.update()
-
-    def label_positions(self) -> np.ndarray:
-        """(n, 2) view positions (x, y) of the labels."""
-        return self._xy.copy()
-
-    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt API)
-        return self._rect
-
-    def paint(self, painter: QtGui.QPainter, *_: object) -> None:
-        if not self._texts:
-            return
-        transform = painter.transform()
-        painter.resetTransform()
-        painter.setFont(self.font)
-        box = QtCore.QRectF(-20, -8, 40, 16)
-        centre = QtCore.Qt.AlignmentFlag.AlignCenter
-        for (x, y), text, colour in zip(self._xy, self._texts, self._colours, strict=True):
-            p = transform.map(QtCore.QPointF(x, y))
-            painter.setPen(colour)
-            painter.drawText(box.translated(p), int(centre), text)
-        painter.setTransform(transform)
+REJECTED_COLOUR = (245, 85, 85)
+ACCEPTED_COLOUR = (110, 220, 130)
+ID_COLOUR = (235, 238, 245)
 
 
 class ImagePanel(QtWidgets.QWidget):
@@ -113,6 +57,8 @@ class ImagePanel(QtWidgets.QWidget):
         super().__init__(parent)
         self._model: DashboardModel | None = None
         self._levels: dict[str, tuple[float, float]] = {}
+        self._manual_levels: dict[str, tuple[float, float]] = {}  # set on the histogram
+        self._syncing_levels = False
         self._shown_layer: str | None = None
         self._dims: tuple[int, int] | None = None
         self._build()
@@ -130,6 +76,15 @@ class ImagePanel(QtWidgets.QWidget):
         for box in (self.contours_box, self.ids_box, self.activity_box):
             box.setChecked(True)
             box.toggled.connect(self._options_changed)
+        self.levels_box = QtWidgets.QCheckBox("Levels")
+        self.levels_box.setToolTip(
+            "show the histogram: drag its region to set the display levels of this layer"
+        )
+        self.levels_box.toggled.connect(self._toggle_histogram)
+        self.auto_levels = QtWidgets.QPushButton("Auto")
+        self.auto_levels.setToolTip("back to automatic levels (1st-99.8th percentile)")
+        self.auto_levels.clicked.connect(self._reset_levels)
+        self.auto_levels.hide()
         self.layer_box.currentIndexChanged.connect(self._options_changed)
         self.title = QtWidgets.QLabel("")
         self.title.setStyleSheet("color:#9aa4b2;")
@@ -141,6 +96,8 @@ class ImagePanel(QtWidgets.QWidget):
         bar.addWidget(self.contours_box)
         bar.addWidget(self.ids_box)
         bar.addWidget(self.activity_box)
+        bar.addWidget(self.levels_box)
+        bar.addWidget(self.auto_levels)
         bar.addWidget(self.title, 1)  # takes the free space; its end is cut in a narrow window
         self.title.setAlignment(
             QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter
@@ -149,17 +106,33 @@ class ImagePanel(QtWidgets.QWidget):
         self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.base = pg.ImageItem()
         self.overlay = pg.ImageItem()
-        self.overlay.setLookupTable(_activity_lut())
+        self.overlay.setLookupTable(activity_lut())
         self.overlay.setCompositionMode(QtGui.QPainter.CompositionMode.CompositionMode_Plus)
+        # a dark line under every outline keeps it visible on bright and diverging layers
+        self.contour_shadow = pg.PlotCurveItem(connect="pairs", pen=pg.mkPen(OUTLINE, width=3))
         self.contours = pg.PlotCurveItem(connect="pairs", pen=pg.mkPen(CONTOUR_COLOUR, width=1))
+        self.rejected_contours = pg.PlotCurveItem(
+            connect="pairs",
+            pen=pg.mkPen(REJECTED_COLOUR, width=1.5, style=QtCore.Qt.PenStyle.DashLine),
+        )
         self.new_contours = pg.PlotCurveItem(connect="pairs", pen=pg.mkPen(NEW_COLOUR, width=2))
         self.selected_contours: list[pg.PlotCurveItem] = []
-        for item in (self.base, self.overlay, self.contours, self.new_contours):
+        for item in (
+            self.base, self.overlay, self.contour_shadow, self.contours, self.rejected_contours,
+            self.new_contours,
+        ):  # fmt: skip
             self.vb.addItem(item)
         # The outlines change only with the footprints: paint them from a cached pixmap.
-        self.contours.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        for item in (self.contour_shadow, self.contours, self.rejected_contours):
+            item.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.labels = LabelsItem()
         self.vb.addItem(self.labels)
+        self.scale_bar = ScaleBar(self.vb)
+        self.hist = pg.HistogramLUTItem()
+        self.hist.gradient.hide()  # the layer's colour map stays; only the levels are set here
+        self.hist.sigLevelChangeFinished.connect(self._on_user_levels)
+        self.glw.addItem(self.hist, row=0, col=1)
+        self.hist.hide()
         self.hover = QtWidgets.QLabel(" ")
         self.hover.setStyleSheet("color:#c8d0dc; font-family:monospace;")
         self.hover.setSizePolicy(
@@ -177,14 +150,75 @@ class ImagePanel(QtWidgets.QWidget):
         if self._model is not None:
             self._model.mark_dirty("image", "footprints")
 
+    def set_scale(self, pixel_size_um: float | None) -> None:
+        """Micrometres per pixel for the scale bar (None: the bar counts pixels)."""
+        self.scale_bar.set_pixel_size(pixel_size_um)
+
+    def centre_on(self, neuron_id: int, model: DashboardModel) -> None:
+        """Pan the view (zoom kept) to centre the neuron, when it is near the edge or out."""
+        fp = model.footprints
+        if fp is None:
+            return
+        k = np.flatnonzero(fp.ids == int(neuron_id))
+        rect = self.vb.viewRect()
+        w, h = rect.width(), rect.height()
+        if k.size and np.isfinite([w, h]).all() and 0 < w < 1e6 and 0 < h < 1e6:
+            row, col = (float(x) for x in fp.centroids[k[0]])
+            inner = rect.adjusted(0.1 * w, 0.1 * h, -0.1 * w, -0.1 * h)
+            if not inner.contains(QtCore.QPointF(col + 0.5, row + 0.5)):
+                centred = QtCore.QRectF(col + 0.5 - w / 2, row + 0.5 - h / 2, w, h)
+                self.vb.setRange(centred, padding=0)
+
+    def _toggle_histogram(self, on: bool) -> None:
+        self.hist.setVisible(on)
+        self.auto_levels.setVisible(on)
+        self._options_changed()
+
+    def _on_user_levels(self, *_: object) -> None:
+        if self._syncing_levels or self._shown_layer is None:
+            return
+        lo, hi = self.hist.getLevels()
+        self._manual_levels[self._shown_layer] = (float(lo), float(hi))
+        self._options_changed()
+
+    def _reset_levels(self) -> None:
+        self._manual_levels.pop(self._shown_layer, None)
+        self._options_changed()
+
+    def _show_histogram(self, img: np.ndarray, levels: tuple[float, float]) -> None:
+        finite = img[np.isfinite(img)]
+        if finite.size == 0:
+            return
+        counts, edges = np.histogram(finite, bins=128)
+        self._syncing_levels = True
+        try:
+            self.hist.plot.setData(0.5 * (edges[:-1] + edges[1:]), counts)
+            self.hist.setHistogramRange(float(edges[0]), float(edges[-1]))
+            self.hist.setLevels(*levels)
+        finally:
+            self._syncing_levels = False
+
     @property
     def layer(self) -> str:
         """The chosen layer key ('auto' or one of LAYERS)."""
         return self.layer_box.currentData()
 
     def set_layer(self, key: str) -> None:
-        """Choose the layer to show."""
-        self.layer_box.setCurrentIndex(self.layer_box.findData(key))
+        """Choose the layer to show (ignored when the layer is not offered)."""
+        index = self.layer_box.findData(key)
+        if index >= 0:
+            self.layer_box.setCurrentIndex(index)
+
+    def limit_layers(self, keys: list[str]) -> None:
+        """Offer only ``auto`` and these layers (review: the images the file has)."""
+        current = self.layer
+        self.layer_box.blockSignals(True)
+        self.layer_box.clear()
+        for key in ("auto", *[k for k in LAYERS if k in keys]):
+            self.layer_box.addItem(LAYER_TITLES[key], key)
+        self.layer_box.blockSignals(False)
+        self.set_layer(current if current in keys else "auto")
+        self._options_changed()
 
     # ------------------------------------------------------------------ render
     def refresh(self, model: DashboardModel, dirty: set[str]) -> None:
@@ -196,6 +230,8 @@ class ImagePanel(QtWidgets.QWidget):
             self._draw_new(model)
         if dirty & {"image", "footprints", "traces"}:
             self._draw_image(model)
+            if model.pixel_size_um != self.scale_bar.pixel_size_um and model.pixel_size_um:
+                self.set_scale(model.pixel_size_um)
 
     def _set_dims(self, dims: tuple[int, int]) -> None:
         if dims != self._dims:
@@ -216,9 +252,14 @@ class ImagePanel(QtWidgets.QWidget):
             if key != self._shown_layer:
                 self.base.setColorMap(pg.colormap.get(LAYER_CMAPS[key]))
                 self._shown_layer = key
-            self.base.setImage(img, autoLevels=False, levels=self._smooth_levels(key, img))
+            levels = self._smooth_levels(key, img)
+            levels = self._manual_levels.get(key, levels)
+            self.base.setImage(img, autoLevels=False, levels=levels)
+            if self.levels_box.isChecked():
+                self._show_histogram(img, levels)
             self.base.setRect(QtCore.QRectF(0, 0, full[1], full[0]))
-            self.title.setText(f"{LAYER_TITLES[key]} · frame {layer.frame_index}")
+            where = layer.note or f"frame {layer.frame_index}"
+            self.title.setText(f"{LAYER_TITLES[key]} · {where}")
         act = model.activity_image() if self.activity_box.isChecked() else None
         if act is None:
             self.overlay.clear()
@@ -259,13 +300,22 @@ class ImagePanel(QtWidgets.QWidget):
     def _draw_contours(self, model: DashboardModel) -> None:
         fp = model.footprints
         if fp is None or not self.contours_box.isChecked():
-            self.contours.setData([], [])
+            for item in (self.contour_shadow, self.contours, self.rejected_contours):
+                item.setData([], [])
             self._pooled(self.selected_contours, 0, None)
             self.labels.set_labels(np.zeros((0, 2)), [], [])
             return
         self._set_dims(fp.dims)
-        self.contours.setData(*segments_xy(fp.contours.segments), connect="pairs")
-        column = {int(i): k for k, i in enumerate(fp.ids.tolist())}
+        labels = model.labels
+        ids = fp.ids.tolist()
+        rejected_cols = [k for k, n in enumerate(ids) if labels.get(n) == -1]
+        is_rejected = np.isin(fp.contours.neuron, rejected_cols)
+        self.contour_shadow.setData(*segments_xy(fp.contours.segments), connect="pairs")
+        self.contours.setData(*segments_xy(fp.contours.segments[~is_rejected]), connect="pairs")
+        self.rejected_contours.setData(
+            *segments_xy(fp.contours.segments[is_rejected]), connect="pairs"
+        )
+        column = {int(i): k for k, i in enumerate(ids)}
         chosen = [(i, nid) for i, nid in enumerate(model.selected) if nid in column]
         items = self._pooled(
             self.selected_contours, len(chosen), lambda: pg.PlotCurveItem(connect="pairs")
@@ -279,8 +329,13 @@ class ImagePanel(QtWidgets.QWidget):
             self.labels.set_labels(np.zeros((0, 2)), [], [])
             return
         selected = {nid: i for i, nid in enumerate(model.selected)}
-        ids = fp.ids.tolist()
-        colours = [selection_colour(selected[n]) if n in selected else (225, 230, 240) for n in ids]
+        label_colour = {1: ACCEPTED_COLOUR, -1: REJECTED_COLOUR}
+        colours = [
+            selection_colour(selected[n])
+            if n in selected
+            else label_colour.get(labels.get(n), ID_COLOUR)
+            for n in ids
+        ]
         xy = fp.centroids[:, ::-1].astype(np.float64) + 0.5  # (row, col) -> (x, y) pixel centre
         self.labels.set_labels(xy, [str(n) for n in ids], colours)
 

@@ -31,6 +31,7 @@ class TracePanel(QtWidgets.QWidget):
         self._raster_ids = np.zeros(0, np.int64)
         self._ticks: list | None = None
         self._raster_rows = -1
+        self._f0_source = None  # ids -> background under each footprint (dF/F), review only
         self._build(window_s)
 
     def _build(self, window_s: float) -> None:
@@ -45,7 +46,19 @@ class TracePanel(QtWidgets.QWidget):
             self.sort_box.addItem(title, key)
         self.raw_box = QtWidgets.QCheckBox("Raw trace")
         self.raw_box.setChecked(True)
-        for w in (self.window_box, self.sort_box, self.raw_box):
+        self.unit_box = QtWidgets.QComboBox()
+        self.unit_box.addItem("C (a.u.)", "C")
+        self.unit_box.addItem("dF/F", "dff")
+        self.unit_box.setToolTip(
+            "trace units: the model's C, or dF/F = C / background under the footprint "
+            "(CNMF-E's normalisation; needs the file's background, so review only)"
+        )
+        self.unit_box.model().item(1).setEnabled(False)
+        self.shared_box = QtWidgets.QCheckBox("Shared scale")
+        self.shared_box.setToolTip(
+            "one y scale for every trace (amplitudes comparable); off: each trace fills its row"
+        )
+        for w in (self.window_box, self.sort_box, self.raw_box, self.unit_box, self.shared_box):
             sig = getattr(w, "valueChanged", None) or getattr(w, "currentIndexChanged", None)
             (sig or w.toggled).connect(self._options_changed)
         self.selection_label = QtWidgets.QLabel("")
@@ -57,6 +70,8 @@ class TracePanel(QtWidgets.QWidget):
         bar.addWidget(self.window_box)
         bar.addWidget(self.sort_box)
         bar.addWidget(self.raw_box)
+        bar.addWidget(self.unit_box)
+        bar.addWidget(self.shared_box)
         self.hover = QtWidgets.QLabel("")
         self.hover.setStyleSheet("color:#c8d0dc; font-family:monospace;")
         bar.addWidget(self.hover)
@@ -108,6 +123,17 @@ class TracePanel(QtWidgets.QWidget):
         if self._model is not None:
             self._model.mark_dirty("traces")
 
+    def set_dff_source(self, f0_of) -> None:
+        """Offer dF/F: ``f0_of(ids)`` returns the background under each footprint (NaN
+        unknown), e.g. ``ResultsSession.f0``."""
+        self._f0_source = f0_of
+        self.unit_box.model().item(1).setEnabled(f0_of is not None)
+
+    @property
+    def unit(self) -> str:
+        """'C' or 'dff'."""
+        return self.unit_box.currentData()
+
     @property
     def window_s(self) -> float:
         """Shown time window in seconds."""
@@ -140,11 +166,30 @@ class TracePanel(QtWidgets.QWidget):
                 self.trace_plot.addItem(item)
                 self.curves[name].append(item)
 
-    def _draw_selected(self, model: DashboardModel) -> None:
+    def _scaled_window(self, model: DashboardModel) -> tuple[dict, str]:
+        """The selected traces in the chosen unit, with each row's scale (its window peak, or
+        the peak over all rows with a shared scale)."""
         win = model.trace_window(self.window_s, model.selected)
+        unit = "a.u."
+        if self.unit == "dff" and self._f0_source is not None and win["ids"].size:
+            f0 = np.asarray(self._f0_source(win["ids"].tolist()), np.float64)
+            inv = np.where(np.isfinite(f0) & (f0 > 0), 1.0 / np.where(f0 > 0, f0, 1.0), np.nan)
+            for name in ("C", "C_raw", "S"):
+                win[name] = win[name] * inv[:, None].astype(np.float32)
+            win["scale"] = win["scale"] * inv
+            unit = "dF/F"
+        scale = np.where(np.isfinite(win["scale"]) & (win["scale"] > 0), win["scale"], 1.0)
+        if self.shared_box.isChecked() and scale.size:
+            scale = np.full_like(scale, scale.max())
+        win["scale"] = scale
+        return win, unit
+
+    def _draw_selected(self, model: DashboardModel) -> None:
+        win, unit = self._scaled_window(model)
         ids, t = win["ids"], win["t_s"]
         self._ensure_curves(ids.size)
-        ticks = []
+        ticks: list = []
+        minor: list = []
         for i in range(len(self.curves["C"])):
             if i >= ids.size:
                 for name in self.curves:
@@ -164,10 +209,13 @@ class TracePanel(QtWidgets.QWidget):
             ys = np.empty(2 * hit.size)
             ys[0::2], ys[1::2] = offset - 0.2, offset - 0.2 + 0.5 * np.minimum(s[hit], 1.0)
             self.curves["S"][i].setData(xs, ys, connect="pairs")
-            ticks.append((offset + 0.4, f"#{ids[i]}"))
-        if ticks != self._ticks:  # axis relayouts are not free: only when the selection changed
-            self._ticks = ticks
-            self.trace_plot.getAxis("left").setTicks([ticks, []])
+            # the row's id and its y scale: the row spans 0 (baseline) to this value
+            ticks.append((offset + 0.4, f"#{ids[i]} ({_scale_text(scale)})"))
+        if (ticks, minor, unit) != self._ticks:  # axis relayouts are not free
+            self._ticks = (ticks, minor, unit)
+            axis = self.trace_plot.getAxis("left")
+            axis.setTicks([ticks, minor])
+            axis.setLabel(f"neuron (row height in {unit})")
             self.trace_plot.setYRange(-1.25 * max(ids.size, 1) + 0.9, 1.1, padding=0)
         auto = " (most active)" if model.auto_select else ""
         self.selection_label.setText(
@@ -215,3 +263,16 @@ class TracePanel(QtWidgets.QWidget):
         if self._model is not None and nid is not None:
             add = bool(event.modifiers() & QtCore.Qt.KeyboardModifier.ControlModifier)
             self.neuron_clicked.emit(nid, add)
+
+
+def _scale_text(value: float) -> str:
+    """A y-scale value without scientific notation: 1030, 86.2, 0.052.
+
+    Examples
+    --------
+    >>> [_scale_text(v) for v in (1034.2, 86.24, 0.05213, 2.4e6)]
+    ['1034', '86.2', '0.0521', '2.4e+06']
+    """
+    if 100 <= abs(value) < 1e5:
+        return f"{value:.0f}"
+    return f"{value:.3g}"

@@ -59,7 +59,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.traces.neuron_clicked.connect(self._on_neuron_clicked)
         self.status.pause.toggled.connect(self._on_pause)
         self.resize(1500, 880)
-        right.setSizes([700, 130])
+        right.setSizes([640, 190])  # the bottom tabs show 5-6 rules or neurons
         main.setSizes([680, 820])
 
     def _on_pause(self, paused: bool) -> None:

@@ -30,8 +30,8 @@ def _add_common(parser: argparse.ArgumentParser, *, replay: bool) -> None:
         "--rate",
         default="real",
         help="pacing: 'real' (follow the timestamps on an absolute schedule), 'max' (as fast as "
-        "the slowest subscriber takes frames; lossless back-pressure) or a rate in Hz "
-        "(default: real)",
+        "the slowest subscriber takes frames; lossless: waits for a subscriber first and "
+        "whenever the last one left) or a rate in Hz (default: real)",
     )
     net.add_argument(
         "--linger-s",
@@ -51,10 +51,11 @@ def _add_common(parser: argparse.ArgumentParser, *, replay: bool) -> None:
     net.add_argument(
         "--wait-for-subscriber",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SECONDS",
-        help="hold the first frame until a subscriber is connected, at most SECONDS (default 0: "
-        "start at once; receivers join mid-stream)",
+        help="hold the first frame until a subscriber is connected, at most SECONDS (default: "
+        "as long as it takes with --rate max; 2 s with the paced rates, so an engine started "
+        "first gets frame 0, then the stream starts anyway and receivers join mid-stream)",
     )
     frames = parser.add_argument_group("frames")
     frames.add_argument(
@@ -85,8 +86,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Stream frames to the engine and dashboard with the versioned wire protocol "
             "(docs/protocol.md): a 'start' message (re-sent every second), one 'frame' per "
-            "image, and 'eos' at the end or on Ctrl-C/SIGTERM (exit 0). A summary (frames sent, "
-            "achieved rate, lost frames) is logged at the end."
+            "image, and 'eos' at the end or on Ctrl-C/SIGTERM (exit 0). A summary (frames read, "
+            "delivered to subscribers, sent with none connected, achieved rate, lost in the "
+            "recording) is logged at the end. Exit 1 when frames were read but none reached a "
+            "subscriber."
         ),
     )
     sub = parser.add_subparsers(dest="acquire_mode", metavar="MODE", required=True)
@@ -209,6 +212,12 @@ def run(args: argparse.Namespace) -> int:
                     f"--start {config.start} is beyond the {info.n_frames} frames of "
                     f"{info.description}"
                 )
+            if info.n_frames is not None and (config.stop or 0) > info.n_frames:
+                raise ConfigError(
+                    f"--stop {config.stop} is beyond the {info.n_frames} frames of "
+                    f"{info.description}; pass --stop {info.n_frames} or leave it out to "
+                    "replay to the end"
+                )
             logger.info(
                 "publishing %s on %s: %dx%d %s at %.2f Hz, %s frames, session %s",
                 info.description,
@@ -226,6 +235,15 @@ def run(args: argparse.Namespace) -> int:
                 summary = publisher.publish(source, stop=stop, progress=bar)
         context.term()
     logger.info("%s", summary.describe())
+    if summary.n_read > 0 and summary.n_delivered == 0 or summary.reason == "no subscriber":
+        logger.error(
+            "no frame reached a subscriber of %s: is the engine (online-cnmfe run --frames ...) "
+            "connected to this endpoint?", config.endpoint,
+        )  # fmt: skip
+        return 1
+    if summary.n_unsubscribed:
+        logger.warning("%d frame(s) were sent before any subscriber connected and are lost; "
+                       "use --wait-for-subscriber", summary.n_unsubscribed)  # fmt: skip
     return 0
 
 

@@ -54,9 +54,14 @@ def add_display_arguments(parser: argparse.ArgumentParser) -> None:
             "residual",
             "corr_pnr",
             "max_projection",
+            "mean",
+            "corr",
+            "pnr",
+            "background",
         ),
         help="image layer shown first (default auto: summary images while initialising, then "
-        "the background-subtracted frame)",
+        "the background-subtracted frame; the review shows the denoised frame A·C and the "
+        "summary images of the file: max_projection, corr_pnr, mean, corr, pnr, background)",
     )
     parser.add_argument(
         "--screenshot", metavar="PNG", help="save a PNG of the window when quitting"
@@ -139,6 +144,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise OnlineCNMFEError(f"invalid dashboard option: {exc}") from exc
+    from acquisition.publisher_config import check_endpoint
+
+    try:
+        check_endpoint(args.results, "--results")
+    except ValueError as exc:
+        raise OnlineCNMFEError(str(exc)) from None
     rule_names = []
     if args.triggers:
         from online_cnmfe.triggers import load_trigger_config

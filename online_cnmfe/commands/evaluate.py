@@ -78,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="threshold of the high-PNR metrics (default 5)",
     )
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--include-rejected",
+        action="store_true",
+        help="also score the neurons rejected by curation (left out by default)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(f"invalid evaluation option: {exc}") from exc
-    metrics = evaluate_files(args.result, args.truth, params)
+    metrics = evaluate_files(args.result, args.truth, params, args.include_rejected)
     if not args.json_only:
         sys.stdout.write(f"{args.result} vs {args.truth}\n{format_report(metrics)}\n")
     sys.stdout.write(metrics_json(metrics) + "\n")

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from online_cnmfe.params import CNMFEParams, load_params, parse_overrides
+from online_cnmfe.params import CNMFEParams, load_params, user_sets
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--save-model", help="also save the final model state to this file")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -64,19 +65,20 @@ def run(args: argparse.Namespace) -> int:
     from online_cnmfe.offline.process import ProcessJob, process_recording
 
     params = _params(args)
-    rate_given = "data.frame_rate_hz" in parse_overrides(args.overrides)
+    rate_given = user_sets("data.frame_rate_hz", args.config, args.overrides)
     job = ProcessJob(
         movie=Path(args.movie),
         out=Path(args.out),
         params=params,
         frame_rate_hz=params.data.frame_rate_hz if rate_given else None,
-        rate_from_file=args.config is None and not rate_given,
+        rate_from_file=not rate_given,
         dataset=args.dataset,
         init_result=Path(args.init_result) if args.init_result else None,
         save_init=Path(args.save_init) if args.save_init else None,
         save_model=Path(args.save_model) if args.save_model else None,
         max_frames=args.max_frames,
         progress=not args.quiet and sys.stderr.isatty(),
+        overwrite=args.overwrite,
     )
     process_recording(job)
     return 0

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from online_cnmfe.errors import ConfigError
-from online_cnmfe.params import CNMFEParams, load_params, read_config_file
+from online_cnmfe.params import CNMFEParams, load_params, read_config_file, user_sets
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +22,17 @@ def register(subparsers) -> None:
             "Subscribe to a frame stream (online-cnmfe acquire, or any publisher speaking "
             "docs/protocol.md), initialise on the first frames, then process every frame: "
             "results are published on --results (traces, footprints, events, images, status) "
-            "and written to --out. Stops cleanly (file flushed and closed, exit 0) at the end "
-            "of the stream, on Ctrl-C or on SIGTERM. Exit codes: 0 done, 1 the model failed, "
-            "2 bad arguments or sockets, 3 the results file could not be (fully) written "
-            "(the engine kept processing and publishing; see the status stream)."
+            "and written to --out. Frames that arrive while the model initialises or falls "
+            "behind wait in memory, then in a disk spool beside --out, and are processed in "
+            "catch-up mode; every frame index ends up processed or recorded as dropped, "
+            "rejected or unprocessed, with the reason. At the end of the stream everything "
+            "queued is processed; on Ctrl-C or SIGTERM for at most engine.drain_timeout_s "
+            "(again: stop now), what is left is recorded as unprocessed and its pixels kept in "
+            "<out>.unprocessed.h5. The frame rate comes from the stream unless you set "
+            "data.frame_rate_hz. Exit codes: 0 done, 1 the model failed, 2 bad arguments or "
+            "sockets, 3 the results file could not be (fully) written (the engine kept "
+            "processing and publishing; see the status stream), 4 no model could be fitted "
+            "(no frame, or too few frames, received)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -70,16 +77,26 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from acquisition.publisher_config import check_endpoint
     from online_cnmfe.engine.service import Engine, EngineConfig
 
+    try:
+        check_endpoint(args.frames, "--frames")
+        check_endpoint(args.results, "--results")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     params = load_params(args.config, args.overrides)
     out = args.out
-    if out is not None and out.exists() and not (args.resume or args.overwrite):
-        raise ConfigError(
-            f"{out} exists; pass --resume to continue that session or --overwrite to replace it"
-        )
-    if out is not None and not out.parent.is_dir():
-        raise ConfigError(f"the folder of --out ({out.parent}) does not exist")
+    if out is not None:  # before any socket or frame: a useless session is refused at once
+        from online_cnmfe.results.output_check import WRITER_RESERVE_BYTES, check_output
+
+        resuming = args.resume and out.exists()  # a killed file is copied aside first
+        check_output(
+            out, overwrite=args.resume or args.overwrite, also="--resume to continue it",
+            need_bytes=2 * WRITER_RESERVE_BYTES + (2 * out.stat().st_size if resuming else 0),
+        )  # fmt: skip
+    if params.engine.record_raw and out is None:
+        raise ConfigError("engine.record_raw needs --out (the recording goes beside it)")
     config = EngineConfig(
         frames_endpoint=args.frames,
         results_endpoint=args.results,
@@ -88,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         exit_on_eos=not args.keep_running,
         idle_exit_s=args.idle_exit,
+        frame_rate_set=user_sets("data.frame_rate_hz", args.config, args.overrides),
     )
     engine = Engine(config)
     triggers = args.triggers
@@ -116,6 +134,7 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
         store_triggers,
     )
     from online_cnmfe.triggers import TriggerEngine, load_trigger_config
+    from online_cnmfe.triggers.auth import load_or_create_token
     from online_cnmfe.triggers.control import ControlServer
 
     config = load_trigger_config(path)
@@ -130,7 +149,8 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
     control = None
     if config.control_endpoint:
         try:
-            control = ControlServer(triggers, config.control_endpoint).start()
+            token = load_or_create_token(config.control_token_file)
+            control = ControlServer(triggers, config.control_endpoint, token=token).start()
         except ConfigError:
             triggers.close()
             raise

@@ -63,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--control", default=DEFAULT_CONTROL, metavar="ENDPOINT",
         help=f"the engine's control socket (default {DEFAULT_CONTROL})",
     )  # fmt: skip
+    p.add_argument(
+        "--token-file", metavar="PATH",
+        help="the engine's control token file (its triggers.control_token_file; default: "
+        "~/.config/online-cnmfe/control-token)",
+    )  # fmt: skip
     p.add_argument("--pull", action="store_true", help="the trigger socket is PUSH (not PUB)")
     p.add_argument("--count", type=int, default=None, help="stop after N triggers")
     p.add_argument("--timeout", type=float, default=None, help="stop after S seconds of silence")
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return _check(args.check)
     from online_cnmfe.triggers.client import TriggerControl
 
-    with TriggerControl(args.control) as ctl:
+    with TriggerControl(args.control, token_file=args.token_file) as ctl:
         try:
             if args.list:
                 _out(json.dumps(ctl.list(), indent=2))

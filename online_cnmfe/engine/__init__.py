@@ -1,8 +1,12 @@
 """The streaming service (``online-cnmfe run``): threads, queues, sockets, storage.
 
-:mod:`.receive` (frame socket → queue), :mod:`.model_runner` (the model thread's work),
+:mod:`.receive` (frame socket → queue, the ledger of frame indices), :mod:`.frame_queue` and
+:mod:`.spool` (memory, then disk: nothing dropped while the model initialises or catches up),
+:mod:`.model_runner` (the model thread's work), :mod:`.incidents` (stream incidents → counts,
+events, bookkeeping), :mod:`.stopping` (draining, early initialisation, leftovers),
 :mod:`.publish` (results socket), :mod:`.store_worker` (results file and checkpoints on their
-own thread), :mod:`.service` (:class:`Engine`, wiring them).
+own thread), :mod:`.raw_recorder` (``engine.record_raw``), :mod:`.service` (:class:`Engine`,
+wiring them).
 """
 
 

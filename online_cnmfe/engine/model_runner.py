@@ -2,8 +2,8 @@
 turning the initialisation fit into per-frame results for the store.
 
 Initialisation takes seconds to minutes, so it runs on a worker thread while the model thread
-keeps publishing status; frames that arrive meanwhile wait in the engine's bounded queue (and
-are dropped, recorded, if it overflows).
+keeps publishing status; frames that arrive meanwhile wait in the engine's queue (in memory,
+then in the disk spool) and are processed afterwards, in catch-up mode.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.model.frame_screen import screen_frames
 from online_cnmfe.model.initialization.fit import fit_initial
 from online_cnmfe.model.motion import init_frame_fields
 from online_cnmfe.params import CNMFEParams
@@ -33,10 +34,17 @@ class ModelRunner:
         ``model_factory(params)`` returns an object with the ``OnlineCNMFE`` interface.
     model : object, optional
         An already initialised model (``--resume`` from a checkpoint).
+    first_free_id : int
+        A model initialised here has its neuron ids shifted to start at this id (``--resume``
+        without a checkpoint: ids already in the results file are never reused).
     """
 
-    def __init__(self, params: CNMFEParams, model_factory: Callable, model: Any = None) -> None:
+    def __init__(
+        self, params: CNMFEParams, model_factory: Callable, model: Any = None,
+        first_free_id: int = 0,
+    ) -> None:  # fmt: skip
         self.params = params
+        self.first_free_id = int(first_free_id)
         self.model_factory = model_factory
         self.model = model
         self.dims: tuple[int, int] | None = tuple(model.dims) if model is not None else None
@@ -73,8 +81,29 @@ class ModelRunner:
         self.metas.append(meta)
         return len(self.frames) >= self.params.init.init_frames
 
-    def start_init(self) -> None:
-        """Fit the initial model on the buffered frames on a worker thread."""
+    def screen(self) -> list[tuple[int, str]]:
+        """Drop the buffered frames unfit for the initialisation (NaN/inf, wild values; see
+        :mod:`online_cnmfe.model.frame_screen`); returns their (frame_index, reason).
+
+        The buffer then holds fewer than ``init.init_frames`` frames when some were dropped:
+        :meth:`buffer` goes on filling it.
+        """
+        bad = screen_frames(self.frames, self.params.online.max_pixel_excursion_ranges)
+        if not bad:
+            return []
+        dropped = [(int(self.metas[i]["frame_index"]), bad[i]) for i in sorted(bad)]
+        self.frames = [f for i, f in enumerate(self.frames) if i not in bad]
+        self.metas = [m for i, m in enumerate(self.metas) if i not in bad]
+        return dropped
+
+    def start_init(self, n_frames: int | None = None) -> None:
+        """Fit the initial model on the buffered frames on a worker thread.
+
+        ``n_frames`` (fewer than ``init.init_frames``): the stream stopped early; initialise
+        on the frames there are.
+        """
+        if n_frames is not None and n_frames != self.params.init.init_frames:
+            self.params = self.params.replace(**{"init.init_frames": n_frames})
         movie = np.stack(self.frames)
         self._thread = threading.Thread(
             target=self._initialise, args=(movie,), name="engine-init", daemon=True
@@ -93,6 +122,8 @@ class ModelRunner:
                     self.corr_pnr = np.asarray(corr * pnr, np.float32)
             else:
                 model.initialize(movie)
+            if self.first_free_id and hasattr(model, "reserve_neuron_ids"):
+                model.reserve_neuron_ids(self.first_free_id, renumber=True)
             self.model = model
         except Exception as exc:  # noqa: BLE001 - reported by the engine, which stops
             logger.exception("initialisation failed")

@@ -18,13 +18,15 @@ from collections import deque
 import numpy as np
 import zmq
 
+from online_cnmfe.engine.subscriptions import SubscriptionGate, open_results_socket
 from online_cnmfe.results import stream as rs
 
 logger = logging.getLogger(__name__)
 
 
 class ResultsPublisher:
-    """The results PUB socket (binds ``endpoint``).
+    """The results socket (binds ``endpoint``): an XPUB whose subscriptions are kept to one
+    per peer (:mod:`.subscriptions`); subscribers filter topics on their side.
 
     Parameters
     ----------
@@ -37,23 +39,13 @@ class ResultsPublisher:
 
     def __init__(self, endpoint: str, context: zmq.Context, sndhwm: int = 2000) -> None:
         self.endpoint = endpoint
-        self.socket = context.socket(zmq.PUB)
-        self.socket.setsockopt(zmq.SNDHWM, sndhwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        try:
-            self.socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.socket.close(linger=0)
-            from online_cnmfe.errors import ConfigError
-
-            raise ConfigError(
-                f"cannot bind the results socket to {endpoint}: {exc}. Is another engine "
-                "running? Choose another port with --results."
-            ) from exc
+        self.socket = open_results_socket(endpoint, context, sndhwm)
+        self.subscriptions = SubscriptionGate(self.socket)
         self.n_sent = 0
 
     def send(self, frames: list) -> None:
         """Send one multipart message; never blocks (PUB drops at the high-water mark)."""
+        self.subscriptions.drain()  # new peers join; a flood of subscriptions goes nowhere
         try:
             self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             self.n_sent += 1
@@ -159,6 +151,13 @@ def _model_residual(model, dims: tuple[int, int]) -> np.ndarray | None:
     return np.asarray(buf[(head - 1) % buf.shape[0]], np.float32).reshape(dims)
 
 
+def behind_s(engine) -> float:
+    """How far the results lag the stream: age of the oldest frame waiting for the model (0
+    when none waits; the frames buffered for the initialisation do not count)."""
+    oldest = engine.queue.oldest_t_recv_ns()
+    return 0.0 if oldest is None else max(0.0, (time.monotonic_ns() - oldest) / 1e9)
+
+
 def status_fields(engine) -> dict:
     """The ``status`` fields of an :class:`~online_cnmfe.engine.Engine` (model thread)."""
     runner, store = engine.runner, engine.store
@@ -193,6 +192,18 @@ def status_fields(engine) -> dict:
         "store_backlog": store.backlog,
         "n_unsaved": store.n_unsaved,
         "store_path": str(store.writer.path) if store.writer else None,
+        "n_frames_received": engine.receiver.n_received,
+        "behind_s": round(behind_s(engine), 2),
+        "n_spooled": engine.queue.n_spooled,
+        "spool_mb": round(engine.spool.nbytes / 2**20, 1),
+        "n_unprocessed": engine.counts["unprocessed"],
+        "n_lost": engine.counts["dropped"] + engine.counts["unprocessed"] + store.n_unsaved,
+        "draining": engine._drain_deadline is not None,
+        "stream_frame_rate_hz": engine.stream_rate,
+        "raw_path": None if engine.recorder is None else engine.recorder.files.describe(),
+        "n_not_recorded": 0 if engine.recorder is None else engine.recorder.n_not_recorded,
+        "n_checkpoints": store.n_checkpoints,
+        "checkpoint_copy_ms": round(getattr(engine, "checkpoint_copy_ms", 0.0), 2),
     }
     for extra in engine.status_extras:
         fields.update(extra())
@@ -227,7 +238,10 @@ class PublishingMixin:
                 self._send_image(self.frame_index, layer, image)
 
     def _send_ready(self) -> None:
-        self.publisher.send(rs.encode_ready(self.receiver.session_id, os.getpid()))
+        pixel_um = self.params.data.pixel_size_um  # for the dashboards' scale bar
+        self.publisher.send(
+            rs.encode_ready(self.receiver.session_id, os.getpid(), pixel_size_um=pixel_um)
+        )
 
     def status_fields(self) -> dict:
         """The fields of the ``status`` message (docs/protocol.md)."""

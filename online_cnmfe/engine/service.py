@@ -2,13 +2,19 @@
 
 Threads (DESIGN.md §1):
 
-- **receive** (:mod:`.receive`): drains the frame SUB socket into a bounded queue; a full
-  queue drops frames and records them;
+- **receive** (:mod:`.receive`): drains the frame SUB socket into the frame queue
+  (:mod:`.frame_queue`): in memory up to ``engine.queue_frames``, then in the disk spool
+  (:mod:`.spool`), so no frame is dropped while the model initialises or falls behind; it
+  keeps the ledger of frame indices (drops upstream, before the first frame, …);
 - **model** (the thread calling :meth:`Engine.run`, normally the main thread, so SIGINT and
   SIGTERM reach it): buffers the first ``init_frames``, initialises (on a worker,
   :mod:`.model_runner`), then per frame ``process_frame`` → closed-loop callbacks → ``traces`` →
-  store; it owns the results PUB socket (:mod:`.publish`);
-- **store** (:mod:`.store_worker`): the HDF5 writer and the model checkpoints, off the frame path.
+  store, catching up at full speed on what waited; it owns the results PUB socket
+  (:mod:`.publish`), records every stream incident (:mod:`.incidents`) and stops without
+  losing track of a frame (:mod:`.stopping`);
+- **store** (:mod:`.store_worker`): the HDF5 writer and the model checkpoints, off the frame path;
+- **raw recorder** (:mod:`.raw_recorder`, with ``engine.record_raw``): every frame received, to
+  ``<out stem>.raw.h5``.
 
 Late joiners: ``footprints``, ``corr_pnr`` and ``max_projection`` images are re-published every
 ``engine.republish_period_s`` and ``ready``/``status`` every ``engine.status_period_s``, so a
@@ -17,7 +23,6 @@ client that connects at any time has everything within a few seconds (no snapsho
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import signal
@@ -26,12 +31,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
+from online_cnmfe.engine.config import EngineConfig
+from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
+from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
 from online_cnmfe.engine.publish import (
     ImageMaker,
@@ -39,40 +46,29 @@ from online_cnmfe.engine.publish import (
     ResultsPublisher,
     StatusTracker,
 )
-from online_cnmfe.engine.receive import Control, FrameQueue, QueuedFrame, Receiver
+from online_cnmfe.engine.raw_recorder import RawFiles, RawRecorder
+from online_cnmfe.engine.receive import Receiver
+from online_cnmfe.engine.resume import ResumePlan, checkpoint_path, plan_resume
+from online_cnmfe.engine.snapshot import Snapshotter
+from online_cnmfe.engine.spool import DiskSpool
+from online_cnmfe.engine.stopping import EXIT_NOTHING_FITTED, StoppingMixin
 from online_cnmfe.engine.store_worker import StoreWorker
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results import state_file
 from online_cnmfe.results import stream as rs
+from online_cnmfe.results.summary import SessionSummary, init_images
 
 logger = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL_S = 0.0005
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineConfig:
-    """Where the engine connects and writes (the algorithm settings are in ``params``)."""
-
-    frames_endpoint: str = "tcp://127.0.0.1:5555"
-    results_endpoint: str = "tcp://127.0.0.1:5556"
-    out: Path | None = None  # results file; None: do not store
-    params: CNMFEParams = field(default_factory=CNMFEParams)
-    resume: bool = False
-    exit_on_eos: bool = True
-    idle_exit_s: float | None = None  # stop when no frame came for this long (after the first)
-
-    @property
-    def checkpoint(self) -> Path | None:
-        return None if self.out is None else self.out.with_name(self.out.stem + ".state.h5")
+CATCH_UP_S = 1.0  # a frame older than this when processed: catching up (fewer images)
 
 
 def _default_model_factory(params: CNMFEParams) -> OnlineCNMFE:
     return OnlineCNMFE(params)
 
 
-class Engine(PublishingMixin):
+class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     """The long-running service (see the module docstring).
 
     Parameters
@@ -103,9 +99,20 @@ class Engine(PublishingMixin):
         self.store_prepare: list[Callable] = []  # prepare(h5py.File) before SWMR starts
         self.store_flush_hooks: list[Callable] = []  # hook(h5py.File) at every flush
         self.status_extras: list[Callable[[], dict]] = []  # extra status fields
-        self.counts = dict(dropped=0, rejected=0, restarts=0, stale=0, model_errors=0, flagged=0)
+        self.counts = dict(
+            dropped=0, rejected=0, unprocessed=0, restarts=0, stale=0, model_errors=0,
+            out_of_order=0, daq_lost=0, init_frames=0, flagged=0,
+        )  # fmt: skip
         self.last_motion: tuple = (None, None)  # (shift_px, quality) of the last frame
         self.frame_index = -1
+        self.stream_session: str | None = None
+        self.stream_rate: float | None = None  # the stream's declared rate (start message)
+        self.recorder: RawRecorder | None = None
+        self.receive_stop = threading.Event()
+        self._drain_deadline: float | None = None
+        self._drain_timeout = 0.0
+        self._drain_by_signal = False
+        self.summary = ""
         self._consecutive_errors = 0
         self._fp_version: int | None = None
         self._fp_message: list | None = None
@@ -114,6 +121,9 @@ class Engine(PublishingMixin):
         self._store_error_reported = False
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
+        self.projections: SessionSummary | None = None  # mean/max images of the session
+        self.snapshots = Snapshotter()  # one reused copy of the state for checkpoints
+        self.checkpoint_copy_ms = 0.0  # model-thread time of the last checkpoint copy
 
     # ---- hooks ---------------------------------------------------------------------------
     def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
@@ -130,23 +140,33 @@ class Engine(PublishingMixin):
         """Send a message on the results socket (model thread only, e.g. from a callback)."""
         self.publisher.send(frames)
 
-    def request_stop(self, reason: str) -> None:
-        if not self.stop_event.is_set():
-            self.stop_reason = reason
-            self.stop_event.set()
-
     # ---- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
         """Run until end of stream, a signal or :meth:`request_stop`; returns the exit code."""
         # The model thread must not wait the default 5 ms for the GIL while the receive or
         # store thread runs Python code: hand it over ten times sooner.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        plan = ResumePlan(None, 0)  # decided before any socket or thread: errors are one line
+        if self.config.resume and self.config.out is not None:
+            plan = plan_resume(self.config.out)
         ctx = zmq.Context()
         self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
-        self.queue = FrameQueue(self.ep.queue_frames)
+        ep = self.ep
+        self.spool = DiskSpool(
+            self.config.spool_dir, reserve_bytes=int(ep.spool_reserve_mb * 2**20),
+            max_bytes=int(ep.spool_max_mb * 2**20) or None,
+        )  # fmt: skip
+        self.queue = FrameQueue(ep.queue_frames, ep.queue_full, self.spool)
+        if ep.record_raw and self.config.out is not None:
+            files = RawFiles(
+                self.config.out, "raw", "every frame the engine received",
+                {"frames_endpoint": self.config.frames_endpoint}, ep.flush_period_s,
+            )  # fmt: skip
+            self.recorder = RawRecorder(files)
+            self.recorder.start()
         self.receiver = Receiver(
-            self.config.frames_endpoint, self.queue, self.stop_event, self.ep.rcvhwm_frames, ctx,
-            wait_when_full=self.ep.queue_full == "wait",
+            self.config.frames_endpoint, self.queue, self.receive_stop, ep.rcvhwm_frames, ctx,
+            on_frame=None if self.recorder is None else self.recorder.put,
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s)
         self._slow_pool = (
@@ -161,7 +181,7 @@ class Engine(PublishingMixin):
         self.receiver.start()
         self.receiver.ready.wait(5)
         try:
-            self._start_model()
+            self._start_model(plan)
             self._send_ready()
             self._loop()
         finally:
@@ -172,15 +192,13 @@ class Engine(PublishingMixin):
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda n, _f: self.request_stop(signal.Signals(n).name))
+            signal.signal(signum, lambda n, _f: self._signal(signal.Signals(n).name))
 
-    def _start_model(self) -> None:
-        model, ckpt = None, self.config.checkpoint
-        if self.config.resume and ckpt is not None and ckpt.exists():
-            model = state_file.load_online_model(ckpt)
-            logger.info("resuming from checkpoint %s (frame %d)", ckpt, model.frame_index)
-        self.runner = ModelRunner(self.params, self.model_factory, model)
-        if model is not None:
+    def _start_model(self, plan: ResumePlan) -> None:
+        self.runner = ModelRunner(
+            self.params, self.model_factory, plan.model, first_free_id=plan.first_free_id
+        )
+        if plan.model is not None:
             self._on_initialised(resume=True)
 
     def _loop(self) -> None:
@@ -191,6 +209,7 @@ class Engine(PublishingMixin):
             if self.receiver.error is not None:
                 logger.error("cannot receive frames: %s", self.receiver.error)
                 self.exit_code = 2
+                self.stop_reason = "receive error"
                 break
             runner = self.runner
             item = None
@@ -204,10 +223,13 @@ class Engine(PublishingMixin):
             if isinstance(item, QueuedFrame):
                 image_due = now >= next_image
                 self._on_frame(item, image_due)
-                if image_due:
-                    next_image = now + 1.0 / self.ep.image_rate_hz
+                if image_due:  # catching up: fewer display images, more frames per second
+                    behind = time.monotonic_ns() - item.t_recv_ns > CATCH_UP_S * 1e9
+                    next_image = now + (CATCH_UP_S if behind else 1.0 / self.ep.image_rate_hz)
             elif isinstance(item, Control):
                 self._on_control(item)
+            if self._drain_deadline is not None and not self.stop_event.is_set():
+                self._check_drained(idle=item is None and not runner.initialising)
             if now >= next_status:
                 next_status = now + self.ep.status_period_s
                 self._send_status()
@@ -218,10 +240,11 @@ class Engine(PublishingMixin):
                 logger.warning(
                     "no frame for %.0f s; stopping (--idle-exit)", self.config.idle_exit_s
                 )
-                self.request_stop("idle")
+                self.request_stop("idle", drain=True)
             if now >= next_checkpoint and runner.phase == "running":
-                next_checkpoint = now + self.ep.checkpoint_period_s
-                self._checkpoint()
+                taken = self._checkpoint()  # the store thread still saving the last: soon
+                next_checkpoint = now + (self.ep.checkpoint_period_s if taken else 1.0)
+                self._store_summary()
 
     def _idle_too_long(self, now: float) -> bool:
         """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
@@ -254,8 +277,11 @@ class Engine(PublishingMixin):
             if image_due:
                 self._send_image(f.frame_index, "raw", self.images.raw(f.pixels))
             if runner.buffer(f.pixels, meta):
-                logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
-                runner.start_init()
+                for frame_index, reason in runner.screen():  # not in the fit: recorded
+                    self._reject(frame_index, reason)
+                if len(runner.frames) >= self.params.init.init_frames:
+                    logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
+                    runner.start_init()
             return
         self._process(f, meta, item.t_recv_ns, image_due)
 
@@ -283,6 +309,8 @@ class Engine(PublishingMixin):
         self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
         if result.skipped:
             self.counts["rejected"] += 1
+        elif self.projections is not None and not result.flag:
+            self.projections.add(f.pixels)  # mean / max projection images (~0.1 ms)
         self.counts["flagged"] += result.flag is not None
         self.last_motion = (result.motion_shift_px, result.motion_quality)
         for ev in result.events:
@@ -322,12 +350,6 @@ class Engine(PublishingMixin):
             self.exit_code = 1
             self.request_stop("model errors")
 
-    def _reject(self, frame_index: int, reason: str) -> None:
-        self.counts["rejected"] += 1
-        logger.warning("frame %d rejected: %s", frame_index, reason)
-        self.store.submit("reject", frame_index, reason)
-        self.publisher.send(rs.encode_event("reject", frame_index, (), reason))
-
     # ---- initialisation ------------------------------------------------------------------
     def _finish_init(self) -> None:
         if not self.runner.finish_init():
@@ -344,26 +366,46 @@ class Engine(PublishingMixin):
             model.run_slow_path_on(self._slow_pool)
         if self.images is None:
             self.images = ImageMaker(runner.dims)
-        if cfg.out is not None:
-            provenance = {
-                "frames_endpoint": cfg.frames_endpoint,
-                "session_id": self.receiver.session_id,
-                "engine_pid": os.getpid(),
-            }
-            kwargs = dict(
-                path=self._out_path(), dims=runner.dims, params=self.params,
-                frame_rate_hz=self.params.data.frame_rate_hz, input_provenance=provenance,
-                resume=cfg.resume and self._session == 0, prepare=self._prepare_store,
-                flush_hooks=self.store_flush_hooks,
-            )  # fmt: skip
-            self.store.submit("open", kwargs)
+        self._open_store(runner.dims, runner.params, resume=cfg.resume and self._session == 0)
+        self.projections = SessionSummary(runner.dims)
         if not resume:
+            self.projections.add_many(runner.frames)
+            n_init = len(runner.frames)
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
+                self.counts["init_frames"] += 1
+            attrs = {"n_frames": n_init, "source": "initialisation frames"}
+            self.store.submit("images", init_images(runner.init_result), attrs)
+            self._store_summary()
         self.store.submit("b0", model.b0)
+        if isinstance(model, OnlineCNMFE):  # allocate the checkpoint copy off this thread
+            self.store.submit("prime_snapshot", self.snapshots, model.state)
         self._send_footprints()
         self._republish()
         logger.info("running with %d neurons", len(model.neuron_ids))
+
+    def _open_store(self, dims, params: CNMFEParams, resume: bool) -> None:
+        """Open the results file (also with no model: its bookkeeping says why)."""
+        cfg = self.config
+        if cfg.out is None:
+            return
+        provenance = {
+            "frames_endpoint": cfg.frames_endpoint,
+            "session_id": self.receiver.session_id,
+            "stream_frame_rate_hz": self.stream_rate,
+            "engine_pid": os.getpid(),
+        }
+        kwargs = dict(
+            path=self._out_path(), dims=dims, params=params,
+            frame_rate_hz=params.data.frame_rate_hz, input_provenance=provenance,
+            resume=resume, prepare=self._prepare_store, flush_hooks=self.store_flush_hooks,
+        )  # fmt: skip
+        self.store.submit("open", kwargs)
+
+    def _store_summary(self) -> None:
+        """Hand the mean / max projection images so far to the store (refreshed in the file)."""
+        if self.projections is not None and self.projections.n_frames:
+            self.store.submit("images", self.projections.images(), self.projections.attrs())
 
     def _prepare_store(self, f) -> None:
         for prepare in self.store_prepare:
@@ -375,70 +417,71 @@ class Engine(PublishingMixin):
             out if self._session == 0 else out.with_name(f"{out.stem}-{self._session}{out.suffix}")
         )
 
-    def _checkpoint(self) -> None:
-        ckpt = self.config.checkpoint
+    def _checkpoint(self, wait: bool = False) -> bool:
+        """Hand a copy of the state to the store thread for a checkpoint.
+
+        False (nothing done) when the store thread still saves the previous copy; ``wait``
+        (shutdown, restart) waits for it instead.
+        """
+        if self.config.out is None:
+            return True
         model = self.runner.model if self.runner else None
-        if ckpt is None or not isinstance(model, OnlineCNMFE):
-            return
-        model.settle_slow_path()  # no step in flight while the state is copied
-        try:  # a checkpoint reads params and state: copy the state, share the rest
-            snapshot = copy.copy(model)
-            snapshot.state = copy.deepcopy(model.state)
+        if not isinstance(model, OnlineCNMFE):
+            return True
+        t0 = time.thread_time()
+        try:
+            model.settle_slow_path()  # no step in flight while the state is copied
+            state = self.snapshots.take(model.state, wait=wait)
         except Exception as exc:  # noqa: BLE001 - a model that cannot be copied: no checkpoints
             logger.warning("model cannot be snapshotted for checkpoints: %s", exc)
-            return
-        self.store.submit("checkpoint", snapshot, ckpt)
-
-    # ---- stream incidents ----------------------------------------------------------------
-    def _on_control(self, c: Control) -> None:
-        if c.kind == "drop":
-            self.counts["dropped"] += c.last - c.first + 1
-            self.store.submit("drop", c.first, c.last)
-            self.publisher.send(
-                rs.encode_event("drop", c.first, (), f"{c.detail} [{c.first}, {c.last}]")
-            )
-        elif c.kind == "reject":
-            self._reject(c.first, c.detail)
-        elif c.kind == "restart":
-            self._on_restart(c.detail)
-        elif c.kind == "eos" and self.config.exit_on_eos:
-            logger.info("end of stream (%s)", c.detail)
-            self.request_stop("eos")
-
-    def _on_restart(self, detail: str) -> None:
-        self.counts["restarts"] += 1
-        policy = self.ep.on_restart
-        logger.warning("frame stream restarted (%s); on_restart=%s", detail, policy)
-        self.publisher.send(rs.encode_event("restart", self.frame_index, (), f"{detail}; {policy}"))
-        if policy == "stop":
-            self.request_stop("restart")
-        elif policy == "reinitialise" and self.runner.phase != "waiting":
-            self._checkpoint()
-            self.store.submit("close_writer")
-            self._session += 1
-            self.runner = ModelRunner(self.params, self.model_factory)
-            self.images, self._fp_version, self._fp_message = None, None, None
+            return True
+        if state is None:
+            logger.debug("checkpoint postponed: the previous one is still being written")
+            return False
+        self.checkpoint_copy_ms = 1e3 * (time.thread_time() - t0)
+        ckpt = checkpoint_path(self._out_path())
+        self.store.submit("checkpoint", model.params, state, ckpt, self.snapshots.release)
+        return True
 
     # ---- shutdown ------------------------------------------------------------------------
     def _shutdown(self, ctx: zmq.Context) -> None:
-        logger.info("stopping (%s) after %d frames", self.stop_reason, self.status.n_processed)
+        logger.info("stopping (%s)", self.stop_reason)
         self.stop_event.set()
-        self.receiver.join(2)
-        if self.runner is not None and self.runner.phase == "running":
-            self._checkpoint()
+        self.receive_stop.set()
+        self.receiver.join(5)
+        self._settle_leftovers()
+        runner = self.runner
+        if runner is not None and runner.phase == "running":
+            self._checkpoint(wait=True)
+        elif runner is not None and runner.dims is not None and self.store.writer is None:
+            resume = self.config.resume and self._session == 0  # never replace a resumed file
+            self._open_store(runner.dims, runner.params, resume=resume)  # for its bookkeeping
+        self._store_summary()
         if self._slow_pool is not None:
             self._slow_pool.shutdown(wait=True)
         self.store.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.spool.close()
+        fitted = runner is not None and runner.phase == "running"
+        if not fitted and self.exit_code == 0:
+            self.exit_code = EXIT_NOTHING_FITTED
+            logger.error("%s", self._nothing_fitted_message())
         if self.config.out is not None and not self.store.ok and self.exit_code == 0:
             self.exit_code = 3  # the model ran but its results are not (all) on disk
+        self.summary = self._summary()
+        logger.info("stopped (%s): %s", self.stop_reason, self.summary)
         for callback in self.shutdown_callbacks:  # after the file is complete
             try:
                 callback(self)
             except Exception:  # noqa: BLE001 - one failing hook must not block the others
                 logger.exception("shutdown callback failed")
-        self._send_status()
-        self.publisher.send(rs.encode_eos(self.status.n_processed, self.stop_reason))
-        self.publisher.close(linger_ms=300)
+        if self.runner is not None:  # (None: stopped before the model existed)
+            self._send_status()
+        self.publisher.send(
+            rs.encode_eos(self.status.n_processed, self.stop_reason, **self._summary_fields())
+        )
+        self.publisher.close(linger_ms=1000)  # the last status and eos reach busy clients
         if self.receiver.is_alive():
             ctx.destroy(linger=0)
         else:

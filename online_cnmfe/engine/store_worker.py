@@ -4,10 +4,12 @@ The model thread hands over small operations (one frame's result, new footprints
 checkpoint snapshot) through an unbounded FIFO and never waits for the disk. A store failure
 (unwritable path, full disk) is kept in :attr:`StoreWorker.error`; the worker then discards
 further writes (counting them) while the engine keeps processing and reports the failure on the
-status stream.
+status stream. Frames discarded because the disk fell behind are recorded in the file's
+bookkeeping as ``unsaved`` (in ranges of frame indices) once it catches up.
 
-Checkpoints: the model thread passes a deep copy of the model; the worker saves it to
-``<path>.tmp`` and renames it over ``<path>`` so a crash never leaves a half-written checkpoint.
+Checkpoints: the model thread passes a copy of the state (:mod:`.snapshot`, refilled in place
+each time); the worker saves it to ``<path>.tmp``, renames it over ``<path>`` (a crash never
+leaves a half-written checkpoint) and hands the copy back.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from online_cnmfe.engine.resume import CHECKPOINT_FILE_ID
 from online_cnmfe.results import state_file
 from online_cnmfe.results.writer import ResultsWriter, StoreError
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 20000  # queued store operations (about 11 min of 30 Hz frames)
+BOOKKEEPING_OPS = ("drop", "reject", "lost", "session", "count")  # kept until the file opens
 
 
 class StoreWorker(threading.Thread):
@@ -49,23 +54,46 @@ class StoreWorker(threading.Thread):
         self._ops: deque[tuple[str, tuple]] = deque()
         self._cond = threading.Condition()
         self._closed = threading.Event()
-        self._early: list[tuple[str, tuple]] = []  # drops/rejects before the file exists
+        self._early: list[tuple[str, tuple]] = []  # bookkeeping before the file exists
+        self._unsaved: list[int] = []  # [first, last] frame indices being discarded
 
     # ---- model-thread side -----------------------------------------------------------------
     def submit(self, op: str, *args: Any) -> None:
-        """Queue an operation: open, frame, footprints, b0, drop, reject, checkpoint, flush.
+        """Queue an operation: open, frame, footprints, b0, images, checkpoint, flush, and the
+        bookkeeping (drop, reject, lost, session, count: :class:`ResultsWriter` methods).
 
         A frame is discarded (counted in :attr:`n_unsaved`) rather than queued when the disk
         has fallen ``MAX_BACKLOG`` operations behind, so a stalled disk cannot exhaust memory.
         """
-        if op == "frame" and len(self._ops) >= MAX_BACKLOG:
-            self.n_unsaved += 1
-            if self.n_unsaved % 1000 == 1:
-                logger.error("the disk is %d operations behind; frames are not saved", MAX_BACKLOG)
-            return
+        if op == "frame":
+            if len(self._ops) >= MAX_BACKLOG:
+                self._discard(int(args[1]["frame_index"]))
+                return
+            self._flush_unsaved()
+        elif op == "close":
+            self._flush_unsaved()
         with self._cond:
             self._ops.append((op, args))
             self._cond.notify()
+
+    def _discard(self, index: int) -> None:
+        self.n_unsaved += 1
+        if self.n_unsaved % 1000 == 1:
+            logger.error("the disk is %d operations behind; frames are not saved", MAX_BACKLOG)
+        if self._unsaved and self._unsaved[1] == index - 1:
+            self._unsaved[1] = index
+        else:
+            self._flush_unsaved()
+            self._unsaved = [index, index]
+
+    def _flush_unsaved(self) -> None:
+        if self._unsaved:
+            first, last = self._unsaved
+            self._unsaved = []
+            reason = f"not saved: the disk fell {MAX_BACKLOG} operations behind"
+            with self._cond:
+                self._ops.append(("lost", ("unsaved", first, last, reason)))
+                self._cond.notify()
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Write everything queued, close the file and stop the thread."""
@@ -107,6 +135,9 @@ class StoreWorker(threading.Thread):
         if op == "checkpoint":
             self._checkpoint(*args)
             return
+        if op == "prime_snapshot":  # (snapshotter, live state): allocate the copy here
+            args[0].prime(args[1])
+            return
         if op == "open":
             self._open(*args)
             return
@@ -116,7 +147,7 @@ class StoreWorker(threading.Thread):
                 self.writer = None
             return
         if self.writer is None:
-            if op in ("drop", "reject"):
+            if op in BOOKKEEPING_OPS:
                 self._early.append((op, args))
             elif op == "frame":
                 self.n_unsaved += 1
@@ -132,15 +163,28 @@ class StoreWorker(threading.Thread):
                 w.set_footprints(*args)
             elif op == "b0":
                 w.set_background(*args)
+            elif op == "images":
+                w.set_images(args[0], **args[1])
             elif op == "drop":
                 w.record_drop(*args)
             elif op == "reject":
                 w.record_reject(*args)
+            elif op == "lost":
+                w.record_lost(*args)
+            elif op == "session":
+                w.start_session(*args)
+            elif op == "count":
+                w.count_incident(*args)
             elif op == "flush":
                 w.flush()
         except StoreError as exc:
             self._fail(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a flush hook's bug: stop storing, say so
+            if op == "frame" and isinstance(exc, ValueError):  # this frame's bookkeeping only
+                self.n_unsaved += 1
+                logger.error("frame not stored: %s", exc)
+                w.record_reject(-1, f"not stored: {exc}")  # -1: the index itself may not fit
+                return
             logger.exception("store operation %r failed", op)
             self._fail(StoreError(f"store operation {op!r} failed: {type(exc).__name__}: {exc}"))
 
@@ -175,13 +219,18 @@ class StoreWorker(threading.Thread):
         if self.writer is not None:
             self._close_writer()
 
-    def _checkpoint(self, model: Any, path: Path) -> None:
+    def _checkpoint(self, params: Any, state: Any, path: Path, done: Callable[[], Any]) -> None:
+        """Save a state copy (owned by this thread until ``done()``) as ``path``, atomically."""
         tmp = path.with_name(path.name + ".tmp")
+        file_id = None if self.writer is None else self.writer.file_id
         try:
-            state_file.save_online_model(tmp, model)
+            attrs = {CHECKPOINT_FILE_ID: file_id} if file_id else None
+            state_file.save_model(tmp, params, state, attrs=attrs)
             os.replace(tmp, path)
             self.n_checkpoints += 1
             self.checkpoint_error = None
         except Exception as exc:  # noqa: BLE001 - a failed checkpoint is reported, not fatal
             self.checkpoint_error = f"{type(exc).__name__}: {exc}"
             logger.error("checkpoint to %s failed: %s", path, self.checkpoint_error)
+        finally:
+            done()

@@ -42,14 +42,28 @@ def _dataset(f: h5py.File, name: str, kind: str, doc: str) -> np.ndarray:
     return obj[()]
 
 
-def read_result(path) -> dict:
+def _rejected_columns(f: h5py.File, k: int) -> np.ndarray:
+    """Footprint columns the user rejected (``curation/``, docs/results-format.md)."""
+    g, ids = f.get("curation"), f.get("footprints/neuron_ids")
+    if g is None or "neuron_ids" not in g or "label" not in g or ids is None:
+        return np.zeros(0, np.int64)
+    labels = dict(zip(g["neuron_ids"][()].tolist(), g["label"][()].tolist(), strict=False))
+    cols = [j for j, nid in enumerate(ids[()][:k].tolist()) if labels.get(nid, 0) < 0]
+    return np.asarray(cols, np.int64)
+
+
+def read_result(path, include_rejected: bool = False) -> dict:
     """Read footprints (CSC), traces C and frame bookkeeping from a results file.
+
+    Neurons the user rejected (``online-cnmfe curate``, the review's R key) are left out
+    unless ``include_rejected``.
 
     Returns
     -------
     dict
         ``A`` (csc_array, n_pixels x K, float32), ``dims`` (H, W), ``C`` (K, T) float32,
-        ``frame_index`` (T,) int64 (0..T-1 when absent), ``birth_frame`` (K,) int64 or None.
+        ``frame_index`` (T,) int64 (0..T-1 when absent), ``birth_frame`` (K,) int64 or None,
+        ``n_rejected`` the number of rejected neurons left out.
 
     Raises
     ------
@@ -73,6 +87,7 @@ def read_result(path) -> dict:
         frame_index = None if frame_index is None else frame_index[()].astype(np.int64)
         birth = f.get("neurons/birth_frame")
         birth = None if birth is None else birth[()].astype(np.int64)
+        rejected = np.zeros(0, np.int64) if include_rejected else _rejected_columns(f, C.shape[0])
     k = len(indptr) - 1
     n_pixels = dims[0] * dims[1]
     if k < 0 or indptr[-1] != len(data) or len(indices) != len(data):
@@ -99,7 +114,14 @@ def read_result(path) -> dict:
             "NaN or infinite values; footprints must be finite"
         )
     A = scipy.sparse.csc_array((data, indices, indptr), shape=(n_pixels, k))
-    return {"A": A, "dims": dims, "C": C, "frame_index": frame_index, "birth_frame": birth}
+    if rejected.size:
+        keep = np.setdiff1d(np.arange(k), rejected)
+        A, C = scipy.sparse.csc_array(A[:, keep]), C[keep]
+        birth = None if birth is None or birth.shape[0] != k else birth[keep]
+    return {
+        "A": A, "dims": dims, "C": C, "frame_index": frame_index, "birth_frame": birth,
+        "n_rejected": int(rejected.size),
+    }  # fmt: skip
 
 
 def read_truth(path) -> dict:
@@ -168,6 +190,11 @@ def format_report(metrics: dict) -> str:
             f"frames {frames[0]}-{frames[1] - 1} ({metrics['n_frames_scored']} frames)"
             if frames
             else "no frames"
+        ),
+        *(
+            [f"{metrics['n_rejected']} neuron(s) rejected by curation left out"]
+            if metrics.get("n_rejected")
+            else []
         ),
         "",
         f"{'neurons':<14}{'true':>6}{'found':>7}{'matched':>9}{'recall':>8}{'precision':>11}"

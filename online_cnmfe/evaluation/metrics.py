@@ -374,15 +374,22 @@ def _late(est, birth, matched_true, corr_of, ti, ei) -> dict | None:
     return out
 
 
-def evaluate_files(result, truth, params: EvaluationParams | None = None) -> dict:
+def evaluate_files(
+    result, truth, params: EvaluationParams | None = None, include_rejected: bool = False
+) -> dict:
     """Read a results file and a simulation file and score them (see :func:`evaluate`).
+
+    Neurons rejected by curation are left out unless ``include_rejected``; ``n_rejected``
+    says how many.
 
     Raises
     ------
     InputFileError
         A file is missing, not HDF5, lacks a dataset, or the two do not describe the same movie.
     """
-    metrics = evaluate(read_result(result), read_truth(truth), params)
+    est = read_result(result, include_rejected=include_rejected)
+    metrics = evaluate(est, read_truth(truth), params)
+    metrics["n_rejected"] = est["n_rejected"]
     metrics["result_path"] = str(result)
     metrics["truth_path"] = str(truth)
     return metrics

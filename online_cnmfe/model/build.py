@@ -7,6 +7,7 @@ when the slow path changes A or W; never on an ordinary frame.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ import scipy.sparse
 from online_cnmfe.model import deconvolution_online as _deconv
 from online_cnmfe.model import traces as _tr
 from online_cnmfe.model._kernels import demix as _kd
+from online_cnmfe.model._kernels import frame_check as _kf
 from online_cnmfe.model._kernels import model_update as _ku
 from online_cnmfe.model._kernels import oasis_online as _ko
 from online_cnmfe.model._kernels import residual as _kr
@@ -39,6 +41,7 @@ class Operators:
     scratch_a: np.ndarray  # (n_pixels,) float32 zeros
     mark: np.ndarray  # (n_bg,) int64 visit tags
     frame_buf: np.ndarray  # (n_pixels,) float32 copy of the current frame
+    frame_stats: np.ndarray  # (3,) float64: finite min, max, non-finite count of frame_buf
     tag: int = 0
 
 
@@ -58,7 +61,32 @@ def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
         scratch_a=np.zeros(D.shape[1], np.float32),
         mark=np.full(D.shape[0], -1, np.int64),
         frame_buf=np.zeros(D.shape[1], np.float32),
+        frame_stats=np.zeros(3, np.float64),
     )
+
+
+def pixel_limits(init: InitResult, frames, excursion: float) -> tuple[float, float]:
+    """Pixel values the model accepts: the initialisation frames' [min, max] widened on each
+    side by ``excursion`` × its width (without frames: b0 plus the largest A·c_raw). A frame
+    beyond would drive the traces and statistics far from anything seen (1e30 ruins them for
+    the rest of a session); ±inf when ``excursion`` is 0."""
+    if excursion <= 0:
+        return (-math.inf, math.inf)
+    if frames is not None and np.size(frames):
+        lo, hi, stats = math.inf, -math.inf, np.zeros(3)
+        for frame in frames:  # frame by frame: no copy of the whole movie
+            _kf.finite_range(np.ascontiguousarray(frame, np.float32).ravel(), stats)
+            lo, hi = min(lo, stats[0]), max(hi, stats[1])
+        if lo > hi:  # no finite pixel at all
+            lo = hi = 0.0
+    else:
+        b0 = np.asarray(init.b0, np.float32)
+        A = scipy.sparse.csc_array(init.A)
+        peak = A.max(axis=0).toarray().ravel() if A.shape[1] else np.zeros(0)
+        c_max = np.asarray(init.C_raw, np.float32).max(axis=1) if peak.size else peak
+        lo, hi = float(b0.min()), float(b0.max() + float((peak * c_max).max(initial=0.0)))
+    span = max(hi - lo, 1e-3 * max(abs(lo), abs(hi), 1.0))
+    return (lo - excursion * span, hi + excursion * span)
 
 
 def _validate_init(init: InitResult) -> None:
@@ -125,6 +153,7 @@ def build_state(init: InitResult, frames, params: CNMFEParams):
         scratch_ac=np.zeros(n_pixels, np.float32), scratch_gc=np.zeros(n_bg, np.float32),
     )  # fmt: skip
     st.c = np.maximum(st.c, 0).astype(np.float32)
+    st.pixel_limits = pixel_limits(init, frames, params.online.max_pixel_excursion_ranges)
     ops = operators_for(st, params)
     refresh_products(st, ops)
     if frames is not None and T0:

@@ -17,6 +17,7 @@ place that knows the update schedule. Per frame (the critical path, all numba ke
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from online_cnmfe.model import deconvolution_online as _deconv
 from online_cnmfe.model import motion
 from online_cnmfe.model import updates as model_updates
 from online_cnmfe.model._kernels import demix as _kd
+from online_cnmfe.model._kernels import frame_check as _kf
 from online_cnmfe.model._kernels import residual as _kr
 from online_cnmfe.model.executors import InlineExecutor
 from online_cnmfe.model.frame_result import FrameResult, ModelEvent
@@ -36,6 +38,7 @@ from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization.fit import fit_initial
 from online_cnmfe.model.slow_path import schedule as slow_schedule
 from online_cnmfe.model.state import ModelState
+from online_cnmfe.model.state_checks import check_state
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -156,9 +159,9 @@ class OnlineCNMFE:
         """
         st = self._require_state()
         t_start = time.perf_counter()
-        y = self._validate(frame, st)
+        y, reason = self._validate(frame, st)
         if y is None:
-            return self._skip(st, "frame contains NaN or infinite pixels", t_start)
+            return self._skip(st, reason, t_start)
         # Stages before the demixing may set `flag`: the frame then gets traces but does not
         # update the model (no residual, no b0 update, no slow path; FrameResult.flag).
         flag: str | None = None
@@ -294,7 +297,8 @@ class OnlineCNMFE:
         """The read-only view of the model the slow path works on (``SlowPathInputs``)."""
         return model_updates.slow_inputs(self)
 
-    def _validate(self, frame, st: ModelState) -> np.ndarray | None:
+    def _validate(self, frame, st: ModelState) -> tuple[np.ndarray | None, str]:
+        """The frame as the model's float32 vector, or (None, why it is skipped)."""
         frame = np.asarray(frame)
         if frame.shape != tuple(st.dims):
             raise ValueError(
@@ -306,12 +310,23 @@ class OnlineCNMFE:
             raise TypeError(f"frame {st.t} has dtype {frame.dtype}; expected a real number type")
         y = self._ops.frame_buf  # the model's own float32 copy: no allocation per frame
         np.copyto(y.reshape(st.dims), frame, casting="unsafe")
-        if frame.dtype.kind == "f" and not np.isfinite(y.sum()):
-            bad = ~np.isfinite(y)
+        lo_ok, hi_ok = st.pixel_limits
+        if frame.dtype.kind != "f" and _dtype_within(frame.dtype, lo_ok, hi_ok):
+            return y, ""  # every value of this integer type is accepted: no pass needed
+        stats = self._ops.frame_stats
+        _kf.finite_range(y, stats)
+        if stats[2]:
             if self.params.online.nan_policy == "skip":
-                return None
+                return None, "frame contains NaN or infinite pixels"
+            bad = ~np.isfinite(y)
             y[bad] = st.b0[bad]
-        return y
+        if stats[0] < lo_ok or stats[1] > hi_ok:
+            worst = stats[0] if stats[0] < lo_ok else stats[1]
+            return None, (
+                f"pixel value {worst:.4g} outside the accepted [{lo_ok:.4g}, {hi_ok:.4g}] "
+                "(online.max_pixel_excursion_ranges x the range of the initialisation frames)"
+            )
+        return y, ""
 
     def _skip(self, st: ModelState, reason: str, t_start: float) -> FrameResult:
         st.n_skipped += 1
@@ -332,9 +347,18 @@ class OnlineCNMFE:
     # ---- persistence (files: online_cnmfe.results.state_file) ----------------------------
     @classmethod
     def from_state(cls, params: CNMFEParams, state: ModelState) -> OnlineCNMFE:
-        """A model continuing from a complete ``state`` (e.g. read back from a state file)."""
+        """A model continuing from a complete ``state`` (e.g. read back from a state file).
+
+        Raises
+        ------
+        StateError
+            (a ValueError) If the state's arrays disagree in shape or an index points outside.
+        """
         if not isinstance(state, ModelState):
             raise TypeError(f"state must be a ModelState, got {type(state).__name__}")
+        check_state(state)  # the kernels do not bound-check: a bad index must stop here
+        if state.motion is not None:
+            motion.check_motion_state(state.motion, state.dims, params)
         model = cls(params)
         model.state = state
         model._ops = _build.operators_for(state, params)
@@ -342,6 +366,22 @@ class OnlineCNMFE:
         if state.motion is not None:
             motion.warm_up()
         return model
+
+    def reserve_neuron_ids(self, first_free: int, *, renumber: bool = False) -> None:
+        """Make every neuron id issued from now on at least ``first_free``.
+
+        ``--resume`` appends to a results file whose rows are keyed by neuron id: an id the
+        file already holds must never name another cell. With ``renumber`` (a model freshly
+        initialised for that file) the current ids are shifted up by ``first_free`` too.
+        """
+        st = self._require_state()
+        first_free = int(first_free)
+        if first_free < 0:
+            raise ValueError(f"first_free must be >= 0, got {first_free}")
+        if renumber:
+            st.neuron_ids += first_free
+            st.next_id += first_free
+        st.next_id = max(int(st.next_id), first_free, int(st.neuron_ids.max(initial=-1)) + 1)
 
     # ---- read access -------------------------------------------------------------------
     def _require_state(self) -> ModelState:
@@ -416,6 +456,13 @@ def _slow_job(slow_path, slow_state, frame: tuple, view, params: CNMFEParams):
     t, y, c, residual = frame
     slow_path.observe_frame(slow_state, t, y, c, residual, params)
     return slow_path.slow_step(slow_state, view, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_within(dtype: np.dtype, lo: float, hi: float) -> bool:
+    """Whether every value of the integer ``dtype`` lies in [lo, hi]."""
+    info = np.iinfo(dtype)
+    return lo <= info.min and info.max <= hi
 
 
 def _as_movie(frames) -> np.ndarray:

@@ -10,6 +10,7 @@ Only :class:`online_cnmfe.model.OnlineCNMFE` mutates a ModelState. The slow-path
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,9 @@ class ModelState:
         advance it).
     scratch_* : ndarray
         Per-frame work arrays (not meaningful between frames).
+    pixel_limits : (float, float)
+        Accepted pixel values: a frame with a pixel outside is skipped (see
+        ``online.max_pixel_excursion_ranges``); (-inf, inf) in states saved before it existed.
     slow : SlowPathState or None
     motion : MotionState or None
         The motion-correction stage (``online_cnmfe/model/motion/``); None when it is off.
@@ -133,6 +137,7 @@ class ModelState:
     slow: Any = None
     motion: Any = None
     pending_update: Any = None
+    pixel_limits: tuple[float, float] = (-math.inf, math.inf)
 
     @property
     def n_components(self) -> int:

@@ -21,8 +21,14 @@ import numpy as np
 
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.model.frame_screen import screen_frames
 from online_cnmfe.model.motion import init_frame_fields
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results.output_check import (
+    WRITER_RESERVE_BYTES,
+    check_output,
+    estimate_results_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,8 @@ class ProcessJob:
         Stop after this many frames.
     progress : bool
         Progress bars on stderr.
+    overwrite : bool
+        Replace ``out`` if it exists (otherwise that is an error, before any work).
     """
 
     movie: Path
@@ -65,6 +73,7 @@ class ProcessJob:
     save_model: Path | None = None
     max_frames: int | None = None
     progress: bool = False
+    overwrite: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,8 @@ class ProcessSummary:
         Neurons in the final model.
     n_lost : int
         Hardware frames lost upstream (gaps in the DAQ frame counter).
+    n_missing : int
+        Frame indices missing from the recording (e.g. a lost Miniscope chunk).
     frame_ms : ndarray of shape (n_online,), float64
         The model's time on each online frame.
     """
@@ -90,6 +101,7 @@ class ProcessSummary:
     n_components: int
     n_lost: int
     frame_ms: np.ndarray
+    n_missing: int = 0
 
 
 def process_recording(job: ProcessJob) -> ProcessSummary:
@@ -107,6 +119,9 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     ------
     InputFileError
         If the recording is endless or too short for the initialisation.
+    ConfigError
+        If ``out`` exists (without ``overwrite``), is not writable, or its disk lacks the
+        space for the estimated results (checked before any frame is read).
     SourceError, StoreError
         If the recording cannot be read or the results file cannot be written.
     """
@@ -120,16 +135,32 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     if info.n_frames is None:
         raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
     n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
+    check_output(
+        job.out, overwrite=job.overwrite, inputs=(job.movie,),
+        need_bytes=WRITER_RESERVE_BYTES + estimate_results_bytes(n_total),
+    )  # fmt: skip
     n_init = params.init.init_frames
     if n_total <= n_init:
+        have = (
+            f"{job.movie} has {n_total} frames"
+            if n_total == info.n_frames
+            else f"--max-frames {job.max_frames} keeps {n_total} of the {info.n_frames} frames "
+            f"of {job.movie}"
+        )
         raise InputFileError(
-            f"{job.movie} has {n_total} frames; initialisation needs init.init_frames={n_init} "
-            "plus at least one more. Pass a smaller --init-frames."
+            f"{have}; initialisation needs init.init_frames={n_init} plus at least one more. "
+            f"Pass a smaller --init-frames (at most {max(n_total - 1, 0)})"
+            + ("." if n_total == info.n_frames else " or a larger --max-frames.")
         )
     if job.rate_from_file:
         params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
+    else:
+        warn_rate_mismatch(info.metadata.get("declared_frame_rate_hz"), params, str(job.movie))
     frames_iter = source.frames(0, n_total)
-    head = [next(frames_iter) for _ in range(n_init)]
+    if job.init_result:  # fitted already, on exactly these frames
+        head, rejected = [next(frames_iter) for _ in range(n_init)], []
+    else:
+        head, rejected = _init_frames(frames_iter, n_init, params, job.movie)
     init_frames = np.stack([f.pixels for f in head]).astype(np.float32)
     t0 = time.perf_counter()
     if job.init_result:
@@ -145,12 +176,35 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     logger.info(
         "initialised %d neurons on %d frames in %.1f s",
         model.n_components,
-        n_init,
+        len(head),
         time.perf_counter() - t0,
     )
     with _slow_path_executor(params) as executor:
         model.run_slow_path_on(executor)
-        return _process_online(job, params, info, init, head, frames_iter, model, n_total)
+        return _process_online(
+            job, params, info, init, head, frames_iter, model, n_total, rejected=rejected
+        )
+
+
+def _init_frames(frames_iter, n_init: int, params: CNMFEParams, movie) -> tuple[list, list]:
+    """The first ``n_init`` frames fit for the initialisation, and (frame_index, reason) of
+    those left out (NaN/inf, wild values: :func:`~online_cnmfe.model.frame_screen.
+    screen_frames`); later frames take their place."""
+    head: list = []
+    rejected: list[tuple[int, str]] = []
+    while len(head) < n_init:
+        try:
+            head += [next(frames_iter) for _ in range(n_init - len(head))]
+        except StopIteration:
+            raise InputFileError(
+                f"{movie}: only {len(head)} frames fit for the initialisation "
+                f"({len(rejected)} left out, e.g. frame {rejected[0][0]}: {rejected[0][1]}); "
+                "it needs init.init_frames plus one"
+            ) from None
+        bad = screen_frames([f.pixels for f in head], params.online.max_pixel_excursion_ranges)
+        rejected += [(int(head[i].frame_index), reason) for i, reason in sorted(bad.items())]
+        head = [f for i, f in enumerate(head) if i not in bad]
+    return head, sorted(rejected)
 
 
 def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManager:
@@ -161,37 +215,71 @@ def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManage
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
 
 
-def _process_online(job, params, info, init, head, frames_iter, model, n_total) -> ProcessSummary:
-    """The online part of :func:`process_recording`: frames after the initialisation."""
+def _process_online(
+    job, params, info, init, head, frames_iter, model, n_total, rejected=()
+) -> ProcessSummary:
+    """The online part of :func:`process_recording`: frames after the initialisation
+    (``rejected``: (frame_index, reason) of initialisation frames left out)."""
     from online_cnmfe.results import state_file
+    from online_cnmfe.results.summary import SessionSummary, init_images
     from online_cnmfe.results.writer import ResultsWriter
 
     n_init = len(head)
     provenance = {"path": str(Path(job.movie).resolve()), "source": info.description}
     out = Path(job.out)
+    summary = SessionSummary(model.dims)  # images/mean and images/max
+    for frame in head:
+        summary.add(frame.pixels)
     with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
-        drops = _DropTracker(writer)
+        writer.start_session(None, info.frame_rate_hz, info.description)
+        drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
+        for frame_index, reason in rejected:
+            writer.record_reject(frame_index, reason)
         _write_init_frames(writer, init, head, model.neuron_ids[: init.n_components], drops)
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
-        times = _run_online(model, frames_iter, writer, n_total - n_init, job.progress, drops)
+        writer.set_images(init_images(init), n_frames=n_init, source="initialisation frames")
+        writer.set_images(summary.images(), **summary.attrs())
+        writer.set_background(model.b0)
+        times = _run_online(
+            model, frames_iter, writer, n_total - n_init, job.progress, drops, summary
+        )
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
+        writer.set_images(summary.images(), **summary.attrs())
         n_written = writer.n_frames
     if job.save_model:
         state_file.save_online_model(job.save_model, model)
     if len(times):
         logger.info(
             "processed %d frames: per frame median %.2f ms, p99 %.2f ms, max %.2f ms; "
-            "%d neurons; %d hardware frames lost upstream; results in %s",
+            "%d neurons; %d frame(s) missing from the recording, %d hardware frames lost "
+            "upstream; results in %s",
             len(times),
             np.median(times),
             np.percentile(times, 99),
             times.max(),
             model.n_components,
+            drops.n_missing,
             drops.n_lost,
             out,
         )
-    return ProcessSummary(out, n_written, model.n_components, drops.n_lost, times)
+    return ProcessSummary(
+        out, n_written, model.n_components, drops.n_lost, times, n_missing=drops.n_missing
+    )
+
+
+def warn_rate_mismatch(declared: float | None, params: CNMFEParams, what: str) -> bool:
+    """Warn (naming both values) when the recording's own rate and ``data.frame_rate_hz``
+    differ by more than 1 %; True if they do."""
+    rate = params.data.frame_rate_hz
+    if declared is None or not declared > 0 or abs(declared - rate) <= 0.01 * rate:
+        return False
+    logger.warning(
+        "%s declares %.4g Hz but data.frame_rate_hz=%.4g Hz is set; %.4g Hz is used (time "
+        "constants and the results file follow it). Remove the setting to use the recording's.",
+        what, declared, rate, rate,
+    )  # fmt: skip
+    return True
 
 
 def _write_init_frames(writer, init, head, ids, drops) -> None:
@@ -209,19 +297,33 @@ def _write_init_frames(writer, init, head, ids, drops) -> None:
 
 
 class _DropTracker:
-    """Records hardware frames lost before the recording (gaps in the DAQ frame counter)."""
+    """Records the frames missing from the recording in the file's bookkeeping: gaps in the
+    frame indices (e.g. a lost Miniscope chunk) as ``dropped``, gaps in the DAQ frame counter
+    (hardware frames the acquisition software never got) as ``daq_lost``."""
 
-    def __init__(self, writer) -> None:
+    def __init__(self, writer, first_index: int | None = None) -> None:
         self.writer = writer
         self.last: int | None = None
-        self.n_lost = 0
+        self.next_index = first_index  # the recording's first frame index, when known
+        self.n_lost = 0  # DAQ
+        self.n_missing = 0  # frame indices
 
     def see(self, frame) -> None:
+        index = int(frame.frame_index)
+        if self.next_index is not None and index > self.next_index:
+            why = (
+                "missing from the recording (frame_index jumps from "
+                f"{self.next_index - 1} to {index})"
+            )
+            self.writer.record_drop(self.next_index, index - 1, why)
+            self.n_missing += index - self.next_index
+        self.next_index = index + 1 if self.next_index is None else max(self.next_index, index + 1)
         daq = frame.daq_frame
         if daq is None:
             return
         if self.last is not None and daq > self.last + 1:
-            self.writer.record_drop(self.last + 1, daq - 1)
+            why = f"DAQ frame counter jumps from {self.last} to {daq}: never reached the software"
+            self.writer.record_lost("daq_lost", self.last + 1, daq - 1, why)
             self.n_lost += daq - self.last - 1
         self.last = daq
 
@@ -236,7 +338,7 @@ def _meta(frame, latency_ms: float) -> dict:
     }
 
 
-def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops) -> np.ndarray:
+def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops, summary):
     from tqdm import tqdm
 
     times = np.zeros(n_frames, np.float64)
@@ -248,6 +350,8 @@ def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops
             drops.see(frame)
             result = model.process_frame(frame.pixels)
             times[n] = result.timings_ms.get("total", np.nan)
+            if not result.skipped and not result.flag:  # flagged: e.g. a motion outlier
+                summary.add(frame.pixels)
             writer.append_frame(result, _meta(frame, times[n]))
             if result.footprints_version != version:
                 version = result.footprints_version

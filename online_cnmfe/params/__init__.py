@@ -20,7 +20,7 @@ from online_cnmfe.params.model_stages import (
     OnlineParams,
 )
 from online_cnmfe.params.motion import MotionParams
-from online_cnmfe.params.tree import OTHER_CONFIG_TABLES, CNMFEParams, load_params
+from online_cnmfe.params.tree import OTHER_CONFIG_TABLES, CNMFEParams, load_params, user_sets
 
 __all__ = [
     "OTHER_CONFIG_TABLES",
@@ -36,4 +36,5 @@ __all__ = [
     "load_params",
     "parse_overrides",
     "read_config_file",
+    "user_sets",
 ]

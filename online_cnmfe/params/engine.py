@@ -11,17 +11,23 @@ from online_cnmfe.params._checks import check, int_at_least, positive
 class EngineParams:
     """The streaming service: queues, publication rates, storage."""
 
-    queue_frames: int = 256
+    queue_frames: int = 256  # frames waiting for the model kept in memory (then: queue_full)
     status_period_s: float = 1.0
     flush_period_s: float = 2.0
     image_rate_hz: float = 10.0
     max_frame_age_ms: float = 50.0  # older frames do not fire closed-loop triggers
     on_restart: str = "continue"  # "continue" | "reinitialise" | "stop"
     republish_period_s: float = 2.0  # footprints + summary images re-sent for late joiners
-    checkpoint_period_s: float = 300.0  # model state saved for --resume (0: only at shutdown)
+    checkpoint_period_s: float = 30.0  # model state saved for --resume (0: only at shutdown)
     rcvhwm_frames: int = 64  # frames buffered in the SUB socket before ZeroMQ drops
     max_model_errors: int = 20  # consecutive model exceptions before the engine stops
-    queue_full: str = "drop"  # "drop" (live: drop and record) | "wait" (replay at max rate)
+    # beyond queue_frames: "spool" (to disk, never dropped while the disk has room),
+    # "drop" (drop and record), "wait" (stop reading: a --rate max sender slows down)
+    queue_full: str = "spool"
+    spool_reserve_mb: float = 1024.0  # free disk space the spool leaves (then frames drop)
+    spool_max_mb: float = 0.0  # largest spool on disk (0: limited only by the reserve)
+    drain_timeout_s: float = 30.0  # after Ctrl-C/SIGTERM: time to process what is queued
+    record_raw: bool = False  # record every frame received to <out stem>.raw.h5
     # run each frame's slow-path step on its own thread, overlapping the next frame's traces
     # (results are identical; false: inline, e.g. one core per session in a batch)
     slow_path_thread: bool = True
@@ -41,8 +47,15 @@ class EngineParams:
         int_at_least("rcvhwm_frames", self.rcvhwm_frames, 1)
         int_at_least("max_model_errors", self.max_model_errors, 1)
         check(
-            "queue_full", self.queue_full, self.queue_full in ("drop", "wait"), "'drop' or 'wait'"
+            "queue_full",
+            self.queue_full,
+            self.queue_full in ("spool", "drop", "wait"),
+            "'spool', 'drop' or 'wait'",
         )
+        check("spool_reserve_mb", self.spool_reserve_mb, self.spool_reserve_mb >= 0, ">= 0")
+        check("spool_max_mb", self.spool_max_mb, self.spool_max_mb >= 0, ">= 0 (0: no limit)")
+        check("drain_timeout_s", self.drain_timeout_s, self.drain_timeout_s >= 0, ">= 0")
+        check("record_raw", self.record_raw, isinstance(self.record_raw, bool), "true or false")
         positive("status_period_s", self.status_period_s)
         positive("flush_period_s", self.flush_period_s)
         positive("image_rate_hz", self.image_rate_hz)

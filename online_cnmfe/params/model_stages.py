@@ -15,9 +15,13 @@ class DataParams:
     frame_rate_hz: float = 20.0
     neuron_diameter_px: float = 13.0
     decay_time_s: float = 0.4
+    # size of one pixel in the sample (micrometres), for scale bars and exports; None: unknown
+    pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
         positive("frame_rate_hz", self.frame_rate_hz)
+        if self.pixel_size_um is not None:
+            positive("pixel_size_um", self.pixel_size_um)
         check(
             "neuron_diameter_px",
             self.neuron_diameter_px,
@@ -141,6 +145,9 @@ class OnlineParams:
     stats_forgetting_time_s: float = 300.0
     footprint_update_period_frames: int = 400  # every footprint refreshed once per period
     nan_policy: str = "skip"  # skip frames with NaN (recorded), or "zero"
+    # A frame with a pixel further outside the initialisation frames' [min, max] than this many
+    # times its width is skipped (recorded with the reason); 0: only NaN/inf are refused.
+    max_pixel_excursion_ranges: float = 10.0
     footprint_growth_px: int = 2  # allowed region = footprint support dilated by this
     slow_ring_refresh_period_frames: int = 2000  # every W row re-solved once per period
     slow_ring_samples: int = 32  # background frames kept (decayed) for the W refresh
@@ -161,6 +168,12 @@ class OnlineParams:
         int_at_least("footprint_update_period_frames", self.footprint_update_period_frames, 1)
         check(
             "nan_policy", self.nan_policy, self.nan_policy in ("skip", "zero"), "'skip' or 'zero'"
+        )
+        check(
+            "max_pixel_excursion_ranges",
+            self.max_pixel_excursion_ranges,
+            self.max_pixel_excursion_ranges >= 0,
+            ">= 0 (0 disables the check)",
         )
         int_at_least("footprint_growth_px", self.footprint_growth_px, 0)
         int_at_least("slow_ring_refresh_period_frames", self.slow_ring_refresh_period_frames, 1)

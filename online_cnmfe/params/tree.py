@@ -42,8 +42,8 @@ class CNMFEParams:
     Examples
     --------
     >>> p = CNMFEParams.from_dict({"data": {"neuron_diameter_px": 11}})
-    >>> p.data.neuron_diameter_px
-    11
+    >>> p.data.neuron_diameter_px  # an integer given for a float key widens to float
+    11.0
     >>> CNMFEParams.from_dict({"data": {"diameter": 11}})
     Traceback (most recent call last):
     ...
@@ -100,16 +100,14 @@ class CNMFEParams:
             if not isinstance(stage_values, dict):
                 raise ConfigError(f"parameter stage '{stage_name}' must be a mapping")
             stage_cls = _STAGES[stage_name]
-            valid = [f.name for f in dataclasses.fields(stage_cls)]
-            for key in stage_values:
-                if key not in valid:
-                    raise ConfigError(
-                        _unknown(
-                            "parameter", f"{stage_name}.{key}", [f"{stage_name}.{v}" for v in valid]
-                        )
-                    )
+            fields = {f.name: f for f in dataclasses.fields(stage_cls)}
+            typed = {}
+            for key, value in stage_values.items():
+                if key not in fields:
+                    raise ConfigError(_unknown_key(stage_name, key))
+                typed[key] = _typed(f"{stage_name}.{key}", value, fields[key])
             try:
-                stages[stage_name] = stage_cls(**stage_values)
+                stages[stage_name] = stage_cls(**typed)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"invalid parameter in stage '{stage_name}': {exc}") from exc
         try:
@@ -123,7 +121,7 @@ class CNMFEParams:
         for key, value in dotted.items():
             stage, _, name = key.partition(".")
             if stage not in values or not name:
-                raise ConfigError(_unknown("parameter", key, _all_keys()))
+                raise ConfigError(_unknown_dotted(key))
             values[stage][name] = value
         return CNMFEParams.from_dict(values)
 
@@ -153,6 +151,70 @@ def _unknown(kind: str, name: str, valid: list[str]) -> str:
     return f"unknown {kind} '{name}'; {hint}valid: {', '.join(valid)}"
 
 
+def _unknown_key(stage: str, key: str) -> str:
+    """An unknown key of a known stage: the close keys, then that stage's keys only."""
+    valid = [f.name for f in dataclasses.fields(_STAGES[stage])]
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(f'{stage}.{c}') for c in close)}? " if close else ""
+    return f"unknown parameter '{stage}.{key}'; {hint}keys of [{stage}]: {', '.join(valid)}"
+
+
+def _unknown_dotted(dotted: str) -> str:
+    """An unknown ``stage.key``: suggest the closest full keys (a typo may be in the stage),
+    never the list of every key (``online-cnmfe params --dump`` shows them all)."""
+    stage, _, key = dotted.partition(".")
+    if stage in _STAGES and key:
+        return _unknown_key(stage, key)
+    close = difflib.get_close_matches(dotted, _all_keys(), n=3, cutoff=0.6)
+    close_stage = difflib.get_close_matches(stage, list(_STAGES), n=1, cutoff=0.5)
+    if close:
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?"
+    elif close_stage:
+        hint = f"did you mean the stage '{close_stage[0]}'?"
+    else:
+        hint = f"stages: {', '.join(_STAGES)}."
+    return (
+        f"unknown parameter '{dotted}'; {hint} Keys are stage.key; "
+        "`online-cnmfe params --dump` lists them all"
+    )
+
+
+_TYPE_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a text"}
+
+
+def _typed(name: str, value: Any, f: dataclasses.Field) -> Any:
+    """``value`` checked against the field's declared type (ints widen to floats).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the value received and the type expected, with the default as an
+        example (``--set data.frame_rate_hz=twenty`` fails here, not deep in a comparison).
+    """
+    kinds = [k.strip() for k in str(f.type).split("|")]
+    if value is None and "None" in kinds:
+        return None
+    base = next(k for k in kinds if k != "None")
+    ok = {
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }.get(base, True)
+    if ok:
+        return float(value) if base == "float" else value
+    example = f.default if f.default is not dataclasses.MISSING else None
+    example_text = json.dumps(example) if example is not None else "null"
+    none = " or null" if "None" in kinds else ""
+    return _raise_type(name, value, f"{_TYPE_WORDS.get(base, base)}{none}", example_text)
+
+
+def _raise_type(name: str, value: Any, expected: str, example: str) -> Any:
+    raise ConfigError(
+        f"{name}={value!r} is not {expected}; expected e.g. {name}={example} (the default)"
+    )
+
+
 # Tables a config file may hold besides the parameter stages (read by other parts).
 OTHER_CONFIG_TABLES = ("triggers",)
 
@@ -171,3 +233,15 @@ def load_params(config: str | Path | None, overrides: list[str] | None = None) -
         params = CNMFEParams.from_dict(values)
     values = parse_overrides(overrides or [])
     return params.replace(**values) if values else params
+
+
+def user_sets(key: str, config: str | Path | None, overrides: list[str] | None = None) -> bool:
+    """True when the config file or a ``--set`` override gives the dotted ``stage.key``
+    (a value taken from the data, e.g. the frame rate, must then not replace it)."""
+    stage, _, name = key.partition(".")
+    if key in parse_overrides(overrides or []):
+        return True
+    if config is None:
+        return False
+    table = read_config_file(config).get(stage)
+    return isinstance(table, dict) and name in table

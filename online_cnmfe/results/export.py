@@ -1,10 +1,11 @@
 """Export a results file to the formats downstream tools read.
 
-- **NWB** (pynwb): processing module ``ophys`` with ``ImageSegmentation`` → ``PlaneSegmentation``
-  (one ``image_mask`` (H, W) per neuron, columns ``neuron_id`` and ``birth_frame``) and a
-  ``Fluorescence`` interface holding three ``RoiResponseSeries`` of shape (T, K) (time × ROIs):
-  ``Denoised`` (C), ``Raw`` (C_raw) and ``Deconvolved`` (S). Timestamps are the acquisition
-  times (``frames/t_acq_ms`` / 1000) when they increase strictly, else the nominal rate.
+Every export leaves out the neurons rejected by curation (``curation/``, see
+:mod:`.curation`) unless asked to keep them (``include_rejected``).
+
+- **NWB** (:mod:`.export_nwb`): segmentation as pixel masks, C / C_raw / S / dF/F series,
+  summary images, closed-loop triggers, session metadata.
+- **CSV** (:mod:`.export_csv`): one folder of plain tables.
 - **CaImAn** HDF5 (the keys ``load_CNMF`` and roiextractors read): ``estimates/A/{data,indices,
   indptr,shape}`` as CSC with pixels flattened in **Fortran order** (index = col·H + row, as
   CaImAn does everywhere), ``estimates/C``, ``S``, ``YrA`` (= C_raw − C), ``b0`` (Fortran
@@ -19,7 +20,7 @@ and the tests round-trip the orientation with an asymmetric image.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -27,16 +28,19 @@ import numpy as np
 import scipy.io
 import scipy.sparse
 
-from online_cnmfe.errors import InputFileError
+from online_cnmfe.errors import OnlineCNMFEError
+from online_cnmfe.results.curation import read_labels
+from online_cnmfe.results.layout import open_for_reading
+from online_cnmfe.results.quality import dff, neuron_quality, read_quality
 from online_cnmfe.results.reader import Results, read_results
 
 logger = logging.getLogger(__name__)
 
 
-def footprint_images(res: Results) -> np.ndarray:
+def footprint_images(A: scipy.sparse.csc_array, dims: tuple[int, int]) -> np.ndarray:
     """Footprints as a dense (K, H, W) float32 stack (row-major images)."""
-    h, w = res.dims
-    dense = res.A.toarray().astype(np.float32)  # (H·W, K), row-major pixels
+    h, w = dims
+    dense = A.toarray().astype(np.float32)  # (H·W, K), row-major pixels
     return np.ascontiguousarray(dense.T.reshape(-1, h, w))
 
 
@@ -50,89 +54,87 @@ def to_fortran_order(A: scipy.sparse.csc_array, dims: tuple[int, int]) -> scipy.
     return out
 
 
-def _timestamps(res: Results) -> np.ndarray | None:
+def timestamps_s(res: Results) -> np.ndarray | None:
+    """Acquisition times in seconds when they increase strictly, else None (use the rate)."""
     t = res.frames["t_acq_ms"].astype(np.float64) / 1000.0
     if t.size and np.all(np.isfinite(t)) and np.all(np.diff(t) > 0):
         return t
     return None
 
 
-def export_nwb(results: str | Path, out: str | Path, *, description: str | None = None) -> Path:
-    """Write an NWB file with the segmentation and the traces.
+@dataclass
+class Curated:
+    """A results file with the columns an export keeps (curation honoured).
 
-    Raises
-    ------
-    InputFileError
-        If pynwb is not installed (``pip install online-cnmfe[nwb]``).
+    Attributes
+    ----------
+    res : Results
+    keep : ndarray of int
+        Footprint columns kept (rejected neurons left out unless asked).
+    labels : dict
+        ``{neuron_id: label}`` (+1 accepted, -1 rejected).
+    quality : ndarray or None
+        The quality table rows of the kept columns (computed when the file has none).
+    n_rejected : int
+        Rejected neurons left out.
     """
-    try:
-        from pynwb import NWBHDF5IO, NWBFile
-        from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries
-    except ImportError as exc:
-        raise InputFileError(
-            "NWB export needs pynwb; install it with `pip install online-cnmfe[nwb]`"
-        ) from exc
+
+    res: Results
+    keep: np.ndarray
+    labels: dict[int, int]
+    quality: np.ndarray | None
+    n_rejected: int
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.res.neuron_ids[self.keep]
+
+    @property
+    def A(self) -> scipy.sparse.csc_array:
+        return scipy.sparse.csc_array(self.res.A[:, self.keep])
+
+    def traces(self, name: str) -> np.ndarray:
+        """``C``, ``S`` or ``C_raw`` of the kept neurons, (K, T)."""
+        return getattr(self.res, name)[self.keep]
+
+    def dff(self) -> np.ndarray | None:
+        """dF/F of the kept neurons (:func:`.quality.dff`), None without a quality table."""
+        if self.quality is None:
+            return None
+        return dff(self.traces("C"), self.quality["f0"])
+
+
+def curated(results: str | Path, include_rejected: bool = False) -> Curated:
+    """Read a results file for an export: every neuron but those rejected by curation."""
     res = read_results(results)
-    rate = float(res.attrs.get("frame_rate_hz", 20.0))
-    nwb = NWBFile(
-        session_description=description or f"online-cnmfe results from {Path(results).name}",
-        identifier=f"online-cnmfe-{Path(results).stem}",
-        session_start_time=datetime.fromisoformat(res.attrs.get("created", "1970-01-01T00:00:00"))
-        if res.attrs.get("created")
-        else datetime.now(UTC),
-    )
-    device = nwb.create_device(name="Miniscope", description="1-photon miniscope")
-    channel = OpticalChannel(name="green", description="GCaMP emission", emission_lambda=520.0)
-    plane = nwb.create_imaging_plane(
-        name="ImagingPlane", optical_channel=channel, imaging_rate=rate,
-        description=f"{res.dims[0]}x{res.dims[1]} pixels", device=device,
-        excitation_lambda=470.0, indicator="unknown", location="unknown",
-    )  # fmt: skip
-    ophys = nwb.create_processing_module(name="ophys", description="online CNMF-E")
-    segmentation = ImageSegmentation()
-    plane_seg = segmentation.create_plane_segmentation(
-        name="PlaneSegmentation", description="online CNMF-E footprints", imaging_plane=plane
-    )
-    plane_seg.add_column("neuron_id", "stable online-cnmfe neuron id")
-    plane_seg.add_column("birth_frame", "frame at which the neuron was first present")
-    for k, image in enumerate(footprint_images(res)):
-        plane_seg.add_roi(
-            image_mask=image, neuron_id=int(res.neuron_ids[k]), birth_frame=int(res.birth_frame[k])
-        )
-    ophys.add(segmentation)
-    n = len(res.neuron_ids)
-    fluorescence = Fluorescence()
-    ophys.add(fluorescence)  # before the series, so their ROI regions share an ancestor
-    timestamps = _timestamps(res)
-    timing = {"timestamps": timestamps} if timestamps is not None else {"rate": rate}
-    for name, data, what in (
-        ("Denoised", res.C, "denoised calcium C"),
-        ("Raw", res.C_raw, "demixed trace before deconvolution (C_raw)"),
-        ("Deconvolved", res.S, "deconvolved activity S"),
-    ):
-        region = plane_seg.create_roi_table_region(description="all neurons", region=list(range(n)))
-        fluorescence.add_roi_response_series(
-            RoiResponseSeries(
-                name=name,
-                data=np.ascontiguousarray(data.T),
-                rois=region,
-                unit="a.u.",
-                description=what,
-                **timing,
-            )  # fmt: skip
-        )
-    out = Path(out)
-    with NWBHDF5IO(str(out), "w") as io:
-        io.write(nwb)
-    logger.info("wrote %s (%d neurons, %d frames)", out, n, res.n_frames)
-    return out
+    with open_for_reading(Path(results)) as f:
+        labels = read_labels(f)
+        table = read_quality(f)
+        if table is None and res.neuron_ids.size:
+            try:
+                table = neuron_quality(f)
+            except (KeyError, ValueError, OnlineCNMFEError) as exc:
+                logger.warning("%s: no quality metrics (%s); dF/F left out", results, exc)
+    rejected = np.array([labels.get(int(i), 0) < 0 for i in res.neuron_ids], bool)
+    keep = np.flatnonzero(~rejected if not include_rejected else np.ones_like(rejected))
+    quality = None
+    if table is not None:
+        pos = {int(i): k for k, i in enumerate(table["neuron_id"].tolist())}
+        rows = [pos.get(int(i), -1) for i in res.neuron_ids[keep]]
+        if all(r >= 0 for r in rows):
+            quality = table[np.asarray(rows, np.int64)]
+    n_rej = int(rejected.sum()) if not include_rejected else 0
+    if n_rej:
+        logger.info("%s: %d neuron(s) rejected by curation left out", results, n_rej)
+    return Curated(res, keep, labels, quality, n_rej)
 
 
-def export_caiman(results: str | Path, out: str | Path) -> Path:
+def export_caiman(results: str | Path, out: str | Path, include_rejected: bool = False) -> Path:
     """Write CaImAn-compatible HDF5 keys (A in Fortran pixel order)."""
-    res = read_results(results)
+    cur = curated(results, include_rejected)
+    res = cur.res
     h, w = res.dims
-    A = to_fortran_order(res.A, res.dims)
+    A = to_fortran_order(cur.A, res.dims)
     out = Path(out)
     with h5py.File(out, "w") as f:
         f["dims"] = np.array([h, w], np.int64)
@@ -140,11 +142,11 @@ def export_caiman(results: str | Path, out: str | Path) -> Path:
         grp = est.create_group("A")
         grp["data"], grp["indices"], grp["indptr"] = A.data, A.indices, A.indptr
         grp["shape"] = np.array(A.shape, np.int64)
-        est["C"] = res.C
-        est["S"] = res.S
-        est["YrA"] = res.C_raw - res.C
+        est["C"] = cur.traces("C")
+        est["S"] = cur.traces("S")
+        est["YrA"] = cur.traces("C_raw") - cur.traces("C")
         est["b0"] = res.b0.reshape(-1, order="F")
-        est["neuron_ids"] = res.neuron_ids
+        est["neuron_ids"] = cur.ids
         data = f.create_group("params/data")
         data["dims"] = np.array([h, w], np.int64)
         data["fr"] = float(res.attrs.get("frame_rate_hz", 20.0))
@@ -152,10 +154,11 @@ def export_caiman(results: str | Path, out: str | Path) -> Path:
     return out
 
 
-def export_cellreg(results: str | Path, out: str | Path) -> Path:
+def export_cellreg(results: str | Path, out: str | Path, include_rejected: bool = False) -> Path:
     """Write the (N, H, W) footprint stack CellReg reads (first variable of the .mat)."""
-    res = read_results(results)
+    cur = curated(results, include_rejected)
     out = Path(out)
-    scipy.io.savemat(out, {"footprints": footprint_images(res)}, do_compression=True)
-    logger.info("wrote %s (CellReg footprints, %d neurons)", out, len(res.neuron_ids))
+    images = footprint_images(cur.A, cur.res.dims)
+    scipy.io.savemat(out, {"footprints": images}, do_compression=True)
+    logger.info("wrote %s (CellReg footprints, %d neurons)", out, images.shape[0])
     return out

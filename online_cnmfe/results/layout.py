@@ -18,6 +18,11 @@ from online_cnmfe.errors import StateFileError
 FORMAT = "online-cnmfe-results"
 FORMAT_VERSION = 1
 REJECT_DTYPE = np.dtype([("frame_index", "<i8"), ("reason", "S200")])
+# one row per (event, neuron): births, merges and removals as the model reported them
+EVENT_DTYPE = np.dtype(
+    [("frame_index", "<i8"), ("kind", "S16"), ("neuron_id", "<i8"), ("detail", "S120")]
+)
+IMAGE_NAMES = ("mean", "max", "corr", "pnr", "corr_pnr")  # images/ (results.summary)
 FLAG_DTYPE = REJECT_DTYPE  # frames/flagged: processed, but did not update the model
 FRAME_FIELDS = {
     "frame_index": np.int64,
@@ -25,6 +30,7 @@ FRAME_FIELDS = {
     "daq_frame": np.int64,
     "t_acq_ms": np.float64,
     "latency_ms": np.float32,
+    "session": np.int32,  # row of bookkeeping/sessions
 }
 TRACE_NAMES = ("C", "S", "C_raw")
 # per-frame motion correction, NaN where not measured: name -> trailing shape
@@ -81,6 +87,11 @@ def create_datasets(f: h5py.File, dims: tuple[int, int]) -> None:
         fr.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
     fr.create_dataset("dropped", (0, 2), np.int64, maxshape=(None, 2), chunks=(256, 2))
     fr.create_dataset("rejected", (0,), REJECT_DTYPE, maxshape=(None,), chunks=(256,))
+    f.create_dataset("events", (0,), EVENT_DTYPE, maxshape=(None,), chunks=(256,))
+    im = f.create_group("images")
+    for name in IMAGE_NAMES:
+        ds = im.create_dataset(name, dims, np.float32, fillvalue=np.nan)
+        ds.attrs.update(set=False, n_frames=0, source="")
     fr.create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
     create_motion_datasets(f)
 

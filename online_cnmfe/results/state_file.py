@@ -39,6 +39,7 @@ from online_cnmfe.model.slow_path.schedule import SlowPathState, SlowWork
 from online_cnmfe.model.slow_path.suffstats import FootprintStats
 from online_cnmfe.model.slow_path.update import ModelUpdate
 from online_cnmfe.model.state import ModelState
+from online_cnmfe.model.state_checks import StateError
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.version import __version__
 
@@ -172,7 +173,8 @@ def _read_dataclass(group: h5py.Group, classes: dict[str, type]) -> Any:
     if cls is None or not dataclasses.is_dataclass(cls):
         raise StateFileError(
             f"the model file holds an object of class {qualname!r}, which is not a state class "
-            "of this version of online-cnmfe; load it with the version that wrote it"
+            "of this version of online-cnmfe (nothing was imported); the file is damaged, "
+            "crafted, or written by another version"
         )
     values = {}
     for f in dataclasses.fields(cls):
@@ -187,15 +189,21 @@ def _read_dataclass(group: h5py.Group, classes: dict[str, type]) -> Any:
     return cls(**values)
 
 
-def save_model(path: str | Path, params: CNMFEParams, state: Any, fmt: str = FORMAT) -> None:
+def save_model(
+    path: str | Path, params: CNMFEParams, state: Any, fmt: str = FORMAT,
+    attrs: dict[str, str] | None = None,
+) -> None:  # fmt: skip
     """Write params and ``state`` (a dataclass, e.g. ModelState) to ``path`` (overwritten).
 
     ``fmt`` names the kind of file (:data:`FORMAT` for a model, :data:`INIT_FORMAT` for an
-    InitResult).
+    InitResult); ``attrs`` are extra string attributes of the root (e.g. a checkpoint's
+    ``results_file_id``, read back with :func:`read_attrs`).
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as f:
+        for key, value in (attrs or {}).items():
+            f.attrs[f"extra:{key}"] = str(value)
         f.attrs["format"] = fmt
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["software_version"] = __version__
@@ -234,17 +242,36 @@ def load_model(
                 f"{path} has model format version {version}; this software reads version "
                 f"{FORMAT_VERSION}"
             )
-        params = CNMFEParams.from_dict(json.loads(f.attrs["params"]))
-        state = _read_dataclass(f["state"], {**STATE_CLASSES, **(classes or {})})
+        try:
+            params = CNMFEParams.from_dict(json.loads(f.attrs["params"]))
+            state = _read_dataclass(f["state"], {**STATE_CLASSES, **(classes or {})})
+        except (KeyError, ValueError, TypeError, IndexError, OSError, RuntimeError) as exc:
+            raise StateFileError(
+                f"{path} cannot be read back ({type(exc).__name__}: {exc}); the file is "
+                "damaged or incomplete: delete it or restore a copy"
+            ) from exc
     return params, state
 
 
-def save_online_model(path: str | Path, model: OnlineCNMFE) -> None:
+def read_attrs(path: str | Path) -> dict[str, str]:
+    """The extra attributes :func:`save_model` wrote (empty when none or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {
+                k[len("extra:") :]: str(v) for k, v in f.attrs.items() if k.startswith("extra:")
+            }
+    except OSError:
+        return {}
+
+
+def save_online_model(
+    path: str | Path, model: OnlineCNMFE, attrs: dict[str, str] | None = None
+) -> None:
     """Write an initialised :class:`OnlineCNMFE` (params + complete state) to ``path``."""
     if not model.is_initialized:
         raise ValueError("the model is not initialised: there is no state to save")
     model.settle_slow_path()
-    save_model(path, model.params, model.state)
+    save_model(path, model.params, model.state, attrs=attrs)
 
 
 def load_online_model(path: str | Path, cls: type[OnlineCNMFE] = OnlineCNMFE) -> OnlineCNMFE:
@@ -252,4 +279,9 @@ def load_online_model(path: str | Path, cls: type[OnlineCNMFE] = OnlineCNMFE) ->
     params, state = load_model(path)
     if not isinstance(state, ModelState):
         raise StateFileError(f"{path} holds a {type(state).__name__}, not a model state")
-    return cls.from_state(params, state)
+    try:
+        return cls.from_state(params, state)
+    except StateError as exc:
+        raise StateFileError(
+            f"{path} is inconsistent ({exc}); it is damaged or was not written by this engine"
+        ) from exc

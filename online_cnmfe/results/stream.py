@@ -248,9 +248,11 @@ def encode_trigger(
     return encode_message("trigger", header)
 
 
-def encode_eos(n_frames_processed: int, reason: str) -> list:
-    """``eos``: the engine is shutting down."""
-    return encode_message("eos", {"n_frames_processed": int(n_frames_processed), "reason": reason})
+def encode_eos(n_frames_processed: int, reason: str, **summary: Any) -> list:
+    """``eos``: the engine is shutting down; ``summary`` adds the frame totals
+    (``n_frames_received``, ``n_dropped``, …, ``summary``: docs/protocol.md)."""
+    header = {"n_frames_processed": int(n_frames_processed), "reason": reason, **summary}
+    return encode_message("eos", header)
 
 
 def decode_result(frames: Sequence[Any]) -> Message:
@@ -298,7 +300,7 @@ def footprints_from_message(message: Message) -> tuple[scipy.sparse.csc_array, n
             (a["data"], a["indices"], a["indptr"]),
             shape=(int(dims[0]) * int(dims[1]), ids.shape[0]),
         )
-        A.check_format()
+        A.check_format(full_check=True)  # indices in range: a dashboard indexes with them
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"'footprints' CSC arrays are inconsistent: {exc}") from exc
     return A, ids

@@ -18,12 +18,9 @@ flush). :func:`~.reader.read_results` aligns the two.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,56 +31,32 @@ import scipy.sparse
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.params import CNMFEParams
-from online_cnmfe.results.finalise import finalise
+from online_cnmfe.results.blocks import (
+    Block,
+    append_rows,
+    frame_values,
+    utf8,
+)
+from online_cnmfe.results.bookkeeping import Ledger, upgrade_for_resume
+from online_cnmfe.results.extras import PendingExtras
+from online_cnmfe.results.finalise import (
+    RewriteError,
+    discard_partial,
+    finalise,
+    free_bytes,
+)
 from online_cnmfe.results.layout import (
-    FLAG_DTYPE,
-    FORMAT,
-    FORMAT_VERSION,
     FRAME_FIELDS,
     REJECT_DTYPE,
     TRACE_NAMES,
-    create_datasets,
 )
-from online_cnmfe.results.motion_table import MotionBlock, add_missing_datasets
-from online_cnmfe.results.recovery import recover_results
-from online_cnmfe.version import __version__
+from online_cnmfe.results.opening import create_file, reopen_file
 
 logger = logging.getLogger(__name__)
 
 
 class StoreError(OnlineCNMFEError):
     """The results file cannot be created or written (unwritable path, disk full, …)."""
-
-
-def _utf8(value: str) -> bytes:
-    return value.encode("utf-8", "replace")[: REJECT_DTYPE["reason"].itemsize]
-
-
-class _Block:
-    """In-memory buffer of per-frame values, written to the file in one block."""
-
-    def __init__(self, capacity: int, n_rows: int) -> None:
-        self.capacity = capacity
-        self.n = 0
-        self.traces = {
-            name: np.zeros((max(n_rows, 8), capacity), np.float32) for name in TRACE_NAMES
-        }
-        self.meta = {name: np.zeros(capacity, dtype) for name, dtype in FRAME_FIELDS.items()}
-        self.motion = MotionBlock(capacity)
-
-    def ensure_rows(self, n_rows: int) -> None:
-        have = self.traces["C"].shape[0]
-        if n_rows > have:
-            grow = max(n_rows, 2 * have)
-            for name, buf in self.traces.items():
-                new = np.zeros((grow, self.capacity), np.float32)
-                new[:have] = buf
-                self.traces[name] = new
-
-    def clear(self) -> None:
-        for buf in self.traces.values():
-            buf[:, : self.n] = 0.0
-        self.n = 0
 
 
 class ResultsWriter:
@@ -160,6 +133,7 @@ class ResultsWriter:
         self.flush_period_s = float(params.engine.flush_period_s)
         self.error: str | None = None
         self.hdf5_failed = False
+        self.file_id: str | None = None  # the file's ``file_id`` attribute (for checkpoints)
         self._min_free_bytes = int(min_free_bytes)
         self._prepare = prepare
         self._flush_hooks = list(flush_hooks)
@@ -170,13 +144,17 @@ class ResultsWriter:
         self._last_ids: np.ndarray | None = None
         self._last_rows = np.zeros(0, np.int64)
         self._pending_fp: tuple[scipy.sparse.csc_array, np.ndarray, int] | None = None
+        self._fp_ids = np.zeros(0, np.int64)  # footprint columns written to the file
         self._pending_b0: np.ndarray | None = None
         self._pending_drops: list[tuple[int, int]] = []
         self._pending_rejects: list[tuple[int, str]] = []
-        self._pending_flags: list[tuple[int, str]] = []
+        self._extras = PendingExtras(self.dims)  # model events, flagged frames, summary images
         self._n_written = 0
         self._last_flush = time.monotonic()
+        self.ledger = Ledger()  # the fate of every frame (results/bookkeeping.py)
+        self.session = 0  # number of the current stream session (frames/session)
         try:
+            discard_partial(self.path)  # left by a rewrite that was killed: the file is intact
             if resume and self.path.exists():
                 self._open_existing()
             else:
@@ -187,46 +165,24 @@ class ResultsWriter:
                 f"cannot {'reopen' if resume else 'create'} the results file {self.path}: {exc}. "
                 "Check that the folder exists, is writable and has free space."
             ) from exc
-        self._block = _Block(block_frames, len(self._row_ids))
+        self._block = Block(block_frames, len(self._row_ids))
 
     # ---- creation ------------------------------------------------------------------------
     def _create(self, params: CNMFEParams, frame_rate_hz: float, provenance: dict) -> None:
-        if not self.path.parent.is_dir():
-            raise OSError(f"folder {self.path.parent} does not exist")
-        f = self._file = h5py.File(self.path, "w", libver="latest")
-        f.attrs.update(
-            format=FORMAT,
-            format_version=FORMAT_VERSION,
-            software_version=__version__,
-            dims=np.array(self.dims, np.int64),
-            frame_rate_hz=float(frame_rate_hz),
-            params=params.to_json(),
-            params_sha256=params.sha256(),
-            input=json.dumps(provenance, default=str),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            n_frames=0,
-            complete=False,
+        self._file, self.file_id = create_file(
+            self.path, self.dims, params, frame_rate_hz, provenance, self._prepare
         )
-        create_datasets(f, self.dims)
-        if self._prepare is not None:
-            self._prepare(f)
-        f.flush()
-        f.swmr_mode = True
 
     def _open_existing(self) -> None:
-        if not _opens_normally(self.path):
-            recover_results(self.path, self.path)
-        f = self._file = h5py.File(self.path, "r+", libver="latest")
-        if f.attrs.get("format") != FORMAT:
-            raise ValueError(f"{self.path} is not an online-cnmfe results file")
-        if tuple(int(x) for x in f.attrs["dims"]) != self.dims:
-            raise ValueError(f"it has dims {tuple(f.attrs['dims'])}, the stream has {self.dims}")
+        f = self._file = reopen_file(self.path, self.dims)
         self._n_written = int(f["frames/frame_index"].shape[0])
         self._row_ids = [int(x) for x in f["neurons/neuron_ids"][:]]
         self._birth = [int(x) for x in f["neurons/birth_frame"][:]]
         self._id_to_row = {nid: row for row, nid in enumerate(self._row_ids)}
-        add_missing_datasets(f, self._n_written)  # a file written before frames/flagged, motion/
-        f.attrs["complete"] = False
+        self._fp_ids = f["footprints/neuron_ids"][:]
+        self.ledger = upgrade_for_resume(f, self._n_written)  # older files lack some datasets
+        self.session = max(0, self.ledger.n_sessions - 1)
+        self.file_id = str(f.attrs["file_id"])
         f.swmr_mode = True
 
     # ---- public API ----------------------------------------------------------------------
@@ -256,6 +212,7 @@ class ResultsWriter:
             If an earlier write failed or this one (a block write or a periodic flush) fails.
         """
         self._check_ok()
+        values = frame_values(meta)  # checked before anything is buffered
         block = self._block
         rows = self._rows_for(result.neuron_ids)
         block.ensure_rows(len(self._row_ids))
@@ -263,20 +220,16 @@ class ResultsWriter:
         block.traces["C"][rows, j] = result.C
         block.traces["S"][rows, j] = result.S
         block.traces["C_raw"][rows, j] = result.C_raw
-        daq = meta.get("daq_frame")
-        block.meta["frame_index"][j] = meta["frame_index"]
-        block.meta["seq"][j] = meta.get("seq", -1)
-        block.meta["daq_frame"][j] = -1 if daq is None else daq
-        block.meta["t_acq_ms"][j] = meta.get("t_acq_ms", np.nan)
-        block.meta["latency_ms"][j] = meta.get("latency_ms", np.nan)
+        for name, value in values.items():
+            block.meta[name][j] = value
+        block.meta["session"][j] = self.session
         block.motion.set(j, result)
         block.n += 1
         if result.skipped:
-            self._pending_rejects.append(
-                (int(meta["frame_index"]), f"skipped: {result.skip_reason}")
-            )
-        if result.flag:
-            self._pending_flags.append((int(meta["frame_index"]), str(result.flag)))
+            index, reason = int(meta["frame_index"]), f"skipped: {result.skip_reason}"
+            self._pending_rejects.append((index, reason))
+            self.ledger.lost("skipped", index, index, reason, self.session)
+        self._extras.add_frame(result, meta["frame_index"])  # its events and flag, if any
         if block.n == block.capacity or time.monotonic() - self._last_flush >= self.flush_period_s:
             self.flush()  # a full block goes out with the drops/rejects recorded so far
 
@@ -309,13 +262,40 @@ class ResultsWriter:
             raise ValueError(f"b0 has {b0.size} values; expected {self.dims[0] * self.dims[1]}")
         self._pending_b0 = b0.reshape(self.dims).copy()
 
-    def record_drop(self, first: int, last: int) -> None:
-        """Record frames ``first..last`` (inclusive) lost upstream."""
-        self._pending_drops.append((int(first), int(last)))
+    def set_images(self, images: dict[str, np.ndarray], **attrs: Any) -> None:
+        """Record (H, W) summary images ``images/<name>`` (:mod:`.summary`) for the next flush;
+        ``attrs`` (``n_frames``, ``source``) are stored on each."""
+        self._extras.set_images(images, attrs)
+
+    def record_drop(self, first: int, last: int, reason: str = "lost upstream", n: int = 0) -> None:
+        """Record frames ``first..last`` (inclusive) that never reached the engine.
+
+        ``first = last = -1`` with ``n`` frames: their indices are unknown.
+        """
+        if first >= 0:
+            self._pending_drops.append((int(first), int(last)))
+        self.ledger.lost("dropped", int(first), int(last), reason, self.session, n)
 
     def record_reject(self, frame_index: int, reason: str) -> None:
         """Record a frame refused by the engine or the model, with the reason."""
         self._pending_rejects.append((int(frame_index), str(reason)))
+        self.ledger.lost("rejected", int(frame_index), int(frame_index), reason, self.session)
+
+    def record_lost(self, kind: str, first: int, last: int, reason: str, n: int = 0) -> None:
+        """Record frames ``first..last`` of another fate (``unprocessed``, ``unsaved``,
+        ``daq_lost``; see :mod:`~online_cnmfe.results.bookkeeping`)."""
+        self.ledger.lost(kind, int(first), int(last), reason, self.session, n)
+
+    def start_session(
+        self, session_id: str | None, frame_rate_hz: float | None, detail: str
+    ) -> int:
+        """Record that a stream session starts with the next frame; returns its number."""
+        self.session = self.ledger.session(session_id, self.n_frames, frame_rate_hz, detail)
+        return self.session
+
+    def count_incident(self, name: str, n: int = 1) -> None:
+        """Add to ``n_malformed``, ``n_restarts`` or ``n_out_of_order``."""
+        self.ledger.count(name, n)
 
     def flush(self) -> None:
         """Write everything buffered and flush the file to disk.
@@ -329,22 +309,31 @@ class ResultsWriter:
         self._guard(self._flush)
 
     def close(self) -> None:
-        """Flush, mark the file complete and close it. Safe to call twice or after a failure."""
+        """Flush, mark the file complete, close it, align its rows and add the quality table.
+
+        (See :mod:`.finalise`.)
+
+        Safe to call twice or after a failure. A kill at any instant of the close leaves a
+        readable file: the last flush happens in SWMR mode, and the alignment writes a copy
+        beside the file and renames it into place (skipped, with a warning, when the disk
+        lacks the space: the file is then complete with rows in order of first appearance).
+        """
         if self._file is None:
             return
-        ok = False
+        finished = None  # aligned rows and a quality table: nothing left to rewrite
         try:
             if self.ok:
-                self._guard(self._flush)
-                ok = True
+                self._guard(self._flush_last)
+                finished = bool(self._file.attrs["aligned"]) and "quality" in self._file
         finally:
             self._close_quietly()
-        if ok:
+        if finished is False:
             try:
-                finalise(self.path)
-            except (OSError, KeyError, ValueError) as exc:
-                self.error = f"finalising failed: {exc}"
-                raise StoreError(f"could not finalise the results file {self.path}: {exc}") from exc
+                status = finalise(self.path, reserve_bytes=self._min_free_bytes)
+            except RewriteError as exc:  # the file itself is complete and untouched
+                logger.error("%s; the file is complete, its rows unaligned", exc)
+                return
+            logger.debug("finalising %s: %s", self.path, status)
 
     def __enter__(self) -> ResultsWriter:
         return self
@@ -358,7 +347,7 @@ class ResultsWriter:
             raise StoreError(f"the results file {self.path} is no longer written: {self.error}")
 
     def _guard(self, action) -> None:
-        free = _free_bytes(self.path.parent)
+        free = free_bytes(self.path.parent)
         if free is not None and free < self._min_free_bytes:
             self.error = (
                 f"the disk holding {self.path.parent} has {free / 2**20:.0f} MiB free, "
@@ -447,20 +436,26 @@ class ResultsWriter:
             f["background"].attrs["set"] = True
             self._pending_b0 = None
         if self._pending_drops:
-            _append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
+            append_rows(f["frames/dropped"], np.asarray(self._pending_drops, np.int64))
             self._pending_drops = []
         if self._pending_rejects:
-            rows = np.array([(i, _utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
-            _append_rows(f["frames/rejected"], rows)
+            rows = np.array([(i, utf8(r)) for i, r in self._pending_rejects], REJECT_DTYPE)
+            append_rows(f["frames/rejected"], rows)
             self._pending_rejects = []
-        if self._pending_flags:
-            rows = np.array([(i, _utf8(r)) for i, r in self._pending_flags], FLAG_DTYPE)
-            _append_rows(f["frames/flagged"], rows)
-            self._pending_flags = []
+        self.ledger.write(f)
+        self._extras.write(f)
         for hook in self._flush_hooks:
             hook(f)
         f.flush()
         self._last_flush = time.monotonic()
+
+    def _flush_last(self) -> None:
+        """The final flush: everything buffered, then ``complete`` and ``aligned`` set."""
+        self._flush()
+        f = self._file
+        f.attrs["aligned"] = bool(np.array_equal(np.asarray(self._row_ids), self._fp_ids))
+        f.attrs["complete"] = True
+        f.flush()
 
     def _write_footprints(self, A: scipy.sparse.csc_array, ids: np.ndarray, version: int) -> None:
         fp = self._file["footprints"]
@@ -475,25 +470,4 @@ class ResultsWriter:
             fp[name][:] = values
         fp.attrs["shape"] = np.array(A.shape, np.int64)
         fp.attrs["version"] = version
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> None:
-    n = ds.shape[0]
-    ds.resize((n + rows.shape[0], *ds.shape[1:]))
-    ds[n:] = rows
-
-
-def _opens_normally(path: Path) -> bool:
-    try:
-        with h5py.File(path, "r"):
-            return True
-    except OSError:
-        return False
+        self._fp_ids = ids

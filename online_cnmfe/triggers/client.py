@@ -22,11 +22,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from online_cnmfe.errors import ConfigError, ProtocolError
+from online_cnmfe.triggers.auth import read_token
 from online_cnmfe.triggers.records import TriggerRecord
 from online_cnmfe.triggers.wire import decode_json, decode_trigger, encode_json
 
@@ -131,6 +133,11 @@ class TriggerControl:
     timeout_s : float
         How long to wait for each reply.
     context : zmq.Context, optional
+    token : str, optional
+        The engine's control token; by default read from ``token_file``.
+    token_file : path, optional
+        The engine's ``triggers.control_token_file`` (default: the per-user file of
+        :func:`~online_cnmfe.triggers.auth.default_token_file`), read at the first request.
 
     Raises
     ------
@@ -142,10 +149,18 @@ class TriggerControl:
     """
 
     def __init__(
-        self, endpoint: str, timeout_s: float = 2.0, context: zmq.Context | None = None
+        self,
+        endpoint: str,
+        timeout_s: float = 2.0,
+        context: zmq.Context | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | Path | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self._token = token
+        self._token_file = token_file
         self._ctx = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
 
@@ -158,8 +173,10 @@ class TriggerControl:
 
     def request(self, cmd: str, **fields: Any) -> dict[str, Any]:
         """Send one request and return the reply object (``ok`` is true)."""
+        if self._token is None:
+            self._token = read_token(self._token_file)
         sock = self._connect()
-        sock.send(encode_json({"cmd": cmd, **fields}))
+        sock.send(encode_json({"cmd": cmd, **fields, "token": self._token}))
         if not sock.poll(int(self.timeout_s * 1000)):
             self.close()  # a REQ socket without its reply is stuck: start afresh next time
             raise TimeoutError(

@@ -55,6 +55,9 @@ class TriggerConfig:
         queued up to ``send_hwm``, then dropped and counted; never blocks the model thread).
     control_endpoint : str
         REQ/REP control socket, default ``tcp://127.0.0.1:5558``; ``""`` disables it.
+    control_token_file : str or None
+        File holding the control socket's secret token (created, mode 0600, when absent);
+        None: the per-user default (:func:`~online_cnmfe.triggers.auth.default_token_file`).
     allow_remote : bool
         Allow non-loopback tcp endpoints.
     send_hwm : int
@@ -73,6 +76,7 @@ class TriggerConfig:
     endpoint: str = "tcp://127.0.0.1:5557"
     socket_type: str = "pub"
     control_endpoint: str = "tcp://127.0.0.1:5558"
+    control_token_file: str | None = None
     allow_remote: bool = False
     send_hwm: int = 1000
     serial_port: str | None = None
@@ -119,6 +123,11 @@ def parse_trigger_config(value: Any) -> TriggerConfig:
                 f"[triggers] socket_type is {value['socket_type']!r}; expected pub/push"
             )
         kw["socket_type"] = value["socket_type"]
+    if value.get("control_token_file") is not None:
+        path = value["control_token_file"]
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"[triggers] control_token_file is {path!r}; expected a path")
+        kw["control_token_file"] = path
     if value.get("serial_port") is not None:
         if not isinstance(value["serial_port"], str) or not value["serial_port"]:
             raise ConfigError(

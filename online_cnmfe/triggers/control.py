@@ -1,7 +1,11 @@
 """The trigger control socket: list, add, remove, enable and disable rules at run time.
 
 A REP socket (default ``tcp://127.0.0.1:5558``) served by its own thread. Requests and replies are
-single-frame UTF-8 JSON objects with ``"v": 1``; nothing is ever unpickled. Requests:
+single-frame UTF-8 JSON objects with ``"v": 1``; nothing is ever unpickled. Every request carries
+``"token"``, the secret of the engine's token file (:mod:`.auth`): without it nothing is done.
+Requests are at most :data:`~.limits.MAX_REQUEST_BYTES` (a larger one disconnects the client),
+rule changes at most :data:`~.limits.MAX_CHANGES_PER_S` per second, and the rule set is bounded
+(:mod:`.limits`). Requests:
 
 | ``cmd`` | other fields | reply (besides ``"ok": true``) |
 |---|---|---|
@@ -21,20 +25,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import zmq
 
 from online_cnmfe.errors import ConfigError, ProtocolError
+from online_cnmfe.triggers.auth import token_matches
 from online_cnmfe.triggers.evaluator import TriggerEngine
+from online_cnmfe.triggers.limits import MAX_CHANGE_BURST, MAX_CHANGES_PER_S, MAX_REQUEST_BYTES
 from online_cnmfe.triggers.rules import parse_rule, rule_to_dict
-from online_cnmfe.triggers.wire import MAX_JSON_BYTES, decode_json, encode_json
+from online_cnmfe.triggers.wire import decode_json, encode_json
 
 __all__ = ["COMMANDS", "ControlServer", "handle_request"]
 
 logger = logging.getLogger(__name__)
 
 COMMANDS = ("list", "add", "remove", "enable", "disable", "stats")
+CHANGES = ("add", "remove", "enable", "disable")
+LOGGED_REJECTIONS = 20  # rejected requests logged one by one; then one line per 1000
 
 
 def _name(request: dict[str, Any]) -> str:
@@ -84,24 +93,35 @@ class ControlServer:
     endpoint : str
         Where to bind (``tcp://127.0.0.1:*`` picks a free port; see :attr:`endpoint`).
     context : zmq.Context, optional
+    token : str
+        The secret every request must carry (:func:`~.auth.load_or_create_token`).
 
     Examples
     --------
     ::
 
-        server = ControlServer(engine, "tcp://127.0.0.1:5558").start()
+        token = load_or_create_token()
+        server = ControlServer(engine, "tcp://127.0.0.1:5558", token=token).start()
         ...
         server.close()
     """
 
     def __init__(
-        self, engine: TriggerEngine, endpoint: str, context: zmq.Context | None = None
+        self,
+        engine: TriggerEngine,
+        endpoint: str,
+        context: zmq.Context | None = None,
+        *,
+        token: str,
     ) -> None:
+        if not isinstance(token, str) or len(token) < 16:
+            raise ValueError("the control socket needs a token of at least 16 characters")
         self.engine = engine
+        self._token = token
         self._ctx = context or zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.REP)
         self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_JSON_BYTES)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -115,6 +135,9 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self.n_requests = 0
         self.n_bad = 0
+        self.n_unauthorised = 0
+        self._allowance = float(MAX_CHANGE_BURST)  # token bucket of rule changes
+        self._allowance_t = time.monotonic()
 
     def start(self) -> ControlServer:
         self._thread = threading.Thread(target=self._serve, name="trigger-control", daemon=True)
@@ -143,15 +166,40 @@ class ControlServer:
         try:
             if len(frames) != 1:
                 raise ProtocolError(f"a control request is 1 JSON frame, got {len(frames)}")
-            return handle_request(self.engine, decode_json(frames[0], "control request"))
-        except (ProtocolError, ConfigError) as exc:
+            request = decode_json(frames[0], "control request")
+            if not token_matches(self._token, request.pop("token", None)):
+                self.n_unauthorised += 1
+                raise PermissionError(
+                    "not authorised: give the token of the engine's control token file "
+                    "(triggers.control_token_file)"
+                )
+            if request.get("cmd") in CHANGES and not self._allow_change():
+                raise ConfigError(
+                    f"too many rule changes (more than {MAX_CHANGES_PER_S:g} per second); "
+                    "retry in a moment"
+                )
+            return handle_request(self.engine, request)
+        except (ProtocolError, ConfigError, PermissionError) as exc:
             self.n_bad += 1
-            logger.warning("trigger control request rejected: %s", exc)
+            if self.n_bad <= LOGGED_REJECTIONS or self.n_bad % 1000 == 0:
+                logger.warning("trigger control request rejected (%d so far): %s", self.n_bad, exc)
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug here must not kill the control thread
             self.n_bad += 1
             logger.exception("trigger control request failed")
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+
+    def _allow_change(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(
+            float(MAX_CHANGE_BURST),
+            self._allowance + (now - self._allowance_t) * MAX_CHANGES_PER_S,
+        )
+        self._allowance_t = now
+        if self._allowance < 1.0:
+            return False
+        self._allowance -= 1.0
+        return True
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop the thread and close the socket (idempotent)."""

@@ -38,6 +38,7 @@ from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.triggers.actions import ActionDispatcher
 from online_cnmfe.triggers.binding import NeuronIdIndex, bind_rule, region_members
 from online_cnmfe.triggers.config import TriggerConfig
+from online_cnmfe.triggers.limits import MAX_RULES, MAX_TOTAL_NEURONS
 from online_cnmfe.triggers.records import TriggerRecord
 from online_cnmfe.triggers.rules import Rule, rule_to_dict
 from online_cnmfe.triggers.runtime import CONDITIONS, RuleRuntime
@@ -185,6 +186,18 @@ class TriggerEngine:
         with self._lock:
             if any(rt.rule.name == rule.name for rt in self._rules):
                 raise ConfigError(f"a rule named {rule.name!r} already exists; remove it first")
+            if len(self._rules) >= MAX_RULES:
+                raise ConfigError(
+                    f"there are already {MAX_RULES} rules, the most an engine runs; remove one "
+                    "first"
+                )
+            listed = sum(len(rt.rule.neurons or ()) for rt in self._rules)
+            n_new = len(rule.neurons or ())
+            if listed + n_new > MAX_TOTAL_NEURONS:
+                raise ConfigError(
+                    f"rule {rule.name!r} lists {n_new} neuron ids; with the "
+                    f"{listed} of the other rules that exceeds {MAX_TOTAL_NEURONS} in all"
+                )
             self._rules = (*self._rules, RuleRuntime(rule))
             self._log(_command, rule_to_dict(rule))
 
@@ -300,7 +313,9 @@ class TriggerEngine:
         if result.skipped:
             self.n_skipped_frames += 1
             return []
-        frame = self._last_frame = int(result.frame_index)
+        # the stream's frame index (the model counts only the frames it saw: after drops,
+        # its count lags, and firings would not line up with the stored frames and times)
+        frame = self._last_frame = int(meta.get("frame_index", result.frame_index))
         ids_changed = self._index.update(result.neuron_ids)
         if not rules:
             return []
@@ -337,20 +352,21 @@ class TriggerEngine:
 
     def _fire(self, hits, result, meta, t_acq) -> list[TriggerRecord]:
         now = time.monotonic_ns()
+        frame = self._last_frame
         t_recv = meta.get("t_recv_ns")
         age_ms = (now - t_recv) / 1e6 if t_recv is not None else math.nan
         if age_ms > self.max_frame_age_ms:
-            self._stale(hits, result.frame_index, age_ms)
+            self._stale(hits, frame, age_ms)
             return []
         records = []
         seq = meta.get("seq")
         seq = -1 if seq is None else int(seq)
         for rt, value, neurons in hits:
             rt.n_fired += 1
-            rt.last_fire_frame, rt.last_fire_ms = int(result.frame_index), t_acq
+            rt.last_fire_frame, rt.last_fire_ms = frame, t_acq
             rec = TriggerRecord(
                 rule=rt.rule.name,
-                frame_index=int(result.frame_index),
+                frame_index=frame,
                 seq=seq,
                 t_acq_ms=t_acq,
                 value=float(value),

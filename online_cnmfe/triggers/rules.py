@@ -35,6 +35,7 @@ from typing import Any
 
 from online_cnmfe.errors import ConfigError
 from online_cnmfe.triggers._validate import integer, number, unknown_keys
+from online_cnmfe.triggers.limits import MAX_RULE_NEURONS
 from online_cnmfe.triggers.regions import Region, parse_region
 
 __all__ = [
@@ -52,7 +53,6 @@ SIGNALS = ("spike", "calcium", "raw", "zscore", "rise")
 CONDITIONS = ("threshold", "k_of_n", "ensemble")
 ACTIONS = ("publish", "serial", "callback")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_MAX_NEURONS = 100_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,12 +172,16 @@ def _parse_selection(where: str, value: dict[str, Any], kw: dict[str, Any]) -> N
             neurons = [neurons]
         if (
             not isinstance(neurons, list | tuple)
-            or not 0 < len(neurons) <= _MAX_NEURONS
+            or not 0 < len(neurons) <= MAX_RULE_NEURONS
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in neurons)
         ):
-            raise ConfigError(f"{where}: neurons is {neurons!r}; expected non-negative integer ids")
+            got = f"{len(neurons)} values" if isinstance(neurons, list | tuple) else "invalid"
+            raise ConfigError(
+                f"{where}: neurons is {_short(neurons)} ({got}); expected 1 to "
+                f"{MAX_RULE_NEURONS} non-negative integer ids"
+            )
         if len(set(neurons)) != len(neurons):
-            raise ConfigError(f"{where}: neurons {neurons!r} lists an id twice")
+            raise ConfigError(f"{where}: neurons {_short(neurons)} lists an id twice")
         kw["neurons"] = tuple(int(n) for n in neurons)
     else:
         kw["region"] = parse_region(region, f"{where}: region")
@@ -272,3 +276,9 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
     if rule.condition != "k_of_n":
         out.pop("k"), out.pop("window_frames")
     return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of a value cut to ``limit`` characters (a rejected rule must not flood the log)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

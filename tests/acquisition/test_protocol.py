@@ -70,7 +70,7 @@ _DELETE = object()
         dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.int16]),
         shape=hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=20),
     ),
-    seq=st.integers(0, 2**62),
+    seq=st.integers(0, 2**53 - 1),
     daq=st.one_of(st.none(), st.integers(-(2**40), 2**40)),
     t_acq=st.floats(-1e9, 1e9, allow_nan=False),
     session=st.text(min_size=1, max_size=20),
@@ -270,6 +270,30 @@ def test_missing_frame_field(field):
 def test_mistyped_frame_field(field, value):
     with pytest.raises(ProtocolError, match=f"'{field}'"):
         decode_frame(_with_header(encode_frame(_frame()), **{field: value}))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seq", 2**63),
+        ("seq", 2**53),
+        ("frame_index", 2**63),
+        ("frame_index", 10**400),
+        ("daq_frame", -(2**63) - 1),
+        ("t_send_ns", 2**63),
+        ("t_send_ns", -(2**63) - 1),
+    ],
+)
+def test_out_of_range_header_integers_are_malformed(field, value):
+    # A crafted seq or frame_index of 2**63 used to overflow the store's int64 arrays and stop
+    # the store thread; it must be refused here, naming the field and the allowed range.
+    with pytest.raises(ProtocolError, match=rf"'{field}' is .*expected an integer in \["):
+        decode_frame(_with_header(encode_frame(_frame()), **{field: value}))
+
+
+def test_int64_clock_values_are_accepted():
+    out = decode_frame(encode_frame(_frame(t_send_ns=2**63 - 1, seq=2**53 - 1)))
+    assert out.t_send_ns == 2**63 - 1 and out.seq == 2**53 - 1
 
 
 def test_pixels_disagree_with_header_shape_or_dtype():

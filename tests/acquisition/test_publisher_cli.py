@@ -63,7 +63,8 @@ def test_replay_miniscope_folder_round_trip(tmp_path):
     assert [f.t_acq_ms for f in frames] == [50.0 * i + 3.0 for i in range(10)]
     assert sub.eos.reason == "complete" and sub.eos.n_sent == 10
     assert sub.session.frame_rate_hz == 20.0 and sub.stats.n_daq_lost == 1
-    assert "sent 10 frames" in err and "1 lost in the recording" in err
+    assert "read 10 frames, delivered 10 to subscribers" in err
+    assert "1 lost in the recording" in err
 
 
 def test_replay_corrupted_wireless_avi_with_binning(tmp_path, shared_data):
@@ -112,12 +113,16 @@ def test_signal_ends_with_eos_and_exit_0(tmp_path, sig):
         (["camera", "--index", "57"], "no camera at index 57"),
         (["replay", "REC", "--start", "2"], "--start 2 is beyond the 2 frames"),
         (["replay", "REC", "--start", "1", "--stop", "1"], "frame range"),
+        (["replay", "REC", "--stop", "5000"], "--stop 5000 is beyond the 2 frames"),
+        (["replay", "REC", "--endpoint", "127.0.0.1:5555"], "did you mean tcp://127.0.0.1:5555"),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, args, message):
     np.save(tmp_path / "rec.npy", np.zeros((2, 8, 8), np.uint8))
     args = [str(tmp_path / "rec.npy") if a == "REC" else a for a in args]
-    proc = launch(*args, "--endpoint", f"ipc://{tmp_path}/x")
+    if "--endpoint" not in args:
+        args = [*args, "--endpoint", f"ipc://{tmp_path}/x"]
+    proc = launch(*args)
     code, err = finish(proc)
     assert code == 2, err
     lines = [line for line in err.splitlines() if "error:" in line]
@@ -148,3 +153,20 @@ def test_max_rate_replay_waits_for_a_slow_receiver_to_drain(tmp_path):
     assert len(frames) == 400, [s for a, s in zip(seqs, seqs[1:]) if s != a + 1][:5]
     assert sub.eos is not None and sub.eos.n_sent == 400
     np.testing.assert_array_equal(np.stack([f.pixels for f in frames]), movie)
+
+
+@pytest.mark.parametrize("rate", ["max", "500"])
+def test_a_replay_nobody_receives_never_reports_success(tmp_path, rate):
+    np.save(tmp_path / "rec.npy", np.zeros((20, 8, 8), np.uint8))
+    wait = ["--wait-for-subscriber", "1"] if rate == "max" else []
+    proc = launch(
+        "replay", str(tmp_path / "rec.npy"), "--endpoint", f"ipc://{tmp_path}/x", "--rate", rate,
+        "--fps", "20", "--quiet", "--linger-s", "0", *wait,
+    )  # fmt: skip
+    code, err = finish(proc)
+    assert code == 1, err
+    assert "no frame reached a subscriber" in err
+    if rate == "max":  # lossless: it waited, then sent nothing
+        assert "nothing sent" in err and "read 0 frames" in err
+    else:  # paced: frames were due, went out to nobody, and the summary says so
+        assert "read 20 frames, delivered 0 to subscribers, 20 sent with no subscriber" in err

@@ -117,6 +117,58 @@ def test_tiff_folder_with_mismatched_frames(tmp_path, movie):
         open_source(tmp_path).info  # noqa: B018
 
 
+def _truncate(path, fraction: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize("kind", ["plain", "imagej", "bigendian"])
+def test_half_truncated_tiff_yields_its_intact_frames(tmp_path, rng, caplog, kind):
+    movie = rng.integers(0, 60000, (200, 32, 24), dtype=np.uint16)
+    path = tmp_path / "cut.tif"
+    kwargs = {"imagej": True} if kind == "imagej" else {"photometric": "minisblack"}
+    if kind == "bigendian":
+        kwargs["byteorder"] = ">"
+    tifffile.imwrite(path, movie, **kwargs)
+    offset = tifffile.TiffFile(path).pages[0].dataoffsets[0]
+    _truncate(path, 0.5)  # the frames come first, the page directories last: all cut off
+    intact = (path.stat().st_size - offset) // movie[0].nbytes
+    assert 90 <= intact < 200
+    src = open_source(path, frame_rate_hz=10.0)
+    assert src.info.n_frames == intact
+    np.testing.assert_array_equal(_stack(src), movie[:intact])
+    np.testing.assert_array_equal(_stack(src.frames(intact - 20)), movie[intact - 20 : intact])
+    assert f"{intact} of the 200 frames it announces are intact" in caplog.text
+
+
+def test_truncated_page_by_page_tiff_stops_before_the_cut_page(tmp_path, rng, caplog):
+    movie = rng.integers(0, 60000, (40, 16, 12), dtype=np.uint16)
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for frame in movie:  # one directory per page, as many acquisition programs write
+            tw.write(frame, photometric="minisblack", contiguous=False, metadata=None)
+    page = tifffile.TiffFile(path).pages[30]
+    cut = int(page.dataoffsets[0]) + 100  # inside the data of frame 30
+    path.write_bytes(path.read_bytes()[:cut])
+    src = open_source(path, frame_rate_hz=10.0)
+    frames = _stack(src)
+    assert 0 < len(frames) <= 30
+    np.testing.assert_array_equal(frames, movie[: len(frames)])
+
+
+def test_complex_movie_is_a_one_line_source_error(tmp_path, capsys):
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        f["movie"] = np.zeros((10, 8, 8), np.complex64)
+    with pytest.raises(SourceError, match="pixels are complex64; expected integer or real"):
+        open_source(path).info  # noqa: B018
+    from online_cnmfe.cli import main
+
+    assert main(["process", str(path), "--out", str(tmp_path / "r.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "complex64" in err, err
+
+
 def test_hdf5_dataset_selection(tmp_path, movie):
     path = tmp_path / "m.h5"
     with h5py.File(path, "w") as f:
@@ -155,6 +207,30 @@ def test_video_source_ignores_nothing_but_reports_rate(tmp_path, rng):
     assert src.info.frame_rate_hz == 60.0  # a plain video: its own rate
     assert VideoSource(tmp_path / "v.avi", frame_rate_hz=20.0).info.frame_rate_hz == 20.0
     np.testing.assert_array_equal(_stack(src), frames)
+
+
+def _claim_frames(path, n: int) -> None:
+    """Patch an AVI header (avih dwTotalFrames and strh dwLength) to claim ``n`` frames."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):
+        i = data.find(tag) + 8 + offset
+        data[i : i + 4] = struct.pack("<I", n)
+    path.write_bytes(bytes(data))
+
+
+def test_avi_whose_header_claims_more_frames_reads_up_to_stop(tmp_path, rng):
+    frames = rng.integers(0, 256, (10, 8, 10), dtype=np.uint8)
+    write_avi(tmp_path / "lie.avi", frames, codec="rawvideo")
+    _claim_frames(tmp_path / "lie.avi", 25)
+    src = open_source(tmp_path / "lie.avi")
+    assert src.info.n_frames == 25  # what the header says
+    got = np.stack([f.pixels for f in src.frames(0, 10)])  # all it holds: no error
+    np.testing.assert_array_equal(got, frames)
+    assert [f.frame_index for f in src.frames(3, 7)] == [3, 4, 5, 6]
+    with pytest.raises(SourceError, match=r"claims 25 frames but the file ends after 10.*--max"):
+        list(src.frames(0, 11))
 
 
 def test_corrupted_wireless_avi_replays(shared_data):

@@ -235,37 +235,64 @@ def test_several_devices_need_a_choice(tmp_path):
     assert find_device_folder(tmp_path / "s", device="scopeB") == other
 
 
-def test_truncated_chunk_names_file_and_frame(tmp_path):
-    movie = make_movie(8, seed=7)
-    dev = write_miniscope_session(tmp_path, movie, codec="rawvideo")
+def test_truncated_chunk_is_reported_lost_and_later_frames_keep_their_indices(tmp_path, caplog):
+    movie = make_movie(12, seed=7)
+    dev = write_miniscope_session(tmp_path, movie, codec="rawvideo")  # 3 chunks of 4
     chunk = dev / "1.avi"
     data = chunk.read_bytes()
     chunk.write_bytes(data[: len(data) - H * W - 100])  # the last frame of chunk 1 is cut
-    src = open_source(tmp_path)
-    got = []
-    with pytest.raises(SourceError, match=r"1\.avi: frame \d .*(truncated|corrupt)") as err:
-        for f in src:
-            got.append(f.frame_index)
-    bad = int(re.search(r"frame (\d)", str(err.value)).group(1))
-    assert bad in (2, 3)
-    assert got == list(range(4 + bad))  # every frame before the damaged one was delivered
+    got = list(open_source(tmp_path))
+    index = [f.frame_index for f in got]
+    bad = index[index.index(3) + 1 :].index(8) + 4  # first frame of chunk 1 not delivered
+    assert bad in (6, 7)
+    assert index == [*range(bad), 8, 9, 10, 11]  # chunk 2 keeps its own indices and times
+    assert [f.t_acq_ms for f in got[-4:]] == [50.0 * i + 3.0 for i in range(8, 12)]
+    np.testing.assert_array_equal(np.stack([f.pixels for f in got[-4:]]), movie[8:])
+    assert re.search(r"1\.avi: frame \d .*(truncated|corrupt).* lost, the replay goes on",
+                     caplog.text)  # fmt: skip
 
 
-def test_truncated_ffv1_chunk_is_an_error_not_a_short_replay(tmp_path):
-    dev = write_miniscope_session(tmp_path, make_movie(8, seed=9), codec="ffv1")
+def test_truncated_ffv1_chunk_loses_its_frames_not_the_replay(tmp_path, caplog):
+    movie = make_movie(12, seed=9)
+    dev = write_miniscope_session(tmp_path, movie, codec="ffv1")
     chunk = dev / "1.avi"
     data = chunk.read_bytes()
     chunk.write_bytes(data[: int(len(data) * 0.6)])
-    with pytest.raises(SourceError, match=r"1\.avi: (frame \d+|cannot read)"):
-        for _ in open_source(tmp_path):
-            pass
+    got = list(open_source(tmp_path))
+    index = [f.frame_index for f in got]
+    assert index[:4] == [0, 1, 2, 3] and index[-4:] == [8, 9, 10, 11]
+    assert all(4 <= i < 8 for i in index[4:-4])  # what chunk 1 still gave, in order
+    np.testing.assert_array_equal(np.stack([f.pixels for f in got[-4:]]), movie[8:])
+    assert "1.avi" in caplog.text and "the replay goes on" in caplog.text
 
 
-def test_unreadable_chunk_names_file(tmp_path):
-    dev = write_miniscope_session(tmp_path, make_movie(8, seed=8))
-    (dev / "1.avi").write_bytes(b"RIFF" + bytes(64))
-    with pytest.raises(SourceError, match=r"1\.avi: cannot read"):
-        open_source(tmp_path)
+def test_missing_and_unreadable_chunks_leave_gaps_at_the_right_indices(tmp_path, caplog):
+    movie = make_movie(16, seed=8)
+    daq = list(range(100, 116))
+    dev = write_miniscope_session(tmp_path, movie, daq=daq)  # chunks 0-3 of 4 frames
+    (dev / "1.avi").unlink()
+    (dev / "2.avi").write_bytes(b"RIFF" + bytes(64))
+    src = open_source(tmp_path)
+    meta = src.info.metadata
+    assert meta["missing_ranges"] == [[4, 7, "1.avi missing"], [8, 11, "2.avi unreadable"]]
+    assert "timestamp_count_mismatch" not in meta and src.info.n_frames == 8
+    got = list(src)
+    assert [f.frame_index for f in got] == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert [f.t_acq_ms for f in got] == [50.0 * i + 3.0 for i in (0, 1, 2, 3, 12, 13, 14, 15)]
+    assert [f.daq_frame for f in got] == [100, 101, 102, 103, 112, 113, 114, 115]
+    present = [0, 1, 2, 3, 12, 13, 14, 15]
+    np.testing.assert_array_equal(np.stack([f.pixels for f in got]), movie[present])
+    assert "8 frame(s) missing from the recording (4-7: 1.avi missing; 8-11: 2.avi" in caplog.text
+    assert [f.frame_index for f in src.frames(4, 6)] == [12, 13]  # positions skip the gap
+
+
+def test_a_missing_first_chunk_starts_at_its_index(tmp_path):
+    movie = make_movie(8, seed=11)
+    dev = write_miniscope_session(tmp_path, movie)
+    (dev / "0.avi").unlink()
+    src = open_source(tmp_path)
+    assert src.info.metadata["missing_ranges"] == [[0, 3, "0.avi missing"]]
+    assert [f.frame_index for f in src] == [4, 5, 6, 7]
 
 
 def test_bad_timestamps_header(tmp_path):

@@ -97,15 +97,41 @@ def test_seq_gaps_are_drops_with_ranges(pub, ctx):
         assert [(e.first, e.last) for e in drops] == [(2, 3), (6, 8)]
 
 
-def test_restarts_on_seq_back_and_new_session(pub, ctx):
+def test_a_new_session_is_a_restart_and_a_seq_going_back_is_out_of_order(pub, ctx):
     with subscribe(pub, ctx) as sub:
         for msg in (frame(0), frame(1), frame(0), frame(1), frame(0, session="s2")):
             pub.send_multipart(encode_frame(msg))
         recv_all(sub, 5)
-        assert sub.stats.n_restarts == 2
+        assert sub.stats.n_restarts == 1
+        assert sub.stats.n_out_of_order == 1
         assert sub.stats.n_dropped == 0
         assert sub.session_id == "s2"
-        assert [e.kind for e in sub.pop_events()] == ["restart", "restart"]
+        events = sub.pop_events()
+        assert [e.kind for e in events] == ["out_of_order", "restart"]
+        assert events[0].frame_index == 0 and "went back from 1 to 0" in events[0].detail
+
+
+def test_a_repeated_or_backward_seq_is_never_a_drop(pub, ctx):
+    # the case: a frame whose seq goes back must not make the next one look like a gap
+    with subscribe(pub, ctx) as sub:
+        for seq in (0, 1, 2, 3, 2, 4, 5, 5, 6):
+            pub.send_multipart(encode_frame(frame(seq)))
+        recv_all(sub, 9)
+        assert sub.stats.n_dropped == 0 and sub.stats.drop_ranges == []
+        assert sub.stats.n_out_of_order == 2 and sub.stats.n_restarts == 0
+        pub.send_multipart(encode_frame(frame(9)))  # a real gap is still measured
+        recv_all(sub, 1)
+        assert sub.stats.drop_ranges == [(7, 8)]
+
+
+def test_frames_sent_before_the_first_one_received_are_drops(pub, ctx):
+    with subscribe(pub, ctx) as sub:
+        pub.send_multipart(encode_frame(frame(8, index=108)))
+        pub.send_multipart(encode_frame(frame(9, index=109)))
+        recv_all(sub, 2)
+        assert sub.stats.drop_ranges == [(0, 7)] and sub.stats.n_dropped == 8
+        (drop,) = [e for e in sub.pop_events() if e.kind == "drop"]
+        assert drop.frame_index == 108 and "before the first frame received" in drop.detail
 
 
 def test_malformed_messages_are_counted_and_skipped(pub, ctx):

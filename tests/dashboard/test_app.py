@@ -172,3 +172,19 @@ def test_refreshes_are_throttled_to_max_fps(pub, qtbot, monkeypatch):
         assert 29 <= len(refreshed) <= 31
     finally:
         app.close()
+
+
+def test_no_message_means_no_cpu_figure_at_exit(pub, qtbot, caplog):
+    """Nothing arrived: the exit log says so instead of a CPU share over a zero interval."""
+    import logging
+
+    from dashboard.app import DashboardApp
+
+    _, address = pub
+    app = DashboardApp(address)
+    qtbot.addWidget(app.window)
+    stats = app.stats()
+    assert np.isnan(stats["cpu_percent"])
+    with caplog.at_level(logging.INFO, logger="dashboard.app"):
+        app.close()
+    assert "no message received" in caplog.text and "CPU" not in caplog.text

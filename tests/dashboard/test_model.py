@@ -151,6 +151,29 @@ def test_connection_states_and_banners():
     assert m.tick(12.6) == "stopped" and "stopped" in m.banner.text
 
 
+def test_a_lagging_or_lossy_engine_gets_a_red_banner():
+    m = DashboardModel(ModelConfig(behind_alarm_s=5), now=0.0)
+    m.handle(msg("ready", {"session_id": "a", "engine_pid": 1}), now=0.0)
+    m.handle(status("initialising", init_progress=1.0, behind_s=42.0, queue_depth=1260,
+                    n_spooled=1000), now=0.1)  # fmt: skip
+    m.tick(0.2)
+    banner = m.banner
+    assert banner.severity == "error" and "fitting" in banner.text
+    assert "42 s behind the stream: 1260 frames wait, 1000 of them on disk" in banner.text
+    m.handle(status("running", behind_s=3.0, queue_depth=60), now=1.0)
+    m.handle(traces(0, [1], [1.0]), now=1.0)
+    assert m.tick(1.1) == "live" and m.banner is None  # a few seconds behind: no alarm
+    m.handle(status("running", behind_s=0.0, n_dropped=7, n_lost=7), now=2.0)
+    m.handle(traces(1, [1], [1.0]), now=2.0)
+    m.tick(2.1)
+    assert m.banner.severity == "error" and "7 frame(s) lost (dropped 7" in m.banner.text
+    summary = "900 frames received; 893 frames processed, 7 dropped"
+    m.handle(msg("eos", {"n_frames_processed": 893, "reason": "eos", "n_dropped": 7,
+                         "summary": summary}), now=3.0)  # fmt: skip
+    m.tick(3.1)
+    assert m.banner.severity == "error" and summary in m.banner.text
+
+
 def test_new_session_clears_state_and_frame_index_going_back_too():
     m = DashboardModel()
     m.handle(msg("ready", {"session_id": "a", "engine_pid": 1}), now=0)
@@ -346,3 +369,14 @@ def test_ring_window_matches_a_plain_history_for_any_length_and_rows(seed):
             ).reshape(len(row_ids), len(kept))
             np.testing.assert_array_equal(win["C"], want)
             np.testing.assert_array_equal(win["C_raw"], 3 * want)
+
+
+def test_ready_carries_the_pixel_size_for_the_scale_bar():
+    m = DashboardModel()
+    m.handle(msg("ready", {"session_id": "a", "engine_pid": 1, "pixel_size_um": None}), now=0)
+    assert m.pixel_size_um is None
+    m.take_dirty()
+    m.handle(msg("ready", {"session_id": "a", "engine_pid": 1, "pixel_size_um": 1.8}), now=0)
+    assert m.pixel_size_um == 1.8 and "image" in m.take_dirty()
+    m.handle(msg("ready", {"session_id": "a", "engine_pid": 1, "pixel_size_um": "x"}), now=0)
+    assert m.pixel_size_um == 1.8 and m.n_malformed == 0

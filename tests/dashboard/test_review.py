@@ -13,7 +13,8 @@ import scipy.sparse
 pytest.importorskip("pytestqt")
 
 from dashboard.model import DashboardModel, ModelConfig  # noqa: E402
-from dashboard.review import ReviewApp, ReviewSource  # noqa: E402
+from dashboard.review import ReviewSource  # noqa: E402
+from dashboard.review_app import ReviewApp  # noqa: E402
 from online_cnmfe.model.frame_result import FrameResult  # noqa: E402
 from online_cnmfe.params import CNMFEParams  # noqa: E402
 from online_cnmfe.results.writer import ResultsWriter  # noqa: E402

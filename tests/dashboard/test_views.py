@@ -199,12 +199,12 @@ def test_window_draws_selected_traces_raster_status_and_triggers(qtbot):
     assert w.traces.raster.image.shape == (1, 3)
     np.testing.assert_allclose(w.traces.raster.image[0], [1 / 3, 2 / 3, 1])
     assert w.status.text("frame") == "2"
-    assert w.status.text("latency") == "1.50 / 3.25 ms"
+    assert w.status.text("latency") == "1.50 ms / 3.25 ms"
     assert w.status.text("lost").startswith("4 / 0 / 0")
     assert w.closed_loop.table.item(0, 0).text() == "cell42"
     assert w.closed_loop.summary.text() == "engine: rules 2 · fired 1"
     assert w.closed_loop.table.item(0, 5).text().startswith("1.75")
-    assert w.banner.isHidden()
+    assert not w.banner.isHidden() and "4 frame(s) lost" in w.banner.text()  # 4 dropped: said
 
 
 def test_banner_shows_when_engine_unreachable(qtbot):
@@ -255,3 +255,47 @@ def test_raster_row_under_the_mouse_and_click_select_that_neuron(qtbot):
         qtbot.mouseClick(w.traces.glw.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=pos)
     assert blocker.args == [8, False]
     assert m.selected == [8] and not m.auto_select
+
+
+def test_every_closed_loop_rule_is_reachable_in_the_small_panel(qtbot):
+    w = DashboardWindow()
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    m = DashboardModel(ModelConfig(), address="x")
+    m.declare_rules([f"rule{i}" for i in range(8)])
+    m.status = {"triggers": {"n_rules": 8, "n_fired": 0, "n_send_dropped": 0, "extra": "x" * 300}}
+    w.bottom.setCurrentWidget(w.closed_loop)
+    w.refresh(m, {"triggers", "status"})
+    qtbot.wait(20)
+    table = w.closed_loop.table
+    assert table.rowCount() == 8
+    visible = table.viewport().height() // table.rowHeight(0)
+    assert visible >= 4  # four rules at least without scrolling (two before)
+    assert visible >= 8 or table.verticalScrollBar().maximum() > 0  # the rest by scrolling
+    assert w.closed_loop.summary.height() < 2 * w.closed_loop.fontMetrics().height() + 8
+
+
+def test_status_values_use_readable_units_and_no_latency_before_running(qtbot):
+    from dashboard.views.status import StatusPanel
+
+    panel = StatusPanel()
+    qtbot.addWidget(panel)
+    m = DashboardModel(ModelConfig(), address="x")
+    m.status = {"phase": "initialising", "latency_ms_p50": 0.0, "latency_ms_p99": 0.0,
+                "n_frames_processed": 0, "n_dropped": 39300, "frame_index": 1234567}  # fmt: skip
+    panel.refresh(m, {"status"})
+    assert panel.text("latency") == "– / –"
+    assert panel.text("frame") == "1.23M" and panel.text("lost").startswith("39300 / ")
+    m.status.update(phase="running", n_frames_processed=10, latency_ms_p50=2.5,
+                    latency_ms_p99=39300.0)  # fmt: skip
+    m.last_age_ms = 125000.0
+    panel.refresh(m, {"status"})
+    assert panel.text("latency") == "2.50 ms / 39.3 s" and panel.text("age").startswith("2.1 min")
+    panel.resize(500, 40)  # narrower than the chips: they are clipped, never stacked
+    panel.show()
+    qtbot.waitExposed(panel)
+    for key, name in panel.names.items():
+        value = panel.values[key]
+        assert name.geometry().right() < value.geometry().left(), key
+        assert name.width() >= name.sizeHint().width() - 1, key

@@ -62,6 +62,62 @@ def test_load_params_ignores_the_triggers_table_and_applies_overrides(tmp_path):
     assert load_params(None) == CNMFEParams()
 
 
+def test_a_value_of_the_wrong_type_is_named_with_an_example():
+    with pytest.raises(ConfigError, match=r"data.frame_rate_hz='twenty' is not a number.*=20.0"):
+        CNMFEParams().replace(**parse_overrides(["data.frame_rate_hz=twenty"]))
+    with pytest.raises(ConfigError, match=r"detection.enabled='yes' is not true or false"):
+        CNMFEParams().replace(**{"detection.enabled": "yes"})
+    with pytest.raises(ConfigError, match=r"init.init_frames=2.5 is not an integer"):
+        CNMFEParams.from_dict({"init": {"init_frames": 2.5}})
+    p = CNMFEParams.from_dict({"data": {"frame_rate_hz": 10}})  # ints widen to floats
+    assert isinstance(p.data.frame_rate_hz, float) and p.data.frame_rate_hz == 10.0
+    assert CNMFEParams().replace(**{"init.gaussian_sigma_px": None}).init.gaussian_sigma_px is None
+
+
+def test_a_typo_in_the_stage_suggests_the_key_not_the_whole_list():
+    with pytest.raises(ConfigError) as err:
+        CNMFEParams().replace(**{"dat.frame_rate_hz": 20})
+    msg = str(err.value)
+    assert "did you mean 'data.frame_rate_hz'" in msg and "params --dump" in msg
+    assert "engine.queue_frames" not in msg and len(msg) < 200
+    with pytest.raises(ConfigError) as err:
+        CNMFEParams().replace(**{"data.frame_rate": 20})
+    assert "'data.frame_rate_hz'" in str(err.value) and "init_frames" not in str(err.value)
+    with pytest.raises(ConfigError, match="stages: data, init"):
+        CNMFEParams().replace(**{"zzz.qqq": 1})
+
+
+def test_pixel_size_is_optional_and_positive():
+    assert CNMFEParams().data.pixel_size_um is None
+    assert DataParams(pixel_size_um=1.5).pixel_size_um == 1.5
+    with pytest.raises(ValueError, match="pixel_size_um=0"):
+        DataParams(pixel_size_um=0)
+
+
+def test_dumped_default_config_loads_back_and_documents_every_key():
+    import dataclasses
+    import tomllib
+
+    from online_cnmfe.params.dump import default_config_text, field_comments
+    from online_cnmfe.params.tree import _STAGES
+
+    text = default_config_text()
+    assert CNMFEParams.from_dict(tomllib.loads(text)) == CNMFEParams()
+    for stage, cls in _STAGES.items():
+        assert f"[{stage}]" in text
+        for f in dataclasses.fields(cls):
+            assert f"{f.name} = " in text, f"{stage}.{f.name} missing from the dump"
+    # the comment written beside a key in the source describes it; continuation lines too
+    from online_cnmfe.params import BackgroundParams
+
+    comments = field_comments(BackgroundParams)
+    assert comments["ring_radius_factor"].endswith("BENCHMARKS.md)")
+    assert comments["downsample"] == "ssub_B"
+    # a non-default value stays active even outside [data]
+    changed = CNMFEParams().replace(**{"online.nan_policy": "zero", "data.pixel_size_um": 2.0})
+    assert CNMFEParams.from_dict(tomllib.loads(default_config_text(changed))) == changed
+
+
 def test_sha256_is_stable_across_processes_and_changes_with_any_value(tmp_path):
     import subprocess
     import sys

@@ -7,6 +7,7 @@ moved by +d relative to the template (``frame[r, c] ≈ template[r − dy, c −
 template sits at the median position of the initialisation frames.
 """
 
+from online_cnmfe.model.motion.checks import check_motion_state
 from online_cnmfe.model.motion.initial import (
     apply_initial,
     init_frame_fields,
@@ -21,6 +22,7 @@ __all__ = [
     "MotionState",
     "PatchState",
     "apply_initial",
+    "check_motion_state",
     "correct_frame",
     "init_frame_fields",
     "mask_residual",

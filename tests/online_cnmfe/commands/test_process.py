@@ -75,6 +75,16 @@ def test_process_bad_inputs_give_one_line_errors(files, capsys):
         ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--set", "data.nope=1"]
     )
     assert rc == 2 and "unknown parameter" in capsys.readouterr().err
+    rc = main(["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"), "--max-frames", "10"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--max-frames 10 keeps 10 of the 300 frames" in err
+    assert "a larger --max-frames" in err
+    rc = main(
+        ["process", str(tmp / "movie.h5"), "--out", str(tmp / "r.h5"),
+         "--set", "data.frame_rate_hz=twenty"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "data.frame_rate_hz='twenty' is not a number" in err
 
 
 def test_process_with_real_initialisation_on_simulator_file(tmp_path):
@@ -114,7 +124,10 @@ def test_process_miniscope_folder_records_lost_daq_frames(files, tmp_path):
     )  # fmt: skip
     assert rc == 0
     with h5py.File(out, "r") as f:
-        np.testing.assert_array_equal(f["frames/dropped"][()], [[300, 302]])
+        # hardware frames the software never got: DAQ counter values, not frame indices
+        (row,) = f["bookkeeping/lost"][()]
+        assert (row["kind"], row["first"], row["last"]) == (b"daq_lost", 300, 302)
+        assert f.attrs["n_daq_lost"] == 3 and f["frames/dropped"].shape == (0, 2)
         np.testing.assert_array_equal(f["frames/daq_frame"][()], daq)
     metrics = evaluate_files(out, src / "truth.h5")
     assert metrics["f1"] == pytest.approx(1.0)
@@ -138,6 +151,61 @@ def test_frame_rate_given_with_set_reaches_the_source_and_the_file(files):
     np.testing.assert_allclose(np.diff(t), 1000 / 7.5)  # timestamps follow the given rate
 
 
+def test_the_recordings_rate_is_used_with_a_config_file_and_a_mismatch_warns(files, caplog):
+    tmp, movie = files
+    with h5py.File(tmp / "rate30.h5", "w") as f:
+        f.create_dataset("movie", data=movie.frames[: N_INIT + 10])
+        f["movie"].attrs["frame_rate_hz"] = 30.0
+    plain = tmp / "plain.toml"
+    plain.write_text("[detection]\nenabled = false\n")  # sets no rate: the file's is used
+    common = ["--init-result", str(tmp / "init.h5"), "--init-frames", str(N_INIT), "--quiet"]
+    out = tmp / "r30.h5"
+    assert main(["process", str(tmp / "rate30.h5"), "--out", str(out), "--config", str(plain),
+                 *common]) == 0  # fmt: skip
+    with h5py.File(out, "r") as f:
+        assert f.attrs["frame_rate_hz"] == 30.0
+    wrong = tmp / "wrong.toml"
+    wrong.write_text("[data]\nframe_rate_hz = 20.0\n[detection]\nenabled = false\n")
+    caplog.clear()
+    assert main(["process", str(tmp / "rate30.h5"), "--out", str(tmp / "r20.h5"), "--config",
+                 str(wrong), *common]) == 0  # fmt: skip
+    assert "declares 30 Hz but data.frame_rate_hz=20 Hz is set" in caplog.text
+    with h5py.File(tmp / "r20.h5", "r") as f:
+        assert f.attrs["frame_rate_hz"] == 20.0
+
+
+def test_a_file_without_a_rate_names_the_options_that_set_it(files, caplog):
+    tmp, movie = files
+    np.save(tmp / "norate.npy", movie.frames[: N_INIT + 5])
+    rc = main(["process", str(tmp / "norate.npy"), "--out", str(tmp / "nr.h5"), "--init-result",
+               str(tmp / "init.h5"), "--init-frames", str(N_INIT), "--quiet"])  # fmt: skip
+    assert rc == 0
+    assert "--set data.frame_rate_hz=HZ for `process`" in caplog.text
+    assert "pass --fps" not in caplog.text
+
+
+def test_process_miniscope_folder_with_missing_chunks_records_them(files, tmp_path):
+    from tests.acquisition.test_sources_miniscope import write_miniscope_session
+
+    src, movie = files
+    frames = np.clip(np.rint(movie.frames), 0, 255).astype(np.uint8)
+    dev = write_miniscope_session(tmp_path / "session", frames, frames_per_file=50)
+    (dev / "0.avi").unlink()  # frames 0-49
+    (dev / "3.avi").unlink()  # frames 150-199
+    out = tmp_path / "result.h5"
+    rc = main(
+        ["process", str(dev), "--out", str(out), "--init-result", str(src / "init.h5"),
+         "--init-frames", str(N_INIT), "--set", "detection.enabled=false", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    np.testing.assert_array_equal(res.frames["frame_index"], np.r_[50:150, 200:300])
+    assert [(int(r["first"]), int(r["last"])) for r in res.lost] == [(0, 49), (150, 199)]
+    assert all(r["kind"] == b"dropped" and b"missing from the recording" in r["reason"]
+               for r in res.lost)  # fmt: skip
+    assert res.attrs["n_frames_dropped"] == 100
+
+
 def test_the_slow_path_thread_changes_nothing_in_the_results(files):
     """`engine.slow_path_thread` (default true) overlaps each slow-path step with the next
     frame; the results file must be the one of inline execution (the batch runner relies on
@@ -158,3 +226,32 @@ def test_the_slow_path_thread_changes_nothing_in_the_results(files):
         traces[threaded] = (res.neuron_ids, res.C_all, res.S_all, res.A.toarray())
     for a, b in zip(traces["true"], traces["false"], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_process_leaves_wild_frames_out_of_the_fit_and_the_model(tmp_path):
+    # A NaN frame and a 1e30 frame among the initialisation frames, a 1e30 pixel after: all
+    # three recorded as rejected with the reason, the traces finite and sane.
+    from acquisition.simulator import MiniscopeSimulator
+    from acquisition.simulator_params import SimulationParams
+
+    sim = MiniscopeSimulator(
+        SimulationParams(height=64, width=64, n_frames=260, n_neurons=8, seed=2, dtype="float32")
+    )
+    movie = sim.frames(0, 260).astype(np.float32)
+    clean_max = float(movie.max())
+    movie[20, 3, 3] = np.nan
+    movie[40] = 1e30
+    movie[200, 10, 10] = 1e30
+    np.save(tmp_path / "movie.npy", movie)
+    out = tmp_path / "result.h5"
+    rc = main(["process", str(tmp_path / "movie.npy"), "--out", str(out), "--init-frames", "150",
+               "--quiet", "--set", "data.frame_rate_hz=20"])  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    reasons = dict(res.rejected)
+    assert sorted(reasons) == [20, 40, 200], res.rejected
+    assert "NaN" in reasons[20] and "outside" in reasons[40]
+    assert "outside the accepted" in reasons[200]
+    assert np.isfinite(res.C_all).all() and np.isfinite(res.b0).all()
+    assert res.b0.max() < 2 * clean_max
+    assert 40 not in res.frames["frame_index"][:150]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
+from acquisition.protocol import FrameMessage, StartMessage, encode_frame, encode_start
+from online_cnmfe.results.bookkeeping import coverage_problems
 from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.engine_harness import (
     SIZE,
@@ -20,6 +23,17 @@ from tests.online_cnmfe.engine_harness import (
 )
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def _crafted_frame(pub: TestPublisher, **header) -> list[bytes]:
+    """A valid frame message whose JSON header fields are then replaced by ``header``."""
+    msg = FrameMessage(
+        seq=pub.seq, frame_index=0, daq_frame=None, t_acq_ms=0.0, t_send_ns=time.monotonic_ns(),
+        session_id=pub.session_id, source="synthetic", pixels=pub.movie[0],
+    )  # fmt: skip
+    parts = [bytes(p) for p in encode_frame(msg)]
+    parts[1] = json.dumps({**json.loads(parts[1]), **header}).encode()
+    return parts
 
 
 def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, client):
@@ -36,6 +50,8 @@ def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, cl
             [b"frame", b'{"v": 1, "topic": "frame", "arrays": [{"name": "pixels", '
              b'"dtype": "uint16", "shape": [64, 64]}]}', b"truncated"],
             [b"eos", b'{"v": 1, "topic": "eos", "arrays": []}'],  # no session_id
+            _crafted_frame(pub, seq=2**63),  # used to stop the store thread (int64 overflow)
+            _crafted_frame(pub, frame_index=2**63),
         ]  # fmt: skip
         for parts in bad:
             pub.send_raw(parts)
@@ -61,6 +77,9 @@ def test_malformed_and_wrong_shape_messages_are_counted_and_skipped(tmp_path, cl
     )
     kinds = [m.header["kind"] for m in client.messages["event"]]
     assert kinds.count("reject") == 2
+    # the file keeps the counts and the fate of every index (100 and 101 rejected)
+    assert res.attrs["n_malformed"] == len(bad) and res.attrs["n_frames_rejected"] == 2
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
 
 
 def test_publisher_restart_mid_run_does_not_stop_the_engine(tmp_path, client):
@@ -88,12 +107,48 @@ def test_publisher_restart_mid_run_does_not_stop_the_engine(tmp_path, client):
     assert res.n_frames == 60 + status["n_frames_processed"]
     fi = res.frames["frame_index"]
     np.testing.assert_array_equal(fi[-80:], np.arange(80))  # the new session starts over
+    # the restart is stored: two sessions, and each frame says which one it belongs to
+    assert res.attrs["n_restarts"] == 1 and res.sessions.shape == (2,)
+    first_row = int(res.sessions["first_row"][1])
+    assert first_row == res.n_frames - 80
+    np.testing.assert_array_equal(res.frames["session"], np.repeat([0, 1], [first_row, 80]))
+    assert res.sessions["session_id"][0] != res.sessions["session_id"][1]
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
 
 
-def test_a_slow_consumer_drops_and_records_frames(tmp_path, client):
-    # A 4-frame queue and a lossless max-rate sender: everything sent while the model
-    # initialises overflows the queue; every frame must end up stored or recorded as dropped.
+def test_a_slow_consumer_spools_to_disk_and_catches_up_without_loss(tmp_path, client):
+    # A 4-frame memory queue and a lossless max-rate sender: everything sent while the model
+    # initialises goes to the disk spool and is processed afterwards; nothing is dropped.
     engine = start_engine(tmp_path, "--set", "engine.queue_frames=4")
+    acquire = start_acquire(tmp_path, n_frames=1500, rate="max")
+    try:
+        client.wait_for(lambda c: c.last_status().get("n_spooled", 0) > 100, 60, "spooling")
+        assert (tmp_path / "session.spool").is_dir()
+        client.wait_for(lambda c: c.messages["eos"], 120, "the engine's eos", engine)
+        assert acquire.wait(timeout=120) == 0
+        assert engine.wait(timeout=120) == 0, engine_log(tmp_path)
+    finally:
+        stop(engine)
+        stop(acquire)
+    res = read_results(tmp_path / "session.h5")
+    np.testing.assert_array_equal(res.frames["frame_index"], np.arange(1500))
+    assert res.dropped.size == 0 and res.lost.size == 0
+    assert res.attrs["n_frames_dropped"] == 0 and res.attrs["complete"]
+    assert not (tmp_path / "session.spool").exists()  # deleted at the clean close
+    behind = [(m.header["phase"], m.header["behind_s"]) for m in client.messages["status"]]
+    assert max(b for _, b in behind) > 0 and behind[-1] == ("stopped", 0), behind
+    eos = client.messages["eos"][-1].header
+    assert eos["n_frames_received"] == 1500 and eos["n_dropped"] == 0
+    assert (
+        "1500 frames received; 1500 frames processed (60 by the initialisation), none lost"
+        in eos["summary"]
+    )
+
+
+def test_a_full_queue_with_queue_full_drop_records_every_dropped_frame(tmp_path, client):
+    engine = start_engine(
+        tmp_path, "--set", "engine.queue_frames=4", "--set", "engine.queue_full=drop"
+    )
     acquire = start_acquire(tmp_path, n_frames=3000, rate="max")
     try:
         assert acquire.wait(timeout=120) == 0
@@ -111,7 +166,9 @@ def test_a_slow_consumer_drops_and_records_frames(tmp_path, client):
     for first, last in res.dropped:
         covered[first : last + 1] += 1
     np.testing.assert_array_equal(covered, 1)  # every frame exactly once: stored or dropped
-    assert client.last_status()["n_dropped"] == n_dropped
+    assert coverage_problems(res.frames["frame_index"], res.frames["session"], res.lost) == []
+    assert client.last_status()["n_dropped"] == n_dropped == res.attrs["n_frames_dropped"]
+    assert all(b"engine queue full" in r for r in res.lost["reason"])
     assert any(m.header["kind"] == "drop" for m in client.messages["event"])
 
 
@@ -200,3 +257,61 @@ def test_idle_exit_stops_cleanly_when_the_eos_never_comes(tmp_path, client):
     assert client.messages["eos"][-1].header["reason"] == "idle"
     res = read_results(tmp_path / "session.h5")
     assert res.attrs["complete"] and res.n_frames == 90
+
+
+def test_huge_pixel_values_are_rejected_and_never_poison_the_traces(tmp_path, client):
+    # A float32 stream (1e30 is a valid float32): one wild frame while the engine buffers
+    # its initialisation frames, two after; each recorded as rejected with the reason.
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path)
+    try:
+        _send_float_frames(pub, 150, {30: (slice(None), 1e30), 100: (5, 1e30), 101: (5, -1e30)})
+        client.wait_for(running_after(150 - 61 - 2), 90, "the valid frames processed", engine)
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    res = read_results(tmp_path / "session.h5")
+    reasons = dict(res.rejected)
+    assert sorted(reasons) == [30, 100, 101], res.rejected
+    assert all("outside" in r for r in reasons.values()), reasons
+    assert client.last_status()["n_rejected"] == 3
+    assert np.isfinite(res.C_all).all() and np.isfinite(res.b0).all()
+    assert res.b0.max() < 2 * float(pub.movie.max())
+    # left out of the initialisation; the two later ones keep a (repeated) trace column
+    assert 30 not in res.frames["frame_index"] and res.n_frames == 149
+
+
+def test_a_wild_frame_in_a_stream_shorter_than_init_frames_stays_out_of_the_fit(tmp_path, client):
+    # The stream stops before init.init_frames: the early initialisation screens its buffer
+    # too (fails without the screen in StoppingMixin._early_init: the fit sees 1e30).
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path)  # init.init_frames=60
+    try:
+        _send_float_frames(pub, 40, {25: (slice(None), 1e30)})
+        pub.send_eos()
+        assert engine.wait(timeout=90) == 0, engine_log(tmp_path)
+    finally:
+        stop(engine)
+        pub.close()
+    res = read_results(tmp_path / "session.h5")
+    assert dict(res.rejected).keys() == {25} and "outside" in dict(res.rejected)[25]
+    assert res.params["init"]["init_frames"] == 39 and res.n_frames == 39
+    assert np.isfinite(res.C_all).all() and res.b0.max() < 2 * float(pub.movie.max())
+
+
+def _send_float_frames(pub, n: int, wild: dict) -> None:
+    """A float32 stream of ``n`` frames (1e30 is a valid float32); ``wild[i] = (rows, value)``
+    sets ``pixels[rows, rows]`` of frame ``i`` (``slice(None)``: the whole frame)."""
+    pub.movie = pub.movie.astype(np.float32)
+    pub.wait_for_subscriber()
+    start = StartMessage(pub.session_id, "synthetic", 20.0, SIZE, "float32", "t", None, {})
+    pub.send_raw(encode_start(start))
+    for i in range(n):
+        pixels = pub.movie[i % len(pub.movie)].copy()
+        if i in wild:
+            where, value = wild[i]
+            pixels[where, where] = value
+        pub.send_frame(i, pixels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import h5py
 import numpy as np
 import pytest
 
@@ -62,6 +63,11 @@ def test_acquisition_to_engine_to_subscriber_matches_the_file(tmp_path, client):
     assert {"raw", "denoised", "residual", "background_subtracted", "max_projection"} <= layers
     assert client.messages["eos"][-1].header["reason"] == "eos"
     assert client.messages["eos"][-1].header["n_frames_processed"] == 240
+    with h5py.File(tmp_path / "session.h5", "r") as f:  # summary images and quality table
+        assert f["images/max"].attrs["set"] and f["images/max"].attrs["n_frames"] == 300
+        assert f["images/corr_pnr"].attrs["n_frames"] == 60
+        assert np.isfinite(f["images/mean"][()]).all() and np.isfinite(f["images/corr"][()]).all()
+        assert f["quality"]["neuron_id"].tolist() == res.neuron_ids.tolist()
 
 
 def test_sigint_stops_cleanly_with_a_complete_file(tmp_path, client):

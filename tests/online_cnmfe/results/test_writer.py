@@ -110,6 +110,16 @@ def test_round_trip_with_births_removals_and_bookkeeping(tmp_path, rng):
     assert res.attrs["format_version"] == 1
 
 
+def test_bookkeeping_that_does_not_fit_int64_is_refused_before_buffering(tmp_path):
+    with ResultsWriter(tmp_path / "r.h5", DIMS, CNMFEParams(), 20.0, {}) as w:
+        w.append_frame(_result(0, [1]), _meta(0))
+        with pytest.raises(ValueError, match="frame_index = 9223372036854775808 does not fit"):
+            w.append_frame(_result(1, [1]), dict(_meta(1), frame_index=2**63))
+        w.append_frame(_result(1, [1]), _meta(1))
+        assert w.ok and w.n_frames == 2
+    np.testing.assert_array_equal(read_results(tmp_path / "r.h5").frames["frame_index"], [100, 101])
+
+
 def test_footprint_shape_is_validated(tmp_path):
     with ResultsWriter(tmp_path / "r.h5", DIMS, CNMFEParams(), 20.0, {}) as w:
         with pytest.raises(ValueError, match="expected"):

@@ -27,6 +27,7 @@ max_frame_age_ms = 1000000.0  # frames queue up during initialisation
 [triggers]
 endpoint = "{trig}"
 control_endpoint = "{ctl}"
+control_token_file = "{token}"
 
 [[triggers.rules]]
 name = "any_cell"
@@ -49,7 +50,8 @@ threshold = 0.0
 def test_engine_fires_publishes_stores_and_takes_rules_at_run_time(tmp_path):
     trig, ctl = f"ipc://{tmp_path}/trig", f"ipc://{tmp_path}/ctl"
     cfg = tmp_path / "engine.toml"
-    cfg.write_text(CONFIG.format(trig=trig, ctl=ctl, h=SIZE[0], w=SIZE[1]))
+    token = tmp_path / "secrets" / "control-token"  # created by the engine
+    cfg.write_text(CONFIG.format(trig=trig, ctl=ctl, h=SIZE[0], w=SIZE[1], token=token))
     client = ResultsClient(endpoints(tmp_path)[1])
     listener = TriggerListener(trig)
     engine = start_engine(tmp_path, "--config", str(cfg), "--set", "engine.queue_full=wait")
@@ -57,7 +59,8 @@ def test_engine_fires_publishes_stores_and_takes_rules_at_run_time(tmp_path):
     got = []
     try:
         client.wait_for(lambda c: c.messages["ready"], 60, "the ready handshake", engine)
-        with TriggerControl(ctl, timeout_s=10) as control:
+        assert token.stat().st_mode & 0o777 == 0o600
+        with TriggerControl(ctl, timeout_s=10, token_file=token) as control:
             assert [r["name"] for r in control.list()] == ["any_cell", "ghost"]
             control.add({"name": "late", "region": {"shape": "circle", "center": [32, 32],
                          "radius": 40}, "signal": "spike", "condition": "k_of_n",

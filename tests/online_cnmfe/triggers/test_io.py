@@ -35,6 +35,8 @@ pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parents[3]
 RULE = {"name": "c0", "neurons": [0], "signal": "spike", "condition": "threshold", "threshold": 1}
 
+TOKEN = "0123456789abcdef-test-token"
+
 
 @pytest.fixture
 def ctx():
@@ -152,7 +154,7 @@ def test_trigger_endpoint_in_use_is_a_config_error(ctx):
 # ---- control socket ---------------------------------------------------------------------------
 def test_control_socket_adds_and_removes_rules_while_frames_run(ctx):
     eng = make_engine(ctx, "push", rules=())
-    server = ControlServer(eng, "tcp://127.0.0.1:*", context=ctx).start()
+    server = ControlServer(eng, "tcp://127.0.0.1:*", context=ctx, token=TOKEN).start()
     stop = threading.Event()
     fired: list = []
 
@@ -166,7 +168,7 @@ def test_control_socket_adds_and_removes_rules_while_frames_run(ctx):
     th = threading.Thread(target=model_thread)
     th.start()
     try:
-        with TriggerControl(server.endpoint, timeout_s=5, context=ctx) as ctl:
+        with TriggerControl(server.endpoint, timeout_s=5, context=ctx, token=TOKEN) as ctl:
             assert ctl.list() == []
             added = ctl.add({**RULE, "name": "live", "refractory_frames": 4})
             assert added["refractory_frames"] == 4
@@ -200,7 +202,7 @@ def test_control_socket_adds_and_removes_rules_while_frames_run(ctx):
 
 def test_control_socket_survives_garbage(ctx):
     eng = TriggerEngine([])
-    server = ControlServer(eng, "tcp://127.0.0.1:*", context=ctx).start()
+    server = ControlServer(eng, "tcp://127.0.0.1:*", context=ctx, token=TOKEN).start()
     try:
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
@@ -218,7 +220,7 @@ def test_control_socket_survives_garbage(ctx):
             reply = json.loads(req.recv())
             assert reply["ok"] is False and reply["error"]
         req.close()
-        with TriggerControl(server.endpoint, timeout_s=5, context=ctx) as ctl:
+        with TriggerControl(server.endpoint, timeout_s=5, context=ctx, token=TOKEN) as ctl:
             assert ctl.list() == []  # still serving
         assert server.n_bad == 5
     finally:
@@ -228,7 +230,7 @@ def test_control_socket_survives_garbage(ctx):
 def test_control_client_times_out_cleanly(ctx):
     sock = ctx.socket(zmq.ROUTER)  # accepts the connection but never answers
     port = sock.bind_to_random_port("tcp://127.0.0.1")
-    with TriggerControl(f"tcp://127.0.0.1:{port}", timeout_s=0.2, context=ctx) as ctl:
+    with TriggerControl(f"tcp://127.0.0.1:{port}", timeout_s=0.2, context=ctx, token=TOKEN) as ctl:
         with pytest.raises(TimeoutError, match="no reply"):
             ctl.list()
         with pytest.raises(TimeoutError):
@@ -347,11 +349,15 @@ def _cli(*args, **kw):
 
 def test_cli_listen_prints_triggers_and_control_commands_work(ctx, tmp_path):
     eng = make_engine(ctx, "push", rules=())
-    server = ControlServer(eng, "tcp://127.0.0.1:*", context=ctx).start()
+    server = ControlServer(eng, "tcp://127.0.0.1:*", context=ctx, token=TOKEN).start()
     try:
         rule_file = tmp_path / "rule.json"
         rule_file.write_text(json.dumps(RULE))
-        add = _cli("triggers", "--control", server.endpoint, "--add", str(rule_file))
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        token_file.chmod(0o600)
+        auth = ("--token-file", str(token_file))
+        add = _cli("triggers", "--control", server.endpoint, "--add", str(rule_file), *auth)
         out, err = add.communicate(timeout=30)
         assert add.returncode == 0, err
         assert "added" in out and eng.rule_names() == ["c0"]
@@ -374,7 +380,7 @@ def test_cli_listen_prints_triggers_and_control_commands_work(ctx, tmp_path):
         k = frames.index(lines[0]["frame_index"])
         assert [x["frame_index"] for x in lines] == frames[k : k + 3]
         assert eng.stats()["n_send_dropped"] >= k
-        bad = _cli("triggers", "--control", server.endpoint, "--remove", "nope")
+        bad = _cli("triggers", "--control", server.endpoint, "--remove", "nope", *auth)
         out, err = bad.communicate(timeout=30)
         assert bad.returncode == 2 and "no rule named 'nope'" in err
     finally:

@@ -569,3 +569,14 @@ def test_unparsable_config_file_is_a_config_error(tmp_path):
         load_trigger_config(p)
     with pytest.raises(ConfigError, match="cannot read"):
         load_trigger_config(tmp_path / "missing.toml")
+
+
+def test_firings_carry_the_stream_frame_index_not_the_model_count():
+    """After frames dropped before the engine (the stream starts at frame 97), the model
+    counts from 0; the firing must name the stream's frame, whose time the file stores."""
+    eng = TriggerEngine([rule(neurons=[0])])
+    fired = []
+    for t, v in enumerate([0.0, 0.0, 2.0, 0.0]):
+        m = {"frame_index": 97 + t, "seq": 97 + t, "t_acq_ms": 50.0 * (97 + t)}
+        fired += eng.on_frame(frame(t, [0], [v]), m)
+    assert [(r.frame_index, r.t_acq_ms) for r in fired] == [(99, 50.0 * 99)]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
+from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results import state_file
@@ -126,6 +127,27 @@ def test_state_round_trip_with_motion(moving, tmp_path, mode):
         a, b = model.process_frame(f), loaded.process_frame(f)
         np.testing.assert_array_equal(a.C_raw, b.C_raw)
         assert a.motion_shift_px == b.motion_shift_px and a.motion_quality == b.motion_quality
+
+
+@pytest.mark.parametrize(
+    "field, bad",
+    [
+        ("template", np.zeros((5, 5), np.float32)),  # the warp would read outside it
+        ("registered", np.zeros(7, np.float32)),
+        ("search", np.array([90, 90], np.int64)),  # a search beyond the FFT buffers
+        ("patches", None),  # a piecewise state without its patches
+    ],
+)
+def test_a_crafted_motion_state_is_refused_when_it_loads(moving, tmp_path, field, bad):
+    twin, frames, _ = moving
+    params = _params(mode="piecewise", patch_size_px=32, patch_overlap_px=16)
+    model = OnlineCNMFE(params)
+    model.initialize_from(truth_init(twin, N_INIT), frames[:N_INIT])
+    setattr(model.state.motion, field, bad)
+    path = tmp_path / "m.h5"
+    state_file.save_model(path, model.params, model.state)
+    with pytest.raises(StateFileError, match=f"motion.{field}"):
+        state_file.load_online_model(path)
 
 
 def test_an_init_result_without_motion_needs_its_frames(moving):
