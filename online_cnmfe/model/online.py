@@ -105,6 +105,7 @@ class OnlineCNMFE:
         _build.warm_up()
         if motion_init is not None:
             self.state.motion = motion.state_from_init(motion_init, init.dims, self.params)
+            motion.mask_residual(self.state.motion, self.state.residual)  # the border band
             motion.warm_up()
         if self._slow is not None:
             self.state.slow = self._slow.init_slow_path(init, frames, self.params)
@@ -196,7 +197,7 @@ class OnlineCNMFE:
                 st.b0, st.residual[slot],
             )  # fmt: skip
             if st.motion is not None:  # pixels shifted in from outside: no data, no detection
-                motion.mask_residual(st.motion, st.residual[slot])
+                motion.mask_residual(st.motion, st.residual, slot)
             st.residual_frame[slot] = st.t
             st.c_raw_buffer[:, slot] = st.c
             st.c_den_buffer[:, slot] = st.c_den

@@ -141,8 +141,15 @@ def blend(template, x, alpha):
 
 
 @njit(cache=True, nogil=True)
-def zero_where_invalid(values, valid):
-    """values[i] = 0 where valid[i] == 0, in place (pixels shifted in from outside)."""
-    for i in range(values.shape[0]):
-        if valid[i] == 0:
-            values[i] = 0.0
+def zero_band(values, height, width, top, bottom, left, right):
+    """values (height · width,) = 0 in the top/bottom rows and left/right columns, in place."""
+    for r in range(height):
+        base = r * width
+        if r < top or r >= height - bottom:
+            for c in range(width):
+                values[base + c] = 0.0
+        else:
+            for c in range(min(left, width)):
+                values[base + c] = 0.0
+            for c in range(max(width - right, 0), width):
+                values[base + c] = 0.0

@@ -61,7 +61,7 @@ from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
-from online_cnmfe.model.motion import register_initial
+from online_cnmfe.model.motion import register_initial, zero_border
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.band = None  # border band filled by motion correction: no seeds there
 
     @property
     def K(self) -> int:
@@ -136,11 +137,14 @@ class _Fit:
             data, gsig, remove_global=self.p.init.remove_global_fluctuation
         )
         filtered -= images.filtered_mean[None]
+        cn = images.corr.copy()
+        if self.band is not None:
+            zero_border(cn, self.band, s)
         res = seed_neurons(
             filtered,
             raw,
             images.noise,
-            images.corr.copy(),
+            cn,
             images.pnr.copy(),
             gsiz=max(3, int(round(self.gsiz / s))),
             min_corr=min_corr,
@@ -408,6 +412,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
         motion_init = register_initial(Y, params) if params.motion.enabled else None
         fit = _Fit(Y, params)
+        fit.band = motion_init.band if motion_init is not None and motion_init.active else None
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
         too_high = warn_if_thresholds_too_high(images, ip)
         thr = (ip.min_corr, ip.min_pnr, ip.reseed_min_corr, ip.reseed_min_pnr)

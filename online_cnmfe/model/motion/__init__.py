@@ -15,7 +15,7 @@ from online_cnmfe.model.motion.initial import (
     state_from_init,
 )
 from online_cnmfe.model.motion.register import correct_frame, mask_residual, outputs, warm_up
-from online_cnmfe.model.motion.state import MotionInit, MotionState, PatchState
+from online_cnmfe.model.motion.state import MotionInit, MotionState, PatchState, zero_border
 
 __all__ = [
     "MotionInit",
@@ -30,4 +30,5 @@ __all__ = [
     "register_initial",
     "state_from_init",
     "warm_up",
+    "zero_border",
 ]

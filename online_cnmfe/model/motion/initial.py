@@ -38,6 +38,7 @@ from online_cnmfe.model.motion.state import (
     MIN_RELIABILITY,
     MotionInit,
     MotionState,
+    border_band,
     geometry,
 )
 from online_cnmfe.params import CNMFEParams
@@ -212,11 +213,15 @@ def register_initial(Y: np.ndarray, params: CNMFEParams) -> MotionInit:
         register.flag_reason(ms, float(dy), float(dx), float(q), bool(e)) or ""
         for (dy, dx), q, e in zip(shifts, quality, edge)
     )
+    good = np.array([not f for f in flags], bool)
+    moved = (shifts[good, 0], shifts[good, 1]) if fields is None else (
+        fields[good, 0], fields[good, 1])  # fmt: skip
     init = MotionInit(
         template=ms.template.copy(), min_quality=float(ms.min_quality), shifts=shifts,
         quality=quality, fields=fields, flags=flags, reliability=reliability,
         min_informative=float(ms.min_informative),
         informative_fraction=float(np.mean(quality > ms.min_informative)),
+        band=border_band(*moved, register.band_cap(mp.max_shift_px)),
     )  # fmt: skip
     if not init.active:
         logger.warning(
@@ -309,6 +314,7 @@ def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
             f"these parameters need {geom.grid}. Use the parameters of the initialisation."
         )
     ms = register.make_state(geom, params, init.template, init.min_quality, init.min_informative)
+    ms.band[:] = init.band
     good = [j for j, f in enumerate(init.flags) if not f]
     if good:
         ms.held[:] = init.shifts[good[-1]]

@@ -34,6 +34,7 @@ from online_cnmfe.model.motion import piecewise
 from online_cnmfe.model.motion.state import (
     Geometry,
     MotionState,
+    border_band,
     box_radii,
     cosine_taper,
     geometry,
@@ -227,7 +228,26 @@ def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | Non
             update_template(ms)
     if flag is not None:
         ms.n_flagged += 1
+    else:
+        _grow_band(ms, dy, dx)
     return flag
+
+
+def _grow_band(ms: MotionState, dy: float, dx: float) -> None:
+    """Widen ``ms.band`` to the border this frame's correction filled (``band_grew``)."""
+    ps = ms.patches
+    if ps is None:
+        band = border_band(np.array([dy]), np.array([dx]), band_cap(ms.max_shift_px))
+    else:
+        band = border_band(ps.field_y, ps.field_x, band_cap(ms.max_shift_px))
+    ms.band_grew = int((band > ms.band).any())
+    if ms.band_grew:
+        np.maximum(ms.band, band, out=ms.band)
+
+
+def band_cap(max_shift_px: float) -> int:
+    """Widest border band kept (the search reach; shifts beyond max_shift_px are flagged)."""
+    return int(math.ceil(1.25 * max_shift_px)) + 1
 
 
 def update_template(ms: MotionState) -> None:
@@ -250,10 +270,19 @@ def update_template(ms: MotionState) -> None:
         refresh_spectra(ms)
 
 
-def mask_residual(ms: MotionState, residual: np.ndarray) -> None:
-    """Zero the residual (n_pixels,) where the corrected frame had no data (shifted in)."""
-    if ms.n_filled:
-        kw.zero_where_invalid(residual, ms.valid)
+def mask_residual(ms: MotionState, ring: np.ndarray, slot: int | None = None) -> None:
+    """Zero the border band (``ms.band``) of residual slot ``slot`` of ``ring`` (L, n_pixels).
+
+    Every slot when ``slot`` is None or the band just grew: detection never sees a pixel that
+    some corrected frame filled from outside, so no component forms along the border.
+    """
+    top, bottom, left, right = (int(v) for v in ms.band)
+    if top + bottom + left + right == 0:
+        return
+    H, W = ms.dims
+    slots = range(ring.shape[0]) if slot is None or ms.band_grew else (slot,)
+    for s in slots:
+        kw.zero_band(ring[s], H, W, top, bottom, left, right)
 
 
 def outputs(ms: MotionState | None) -> tuple[tuple[float, float] | None, float | None]:

@@ -11,7 +11,7 @@ frame at (r + dy, c + dx).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
@@ -134,6 +134,12 @@ class MotionState:
         Piecewise-rigid part (None in rigid mode).
     scratch_* : ndarray
         Per-frame work arrays.
+    band : ndarray of shape (4,), int64
+        (top, bottom, left, right): rows and columns at the frame's edges that some corrected
+        frame so far filled from outside (:func:`border_band`); the residual is zero there, so
+        detection never sees them (no component forms along the border).
+    band_grew : int
+        1 when the last frame widened ``band`` (every residual slot is then masked again).
     """
 
     dims: tuple[int, int]
@@ -173,6 +179,8 @@ class MotionState:
     scratch_rigid: np.ndarray
     scratch_warp: np.ndarray
     scratch_valid: np.ndarray
+    band: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    band_grew: int = 0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -211,6 +219,9 @@ class MotionInit:
         (independently) from the odd frames; below
         ``initial.MIN_RELIABILITY`` the recording has no stable structure to register to and
         motion correction stays off (``active`` is False, the frames are left as they are).
+    band : ndarray of shape (4,), int64
+        (top, bottom, left, right) border rows/columns some unflagged initialisation frame
+        filled from outside: left out of the seeding (see :attr:`MotionState.band`).
     """
 
     template: np.ndarray
@@ -222,6 +233,7 @@ class MotionInit:
     reliability: float = 1.0
     min_informative: float = -1.0
     informative_fraction: float = 1.0
+    band: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
 
     @property
     def active(self) -> bool:
@@ -229,6 +241,34 @@ class MotionInit:
             self.reliability >= MIN_RELIABILITY
             and self.informative_fraction >= MIN_INFORMATIVE_FRACTION
         )
+
+
+def border_band(dy: np.ndarray, dx: np.ndarray, cap: int) -> np.ndarray:
+    """(top, bottom, left, right) rows/columns that corrections by shifts dy, dx fill.
+
+    The corrected frame samples the frame at (r + dy, c + dx): a negative dy brings rows in
+    from above the frame (the top |dy| rows are filled), a positive one from below; the same
+    for columns. A sample up to half a pixel outside counts as inside (``warp``), so a shift
+    of v fills ceil(v − 0.5) rows; each side at most ``cap``.
+    """
+    dy, dx = np.asarray(dy, np.float64).ravel(), np.asarray(dx, np.float64).ravel()
+    ok = np.isfinite(dy) & np.isfinite(dx)
+    dy, dx = dy[ok], dx[ok]
+    if dy.size == 0:
+        return np.zeros(4, np.int64)
+    ext = [-dy.min(), dy.max(), -dx.min(), dx.max()]
+    return np.array([min(cap, math.ceil(max(0.0, v - 0.5))) for v in ext], np.int64)
+
+
+def zero_border(image: np.ndarray, band: np.ndarray, step: int = 1) -> None:
+    """Zero the ``band`` (top, bottom, left, right; frame pixels) of a 2-D image in place; the
+    image may be the frame block-averaged by ``step`` (the band is rounded up)."""
+    top, bottom, left, right = (-(-int(v) // step) for v in band)
+    h, w = image.shape
+    image[:top] = 0
+    image[h - bottom :] = 0  # (h - 0 = h: nothing)
+    image[:, :left] = 0
+    image[:, w - right :] = 0
 
 
 def box_radii(sigma: float, n: int = N_BOXES) -> np.ndarray:

@@ -207,9 +207,17 @@ def test_cross_power_blend_and_mask(rng):
     tpl, x = np.ones(5, np.float32), np.full(5, 3.0, np.float32)
     kw.blend(tpl, x, 0.25)
     np.testing.assert_allclose(tpl, 1.5)
-    values, valid = np.ones(5, np.float32), np.array([1, 0, 1, 0, 1], np.uint8)
-    kw.zero_where_invalid(values, valid)
-    np.testing.assert_array_equal(values, [1, 0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("band", [(0, 0, 0, 0), (2, 0, 0, 3), (0, 1, 4, 0), (9, 9, 9, 9)])
+def test_zero_band_matches_slicing(rng, band):
+    H, W = 7, 6
+    values = rng.random(H * W).astype(np.float32)
+    expect = values.reshape(H, W).copy()
+    top, bottom, left, right = band
+    expect[:top], expect[H - bottom :], expect[:, :left], expect[:, W - right :] = 0, 0, 0, 0
+    kw.zero_band(values, H, W, *band)
+    np.testing.assert_array_equal(values.reshape(H, W), expect)
 
 
 def test_correlation_peak_is_the_content_displacement(rng):

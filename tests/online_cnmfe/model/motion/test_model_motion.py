@@ -174,6 +174,15 @@ def test_fit_initial_registers_the_batch_before_the_fit(moving):
     model.initialize_from(init, frames[:N_INIT])
     assert model.state.motion is not None
     np.testing.assert_array_equal(model.state.motion.template, init.motion.template)
+    # the border the correction filled: no seed there, and the residual buffer is zero there
+    H, W = twin.frames.shape[1:]
+    top, bottom, left, right = band = init.motion.band
+    assert band.min() >= 1 and (band == model.state.motion.band).all()
+    inside = np.zeros((H, W), bool)
+    inside[top : H - bottom, left : W - right] = True
+    A = init.A.toarray() if hasattr(init.A, "toarray") else np.asarray(init.A)
+    assert A.shape[1] > 0 and inside.ravel()[A.argmax(axis=0)].all()
+    assert (model.state.residual[:, ~inside.ravel()] == 0).all()
 
 
 def test_params_reject_bad_motion_values_when_they_load():

@@ -112,9 +112,15 @@ def test_pixels_shifted_in_are_filled_and_masked():
     # content moved down 4, left 3: the bottom 4 rows and the left 3 columns have no data
     assert not valid[-3:].any() and not valid[:, :2].any() and valid[:-5, 4:].all()
     assert (reg[~valid] == -7.0).all()
-    residual = np.ones(H * W, np.float32)
-    motion.mask_residual(ms, residual)
-    np.testing.assert_array_equal(residual.reshape(H, W) == 0, ~valid)
+    ring = np.ones((3, H * W), np.float32)  # the residual buffer: the band is masked in all
+    motion.mask_residual(ms, ring, 1)
+    top, bottom, left, right = ms.band
+    assert bottom >= 4 and left >= 3 and max(top, right) <= 1  # (init shifts ~0)
+    zero = ring.reshape(3, H, W) == 0
+    assert zero[:, ~valid].all()  # every pixel shifted in, in every slot
+    expect = np.zeros((H, W), bool)
+    expect[:top], expect[H - bottom :], expect[:, :left], expect[:, W - right :] = 1, 1, 1, 1
+    np.testing.assert_array_equal(zero, np.broadcast_to(expect, zero.shape))
 
     # the registered interior matches the still frame (but for noise and the static vignetting)
     def fine(x):  # the texture (vessels, cells) without the smooth background
