@@ -64,14 +64,11 @@ def track(frames: np.ndarray, params: CNMFEParams):
     Y = np.array(frames[:N_INIT], np.float32)
     minit = motion.register_initial(Y, params)
     ms = motion.state_from_init(minit, frames.shape[1:], params)
-    fill = Y.mean(axis=0).ravel()
     est = [minit.shifts]
     quality = [minit.quality]
     flags = list(minit.flags)
     for y in frames[N_INIT:]:
-        flags.append(
-            motion.correct_frame(ms, np.ascontiguousarray(y, np.float32).ravel(), fill) or ""
-        )
+        flags.append(motion.correct_frame(ms, np.ascontiguousarray(y, np.float32).ravel()) or "")
         est.append(ms.last[None, :2].copy())
         quality.append([ms.last[2]])
     return np.concatenate(est), np.concatenate(quality), np.array([bool(f) for f in flags]), minit
@@ -147,7 +144,7 @@ def minian(args) -> None:
     print(f"- d(corrected) − d(raw) vs minian's shifts: RMS {rms:.3f} px, max {worst:.2f}")
 
 
-def _stage_times(ms, y, fill) -> dict:
+def _stage_times(ms, y) -> dict:
     """CPU of each stage of one correct_frame (same operations, timed separately)."""
     out = {}
     t = time.process_time()
@@ -164,11 +161,11 @@ def _stage_times(ms, y, fill) -> dict:
     H, W = ms.dims
     dy, dx = ms.scratch_rigid[0] * ms.ds, ms.scratch_rigid[1] * ms.ds
     if ms.patches is None:
-        kw.warp_rigid(y, H, W, dy, dx, fill, ms.registered, ms.valid)
+        kw.warp_rigid(y, H, W, dy, dx, ms.registered, ms.valid)
     else:
         ps = ms.patches
         kw.warp_field(y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y,
-                               ps.field_x, fill, ms.registered, ms.valid, ps.line_y,
+                               ps.field_x, ms.registered, ms.valid, ps.line_y,
                                ps.line_x)  # fmt: skip
     out["resample"] = time.process_time() - t
     t = time.process_time()
@@ -192,16 +189,15 @@ def cost(args) -> None:
             params = CNMFEParams().replace(**{"motion.mode": mode})
             minit = motion.register_initial(np.array(frames[:N_INIT]), params)
             ms = motion.state_from_init(minit, (size, size), params)
-            fill = frames[:N_INIT].mean(0).ravel()
             online = [np.ascontiguousarray(f.ravel()) for f in frames[N_INIT:]]
             for y in online[:20]:  # warm-up (compiled kernels loaded, caches filled)
-                motion.correct_frame(ms, y, fill)
+                motion.correct_frame(ms, y)
             times = []
             for y in online:
                 t = time.process_time()
-                motion.correct_frame(ms, y, fill)
+                motion.correct_frame(ms, y)
                 times.append(1e3 * (time.process_time() - t))
-            stages = [_stage_times(ms, y, fill) for y in online[:100]]
+            stages = [_stage_times(ms, y) for y in online[:100]]
             shares = {k: 1e3 * np.median([s[k] for s in stages]) for k in stages[0]}
             times = np.array(times)
             medians[mode] = np.median(times)

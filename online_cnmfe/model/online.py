@@ -168,7 +168,7 @@ class OnlineCNMFE:
         flag: str | None = None
         t_valid = time.perf_counter()
         if st.motion is not None:  # register to the template; y becomes the corrected frame
-            flag = motion.correct_frame(st.motion, y, st.b0)
+            flag = motion.correct_frame(st.motion, y)
             y = st.motion.registered
         t_motion = time.perf_counter()
         ops = self._ops

@@ -14,9 +14,9 @@ before the CNMF-E fit):
 4. unless there is too little stable structure to register to (``MotionInit.active``:
    the templates of the odd and of the even frames disagree, or most frames match the
    template no better than chance; motion correction is then off for the recording, with a
-   warning), the frames resampled in place; pixels shifted in from outside take the mean of
-   that pixel over the frames where it was seen; a flagged frame is replaced by the nearest
-   unflagged one for the fit (its traces are flagged in the results).
+   warning), the frames resampled in place; pixels shifted in from outside replicate the edge
+   (``_kernels/warp``; the border band they lie in gets no seed); a flagged frame is replaced
+   by the nearest unflagged one for the fit (its traces are flagged in the results).
 
 :func:`apply_initial` repeats step 4 on the initialisation frames given to
 ``OnlineCNMFE.initialize_from`` (the residual buffer and the slow path start from them) and
@@ -121,11 +121,10 @@ def _average(BP: np.ndarray, shifts: np.ndarray, good: np.ndarray, ms: MotionSta
     h, w = ms.grid
     total = np.zeros(h * w, np.float64)
     count = np.zeros(h * w, np.float64)
-    zeros = np.zeros(h * w, np.float32)
     for t in np.flatnonzero(good):
-        kw.warp_rigid(BP[t].reshape(-1), h, w, shifts[t, 0], shifts[t, 1], zeros,
-                      ms.scratch_warp, ms.scratch_valid)  # fmt: skip
-        total += ms.scratch_warp
+        kw.warp_rigid(BP[t].reshape(-1), h, w, shifts[t, 0], shifts[t, 1], ms.scratch_warp,
+                      ms.scratch_valid)  # fmt: skip
+        np.add(total, ms.scratch_warp, out=total, where=ms.scratch_valid.view(bool))
         count += ms.scratch_valid
     return (total / np.maximum(count, 1)).reshape(h, w).astype(np.float32)
 
@@ -260,30 +259,19 @@ def _warp_movie(Y: np.ndarray, init: MotionInit, ms: MotionState, offset: int) -
             f"{init.min_quality:.2f}); lower motion.min_quality, raise motion.max_shift_px or "
             "set motion.enabled=false for a registered movie"
         )
-    nan = np.full(H * W, np.nan, np.float32)
     buf = np.empty(H * W, np.float32)
-    total = np.zeros(H * W, np.float64)
-    count = np.zeros(H * W, np.int64)
     ps = ms.patches
     for t in range(T):
         y = Y[t].reshape(-1)
         dy, dx = init.shifts[offset + t]
         if init.fields is None or ps is None:
-            kw.warp_rigid(y, H, W, float(dy), float(dx), nan, buf, ms.valid)
+            kw.warp_rigid(y, H, W, float(dy), float(dx), buf, ms.valid)
         else:
             field = init.fields[offset + t]
             kw.warp_field(y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, field[0], field[1],
-                          nan, buf, ms.valid, ps.line_y, ps.line_x)  # fmt: skip
+                          buf, ms.valid, ps.line_y, ps.line_x)  # fmt: skip
         y[:] = buf
-        if not flagged[t]:
-            seen = ms.valid.view(bool)
-            np.add(total, buf, out=total, where=seen)
-            count += ms.valid
-    fallback = total.sum() / max(int(count.sum()), 1)  # pixels never seen (cannot happen
-    mean = np.where(count > 0, total / np.maximum(count, 1), fallback).astype(np.float32)  # often)
     good = np.flatnonzero(~flagged)
-    for t in good:
-        np.copyto(Y[t], mean.reshape(H, W), where=np.isnan(Y[t]))
     for t in np.flatnonzero(flagged):
         Y[t] = Y[good[np.argmin(np.abs(good - t))]]
 

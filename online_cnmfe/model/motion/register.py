@@ -11,8 +11,8 @@ Per frame (``correct_frame``), all on caller-owned buffers of the :class:`Motion
    a frame is flagged when its shift exceeds ``max_shift_px``, its peak is on the edge of the
    search window, or its quality is below ``min_quality``;
 4. the frame resampled at (r + dy, c + dx) (bilinear); pixels shifted in from outside the frame
-   take ``fill`` (the model's baseline b0) and are marked invalid (``valid`` = 0), so the
-   residual (and with it detection) ignores them;
+   replicate its edge and are marked invalid (``valid`` = 0); the border band every such pixel
+   so far lies in (``band``) is zeroed in the residual, so detection ignores it;
 5. every ``TEMPLATE_EVERY``-th informative frame updates the template (running mean with
    forgetting, at ``TEMPLATE_EVERY`` times the rate); the template's spectra are recomputed
    every ``REFRESH_UPDATES`` updates.
@@ -173,7 +173,7 @@ def flag_reason(ms: MotionState, dy: float, dx: float, quality: float, edge: boo
     return None
 
 
-def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | None:
+def correct_frame(ms: MotionState, y: np.ndarray) -> str | None:
     """Register frame y (n_pixels,) float32; the corrected frame is left in ``ms.registered``.
 
     Parameters
@@ -181,8 +181,6 @@ def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | Non
     ms : MotionState
     y : ndarray of shape (n_pixels,), float32
         The frame (row-major); not modified.
-    fill : ndarray of shape (n_pixels,), float32
-        Values for pixels shifted in from outside the frame (the model's baseline b0).
 
     Returns
     -------
@@ -213,13 +211,13 @@ def correct_frame(ms: MotionState, y: np.ndarray, fill: np.ndarray) -> str | Non
     ms.last[0], ms.last[1], ms.last[2] = dy, dx, quality
     H, W = ms.dims
     if ms.patches is None:
-        ms.n_filled = kw.warp_rigid(y, H, W, dy, dx, fill, ms.registered, ms.valid)
+        ms.n_filled = kw.warp_rigid(y, H, W, dy, dx, ms.registered, ms.valid)
     else:
         ps = ms.patches
         if informative:  # else the last good field stays
             piecewise.measure_patches(ms)
         ms.n_filled = kw.warp_field(
-            y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y, ps.field_x, fill,
+            y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y, ps.field_x,
             ms.registered, ms.valid, ps.line_y, ps.line_x,
         )  # fmt: skip
     if informative:
@@ -257,14 +255,14 @@ def update_template(ms: MotionState) -> None:
     tpl = ms.template.reshape(-1)
     if ms.patches is None:
         dy_g, dx_g = ms.scratch_rigid[0], ms.scratch_rigid[1]
-        kw.warp_rigid(bp, h, w, dy_g, dx_g, tpl, ms.scratch_warp, ms.scratch_valid)
+        kw.warp_rigid(bp, h, w, dy_g, dx_g, ms.scratch_warp, ms.scratch_valid)
     else:
         ps = ms.patches
         kw.warp_field(
             bp, h, w, ps.grid_row_i, ps.grid_row_w, ps.grid_col_i, ps.grid_col_w, ps.grid_y,
-            ps.grid_x, tpl, ms.scratch_warp, ms.scratch_valid, ps.line_y, ps.line_x,
+            ps.grid_x, ms.scratch_warp, ms.scratch_valid, ps.line_y, ps.line_x,
         )  # fmt: skip
-    kw.blend(tpl, ms.scratch_warp, min(1.0, TEMPLATE_EVERY * ms.alpha))
+    kw.blend(tpl, ms.scratch_warp, ms.scratch_valid, min(1.0, TEMPLATE_EVERY * ms.alpha))
     ms.n_updates += 1
     if ms.n_updates >= REFRESH_UPDATES:
         refresh_spectra(ms)
@@ -307,6 +305,7 @@ def warm_up() -> None:
         geom = geometry((24, 24), mp, 8.0)
         ms = make_state(geom, params, np.ones(geom.grid, np.float32), 0.0)
         y = np.ones(24 * 24, np.float32)
-        correct_frame(ms, y, y)
-        mask_residual(ms, y.copy())
+        correct_frame(ms, y)
+        ms.band[:] = 1
+        mask_residual(ms, y.reshape(1, -1).copy())
     _WARMED = True

@@ -25,10 +25,9 @@ def _run(frames, params):
     init_frames = frames[:N_INIT].copy()
     minit = motion.register_initial(init_frames, params)
     ms = motion.state_from_init(minit, frames.shape[1:], params)
-    fill = init_frames.mean(0).ravel()
     shifts, flags = [], []
     for y in frames[N_INIT:]:
-        flags.append(motion.correct_frame(ms, np.ascontiguousarray(y.ravel()), fill))
+        flags.append(motion.correct_frame(ms, np.ascontiguousarray(y.ravel())))
         shifts.append(ms.last[:2].copy())
     est = np.concatenate([minit.shifts, np.array(shifts)])
     return est, minit, ms, flags
@@ -90,28 +89,29 @@ def test_a_flagged_frame_does_not_update_the_template():
     ms = motion.state_from_init(minit, frames.shape[1:], params)
     ms.min_quality = 0.999
     before = ms.template.copy()
-    assert motion.correct_frame(ms, frames[N_INIT].ravel().copy(), frames[0].ravel()) is not None
+    assert motion.correct_frame(ms, frames[N_INIT].ravel().copy()) is not None
     np.testing.assert_array_equal(ms.template, before)
     ms.min_quality = -1.0
     for _ in range(register.TEMPLATE_EVERY):  # every TEMPLATE_EVERY-th good frame updates it
-        assert motion.correct_frame(ms, frames[N_INIT].ravel().copy(), frames[0].ravel()) is None
+        assert motion.correct_frame(ms, frames[N_INIT].ravel().copy()) is None
     assert not np.array_equal(ms.template, before)
 
 
-def test_pixels_shifted_in_are_filled_and_masked():
+def test_pixels_shifted_in_replicate_the_edge_and_are_masked():
     truth = np.zeros((N_INIT + 1, 2))
     truth[-1] = (4.0, -3.0)
     frames, _ = moving_movie(truth, seed=5)
     params = _params()
     minit = motion.register_initial(frames[:N_INIT].copy(), params)
     ms = motion.state_from_init(minit, frames.shape[1:], params)
-    fill = np.full(frames[0].size, -7.0, np.float32)
-    motion.correct_frame(ms, frames[-1].ravel().copy(), fill)
+    motion.correct_frame(ms, frames[-1].ravel().copy())
     H, W = frames.shape[1:]
     reg, valid = ms.registered.reshape(H, W), ms.valid.reshape(H, W).astype(bool)
     # content moved down 4, left 3: the bottom 4 rows and the left 3 columns have no data
     assert not valid[-3:].any() and not valid[:, :2].any() and valid[:-5, 4:].all()
-    assert (reg[~valid] == -7.0).all()
+    # replicated edge: the rows shifted in repeat the frame's last row (same columns)
+    np.testing.assert_array_equal(reg[-3, 4:], reg[-1, 4:])
+    np.testing.assert_array_equal(reg[:-5, 0], reg[:-5, 1])
     ring = np.ones((3, H * W), np.float32)  # the residual buffer: the band is masked in all
     motion.mask_residual(ms, ring, 1)
     top, bottom, left, right = ms.band
@@ -141,7 +141,7 @@ def test_piecewise_recovers_two_halves_moving_apart():
     params = _params(mode="piecewise", patch_size_px=48, patch_overlap_px=24, max_deviation_px=4.0)
     minit = motion.register_initial(frames[:N_INIT].copy(), params)
     ms = motion.state_from_init(minit, frames.shape[1:], params)
-    motion.correct_frame(ms, np.ascontiguousarray(bent.ravel()), frames[0].ravel())
+    motion.correct_frame(ms, np.ascontiguousarray(bent.ravel()))
     fx = ms.patches.field_x
     assert fx[:, 0].mean() > 1.2 and fx[:, -1].mean() < -1.2, fx
     assert ms.patches.n_own == fx.size
