@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from acquisition import simulator_nuisance as nuisance
 from acquisition import simulator_scene as scene
 from acquisition.simulator_dynamics import (
     ar_coefficients,
@@ -108,7 +109,12 @@ class MiniscopeSimulator:
         p = self.params
         fps, k = p.frame_rate_hz, p.n_neurons
         sigma = p.neuron_diameter_px / 4.0
-        self._centres = scene.place_centres(rng, p.dims, k, 0.5 * p.neuron_diameter_px, sigma)
+        inside = None
+        if p.lens_radius_fraction > 0:  # whole footprints inside the lens
+            inside = nuisance.inside_lens(p.dims, p.lens_radius_fraction, p.neuron_diameter_px)
+        self._centres = scene.place_centres(
+            rng, p.dims, k, 0.5 * p.neuron_diameter_px, sigma, inside
+        )
         self._A = scene.gaussian_footprints(rng, p.dims, self._centres, sigma)
         rise = p.rise_time_s * fps * rng.uniform(0.8, 1.2, k) if p.rise_time_s > 0 else None
         decay = p.decay_time_s * fps * rng.uniform(0.8, 1.2, k)
@@ -185,6 +191,12 @@ class MiniscopeSimulator:
         tissue = p.baseline + (self._blob_mean @ self._G[: p.n_blobs]) if p.n_blobs else p.baseline
         tissue = tissue + (self._np_amp * np_sum / n_cal) @ self._G[p.n_blobs :]
         bg_mean = self._vignette * self._vessel * np.reshape(tissue, p.dims)
+        self._lens = fov = None
+        if p.lens_radius_fraction > 0:
+            self._lens = nuisance.lens_map(p.dims, p.lens_radius_fraction)
+            bg_mean = bg_mean * self._lens + p.lens_dark_level
+            fov = self._lens > 0.5
+        self._bands = nuisance.row_bands(p.seed)
         self._static = (p.baseline * self._vignette * self._vessel).ravel().astype(np.float32)
         self._Gv = (self._G * (self._vignette * self._vessel).ravel()).astype(np.float32)
         self.truth = SimulationTruth(
@@ -198,6 +210,7 @@ class MiniscopeSimulator:
             amplitude=self._amp,
             background_mean=np.asarray(bg_mean, np.float32),
             calibration_frames=n_cal,
+            fov_mask=fov,
         )
 
     # ---- temporal processes, in fixed blocks -------------------------------------------
@@ -322,8 +335,7 @@ class MiniscopeSimulator:
         else:
             background = (self._static + f.T @ self._Gv).reshape(n, *p.dims)
             neural = neural.reshape(n, *p.dims)
-        background = background.astype(np.float32)
-        neural = neural.astype(np.float32)
+        background, neural = self._signal_nuisance(start, stop, background, neural)
         noise = np.empty((n, *p.dims), np.float32)
         gamma = p.photons_per_unit
         for i in range(n):
@@ -333,9 +345,34 @@ class MiniscopeSimulator:
             if gamma > 0:  # shot noise: Poisson(x * gamma) / gamma - x on the clean frame
                 clean = np.maximum(background[i] + neural[i], 0.0)
                 noise[i] += (rng.poisson(clean * gamma) / gamma - clean).astype(np.float32)
+            if p.line_noise_sigma > 0 or p.row_band_amplitude > 0:
+                noise[i] += nuisance.line_offsets(
+                    p.seed, start + i, p.height, p.line_noise_sigma, p.row_band_amplitude,
+                    p.frame_rate_hz, self._bands,
+                )[:, None]  # fmt: skip
         parts = (background, neural, noise)
         self._group = (grp, parts)
         return parts
+
+    def _signal_nuisance(self, start: int, stop: int, background, neural):
+        """Bleaching, the lens disc and the dark level on the rendered signal (float32)."""
+        p = self.params
+        scale = nuisance.bleach_factor(start, stop, p.frame_rate_hz, p.bleach_time_s)[:, None, None]
+        if self._lens is not None:
+            scale = scale * self._lens
+        background = (background * scale).astype(np.float32)
+        neural = (neural * scale).astype(np.float32)
+        if self._lens is not None:
+            background += np.float32(p.lens_dark_level)
+        return background, neural
+
+    def corrupt_frames(self, start: int, stop: int) -> np.ndarray:
+        """Truth of the corrupted frames: index into ``simulator_nuisance.CORRUPT_KINDS``
+        (0 = clean) of each frame ``[start, stop)``, ndarray of shape (n,), int8."""
+        start, stop = self._check_range(start, stop)
+        f = self.params.corrupt_fraction
+        kinds = [nuisance.corrupt_kind(self.params.seed, t, f) for t in range(start, stop)]
+        return np.asarray(kinds, np.int8)
 
     def render(
         self,
@@ -375,6 +412,11 @@ class MiniscopeSimulator:
         [0, 65535] are clipped, counted and logged as a warning.
         """
         movie = self.render(start, stop)
+        if self.params.corrupt_fraction > 0:
+            p = self.params  # noise bands up to a fixed level (chunking-independent)
+            high = max(3.0 * p.baseline, 20.0 * p.noise_sigma) + p.lens_dark_level
+            for i, kind in enumerate(self.corrupt_frames(start, stop)):
+                nuisance.corrupt_frame(movie[i], self.params.seed, start + i, int(kind), high)
         if self.params.dtype == "float32":
             return movie
         bad = int(np.count_nonzero((movie < 0) | (movie > 65535)))

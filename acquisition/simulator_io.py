@@ -202,6 +202,9 @@ def _write_truth(f: h5py.File, simulator: MiniscopeSimulator, n_frames: int) -> 
     g.create_dataset("background_mean", data=truth.background_mean)
     g.create_dataset("centres", data=truth.centres.astype(np.float32))
     g.create_dataset("firing_rate_hz", data=truth.firing_rate_hz)
+    g.create_dataset("corrupt", data=simulator.corrupt_frames(0, n_frames))
+    if truth.fov_mask is not None:
+        g.create_dataset("fov_mask", data=truth.fov_mask)
 
 
 def load_simulator(path: str | Path) -> MiniscopeSimulator:

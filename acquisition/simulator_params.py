@@ -72,6 +72,25 @@ class SimulationParams:
     dtype : {'uint16', 'float32'}
         Output pixels; uint16 are rounded movie units (offset 0, gain 1), never clipped in
         normal use (the baseline keeps them positive).
+    line_noise_sigma : float
+        Real-recording nuisance (``acquisition.simulator_nuisance``): standard deviation of a
+        per-row offset drawn anew every frame (the horizontal line noise of Miniscope V4
+        sensors and cables), in movie units; 0 = none.
+    row_band_amplitude : float
+        Amplitude of two slow sinusoidal row bands that roll through the frame (periods of
+        40-90 rows, 0.05-0.2 Hz), in movie units; 0 = none.
+    lens_radius_fraction : float
+        0 = no lens margin. Otherwise the GRIN lens is a disc of this radius (fraction of half
+        the smaller image side) at the centre: outside it the tissue is dark (only
+        ``lens_dark_level`` and noise) and no neuron is placed there.
+    lens_dark_level : float
+        Sensor level added everywhere when a lens is simulated (what the dark margin shows).
+    corrupt_fraction : float
+        Fraction of frames corrupted in transmission (missing lines set to 0, a band of random
+        values, or a brightness flash); ``MiniscopeSimulator.corrupt_frames`` is the truth.
+    bleach_time_s : float
+        Time constant of an exponential photobleaching of the whole signal (tissue and
+        neurons); 0 = none.
     """
 
     height: int = 256
@@ -100,6 +119,12 @@ class SimulationParams:
     late_after_frame: int = 500
     seed: int = 0
     dtype: str = "uint16"
+    line_noise_sigma: float = 0.0
+    row_band_amplitude: float = 0.0
+    lens_radius_fraction: float = 0.0
+    lens_dark_level: float = 100.0
+    corrupt_fraction: float = 0.0
+    bleach_time_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -177,6 +202,19 @@ class SimulationParams:
             )
         _check("seed", self.seed, isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0")
         _check("dtype", self.dtype, self.dtype in ("uint16", "float32"), "'uint16' or 'float32'")
+        for name in ("line_noise_sigma", "row_band_amplitude", "lens_dark_level"):
+            v = getattr(self, name)
+            _check(name, v, 0 <= v <= 1e4, "[0, 1e4] movie units")
+        _check(
+            "lens_radius_fraction",
+            self.lens_radius_fraction,
+            self.lens_radius_fraction == 0 or 0.3 <= self.lens_radius_fraction <= 1.5,
+            "0 (no lens) or [0.3, 1.5]",
+        )
+        _check(
+            "corrupt_fraction", self.corrupt_fraction, 0 <= self.corrupt_fraction <= 0.5, "[0, 0.5]"
+        )
+        _check("bleach_time_s", self.bleach_time_s, self.bleach_time_s >= 0, ">= 0 s (0 = none)")
 
     @property
     def dims(self) -> tuple[int, int]:
@@ -241,6 +279,8 @@ class SimulationTruth:
         Expected background (everything but neurons and noise) without motion.
     calibration_frames : int
         Frames over which ``pnr`` was measured.
+    fov_mask : ndarray of shape (H, W), bool, or None
+        Pixels inside the simulated lens (None: no lens, the whole frame is tissue).
     """
 
     A: scipy.sparse.csc_array
@@ -253,6 +293,7 @@ class SimulationTruth:
     amplitude: np.ndarray
     background_mean: np.ndarray
     calibration_frames: int
+    fov_mask: np.ndarray | None = None
 
     @property
     def n_neurons(self) -> int:

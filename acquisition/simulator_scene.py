@@ -20,9 +20,17 @@ _FOOTPRINT_FLOOR = 0.01  # footprint values below this fraction of the peak are 
 
 
 def place_centres(
-    rng: np.random.Generator, dims: tuple[int, int], n: int, min_dist: float, margin: float
+    rng: np.random.Generator,
+    dims: tuple[int, int],
+    n: int,
+    min_dist: float,
+    margin: float,
+    inside=None,
 ) -> np.ndarray:
     """Random (row, col) centres at least ``min_dist`` apart (relaxed if the image is full).
+
+    ``inside``, if given, is a predicate on a candidate (row, col): candidates failing it are
+    drawn again (e.g. to keep neurons inside a lens).
 
     Returns
     -------
@@ -38,6 +46,8 @@ def place_centres(
     attempts = 0
     while placed < n:
         candidate = lo + rng.random(2) * (hi - lo)
+        if inside is not None and not inside(candidate):
+            continue
         if placed == 0 or np.min(np.hypot(*(centres[:placed] - candidate).T)) >= dist:
             centres[placed] = candidate
             placed += 1

@@ -242,3 +242,82 @@ def hals_footprints_ref(A, CY, CC, allowed, comps, n_sweeps):
                     continue
                 A[p, k] = max(0.0, A[p, k] + (CY[p, k] - A[p] @ CC[:, k]) / CC[k, k])
     return A
+
+
+# ---- preprocessing (online_cnmfe/model/_kernels/preprocess.py) ---------------------------------
+
+
+def _upper_median(x: np.ndarray) -> float:
+    s = np.sort(np.asarray(x, np.float64))
+    return float(s[s.size // 2])
+
+
+def sample_start(n: int, step: int) -> int:
+    """First sampled index of a strided median: the samples are centred in the row/column."""
+    return (n - 1 - ((n - 1) // step) * step) // 2
+
+
+def frame_gain_ref(y, template, mask, dark, step) -> tuple[float, float]:
+    """Least-squares gain of y - dark on template - dark over mask pixels of the step grid."""
+    sel = np.zeros(y.shape, bool)
+    sel[step // 2 :: step, step // 2 :: step] = True
+    sel &= mask.astype(bool)
+    t = template[sel].astype(np.float64) - dark
+    v = y[sel].astype(np.float64) - dark
+    s = float(v @ t / (t @ t)) if (t @ t) > 0 else 1.0
+    return s, float(y[sel].astype(np.float64).mean()) if sel.any() else 0.0
+
+
+def robust_location_ref(x: np.ndarray, scale: float) -> float:
+    """Upper median, then one Huber step (threshold 1.5 scale) unless scale <= 0."""
+    m = _upper_median(x)
+    if scale <= 0 or x.size == 0:
+        return m
+    c = 1.5 * scale
+    return m + float(np.clip(np.asarray(x, np.float64) - m, -c, c).mean())
+
+
+def row_offsets_ref(y, template, dark, gain, col_step, scale=0.0):
+    """(row offsets, row roughness): robust location of the sampled columns of y - scaled
+    template; mean |horizontal difference| of each row."""
+    H, W = y.shape
+    cols = np.arange(sample_start(W, col_step), W, col_step)
+    d = y.astype(np.float64) - dark - gain * (template.astype(np.float64) - dark)
+    off = np.array([robust_location_ref(d[r, cols], scale) for r in range(H)])
+    rough = np.abs(np.diff(y.astype(np.float64), axis=1)).mean(axis=1)
+    return off, rough
+
+
+def column_offsets_ref(y, template, dark, gain, row_off, row_step, scale=0.0) -> np.ndarray:
+    H, W = y.shape
+    rows = np.arange(sample_start(H, row_step), H, row_step)
+    d = y.astype(np.float64) - row_off[:, None] - dark - gain * (template - dark)
+    return np.array([robust_location_ref(d[rows, c], scale) for c in range(W)])
+
+
+def apply_corrections_ref(y, row_off, col_off, dark, inv_gain, template, alpha, mask):
+    """(corrected frame, new template, mean of v over the mask)."""
+    v = y.astype(np.float64) - row_off[:, None] - col_off[None, :]
+    tpl = template.astype(np.float64)
+    if alpha > 0:
+        tpl = tpl + alpha * (v - tpl)
+    m = mask.astype(bool)
+    return dark + (v - dark) * inv_gain, tpl, float(v[m].mean()) if m.any() else 0.0
+
+
+def count_broken_rows_ref(rough, base, ratio, floor, max_padding) -> tuple[int, int]:
+    high = rough > ratio * np.maximum(base, floor)
+    low = (base > floor) & (rough * ratio < base) & ~high
+    n_low = int(low.sum())
+    H = rough.size
+    flat = (base > floor) & (rough * ratio < base)
+    top = 0
+    while top < H and flat[top]:
+        top += 1
+    bottom = 0
+    while bottom < H - top and flat[H - 1 - bottom]:
+        bottom += 1
+    for run in (top, bottom):
+        if 0 < run <= max_padding:
+            n_low -= run
+    return int(high.sum()), n_low

@@ -28,7 +28,12 @@ CHIPS = (
         "the stream the results are",
     ),
     ("neurons", "Neurons", "neurons in the model now"),
-    ("lost", "Lost", "frames dropped / rejected / malformed at the engine (+ bad messages here)"),
+    (
+        "lost",
+        "Lost",
+        "frames dropped / rejected / malformed at the engine (+ bad messages here); flagged: "
+        "frames kept but not used to update the model (corrupt)",
+    ),
     ("display", "Display", "display updates per second of this window"),
     ("session", "Session", "session id of the stream"),
 )
@@ -100,13 +105,18 @@ class Banner(QtWidgets.QLabel):
         self.hide()
 
     def refresh(self, model: DashboardModel, dirty: set[str]) -> None:
-        """Show the model's banner (text and severity) or hide."""
+        """Show the model's banner (text and severity), else the engine's plausibility
+        warning (status ``sanity_warning``), or hide."""
         banner = model.banner
-        if banner is None:
+        if banner is not None:
+            text, severity = banner.text, banner.severity
+        elif model.status.get("sanity_warning"):
+            text, severity = f"⚠ {model.status['sanity_warning']}", "warning"
+        else:
             self.hide()
             return
-        self.setText(banner.text)
-        self.setStyleSheet(SEVERITY_STYLE[banner.severity] + "font-size:15px; font-weight:600;")
+        self.setText(text)
+        self.setStyleSheet(SEVERITY_STYLE[severity] + "font-size:15px; font-weight:600;")
         self.show()
 
 
@@ -212,6 +222,8 @@ class StatusPanel(QtWidgets.QWidget):
         here += f" · {left} unprocessed" if isinstance(left, int) and left > 0 else ""
         errors = st.get("n_model_errors")
         errors = f" · {errors} model errors" if isinstance(errors, int) and errors > 0 else ""
+        flagged = st.get("n_flagged")
+        errors += f" · {flagged} flagged" if isinstance(flagged, int) and flagged > 0 else ""
         v["lost"].setText(" / ".join(fmt_count(x) for x in lost) + here + errors)
         n = st.get("n_neurons")
         if model.footprints is not None:

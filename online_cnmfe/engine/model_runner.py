@@ -148,6 +148,8 @@ class ModelRunner:
         ids = np.asarray(self.model.neuron_ids, np.int64)
         has_traces = init is not None and init.C.shape == (ids.shape[0], len(self.metas))
         zeros = np.zeros(ids.shape[0], np.float32)
+        pre = getattr(init, "preprocess", None)
+        flags = pre.init.reason_of() if pre is not None and pre.init is not None else []
         for j, meta in enumerate(self.metas):
             if has_traces:
                 c, s, c_raw = init.C[:, j], init.S[:, j], init.C_raw[:, j]
@@ -159,7 +161,9 @@ class ModelRunner:
                 C=np.asarray(c, np.float32),
                 S=np.asarray(s, np.float32),
                 C_raw=np.asarray(c_raw, np.float32),
-                **init_frame_fields(getattr(init, "motion", None), j),
+                **init_frame_fields(
+                    getattr(init, "motion", None), j, flags[j] if j < len(flags) else None
+                ),
             )
             yield result, dict(meta, latency_ms=float("nan"))
         self.frames, self.metas = [], []

@@ -188,6 +188,7 @@ def status_fields(engine) -> dict:
         "n_flagged": engine.counts["flagged"],
         "motion_shift_px": None if shift is None else [round(float(v), 3) for v in shift],
         "motion_quality": None if quality is None else round(float(quality), 3),
+        "sanity_warning": _sanity_warning(model),
         "n_frames_stored": store.n_frames,
         "store_backlog": store.backlog,
         "n_unsaved": store.n_unsaved,
@@ -208,6 +209,12 @@ def status_fields(engine) -> dict:
     for extra in engine.status_extras:
         fields.update(extra())
     return fields
+
+
+def _sanity_warning(model) -> str | None:
+    """The model's plausibility warning (``OnlineCNMFE.sanity``), None when all is well."""
+    report = getattr(model, "sanity", None)
+    return getattr(report, "message", None)
 
 
 class PublishingMixin:
@@ -246,6 +253,13 @@ class PublishingMixin:
     def status_fields(self) -> dict:
         """The fields of the ``status`` message (docs/protocol.md)."""
         return status_fields(self)
+
+    def _write_sanity(self, f) -> None:
+        """Flush hook (store thread): the model's plausibility warning into the results
+        file's root attribute ``sanity_warning`` ("" when none)."""
+        runner = self.runner
+        model = runner.model if runner is not None and runner.phase == "running" else None
+        f.attrs["sanity_warning"] = _sanity_warning(model) or ""
 
     def _send_status(self) -> None:
         self.status.tick(self.receiver.n_received)

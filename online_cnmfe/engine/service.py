@@ -119,6 +119,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self._idle_count, self._idle_since = 0, time.monotonic()
         self._session = 0
         self._store_error_reported = False
+        self.store_flush_hooks.append(self._write_sanity)  # results attr sanity_warning
         self.runner: ModelRunner | None = None
         self.publisher: ResultsPublisher | None = None
         self.projections: SessionSummary | None = None  # mean/max images of the session
@@ -311,7 +312,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self.counts["rejected"] += 1
         elif self.projections is not None and not result.flag:
             self.projections.add(f.pixels)  # mean / max projection images (~0.1 ms)
-        self.counts["flagged"] += result.flag is not None
+        self.counts["flagged"] += bool(result.flag)
         self.last_motion = (result.motion_shift_px, result.motion_quality)
         for ev in result.events:
             if ev.kind in rs.EVENT_KINDS:
@@ -374,6 +375,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             for result, meta in runner.init_results():
                 self.store.submit("frame", result, meta)
                 self.counts["init_frames"] += 1
+                self.counts["flagged"] += bool(result.flag)
             attrs = {"n_frames": n_init, "source": "initialisation frames"}
             self.store.submit("images", init_images(runner.init_result), attrs)
             self._store_summary()

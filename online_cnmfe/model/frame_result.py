@@ -35,10 +35,14 @@ class FrameResult:
         True when the frame was not used (NaN pixels, …); the traces then repeat the last
         values and ``skip_reason`` says why.
     flag : str or None
-        Why this frame did not update the model (e.g. ``"motion: shift 23.1 px > max 20"``),
-        None for an ordinary frame. A flagged frame still has traces (demixed on the corrected
-        frame), but it writes no residual, does not update b0 and is not seen by the slow path
-        (footprints, ring background, detection).
+        Why this frame did not update the model (e.g. ``"motion: shift 23.1 px > max 20"``,
+        ``"corrupt: 12 % broken rows (24 noisy, 0 flat or missing)"``), None for an ordinary
+        frame. A flagged frame still has traces (demixed on the corrected frame), but it writes
+        no residual, does not update b0 and is not seen by the slow path (footprints, ring
+        background, detection). A frame the preprocessing finds unusable (``corrupt: …``) is
+        not demixed: its ``C`` and ``C_raw`` are the model's one-step prediction (the previous
+        frame's values times each neuron's AR(1) coefficient), ``S`` is 0 and the
+        deconvolution does not advance.
     motion_shift_px : tuple (dy, dx) of float, or None
         Rigid displacement of this frame's content relative to the motion template, in pixels
         (``frame[r, c] ≈ template[r − dy, c − dx]``; the traces come from the frame resampled

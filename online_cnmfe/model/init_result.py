@@ -42,6 +42,10 @@ class InitResult:
     motion : MotionInit or None
         The motion template and the registration of the initialisation frames (the fit ran on
         the registered frames); None when motion correction was off.
+    preprocess : PreprocessState or None
+        The preprocessing state after the initialisation frames (template, field-of-view
+        mask, baselines) with the corrections applied to each of them
+        (``online_cnmfe.model.preprocessing``); None when preprocessing was off.
     """
 
     dims: tuple[int, int]
@@ -59,6 +63,7 @@ class InitResult:
     corr_image: np.ndarray
     pnr_image: np.ndarray
     motion: Any = None
+    preprocess: Any = None
 
     @property
     def n_components(self) -> int:

@@ -3,9 +3,11 @@
 ``OnlineCNMFE`` owns the params and the :class:`~.state.ModelState` and is the only
 place that knows the update schedule. Per frame (the critical path, all numba kernels):
 
-1. validate the frame (shape, dtype → float32, NaN policy), then motion correction
-   (``motion/``: register to the template, resample; a failed registration flags the frame,
-   which then gets traces but does not update the model);
+1. validate the frame (shape, dtype → float32, NaN policy), then preprocess it
+   (``preprocessing``: line noise, frame quality, bleaching; a corrupt frame is flagged and
+   gets predicted traces without updating the model), then motion correction (``motion/``:
+   register to the template, resample; a failed registration flags the frame, which then gets
+   traces but does not update the model);
 2. ỹ = (I − UWD)(y − b0), then c = argmin_{c≥0} ‖ỹ − Ã c‖² by block-coordinate descent
    warm-started from the previous frame (``traces.py``, ``_kernels/demix.py``);
 3. online OASIS AR(1) for all neurons (``_kernels/oasis_online.py``);
@@ -36,6 +38,7 @@ from online_cnmfe.model.executors import InlineExecutor
 from online_cnmfe.model.frame_result import FrameResult, ModelEvent
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization.fit import fit_initial
+from online_cnmfe.model.preprocessing import online as _pre
 from online_cnmfe.model.slow_path import schedule as slow_schedule
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.model.state_checks import check_state
@@ -73,6 +76,7 @@ class OnlineCNMFE:
         self._slow_executor: Executor = slow_executor or InlineExecutor()
         self._inflight: Future | None = None
         self._footprints_cache = None
+        self._sanity = None  # SanityReport, refreshed every preprocess.sanity_period_s
 
     # ---- set-up ------------------------------------------------------------------------
     def initialize(self, frames: np.ndarray, progress: bool = False) -> None:
@@ -100,7 +104,8 @@ class OnlineCNMFE:
                     f"frames have shape {frames.shape[1:]} but the InitResult has dims "
                     f"{tuple(init.dims)}; pass the frames the initialisation was fitted on"
                 )
-        motion_init, frames = self._motion_init(init, frames)
+        pre, frames = _pre.online_start(init, frames, self.params)
+        motion_init, frames = motion.online_start(init.motion, frames, self.params)
         self.state, self._ops = _build.build_state(init, frames, self.params)
         _build.warm_up()
         if motion_init is not None:
@@ -109,30 +114,7 @@ class OnlineCNMFE:
             motion.warm_up()
         if self._slow is not None:
             self.state.slow = self._slow.init_slow_path(init, frames, self.params)
-
-    def _motion_init(self, init: InitResult, frames):
-        """(MotionInit, the frames registered) for ``initialize_from``; (None, frames) when off.
-
-        An InitResult without motion (e.g. truth-derived, or fitted with motion off) gets its
-        template from the frames now.
-        """
-        if not self.params.motion.enabled:
-            return None, frames
-        if init.motion is not None:
-            if not init.motion.active:  # nothing stable to register to (logged at the fit)
-                return None, frames
-            if frames is None:
-                return init.motion, None
-            return init.motion, motion.apply_initial(init.motion, frames, self.params)
-        if frames is None:
-            raise ValueError(
-                "motion.enabled=true needs the initialisation frames to build the motion "
-                "template (this InitResult has none); pass them, or set motion.enabled=false "
-                "for a movie registered beforehand"
-            )
-        registered = np.array(frames, dtype=np.float32)
-        motion_init = motion.register_initial(registered, self.params)
-        return (motion_init, registered) if motion_init.active else (None, frames)
+        self._sanity = _pre.attach(self.state, pre, init, self.params)
 
     # ---- per frame ---------------------------------------------------------------------
     def process_frame(
@@ -163,9 +145,11 @@ class OnlineCNMFE:
         y, reason = self._validate(frame, st)
         if y is None:
             return self._skip(st, reason, t_start)
-        # Stages before the demixing may set `flag`: the frame then gets traces but does not
-        # update the model (no residual, no b0 update, no slow path; FrameResult.flag).
-        flag: str | None = None
+        flag = None if st.pre is None else _pre.preprocess_frame(st.pre, y, self.params.preprocess)
+        if flag is not None:  # corrupt: traces predicted, the model is not updated
+            return self._flagged(st, y, flag, t_start)
+        # Later stages before the demixing (motion) may set `flag`: the frame then gets traces
+        # but does not update the model (no residual, no b0 update, no slow path; FrameResult.flag).
         t_valid = time.perf_counter()
         if st.motion is not None:  # register to the template; y becomes the corrected frame
             flag = motion.correct_frame(st.motion, y)
@@ -203,6 +187,7 @@ class OnlineCNMFE:
             st.c_den_buffer[:, slot] = st.c_den
             st.residual_head = (slot + 1) % st.residual.shape[0]
         st.n_processed += 1
+        st.n_flagged += flag is not None
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
         ids = st.neuron_ids.copy()
@@ -218,6 +203,7 @@ class OnlineCNMFE:
             )  # fmt: skip
             t_res = time.perf_counter()
         t_wait, t_apply, t_submit = self._run_slow_path(st, y, slot, t_res, flag is None)
+        self._sanity = _pre.sanity_tick(self, st) or self._sanity
         events = tuple(self._pending_events)
         self._pending_events.clear()
         result = FrameResult(
@@ -344,6 +330,29 @@ class OnlineCNMFE:
         )
         st.t += 1
         return result
+
+    def _flagged(self, st: ModelState, y, reason: str, t_start: float) -> FrameResult:
+        """A frame unusable for the model (corrupt): the one-step AR(1) prediction of the
+        traces, ``S`` = 0; OASIS does not advance, nothing learns from the frame. The slow
+        path's pending update is applied as on any flagged frame (no job is submitted)."""
+        st.n_flagged += 1
+        ids, c_den, c_raw = st.neuron_ids.copy(), st.c_den * st.g, st.c * st.g
+        t_now = time.perf_counter()
+        self._run_slow_path(st, y, st.residual_head, t_now, False)
+        events = tuple(self._pending_events)
+        self._pending_events.clear()
+        result = FrameResult(
+            frame_index=st.t, neuron_ids=ids, C=c_den, S=np.zeros_like(c_den), C_raw=c_raw,
+            events=events, footprints_version=st.footprints_version, flag=reason,
+            timings_ms={"total": 1e3 * (time.perf_counter() - t_start)},
+        )  # fmt: skip
+        st.t += 1
+        return result
+
+    @property
+    def sanity(self):
+        """The latest plausibility check (``preprocessing.sanity.SanityReport``) or None."""
+        return self._sanity
 
     # ---- persistence (files: online_cnmfe.results.state_file) ----------------------------
     @classmethod

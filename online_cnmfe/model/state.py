@@ -81,6 +81,11 @@ class ModelState:
         The slow-path step of the previous frame, applied after this frame's traces (see
         :meth:`OnlineCNMFE.settle_slow_path`); kept in the state so that a checkpoint taken
         between two frames resumes exactly.
+    pre : PreprocessState or None
+        The preprocessing stage's state (``online_cnmfe.model.preprocessing``); None when
+        preprocessing is off or the model was built from an InitResult without it.
+    n_flagged : int
+        Frames flagged so far (``FrameResult.flag``): traces given, model not updated.
     """
 
     t: int
@@ -138,6 +143,8 @@ class ModelState:
     motion: Any = None
     pending_update: Any = None
     pixel_limits: tuple[float, float] = (-math.inf, math.inf)
+    pre: Any = None
+    n_flagged: int = 0
 
     @property
     def n_components(self) -> int:

@@ -102,3 +102,24 @@ def check_state(st: ModelState) -> None:
     _within("residual_head", np.array([st.residual_head]), 0, max(n_slots - 1, 0))
     for name in ("c_raw_buffer", "c_den_buffer"):
         _shape(name, getattr(st, name), (k, n_slots))
+    if st.pre is not None:
+        _check_pre(st.pre, (int(st.dims[0]), int(st.dims[1])))
+
+
+def _check_pre(pre, dims: tuple[int, int]) -> None:
+    """The preprocessing state (its kernels index rows, columns and the sample buffer)."""
+    h, w = dims
+    if tuple(pre.dims) != dims:
+        raise StateError(f"pre.dims {tuple(pre.dims)} differ from the model's {dims}")
+    for name in ("template", "mask"):
+        _shape(f"pre.{name}", getattr(pre, name), (h, w))
+    for name in ("rough_base", "row_off", "row_rough"):
+        _shape(f"pre.{name}", getattr(pre, name), (h,))
+    _shape("pre.col_off", pre.col_off, (w,))
+    if int(pre.col_step) < 1 or int(pre.row_step) < 1:
+        raise StateError(f"pre.col_step/row_step {pre.col_step}/{pre.row_step} must be >= 1")
+    need = max(-(-w // int(pre.col_step)), -(-h // int(pre.row_step)))
+    if not isinstance(pre.samples, np.ndarray) or pre.samples.ndim != 1:
+        raise StateError("pre.samples is not a 1-d array")
+    if pre.samples.shape[0] < need:
+        raise StateError(f"pre.samples holds {pre.samples.shape[0]} values; needs {need}")

@@ -23,6 +23,7 @@ from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.model.frame_screen import screen_frames
 from online_cnmfe.model.motion import init_frame_fields
+from online_cnmfe.model.preprocessing.online import final_check
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.output_check import (
     WRITER_RESERVE_BYTES,
@@ -230,7 +231,14 @@ def _process_online(
     summary = SessionSummary(model.dims)  # images/mean and images/max
     for frame in head:
         summary.add(frame.pixels)
-    with ResultsWriter(out, model.dims, params, info.frame_rate_hz, provenance) as writer:
+    sanity = {"message": ""}  # the plausibility warning (root attribute sanity_warning)
+
+    def write_sanity(f) -> None:  # at every flush, the last one after the final check
+        f.attrs["sanity_warning"] = sanity["message"]
+
+    with ResultsWriter(
+        out, model.dims, params, info.frame_rate_hz, provenance, flush_hooks=[write_sanity]
+    ) as writer:
         writer.start_session(None, info.frame_rate_hz, info.description)
         drops = _DropTracker(writer, info.metadata.get("first_frame_index"))
         for frame_index, reason in rejected:
@@ -246,6 +254,7 @@ def _process_online(
         writer.set_footprints(model.footprints, model.neuron_ids, model.footprints_version)
         writer.set_background(model.b0)
         writer.set_images(summary.images(), **summary.attrs())
+        sanity["message"] = _final_sanity(model) or ""
         n_written = writer.n_frames
     if job.save_model:
         state_file.save_online_model(job.save_model, model)
@@ -253,7 +262,8 @@ def _process_online(
         logger.info(
             "processed %d frames: per frame median %.2f ms, p99 %.2f ms, max %.2f ms; "
             "%d neurons; %d frame(s) missing from the recording, %d hardware frames lost "
-            "upstream; results in %s",
+            "upstream; %d frames flagged (not used to update the model: frames/flagged); "
+            "results in %s",
             len(times),
             np.median(times),
             np.percentile(times, 99),
@@ -261,6 +271,7 @@ def _process_online(
             model.n_components,
             drops.n_missing,
             drops.n_lost,
+            model.state.n_flagged + _n_init_flagged(init),
             out,
         )
     return ProcessSummary(
@@ -283,6 +294,8 @@ def warn_rate_mismatch(declared: float | None, params: CNMFEParams, what: str) -
 
 
 def _write_init_frames(writer, init, head, ids, drops) -> None:
+    pre = getattr(init, "preprocess", None)
+    flags = pre.init.reason_of() if pre is not None and pre.init is not None else []
     for j, frame in enumerate(head):
         drops.see(frame)
         result = FrameResult(
@@ -291,7 +304,9 @@ def _write_init_frames(writer, init, head, ids, drops) -> None:
             C=np.asarray(init.C[:, j], np.float32),
             S=np.asarray(init.S[:, j], np.float32),
             C_raw=np.asarray(init.C_raw[:, j], np.float32),
-            **init_frame_fields(init.motion, j),
+            **init_frame_fields(
+                getattr(init, "motion", None), j, flags[j] if j < len(flags) else None
+            ),
         )
         writer.append_frame(result, _meta(frame, float("nan")))
 
@@ -359,3 +374,16 @@ def _run_online(model, frames_iter, writer, n_frames: int, progress: bool, drops
             n += 1
             bar.update(1)
     return times[:n]
+
+
+def _n_init_flagged(init) -> int:
+    pre = getattr(init, "preprocess", None)
+    return int(pre.init.flagged.sum()) if pre is not None and pre.init is not None else 0
+
+
+def _final_sanity(model) -> str | None:
+    """The plausibility check of the final components, logged loudly when it fails."""
+    report = final_check(model)
+    if report is not None and not report.ok:
+        logger.warning("%s", report.message)
+    return None if report is None else report.message

@@ -20,6 +20,7 @@ from online_cnmfe.params.model_stages import (
     OnlineParams,
 )
 from online_cnmfe.params.motion import MotionParams
+from online_cnmfe.params.preprocess import PreprocessParams
 from online_cnmfe.params.tree import OTHER_CONFIG_TABLES, CNMFEParams, load_params, user_sets
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "InitParams",
     "MotionParams",
     "OnlineParams",
+    "PreprocessParams",
     "load_params",
     "parse_overrides",
     "read_config_file",

@@ -22,6 +22,7 @@ from online_cnmfe.params.model_stages import (
     OnlineParams,
 )
 from online_cnmfe.params.motion import MotionParams
+from online_cnmfe.params.preprocess import PreprocessParams
 
 _STAGES: dict[str, type] = {
     "data": DataParams,
@@ -30,6 +31,7 @@ _STAGES: dict[str, type] = {
     "deconv": DeconvParams,
     "online": OnlineParams,
     "detection": DetectionParams,
+    "preprocess": PreprocessParams,
     "motion": MotionParams,
     "engine": EngineParams,
 }
@@ -56,6 +58,7 @@ class CNMFEParams:
     deconv: DeconvParams = field(default_factory=DeconvParams)
     online: OnlineParams = field(default_factory=OnlineParams)
     detection: DetectionParams = field(default_factory=DetectionParams)
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
     motion: MotionParams = field(default_factory=MotionParams)
     engine: EngineParams = field(default_factory=EngineParams)
 

@@ -93,6 +93,7 @@ def create_datasets(f: h5py.File, dims: tuple[int, int]) -> None:
         ds = im.create_dataset(name, dims, np.float32, fillvalue=np.nan)
         ds.attrs.update(set=False, n_frames=0, source="")
     fr.create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
+    f.attrs["sanity_warning"] = ""  # the model's plausibility warning ("" = none)
     create_motion_datasets(f)
 
 
@@ -105,3 +106,9 @@ def create_motion_datasets(f: h5py.File) -> None:
             name, (0, *tail), np.float32, maxshape=(None, *tail), chunks=(4096, *tail),
             fillvalue=np.nan,
         )  # fmt: skip
+
+
+def reason_rows(rows: list[tuple[int, str]]) -> np.ndarray:
+    """``frames/rejected`` / ``frames/flagged`` rows: (frame index, reason UTF-8, cut to fit)."""
+    size = REJECT_DTYPE["reason"].itemsize
+    return np.array([(i, r.encode("utf-8", "replace")[:size]) for i, r in rows], REJECT_DTYPE)

@@ -38,6 +38,9 @@ class Results:
     (``neuron_ids``); ``*_all`` and ``trace_neuron_ids`` keep every neuron ever present.
     ``lost`` and ``sessions`` are the ``bookkeeping/`` tables (empty for files written before
     they existed); the totals are in ``attrs`` (``n_frames_dropped``, …).
+    ``flagged`` lists the frames that did not update the model, with the reason (see
+    ``FrameResult.flag``); the model's plausibility warning, if any, is
+    ``attrs["sanity_warning"]``.
     ``motion_shifts`` (T, 2) and ``motion_quality`` (T,) are the motion correction of each
     frame (NaN where none was measured; sign: docs/results-format.md).
     """

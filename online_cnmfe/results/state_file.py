@@ -32,6 +32,7 @@ from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.motion import MotionInit, MotionState, PatchState
 from online_cnmfe.model.online import OnlineCNMFE
+from online_cnmfe.model.preprocessing.state import InitCorrections, PreprocessState
 from online_cnmfe.model.slotted import SlottedColumns
 from online_cnmfe.model.slow_path.detection import DetectionState, Geometry
 from online_cnmfe.model.slow_path.ring_refresh import RingRefreshState
@@ -65,6 +66,8 @@ STATE_CLASSES: dict[str, type] = {
         PatchState,
         MotionInit,
         ModelUpdate,
+        PreprocessState,
+        InitCorrections,
     )
 }
 

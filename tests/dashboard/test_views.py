@@ -257,6 +257,29 @@ def test_raster_row_under_the_mouse_and_click_select_that_neuron(qtbot):
     assert m.selected == [8] and not m.auto_select
 
 
+def test_banner_shows_the_engines_plausibility_warning_and_flagged_frames(qtbot):
+    w = DashboardWindow()
+    qtbot.addWidget(w)
+    w.show()
+    m = footprint_model()
+    status = {
+        "frame_index": 2, "n_frames_processed": 3, "fps_in": 20.0, "fps_processed": 20.0,
+        "queue_depth": 0, "latency_ms_p50": 1.0, "latency_ms_p99": 2.0, "n_neurons": 1,
+        "n_dropped": 0, "n_rejected": 0, "n_malformed": 0, "phase": "running",
+        "init_progress": 1.0, "store_ok": True, "store_error": None, "dims": list(DIMS),
+        "n_flagged": 3, "sanity_warning": "Result implausible: 90 % stripe-like components",
+    }  # fmt: skip
+    m.handle(msg("status", status), now=0.0)
+    m.tick(0.5)
+    w.refresh(m, m.take_dirty())
+    assert w.banner.isVisible() and "90 % stripe-like" in w.banner.text()
+    assert "3 flagged" in w.status.text("lost")
+    m.handle(msg("status", {**status, "sanity_warning": None}), now=0.6)
+    m.tick(0.7)
+    w.refresh(m, m.take_dirty())
+    assert w.banner.isHidden()
+
+
 def test_every_closed_loop_rule_is_reachable_in_the_small_panel(qtbot):
     w = DashboardWindow()
     qtbot.addWidget(w)

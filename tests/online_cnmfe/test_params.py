@@ -62,6 +62,24 @@ def test_load_params_ignores_the_triggers_table_and_applies_overrides(tmp_path):
     assert load_params(None) == CNMFEParams()
 
 
+def test_preprocess_stage_defaults_and_validation():
+    from online_cnmfe.params import PreprocessParams
+
+    p = CNMFEParams()
+    assert p.preprocess.enabled and p.preprocess.remove_row_offsets
+    assert p.preprocess.flag_corrupt_frames and p.preprocess.fov_mask
+    assert not p.preprocess.remove_column_offsets and not p.preprocess.estimate_diameter
+    q = CNMFEParams.from_dict({"preprocess": {"fov_margin_px": 4.0, "broken_row_ratio": 3.0}})
+    assert q.preprocess.fov_margin_px == 4.0
+    for field, value in (("broken_row_ratio", 1.0), ("offset_samples", 4),
+                         ("max_brightness_jump", 0.0), ("fov_threshold", 0.95),
+                         ("fov_margin_px", -1.0), ("sanity_max_silent_fraction", 1.5)):  # fmt: skip
+        with pytest.raises(ValueError, match=field):
+            PreprocessParams(**{field: value})
+    with pytest.raises(ConfigError, match="preprocess.remove_row_offsets"):
+        CNMFEParams.from_dict({"preprocess": {"remove_row_offset": False}})
+
+
 def test_a_value_of_the_wrong_type_is_named_with_an_example():
     with pytest.raises(ConfigError, match=r"data.frame_rate_hz='twenty' is not a number.*=20.0"):
         CNMFEParams().replace(**parse_overrides(["data.frame_rate_hz=twenty"]))

@@ -62,6 +62,8 @@ from online_cnmfe.model.initialization.out_of_focus import component_ratios, fil
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
 from online_cnmfe.model.motion import register_initial, zero_border
+from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ class _Fit:
         self.bg = None
         self.Yt = None
         self.band = None  # border band filled by motion correction: no seeds there
+        self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
 
     @property
     def K(self) -> int:
@@ -137,15 +140,17 @@ class _Fit:
             data, gsig, remove_global=self.p.init.remove_global_fluctuation
         )
         filtered -= images.filtered_mean[None]
-        cn = images.corr.copy()
-        if self.band is not None:
+        cn, pnr = images.corr.copy(), images.pnr.copy()
+        if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
+            pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
+        if self.band is not None:  # nor in the border motion correction filled
             zero_border(cn, self.band, s)
         res = seed_neurons(
             filtered,
             raw,
             images.noise,
             cn,
-            images.pnr.copy(),
+            pnr,
             gsiz=max(3, int(round(self.gsiz / s))),
             min_corr=min_corr,
             min_pnr=min_pnr,
@@ -367,6 +372,7 @@ class _Fit:
             pixel_noise=self.pixel_noise,
             corr_image=np.ascontiguousarray(images.corr, np.float32),
             pnr_image=np.ascontiguousarray(images.pnr, np.float32),
+            preprocess=self.pre,
         )
 
 
@@ -408,10 +414,12 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
-        preprocessed = warn_if_preprocessed(Y) is not None  # (resampling hides quantisation)
+        preprocessed = warn_if_preprocessed(Y) is not None  # on the frames as recorded
+        pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
         motion_init = register_initial(Y, params) if params.motion.enabled else None
         fit = _Fit(Y, params)
+        fit.pre = pre
         fit.band = motion_init.band if motion_init is not None and motion_init.active else None
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
         too_high = warn_if_thresholds_too_high(images, ip)

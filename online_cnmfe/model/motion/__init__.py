@@ -11,6 +11,7 @@ from online_cnmfe.model.motion.checks import check_motion_state
 from online_cnmfe.model.motion.initial import (
     apply_initial,
     init_frame_fields,
+    online_start,
     register_initial,
     state_from_init,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "correct_frame",
     "init_frame_fields",
     "mask_residual",
+    "online_start",
     "outputs",
     "register_initial",
     "state_from_init",

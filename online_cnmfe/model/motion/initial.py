@@ -276,6 +276,32 @@ def _warp_movie(Y: np.ndarray, init: MotionInit, ms: MotionState, offset: int) -
         Y[t] = Y[good[np.argmin(np.abs(good - t))]]
 
 
+def online_start(init: MotionInit | None, frames, params: CNMFEParams):
+    """(MotionInit, the frames registered) for ``OnlineCNMFE.initialize_from``; (None, frames)
+    when motion correction is off or has nothing to register to.
+
+    ``init`` is the InitResult's motion (None for an InitResult fitted with motion off or
+    derived from a truth): the template is then built from the frames now.
+    """
+    if not params.motion.enabled:
+        return None, frames
+    if init is not None:
+        if not init.active:  # nothing stable to register to (logged at the fit)
+            return None, frames
+        if frames is None:
+            return init, None
+        return init, apply_initial(init, frames, params)
+    if frames is None:
+        raise ValueError(
+            "motion.enabled=true needs the initialisation frames to build the motion "
+            "template (this InitResult has none); pass them, or set motion.enabled=false "
+            "for a movie registered beforehand"
+        )
+    registered = np.array(frames, dtype=np.float32)
+    init = register_initial(registered, params)
+    return (init, registered) if init.active else (None, frames)
+
+
 def apply_initial(init: MotionInit, frames: np.ndarray, params: CNMFEParams) -> np.ndarray:
     """A registered float32 copy of initialisation frames (T', H, W), T' ≤ len(init.shifts).
 
@@ -310,13 +336,17 @@ def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
     return ms
 
 
-def init_frame_fields(motion: MotionInit | None, j: int) -> dict:
-    """FrameResult fields (shift, quality, flag) of initialisation frame j ({} without motion)."""
+def init_frame_fields(motion: MotionInit | None, j: int, flag: str | None = None) -> dict:
+    """FrameResult fields (shift, quality, flag) of initialisation frame j.
+
+    ``flag`` is an earlier stage's (preprocessing's) flag of the frame: it comes first; the
+    motion registration's flag otherwise.
+    """
     if motion is None or not motion.active or j >= motion.shifts.shape[0]:
-        return {}
+        return {"flag": flag}
     dy, dx = motion.shifts[j]
     return {
         "motion_shift_px": (float(dy), float(dx)),
         "motion_quality": float(motion.quality[j]),
-        "flag": motion.flags[j] or None,
+        "flag": flag or motion.flags[j] or None,
     }

@@ -151,6 +151,34 @@ def test_frame_rate_given_with_set_reaches_the_source_and_the_file(files):
     np.testing.assert_allclose(np.diff(t), 1000 / 7.5)  # timestamps follow the given rate
 
 
+def test_process_flags_corrupt_frames_of_a_raw_movie(tmp_path):
+    from acquisition.simulator import MiniscopeSimulator, SimulationParams
+
+    sim = MiniscopeSimulator(
+        SimulationParams(
+            height=64, width=64, n_frames=260, n_neurons=8, neuron_diameter_px=10.0, seed=3,
+            line_noise_sigma=20.0, corrupt_fraction=0.06,
+        )
+    )  # fmt: skip
+    np.save(tmp_path / "movie.npy", sim.frames(0, 260))
+    out = tmp_path / "result.h5"
+    rc = main(
+        [
+            "process", str(tmp_path / "movie.npy"), "--out", str(out), "--init-frames", "150",
+            "--set", "data.neuron_diameter_px=10", "--set", "data.frame_rate_hz=20", "--quiet",
+            "--set", "preprocess.sanity_max_coverage=0.01",  # any result is "implausible"
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    res = read_results(out)
+    assert res.attrs["sanity_warning"].startswith("Result implausible: ")
+    truth = np.flatnonzero(sim.corrupt_frames(0, 260))
+    assert truth.size >= 5 and (truth < 150).any() and (truth >= 150).any()
+    assert [i for i, _ in res.flagged] == truth.tolist()  # initialisation and online frames
+    assert all(reason.startswith("corrupt: ") for _, reason in res.flagged)
+    assert res.n_frames == 260
+
+
 def test_the_recordings_rate_is_used_with_a_config_file_and_a_mismatch_warns(files, caplog):
     tmp, movie = files
     with h5py.File(tmp / "rate30.h5", "w") as f:

@@ -259,6 +259,38 @@ def test_idle_exit_stops_cleanly_when_the_eos_never_comes(tmp_path, client):
     assert res.attrs["complete"] and res.n_frames == 90
 
 
+def test_corrupt_frames_are_flagged_counted_published_and_stored(tmp_path, client):
+    pub = TestPublisher(endpoints(tmp_path)[0])
+    engine = start_engine(tmp_path)
+    rng = np.random.default_rng(0)
+    try:
+        pub.wait_for_subscriber()
+        pub.send_start()
+        for i in range(120):
+            pixels = pub.movie[i].copy()
+            if i in (5, 75):  # missing lines: one initialisation frame, one online frame
+                pixels[10:30] = 0
+            if i == 90:  # a wireless glitch: a band of random values
+                pixels[20:40] = rng.integers(0, 4000, (20, SIZE[1]))
+            pub.send_frame(i, pixels)
+        client.wait_for(running_after(60), 90, "all online frames processed", engine)
+        pub.send_eos()
+        assert engine.wait(timeout=60) == 0, engine_log(tmp_path)
+        client.poll(0.5)
+    finally:
+        stop(engine)
+        pub.close()
+    status = client.last_status()
+    assert status["n_flagged"] == 3 and status["n_rejected"] == 0
+    assert "sanity_warning" in status
+    flags = {m.header["frame_index"]: m.header["flag"] for m in client.messages["traces"]}
+    assert flags[75].startswith("corrupt: ") and flags[90].startswith("corrupt: ")
+    assert flags[76] is None and sum(v is not None for v in flags.values()) == 2
+    res = read_results(tmp_path / "session.h5")
+    assert [i for i, _ in res.flagged] == [5, 75, 90]
+    assert res.n_frames == 120  # flagged frames keep their (predicted) traces
+
+
 def test_huge_pixel_values_are_rejected_and_never_poison_the_traces(tmp_path, client):
     # A float32 stream (1e30 is a valid float32): one wild frame while the engine buffers
     # its initialisation frames, two after; each recorded as rejected with the reason.

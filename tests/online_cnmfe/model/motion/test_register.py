@@ -154,13 +154,15 @@ def test_frames_too_small_to_register_leave_motion_correction_off(caplog):
 
 
 def test_init_frame_fields_and_state_outputs():
-    assert motion.init_frame_fields(None, 0) == {}
+    assert motion.init_frame_fields(None, 0) == {"flag": None}
+    assert motion.init_frame_fields(None, 0, "corrupt: x") == {"flag": "corrupt: x"}
     assert motion.outputs(None) == (None, None)
     frames, _ = moving_movie(np.zeros((N_INIT, 2)), seed=7)
     minit = motion.register_initial(frames.copy(), _params())
     fields = motion.init_frame_fields(minit, 5)
     assert set(fields) == {"motion_shift_px", "motion_quality", "flag"}
     assert fields["flag"] is None and abs(fields["motion_shift_px"][0]) < 0.5
+    assert motion.init_frame_fields(minit, 5, "corrupt: x")["flag"] == "corrupt: x"  # first
 
 
 def test_warm_up_compiles_without_a_model():
@@ -192,4 +194,4 @@ def test_frames_of_noise_leave_motion_correction_off(caplog):
     assert not minit.active and minit.reliability < 0.3
     np.testing.assert_array_equal(Y, before)
     assert "motion correction is off for this recording" in caplog.text
-    assert motion.init_frame_fields(minit, 0) == {}
+    assert motion.init_frame_fields(minit, 0) == {"flag": None}

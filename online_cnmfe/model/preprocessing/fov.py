@@ -1,0 +1,130 @@
+"""The field of view: pixels inside the GRIN lens (:func:`find_fov`), and how the mask reaches
+seeding (:func:`fov_on_grid`) and online detection (:func:`block_detection_outside`).
+
+Outside the lens the sensor sees only its dark level: those pixels are dark, have little
+temporal noise (no shot noise) and no structure. :func:`find_fov` smooths the mean and noise
+images over a neuron diameter, calls "dark" what lies below ``dark + fov_threshold x (bright -
+dark)`` (1st and 90th percentiles of the smoothed mean) and keeps only dark regions connected to
+the image border (vessels and dim tissue inside the lens are enclosed, not connected). The result
+is trusted only when the lens is at least ``fov_min_contrast`` times brighter or noisier than
+that margin and the margin is between 1 % and 80 % of the frame; otherwise there is no margin.
+A band of ``fov_margin_px`` along the lens edge is excluded too (half-visible cells and the
+edge's own glare would be tiled by ragged components).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from online_cnmfe.params import CNMFEParams
+
+logger = logging.getLogger(__name__)
+
+MIN_MARGIN_FRACTION = 0.01
+MAX_MARGIN_FRACTION = 0.8
+_NOISE_PAIRS = 100
+
+
+def noise_image(frames: np.ndarray) -> np.ndarray:
+    """Temporal noise per pixel from successive differences of up to 100 frame pairs."""
+    T = frames.shape[0]
+    step = max(1, (T - 1) // _NOISE_PAIRS)
+    acc = np.zeros(frames.shape[1:], np.float64)
+    n = 0
+    for t in range(0, T - 1, step):
+        d = frames[t + 1] - frames[t]
+        acc += d * d
+        n += 1
+    return np.sqrt(acc / max(2 * n, 1)).astype(np.float32)
+
+
+def find_fov(frames: np.ndarray, mean_img: np.ndarray, params: CNMFEParams):
+    """The pixels inside the lens, from the (corrected, usable) initialisation frames.
+
+    Parameters
+    ----------
+    frames : ndarray of shape (T, H, W), float32
+    mean_img : ndarray of shape (H, W), float32
+        Their mean.
+    params : CNMFEParams
+        ``preprocess.fov_*`` and ``data.neuron_diameter_px``.
+
+    Returns
+    -------
+    mask : ndarray of shape (H, W), bool, or None
+        True inside the field of view; None when no lens margin was found.
+    dark : float
+        The margin's median level (the sensor's dark level); 0 without a margin.
+    """
+    p = params.preprocess
+    d = params.data.neuron_diameter_px
+    size = max(3, int(round(d)))
+    mb = ndi.uniform_filter(mean_img.astype(np.float32), size, mode="nearest")
+    nb = ndi.uniform_filter(noise_image(frames), size, mode="nearest")
+    lo, hi = np.percentile(mb, [1, 90])
+    if not hi > lo:
+        return None, 0.0
+    dark = mb < lo + p.fov_threshold * (hi - lo)
+    labels, n = ndi.label(dark)
+    if n == 0:
+        return None, 0.0
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    outside = np.isin(labels, border[border > 0])
+    frac = float(outside.mean())
+    if not MIN_MARGIN_FRACTION <= frac <= MAX_MARGIN_FRACTION:
+        if frac > MAX_MARGIN_FRACTION:
+            logger.warning(
+                "field of view: %.0f %% of the frame looks dark; no lens margin is used (check "
+                "the focus and the LED, or set preprocess.fov_mask=false)",
+                100 * frac,
+            )
+        return None, 0.0
+    if not _contrast_ok(mb, nb, outside, p.fov_min_contrast):
+        return None, 0.0
+    margin = d / 2.0 if p.fov_margin_px is None else p.fov_margin_px
+    inside = ndi.distance_transform_edt(~outside) > margin
+    inside = ndi.binary_fill_holes(inside)
+    return inside, float(np.median(mean_img[outside]))
+
+
+def _contrast_ok(mb, nb, outside, min_contrast: float) -> bool:
+    m_in, m_out = float(np.median(mb[~outside])), float(np.median(mb[outside]))
+    n_in, n_out = float(np.median(nb[~outside])), float(np.median(nb[outside]))
+    bright = m_in >= min_contrast * max(m_out, 1e-12) and m_out >= 0
+    noisy = n_in >= min_contrast * max(n_out, 1e-12)
+    logger.debug(
+        "field of view candidate: mean %.3g inside vs %.3g outside, noise %.3g vs %.3g",
+        m_in,
+        m_out,
+        n_in,
+        n_out,
+    )
+    return bright or noisy
+
+
+def fov_on_grid(mask: np.ndarray, ds: int) -> np.ndarray:
+    """The mask on a grid block-averaged by ``ds``: a block is inside if any pixel is."""
+    if ds <= 1:
+        return mask.astype(bool)
+    H, W = mask.shape
+    h, w = -(-H // ds), -(-W // ds)
+    pad = np.zeros((h * ds, w * ds), bool)
+    pad[:H, :W] = mask
+    return pad.reshape(h, ds, w, ds).any(axis=(1, 3))
+
+
+def block_detection_outside(det, mask: np.ndarray) -> int:
+    """Exclude the detection grid outside the FOV from the online search for new neurons.
+
+    ``det`` is the slow path's ``DetectionState``; its ``blocked_until`` (frame until which a
+    grid pixel may not hold a candidate) is set to "forever" outside. Returns the number of
+    grid pixels excluded.
+    """
+    grid = fov_on_grid(mask, int(det.ds))
+    H, W = det.blocked_until.shape
+    outside = ~grid[:H, :W]
+    det.blocked_until[outside] = np.iinfo(np.int64).max // 2
+    return int(outside.sum())
