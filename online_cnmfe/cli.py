@@ -14,6 +14,7 @@ import sys
 
 from online_cnmfe.commands import (
     acquire,
+    batch,
     curate,
     dashboard,
     demo,
@@ -38,6 +39,7 @@ COMMAND_MODULES = (
     simulate,
     evaluate,
     process,
+    batch,
     run,
     acquire,
     dashboard,

@@ -62,7 +62,7 @@ def _params(args) -> CNMFEParams:
 
 
 def run(args: argparse.Namespace) -> int:
-    from online_cnmfe.offline.process import ProcessJob, process_recording
+    from online_cnmfe.offline.process import ProcessJob, frame_rate_fields, process_recording
 
     params = _params(args)
     rate_given = user_sets("data.frame_rate_hz", args.config, args.overrides)
@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
         movie=Path(args.movie),
         out=Path(args.out),
         params=params,
-        frame_rate_hz=params.data.frame_rate_hz if rate_given else None,
-        rate_from_file=not rate_given,
+        **frame_rate_fields(params, rate_given=rate_given),
         dataset=args.dataset,
         init_result=Path(args.init_result) if args.init_result else None,
         save_init=Path(args.save_init) if args.save_init else None,

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from online_cnmfe.results.output_check import (
     check_output,
     estimate_results_bytes,
 )
+
+if TYPE_CHECKING:
+    from acquisition.sources import FrameSource, SourceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,23 @@ class ProcessJob:
     overwrite: bool = False
 
 
+def frame_rate_fields(params: CNMFEParams, *, rate_given: bool) -> dict[str, float | bool | None]:
+    """The ``frame_rate_hz``/``rate_from_file`` fields of a :class:`ProcessJob`.
+
+    A rate the user gave (config file, ``--set data.frame_rate_hz=…``, a manifest column)
+    overrides the file's metadata; otherwise the parameters take the file's rate.
+
+    Examples
+    --------
+    >>> frame_rate_fields(CNMFEParams(), rate_given=False)
+    {'frame_rate_hz': None, 'rate_from_file': True}
+    """
+    return {
+        "frame_rate_hz": params.data.frame_rate_hz if rate_given else None,
+        "rate_from_file": not rate_given,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessSummary:
     """What :func:`process_recording` did.
@@ -105,8 +126,106 @@ class ProcessSummary:
     n_missing: int = 0
 
 
+@dataclass(slots=True)
+class Recording:
+    """An opened recording and the parameters it is processed with (close it after use).
+
+    Attributes
+    ----------
+    source : FrameSource
+    info : SourceInfo
+    params : CNMFEParams
+        The job's parameters, with the source's frame rate when ``job.rate_from_file``: the
+        parameters written into the results file.
+    n_frames : int
+        Frames to process (the recording's, at most ``job.max_frames``).
+    """
+
+    source: FrameSource
+    info: SourceInfo
+    params: CNMFEParams
+    n_frames: int
+
+    def close(self) -> None:
+        """Release the recording's files (idempotent)."""
+        self.source.close()
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_recording(job: ProcessJob, *, preflight: bool = True) -> Recording:
+    """Open the job's recording and check it can be processed; resolve the parameters.
+
+    Parameters
+    ----------
+    job : ProcessJob
+    preflight : bool
+        Also check the output (:func:`check_output_of`) before returning. A caller that
+        passes False (``batch``, which first decides whether the file is up to date) calls
+        :func:`check_output_of` itself before :func:`process_opened`.
+
+    Raises
+    ------
+    InputFileError
+        If the recording is endless or too short for the initialisation.
+    ConfigError
+        If the output cannot be written as asked (``preflight``).
+    SourceError
+        If the recording cannot be opened.
+    """
+    from acquisition.sources import open_source
+
+    source = open_source(job.movie, dataset=job.dataset, frame_rate_hz=job.frame_rate_hz)
+    try:
+        info = source.info
+        if info.n_frames is None:
+            raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
+        n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
+        if preflight:
+            check_output_of(job, n_total)
+        n_init = job.params.init.init_frames
+        if n_total <= n_init:
+            have = (
+                f"{job.movie} has {n_total} frames"
+                if n_total == info.n_frames
+                else f"--max-frames {job.max_frames} keeps {n_total} of the {info.n_frames} "
+                f"frames of {job.movie}"
+            )
+            raise InputFileError(
+                f"{have}; initialisation needs init.init_frames={n_init} plus at least one "
+                f"more. Pass a smaller --init-frames (at most {max(n_total - 1, 0)})"
+                + ("." if n_total == info.n_frames else " or a larger --max-frames.")
+            )
+    except BaseException:
+        source.close()
+        raise
+    params = job.params
+    if job.rate_from_file:
+        params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
+    else:
+        warn_rate_mismatch(info.metadata.get("declared_frame_rate_hz"), params, str(job.movie))
+    return Recording(source, info, params, n_total)
+
+
+def check_output_of(job: ProcessJob, n_frames: int) -> None:
+    """Refuse (ConfigError, one line) a ``job.out`` that cannot be written as the job asks:
+    it exists without ``job.overwrite``, it is the input, its folder is not writable or its
+    disk lacks room for ``n_frames`` frames of results. Checked before any frame is read."""
+    check_output(
+        job.out, overwrite=job.overwrite, inputs=(job.movie,),
+        need_bytes=WRITER_RESERVE_BYTES + estimate_results_bytes(n_frames),
+    )  # fmt: skip
+
+
 def process_recording(job: ProcessJob) -> ProcessSummary:
     """Fit the initial model on the first frames, run the online model over the rest, write.
+
+    Frames are read as the model needs them: only the initialisation frames are held in
+    memory at once, and they are released before the online phase.
 
     Parameters
     ----------
@@ -126,43 +245,29 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     SourceError, StoreError
         If the recording cannot be read or the results file cannot be written.
     """
-    from acquisition.sources import open_source
+    with open_recording(job) as recording:
+        return process_opened(job, recording)
+
+
+def process_opened(job: ProcessJob, recording: Recording) -> ProcessSummary:
+    """:func:`process_recording` on a recording already opened by :func:`open_recording`
+    (whose preflight, or the caller's :func:`check_output_of`, has checked ``job.out``)."""
     from online_cnmfe.model.online import OnlineCNMFE
     from online_cnmfe.results import state_file
+    from online_cnmfe.results.summary import SessionSummary
 
-    params = job.params
-    source = open_source(job.movie, dataset=job.dataset, frame_rate_hz=job.frame_rate_hz)
-    info = source.info
-    if info.n_frames is None:
-        raise InputFileError(f"{job.movie}: endless source; `process` needs a finite recording")
-    n_total = info.n_frames if job.max_frames is None else min(info.n_frames, job.max_frames)
-    check_output(
-        job.out, overwrite=job.overwrite, inputs=(job.movie,),
-        need_bytes=WRITER_RESERVE_BYTES + estimate_results_bytes(n_total),
-    )  # fmt: skip
+    params, n_total = recording.params, recording.n_frames
     n_init = params.init.init_frames
-    if n_total <= n_init:
-        have = (
-            f"{job.movie} has {n_total} frames"
-            if n_total == info.n_frames
-            else f"--max-frames {job.max_frames} keeps {n_total} of the {info.n_frames} frames "
-            f"of {job.movie}"
-        )
-        raise InputFileError(
-            f"{have}; initialisation needs init.init_frames={n_init} plus at least one more. "
-            f"Pass a smaller --init-frames (at most {max(n_total - 1, 0)})"
-            + ("." if n_total == info.n_frames else " or a larger --max-frames.")
-        )
-    if job.rate_from_file:
-        params = params.replace(**{"data.frame_rate_hz": float(info.frame_rate_hz)})
-    else:
-        warn_rate_mismatch(info.metadata.get("declared_frame_rate_hz"), params, str(job.movie))
-    frames_iter = source.frames(0, n_total)
+    frames_iter = recording.source.frames(0, n_total)
     if job.init_result:  # fitted already, on exactly these frames
         head, rejected = [next(frames_iter) for _ in range(n_init)], []
     else:
         head, rejected = _init_frames(frames_iter, n_init, params, job.movie)
     init_frames = np.stack([f.pixels for f in head]).astype(np.float32)
+    summary = SessionSummary(init_frames.shape[1:])  # images/mean and images/max
+    for frame in head:
+        summary.add(frame.pixels)
+    head = [f._replace(pixels=None) for f in head]  # only the bookkeeping is written later
     t0 = time.perf_counter()
     if job.init_result:
         _, init = state_file.load_model(job.init_result, fmt=state_file.INIT_FORMAT)
@@ -174,6 +279,7 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
         state_file.save_model(job.save_init, params, init, fmt=state_file.INIT_FORMAT)
     model = OnlineCNMFE(params)
     model.initialize_from(init, init_frames)
+    del init_frames  # the online phase holds one frame at a time
     logger.info(
         "initialised %d neurons on %d frames in %.1f s",
         model.n_components,
@@ -183,7 +289,7 @@ def process_recording(job: ProcessJob) -> ProcessSummary:
     with _slow_path_executor(params) as executor:
         model.run_slow_path_on(executor)
         return _process_online(
-            job, params, info, init, head, frames_iter, model, n_total, rejected=rejected
+            job, recording, init, head, frames_iter, model, summary, rejected=rejected
         )
 
 
@@ -217,20 +323,19 @@ def _slow_path_executor(params: CNMFEParams) -> contextlib.AbstractContextManage
 
 
 def _process_online(
-    job, params, info, init, head, frames_iter, model, n_total, rejected=()
+    job, recording, init, head, frames_iter, model, summary, rejected=()
 ) -> ProcessSummary:
     """The online part of :func:`process_recording`: frames after the initialisation
-    (``rejected``: (frame_index, reason) of initialisation frames left out)."""
+    (``head``: their bookkeeping; ``summary``: the mean/max images, fed with them;
+    ``rejected``: (frame_index, reason) of initialisation frames left out)."""
     from online_cnmfe.results import state_file
-    from online_cnmfe.results.summary import SessionSummary, init_images
+    from online_cnmfe.results.summary import init_images
     from online_cnmfe.results.writer import ResultsWriter
 
+    params, info, n_total = recording.params, recording.info, recording.n_frames
     n_init = len(head)
     provenance = {"path": str(Path(job.movie).resolve()), "source": info.description}
     out = Path(job.out)
-    summary = SessionSummary(model.dims)  # images/mean and images/max
-    for frame in head:
-        summary.add(frame.pixels)
     sanity = {"message": ""}  # the plausibility warning (root attribute sanity_warning)
 
     def write_sanity(f) -> None:  # at every flush, the last one after the final check
