@@ -6,6 +6,8 @@ ring background on the grid downsampled by ``ssub``; ``Y - B`` the background-su
 
 Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
 
+0. motion correction (``motion.enabled``): a template by iterative registration, and the frames
+   registered to it (:func:`online_cnmfe.model.motion.register_initial`);
 1. summary images of the mean-centred Gaussian filtered movie (noise, PNR, correlation);
 2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`);
 3. ``n_alternations`` times: ring background fit with outlier clipping
@@ -59,6 +61,7 @@ from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.model.motion import register_initial, zero_border
 from online_cnmfe.model.preprocessing.fov import fov_on_grid
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
@@ -108,6 +111,7 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.band = None  # border band filled by motion correction: no seeds there
         self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
 
     @property
@@ -136,14 +140,16 @@ class _Fit:
             data, gsig, remove_global=self.p.init.remove_global_fluctuation
         )
         filtered -= images.filtered_mean[None]
-        pnr = images.pnr.copy()
+        cn, pnr = images.corr.copy(), images.pnr.copy()
         if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
             pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
+        if self.band is not None:  # nor in the border motion correction filled
+            zero_border(cn, self.band, s)
         res = seed_neurons(
             filtered,
             raw,
             images.noise,
-            images.corr.copy(),
+            cn,
             pnr,
             gsiz=max(3, int(round(self.gsiz / s))),
             min_corr=min_corr,
@@ -377,7 +383,9 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     ----------
     frames : ndarray of shape (T, H, W)
         Any real dtype; ``T >= params.init.init_frames``. Frames with NaN/inf are replaced by
-        the nearest finite frame (logged); fewer than 20 finite frames is an error.
+        the nearest finite frame (logged); fewer than 20 finite frames is an error. With
+        ``motion.enabled`` the frames are registered first (a copy; frames whose registration
+        fails are replaced by the nearest registered one and flagged in ``InitResult.motion``).
     params : CNMFEParams
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr (when it is a terminal); a callable is called as
@@ -408,8 +416,11 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         Y = validate_frames(frames, params)
         preprocessed = warn_if_preprocessed(Y) is not None  # on the frames as recorded
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
+        # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
+        motion_init = register_initial(Y, params) if params.motion.enabled else None
         fit = _Fit(Y, params)
         fit.pre = pre
+        fit.band = motion_init.band if motion_init is not None and motion_init.active else None
         n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
         too_high = warn_if_thresholds_too_high(images, ip)
         thr = (ip.min_corr, ip.min_pnr, ip.reseed_min_corr, ip.reseed_min_pnr)
@@ -440,6 +451,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         # b0 of the result holds the neurons' baselines (the online model has no b)
         fit.bg.b0 = (fit.bg.b0 + fit.A @ fit.b).astype(np.float32)
         result = fit.result(images)
+        result.motion = motion_init
         bar.step("done")
     finally:
         bar.close()
