@@ -57,7 +57,8 @@ logger = logging.getLogger(__name__)
 
 BLOCK_FRAMES = 1000  # temporal processes are drawn in blocks of this many frames
 RENDER_FRAMES = 16  # pixels are rendered in aligned groups of this many frames
-_STREAM_SCENE, _STREAM_TEMPORAL, _STREAM_NOISE = 1, 2, 3
+_STREAM_SCENE, _STREAM_TEMPORAL, _STREAM_NOISE, _STREAM_JUMPS = 1, 2, 3, 4
+_JUMP_HOLD_S = (0.5, 5.0)  # how long a jump holds before it snaps back
 _BLOB_MODULATION = 0.3  # std of a blob's amplitude, as a fraction of its mean
 _BLOB_TIME_S = (2.0, 8.0)  # time constants of the blobs' slow fluctuations
 _MOTION_TIME_S = 1.0
@@ -252,6 +253,8 @@ class MiniscopeSimulator:
         if len(self._states) == b + 1:
             self._states.append(state)
         motion = np.clip(y[k + n_np + n_b :].T, -p.motion_px, p.motion_px)
+        if p.jump_rate_hz > 0:
+            motion = motion + _jumps(p, b, n)
         return {
             "spikes": x[:k],
             "calcium": y[:k],
@@ -320,7 +323,7 @@ class MiniscopeSimulator:
                 self._np_amp[:, None] * self._temporal("neuropil", start, stop),
             ]
         ).astype(np.float32)
-        if p.motion_px > 0:
+        if p.motion_px > 0 or p.jump_rate_hz > 0:
             tissue = (p.baseline + f.T @ self._G.astype(np.float32)) * self._vessel.ravel()
             motion = self.motion(start, stop)
             stack = np.stack([tissue, neural], axis=1).reshape(n, 2, *p.dims)
@@ -439,3 +442,16 @@ class MiniscopeSimulator:
     def n_clipped(self) -> int:
         """Pixel values clipped to the uint16 range so far."""
         return self._n_clipped
+
+
+def _jumps(p: SimulationParams, b: int, n: int) -> np.ndarray:
+    """(n, 2) displacement of block b by sudden jumps (own random stream: the rest of the
+    movie is the same with or without jumps)."""
+    rng = block_rng(p.seed, _STREAM_JUMPS, b)
+    out = np.zeros((n, 2))
+    for _ in range(rng.poisson(p.jump_rate_hz * n / p.frame_rate_hz)):
+        t0 = int(rng.integers(0, n))
+        hold = int(round(rng.uniform(*_JUMP_HOLD_S) * p.frame_rate_hz))
+        size, angle = rng.uniform(*p.jump_px), rng.uniform(0, 2 * math.pi)
+        out[t0 : t0 + hold] += size * np.array([math.cos(angle), math.sin(angle)])
+    return out

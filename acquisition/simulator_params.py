@@ -60,6 +60,11 @@ class SimulationParams:
         Dark curvy blood-vessel-like structures (0 = none).
     motion_px : float
         Maximum rigid displacement (smooth random walk, std about motion_px / 2); 0 = none.
+    jump_rate_hz : float
+        Sudden rigid jumps (an animal grooming, a cable knock) per second, Poisson; 0 = none.
+        Each displaces the scene by ``jump_px`` (uniform in that range, random direction) at
+        once, holds for 0.5-5 s and snaps back (jumps end at the 1000-frame block boundaries).
+    jump_px : (float, float)
     late_fraction : float
         Fraction of neurons silent until a random birth frame after ``late_after_frame``.
     late_after_frame : int
@@ -108,6 +113,8 @@ class SimulationParams:
     vignetting: float = 0.3
     n_vessels: int = 0
     motion_px: float = 0.0
+    jump_rate_hz: float = 0.0
+    jump_px: tuple[float, float] = (5.0, 15.0)
     late_fraction: float = 0.0
     late_after_frame: int = 500
     seed: int = 0
@@ -173,6 +180,12 @@ class SimulationParams:
         )
         _check("vignetting", self.vignetting, 0 <= self.vignetting <= 0.9, "[0, 0.9]")
         _check("motion_px", self.motion_px, 0 <= self.motion_px <= 50, "[0, 50] pixels")
+        _check("jump_rate_hz", self.jump_rate_hz, 0 <= self.jump_rate_hz <= 1, "[0, 1] per second")
+        lo_hi = tuple(self.jump_px)
+        _check(
+            "jump_px", self.jump_px, len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] <= 50,
+            "(lo, hi) with 0 < lo <= hi <= 50 pixels",
+        )  # fmt: skip
         _check("late_fraction", self.late_fraction, 0 <= self.late_fraction <= 1, "[0, 1]")
         _check(
             "late_after_frame",
@@ -215,6 +228,7 @@ class SimulationParams:
         """JSON-safe dict of the fields."""
         out = dataclasses.asdict(self)
         out["pnr_range"] = list(self.pnr_range)
+        out["jump_px"] = list(self.jump_px)
         return out
 
     def to_json(self) -> str:
@@ -236,8 +250,9 @@ class SimulationParams:
                 close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
                 raise ValueError(f"unknown simulation parameter {key!r}; {hint}valid: {valid}")
-        if "pnr_range" in values:
-            values["pnr_range"] = tuple(values["pnr_range"])
+        for name in ("pnr_range", "jump_px"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 

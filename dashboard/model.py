@@ -25,6 +25,7 @@ import scipy.sparse
 
 from dashboard.alarms import lag_or_loss, n_lost
 from dashboard.contours import contours_and_owner
+from dashboard.motion_trace import MotionTrace, parse_motion
 from dashboard.queries import LAYERS, LayerImage, ModelQueries
 from dashboard.records import (
     DISPLAY_MAX_SIDE,
@@ -106,6 +107,7 @@ class DashboardModel(ModelQueries):
         self.config = config or ModelConfig()
         self.address = address
         self.traces = TraceBuffer(self.config.history_frames)
+        self.motion = MotionTrace(self.config.history_frames)
         self.n_malformed = 0
         self.n_messages = 0
         self.n_restarts = 0
@@ -127,6 +129,7 @@ class DashboardModel(ModelQueries):
     # ------------------------------------------------------------------ session
     def _reset_session(self) -> None:
         self.traces.clear()
+        self.motion.clear()
         self.footprints: FootprintSet | None = None
         self.images: dict[str, LayerImage] = {}
         self._local_max: LayerImage | None = None
@@ -222,8 +225,11 @@ class DashboardModel(ModelQueries):
             empty = np.zeros(0, np.float32)
             t_gap = self.last_t_acq_ms + (t_ms - self.last_t_acq_ms) / (frame_index - last)
             self.traces.append(last + 1, t_gap, np.zeros(0, np.int64), empty, empty, empty)
+        motion = parse_motion(h)
         n_before = self.traces.n_rows
         self.traces.append(frame_index, t_ms, ids, C, S, C_raw)
+        if motion is not None:
+            self.motion.append(frame_index, motion[0], motion[1], h.get("flag") is not None)
         if self.traces.n_rows > n_before and self._seen_first_traces:
             for nid in self.traces.row_ids[n_before:].tolist():
                 self.births.setdefault(nid, frame_index)

@@ -32,10 +32,8 @@ class Regime:
 
 
 _MOTION = {"motion_std_px": 3.0, "jump_rate_hz": 0.05, "jump_px": (9.0, 11.0)}
-# Online motion correction is not implemented at 3ecbd9c (motion.enabled=true is refused), so
-# the motion regimes run with the defaults and measure the model on uncorrected motion. When it
-# lands, measure it with: bench_regimes.py --regimes motion_3px,motion_free \
-#     --set motion.enabled=true --set motion.max_shift_px=16
+# Motion correction is on by default (rigid, motion.max_shift_px 20): the motion regimes run
+# with the defaults. Add --set motion.enabled=false to measure the model on uncorrected motion.
 _MOTION_SET: tuple[str, ...] = ()
 
 _LIST = [

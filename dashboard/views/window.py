@@ -1,4 +1,5 @@
-"""The dashboard window: banner, image panel, traces and raster, closed loop, events, status."""
+"""The dashboard window: banner, image panel, traces and raster, closed loop, events, motion,
+status."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from PySide6 import QtCore, QtWidgets
 from dashboard.model import DashboardModel
 from dashboard.views.closed_loop import ClosedLoopPanel, EventLog
 from dashboard.views.image import ImagePanel
+from dashboard.views.motion import MotionPanel
 from dashboard.views.status import Banner, StatusPanel
 from dashboard.views.traces import TracePanel
 
@@ -28,9 +30,11 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.closed_loop = ClosedLoopPanel()
         self.events = EventLog()
         self.status = StatusPanel()
+        self.motion = MotionPanel()
         self.bottom = QtWidgets.QTabWidget()
         self.bottom.addTab(self.closed_loop, "Closed loop")
         self.bottom.addTab(self.events, "Events")
+        self.bottom.addTab(self.motion, "Motion")
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         right.addWidget(self.traces)
         right.addWidget(self.bottom)
@@ -81,5 +85,6 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.traces.refresh(model, dirty)
         self.closed_loop.refresh(model, dirty)
         self.events.refresh(model, dirty)
+        self.motion.refresh(model, dirty)
         if dirty & {"status", "traces", "footprints"}:
             self.status.refresh(model, dirty)

@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--motion", type=float, default=0.0, help="max rigid motion in pixels (default 0 = none)"
     )
     parser.add_argument(
+        "--jumps",
+        type=float,
+        default=0.0,
+        metavar="PER_S",
+        help="sudden rigid jumps of 5-15 px per second, each held 0.5-5 s (default 0 = none)",
+    )
+    parser.add_argument(
         "--late-fraction",
         type=float,
         default=0.0,
@@ -128,6 +135,7 @@ def params_from_args(args: argparse.Namespace):
             n_blobs=args.blobs,
             n_vessels=args.vessels,
             motion_px=args.motion,
+            jump_rate_hz=args.jumps,
             late_fraction=args.late_fraction,
             late_after_frame=args.late_after,
             seed=args.seed,

@@ -18,6 +18,7 @@ import numpy as np
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.model.frame_screen import screen_frames
 from online_cnmfe.model.initialization.fit import fit_initial
+from online_cnmfe.model.motion import init_frame_fields
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,9 @@ class ModelRunner:
                 C=np.asarray(c, np.float32),
                 S=np.asarray(s, np.float32),
                 C_raw=np.asarray(c_raw, np.float32),
-                flag=flags[j] if j < len(flags) else None,
+                **init_frame_fields(
+                    getattr(init, "motion", None), j, flags[j] if j < len(flags) else None
+                ),
             )
             yield result, dict(meta, latency_ms=float("nan"))
         self.frames, self.metas = [], []

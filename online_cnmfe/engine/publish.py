@@ -163,6 +163,7 @@ def status_fields(engine) -> dict:
     runner, store = engine.runner, engine.store
     p50, p99 = engine.status.percentiles()
     model = runner.model if runner.phase == "running" else None
+    shift, quality = getattr(engine, "last_motion", (None, None))
     fields = {
         "frame_index": engine.frame_index,
         "n_frames_processed": engine.status.n_processed,
@@ -185,6 +186,8 @@ def status_fields(engine) -> dict:
         "n_stale": engine.counts["stale"],
         "n_model_errors": engine.counts["model_errors"],
         "n_flagged": engine.counts["flagged"],
+        "motion_shift_px": None if shift is None else [round(float(v), 3) for v in shift],
+        "motion_quality": None if quality is None else round(float(quality), 3),
         "sanity_warning": _sanity_warning(model),
         "n_frames_stored": store.n_frames,
         "store_backlog": store.backlog,

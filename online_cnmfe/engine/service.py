@@ -103,6 +103,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             dropped=0, rejected=0, unprocessed=0, restarts=0, stale=0, model_errors=0,
             out_of_order=0, daq_lost=0, init_frames=0, flagged=0,
         )  # fmt: skip
+        self.last_motion: tuple = (None, None)  # (shift_px, quality) of the last frame
         self.frame_index = -1
         self.stream_session: str | None = None
         self.stream_rate: float | None = None  # the stream's declared rate (start message)
@@ -312,6 +313,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         elif self.projections is not None and not result.flag:
             self.projections.add(f.pixels)  # mean / max projection images (~0.1 ms)
         self.counts["flagged"] += bool(result.flag)
+        self.last_motion = (result.motion_shift_px, result.motion_quality)
         for ev in result.events:
             if ev.kind in rs.EVENT_KINDS:
                 self.publisher.send(
@@ -335,6 +337,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             rs.encode_traces(
                 meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
                 traces.footprints_version, (t_pub - f.t_send_ns) / 1e6, flag=traces.flag,
+                motion_shift_px=traces.motion_shift_px, motion_quality=traces.motion_quality,
             )
         )  # fmt: skip
 

@@ -43,6 +43,13 @@ class FrameResult:
         not demixed: its ``C`` and ``C_raw`` are the model's one-step prediction (the previous
         frame's values times each neuron's AR(1) coefficient), ``S`` is 0 and the
         deconvolution does not advance.
+    motion_shift_px : tuple (dy, dx) of float, or None
+        Rigid displacement of this frame's content relative to the motion template, in pixels
+        (``frame[r, c] ≈ template[r − dy, c − dx]``; the traces come from the frame resampled
+        at (r + dy, c + dx)); None when motion correction is off or the frame was skipped.
+    motion_quality : float or None
+        Registration quality: correlation of the band-passed frame with the template, in
+        [-1, 1] (None as above).
     events : tuple of ModelEvent
     footprints_version : int
         Increments whenever A changes (new, merged, removed or refreshed footprints).
@@ -58,6 +65,8 @@ class FrameResult:
     skipped: bool = False
     skip_reason: str = ""
     flag: str | None = None
+    motion_shift_px: tuple[float, float] | None = None
+    motion_quality: float | None = None
     events: tuple[ModelEvent, ...] = ()
     footprints_version: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)

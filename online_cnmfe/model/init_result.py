@@ -39,6 +39,9 @@ class InitResult:
     pixel_noise : ndarray of shape (n_pixels,), float32
     corr_image, pnr_image : ndarray of shape (H, W), float32
         Local correlation and peak-to-noise images of the initialisation frames.
+    motion : MotionInit or None
+        The motion template and the registration of the initialisation frames (the fit ran on
+        the registered frames); None when motion correction was off.
     preprocess : PreprocessState or None
         The preprocessing state after the initialisation frames (template, field-of-view
         mask, baselines) with the corrections applied to each of them
@@ -59,6 +62,7 @@ class InitResult:
     pixel_noise: np.ndarray
     corr_image: np.ndarray
     pnr_image: np.ndarray
+    motion: Any = None
     preprocess: Any = None
 
     @property

@@ -5,8 +5,9 @@ place that knows the update schedule. Per frame (the critical path, all numba ke
 
 1. validate the frame (shape, dtype → float32, NaN policy), then preprocess it
    (``preprocessing``: line noise, frame quality, bleaching; a corrupt frame is flagged and
-   gets predicted traces without updating the model); motion correction would go here
-   (``MotionParams``; not implemented yet, see docs/model.md);
+   gets predicted traces without updating the model), then motion correction (``motion/``:
+   register to the template, resample; a failed registration flags the frame, which then gets
+   traces but does not update the model);
 2. ỹ = (I − UWD)(y − b0), then c = argmin_{c≥0} ‖ỹ − Ã c‖² by block-coordinate descent
    warm-started from the previous frame (``traces.py``, ``_kernels/demix.py``);
 3. online OASIS AR(1) for all neurons (``_kernels/oasis_online.py``);
@@ -28,6 +29,7 @@ import numpy as np
 
 from online_cnmfe.model import build as _build
 from online_cnmfe.model import deconvolution_online as _deconv
+from online_cnmfe.model import motion
 from online_cnmfe.model import updates as model_updates
 from online_cnmfe.model._kernels import demix as _kd
 from online_cnmfe.model._kernels import frame_check as _kf
@@ -66,11 +68,6 @@ class OnlineCNMFE:
         params = CNMFEParams() if params is None else params
         if not isinstance(params, CNMFEParams):
             raise TypeError(f"params must be CNMFEParams, got {type(params).__name__}")
-        if params.motion.enabled:
-            raise ValueError(
-                "motion.enabled=True: online motion correction is not implemented yet; "
-                "motion-correct the movie beforehand and set motion.enabled=false"
-            )
         self.params = params
         self.state: ModelState | None = None
         self._ops: _build.Operators | None = None
@@ -108,8 +105,13 @@ class OnlineCNMFE:
                     f"{tuple(init.dims)}; pass the frames the initialisation was fitted on"
                 )
         pre, frames = _pre.online_start(init, frames, self.params)
+        motion_init, frames = motion.online_start(init.motion, frames, self.params)
         self.state, self._ops = _build.build_state(init, frames, self.params)
         _build.warm_up()
+        if motion_init is not None:
+            self.state.motion = motion.state_from_init(motion_init, init.dims, self.params)
+            motion.mask_residual(self.state.motion, self.state.residual)  # the border band
+            motion.warm_up()
         if self._slow is not None:
             self.state.slow = self._slow.init_slow_path(init, frames, self.params)
         self._sanity = _pre.attach(self.state, pre, init, self.params)
@@ -149,6 +151,10 @@ class OnlineCNMFE:
         # Later stages before the demixing (motion) may set `flag`: the frame then gets traces
         # but does not update the model (no residual, no b0 update, no slow path; FrameResult.flag).
         t_valid = time.perf_counter()
+        if st.motion is not None:  # register to the template; y becomes the corrected frame
+            flag = motion.correct_frame(st.motion, y)
+            y = st.motion.registered
+        t_motion = time.perf_counter()
         ops = self._ops
         _kd.background_subtract(
             y, st.b0, st.W, st.ring_idx, st.dims[0], st.dims[1], st.ssub,
@@ -174,6 +180,8 @@ class OnlineCNMFE:
                 st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc,
                 st.b0, st.residual[slot],
             )  # fmt: skip
+            if st.motion is not None:  # pixels shifted in from outside: no data, no detection
+                motion.mask_residual(st.motion, st.residual, slot)
             st.residual_frame[slot] = st.t
             st.c_raw_buffer[:, slot] = st.c
             st.c_den_buffer[:, slot] = st.c_den
@@ -183,11 +191,13 @@ class OnlineCNMFE:
         t_res = time.perf_counter()
         c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
         ids = st.neuron_ids.copy()
+        shift, quality = motion.outputs(st.motion)
         if on_traces is not None:
             on_traces(
                 FrameResult(
                     frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
                     footprints_version=st.footprints_version, flag=flag,
+                    motion_shift_px=shift, motion_quality=quality,
                     timings_ms={"critical_path": 1e3 * (t_res - t_start)},
                 )
             )  # fmt: skip
@@ -205,9 +215,12 @@ class OnlineCNMFE:
             events=events,
             footprints_version=st.footprints_version,
             flag=flag,
+            motion_shift_px=shift,
+            motion_quality=quality,
             timings_ms={
                 "validate": 1e3 * (t_valid - t_start),
-                "background": 1e3 * (t_bg - t_valid),
+                "motion": 1e3 * (t_motion - t_valid),
+                "background": 1e3 * (t_bg - t_motion),
                 "demix": 1e3 * (t_demix - t_bg),
                 "deconvolve": 1e3 * (t_deconv - t_demix),
                 "residual": 1e3 * (t_res - t_deconv),
@@ -354,10 +367,14 @@ class OnlineCNMFE:
         if not isinstance(state, ModelState):
             raise TypeError(f"state must be a ModelState, got {type(state).__name__}")
         check_state(state)  # the kernels do not bound-check: a bad index must stop here
+        if state.motion is not None:
+            motion.check_motion_state(state.motion, state.dims, params)
         model = cls(params)
         model.state = state
         model._ops = _build.operators_for(state, params)
         _build.warm_up()
+        if state.motion is not None:
+            motion.warm_up()
         return model
 
     def reserve_neuron_ids(self, first_free: int, *, renumber: bool = False) -> None:

@@ -75,6 +75,8 @@ class ModelState:
         Accepted pixel values: a frame with a pixel outside is skipped (see
         ``online.max_pixel_excursion_ranges``); (-inf, inf) in states saved before it existed.
     slow : SlowPathState or None
+    motion : MotionState or None
+        The motion-correction stage (``online_cnmfe/model/motion/``); None when it is off.
     pending_update : ModelUpdate or None
         The slow-path step of the previous frame, applied after this frame's traces (see
         :meth:`OnlineCNMFE.settle_slow_path`); kept in the state so that a checkpoint taken
@@ -138,6 +140,7 @@ class ModelState:
     scratch_ac: np.ndarray
     scratch_gc: np.ndarray
     slow: Any = None
+    motion: Any = None
     pending_update: Any = None
     pixel_limits: tuple[float, float] = (-math.inf, math.inf)
     pre: Any = None

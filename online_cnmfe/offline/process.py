@@ -23,6 +23,7 @@ import numpy as np
 from online_cnmfe.errors import InputFileError
 from online_cnmfe.model.frame_result import FrameResult
 from online_cnmfe.model.frame_screen import screen_frames
+from online_cnmfe.model.motion import init_frame_fields
 from online_cnmfe.model.preprocessing.online import final_check
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.output_check import (
@@ -408,7 +409,9 @@ def _write_init_frames(writer, init, head, ids, drops) -> None:
             C=np.asarray(init.C[:, j], np.float32),
             S=np.asarray(init.S[:, j], np.float32),
             C_raw=np.asarray(init.C_raw[:, j], np.float32),
-            flag=flags[j] if j < len(flags) else None,
+            **init_frame_fields(
+                getattr(init, "motion", None), j, flags[j] if j < len(flags) else None
+            ),
         )
         writer.append_frame(result, _meta(frame, float("nan")))
 

@@ -62,6 +62,10 @@ class CNMFEParams:
     motion: MotionParams = field(default_factory=MotionParams)
     engine: EngineParams = field(default_factory=EngineParams)
 
+    def __post_init__(self) -> None:
+        # relations between stages (each stage validated its own values already)
+        self.motion.check_with(self.data.neuron_diameter_px)
+
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """JSON-safe nested dict ``{stage: {key: value}}``."""
@@ -109,7 +113,10 @@ class CNMFEParams:
                 stages[stage_name] = stage_cls(**typed)
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"invalid parameter in stage '{stage_name}': {exc}") from exc
-        return cls(**stages)
+        try:
+            return cls(**stages)
+        except ValueError as exc:
+            raise ConfigError(f"invalid parameters: {exc}") from exc
 
     def replace(self, **dotted: Any) -> CNMFEParams:
         """A copy with dotted ``stage.key`` values replaced."""

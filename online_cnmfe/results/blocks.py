@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from online_cnmfe.results.layout import FRAME_FIELDS, REJECT_DTYPE, TRACE_NAMES
+from online_cnmfe.results.motion_table import MotionBlock
 
 
 def utf8(value: str) -> bytes:
@@ -30,6 +31,7 @@ class Block:
             name: np.zeros((max(n_rows, 8), capacity), np.float32) for name in TRACE_NAMES
         }
         self.meta = {name: np.zeros(capacity, dtype) for name, dtype in FRAME_FIELDS.items()}
+        self.motion = MotionBlock(capacity)  # motion/shifts and motion/quality
 
     def ensure_rows(self, n_rows: int) -> None:
         have = self.traces["C"].shape[0]

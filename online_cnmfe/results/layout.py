@@ -33,6 +33,13 @@ FRAME_FIELDS = {
     "session": np.int32,  # row of bookkeeping/sessions
 }
 TRACE_NAMES = ("C", "S", "C_raw")
+# per-frame motion correction, NaN where not measured: name -> trailing shape
+MOTION_FIELDS = {"shifts": (2,), "quality": ()}
+MOTION_SIGN = (
+    "shifts[t] = (dy, dx) pixels: frame t shows the motion template's content moved by +(dy, dx) "
+    "(frame[r, c] ~ template[r - dy, c - dx]); the model corrected it by sampling the frame at "
+    "(r + dy, c + dx). quality: correlation of the band-passed frame with the template, [-1, 1]."
+)
 TRACE_CHUNKS = (32, 256)
 
 
@@ -87,6 +94,18 @@ def create_datasets(f: h5py.File, dims: tuple[int, int]) -> None:
         ds.attrs.update(set=False, n_frames=0, source="")
     fr.create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
     f.attrs["sanity_warning"] = ""  # the model's plausibility warning ("" = none)
+    create_motion_datasets(f)
+
+
+def create_motion_datasets(f: h5py.File) -> None:
+    """The ``motion/`` group: per-frame shifts and registration quality."""
+    mo = f.create_group("motion")
+    mo.attrs["convention"] = MOTION_SIGN
+    for name, tail in MOTION_FIELDS.items():
+        mo.create_dataset(
+            name, (0, *tail), np.float32, maxshape=(None, *tail), chunks=(4096, *tail),
+            fillvalue=np.nan,
+        )  # fmt: skip
 
 
 def reason_rows(rows: list[tuple[int, str]]) -> np.ndarray:

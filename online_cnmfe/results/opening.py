@@ -22,7 +22,8 @@ from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results.blocks import opens_normally
 from online_cnmfe.results.bookkeeping import create_bookkeeping
 from online_cnmfe.results.finalise import unfinalise
-from online_cnmfe.results.layout import FLAG_DTYPE, FORMAT, FORMAT_VERSION, create_datasets
+from online_cnmfe.results.layout import FORMAT, FORMAT_VERSION, create_datasets
+from online_cnmfe.results.motion_table import add_missing_datasets
 from online_cnmfe.results.recovery import recover_results
 from online_cnmfe.version import __version__
 
@@ -76,8 +77,8 @@ def reopen_file(path: Path, dims: tuple[int, int]) -> h5py.File:
             raise ValueError(f"{path} is not an online-cnmfe results file")
         if tuple(int(x) for x in f.attrs["dims"]) != tuple(dims):
             raise ValueError(f"it has dims {tuple(f.attrs['dims'])}, the stream has {dims}")
-        if "flagged" not in f["frames"]:  # written before frames/flagged existed
-            f["frames"].create_dataset("flagged", (0,), FLAG_DTYPE, maxshape=(None,), chunks=(256,))
+        # a file written before frames/flagged or motion/ existed gets them
+        add_missing_datasets(f, int(f["frames/frame_index"].shape[0]))
         f.attrs["complete"] = False
         f.attrs["aligned"] = False  # attributes are created before SWMR mode, set during it
         if "file_id" not in f.attrs:

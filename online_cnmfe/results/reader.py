@@ -18,7 +18,13 @@ import scipy.sparse
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.results import checks
 from online_cnmfe.results.bookkeeping import LOST_DTYPE, SESSION_DTYPE
-from online_cnmfe.results.layout import FORMAT, FRAME_FIELDS, TRACE_NAMES, open_for_reading
+from online_cnmfe.results.layout import (
+    FORMAT,
+    FRAME_FIELDS,
+    MOTION_FIELDS,
+    TRACE_NAMES,
+    open_for_reading,
+)
 from online_cnmfe.results.triggers_table import read_triggers
 
 logger = logging.getLogger(__name__)
@@ -35,6 +41,8 @@ class Results:
     ``flagged`` lists the frames that did not update the model, with the reason (see
     ``FrameResult.flag``); the model's plausibility warning, if any, is
     ``attrs["sanity_warning"]``.
+    ``motion_shifts`` (T, 2) and ``motion_quality`` (T,) are the motion correction of each
+    frame (NaN where none was measured; sign: docs/results-format.md).
     """
 
     dims: tuple[int, int]
@@ -58,6 +66,8 @@ class Results:
     lost: np.ndarray = field(default_factory=lambda: np.zeros(0, LOST_DTYPE))
     sessions: np.ndarray = field(default_factory=lambda: np.zeros(0, SESSION_DTYPE))
     flagged: list[tuple[int, str]] = field(default_factory=list)
+    motion_shifts: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    motion_quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def n_frames(self) -> int:
@@ -156,7 +166,7 @@ def _read_parts(f, path: Path) -> dict[str, Any]:
     return dict(
         dims=dims, A=A, ids=ids, traces=traces, row_ids=row_ids, birth=birth, n=n, b0=b0,
         frames=frames, dropped=dropped, rejected=rejected, flagged=flagged, attrs=attrs,
-        lost=lost, sessions=sessions,
+        lost=lost, sessions=sessions, motion=_motion(f, n, path),
     )  # fmt: skip
 
 
@@ -195,7 +205,24 @@ def _aligned(p: dict[str, Any]) -> Results:
         attrs=attrs,
         lost=p["lost"],
         sessions=p["sessions"],
+        motion_shifts=p["motion"]["shifts"],
+        motion_quality=p["motion"]["quality"],
     )
+
+
+def _motion(f, n: int, path: Path) -> dict[str, np.ndarray]:
+    """motion/shifts and motion/quality of the first n frames (NaN where absent)."""
+    out = {}
+    for name, tail in MOTION_FIELDS.items():
+        values = np.full((n, *tail), np.nan, np.float32)
+        if "motion" in f and name in f["motion"]:
+            ds = checks.dataset(f, f"motion/{name}", 1 + len(tail), path)
+            if ds.shape[1:] != tail:
+                raise checks.damaged(path, f"'motion/{name}' has shape {ds.shape}")
+            got = ds[:n]
+            values[: got.shape[0]] = got
+        out[name] = values
+    return out
 
 
 def _json(text: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import h5py
 
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.results.finalise import free_bytes
-from online_cnmfe.results.layout import FRAME_FIELDS, TRACE_NAMES, open_for_reading
+from online_cnmfe.results.layout import FRAME_FIELDS, MOTION_FIELDS, TRACE_NAMES, open_for_reading
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ def recover_results(src: str | Path, dst: str | Path) -> Path:
         for name in FRAME_FIELDS:
             if name in f_out["frames"]:  # older files lack newer fields
                 f_out[f"frames/{name}"].resize((n,))
+        for name in MOTION_FIELDS if "motion" in f_out else ():
+            f_out[f"motion/{name}"].resize(n, axis=0)
         for name in TRACE_NAMES:
             ds = f_out[f"traces/{name}"]
             ds.resize((ds.shape[0], n))

@@ -30,6 +30,7 @@ import scipy.sparse
 
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.motion import MotionInit, MotionState, PatchState
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.model.preprocessing.state import InitCorrections, PreprocessState
 from online_cnmfe.model.slotted import SlottedColumns
@@ -61,6 +62,9 @@ STATE_CLASSES: dict[str, type] = {
         Geometry,
         RingRefreshState,
         FootprintStats,
+        MotionState,
+        PatchState,
+        MotionInit,
         ModelUpdate,
         PreprocessState,
         InitCorrections,

@@ -111,6 +111,8 @@ def encode_traces(
     footprints_version: int,
     age_ms: float,
     flag: str | None = None,
+    motion_shift_px: tuple[float, float] | None = None,
+    motion_quality: float | None = None,
 ) -> list:
     """``traces``: the values of every neuron at one frame.
 
@@ -128,6 +130,9 @@ def encode_traces(
     flag : str or None
         Why the frame did not update the model (``FrameResult.flag``); None for an ordinary
         frame.
+    motion_shift_px, motion_quality : optional
+        The frame's motion correction, (dy, dx) pixels and quality (``FrameResult``); None
+        when motion correction is off.
     """
     header = {
         "frame_index": int(meta["frame_index"]),
@@ -139,6 +144,10 @@ def encode_traces(
         "footprints_version": int(footprints_version),
         "process_ms": float(meta.get("process_ms", -1.0)),
         "flag": None if flag is None else str(flag),
+        "motion_shift_px": (
+            None if motion_shift_px is None else [float(v) for v in motion_shift_px]
+        ),
+        "motion_quality": None if motion_quality is None else float(motion_quality),
     }
     arrays = {
         "neuron_ids": np.asarray(neuron_ids, np.int64),

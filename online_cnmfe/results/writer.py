@@ -223,6 +223,7 @@ class ResultsWriter:
         for name, value in values.items():
             block.meta[name][j] = value
         block.meta["session"][j] = self.session
+        block.motion.set(j, result)
         block.n += 1
         if result.skipped:
             index, reason = int(meta["frame_index"]), f"skipped: {result.skip_reason}"
@@ -417,6 +418,7 @@ class ResultsWriter:
             ds = f["frames"][name]
             ds.resize((t1,))
             ds[t0:t1] = block.meta[name][:n]
+        block.motion.write(f, t0, n)
         self._n_written = t1
         f.attrs["n_frames"] = t1
         block.clear()

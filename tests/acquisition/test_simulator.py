@@ -281,3 +281,20 @@ def test_params_round_trip_and_reject_unknown_keys():
     assert SimulationParams.from_dict(json.loads(p.to_json())) == p
     with pytest.raises(ValueError, match="did you mean n_neurons"):
         SimulationParams.from_dict({"n_neuron": 3})
+
+
+def test_jumps_are_sudden_held_and_leave_the_rest_unchanged():
+    base = dict(n_frames=1000, frame_rate_hz=20.0, n_neurons=2, height=32, width=32, seed=4)
+    still = MiniscopeSimulator(SimulationParams(**base))
+    jumpy = MiniscopeSimulator(SimulationParams(jump_rate_hz=0.1, jump_px=(8.0, 12.0), **base))
+    m = jumpy.motion(0, 1000)
+    size = np.hypot(*m.T)
+    assert size.max() >= 8.0 and (size < 0.01).mean() > 0.3  # jumps, and rest at 0 between
+    steps = np.hypot(*np.diff(m, axis=0).T)
+    assert ((steps > 7.0) & (steps < 24.1)).sum() >= 2  # in one frame, not a ramp
+    np.testing.assert_array_equal(still.calcium(0, 1000), jumpy.calcium(0, 1000))
+    np.testing.assert_array_equal(jumpy.motion(500, 600), m[500:600])  # chunking-independent
+    again = SimulationParams.from_dict(jumpy.params.to_dict())
+    assert again == jumpy.params
+    with pytest.raises(ValueError, match="jump_px"):
+        SimulationParams(jump_px=(0.0, 3.0))

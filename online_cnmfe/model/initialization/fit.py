@@ -6,6 +6,8 @@ ring background on the grid downsampled by ``ssub``; ``Y - B`` the background-su
 
 Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
 
+0. motion correction (``motion.enabled``): a template by iterative registration, and the frames
+   registered to it (:func:`online_cnmfe.model.motion.register_initial`);
 1. summary images of the mean-centred Gaussian filtered movie (noise, PNR, correlation);
 2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`), above a
    threshold calibrated on the movie's own noise (:mod:`.noise_null`:
@@ -71,6 +73,7 @@ from online_cnmfe.model.initialization.resample import (
 )
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.model.motion import register_initial, zero_border
 from online_cnmfe.model.null_threshold import rate_for_frame
 from online_cnmfe.model.preprocessing.fov import fov_on_grid
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
@@ -121,6 +124,7 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.band = None  # border band filled by motion correction: no seeds there
         self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
 
     @property
@@ -160,14 +164,16 @@ class _Fit:
         if residual:
             null = residual_threshold(data, gsig, gsiz, rate, null)
             log_calibration(null, images, "re-seeding on the residual")
-        pnr = images.pnr.copy()
+        cn, pnr = images.corr.copy(), images.pnr.copy()
         if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
             pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
+        if self.band is not None:  # nor in the border motion correction filled
+            zero_border(cn, self.band, s)
         res = seed_neurons(
             filtered,
             raw,
             images.noise,
-            images.corr.copy(),
+            cn,
             pnr,
             gsiz=gsiz,
             threshold=null.threshold,
@@ -409,7 +415,9 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     ----------
     frames : ndarray of shape (T, H, W)
         Any real dtype; ``T >= params.init.init_frames``. Frames with NaN/inf are replaced by
-        the nearest finite frame (logged); fewer than 20 finite frames is an error.
+        the nearest finite frame (logged); fewer than 20 finite frames is an error. With
+        ``motion.enabled`` the frames are registered first (a copy; frames whose registration
+        fails are replaced by the nearest registered one and flagged in ``InitResult.motion``).
     params : CNMFEParams
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr (when it is a terminal); a callable is called as
@@ -440,8 +448,11 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         Y = validate_frames(frames, params)
         warn_if_preprocessed(Y)  # on the frames as recorded
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
+        # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
+        motion_init = register_initial(Y, params) if params.motion.enabled else None
         fit = _Fit(Y, params)
         fit.pre = pre
+        fit.band = motion_init.band if motion_init is not None and motion_init.active else None
         n0, images, null = fit.seed(Y)
         log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
         fit.pixel_noise = pixel_noise(Y)
@@ -469,6 +480,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         # b0 of the result holds the neurons' baselines (the online model has no b)
         fit.bg.b0 = (fit.bg.b0 + fit.A @ fit.b).astype(np.float32)
         result = fit.result(images)
+        result.motion = motion_init
         bar.step("done")
     finally:
         bar.close()

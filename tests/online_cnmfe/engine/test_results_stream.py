@@ -28,6 +28,11 @@ def test_traces_round_trip():
     assert msg.header["flag"] is None  # an ordinary frame
     flagged = rs.encode_traces(meta, ids, c, c, c, 4, 1.5, flag="motion: shift 23.1 px > max 20")
     assert rs.decode_result(_wire(flagged)).header["flag"] == "motion: shift 23.1 px > max 20"
+    assert msg.header["motion_shift_px"] is None and msg.header["motion_quality"] is None
+    moved = rs.encode_traces(meta, ids, c, c, c, 4, 1.5, motion_shift_px=(1.5, -2.25),
+                             motion_quality=np.float32(0.75))  # fmt: skip
+    header = rs.decode_result(_wire(moved)).header
+    assert header["motion_shift_px"] == [1.5, -2.25] and header["motion_quality"] == 0.75
 
 
 def test_footprints_round_trip_and_centroids(rng):

@@ -1,7 +1,7 @@
 """A results-writing session to kill: ``python -m tests.online_cnmfe.results.killable_writer``.
 
 Writes ``--frames`` frames of ``--neurons`` neurons (a third of them removed half-way, so the
-close has rows to realign), with extra groups as other features add them (``motion/``,
+close has rows to realign), with extra groups as other features add them (``hooked/``,
 ``curation/``, a per-neuron ``neurons/quality``), printing ``flushed N`` after each flush,
 ``closing`` right before ``ResultsWriter.close()`` and ``closed`` after it. The traces are a
 known function of (neuron id, frame), so a reader can check every value it gets back.
@@ -27,7 +27,7 @@ def trace_value(neuron_id, frame):
 
 
 def _prepare(f) -> None:
-    f.create_group("motion").create_dataset(
+    f.create_group("hooked").create_dataset(
         "shifts", (0, 2), np.float32, maxshape=(None, 2), chunks=(256, 2)
     )
     cur = f.create_group("curation")
@@ -90,7 +90,7 @@ def _say(*parts) -> None:
 
 
 def _shift_hook(f) -> None:
-    ds = f["motion/shifts"]
+    ds = f["hooked/shifts"]
     n = ds.shape[0]
     ds.resize((n + 1, 2))
     ds[n] = (n, -n)

@@ -76,8 +76,9 @@ def test_close_aligns_rows_and_carries_every_group(tmp_path):
         assert sorted(f["removed/neuron_ids"][:]) == list(range(3, 31, 3))
         np.testing.assert_array_equal(f["curation/labels"], [7, 8, 9])
         assert f["curation"].attrs["note"] == "kept by every rewrite"
-        shifts = f["motion/shifts"][:]  # appended by a flush hook at every flush
+        shifts = f["hooked/shifts"][:]  # appended by a flush hook at every flush
         assert len(shifts) >= 3 and (shifts[:, 0] == np.arange(len(shifts))).all()
+        assert f["motion/shifts"].shape == (600, 2)  # the writer's own per-frame group
         assert f["traces/C"].chunks and f["traces/C"].maxshape == (None, None)
     assert not fin.partial_path(path).exists()
 

@@ -1,0 +1,154 @@
+"""Applying a registration: bilinear resampling of a frame by a rigid shift or a shift field.
+
+Symbols: src the moving frame (H, W) flattened row-major, d = (dy, dx) the displacement of its
+content (src[r, c] ≈ template[r − dy, c − dx]); the corrected frame samples src at (r + dy,
+c + dx), the sample position clamped to the frame (edge replication):
+
+  out[r, c] = bilinear(src, clamp(r + dy), clamp(c + dx))
+  valid[r, c] = 1 when the sample lies in the frame, 0 when it was shifted in from outside
+
+A sample point counts as inside when it falls in the area of the frame's pixels
+(−0.5 ≤ r + dy ≤ H − 0.5, same for columns). Replicating the edge (rather than a constant)
+keeps the fluctuations of the pixels shifted in like those of their neighbours, so a ring
+background around them is not biased (the model still keeps them out of detection). A shift
+field is given on a coarse grid of patch centres (ny, nx) and interpolated bilinearly to every
+pixel with precomputed per-row and per-column (index, weight) maps (constant beyond the outer
+centres).
+
+All kernels write into caller-owned arrays and allocate nothing; they return the number of
+pixels shifted in from outside.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _axis(pos, n):
+    """(i0, i1, f, inside) of sample position ``pos`` (clamped) on an axis of n pixels."""
+    inside = -0.5 <= pos <= n - 0.5
+    p = min(max(pos, 0.0), n - 1.0)
+    i0 = int(math.floor(p))
+    i1 = min(i0 + 1, n - 1)
+    return i0, i1, np.float32(p - i0), inside
+
+
+@njit(cache=True, nogil=True)
+def warp_rigid(src, height, width, dy, dx, out, valid):
+    """out = src sampled at (r + dy, c + dx), bilinear; see the module docstring.
+
+    src, out : (height · width,) float32; valid : (height · width,) uint8. ``out`` and
+    ``valid`` are written in place. Returns the number of pixels shifted in from outside.
+    """
+    n_filled = 0
+    # a rigid shift has the same column weights on every row: columns whose sample and its
+    # right neighbour are plain pixels take the fast path, the few others the general one
+    ix = int(math.floor(dx))
+    fx = np.float32(dx - ix)
+    c_in0 = min(max(0, -ix), width)
+    c_in1 = max(min(width, width - 1 - ix), c_in0)  # c + ix + 1 <= width - 1
+    for r in range(height):
+        y0, y1, fy, row_in = _axis(r + dy, height)
+        base = r * width
+        top = y0 * width
+        bot = y1 * width
+        gy = np.float32(1.0) - fy
+        v = np.uint8(1) if row_in else np.uint8(0)
+        for c in range(c_in0, c_in1):
+            x0 = top + c + ix
+            x1 = bot + c + ix
+            a = src[x0] + fx * (src[x0 + 1] - src[x0])
+            b = src[x1] + fx * (src[x1 + 1] - src[x1])
+            out[base + c] = gy * a + fy * b
+            valid[base + c] = v
+        if not row_in:
+            n_filled += c_in1 - c_in0
+        for c in range(0, c_in0):
+            n_filled += _edge_column(src, width, top, bot, base, c, dx, fy, row_in, out, valid)
+        for c in range(c_in1, width):
+            n_filled += _edge_column(src, width, top, bot, base, c, dx, fy, row_in, out, valid)
+    return n_filled
+
+
+@njit(cache=True, nogil=True)
+def _edge_column(src, width, top, bot, base, c, dx, fy, row_in, out, valid):
+    """One pixel of row ``base`` near the left/right edge (clamped); 1 if shifted in."""
+    x0, x1, fx, col_in = _axis(c + dx, width)
+    a = src[top + x0] + fx * (src[top + x1] - src[top + x0])
+    b = src[bot + x0] + fx * (src[bot + x1] - src[bot + x0])
+    out[base + c] = a + fy * (b - a)
+    if row_in and col_in:
+        valid[base + c] = 1
+        return 0
+    valid[base + c] = 0
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def warp_field(src, height, width, row_i, row_w, col_i, col_w, field_y, field_x, out, valid,
+               line_y, line_x):  # fmt: skip
+    """out = src sampled at (r + dy(r, c), c + dx(r, c)), the shift field interpolated.
+
+    row_i, row_w : (height,) int64 / float32: the field row i0 = row_i[r] below row r and the
+    weight of row i0 + 1 (col_i, col_w likewise). field_y, field_x : (ny, nx) float32 shift of
+    each patch centre. line_y, line_x : (nx,) float32 scratch (the field interpolated to the
+    row, per patch column). Other arguments as in :func:`warp_rigid`. Returns the number of
+    pixels shifted in from outside.
+    """
+    ny, nx = field_y.shape
+    n_filled = 0
+    for r in range(height):
+        i0 = row_i[r]
+        i1 = min(i0 + 1, ny - 1)
+        wr = row_w[r]
+        for j in range(nx):
+            line_y[j] = field_y[i0, j] + wr * (field_y[i1, j] - field_y[i0, j])
+            line_x[j] = field_x[i0, j] + wr * (field_x[i1, j] - field_x[i0, j])
+        base = r * width
+        for c in range(width):
+            j0 = col_i[c]
+            j1 = min(j0 + 1, nx - 1)
+            wc = col_w[c]
+            dy = line_y[j0] + wc * (line_y[j1] - line_y[j0])
+            dx = line_x[j0] + wc * (line_x[j1] - line_x[j0])
+            y0, y1, fy, row_in = _axis(r + dy, height)
+            x0, x1, fx, col_in = _axis(c + dx, width)
+            top = y0 * width
+            bot = y1 * width
+            a = src[top + x0] + fx * (src[top + x1] - src[top + x0])
+            b = src[bot + x0] + fx * (src[bot + x1] - src[bot + x0])
+            out[base + c] = a + fy * (b - a)
+            if row_in and col_in:
+                valid[base + c] = 1
+            else:
+                valid[base + c] = 0
+                n_filled += 1
+    return n_filled
+
+
+@njit(cache=True, nogil=True)
+def blend(template, x, valid, alpha):
+    """template ← template + α (x − template) where ``valid``, in place (flat arrays)."""
+    a = np.float32(alpha)
+    for i in range(template.shape[0]):
+        if valid[i]:
+            template[i] += a * (x[i] - template[i])
+
+
+@njit(cache=True, nogil=True)
+def zero_band(values, height, width, top, bottom, left, right):
+    """values (height · width,) = 0 in the top/bottom rows and left/right columns, in place."""
+    for r in range(height):
+        base = r * width
+        if r < top or r >= height - bottom:
+            for c in range(width):
+                values[base + c] = 0.0
+        else:
+            for c in range(min(left, width)):
+                values[base + c] = 0.0
+            for c in range(max(width - right, 0), width):
+                values[base + c] = 0.0
