@@ -24,7 +24,7 @@ Examples::
     PYTHONPATH=. .venv/bin/python benchmarks/bench_regimes.py --quick            # smoke, ~10 min
     PYTHONPATH=. .venv/bin/python benchmarks/bench_regimes.py --json bench.json  # all but heavy
     PYTHONPATH=. .venv/bin/python benchmarks/bench_regimes.py --regimes baseline,low_pnr \\
-        --set detection.min_pnr=6                                   # try a parameter change
+        --set detection.false_seeds_per_fov=10                      # try a parameter change
     PYTHONPATH=. .venv/bin/python benchmarks/bench_regimes.py --regimes long_20min --skip-batch
 
 Child runs get ``OPENBLAS_NUM_THREADS=1`` unless it is set. Timings are only meaningful with

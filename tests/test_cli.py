@@ -42,7 +42,10 @@ def test_params_dump_writes_a_config_that_process_reads(tmp_path):
     text = (tmp_path / "my_params.toml").read_text()
     assert "[data]\n" in text and "frame_rate_hz = 20.0" in text and "#init_frames = 300" in text
     assert _cli("params", "--dump", str(tmp_path / "my_params.toml")).returncode == 2  # exists
-    out = _cli("params", "--check", str(tmp_path / "my_params.toml"), "--set", "init.min_pnr=6")
-    assert out.returncode == 0 and "init.min_pnr = 6.0" in out.stdout
+    out = _cli(
+        "params", "--check", str(tmp_path / "my_params.toml"), "--set",
+        "detection.false_seeds_per_fov=6",
+    )  # fmt: skip
+    assert out.returncode == 0 and "detection.false_seeds_per_fov = 6.0" in out.stdout
     out = _cli("params", "--check", str(tmp_path / "my_params.toml"), "--set", "dat.x=1")
     assert out.returncode == 2 and "unknown parameter 'dat.x'" in out.stderr

@@ -240,9 +240,12 @@ def _events(st, u, ids_before, n_new) -> list[ModelEvent]:
     t = int(u.frame_index)
     ev = []
     for i, j in zip(u.merged_kept, u.merged_absorbed):
-        ev.append(ModelEvent("merged", t, (int(ids_before[i]), int(ids_before[j]))))
-    if u.removed.size:
-        ev.append(ModelEvent("removed", t, tuple(int(ids_before[k]) for k in u.removed)))
+        ids = (int(ids_before[i]), int(ids_before[j]))
+        ev.append(ModelEvent("merged", t, ids, f"{ids[1]} merged into {ids[0]} (kept)"))
+    reasons = u.removed_reasons or ("",) * u.removed.size
+    for why in dict.fromkeys(reasons):  # one event per reason, in order
+        ids = tuple(int(ids_before[k]) for k, r in zip(u.removed, reasons) if r == why)
+        ev.append(ModelEvent("removed", t, ids, why))
     if n_new:
         ev.append(ModelEvent("born", t, tuple(int(x) for x in st.neuron_ids[-n_new:])))
     return ev

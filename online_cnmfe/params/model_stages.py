@@ -37,8 +37,7 @@ class InitParams:
 
     init_frames: int = 300
     gaussian_sigma_px: float | None = None  # None: neuron_diameter_px / 4
-    min_corr: float = 0.8
-    min_pnr: float = 8.0
+    # seeding thresholds are calibrated on the movie's noise: detection.false_seeds_per_fov
     seed_downsample: int = 1
     max_neurons: int = 5000
     n_alternations: int = 2
@@ -48,9 +47,6 @@ class InitParams:
     # footprints wider than this x the expected neuron (half-maximum diameter) are treated as
     # out-of-focus neuropil/background, not neurons
     max_diameter_factor: float = 1.8
-    # thresholds of the search on the residual (MATLAB CNMF-E min_corr_res, min_pnr_res)
-    reseed_min_corr: float = 0.7
-    reseed_min_pnr: float = 6.0
     # regress the movie's mean-intensity fluctuation out of the filtered movie before seeding
     # (a global illumination/bleaching change otherwise makes every textured pixel a seed)
     remove_global_fluctuation: bool = False
@@ -62,12 +58,16 @@ class InitParams:
     min_transient_snr: float = 2.0
     # correlation of the footprint with its event-triggered image (CaImAn r_values); -1 disables
     min_spatial_corr: float = 0.4
-    # on a movie that looks preprocessed (quantised / background-removed) where < 0.1 % of the
-    # pixels pass min_pnr and min_corr, seed with thresholds from its PNR/corr images instead
-    auto_thresholds: bool = True
+    # size of a fitted component, (sigma of its best-fitting Gaussian / (d / 4))^2 (1 for the
+    # expected neuron, as detection.max_size_ratio online): above this it is out-of-focus
+    # neuropil or background, not a cell (held-out 256² simulations: cells 0.6-1.6, such
+    # components 2-5; BENCHMARKS.md "Detection"). The limit is this x the components' 25th
+    # percentile when that is above 1 (cells bigger than data.neuron_diameter_px); inf disables
+    max_size_ratio: float = 2.5
 
     def __post_init__(self) -> None:
         int_at_least("init_frames", self.init_frames, 20)
+        check("max_size_ratio", self.max_size_ratio, self.max_size_ratio > 1, "> 1")
         check("min_transient_snr", self.min_transient_snr, self.min_transient_snr >= 0, ">= 0")
         check(
             "min_spatial_corr",
@@ -80,11 +80,7 @@ class InitParams:
         )
         if self.gaussian_sigma_px is not None:
             positive("gaussian_sigma_px", self.gaussian_sigma_px)
-        fraction("min_corr", self.min_corr)
-        positive("min_pnr", self.min_pnr)
         check("out_of_focus_ratio", self.out_of_focus_ratio, self.out_of_focus_ratio >= 1, ">= 1")
-        fraction("reseed_min_corr", self.reseed_min_corr)
-        positive("reseed_min_pnr", self.reseed_min_pnr)
         check("seed_downsample", self.seed_downsample, self.seed_downsample in (1, 2, 3, 4), "1-4")
         int_at_least("max_neurons", self.max_neurons, 1)
         int_at_least("n_alternations", self.n_alternations, 1)
@@ -196,34 +192,55 @@ class OnlineParams:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DetectionParams:
-    """Online search for new neurons in the residual."""
+    """Detection of neurons: the initialisation's seeding and the online search in the residual.
+
+    ``false_seeds_per_fov`` is the one sensitivity knob of both: their thresholds are where
+    noise alone (a null measured on the movie) is expected to give this many seeds or
+    candidates per field of view of 256 x 256 pixels (scaled by area for other frame sizes).
+    Higher finds weaker cells and costs more candidates to test (the acceptance tests remove
+    what is noise); lower is stricter.
+    """
 
     enabled: bool = True
-    min_corr: float = 0.8
-    min_pnr: float = 8.0
+    false_seeds_per_fov: float = 3.0
     max_candidates_per_frame: int = 3
-    confirm_events: int = 2  # a candidate must recur this many times before promotion
+    confirm_events: int = 2  # a candidate must recur this many times before promotion ...
+    promote_event_snr: float = 10.0  # ... unless one of its events is this strong
     max_neurons: int = 5000
     min_event_snr: float = 5.0  # transient z-score (N-frame mean / noise) of a counted event
     event_separation_s: float = 0.5  # two events closer than this count once
     min_space_corr: float = 0.6  # corr(footprint, mean active frame) of a candidate
-    min_size_ratio: float = 0.2  # effective footprint area / disk of the neuron diameter ...
-    max_size_ratio: float = 2.5  # ... must lie in [min_size_ratio, max_size_ratio]
+    # a candidate's size, (sigma of its best-fitting Gaussian / (d / 4))^2, must lie in
+    # [min_size_ratio, max_size_ratio]: 1 for the expected neuron; on the held-out 256²
+    # simulation cells measured 0.6-1.6, the false candidates 2.5-5 (BENCHMARKS.md "Detection")
+    min_size_ratio: float = 0.2
+    max_size_ratio: float = 1.8
     min_compactness: float = 0.7  # footprint energy within 0.75 diameter of its centroid
-    duplicate_overlap: float = 0.5  # footprint cosine above which a candidate is a copy
-    duplicate_corr: float = 0.5  # above half that cosine, a trace corr making it a copy
+    # a candidate whose trace, demixed jointly with its neighbours, correlates above this with
+    # one of theirs is that neighbour's footprint error, not a new cell
+    duplicate_corr: float = 0.5
     max_decay_s: float = 2.0  # time constant of the decaying max of the PNR image
     pool_size: int = 32  # candidates followed at once while awaiting confirmation
     pool_expiry_s: float = 30.0  # a candidate not seen again for this long is forgotten
     merge_corr_threshold: float = 0.8  # touching neurons with trace corr above this merge
 
     def __post_init__(self) -> None:
-        fraction("min_corr", self.min_corr)
-        positive("min_pnr", self.min_pnr)
+        check(
+            "false_seeds_per_fov",
+            self.false_seeds_per_fov,
+            0 < self.false_seeds_per_fov <= 1000,
+            "(0, 1000] expected false seeds per field of view",
+        )
         int_at_least("max_candidates_per_frame", self.max_candidates_per_frame, 1)
         int_at_least("confirm_events", self.confirm_events, 1)
         int_at_least("max_neurons", self.max_neurons, 1)
         positive("min_event_snr", self.min_event_snr)
+        check(
+            "promote_event_snr",
+            self.promote_event_snr,
+            self.promote_event_snr >= self.min_event_snr,
+            f">= min_event_snr ({self.min_event_snr})",
+        )
         positive("event_separation_s", self.event_separation_s)
         fraction("min_space_corr", self.min_space_corr, -1.0, 1.0)
         positive("min_size_ratio", self.min_size_ratio)
@@ -234,7 +251,6 @@ class DetectionParams:
             f"> min_size_ratio ({self.min_size_ratio})",
         )
         fraction("min_compactness", self.min_compactness)
-        fraction("duplicate_overlap", self.duplicate_overlap)
         fraction("duplicate_corr", self.duplicate_corr, -1.0, 1.0)
         positive("max_decay_s", self.max_decay_s)
         int_at_least("pool_size", self.pool_size, 1)

@@ -154,8 +154,32 @@ def _unknown(kind: str, name: str, valid: list[str]) -> str:
     return f"unknown {kind} '{name}'; {hint}valid: {', '.join(valid)}"
 
 
+_CALIBRATED = (
+    "was removed: detection thresholds are now calibrated on the movie's own noise; set "
+    "detection.false_seeds_per_fov (expected false seeds per 256 x 256 pixels, default 3) to "
+    "trade sensitivity against false seeds"
+)
+# Keys that existed once, with what to do instead (a config naming one gets this, not a guess).
+REMOVED_KEYS = {
+    "init.min_corr": _CALIBRATED,
+    "init.min_pnr": _CALIBRATED,
+    "init.reseed_min_corr": _CALIBRATED,
+    "init.reseed_min_pnr": _CALIBRATED,
+    "init.auto_thresholds": _CALIBRATED,
+    "detection.min_corr": _CALIBRATED,
+    "detection.min_pnr": _CALIBRATED,
+    "detection.duplicate_overlap": (
+        "was removed: a candidate overlapping a known neuron is now judged by demixing the two "
+        "jointly (detection.duplicate_corr), not by footprint overlap"
+    ),
+}
+
+
 def _unknown_key(stage: str, key: str) -> str:
-    """An unknown key of a known stage: the close keys, then that stage's keys only."""
+    """An unknown key of a known stage: the close keys, then that stage's keys only (a removed
+    key: what replaced it)."""
+    if f"{stage}.{key}" in REMOVED_KEYS:
+        return f"parameter '{stage}.{key}' {REMOVED_KEYS[f'{stage}.{key}']}"
     valid = [f.name for f in dataclasses.fields(_STAGES[stage])]
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(repr(f'{stage}.{c}') for c in close)}? " if close else ""

@@ -69,8 +69,6 @@ def params_for(**dotted) -> CNMFEParams:
         "data.neuron_diameter_px": 8.0,
         "data.frame_rate_hz": 20.0,
         "online.residual_buffer_frames": 60,
-        "detection.min_pnr": 5.0,
-        "detection.min_corr": 0.6,
     }
     base.update(dotted)
     return CNMFEParams().replace(**base)

@@ -24,8 +24,17 @@ def test_unknown_key_names_closest_match():
 def test_out_of_range_value_names_field_and_range():
     with pytest.raises(ValueError, match=r"frame_rate_hz=-1.*> 0"):
         DataParams(frame_rate_hz=-1)
-    with pytest.raises(ConfigError, match="min_corr"):
-        CNMFEParams.from_dict({"init": {"min_corr": 2.0}})
+    with pytest.raises(ConfigError, match="min_space_corr"):
+        CNMFEParams.from_dict({"detection": {"min_space_corr": 2.0}})
+
+
+@pytest.mark.parametrize("key", ["init.min_pnr", "detection.min_corr", "init.auto_thresholds"])
+def test_removed_threshold_keys_say_what_replaced_them(key):
+    stage, name = key.split(".")
+    with pytest.raises(ConfigError, match=f"'{key}' was removed.*false_seeds_per_fov"):
+        CNMFEParams.from_dict({stage: {name: 1.0}})
+    with pytest.raises(ConfigError, match="false_seeds_per_fov"):
+        CNMFEParams().replace(**{key: 1.0})
 
 
 def test_params_are_frozen():

@@ -1,12 +1,18 @@
 """New-neuron detection kernels on the residual stream.
 
 Symbols: r (H, W) residual of one frame, z its spatial high-pass (difference of two box means,
-an O(1)-per-pixel band-pass keeping neuron-sized structure). Per pixel, with exponential
-weights: m1 = E[z], m2 = E[z^2], mr = E[z z_right], md = E[z z_down] (window ~ the residual
-buffer), nvar = E[z^2 | z < 0] (noise variance from the negative half, blind to transients) and
-a *decaying* max ``mx <- max(z, rho mx)``. PNR = mx / sqrt(nvar); the local correlation is the
-mean correlation with the 4 neighbours. Candidates are pixels with both above threshold, thinned
-by greedy non-maximum suppression on corr x PNR.
+an O(1)-per-pixel band-pass keeping neuron-sized structure), sigma = sqrt(nvar) its noise,
+nvar = E[z^2 | z < 0] (from the negative half, blind to transients). As the initialisation's
+correlation image, the local correlation is computed on z *thresholded* at ``k sigma``
+(``zt = z`` where ``z > k sigma``, else 0), so smooth noise does not look correlated: with
+exponential weights m1 = E[zt], m2 = E[zt^2], mr = E[zt zt_right], md = E[zt zt_down]; the
+local correlation is the mean Pearson correlation with the 4 neighbours. ``mx <- max(z, rho
+mx)`` is a *decaying* max, PNR = mx / sigma, the statistic v = corr x PNR.
+
+The *null* images n1, n2, nr, nd, mxn are the same on ``-z`` (the sign-flipped residual: the
+neurons the model has are gone from it, its errors are as often negative as positive), and
+give the calibrated threshold on v (``online_cnmfe.model.null_threshold``). Candidates are
+pixels with v above it, thinned by greedy non-maximum suppression on v.
 """
 
 from __future__ import annotations
@@ -92,30 +98,45 @@ def band_pass(x, half_small, half_large, tmp, small, out):
 
 
 @numba.njit(**_JIT)
-def detection_images_update(z, m1, m2, mr, md, nvar, mx, alpha, alpha_noise, rho):
-    """Update the per-pixel moments, noise and decaying max with frame ``z`` (all (H, W), in place).
+def detection_images_update(z, pos, neg, nvar, alpha, alpha_noise, rho, k_sigma):
+    """Update the detection images with frame ``z`` (H, W); all arrays written in place.
 
-    ``m <- (1 - alpha) m + alpha f(z)`` for m1, m2, mr, md; ``nvar`` moves toward z^2 at rate
-    ``alpha_noise`` only where z < 0; ``mx <- max(z, rho mx)``.
+    ``pos`` and ``neg`` are (5, H, W) float32 stacks (m1, m2, mr, md, mx) of ``z`` and of
+    ``-z``: ``m <- (1 - alpha) m + alpha f(zt)`` for the thresholded value ``zt`` (0 unless
+    above ``k_sigma sqrt(nvar)``) and ``mx <- max(value, rho mx)``. ``nvar`` moves toward
+    z^2 at rate ``alpha_noise`` where z < 0.
     """
     H, Wd = z.shape
     a = np.float32(alpha)
     b = np.float32(1.0 - alpha)
     an = np.float32(alpha_noise)
     rh = np.float32(rho)
+    k2 = np.float32(k_sigma * k_sigma)
+    for sgn in range(2):
+        st = pos if sgn == 0 else neg
+        f = np.float32(1.0) if sgn == 0 else np.float32(-1.0)
+        for i in range(H):
+            for j in range(Wd):
+                v = f * z[i, j]
+                thr2 = k2 * nvar[i, j]
+                vt = v if (v > 0.0 and v * v > thr2) else np.float32(0.0)
+                st[0, i, j] = b * st[0, i, j] + a * vt
+                st[1, i, j] = b * st[1, i, j] + a * vt * vt
+                if j + 1 < Wd:
+                    w = f * z[i, j + 1]
+                    wt = w if (w > 0.0 and w * w > k2 * nvar[i, j + 1]) else np.float32(0.0)
+                    st[2, i, j] = b * st[2, i, j] + a * vt * wt
+                if i + 1 < H:
+                    w = f * z[i + 1, j]
+                    wt = w if (w > 0.0 and w * w > k2 * nvar[i + 1, j]) else np.float32(0.0)
+                    st[3, i, j] = b * st[3, i, j] + a * vt * wt
+                d = rh * st[4, i, j]
+                st[4, i, j] = v if v > d else d
     for i in range(H):
         for j in range(Wd):
             v = z[i, j]
-            m1[i, j] = b * m1[i, j] + a * v
-            m2[i, j] = b * m2[i, j] + a * v * v
-            if j + 1 < Wd:
-                mr[i, j] = b * mr[i, j] + a * v * z[i, j + 1]
-            if i + 1 < H:
-                md[i, j] = b * md[i, j] + a * v * z[i + 1, j]
             if v < 0.0:
                 nvar[i, j] += an * (v * v - nvar[i, j])
-            d = rh * mx[i, j]
-            mx[i, j] = v if v > d else d
 
 
 @numba.njit(**_JIT)
@@ -149,33 +170,47 @@ def local_corr(m1, m2, mr, md, i, j):
 
 
 @numba.njit(**_JIT)
-def detection_candidates(
-    mx, nvar, m1, m2, mr, md, z, blocked_until, t, min_pnr, min_corr, out_idx, out_score
-):
-    """Pixels with PNR >= min_pnr and local corr >= min_corr, unless ``blocked_until > t``
-    or still rising (``z > 0.7 mx``: the transient is evaluated once it is in the buffer).
-
-    Writes flat indices and scores (corr x PNR) into out_idx/out_score (capacity = their
-    length) and returns how many were written (at most the capacity).
-    """
-    H, Wd = mx.shape
-    cap = out_idx.shape[0]
-    n = 0
-    thr2 = min_pnr * min_pnr
+def corr_pnr_image(st, nvar, out):
+    """``out = corr x PNR`` (H, W) of one stack ``st`` (5, H, W) (:func:`detection_images_update`),
+    0 where the noise is unknown. out is written in place."""
+    H, Wd = nvar.shape
     for i in range(H):
         for j in range(Wd):
-            v = mx[i, j]
             nv = nvar[i, j]
-            if v <= 0.0 or nv <= 0.0 or blocked_until[i, j] > t or z[i, j] > 0.7 * v:
+            if nv <= 0.0 or st[4, i, j] <= 0.0:
+                out[i, j] = 0.0
                 continue
-            if v * v < thr2 * nv:
+            pnr = st[4, i, j] / np.sqrt(nv)
+            out[i, j] = max(local_corr(st[0], st[1], st[2], st[3], i, j), 0.0) * pnr
+
+
+@numba.njit(**_JIT)
+def detection_candidates(z, st, nvar, blocked_until, t, threshold, out_idx, out_score):
+    """Pixels with ``v = corr x PNR >= threshold`` (stack ``st`` = the positive images),
+    unless ``blocked_until > t`` or still rising (``z > 0.7 mx``: the transient is evaluated
+    once it is in the buffer).
+
+    Writes flat indices and scores (v) into out_idx/out_score (capacity = their length) and
+    returns how many were written (at most the capacity).
+    """
+    H, Wd = z.shape
+    cap = out_idx.shape[0]
+    n = 0
+    for i in range(H):
+        for j in range(Wd):
+            mx = st[4, i, j]
+            nv = nvar[i, j]
+            if mx <= 0.0 or nv <= 0.0 or blocked_until[i, j] > t or z[i, j] > 0.7 * mx:
                 continue
-            cr = local_corr(m1, m2, mr, md, i, j)
-            if cr < min_corr:
+            pnr = mx / np.sqrt(nv)
+            if pnr < threshold:  # corr <= 1, so v <= PNR
+                continue
+            v = local_corr(st[0], st[1], st[2], st[3], i, j) * pnr
+            if v < threshold:
                 continue
             if n < cap:
                 out_idx[n] = i * Wd + j
-                out_score[n] = cr * v / np.sqrt(nv)
+                out_score[n] = v
                 n += 1
     return n
 

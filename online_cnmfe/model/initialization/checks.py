@@ -12,8 +12,6 @@ from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger("online_cnmfe.model.initialization.fit")
 
-MIN_PASSING_FRACTION = 1e-3  # fewer pixels passing both seeding thresholds: warn (and adapt)
-
 
 class Progress:
     """Stage progress: a tqdm bar (``True``), a callable ``f(stage, fraction)`` or nothing."""
@@ -95,57 +93,6 @@ def validate_frames(frames, params: CNMFEParams) -> np.ndarray:
     return Y
 
 
-def warn_if_thresholds_too_high(images, ip) -> bool:
-    """Say so when hardly any pixel passes both seeding thresholds (preprocessed or very
-    smooth data have a different PNR scale), with the percentiles to choose new ones; returns
-    whether it did."""
-    ok = (images.pnr >= ip.min_pnr) & (images.corr >= ip.min_corr)
-    if ok.mean() >= MIN_PASSING_FRACTION:
-        return False
-    p_pnr = np.percentile(images.pnr, [90, 99, 99.9])
-    p_corr = np.percentile(images.corr, [90, 99, 99.9])
-    logger.warning(
-        "only %d pixels pass init.min_pnr=%g and init.min_corr=%g; the PNR image's 90/99/99.9th "
-        "percentiles are %.1f/%.1f/%.1f and the correlation image's %.2f/%.2f/%.2f. If neurons "
-        "are missed, lower init.min_pnr / init.min_corr (and init.reseed_min_*) towards these "
-        "values",
-        int(ok.sum()),
-        ip.min_pnr,
-        ip.min_corr,
-        *p_pnr,
-        *p_corr,
-    )
-    return True
-
-
-def adapted_thresholds(images, ip) -> tuple[float, float, float, float]:
-    """Seeding thresholds from the summary images' own scale (used on preprocessed movies).
-
-    ``min_pnr`` becomes the PNR image's 99th percentile (at least 3: a pure-noise pixel's
-    peak over ~100 frames is about 2.5 sigma) and ``min_corr`` at most the correlation image's
-    90th percentile + 0.1; the residual search keeps its ratios to them. Candidates that are
-    noise are then removed by the calibrated acceptance tests (:mod:`.acceptance`).
-
-    Returns
-    -------
-    min_corr, min_pnr, reseed_min_corr, reseed_min_pnr : float
-    """
-    pnr = max(3.0, min(ip.min_pnr, float(np.percentile(images.pnr, 99))))
-    corr = min(ip.min_corr, max(0.3, float(np.percentile(images.corr, 90)) + 0.1))
-    r_pnr = pnr * ip.reseed_min_pnr / ip.min_pnr
-    r_corr = min(corr * ip.reseed_min_corr / ip.min_corr, 1.0)
-    logger.warning(
-        "the movie looks preprocessed and few pixels pass the seeding thresholds: seeding with "
-        "min_pnr %.2f, min_corr %.2f (residual %.2f, %.2f) from the PNR and correlation "
-        "images instead (init.auto_thresholds=false keeps the configured ones)",
-        pnr,
-        corr,
-        r_pnr,
-        r_corr,
-    )
-    return corr, pnr, r_corr, r_pnr
-
-
 def looks_preprocessed(Y: np.ndarray) -> dict | None:
     """Signs that the movie was already background-removed and/or quantised (e.g. by minian).
 
@@ -173,10 +120,9 @@ def warn_if_preprocessed(Y: np.ndarray) -> dict | None:
         logger.warning(
             "the movie looks preprocessed: %d distinct values (integer: %s), %.0f %% of the "
             "pixels at the minimum (%g). Background-removed, median-filtered or quantised data "
-            "have weaker and spatially correlated noise; the seeding thresholds init.min_pnr / "
-            "init.min_corr were chosen for raw data and may need lowering (see the PNR "
-            "percentiles below if they are logged), and data.neuron_diameter_px should match "
-            "the cells as they look after the filtering",
+            "have weaker and spatially correlated noise (the seeding threshold is calibrated "
+            "on that noise); data.neuron_diameter_px should match the cells as they look "
+            "after the filtering",
             info["levels"],
             info["integer"],
             100 * info["zero_fraction"],

@@ -9,20 +9,22 @@ Steps (CaImAn ``greedyROI_corr`` with the improvements of DESIGN.md section 4):
 0. motion correction (``motion.enabled``): a template by iterative registration, and the frames
    registered to it (:func:`online_cnmfe.model.motion.register_initial`);
 1. summary images of the mean-centred Gaussian filtered movie (noise, PNR, correlation);
-2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`);
+2. greedy corr x PNR seeding with local regression footprints (:mod:`.seeding`), above a
+   threshold calibrated on the movie's own noise (:mod:`.noise_null`:
+   ``detection.false_seeds_per_fov`` noise peaks expected per field of view);
 3. ``n_alternations`` times: ring background fit with outlier clipping
    (:mod:`.background`), traces by block-coordinate descent with OASIS
    (:mod:`.deconvolution`), footprints by HALS on the sufficient statistics with
    supports that may grow (:mod:`.footprints`), merging of duplicates, and in the
-   first ``reseed_passes`` rounds seeding again on the residual;
+   first ``reseed_passes`` rounds seeding again on the residual (same calibrated threshold:
+   the residual's noise is the movie's);
 4. out-of-focus pruning, then the calibrated acceptance tests (:mod:`.acceptance`:
    a multi-frame transient above a robust z, footprint vs event-triggered image);
 5. final background refit and traces.
 
 A movie that looks preprocessed (quantised, background-removed; see
-:func:`.checks.looks_preprocessed`) is logged; if hardly any pixel passes the
-raw-data seeding thresholds, they are taken from its own PNR/corr images
-(``init.auto_thresholds``) and the acceptance tests remove what is noise.
+:func:`.checks.looks_preprocessed`) is logged; its thresholds need no change, because the
+noise null is simulated with the movie's own spatial noise structure.
 """
 
 from __future__ import annotations
@@ -35,15 +37,14 @@ import scipy.sparse
 
 from online_cnmfe.model._kernels.hals import hals_traces, trace_residuals
 from online_cnmfe.model._kernels.oasis_batch import bcd_deconvolve
+from online_cnmfe.model.footprint_shape import size_ratios
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
 from online_cnmfe.model.initialization.checks import (
     Progress,
-    adapted_thresholds,
     validate_frames,
     warn_if_preprocessed,
-    warn_if_thresholds_too_high,
 )
 from online_cnmfe.model.initialization.deconvolution import (
     decay_root,
@@ -58,10 +59,22 @@ from online_cnmfe.model.initialization.footprints import (
     search_regions,
 )
 from online_cnmfe.model.initialization.merging import merge_components
+from online_cnmfe.model.initialization.noise_null import (
+    SeedingNull,
+    log_calibration,
+    residual_threshold,
+    seeding_threshold,
+)
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
+from online_cnmfe.model.initialization.resample import (
+    pixel_noise,
+    upsample_columns,
+    upsample_images,
+)
 from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
 from online_cnmfe.model.motion import register_initial, zero_border
+from online_cnmfe.model.null_threshold import rate_for_frame
 from online_cnmfe.model.preprocessing.fov import fov_on_grid
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
@@ -119,13 +132,17 @@ class _Fit:
         return self.C.shape[0]
 
     # ---- seeding --------------------------------------------------------------------------
-    def seed(self, data: np.ndarray, min_corr: float, min_pnr: float, raw=None):
+    def seed(self, data: np.ndarray, raw=None, null: SeedingNull | None = None, residual=False):
         """Seed on ``data`` (frames or a residual) and append the new neurons.
 
+        The threshold comes from ``null`` or, when None, is calibrated on ``data``'s noise
+        (:func:`.noise_null.seeding_threshold`); on a ``residual`` it is raised where the
+        sign-flipped residual needs it (:func:`.noise_null.residual_threshold`). Returns
+        (n_new, images, the threshold's SeedingNull).
+
         With ``init.seed_downsample = s > 1`` the search runs on s x s block averages (sizes
-        divided by s, thresholds unchanged: CaImAn's ``min_pnr x s`` loses a quarter of the
-        neurons at s = 2 on the 256x256 simulation, unchanged thresholds find 97 % with no
-        false positive) and the footprints are upsampled back (nearest neighbour) for HALS.
+        divided by s, the threshold calibrated on the block averages' own noise) and the
+        footprints are upsampled back (nearest neighbour) for HALS.
         Meant for neurons of at least ~12 px: smaller ones are only a few grid pixels wide.
         """
         s = self.p.init.seed_downsample
@@ -136,10 +153,17 @@ class _Fit:
             raw = bgmod.downsample_movie(raw, s)
         gsig = self.gsig / s
         kernel = center_psf_kernel(gsig)
+        gsiz = max(3, int(round(self.gsiz / s)))
         filtered, images = summary_images(
             data, gsig, remove_global=self.p.init.remove_global_fluctuation
         )
         filtered -= images.filtered_mean[None]
+        rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
+        if null is None:
+            null = seeding_threshold(data, gsig, gsiz, rate)
+        if residual:
+            null = residual_threshold(data, gsig, gsiz, rate, null)
+            log_calibration(null, images, "re-seeding on the residual")
         cn, pnr = images.corr.copy(), images.pnr.copy()
         if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
             pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
@@ -151,9 +175,8 @@ class _Fit:
             images.noise,
             cn,
             pnr,
-            gsiz=max(3, int(round(self.gsiz / s))),
-            min_corr=min_corr,
-            min_pnr=min_pnr,
+            gsiz=gsiz,
+            threshold=null.threshold,
             kernel=kernel,
             max_neurons=max(0, self.p.init.max_neurons - self.K),
             max_halfmax_area=self.max_halfmax_area / s**2,
@@ -162,13 +185,20 @@ class _Fit:
         )
         del filtered, raw
         if s > 1:
-            images = _upsample_images(images, s, self.dims)
+            images = upsample_images(images, s, self.dims)
         if res.n_components:
             dense = res.dense_footprints(data.shape[1:])
             if s > 1:
-                dense = _upsample_columns(dense, data.shape[1:], s, self.dims)
+                dense = upsample_columns(dense, data.shape[1:], s, self.dims)
             self.append(scipy.sparse.csc_array(dense), res.traces)
-        return res.n_components, images
+        return res.n_components, images, null
+
+    def _fov_pixels(self) -> int:
+        """Pixels where a neuron can be: inside the lens's field of view when one was found
+        (the false-seed rate is per area of tissue), else the whole frame."""
+        if self.pre is not None and self.pre.fov_found:
+            return max(1, int(np.count_nonzero(self.pre.fov)))
+        return self.H * self.W
 
     def append(self, A_new, C_new: np.ndarray) -> None:
         """Add neurons with footprints A_new and (any-baseline) traces C_new."""
@@ -310,7 +340,8 @@ class _Fit:
         return int(bad.sum())
 
     def accept(self) -> int:
-        """Drop components failing the transient or spatial test (:mod:`acceptance`)."""
+        """Drop components failing the transient, spatial or size test (:mod:`acceptance`,
+        :func:`..footprint_shape.size_ratios`)."""
         if self.K == 0:
             return 0
         ip = self.p.init
@@ -321,18 +352,19 @@ class _Fit:
         )
         bad_t = score < ip.min_transient_snr
         bad_s = rval < ip.min_spatial_corr
-        bad = bad_t | bad_s
+        size = size_ratios(self.A, self.dims, self.diameter)
+        # relative to the typical component (most are cells) when the cells look bigger than
+        # data.neuron_diameter_px says (e.g. after a preprocessing median filter)
+        size_limit = ip.max_size_ratio * max(1.0, float(np.percentile(size, 25)))
+        bad_z = size > size_limit
+        bad = bad_t | bad_s | bad_z
         logger.info(
             "acceptance: %d of %d components dropped (%d without a %d-frame transient above "
-            "z %.1f, %d whose event image does not match the footprint, r < %.2f)",
-            int(bad.sum()),
-            self.K,
-            int(bad_t.sum()),
-            n_frames,
-            ip.min_transient_snr,
-            int(bad_s.sum()),
-            ip.min_spatial_corr,
-        )
+            "z %.1f, %d whose event image does not match the footprint, r < %.2f, %d larger "
+            "than %.1f x the expected neuron's area)",
+            int(bad.sum()), self.K, int(bad_t.sum()), n_frames, ip.min_transient_snr,
+            int(bad_s.sum()), ip.min_spatial_corr, int(bad_z.sum()), size_limit,
+        )  # fmt: skip
         if bad.any():
             self.select(~bad)
         return int(bad.sum())
@@ -414,21 +446,16 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
-        preprocessed = warn_if_preprocessed(Y) is not None  # on the frames as recorded
+        warn_if_preprocessed(Y)  # on the frames as recorded
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
         motion_init = register_initial(Y, params) if params.motion.enabled else None
         fit = _Fit(Y, params)
         fit.pre = pre
         fit.band = motion_init.band if motion_init is not None and motion_init.active else None
-        n0, images = fit.seed(Y, ip.min_corr, ip.min_pnr)
-        too_high = warn_if_thresholds_too_high(images, ip)
-        thr = (ip.min_corr, ip.min_pnr, ip.reseed_min_corr, ip.reseed_min_pnr)
-        if too_high and preprocessed and ip.auto_thresholds:
-            thr = adapted_thresholds(images, ip)
-            fit.select(np.zeros(fit.K, bool))
-            n0, images = fit.seed(Y, thr[0], thr[1])
-        fit.pixel_noise = _pixel_noise(Y)
+        n0, images, null = fit.seed(Y)
+        log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
+        fit.pixel_noise = pixel_noise(Y)
         bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
             fit.fit_background()
@@ -438,7 +465,9 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             n_merged = fit.merge()
             bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
             if it < ip.reseed_passes:
-                n_new, _ = fit.seed(fit.residual(), thr[2], thr[3], raw=fit.raw_residual())
+                n_new, _, _ = fit.seed(
+                    fit.residual(), raw=fit.raw_residual(), null=null, residual=True
+                )
                 if n_new:
                     fit.update_traces(estimate=True)
             bar.step(f"reseeding {it + 1}")
@@ -464,30 +493,3 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         time.perf_counter() - t_start,
     )
     return result
-
-
-def _upsample(img: np.ndarray, s: int, dims: tuple[int, int]) -> np.ndarray:
-    return np.kron(img, np.ones((s, s), img.dtype))[: dims[0], : dims[1]]
-
-
-def _upsample_columns(dense: np.ndarray, small: tuple[int, int], s: int, dims) -> np.ndarray:
-    """Nearest-neighbour upsampling of (n_small_pixels, K) footprints to (n_pixels, K)."""
-    K = dense.shape[1]
-    out = np.empty((dims[0] * dims[1], K), np.float32)
-    for k in range(K):
-        out[:, k] = _upsample(dense[:, k].reshape(small), s, dims).ravel()
-    return out
-
-
-def _upsample_images(images, s: int, dims):
-    from online_cnmfe.model.initialization.summary_images import SummaryImages
-
-    return SummaryImages(
-        **{name: _upsample(getattr(images, name), s, dims) for name in SummaryImages.__slots__}
-    )
-
-
-def _pixel_noise(Y: np.ndarray) -> np.ndarray:
-    from online_cnmfe.model.initialization.summary_images import noise_psd
-
-    return noise_psd(Y).ravel().astype(np.float32)

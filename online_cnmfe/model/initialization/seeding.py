@@ -4,8 +4,10 @@ Symbols: ``filtered`` the mean-subtracted, mean-centred-Gaussian-filtered movie 
 ``raw`` the data the footprints are regressed on (T, H, W); ``sn`` the per-pixel noise of the
 filtered movie; ``cn`` local correlation image, ``pnr`` peak-to-noise image, ``v = cn * pnr``.
 
-Per round, seeds are the local maxima of the median-blurred ``v`` (``gSiz / 4`` square) above
-``min_corr * min_pnr``, taken in descending order. For each seed (``extract_ac``): pixels of a
+Per round, seeds are the local maxima of the median-blurred ``v`` (:func:`seed_statistic`,
+over a :func:`seed_window` square) above one ``threshold``, calibrated on the movie's noise
+(:mod:`.noise_null`: the level noise peaks reach ``detection.false_seeds_per_fov`` times per
+field of view), taken in descending order. For each seed (``extract_ac``): pixels of a
 ``+-gSiz`` box whose filtered trace correlates with the seed's above 0.9 give the trace ``ci``
 (their mean), pixels correlating below 0.3 give a local background trace (their median raw
 trace), and the footprint ``ai`` is the coefficient of ``ci`` when regressing each raw pixel on
@@ -63,6 +65,19 @@ class SeedResult:
             img[rs, cs] = a
             out[:, k] = img.ravel()
         return out
+
+
+def seed_window(gsiz: int) -> int:
+    """Side of the square over which a seed must be the local maximum of the statistic."""
+    return max(1, int(round(gsiz / 4)))
+
+
+def seed_statistic(v: np.ndarray, gsiz: int) -> np.ndarray:
+    """The image whose local maxima are seeds: ``v = corr x PNR`` after a 3x3 median (which
+    removes isolated pixels; skipped for neurons under 8 px, whom it would erase), plus
+    ``v / 100`` to break ties. The noise null (:mod:`.noise_null`) uses the same function."""
+    vb = scipy.ndimage.median_filter(v, size=3, mode="nearest") if gsiz >= 8 else v.copy()
+    return vb + v / 100.0
 
 
 def _box(r: int, c: int, half: int, dims: tuple[int, int]) -> tuple[slice, slice]:
@@ -174,8 +189,7 @@ def seed_neurons(
     pnr,
     *,
     gsiz: int,
-    min_corr: float,
-    min_pnr: float,
+    threshold: float,
     kernel: np.ndarray,
     max_neurons: int,
     thresh: float = 2.0,
@@ -198,7 +212,8 @@ def seed_neurons(
         Correlation and PNR images (modified: recomputed where neurons were removed).
     gsiz : int
         Neuron diameter in pixels (box half-size).
-    min_corr, min_pnr : float
+    threshold : float
+        Seeds are local maxima of ``corr x PNR`` (:func:`seed_statistic`) at least this high.
     kernel : ndarray (k, k)
         The spatial filter used for ``filtered``.
     max_neurons : int
@@ -217,18 +232,16 @@ def seed_neurons(
     T, H, W = filtered.shape
     dims = (H, W)
     kr = kernel.shape[0] // 2
-    min_v = min_corr * min_pnr
+    min_v = float(threshold)
     v = cn * pnr
-    v[(cn < min_corr) | (pnr < min_pnr)] = 0
+    v[v < min_v] = 0
     searched = v <= 0
-    win = max(1, int(round(gsiz / 4)))
+    win = seed_window(gsiz)
     footprints, traces, centers = [], [], []
     n_empty_rounds = 0
     while len(footprints) < max_neurons:
         # a 3x3 median removes isolated pixels; it would erase neurons only a few pixels wide
-        vb = (
-            scipy.ndimage.median_filter(v, size=3, mode="nearest") if gsiz >= 8 else v
-        ) + v / 100.0
+        vb = seed_statistic(v, gsiz)
         vb[searched] = 0
         vmax = scipy.ndimage.maximum_filter(vb, size=win, mode="nearest")
         cand = (vb == vmax) & (vb >= min_v) & ~searched
@@ -278,7 +291,7 @@ def seed_neurons(
             pnr[grs, gcs] = p_loc
             cn[grs, gcs] = c_loc
             v_loc = c_loc * p_loc
-            v_loc[(c_loc < min_corr) | (p_loc < min_pnr)] = 0
+            v_loc[v_loc < min_v] = 0
             v[grs, gcs] = v_loc
             searched[rs, cs] |= a2 > a2.max() / 2
             footprints.append((rs, cs, a2.astype(np.float32)))

@@ -1,100 +1,107 @@
-"""Online search for new neurons in the residual (slow path).
+"""Online search for new neurons in the residual (slow path): detection images and candidates.
 
 Symbols: r residual ``(I - UWD)(y - A c - b0)`` of each frame, z its band-pass (box means,
-see ``_kernels/detection.py``), a footprint, c trace, d neuron diameter (px).
+see ``_kernels/detection.py``) on a grid block-averaged by ``ds = max(1, diameter // 6)`` (a
+neuron stays >= 6 px across on it), sigma its noise, d neuron diameter (px).
 
-Per frame (:func:`observe_residual`, O(n_pixels)), on a grid block-averaged by
-``ds = max(1, diameter // 6)`` (a neuron stays >= 6 px across; 4x cheaper at diameter 13):
-running moments of z (local correlation),
-its noise from the negative half, and a decaying max (CaImAn keeps a cumulative max that
-never forgets). Per slow step (:func:`search`): pixels with PNR >= ``min_pnr`` and
-corr >= ``min_corr``, greedy non-maximum suppression on corr x PNR, at most
-``max_candidates_per_frame``. Each candidate (:func:`evaluate`) gets a rank-1 NMF on the
-residual buffer in a box around it and must pass:
+Per observed frame (:func:`observe_residual`, O(n_pixels)): the statistic of the
+initialisation's seeding, computed online: running moments of z thresholded at 2 sigma (local
+correlation), its noise from the negative half, a decaying max (PNR; CaImAn keeps a cumulative
+max that never forgets), and the same on ``-z``, the *null*: the sign-flipped residual, from
+which the model's neurons are gone and whose errors are as often negative as positive.
 
-* spatial: centroid near the peak, effective area ``(sum a)^2 / sum a^2`` within
-  ``[min_size_ratio, max_size_ratio]`` x the disk of diameter d, ``min_compactness`` of its
-  energy within 0.75 d of the centroid, corr(a, mean active frame) >= ``min_space_corr``;
-* temporal: events = rises of the N-frame mean of its projected trace above ``min_event_snr``
-  (noise from the MAD of the first differences, baseline from the 25th percentile, both
-  robust to a neuron active much of the buffer; a rise needs a dip to half its height since
-  the last event);
-* duplicate: no existing neuron with footprint cosine > ``duplicate_overlap`` (the same
-  spot: a footprint error that HALS will fix, not a new cell), nor one with cosine >
-  ``duplicate_overlap / 2`` and trace correlation > ``duplicate_corr`` (the same cell,
-  shifted), nor an overlapping one whose trace correlates above ``merge_corr_threshold`` (a
-  piece of a cell whose footprint is too small).
-
-Passing candidates enter a *pool* keyed by position (centroids within 0.35 d: a real cell's
-centroid is stable across visits, noise structure wanders); distinct event frames accumulate there
-and a candidate is promoted once it has ``confirm_events`` separate events (in one buffer or
-over several visits). Pool entries unseen for ``pool_expiry_s`` are forgotten.
+Every ``CALIBRATION_PERIOD_S`` (:func:`calibrate`), the threshold on ``v = corr x PNR`` is set
+where the null's peaks give ``detection.false_seeds_per_fov`` false candidates per 256 x 256
+pixels (:mod:`online_cnmfe.model.null_threshold`, the same rule as the initialisation's
+seeding). Per evaluation step (:func:`search`): pixels with ``v`` above it, greedy
+non-maximum suppression on v, at most ``max_candidates_per_frame``; each is then tested by
+:mod:`.candidates`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from online_cnmfe.model._kernels import detection as kdet
-from online_cnmfe.model.slow_path import suffstats
+from online_cnmfe.model.null_threshold import (
+    MIN_NULL_PEAKS,
+    peak_values,
+    rate_for_frame,
+    threshold_at_rate,
+)
 from online_cnmfe.params import CNMFEParams
 
-REASONS = (
-    "accepted",
-    "empty",
-    "off_centre",
-    "size",
-    "compactness",
-    "space_corr",
-    "no_event",
-    "duplicate",
-)
-_MAX_EVENTS = 8
-_MATCH_RADIUS = 0.35  # a candidate revisits a pool entry if its centroid is this close (x d)
+logger = logging.getLogger(__name__)
+
+K_SIGMA = 2.0  # z below this many sigma is zeroed for the correlation (as the init's image)
+CALIBRATION_PERIOD_S = 10.0  # the threshold is recalibrated this often
+MIN_FRAMES = 20  # observed frames before the first search
 
 
 @dataclass(slots=True)
 class DetectionState:
-    """Detection images, scratch, candidate pool and counters (arrays/scalars only)."""
+    """Detection images, scratch, candidate pool and counters (arrays/scalars only).
 
-    m1: np.ndarray
-    m2: np.ndarray
-    mr: np.ndarray
-    md: np.ndarray
+    ``pos``/``neg`` are (5, h, w) stacks (m1, m2, mr, md, mx) of z and -z on the grid;
+    ``threshold`` is the calibrated threshold on corr x PNR (inf until calibrated).
+    """
+
+    pos: np.ndarray
+    neg: np.ndarray
     nvar: np.ndarray
-    mx: np.ndarray
-    blocked_until: np.ndarray  # (H, W) int64
+    blocked_until: np.ndarray  # (h, w) int64
     z: np.ndarray
     tmp: np.ndarray
     small: np.ndarray
+    vimg: np.ndarray
     cand_idx: np.ndarray
     cand_score: np.ndarray
     pool_rc: np.ndarray  # (P, 2) float64 centroid
-    pool_events: np.ndarray  # (P, _MAX_EVENTS) int64
+    pool_events: np.ndarray  # (P, MAX_EVENTS) int64
     pool_n: np.ndarray  # (P,) int32
     pool_last: np.ndarray  # (P,) int64
     pool_used: np.ndarray  # (P,) bool
+    pool_zmax: np.ndarray  # (P,) float64: strongest event seen
+    null_peaks: np.ndarray  # (NULL_POOL,) float64 ring of null peak values (recent snapshots)
     reason_counts: np.ndarray  # (len(REASONS),) int64
-    r_small: np.ndarray  # (hd, wd) residual on the detection grid
+    r_small: np.ndarray  # (h, w) residual on the detection grid
     ds: int = 1  # detection grid = image block-averaged by ds
     n_frames: int = 0
+    threshold: float = math.inf
+    calibrated_at: int = -(2**40)
+    n_calibrations: int = 0
+    null_head: int = 0
+    null_filled: int = 0
+    null_per_snapshot: float = 0.0  # running mean of the null peaks per snapshot (= per frame)
+    # per pool entry, the evaluation result of its strongest event (its footprint is the best
+    # estimate the pool has; the birth uses it)
+    pool_best: list = field(default_factory=list)
 
 
-def make_detection_state(dims: tuple[int, int], pool_size: int, ds: int = 1) -> DetectionState:
+MAX_EVENTS = 8
+NULL_POOL = 512  # null peaks kept over recent calibrations (a small grid has few per snapshot)
+
+
+def make_detection_state(
+    dims: tuple[int, int], pool_size: int, ds: int = 1, n_reasons: int = 16
+) -> DetectionState:
     """Detection images on the grid ``ceil(dims / ds)`` (ds = :attr:`Geometry.ds`)."""
     H, W = -(-dims[0] // ds), -(-dims[1] // ds)
     f = lambda: np.zeros((H, W), np.float32)  # noqa: E731
     return DetectionState(
-        m1=f(), m2=f(), mr=f(), md=f(), nvar=f(), mx=f(),
-        blocked_until=np.zeros((H, W), np.int64), z=f(), tmp=f(), small=f(),
+        pos=np.zeros((5, H, W), np.float32), neg=np.zeros((5, H, W), np.float32), nvar=f(),
+        blocked_until=np.zeros((H, W), np.int64), z=f(), tmp=f(), small=f(), vimg=f(),
         cand_idx=np.zeros(4096, np.int64), cand_score=np.zeros(4096, np.float32),
-        pool_rc=np.zeros((pool_size, 2)), pool_events=np.full((pool_size, _MAX_EVENTS), -1),
+        pool_rc=np.zeros((pool_size, 2)), pool_events=np.full((pool_size, MAX_EVENTS), -1),
         pool_n=np.zeros(pool_size, np.int32), pool_last=np.zeros(pool_size, np.int64),
-        pool_used=np.zeros(pool_size, bool), reason_counts=np.zeros(len(REASONS), np.int64),
-        r_small=f(), ds=ds,
+        pool_used=np.zeros(pool_size, bool), pool_zmax=np.zeros(pool_size),
+        null_peaks=np.zeros(NULL_POOL),
+        reason_counts=np.zeros(n_reasons, np.int64), r_small=f(), ds=ds,
+        pool_best=[None] * pool_size,
     )  # fmt: skip
 
 
@@ -114,6 +121,7 @@ class Geometry:
     alpha_noise: float
     rho: float
     expiry: int
+    calibration_period: int  # frames between two calibrations of the threshold
 
 
 def geometry(params: CNMFEParams) -> Geometry:
@@ -135,6 +143,7 @@ def geometry(params: CNMFEParams) -> Geometry:
         alpha_noise=1.0 / (5 * L),
         rho=math.exp(-1.0 / (fr * params.detection.max_decay_s)),
         expiry=max(1, math.ceil(fr * params.detection.pool_expiry_s)),
+        calibration_period=max(1, math.ceil(fr * CALIBRATION_PERIOD_S)),
     )
 
 
@@ -147,23 +156,66 @@ def observe_residual(det: DetectionState, resid: np.ndarray, geo: Geometry) -> N
     alpha = max(geo.alpha, 1.0 / (det.n_frames + 1))
     alpha_n = max(geo.alpha_noise, 1.0 / (det.n_frames + 1))
     kdet.detection_images_update(
-        det.z, det.m1, det.m2, det.mr, det.md, det.nvar, det.mx, alpha, alpha_n, geo.rho
+        det.z, det.pos, det.neg, det.nvar, alpha, alpha_n, geo.rho, K_SIGMA
     )
     det.n_frames += 1
+
+
+def peak_window(geo: Geometry, ds: int) -> int:
+    """Side (grid px) of the neighbourhood a candidate must be the maximum of (the NMS)."""
+    return 2 * max(1, round(geo.nms_radius / ds)) + 1
+
+
+def calibrate(det: DetectionState, geo: Geometry, params: CNMFEParams, t: int) -> bool:
+    """Set ``det.threshold`` from the null images (the sign-flipped residual's corr x PNR).
+
+    The peaks of the null image join a pool of the recent snapshots' peaks (a small frame has
+    few per snapshot); the threshold is where ``detection.false_seeds_per_fov`` null peaks are
+    expected per 256 x 256 pixels (scaled to the frame). Returns False (threshold unchanged)
+    before :data:`MIN_FRAMES` frames or while the pool holds too few null peaks.
+    """
+    det.calibrated_at = t
+    if det.n_frames < MIN_FRAMES:
+        return False
+    kdet.corr_pnr_image(det.neg, det.nvar, det.vimg)
+    snap = peak_values(det.vimg, peak_window(geo, det.ds))
+    n = min(snap.size, NULL_POOL)
+    idx = (det.null_head + np.arange(n)) % NULL_POOL
+    det.null_peaks[idx] = snap[:n]
+    det.null_head = int((det.null_head + n) % NULL_POOL)
+    det.null_filled = int(min(NULL_POOL, det.null_filled + n))
+    k = min(det.n_calibrations, 7)  # running mean of the count over the last ~8 snapshots
+    det.null_per_snapshot = (k * det.null_per_snapshot + snap.size) / (k + 1)
+    det.n_calibrations += 1
+    if det.null_filled < MIN_NULL_PEAKS:
+        return False
+    h, w = det.vimg.shape
+    rate = rate_for_frame(params.detection.false_seeds_per_fov, h * w * det.ds * det.ds)
+    null = det.null_peaks[: det.null_filled]
+    cal = threshold_at_rate(null, max(det.null_per_snapshot, 1.0), rate)
+    first = not math.isfinite(det.threshold)
+    det.threshold = cal.threshold
+    logger.log(  # INFO once (the calibration the session starts with), then DEBUG
+        logging.INFO if first else logging.DEBUG,
+        "online search: candidates where corr x PNR >= %.2f (%.3g false candidates expected "
+        "in the frame; sign-flipped residual's peaks Gumbel mu %.2f, beta %.2f)",
+        cal.threshold, cal.rate, cal.mu, cal.beta,
+    )  # fmt: skip
+    return True
 
 
 def search(det: DetectionState, t: int, params: CNMFEParams, geo: Geometry) -> np.ndarray:
     """Candidate peaks (n, 2) int64 (row, col), best first, after NMS and the per-frame cap."""
     p = params.detection
-    if det.n_frames < 20:
+    if det.n_frames < MIN_FRAMES or not math.isfinite(det.threshold):
         return np.zeros((0, 2), np.int64)
     n = kdet.detection_candidates(
-        det.mx, det.nvar, det.m1, det.m2, det.mr, det.md, det.z, det.blocked_until, t,
-        p.min_pnr, p.min_corr, det.cand_idx, det.cand_score,
+        det.z, det.pos, det.nvar, det.blocked_until, t, det.threshold, det.cand_idx,
+        det.cand_score,
     )  # fmt: skip
     if n == 0:
         return np.zeros((0, 2), np.int64)
-    W = det.mx.shape[1]
+    W = det.z.shape[1]
     rows, cols = np.divmod(det.cand_idx[:n], W)
     order = np.argsort(-det.cand_score[:n], kind="stable")
     keep = np.zeros(p.max_candidates_per_frame, np.int64)
@@ -172,13 +224,13 @@ def search(det: DetectionState, t: int, params: CNMFEParams, geo: Geometry) -> n
         p.max_candidates_per_frame, keep,
     )  # fmt: skip
     out = np.stack([rows[keep[:nk]], cols[keep[:nk]]], axis=1) * det.ds + det.ds // 2
-    H, Wf = det.ds * np.array(det.mx.shape)
+    H, Wf = det.ds * np.array(det.z.shape)
     return np.minimum(out, [H - 1, Wf - 1]) if det.ds > 1 else out
 
 
 def block(det: DetectionState, row: float, col: float, radius: float, until: int) -> None:
     """Suppress candidates within ``radius`` of (row, col) (image px) until frame ``until``."""
-    H, W = det.mx.shape
+    H, W = det.z.shape
     row, col, radius = row / det.ds, col / det.ds, radius / det.ds
     r0, r1 = max(int(row - radius), 0), min(int(row + radius) + 1, H)
     c0, c1 = max(int(col - radius), 0), min(int(col + radius) + 1, W)
@@ -188,166 +240,14 @@ def block(det: DetectionState, row: float, col: float, radius: float, until: int
     sub[disk] = np.maximum(sub[disk], until)
 
 
-def _events(z: np.ndarray, thr: float, sep: int) -> np.ndarray:
-    """Indices of rises of z above thr, each after a dip to half its height (time order)."""
-    if z.size < 3:
-        return np.zeros(0, np.int64)
-    peaks = np.flatnonzero((z[1:-1] >= z[:-2]) & (z[1:-1] > z[2:]) & (z[1:-1] >= thr)) + 1
-    out: list[int] = []
-    for q in peaks:
-        if out and (q - out[-1] < sep or z[out[-1] : q].min() > 0.5 * z[q]):
-            if z[q] > z[out[-1]] and q - out[-1] < sep:
-                out[-1] = int(q)
-            continue
-        out.append(int(q))
-    return np.asarray(out, np.int64)
-
-
-def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
-    """Rank-1 NMF around (row, col) on the residual buffer and the acceptance tests.
-
-    Returns ``(reason, result)``: reason indexes :data:`REASONS`; result (a dict with
-    ``pix``, unit-norm footprint ``a``, raw trace ``trace`` over ``frames``, ``noise``,
-    ``events`` (frame indices), ``centroid``) is given for accepted candidates.
-    """
-    H, W = (int(v) for v in fs.dims)
-    d, hs = geo.diameter, geo.box_half
-    r0, r1, c0, c1 = max(row - hs, 0), min(row + hs + 1, H), max(col - hs, 0), min(col + hs + 1, W)
-    bw = c1 - c0
-    rr, cc = np.mgrid[r0:r1, c0:c1]
-    pix = (rr * W + cc).ravel()
-    order = np.argsort(view.residual_frame, kind="stable")
-    order = order[view.residual_frame[order] >= 0]
-    frames = view.residual_frame[order]
-    L = view.residual.shape[0]  # the box as slices, then the frames: copies only the box
-    Y = view.residual.reshape(L, H, W)[:, r0:r1, c0:c1][order].reshape(order.size, -1)
-    Y = Y.astype(np.float32)
-    Y -= Y.mean(axis=0)
-    border = ((rr == r0) | (rr == r1 - 1) | (cc == c0) | (cc == c1 - 1)).ravel()
-    Y -= Y[:, border].mean(axis=1, keepdims=True)
-    centre = Y[:, (row - r0) * bw + (col - c0)]
-    top = centre >= np.quantile(centre, 0.9)
-    a = np.ascontiguousarray(np.maximum(Y[top].mean(axis=0), 0), np.float32)
-    c = np.zeros(Y.shape[0], np.float32)
-    kdet.rank1_nmf(np.ascontiguousarray(Y), a, c, 20)
-    aa = float(a @ a)
-    if aa <= 0 or c.max() <= 0:
-        return 1, None
-    tot = float(a.sum())
-    cr = float((rr.ravel() * a).sum() / tot)
-    ccn = float((cc.ravel() * a).sum() / tot)
-    if math.hypot(cr - row, ccn - col) > 0.35 * d:
-        return 2, None
-    ratio = tot * tot / aa / (math.pi * d * d / 4)
-    if not params.detection.min_size_ratio <= ratio <= params.detection.max_size_ratio:
-        return 3, None
-    near = ((rr.ravel() - cr) ** 2 + (cc.ravel() - ccn) ** 2) <= (0.75 * d) ** 2
-    if float((a[near] ** 2).sum()) / aa < params.detection.min_compactness:
-        return 4, None
-    active = c > 0.5 * c.max()
-    if np.corrcoef(a, Y[active].mean(axis=0))[0, 1] < params.detection.min_space_corr:
-        return 5, None
-    cp = Y @ a / aa
-    sig = 1.4826 * float(np.median(np.abs(np.diff(cp)))) / math.sqrt(2) + 1e-12
-    base = float(np.percentile(cp, 25)) + 0.674 * sig  # robust to a long active fraction
-    N = geo.window
-    sm = np.convolve(cp - base, np.ones(N) / N, mode="same")
-    z = sm / (sig / math.sqrt(N))
-    ev = _events(z, params.detection.min_event_snr, geo.separation)
-    if ev.size == 0:
-        return 6, None
-    if _is_duplicate(fs, view, a, pix, cp, order, (r0, r1, c0, c1), params):
-        return 7, None
-    na = math.sqrt(aa)
-    result = dict(
-        pix=pix.astype(np.int64), a=(a / na).astype(np.float32),
-        trace=((cp - base) * na).astype(np.float32), frames=frames.astype(np.int64),
-        noise=np.float32(sig * na), events=frames[ev].astype(np.int64), centroid=(cr, ccn),
-    )  # fmt: skip
-    return 0, result
-
-
-def _is_duplicate(fs, view, a, pix, cp, order, box, params) -> bool:
-    if fs.n_components == 0:
-        return False
-    nbrs = suffstats.neighbours(fs, None, box=np.asarray(box, np.int32))
-    if nbrs.size == 0:
-        return False
-    dp = params.detection
-    scratch = fs.scratch
-    scratch[pix] = a
-    na = float(np.sqrt(a @ a))
-    dup = False
-    cpc = cp - cp.mean()
-    ncp = float(np.sqrt(cpc @ cpc))
-    cjs = view.c_buffer[nbrs][:, order]  # neighbours' traces over the same frames (one gather)
-    cjs = cjs - cjs.mean(axis=1, keepdims=True)
-    ncj = np.sqrt((cjs * cjs).sum(axis=1))
-    rs = (cjs @ cpc) / np.maximum(ncj * ncp, 1e-30)
-    for m, j in enumerate(nbrs):
-        s = fs.slot_of[j]
-        n = fs.sup_n[s]
-        aj = fs.a_sup[s, :n]
-        nj = float(np.sqrt(aj @ aj))
-        if nj <= 0:
-            continue
-        cos = float(aj @ scratch[fs.sup_idx[s, :n]]) / (na * nj)
-        if cos <= 0.0:
-            continue
-        r = float(rs[m]) if ncj[m] > 0 and ncp > 0 else 0.0
-        if cos > dp.duplicate_overlap:
-            dup = True  # the same spot as a cell: its footprint error, not a new cell
-            break
-        if cos > 0.5 * dp.duplicate_overlap and r > dp.duplicate_corr:
-            dup = True  # the same cell again, shifted
-            break
-        if r > dp.merge_corr_threshold:
-            dup = True  # a missing piece of an existing cell (its footprint will grow)
-            break
-    scratch[pix] = 0.0
-    return dup
-
-
-def pool_record(det: DetectionState, res: dict, t: int, geo: Geometry) -> tuple[int, int]:
-    """Add the candidate's events to its pool entry (matched by centroid within 0.35 d).
-
-    Returns (entry, number of distinct events). Expired entries are freed first; when the pool
-    is full the least recently seen entry is replaced.
-    """
-    det.pool_used &= t - det.pool_last <= geo.expiry
-    cr, cc = res["centroid"]
-    dist = np.hypot(det.pool_rc[:, 0] - cr, det.pool_rc[:, 1] - cc)
-    dist[~det.pool_used] = np.inf
-    e = int(np.argmin(dist))
-    if not dist[e] <= _MATCH_RADIUS * geo.diameter:
-        free = np.flatnonzero(~det.pool_used)
-        e = int(free[0]) if free.size else int(np.argmin(det.pool_last))
-        det.pool_used[e] = True
-        det.pool_n[e] = 0
-        det.pool_events[e] = -1
-    n = int(det.pool_n[e])
-    for f in res["events"]:
-        if n < _MAX_EVENTS and np.all(np.abs(det.pool_events[e, :n] - f) >= geo.separation):
-            det.pool_events[e, n] = f
-            n += 1
-    det.pool_n[e] = n
-    det.pool_last[e] = t
-    det.pool_rc[e] = (cr, cc)
-    return e, n
-
-
-def forget_entry(det: DetectionState, e: int) -> None:
-    det.pool_used[e] = False
-    det.pool_n[e] = 0
-    det.pool_events[e] = -1
-
-
-def after_birth(det: DetectionState, res: dict, t: int, geo: Geometry, L: int) -> None:
-    """Clear the decaying max around a promoted neuron and block the spot for a buffer."""
-    cr, cc = res["centroid"]
-    block(det, cr, cc, geo.diameter, t + L)
-    H, W = det.mx.shape
+def after_birth(det: DetectionState, centroid, t: int, geo: Geometry, L: int) -> None:
+    """Clear the decaying max around a promoted neuron and block the spot until every frame
+    of the buffer was demixed with it (the frames before its hand-over still hold its
+    transient in the residual; the event window and the hand-over frame come on top)."""
+    cr, cc = centroid
+    block(det, cr, cc, geo.diameter, t + L + geo.window + 2)
+    H, W = det.z.shape
     cr, cc, rad = cr / det.ds, cc / det.ds, geo.diameter / det.ds
     r0, r1 = max(int(cr - rad), 0), min(int(cr + rad) + 1, H)
     c0, c1 = max(int(cc - rad), 0), min(int(cc + rad) + 1, W)
-    det.mx[r0:r1, c0:c1] = 0.0
+    det.pos[4, r0:r1, c0:c1] = 0.0

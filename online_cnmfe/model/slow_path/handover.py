@@ -23,11 +23,17 @@ class StepChanges:
         self.replaced: set[int] = set()  # refreshed footprints (sent from the mirror)
         self.merges: list[tuple[int, int, tuple[np.ndarray, np.ndarray]]] = []
         self.removed: set[int] = set()
+        self.removal_reason: dict[int, str] = {}  # why (in the removal's ModelEvent detail)
         self.births: list[tuple[int, dict]] = []  # (slot, evaluation result)
         self.w: tuple[int, int, np.ndarray] | None = None
 
     def gone(self) -> set[int]:
         return self.removed | {j for _, j, _ in self.merges}
+
+    def remove(self, k: int, reason: str) -> None:
+        """Remove neuron ``k`` (model index) and say why."""
+        self.removed.add(int(k))
+        self.removal_reason[int(k)] = reason
 
     def touched(self) -> set[int]:
         return self.gone() | {i for i, _, _ in self.merges}
@@ -98,7 +104,7 @@ def _collect_pending(slow, params, ch: StepChanges, t: int) -> tuple[list[int], 
             slow.pending_w_stop = s1
         else:
             slow.pending_w_start, slow.pending_w_stop = s0, s1
-    due = renumbers or t % params.online.slow_emit_period_frames == 0
+    due = renumbers or (t % params.online.slow_emit_period_frames == 0 and not ch.births)
     if not (due or w_out):
         slow.pending_replaced = np.array(sorted(pend), np.int64)
         return [], None
@@ -159,6 +165,7 @@ def finish(slow, view, params, ch: StepChanges, t: int) -> ModelUpdate | None:
         merged_absorbed=np.array([m[1] for m in ch.merges], np.int64),
         merged_footprints=_csc([m[2] for m in ch.merges], n_pixels),
         removed=np.array(sorted(ch.removed), np.int64),
+        removed_reasons=tuple(ch.removal_reason.get(k, "") for k in sorted(ch.removed)),
         new_footprints=_csc(
             [suffstats.footprint_column_slot(fs, s) for s, _ in ch.births], n_pixels
         ),

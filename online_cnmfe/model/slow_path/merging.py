@@ -10,14 +10,16 @@ margin) and whose trace over the recent buffer correlates above
 whole forgetting window (from CC and cbar), so a burst of crosstalk in a short buffer does not
 merge two neighbours. CaImAn has no online merge; it only blocks duplicates at birth.
 
-The merged neuron keeps i's identity and carries the summed trace ``c = c_i + c_j``, so its
-statistics are exact sums: ``CY_s = CY_i + CY_j`` (on the union region; entries a neuron never
-accumulated take their model prediction), ``CC_s. = CC_i. + CC_j.``, ``cbar_s = cbar_i +
-cbar_j``; the footprint is one exact HALS step on them. The model must set the kept neuron's
-trace to ``c_i + c_j`` (see ``ModelUpdate``).
+The merged neuron keeps the *older* neuron's identity and history (the lower model index:
+neurons are appended at birth), the younger is absorbed, and it carries the summed trace
+``c = c_i + c_j``, so its statistics are exact sums: ``CY_s = CY_i + CY_j`` (on the union
+region; entries a neuron never accumulated take their model prediction), ``CC_s. = CC_i. +
+CC_j.``, ``cbar_s = cbar_i + cbar_j``; the footprint is one exact HALS step on them. The
+model must set the kept neuron's trace to ``c_i + c_j`` (see ``ModelUpdate``).
 
 Removal: a footprint that HALS drives to zero, or a neuron whose trace stayed below its
-noise for ``OnlineParams.slow_remove_inactive_s``.
+noise for ``OnlineParams.slow_remove_inactive_s``; the reason goes with the removal
+(``ModelUpdate.removed_reasons``, the ``removed`` event's detail).
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ return a :class:`ModelUpdate`:
 1. births confirmed on the previous step are seeded and handed over, alone (no refresh rides
    along; appending columns keeps pending indices valid);
 2. detection, on frames ``t % slow_detect_period_frames == period // 2`` without a birth: at
-   most ``slow_evaluations_per_step`` candidates evaluated (:mod:`.detection`); a
-   confirmed one waits for the next step;
+   most ``slow_evaluations_per_step`` candidates searched (:mod:`.detection`) and evaluated
+   (:mod:`.candidates`); a confirmed one waits for the next step. The search threshold is
+   recalibrated on the null images every ``detection.CALIBRATION_PERIOD_S``, on a frame one
+   after an evaluation phase (no evaluation, birth or hand-over shares it);
 3. ring-W refresh: ``ceil(n_bg / period)`` grid pixels re-solved, period =
    ``slow_ring_refresh_period_frames`` stretched to keep at most ``slow_ring_max_rows`` per step
    (:mod:`.ring_refresh`);
@@ -45,6 +47,7 @@ import time
 
 import numpy as np
 
+from online_cnmfe.model.slow_path import candidates as cand_mod
 from online_cnmfe.model.slow_path import detection as det_mod
 from online_cnmfe.model.slow_path import merging, suffstats
 from online_cnmfe.model.slow_path import ring_refresh as rr
@@ -116,9 +119,12 @@ def slow_step(
     evaluate_now = t % o.slow_detect_period_frames == _detect_phase(params)
     if params.detection.enabled and evaluate_now and not ch.births:
         _detect(slow, model_view, params, ch, t)
+    elif params.detection.enabled and not ch.births and _calibration_due(slow, params, t):
+        det_mod.calibrate(slow.det, geometry(params), params, t)
     t1 = time.perf_counter()
     work.ms_detect = 1e3 * (t1 - t_start)
-    _ring_slice(slow, model_view, params, ch, t)
+    if not ch.births:  # a birth is handed over alone: its frame solves no W rows (the rows of
+        _ring_slice(slow, model_view, params, ch, t)  # this slice wait for the next period)
     t2 = time.perf_counter()
     work.ms_ring = 1e3 * (t2 - t1)
     buffer = (model_view.residual, model_view.c_buffer, model_view.residual_frame >= 0)
@@ -144,7 +150,7 @@ def slow_step(
             if fs.n_refused == refused:  # a refused refresh leaves A as it is: nothing to send
                 ch.replaced.add(k)
         else:
-            ch.removed.add(k)
+            ch.remove(k, "footprint vanished (its HALS refresh left no pixel)")
     t3 = time.perf_counter()
     work.ms_footprints = 1e3 * (t3 - t2)
     E = o.slow_emit_period_frames
@@ -206,8 +212,9 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
         if j < 0 or j in ch.touched() or _young(fs, j, t, params):
             continue  # a young neuron's CC spans little more than its birth buffer, so its
             # "long-window" correlation with a neighbour is not long yet (false merges)
-        si, sj = fs.slot_of[i], fs.slot_of[j]
-        keep, drop = (i, j) if fs.cc[si, si] >= fs.cc[sj, sj] else (j, i)
+        # the older neuron (the lower model index: neurons are appended at birth and keep
+        # their order) keeps its id and history; the younger is absorbed
+        keep, drop = (i, j) if i < j else (j, i)
         if not merging.merge_into(fs, keep, drop, max_region):
             continue
         ch.replaced.discard(keep)
@@ -217,7 +224,10 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
     limit = int(params.data.frame_rate_hz * params.online.slow_remove_inactive_s)
     for k in merging.inactive(fs, t, limit)[:1]:
         if int(k) not in ch.touched():
-            ch.removed.add(int(k))
+            ch.remove(
+                int(k),
+                f"inactive: trace below its noise for {params.online.slow_remove_inactive_s:g} s",
+            )
             ch.replaced.discard(int(k))
 
 
@@ -225,6 +235,17 @@ def _detect_phase(params: CNMFEParams) -> int:
     """Frame phase (t mod ``slow_detect_period_frames``) of the evaluation frames: half-way
     between two hand-overs, so an evaluation and a batched update never share a frame."""
     return params.online.slow_detect_period_frames // 2
+
+
+def _calibration_due(slow, params: CNMFEParams, t: int) -> bool:
+    """Recalibrate the search threshold once per calibration period, on the frame after an
+    evaluation phase (not a hand-over frame)."""
+    P = params.online.slow_detect_period_frames
+    phase = (_detect_phase(params) + 1) % P
+    if P > 1 and (phase == 0 and params.online.slow_emit_period_frames > 1):
+        phase = (phase + 1) % P
+    due = t - slow.det.calibrated_at >= geometry(params).calibration_period
+    return due and t % P == phase
 
 
 def _detect(slow, view, params, ch: StepChanges, t: int) -> None:
@@ -239,15 +260,16 @@ def _detect(slow, view, params, ch: StepChanges, t: int) -> None:
     quota = params.online.slow_evaluations_per_step
     for row, col in det_mod.search(det, t, params, geo)[:quota]:
         slow.work.candidates += 1
-        reason, res = det_mod.evaluate(fs, view, int(row), int(col), params, geo)
+        reason, res = cand_mod.evaluate(fs, view, int(row), int(col), params, geo)
         det.reason_counts[reason] += 1
         if res is None:
             det_mod.block(det, row, col, geo.diameter / 2, t + math.ceil(fr * 2.0))
             continue
         det_mod.block(det, row, col, geo.diameter / 2, t + geo.separation)
-        entry, n_events = det_mod.pool_record(det, res, t, geo)
-        if n_events >= params.detection.confirm_events:
+        entry, _ = cand_mod.pool_record(det, res, t, geo)
+        if cand_mod.confirmed(det, entry, params):
+            res = cand_mod.best_result(det, entry, res, view, geo)
             slow.pending_births.append(res)
-            det_mod.forget_entry(det, entry)
-            det_mod.after_birth(det, res, t, geo, L)
+            cand_mod.forget_entry(det, entry)
+            det_mod.after_birth(det, res["centroid"], t, geo, L)
             slow.work.births += 1

@@ -16,6 +16,7 @@ import numpy as np
 
 from online_cnmfe.model._kernels import stats as kst
 from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.slow_path import candidates as cand_mod
 from online_cnmfe.model.slow_path import detection as det_mod
 from online_cnmfe.model.slow_path import ring_refresh as rr
 from online_cnmfe.model.slow_path import suffstats
@@ -128,7 +129,9 @@ def init_slow_path(
         ring_period(grid[0] * grid[1], params),
     )  # fmt: skip
     ring.W_prior[:] = np.asarray(init.W, np.float32)
-    det = det_mod.make_detection_state(dims, params.detection.pool_size, geo.ds)
+    det = det_mod.make_detection_state(
+        dims, params.detection.pool_size, geo.ds, len(cand_mod.REASONS)
+    )
     T0 = C.shape[1]
     YB = None
     if frames is not None:
@@ -140,8 +143,11 @@ def init_slow_path(
             init.A, Cw, YB, dims, growth, max_region, init.trace_noise, T0 - 1, init.pixel_noise
         )
         resid = YB - (init.A @ Cw).T.astype(np.float32)
-        for row in resid[-params.online.residual_buffer_frames :]:
+        warm = resid[-params.online.residual_buffer_frames :]
+        for i, row in enumerate(warm):
             det_mod.observe_residual(det, np.ascontiguousarray(row.reshape(H, W)), geo)
+            if i + 1 >= det_mod.MIN_FRAMES and (warm.shape[0] - 1 - i) % 20 == 0:
+                det_mod.calibrate(det, geo, params, T0 - 1)  # a few snapshots to start with
         pick = np.unique(np.linspace(0, X.shape[0] - 1, ring.samples.shape[0]).astype(int))
         ring.samples[: pick.size] = X[pick]
         ring.sample_t[: pick.size] = first + pick

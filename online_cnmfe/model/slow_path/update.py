@@ -74,6 +74,7 @@ class ModelUpdate:
     w_start: int = 0
     w_stop: int = 0
     w_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    removed_reasons: tuple[str, ...] = ()  # why each of ``removed`` goes (same order)
 
     @property
     def changes_footprints(self) -> bool:

@@ -23,6 +23,7 @@ def warm_up() -> None:
     from online_cnmfe.model._kernels import detection as kdet
     from online_cnmfe.model._kernels.ring import ring_offsets
     from online_cnmfe.model.init_result import InitResult
+    from online_cnmfe.model.slow_path import candidates as cand_mod
     from online_cnmfe.model.slow_path import detection as det_mod
     from online_cnmfe.model.slow_path import handover, merging, suffstats
     from online_cnmfe.model.slow_path import ring_refresh as rr
@@ -71,11 +72,14 @@ def warm_up() -> None:
     buffer = (view.residual, view.c_buffer, view.residual_frame >= 0)
     suffstats.refresh_footprint(fs, 0, 2, buffer, True)
     geo = det_mod.geometry(params)
-    det_mod.evaluate(fs, view, 7, 7, params, geo)
+    cand_mod.evaluate(fs, view, 7, 7, params, geo)
+    det_mod.calibrate(slow.det, geo, params, T)
+    kdet.corr_pnr_image(slow.det.neg, slow.det.nvar, slow.det.vimg)
     res = dict(
         pix=np.arange(100, 110, dtype=np.int64), a=np.ones(10, np.float32),
         trace=np.ones(L, np.float32), frames=view.residual_frame.copy(),
-        noise=np.float32(1.0), events=np.zeros(1, np.int64), centroid=(4.0, 4.0),
+        noise=np.float32(1.0), events=np.zeros(1, np.int64), zmax=1.0, energy=1.0,
+        centroid=(4.0, 4.0),
     )  # fmt: skip
     handover.birth_stats(fs, view, res, params)
     from online_cnmfe.model._kernels import stats as kst

@@ -71,8 +71,10 @@ def test_manifest_errors_name_the_file_the_line_and_the_way_out(tmp_path):
     manifest.write_text("input,neuron_diametre\ns1.h5,9\n")
     with pytest.raises(ConfigError, match="Did you mean 'neuron_diameter_px'"):
         read_manifest(manifest)
-    manifest.write_text("input,min_corr\ns1.h5,0.9\n")
-    with pytest.raises(ConfigError, match="init.min_corr, detection.min_corr"):
+    manifest.write_text("input,merge_corr_threshold\ns1.h5,0.9\n")  # in two stages
+    with pytest.raises(
+        ConfigError, match="init.merge_corr_threshold, detection.merge_corr_threshold"
+    ):
         read_manifest(manifest)
     manifest.write_text("input,neuron_diameter_px\ns1.h5,1000\n")
     with pytest.raises(ConfigError, match=r"m.csv line 2: .*neuron_diameter_px"):

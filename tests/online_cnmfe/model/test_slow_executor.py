@@ -53,7 +53,6 @@ def test_a_thread_gives_the_results_of_inline_execution():
     movie = make_movie(n_frames=500, seed=3, n_neurons=12, late=[(k, 200) for k in late])
     params = CNMFEParams.from_dict({
         "data": {"neuron_diameter_px": 8.0},
-        "detection": {"min_pnr": 5.0, "min_corr": 0.6},
         "online": {"residual_buffer_frames": 60, "slow_ring_refresh_period_frames": 300},
     })  # fmt: skip
     inline = _fresh(movie, params=params, drop=late)

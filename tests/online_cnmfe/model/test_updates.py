@@ -53,6 +53,7 @@ def _update(model, rng):
         merged_absorbed=np.array([6], np.int64),
         merged_footprints=_col(A, 2, 1.1),
         removed=np.array([8], np.int64),
+        removed_reasons=("footprint vanished",),
         new_footprints=scipy.sparse.hstack([_col(A, 0, 1.0, 130), _col(A, 3, 1.0, 200)]),
         new_traces=rng.uniform(0, 2, (2, 40)).astype(np.float32),
         new_trace_frames=np.arange(st.t - 40, st.t, dtype=np.int64),
@@ -77,6 +78,8 @@ def test_update_matches_full_rebuild_and_keeps_ids():
     kinds = {e.kind: e for e in events}
     assert kinds["merged"].neuron_ids == (ids[2], ids[6])
     assert kinds["removed"].neuron_ids == (ids[8],)
+    assert kinds["removed"].detail == "footprint vanished"  # the reason reaches the file/stream
+    assert kinds["merged"].detail == f"{ids[6]} merged into {ids[2]} (kept)"
     assert kinds["born"].neuron_ids == (ids.max() + 1, ids.max() + 2)
     np.testing.assert_array_equal(st.neuron_ids[:8], np.delete(ids, [6, 8]))
     np.testing.assert_allclose(model.footprints.toarray(), A_expected, atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -171,11 +173,13 @@ def test_real_nwb_crop_finds_the_bright_cell(shared_data):
     assert np.any(A[pix] >= 0.5 * A.max(axis=0)), peak
 
 
-def test_warns_with_percentiles_when_thresholds_exclude_everything(caplog):
+def test_logs_the_calibrated_threshold_with_percentiles(caplog):
     rng = np.random.default_rng(1)
     frames = (100 + rng.standard_normal((60, 30, 30))).astype(np.float32)
-    fit_initial(frames, _params(**{"init.init_frames": 60}))
-    assert "lower init.min_pnr" in caplog.text and "percentiles" in caplog.text
+    with caplog.at_level(logging.INFO, logger="online_cnmfe.model.initialization"):
+        fit_initial(frames, _params(**{"init.init_frames": 60}))
+    assert "seeds where corr x PNR >=" in caplog.text and "percentiles" in caplog.text
+    assert "noise 2." in caplog.text  # the null's PNR median (white noise: ~2.5-3)
 
 
 @pytest.mark.parametrize("n_active", [0, 1])
@@ -204,8 +208,10 @@ def test_real_inscopix_finds_the_active_cells_and_every_component_has_a_transien
         **{"init.init_frames": 63, "data.neuron_diameter_px": 13.0, "data.frame_rate_hz": 10.0}
     )
     r = fit_initial(frames, p)
-    # 79 components before the acceptance tests (BENCHMARKS.md); most are single-event cells
-    assert 10 <= r.n_components <= 75
+    # 79 components before the acceptance tests at fixed thresholds (BENCHMARKS.md), 93 with
+    # the threshold calibrated on the noise (87 accepted); most are single-event cells in
+    # these 6.3 s. A disk of the neuron diameter is 133 px: 100 would tile the frame.
+    assert 10 <= r.n_components <= 95
     # the three clearly active cells (largest max - median) are each inside a footprint
     f = frames.astype(np.float32)
     act = f.max(axis=0) - np.median(f, axis=0)
@@ -219,11 +225,14 @@ def test_real_inscopix_finds_the_active_cells_and_every_component_has_a_transien
     # traces may have moved a little) on its own final traces
     assert np.mean(transient_score(r.C_raw, 3) >= 2.0) >= 0.9
     Yt = np.ascontiguousarray((f - f.mean(axis=0)).reshape(63, -1).T)
-    assert np.median(spatial_consistency(Yt, (H, W), r.A, r.C_raw, 13)) > 0.7
+    # 0.68 with the calibrated default (the noise null knows the sensor noise, not this raw
+    # clip's background structure: more single-event components than the old constants gave,
+    # whose event images match their footprints less well); 0.70 at false_seeds_per_fov 0.3
+    assert np.median(spatial_consistency(Yt, (H, W), r.A, r.C_raw, 13)) > 0.65
 
 
 @pytest.mark.needs_data
-def test_real_minian_crop_adapts_thresholds_and_matches_minian_units(shared_data, caplog):
+def test_real_minian_crop_calibrates_on_its_noise_and_matches_minian_units(shared_data, caplog):
     import tifffile
 
     rows, cols = slice(150, 330), slice(250, 500)
@@ -237,16 +246,17 @@ def test_real_minian_crop_adapts_thresholds_and_matches_minian_units(shared_data
     dims = frames.shape[1:]
     # minian's units sit in its motion-corrected coordinates, which on this fixture move against
     # the (steadier) raw movie (BENCHMARKS.md, motion correction): compare unregistered fits
-    still = {"motion.enabled": False}
-    r = fit_initial(
-        frames, _params(**{"init.init_frames": 100, "data.neuron_diameter_px": 13.0, **still})
-    )
-    assert "looks preprocessed" in caplog.text and "from the PNR and correlation" in caplog.text
-    m = match_footprints(r.A.copy(), ref, dims)
+    base = {"init.init_frames": 100, "data.neuron_diameter_px": 13.0, "motion.enabled": False}
+    r = fit_initial(frames, _params(**base))
+    assert "looks preprocessed" in caplog.text
+    # The default is strict on this preprocessed crop (9 components, 4 of 78 minian units):
+    # its median-filtered noise is smooth, so noise alone reaches corr x PNR 4.3 here and the
+    # cells of 100 frames barely exceed it (BENCHMARKS.md "Detection"). The one knob trades
+    # sensitivity: at 30 expected false seeds per field of view it matches what the old
+    # data-adapted thresholds did (10 of 78 at commit 4700e08+).
     assert 0 < r.n_components < 4 * ref.shape[1]
-    assert len(m.true_index) >= 0.1 * ref.shape[1]  # 10 of 78 at commit 4700e08+
-    off = fit_initial(
-        frames,
-        _params(**{"init.init_frames": 100, "init.auto_thresholds": False, **still}),
-    )
-    assert len(match_footprints(off.A.copy(), ref, dims).true_index) < len(m.true_index)
+    assert len(match_footprints(r.A.copy(), ref, dims).true_index) >= 3
+    loose = fit_initial(frames, _params(**base, **{"detection.false_seeds_per_fov": 30.0}))
+    m = match_footprints(loose.A.copy(), ref, dims)
+    assert r.n_components < loose.n_components < 4 * ref.shape[1]
+    assert len(m.true_index) >= 0.1 * ref.shape[1]

@@ -15,8 +15,7 @@ def _seed(frames, **kw):
     filtered -= im.filtered_mean[None]
     args = dict(
         gsiz=int(DIAMETER),
-        min_corr=0.8,
-        min_pnr=8.0,
+        threshold=6.4,
         kernel=center_psf_kernel(sigma),
         max_neurons=100,
     )

@@ -46,14 +46,47 @@ def test_nms_matches_brute_force(seed):
 
 def test_detection_images_decaying_max_and_noise(rng):
     H = W = 12
-    m = [np.zeros((H, W), np.float32) for _ in range(6)]
+    pos, neg = np.zeros((5, H, W), np.float32), np.zeros((5, H, W), np.float32)
+    nvar = np.zeros((H, W), np.float32)
     z = rng.standard_normal((400, H, W)).astype(np.float32)
     for f in z:
-        kdet.detection_images_update(f, *m, 0.01, 0.01, 0.9)
-    m1, m2, mr, md, nvar, mx = m
+        kdet.detection_images_update(f, pos, neg, nvar, 0.01, 0.01, 0.9, 2.0)
     assert abs(float(np.sqrt(nvar).mean()) - 1.0) < 0.1  # E[z^2 | z<0] = 1
-    np.testing.assert_allclose(mx, np.maximum(z[-1], 0.9 * mx_prev(z[:-1])), rtol=1e-5)
-    assert float(mx.max()) < z.max()  # the cumulative max has decayed
+    np.testing.assert_allclose(pos[4], np.maximum(z[-1], 0.9 * mx_prev(z[:-1])), rtol=1e-5)
+    np.testing.assert_allclose(neg[4], np.maximum(-z[-1], 0.9 * mx_prev(-z[:-1])), rtol=1e-5)
+    assert float(pos[4].max()) < z.max()  # the cumulative max has decayed
+
+
+def test_detection_moments_match_a_reference_on_thresholded_values(rng):
+    """m1, m2, mr, md are exponential moments of z zeroed below 2 sigma (and of -z likewise)."""
+    H, W, a = 6, 7, 0.05
+    z = rng.standard_normal((60, H, W)).astype(np.float32)
+    pos, neg = np.zeros((5, H, W), np.float32), np.zeros((5, H, W), np.float32)
+    nvar = np.ones((H, W), np.float32)
+    ref_p, ref_n = np.zeros((4, H, W)), np.zeros((4, H, W))
+    for f in z:
+        for sgn, ref_st in ((1.0, ref_p), (-1.0, ref_n)):
+            v = sgn * f.astype(np.float64)
+            vt = np.where(v * v > 4.0 * nvar, np.maximum(v, 0), 0.0)
+            ref_st[0] = (1 - a) * ref_st[0] + a * vt
+            ref_st[1] = (1 - a) * ref_st[1] + a * vt * vt
+            ref_st[2, :, :-1] = (1 - a) * ref_st[2, :, :-1] + a * vt[:, :-1] * vt[:, 1:]
+            ref_st[3, :-1] = (1 - a) * ref_st[3, :-1] + a * vt[:-1] * vt[1:]
+        kdet.detection_images_update(f, pos, neg, nvar, a, 0.0, 0.9, 2.0)
+    np.testing.assert_allclose(pos[:4], ref_p, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(neg[:4], ref_n, rtol=1e-4, atol=1e-6)
+
+
+def test_corr_pnr_image_matches_local_corr_times_pnr(rng):
+    H, W = 8, 9
+    st = np.abs(rng.standard_normal((5, H, W))).astype(np.float32)
+    st[1] += st[0] ** 2 + 0.5  # a valid second moment
+    nvar = (0.5 + rng.random((H, W))).astype(np.float32)
+    out = np.empty((H, W), np.float32)
+    kdet.corr_pnr_image(st, nvar, out)
+    for i, j in ((0, 0), (3, 4), (7, 8)):
+        corr = max(kdet.local_corr(st[0], st[1], st[2], st[3], i, j), 0.0)
+        assert out[i, j] == pytest.approx(corr * st[4, i, j] / np.sqrt(nvar[i, j]), rel=1e-5)
 
 
 def mx_prev(z):
@@ -74,9 +107,11 @@ def _cos(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def _run_late(confirm_events, seed=1, T=700):
-    m = h.make_movie(seed=seed, T=T, first=[0, 0, 0, 250], rate_hz=1.0)
-    p = h.params_for(**{"detection.confirm_events": confirm_events})
+def _run_late(confirm_events, seed=1, T=700, promote=10.0, amp=6.0):
+    m = h.make_movie(seed=seed, T=T, first=[0, 0, 0, 250], rate_hz=1.0, amp=amp)
+    p = h.params_for(
+        **{"detection.confirm_events": confirm_events, "detection.promote_event_snr": promote}
+    )
     init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT])
     return m, h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
 
@@ -88,7 +123,7 @@ def _births(loop):
 
 @pytest.mark.parametrize("confirm", [2, 3])
 def test_late_neuron_is_promoted_once_after_confirmation(confirm):
-    m, loop = _run_late(confirm)
+    m, loop = _run_late(confirm, promote=1e9)
     births = _births(loop)
     assert len(births) == 1, [b[0] for b in births]
     frame, fp = births[0]
@@ -105,9 +140,21 @@ def test_late_neuron_is_promoted_once_after_confirmation(confirm):
 
 
 def test_confirmation_delays_promotion():
-    f2 = _births(_run_late(2)[1])[0][0]
-    f3 = _births(_run_late(3)[1])[0][0]
+    f2 = _births(_run_late(2, promote=1e9)[1])[0][0]
+    f3 = _births(_run_late(3, promote=1e9)[1])[0][0]
     assert f3 > f2
+
+
+def test_one_strong_transient_promotes_at_once():
+    # 3 events needed, unless one reaches promote_event_snr (10); amplitude 10 makes the first
+    # transient clear (at the harness's default 6 the first ones are ~1.8 sigma per pixel and
+    # it takes several to be seen at all)
+    m, loop = _run_late(3, amp=10.0)
+    frame = _births(loop)[0][0]
+    spikes = np.flatnonzero(np.diff(m.C[3]) > 2) + 1
+    assert frame - spikes[0] <= 20  # within 1 s of its first transient
+    m, loop = _run_late(3, promote=1e9, amp=10.0)
+    assert _births(loop)[0][0] - spikes[0] > 20
 
 
 def _blob_background(dims, sigma, seed):

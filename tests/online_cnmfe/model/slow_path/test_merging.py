@@ -38,7 +38,7 @@ def test_split_neuron_is_merged_back():
               if u.merged_kept.size]  # fmt: skip
     assert len(merges) == 1, merges
     _, kept, absorbed = merges[0]
-    assert {int(kept[0]), int(absorbed[0])} == {3, 4}
+    assert (int(kept[0]), int(absorbed[0])) == (3, 4)  # the older neuron keeps its id
     assert loop.A.shape[1] == 4
     sim = np.array([[_cos(a, b) for b in m.A.T] for a in loop.A.T])
     assert sorted(sim.argmax(1).tolist()) == [0, 1, 2, 3]
@@ -66,6 +66,8 @@ def test_faded_neuron_is_removed():
     loop = h.MiniLoop(h.init_result(m, N_INIT), m.Y[:N_INIT], p).run(m.Y[N_INIT:])
     removed = [(u.frame_index, u.removed.tolist()) for u in loop.updates if u.removed.size]
     assert len(removed) == 1 and removed[0][1] == [2]
+    u = next(u for u in loop.updates if u.removed.size)
+    assert u.removed_reasons == ("inactive: trace below its noise for 5 s",)
     # silent since ~frame 260 (plus its decay): removed about 5 s (100 frames) later
     assert 340 <= removed[0][0] <= 420
     assert loop.A.shape[1] == 3
