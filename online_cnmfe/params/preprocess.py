@@ -24,7 +24,7 @@ class PreprocessParams:
     # 2. field of view: pixels outside the lens are excluded from seeding and detection
     fov_mask: bool = True
     fov_threshold: float = 0.3  # outside: darker than dark + this x (bright - dark)
-    fov_min_contrast: float = 2.0  # ... and the lens at least this x brighter or noisier
+    fov_min_contrast: float = 4.0  # ... and the lens at least this x brighter or noisier
     fov_margin_px: float | None = None  # excluded band along the lens edge (None: diameter / 2)
     # 3. frame quality: corrupt frames are flagged and do not update the model
     flag_corrupt_frames: bool = True
