@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from online_cnmfe.commands.options import add_set_option
 from online_cnmfe.params import parse_overrides, user_sets
 
 logger = logging.getLogger(__name__)
@@ -42,14 +43,7 @@ def register(subparsers) -> None:
         "--scheduler", metavar="ADDRESS", help="use a running Dask cluster, e.g. tcp://host:8786"
     )
     p.add_argument("--config", help="TOML or JSON parameter file ([stage] tables)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="STAGE.KEY=VALUE",
-        help="override one parameter for every session (repeatable)",
-    )
+    add_set_option(p, "override one parameter for every session (repeatable)")
     p.add_argument(
         "--init-frames", type=int, help="frames used for initialisation (default init.init_frames)"
     )

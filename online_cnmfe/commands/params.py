@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from online_cnmfe.commands.options import add_set_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,14 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write the commented default config to FILE.toml (default: standard output)",
     )
     what.add_argument("--check", metavar="CONFIG", help="validate a TOML/JSON config file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="STAGE.KEY=VALUE",
-        help="with --dump: write these values instead of the defaults; with --check: apply "
-        "them after the file (repeatable)",
+    add_set_option(
+        parser,
+        "with --dump: write these values instead of the defaults; with --check: apply them "
+        "after the file (repeatable)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --dump FILE")
     parser.set_defaults(func=run)

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from online_cnmfe.commands.options import add_set_option
 from online_cnmfe.params import CNMFEParams, load_params, user_sets
 
 logger = logging.getLogger(__name__)
@@ -30,14 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("movie", help="recording: Miniscope folder, .tif, .h5 (dataset), .npy, .avi")
     p.add_argument("--out", required=True, help="results file to write (HDF5)")
     p.add_argument("--config", help="TOML or JSON parameter file ([stage] tables)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="STAGE.KEY=VALUE",
-        help="override one parameter, e.g. --set data.frame_rate_hz=10 (repeatable)",
-    )
+    add_set_option(p, "override one parameter, e.g. --set data.frame_rate_hz=10 (repeatable)")
     p.add_argument(
         "--init-frames", type=int, help="frames used for initialisation (default init.init_frames)"
     )

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from online_cnmfe.commands.options import add_set_option
 from online_cnmfe.errors import ConfigError
 from online_cnmfe.params import CNMFEParams, load_params, read_config_file, user_sets
 
@@ -40,14 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--results", default="tcp://127.0.0.1:5556", help="where to publish results")
     p.add_argument("--out", type=Path, help="results file (HDF5); omit to only publish")
     p.add_argument("--config", type=Path, help="TOML/JSON parameter file ([stage] tables)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="STAGE.KEY=VALUE",
-        help="override one parameter, e.g. --set init.init_frames=200 (repeatable)",
-    )
+    add_set_option(p, "override one parameter, e.g. --set init.init_frames=200 (repeatable)")
     p.add_argument(
         "--resume",
         action="store_true",
