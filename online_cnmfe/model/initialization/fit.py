@@ -71,8 +71,13 @@ from online_cnmfe.model.initialization.resample import (
     upsample_columns,
     upsample_images,
 )
-from online_cnmfe.model.initialization.seeding import seed_neurons
-from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.model.initialization.seeding import reference_seeds, seed_neurons
+from online_cnmfe.model.initialization.summary_images import (
+    center_psf_kernel,
+    smooth_in_time,
+    smoothing_coefficient,
+    summary_images,
+)
 from online_cnmfe.model.motion import register_initial, zero_border
 from online_cnmfe.model.null_threshold import rate_for_frame
 from online_cnmfe.model.preprocessing.fov import fov_on_grid
@@ -82,6 +87,8 @@ from online_cnmfe.params import CNMFEParams
 logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
+MIN_REFERENCE_SEEDS = 5  # fewer strong seeds than this: the expected neuron's figures are used
+HALFMAX_AREA_PER_D2 = 0.272  # half-maximum area of a Gaussian of sigma d / 4, over d^2
 FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
 
 
@@ -109,11 +116,16 @@ class _Fit:
         self.kernel = center_psf_kernel(self.gsig)
         self.order = params.deconv.ar_order
         # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
-        self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
+        self.max_halfmax_area = HALFMAX_AREA_PER_D2 * (params.init.max_diameter_factor * d) ** 2
         self.kappa_neuron = 1.0 / filter_response(self.kernel, d / 4.0)
         self.max_kappa = params.init.out_of_focus_ratio * self.kappa_neuron
+        self.kappa_scale = 1.0  # measured / expected out-of-focus ratio of the cells (>= 1)
+        self.area_scale = 1.0  # measured / expected half-maximum area of the cells (>= 1)
+        self.kappa_ref_grid = self.kappa_neuron
         # a transient lasts at least half the indicator decay time (and 3 frames)
         dp = params.data
+        # the seeding's matched temporal filter: the indicator's decay in frames (0: off)
+        self.tau = dp.decay_time_s * dp.frame_rate_hz if params.init.matched_filter else 0.0
         self.transient_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
@@ -151,24 +163,29 @@ class _Fit:
         if s > 1:
             data = bgmod.downsample_movie(data, s)
             raw = bgmod.downsample_movie(raw, s)
+        # the footprints are regressed on the frames averaged like the seeding images (the
+        # seeds' traces are), so the out-of-focus ratio compares like with like
+        smooth_in_time(raw, smoothing_coefficient(self.tau))
         gsig = self.gsig / s
         kernel = center_psf_kernel(gsig)
         gsiz = max(3, int(round(self.gsiz / s)))
         filtered, images = summary_images(
-            data, gsig, remove_global=self.p.init.remove_global_fluctuation
+            data, gsig, remove_global=self.p.init.remove_global_fluctuation, tau_frames=self.tau
         )
         filtered -= images.filtered_mean[None]
         rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
         if null is None:
-            null = seeding_threshold(data, gsig, gsiz, rate)
+            null = seeding_threshold(data, gsig, gsiz, rate, tau_frames=self.tau)
         if residual:
-            null = residual_threshold(data, gsig, gsiz, rate, null)
+            null = residual_threshold(data, gsig, gsiz, rate, null, tau_frames=self.tau)
             log_calibration(null, images, "re-seeding on the residual")
         cn, pnr = images.corr.copy(), images.pnr.copy()
         if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
             pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
         if self.band is not None:  # nor in the border motion correction filled
             zero_border(cn, self.band, s)
+        if not residual:
+            self._calibrate_seed_tests(filtered, raw, cn * pnr, gsiz, null.threshold, kernel, s)
         res = seed_neurons(
             filtered,
             raw,
@@ -179,9 +196,8 @@ class _Fit:
             threshold=null.threshold,
             kernel=kernel,
             max_neurons=max(0, self.p.init.max_neurons - self.K),
-            max_halfmax_area=self.max_halfmax_area / s**2,
-            max_kappa=self.p.init.out_of_focus_ratio
-            / filter_response(kernel, self.diameter / 4.0, s),
+            max_halfmax_area=self.max_halfmax_area * self.area_scale / s**2,
+            max_kappa=self.p.init.out_of_focus_ratio * self.kappa_ref_grid,
         )
         del filtered, raw
         if s > 1:
@@ -192,6 +208,24 @@ class _Fit:
                 dense = upsample_columns(dense, data.shape[1:], s, self.dims)
             self.append(scipy.sparse.csc_array(dense), res.traces)
         return res.n_components, images, null
+
+    def _calibrate_seed_tests(self, filtered, raw, v, gsiz, threshold, kernel, s) -> None:
+        """Scale the out-of-focus and size tests to the strongest seeds when their median
+        ratio or half-maximum area exceeds the expected neuron's
+        (:func:`.seeding.reference_seeds`); never below the expected neuron's."""
+        expected_kappa = 1.0 / filter_response(kernel, self.diameter / 4.0, s)
+        expected_area = HALFMAX_AREA_PER_D2 * (self.diameter / s) ** 2
+        ref = reference_seeds(filtered, raw, v, gsiz, threshold)
+        ok = ref.n >= MIN_REFERENCE_SEEDS
+        self.kappa_scale = max(1.0, ref.kappa / expected_kappa) if ok else 1.0
+        self.area_scale = max(1.0, ref.halfmax_area / expected_area) if ok else 1.0
+        self.kappa_ref_grid = expected_kappa * self.kappa_scale
+        logger.info(
+            "seed tests: the %d strongest seeds have %.1f x the expected neuron's raw/filtered "
+            "ratio and %.1f x its half-maximum area; limits scaled by %.2f and %.2f",
+            ref.n, ref.kappa / expected_kappa, ref.halfmax_area / expected_area,
+            self.kappa_scale, self.area_scale,
+        )  # fmt: skip
 
     def _fov_pixels(self) -> int:
         """Pixels where a neuron can be: inside the lens's field of view when one was found
@@ -323,7 +357,8 @@ class _Fit:
         if self.K == 0:
             return 0
         kap = self.kappa()
-        bad = kap > FINAL_KAPPA_SCALE * self.p.init.out_of_focus_ratio * self.kappa_neuron
+        limit = FINAL_KAPPA_SCALE * self.p.init.out_of_focus_ratio * self.kappa_neuron
+        bad = kap > limit * self.kappa_scale
         if bad.any():
             self.select(~bad)
         return int(bad.sum())
