@@ -50,10 +50,6 @@ class InitParams:
     # regress the movie's mean-intensity fluctuation out of the filtered movie before seeding
     # (a global illumination/bleaching change otherwise makes every textured pixel a seed)
     remove_global_fluctuation: bool = False
-    # seed on the frames averaged in time with the indicator's decay (an exponential filter of
-    # time constant data.decay_time_s): a matched filter for transients, 1.6x the single-frame
-    # peak-to-noise at 10 Hz and 0.4 s, more at higher rates; the noise null gets the same
-    matched_filter: bool = True
     # out-of-focus test: a seed whose raw/filtered amplitude ratio exceeds this x that of a
     # neuron of the expected size is rejected (fitted components at 1.5x this); inf disables
     out_of_focus_ratio: float = 2.0
@@ -207,6 +203,11 @@ class DetectionParams:
 
     enabled: bool = True
     false_seeds_per_fov: float = 3.0
+    # seeds and online candidates are found on frames averaged in time with the indicator's
+    # decay (exponential, time constant data.decay_time_s): a matched filter for transients,
+    # 1.6x the single-frame peak-to-noise at 10 Hz and 0.4 s, more at higher rates; the nulls
+    # the thresholds come from are filtered the same way
+    matched_filter: bool = True
     max_candidates_per_frame: int = 3
     confirm_events: int = 2  # a candidate must recur this many times before promotion ...
     promote_event_snr: float = 10.0  # ... unless one of its events is this strong

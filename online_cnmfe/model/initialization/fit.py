@@ -125,7 +125,7 @@ class _Fit:
         # a transient lasts at least half the indicator decay time (and 3 frames)
         dp = params.data
         # the seeding's matched temporal filter: the indicator's decay in frames (0: off)
-        self.tau = dp.decay_time_s * dp.frame_rate_hz if params.init.matched_filter else 0.0
+        self.tau = dp.decay_time_s * dp.frame_rate_hz if params.detection.matched_filter else 0.0
         self.transient_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)

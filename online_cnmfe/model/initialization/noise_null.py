@@ -11,7 +11,7 @@ silent, and the mean-centred filter gives every transient a negative surround). 
 simulated: a noise movie with the recording's own *spatial* noise structure (the power
 spectrum of its frame-to-frame differences, a median over frame pairs, which sparse transient
 rises do not move; it carries sensor correlations, line noise, or the smoothing of a
-preprocessed movie) and its own *temporal* spectrum (the median over pixels of the spatially
+preprocessed movie) and its own *temporal* spectrum (a low percentile over pixels of the spatially
 filtered movie's power spectrum, :func:`temporal_spectrum`: white for sensor noise, red where
 structured background fluctuations survive the filter, as in raw Inscopix clips), of the same
 length T, put through exactly the same filters and images (including the matched temporal
@@ -47,6 +47,7 @@ from online_cnmfe.model.null_threshold import NullThreshold, peak_values, thresh
 logger = logging.getLogger(__name__)
 
 NULL_PATCH_PX = 128  # side of the simulated noise patch (or the frame, if smaller)
+TEMPORAL_PERCENTILE = 10  # of the pixels' power per frequency (see temporal_spectrum)
 SPECTRUM_PAIRS = 64  # frame pairs whose differences give the noise spectrum
 NULL_SEED = 20261204  # fixed: the same movie always gets the same threshold
 MIN_SPECTRUM_PX = 16  # smaller frames: white noise (too few pixels for a spectrum)
@@ -101,17 +102,20 @@ def noise_spectrum(Y: np.ndarray, side: int) -> np.ndarray:
 def temporal_spectrum(Y: np.ndarray, side: int, sigma: float) -> np.ndarray:
     """Relative amplitude spectrum (T // 2 + 1,) of the noise in time, 1 on average.
 
-    The median over the pixels of a central ``side`` square of the power spectrum of the
-    spatially filtered (:func:`.summary_images.center_psf_kernel`) movie: the smooth
-    background is gone, cells occupy a minority of the pixels, so it is the spectrum of what
-    the seeding statistic sees as noise. Frequency 0 is set to 0.
+    A low percentile (:data:`TEMPORAL_PERCENTILE`) over the pixels of a central ``side``
+    square of the power spectrum of the spatially filtered
+    (:func:`.summary_images.center_psf_kernel`) movie: the smooth background is gone, and the
+    pixels a cell's transients redden are the upper part of each frequency's distribution
+    (in a dense field a median would move). The power at one frequency is exponentially
+    distributed across noise pixels, so a percentile is a fixed fraction of the mean at every
+    frequency and the normalised shape is unbiased. Frequency 0 is set to 0.
     """
     T, H, W = Y.shape
     r0, c0 = (H - side) // 2, (W - side) // 2
     f = filter_frames(Y[:, r0 : r0 + side, c0 : c0 + side], center_psf_kernel(sigma))
     f -= f.mean(axis=0, keepdims=True)
     P = np.abs(scipy.fft.rfft(f.reshape(T, -1), axis=0)) ** 2
-    amp = np.sqrt(np.median(P, axis=1))
+    amp = np.sqrt(np.percentile(P, TEMPORAL_PERCENTILE, axis=1))
     amp[0] = 0.0
     norm = float(np.sqrt(np.mean(amp[1:] ** 2))) if T > 1 else 0.0
     if not norm > 0:
