@@ -71,7 +71,11 @@ from online_cnmfe.model.initialization.resample import (
     upsample_columns,
     upsample_images,
 )
-from online_cnmfe.model.initialization.seeding import reference_seeds, seed_neurons
+from online_cnmfe.model.initialization.seeding import (
+    reference_seeds,
+    seed_neurons,
+    seed_statistic,
+)
 from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
     smooth_in_time,
@@ -79,7 +83,7 @@ from online_cnmfe.model.initialization.summary_images import (
     summary_images,
 )
 from online_cnmfe.model.motion import register_initial, zero_border
-from online_cnmfe.model.null_threshold import rate_for_frame
+from online_cnmfe.model.null_threshold import peak_values, rate_for_frame
 from online_cnmfe.model.preprocessing.fov import fov_on_grid
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
@@ -87,6 +91,7 @@ from online_cnmfe.params import CNMFEParams
 logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
+MATCHED_FILTER_MARGIN = 1.3  # "auto" turns the filter on for > 30 % more seeds
 MIN_REFERENCE_SEEDS = 5  # fewer strong seeds than this: the expected neuron's figures are used
 HALFMAX_AREA_PER_D2 = 0.272  # half-maximum area of a Gaussian of sigma d / 4, over d^2
 FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
@@ -124,8 +129,12 @@ class _Fit:
         self.kappa_ref_grid = self.kappa_neuron
         # a transient lasts at least half the indicator decay time (and 3 frames)
         dp = params.data
-        # the seeding's matched temporal filter: the indicator's decay in frames (0: off)
-        self.tau = dp.decay_time_s * dp.frame_rate_hz if params.detection.matched_filter else 0.0
+        # the seeding's matched temporal filter: the indicator's decay in frames; "auto"
+        # leaves the choice (self.matched_filter None) to the first seeding
+        self.tau_decay = dp.decay_time_s * dp.frame_rate_hz
+        mode = params.detection.matched_filter
+        self.matched_filter = None if mode == "auto" else mode == "on"
+        self.tau = self.tau_decay if self.matched_filter else 0.0
         self.transient_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
@@ -163,19 +172,26 @@ class _Fit:
         if s > 1:
             data = bgmod.downsample_movie(data, s)
             raw = bgmod.downsample_movie(raw, s)
-        # the footprints are regressed on the frames averaged like the seeding images (the
-        # seeds' traces are), so the out-of-focus ratio compares like with like
-        smooth_in_time(raw, smoothing_coefficient(self.tau))
         gsig = self.gsig / s
         kernel = center_psf_kernel(gsig)
         gsiz = max(3, int(round(self.gsiz / s)))
-        filtered, images = summary_images(
-            data, gsig, remove_global=self.p.init.remove_global_fluctuation, tau_frames=self.tau
-        )
-        filtered -= images.filtered_mean[None]
         rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
+        filtered = images = None
+        if self.matched_filter is None and null is None:  # "auto": the first seeding chooses
+            filtered, images, null = self._choose_matched_filter(data, gsig, gsiz, rate, s)
+        if filtered is None:
+            filtered, images = summary_images(
+                data,
+                gsig,
+                remove_global=self.p.init.remove_global_fluctuation,
+                tau_frames=self.tau,
+            )
         if null is None:
             null = seeding_threshold(data, gsig, gsiz, rate, tau_frames=self.tau)
+        filtered -= images.filtered_mean[None]
+        # the footprints are regressed on the frames averaged like the seeding images (the
+        # seeds' traces are), so the out-of-focus ratio compares like with like
+        smooth_in_time(raw, smoothing_coefficient(self.tau))
         if residual:
             null = residual_threshold(data, gsig, gsiz, rate, null, tau_frames=self.tau)
             log_calibration(null, images, "re-seeding on the residual")
@@ -208,6 +224,50 @@ class _Fit:
                 dense = upsample_columns(dense, data.shape[1:], s, self.dims)
             self.append(scipy.sparse.csc_array(dense), res.traces)
         return res.n_components, images, null
+
+    def _seed_peaks(self, images, null, gsiz: int, s: int) -> int:
+        """Neuron-sized peaks (one per ``gsiz`` square) of the seeding statistic above its
+        calibrated threshold, outside the lens margin and the motion border band."""
+        v = images.corr * images.pnr
+        if self.pre is not None and self.pre.fov_found:
+            v[~fov_on_grid(self.pre.fov, s)] = 0.0
+        if self.band is not None:
+            zero_border(v, self.band, s)
+        stat = seed_statistic(v, gsiz)
+        return int(np.count_nonzero(peak_values(stat, max(3, gsiz)) >= null.threshold))
+
+    def _choose_matched_filter(self, data, gsig, gsiz, rate, s):
+        """``detection.matched_filter = "auto"``: seed with the filter only if it finds more.
+
+        Both statistics are calibrated at the same false-seed rate, so the one with more
+        peaks above its threshold sees more signal. Where the noise is white in time (a
+        preprocessed Miniscope movie) the filter lifts weak cells; where slow fluctuations
+        survive the spatial filter (dense neuropil, drifting background) its null rises as
+        much and the single frames do as well or better. Returns (filtered, images, null) of
+        the chosen variant (filtered and images None when they must be recomputed) and sets
+        ``self.tau`` and ``self.matched_filter``.
+        """
+        counts, nulls, last = {}, {}, None
+        for tau in (0.0, self.tau_decay):
+            last = None  # one filtered movie in memory at a time
+            filtered, images = summary_images(
+                data, gsig, remove_global=self.p.init.remove_global_fluctuation, tau_frames=tau
+            )
+            nulls[tau] = seeding_threshold(data, gsig, gsiz, rate, tau_frames=tau)
+            counts[tau] = self._seed_peaks(images, nulls[tau], gsiz, s)
+            last = (filtered, images)
+            del filtered, images
+        on = counts[self.tau_decay] > MATCHED_FILTER_MARGIN * counts[0.0]
+        self.matched_filter = bool(on)
+        self.tau = self.tau_decay if on else 0.0
+        logger.info(
+            "detection.matched_filter=auto: %d seeds above the calibrated threshold on single "
+            "frames, %d with the matched temporal filter (time constant %.1f frames): %s",
+            counts[0.0], counts[self.tau_decay], self.tau_decay, "on" if on else "off",
+        )  # fmt: skip
+        if on:  # the last variant computed
+            return last[0], last[1], nulls[self.tau]
+        return None, None, nulls[self.tau]
 
     def _calibrate_seed_tests(self, filtered, raw, v, gsiz, threshold, kernel, s) -> None:
         """Scale the out-of-focus and size tests to the strongest seeds when their median
@@ -440,6 +500,7 @@ class _Fit:
             corr_image=np.ascontiguousarray(images.corr, np.float32),
             pnr_image=np.ascontiguousarray(images.pnr, np.float32),
             preprocess=self.pre,
+            matched_filter=self.matched_filter,
         )
 
 

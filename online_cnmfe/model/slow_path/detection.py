@@ -149,7 +149,7 @@ def geometry(params: CNMFEParams) -> Geometry:
         calibration_period=max(1, math.ceil(fr * CALIBRATION_PERIOD_S)),
         smooth=(
             math.exp(-1.0 / (fr * params.data.decay_time_s))
-            if params.detection.matched_filter
+            if params.detection.matched_filter == "on"
             else 0.0
         ),
     )
