@@ -91,7 +91,9 @@ from online_cnmfe.params import CNMFEParams
 logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
-MATCHED_FILTER_MARGIN = 1.3  # "auto" turns the filter on for > 30 % more seeds
+# "auto" turns the filter on for 30 % and at least 5 more seeds (a few are noise: the rate)
+MATCHED_FILTER_MARGIN = 1.3
+MATCHED_FILTER_EXTRA = 5
 MIN_REFERENCE_SEEDS = 5  # fewer strong seeds than this: the expected neuron's figures are used
 HALFMAX_AREA_PER_D2 = 0.272  # half-maximum area of a Gaussian of sigma d / 4, over d^2
 FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
@@ -257,7 +259,7 @@ class _Fit:
             counts[tau] = self._seed_peaks(images, nulls[tau], gsiz, s)
             last = (filtered, images)
             del filtered, images
-        on = counts[self.tau_decay] > MATCHED_FILTER_MARGIN * counts[0.0]
+        on = counts[self.tau_decay] >= MATCHED_FILTER_MARGIN * counts[0.0] + MATCHED_FILTER_EXTRA
         self.matched_filter = bool(on)
         self.tau = self.tau_decay if on else 0.0
         logger.info(

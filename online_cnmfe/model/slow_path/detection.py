@@ -5,11 +5,12 @@ see ``_kernels/detection.py``) on a grid block-averaged by ``ds = max(1, diamete
 neuron stays >= 6 px across on it), sigma its noise, d neuron diameter (px).
 
 Per observed frame (:func:`observe_residual`, O(n_pixels)): the statistic of the
-initialisation's seeding, computed online on z averaged in time by the same matched filter
-(exponential, the indicator's decay; ``detection.matched_filter``): running moments of z thresholded at 2 sigma (local
-correlation), its noise from the negative half, a decaying max (PNR; CaImAn keeps a cumulative
-max that never forgets), and the same on ``-z``, the *null*: the sign-flipped residual, from
-which the model's neurons are gone and whose errors are as often negative as positive.
+initialisation's seeding, computed online (on z averaged in time by the matched filter when
+the initialisation chose it, ``detection.matched_filter``): running moments of z thresholded
+at 2 sigma (local correlation), its noise from the negative half, a decaying max (PNR;
+CaImAn keeps a cumulative max that never forgets), and the same on ``-z``, the *null*: the
+sign-flipped residual, from which the model's neurons are gone and whose errors are as
+often negative as positive.
 
 Every ``CALIBRATION_PERIOD_S`` (:func:`calibrate`), the threshold on ``v = corr x PNR`` is set
 where the null's peaks give ``detection.false_seeds_per_fov`` false candidates per 256 x 256
