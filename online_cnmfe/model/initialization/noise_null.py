@@ -11,11 +11,12 @@ silent, and the mean-centred filter gives every transient a negative surround). 
 simulated: a noise movie with the recording's own *spatial* noise structure (the power
 spectrum of its frame-to-frame differences, a median over frame pairs, which sparse transient
 rises do not move; it carries sensor correlations, line noise, or the smoothing of a
-preprocessed movie) and its own *temporal* spectrum (a low percentile over pixels of the spatially
-filtered movie's power spectrum, :func:`temporal_spectrum`: white for sensor noise, red where
-structured background fluctuations survive the filter, as in raw Inscopix clips), of the same
-length T, put through exactly the same filters and images (including the matched temporal
-filter, ``tau_frames``). Its peaks give the null (:mod:`..null_threshold`): the threshold is where
+preprocessed movie), white in time for single-frame images; with the matched temporal filter
+(``tau_frames``), which amplifies whatever is slow, it also gets the movie's own *temporal*
+spectrum (a low percentile over pixels of the spatially filtered movie's power spectrum,
+:func:`temporal_spectrum`: white for sensor noise, red where structured background
+fluctuations survive the spatial filter). Of the same length T, it is put through exactly the
+same filters and images. Its peaks give the null (:mod:`..null_threshold`): the threshold is where
 ``detection.false_seeds_per_fov`` noise peaks are expected in the field of view. PNR and corr
 are scale-free, so only the noise's structure matters, not its level.
 
@@ -181,7 +182,8 @@ def seeding_threshold(
     temporal = None
     if side >= max(MIN_SPECTRUM_PX, 4 * win):
         amp = noise_spectrum(Y, side)
-        temporal = temporal_spectrum(Y, side, sigma)
+        if tau_frames > 0:  # averaging over time amplifies whatever is slow in the noise
+            temporal = temporal_spectrum(Y, side, sigma)
     else:  # a tiny frame: white noise on a patch big enough for a few dozen peaks
         side = max(32, 8 * win)
         amp = np.ones((side, side // 2 + 1), np.float32)
