@@ -64,6 +64,10 @@ class InitParams:
     # components 2-5; BENCHMARKS.md "Detection"). The limit is this x the components' 25th
     # percentile when that is above 1 (cells bigger than data.neuron_diameter_px); inf disables
     max_size_ratio: float = 2.5
+    # when the fitted footprints' median size is > 2x the expected neuron's (cells much wider
+    # than data.neuron_diameter_px, e.g. after a median filter), fit again at the cells' own
+    # diameter (logged with the value to set; the online search keeps the declared one)
+    adapt_diameter: bool = True
 
     def __post_init__(self) -> None:
         int_at_least("init_frames", self.init_frames, 20)

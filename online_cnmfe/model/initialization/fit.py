@@ -95,6 +95,7 @@ MIN_PIXELS = 3
 MATCHED_FILTER_MARGIN = 1.3
 MATCHED_FILTER_EXTRA = 5
 SEED_TEST_DEAD_ZONE = 1.25  # measured / expected ratios up to this leave the seed tests alone
+ADAPT_SIZE_RATIO = 2.0  # median footprint size ratio above which the diameter is re-measured
 MIN_REFERENCE_SEEDS = 5  # fewer strong seeds than this: the expected neuron's figures are used
 HALFMAX_AREA_PER_D2 = 0.272  # half-maximum area of a Gaussian of sigma d / 4, over d^2
 FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
@@ -507,7 +508,65 @@ class _Fit:
             pnr_image=np.ascontiguousarray(images.pnr, np.float32),
             preprocess=self.pre,
             matched_filter=self.matched_filter,
+            neuron_diameter_px=float(self.diameter),
         )
+
+
+def _seeded(Y, params, pre, motion_init, bar):
+    """A new fit of ``Y`` seeded (returns the fit, the summary images and the null)."""
+    fit = _Fit(Y, params)
+    fit.pre = pre
+    fit.band = motion_init.band if motion_init is not None and motion_init.active else None
+    n0, images, null = fit.seed(Y)
+    log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
+    fit.pixel_noise = pixel_noise(Y)
+    bar.step(f"seeding ({n0} neurons)")
+    return fit, images, null
+
+
+def _alternate(fit, it: int, null, bar) -> None:
+    """Alternation ``it``: background, traces, footprints, merges, then (within
+    ``init.reseed_passes``) seeding on the residual."""
+    fit.fit_background()
+    fit.update_traces(estimate=True)
+    fit.drop_without_transient()
+    fit.update_footprints()
+    n_merged = fit.merge()
+    bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
+    if it < fit.p.init.reseed_passes:
+        n_new, _, _ = fit.seed(fit.residual(), raw=fit.raw_residual(), null=null, residual=True)
+        if n_new:
+            fit.update_traces(estimate=True)
+    bar.step(f"reseeding {it + 1}")
+
+
+def _cell_diameter(fit) -> float | None:
+    """The cells' diameter when the fitted footprints are much wider than declared, else None.
+
+    The median size ratio of the footprints after one alternation (their best-fitting
+    Gaussian's sigma over ``d / 4``, squared: about 1 on every held-out simulation with the
+    right diameter, 1.0-1.3) above :data:`ADAPT_SIZE_RATIO` means the cells look wider than
+    ``data.neuron_diameter_px`` (e.g. after a preprocessing median filter): the filter, the
+    seeding window and the size tests were then made for smaller cells. The diameter that
+    would make the ratio 1, at most twice the declared one.
+    """
+    if fit.K < MIN_REFERENCE_SEEDS:
+        return None
+    ratios = size_ratios(fit.A, fit.dims, fit.diameter)
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size < MIN_REFERENCE_SEEDS:
+        return None
+    median = float(np.median(ratios))
+    if median <= ADAPT_SIZE_RATIO:
+        return None
+    d_new = float(min(2.0, np.sqrt(median)) * fit.diameter)
+    logger.warning(
+        "the cells look %.0f px wide, not %.0f (their footprints' median size is %.1f x the "
+        "expected neuron's): fitting again at %.0f px; set data.neuron_diameter_px=%.0f to "
+        "skip this pass, or init.adapt_diameter=false to keep yours",
+        d_new, fit.diameter, median, d_new, d_new,
+    )  # fmt: skip
+    return d_new
 
 
 def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
@@ -552,27 +611,15 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
         motion_init = register_initial(Y, params) if params.motion.enabled else None
-        fit = _Fit(Y, params)
-        fit.pre = pre
-        fit.band = motion_init.band if motion_init is not None and motion_init.active else None
-        n0, images, null = fit.seed(Y)
-        log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
-        fit.pixel_noise = pixel_noise(Y)
-        bar.step(f"seeding ({n0} neurons)")
-        for it in range(n_alt):
-            fit.fit_background()
-            fit.update_traces(estimate=True)
-            fit.drop_without_transient()
-            fit.update_footprints()
-            n_merged = fit.merge()
-            bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
-            if it < ip.reseed_passes:
-                n_new, _, _ = fit.seed(
-                    fit.residual(), raw=fit.raw_residual(), null=null, residual=True
-                )
-                if n_new:
-                    fit.update_traces(estimate=True)
-            bar.step(f"reseeding {it + 1}")
+        fit, images, null = _seeded(Y, params, pre, motion_init, bar)
+        _alternate(fit, 0, null, bar)
+        d_cells = _cell_diameter(fit) if ip.adapt_diameter else None
+        if d_cells is not None:  # cells much wider than declared: fit again at their size
+            params = params.replace(**{"data.neuron_diameter_px": d_cells})
+            fit, images, null = _seeded(Y, params, pre, motion_init, bar)
+            _alternate(fit, 0, null, bar)
+        for it in range(1, n_alt):
+            _alternate(fit, it, null, bar)
         n_out = fit.prune_out_of_focus()
         logger.debug("%d out-of-focus components removed", n_out)
         fit.accept()

@@ -308,28 +308,18 @@ def test_matched_filter_auto_finds_weak_slow_cells_in_white_noise(caplog):
     assert "matched_filter=auto" in caplog.text and ": on" in caplog.text
 
 
-def test_cells_larger_than_the_declared_diameter_pass_the_seed_tests(caplog):
-    """Cells 1.6x wider than data.neuron_diameter_px (as after a median filter): the seed
-    tests scale to the strongest seeds, so the cells are found, and the log says by how much."""
-    frames, A_true, _ = tiny_movie(T=200, seed=3)
-    H = 64
-    yy, xx = np.mgrid[:H, :H]
-    from tests.online_cnmfe.init_fixture import CENTRES
-
-    sep = [0, 1, 2, 3]  # the separated cells, made wider
-    wide = np.stack(
-        [np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * 4.0**2)).ravel() for r, c in
-         [CENTRES[i] for i in sep]], axis=1,
-    ).astype(np.float32)  # fmt: skip
-    rng = np.random.default_rng(0)
-    C = np.zeros((4, 200), np.float32)
-    for t in range(1, 200):
-        C[:, t] = 0.9 * C[:, t - 1] + (rng.random(4) < 0.03) * 12
-    Y = (100 + (wide @ C).T.reshape(200, H, H) + rng.standard_normal((200, H, H))).astype(
-        np.float32
-    )
-    with caplog.at_level(logging.INFO, logger="online_cnmfe.model.initialization"):
-        r = fit_initial(Y, _params(**{"init.init_frames": 200, "motion.enabled": False}))
-    m = match_footprints(r.A.copy(), scipy.sparse.csc_array(wide), (64, 64))
-    assert len(m.true_index) == 4, (r.n_components, m.true_index)
-    assert "seed tests" in caplog.text
+def test_cells_wider_than_declared_are_fitted_at_their_own_diameter(caplog):
+    """Cells 1.8x wider than data.neuron_diameter_px (as after a median filter): the seed
+    tests scale to the strongest seeds, the fit runs again at the cells' diameter (logged)
+    and finds them all; init.adapt_diameter=false keeps the declared diameter."""
+    Y, A = _weak_slow_cells(T=200, pnr=8.0, sigma=4.5, seed=2)
+    caplog.set_level(logging.INFO, logger="online_cnmfe.model.initialization")
+    p = _weak_params("off").replace(**{"init.init_frames": 200})
+    r = fit_initial(Y, p)
+    m = match_footprints(r.A.copy(), scipy.sparse.csc_array(A), (96, 96))
+    assert len(m.true_index) == A.shape[1], (r.n_components, m.true_index)
+    assert r.n_components <= A.shape[1] + 1
+    assert "limits scaled by" in caplog.text and "the cells look" in caplog.text
+    assert 14 <= r.neuron_diameter_px <= 22, r.neuron_diameter_px
+    kept = fit_initial(Y, p.replace(**{"init.adapt_diameter": False}))
+    assert kept.neuron_diameter_px == 10.0
