@@ -151,6 +151,10 @@ class _Fit:
         self.Yt = None
         self.band = None  # border band filled by motion correction: no seeds there
         self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
+        # a background-removed (preprocessed) movie: its strongest seeds are cells, so the seed
+        # tests and the diameter may be calibrated on them; in a raw movie the strongest can be
+        # out-of-focus blobs (96² simulations: 4-5x the expected neuron's size)
+        self.preprocessed = False
 
     @property
     def K(self) -> int:
@@ -280,7 +284,7 @@ class _Fit:
         expected_kappa = 1.0 / filter_response(kernel, self.diameter / 4.0, s)
         expected_area = HALFMAX_AREA_PER_D2 * (self.diameter / s) ** 2
         ref = reference_seeds(filtered, raw, v, gsiz, threshold)
-        ok = ref.n >= MIN_REFERENCE_SEEDS
+        ok = ref.n >= MIN_REFERENCE_SEEDS and self.preprocessed
         k_ratio, a_ratio = ref.kappa / expected_kappa, ref.halfmax_area / expected_area
         # only cells clearly unlike the expected neuron move the limits (the held-out
         # simulations measure 0.8-1.1; minian's median-filtered CA1 cells 1.8-2.4)
@@ -512,9 +516,10 @@ class _Fit:
         )
 
 
-def _seeded(Y, params, pre, motion_init, bar):
+def _seeded(Y, params, pre, motion_init, bar, preprocessed: bool = False):
     """A new fit of ``Y`` seeded (returns the fit, the summary images and the null)."""
     fit = _Fit(Y, params)
+    fit.preprocessed = preprocessed
     fit.pre = pre
     fit.band = motion_init.band if motion_init is not None and motion_init.active else None
     n0, images, null = fit.seed(Y)
@@ -607,16 +612,17 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     bar = Progress(progress, 3 + 2 * n_alt)
     try:
         Y = validate_frames(frames, params)
-        warn_if_preprocessed(Y)  # on the frames as recorded
+        # on the frames as recorded; a preprocessed movie's cells are calibrated on its own
+        preprocessed = warn_if_preprocessed(Y) is not None
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
         motion_init = register_initial(Y, params) if params.motion.enabled else None
-        fit, images, null = _seeded(Y, params, pre, motion_init, bar)
+        fit, images, null = _seeded(Y, params, pre, motion_init, bar, preprocessed)
         _alternate(fit, 0, null, bar)
-        d_cells = _cell_diameter(fit) if ip.adapt_diameter else None
+        d_cells = _cell_diameter(fit) if ip.adapt_diameter and preprocessed else None
         if d_cells is not None:  # cells much wider than declared: fit again at their size
             params = params.replace(**{"data.neuron_diameter_px": d_cells})
-            fit, images, null = _seeded(Y, params, pre, motion_init, bar)
+            fit, images, null = _seeded(Y, params, pre, motion_init, bar, preprocessed)
             _alternate(fit, 0, null, bar)
         for it in range(1, n_alt):
             _alternate(fit, it, null, bar)

@@ -309,10 +309,12 @@ def test_matched_filter_auto_finds_weak_slow_cells_in_white_noise(caplog):
 
 
 def test_cells_wider_than_declared_are_fitted_at_their_own_diameter(caplog):
-    """Cells 1.8x wider than data.neuron_diameter_px (as after a median filter): the seed
-    tests scale to the strongest seeds, the fit runs again at the cells' diameter (logged)
-    and finds them all; init.adapt_diameter=false keeps the declared diameter."""
-    Y, A = _weak_slow_cells(T=200, pnr=8.0, sigma=4.5, seed=2)
+    """A background-removed, quantised movie (as minian writes) whose cells are 1.8x wider
+    than data.neuron_diameter_px: the seed tests scale to the strongest seeds, the fit runs
+    again at the cells' diameter (logged) and finds them all; init.adapt_diameter=false keeps
+    the declared diameter; the same movie with its baseline (raw-looking) is left alone."""
+    raw, A = _weak_slow_cells(T=200, pnr=8.0, sigma=4.5, seed=2)
+    Y = np.clip(np.round(2 * (raw - 100)), 0, None).astype(np.float32)
     caplog.set_level(logging.INFO, logger="online_cnmfe.model.initialization")
     p = _weak_params("off").replace(**{"init.init_frames": 200})
     r = fit_initial(Y, p)
@@ -323,3 +325,4 @@ def test_cells_wider_than_declared_are_fitted_at_their_own_diameter(caplog):
     assert 14 <= r.neuron_diameter_px <= 22, r.neuron_diameter_px
     kept = fit_initial(Y, p.replace(**{"init.adapt_diameter": False}))
     assert kept.neuron_diameter_px == 10.0
+    assert fit_initial(raw, p).neuron_diameter_px == 10.0
