@@ -187,10 +187,13 @@ class _Fit:
         if s > 1:
             images = upsample_images(images, s, self.dims)
         if res.n_components:
-            dense = res.dense_footprints(data.shape[1:])
             if s > 1:
-                dense = upsample_columns(dense, data.shape[1:], s, self.dims)
-            self.append(scipy.sparse.csc_array(dense), res.traces)
+                dense = upsample_columns(
+                    res.dense_footprints(data.shape[1:]), data.shape[1:], s, self.dims
+                )
+                self.append(scipy.sparse.csc_array(dense), res.traces)
+            else:
+                self.append(res.sparse_footprints(self.dims), res.traces)
         return res.n_components, images, null
 
     def _fov_pixels(self) -> int:
