@@ -124,6 +124,7 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.ring = None  # background.RingFitter, made at the first background fit
         self.band = None  # border band filled by motion correction: no seeds there
         self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
 
@@ -229,13 +230,10 @@ class _Fit:
         return (self.C + self.b[:, None]).astype(np.float32)
 
     def fit_background(self) -> None:
-        Ctot = self.full_traces()
-        self.bg, grid = bgmod.fit_ring_background(
-            self.Y, self.A, Ctot, self.p.background, self.diameter, return_grid=True
-        )
-        Yb = bgmod.subtract_background(self.Y, self.A, Ctot, self.bg, grid=grid)
-        del grid
-        self.Yt = np.ascontiguousarray(Yb.reshape(self.T, -1).T)
+        if self.ring is None:  # the frames' pixel-major copy and tables, once per fit
+            self.ring = bgmod.RingFitter(self.Y, self.p.background, self.diameter)
+        self.Yt = None  # freed before the new one is made (one movie-sized array less)
+        self.bg, self.Yt = self.ring.fit(self.A, self.full_traces())
 
     def residual(self) -> np.ndarray:
         """``(Y - B) - A (C + b)`` as (T, H, W)."""
