@@ -178,6 +178,8 @@ def status_fields(engine) -> dict:
         "n_malformed": engine.receiver.n_malformed,
         "phase": "stopped" if engine.stop_event.is_set() else runner.phase,
         "init_progress": round(runner.init_progress, 3),
+        "init_stage": runner.init_stage,
+        "init_fit_progress": round(runner.init_fit_progress, 3),
         "store_ok": store.ok,
         "store_error": store.error,
         "dims": list(runner.dims) if runner.dims else None,

@@ -409,6 +409,41 @@ class _Fit:
         )
 
 
+# Typical share of each stage in the fit's time (608x608, 300 frames, 500 neurons, 2 cores;
+# BENCHMARKS.md "Initialisation at 608² (issue 17)"): only the progress fractions use them.
+_STAGE_WEIGHT = {
+    "preprocessing": 3.0,
+    "motion correction": 6.0,
+    "seeding": 10.0,
+    "background": 2.0,
+    "traces and footprints": 1.5,
+    "re-seeding": 8.0,
+    "acceptance": 1.0,
+    "final background and traces": 2.5,
+}
+
+
+def _stage_weights(params: CNMFEParams) -> list[tuple[str, float]]:
+    """The fit's stages in order with their weights (:class:`.checks.Progress`)."""
+    w = _STAGE_WEIGHT
+    stages = [("preprocessing", w["preprocessing"])]
+    if params.motion.enabled:
+        stages.append(("motion correction", w["motion correction"]))
+    stages.append(("seeding", w["seeding"]))
+    for it in range(1, params.init.n_alternations + 1):
+        stages += [
+            (f"background {it}", w["background"]),
+            (f"traces and footprints {it}", w["traces and footprints"]),
+        ]
+        if it <= params.init.reseed_passes:
+            stages.append((f"re-seeding {it}", w["re-seeding"]))
+    stages += [
+        ("acceptance", w["acceptance"]),
+        ("final background and traces", w["final background and traces"]),
+    ]
+    return stages
+
+
 def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     """Batch CNMF-E fit of the initialisation frames.
 
@@ -422,7 +457,11 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     params : CNMFEParams
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr (when it is a terminal); a callable is called as
-        ``progress(stage_name, fraction_done)``.
+        ``progress(stage, fraction_done)`` when each stage starts (``stage`` its name, e.g.
+        ``"seeding"``, ``"background 1 (412 neurons)"``, ``"re-seeding 1 (380 neurons)"``;
+        ``fraction_done`` the share of the fit done before it, stages weighted by their
+        typical time) and ``("done", 1.0)`` at the end. It runs on the fitting thread and
+        must return quickly.
 
     Returns
     -------
@@ -444,45 +483,52 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     t_start = time.perf_counter()
     ip = params.init
     n_alt = ip.n_alternations
-    bar = Progress(progress, 3 + 2 * n_alt)
+    bar = Progress(progress, _stage_weights(params))
     try:
+        bar.begin("preprocessing")
         Y = validate_frames(frames, params)
         warn_if_preprocessed(Y)  # on the frames as recorded
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
-        motion_init = register_initial(Y, params) if params.motion.enabled else None
+        motion_init = None
+        if params.motion.enabled:
+            bar.begin("motion correction")
+            motion_init = register_initial(Y, params)
+        bar.begin("seeding")
         fit = _Fit(Y, params)
         fit.pre = pre
         fit.band = motion_init.band if motion_init is not None and motion_init.active else None
         n0, images, null = fit.seed(Y)
         log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
         fit.pixel_noise = pixel_noise(Y)
-        bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
+            bar.begin(f"background {it + 1}", f"{fit.K} neurons")
             fit.fit_background()
+            bar.begin(f"traces and footprints {it + 1}", f"{fit.K} neurons")
             fit.update_traces(estimate=True)
             fit.drop_without_transient()
             fit.update_footprints()
             n_merged = fit.merge()
-            bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
+            logger.debug("alternation %d: %d neurons, %d merged", it + 1, fit.K, n_merged)
             if it < ip.reseed_passes:
+                bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
                 n_new, _, _ = fit.seed(
                     fit.residual(), raw=fit.raw_residual(), null=null, residual=True
                 )
                 if n_new:
                     fit.update_traces(estimate=True)
-            bar.step(f"reseeding {it + 1}")
+        bar.begin("acceptance", f"{fit.K} neurons")
         n_out = fit.prune_out_of_focus()
         logger.debug("%d out-of-focus components removed", n_out)
         fit.accept()
+        bar.begin("final background and traces", f"{fit.K} neurons")
         fit.fit_background()
         fit.update_traces(estimate=True)
-        bar.step("final background and traces")
         # b0 of the result holds the neurons' baselines (the online model has no b)
         fit.bg.b0 = (fit.bg.b0 + fit.A @ fit.b).astype(np.float32)
         result = fit.result(images)
         result.motion = motion_init
-        bar.step("done")
+        bar.finish()
     finally:
         bar.close()
     logger.info(
