@@ -71,8 +71,12 @@ from online_cnmfe.model.initialization.resample import (
     upsample_columns,
     upsample_images,
 )
-from online_cnmfe.model.initialization.seeding import seed_neurons
-from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
+from online_cnmfe.model.initialization.seeding import pixel_major, seed_neurons_pixel_major
+from online_cnmfe.model.initialization.summary_images import (
+    center_psf_kernel,
+    filter_frames,
+    summary_images,
+)
 from online_cnmfe.model.motion import register_initial, zero_border
 from online_cnmfe.model.null_threshold import rate_for_frame
 from online_cnmfe.model.preprocessing.fov import fov_on_grid
@@ -133,8 +137,11 @@ class _Fit:
         return self.C.shape[0]
 
     # ---- seeding --------------------------------------------------------------------------
-    def seed(self, data: np.ndarray, raw=None, null: SeedingNull | None = None, residual=False):
+    def seed(self, data: np.ndarray, raw_pm=None, null: SeedingNull | None = None, residual=False):
         """Seed on ``data`` (frames or a residual) and append the new neurons.
+
+        The footprints are regressed on ``raw_pm`` (pixel-major (H, W, T), modified), by
+        default a pixel-major copy of ``data``.
 
         The threshold comes from ``null`` or, when None, is calibrated on ``data``'s noise
         (:func:`.noise_null.seeding_threshold`); on a ``residual`` it is raised where the
@@ -147,32 +154,38 @@ class _Fit:
         Meant for neurons of at least ~12 px: smaller ones are only a few grid pixels wide.
         """
         s = self.p.init.seed_downsample
-        if raw is None:
-            raw = data.copy()
         if s > 1:
+            raw = data if raw_pm is None else raw_pm.reshape(-1, self.T).T.reshape(data.shape)
             data = bgmod.downsample_movie(data, s)
-            raw = bgmod.downsample_movie(raw, s)
+            raw_pm = pixel_major(bgmod.downsample_movie(raw, s))
+            del raw
+        elif raw_pm is None:
+            raw_pm = pixel_major(data)
         gsig = self.gsig / s
         kernel = center_psf_kernel(gsig)
         gsiz = max(3, int(round(self.gsiz / s)))
-        filtered, images = summary_images(
-            data, gsig, remove_global=self.p.init.remove_global_fluctuation
-        )
-        filtered -= images.filtered_mean[None]
         rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
         if null is None:
             null = seeding_threshold(data, gsig, gsiz, rate)
+        filtered = filter_frames(data, kernel)  # once: the residual's threshold uses it too
         if residual:
-            null = residual_threshold(data, gsig, gsiz, rate, null)
+            null = residual_threshold(data, gsig, gsiz, rate, null, filtered=filtered)
+        filtered, images = summary_images(
+            data, gsig, remove_global=self.p.init.remove_global_fluctuation, filtered=filtered
+        )
+        if residual:
             log_calibration(null, images, "re-seeding on the residual")
+        filtered -= images.filtered_mean[None]
         cn, pnr = images.corr.copy(), images.pnr.copy()
         if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
             pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
         if self.band is not None:  # nor in the border motion correction filled
             zero_border(cn, self.band, s)
-        res = seed_neurons(
-            filtered,
-            raw,
+        filtered_pm = pixel_major(filtered)
+        del filtered
+        res = seed_neurons_pixel_major(
+            filtered_pm,
+            raw_pm,
             images.noise,
             cn,
             pnr,
@@ -184,7 +197,7 @@ class _Fit:
             max_kappa=self.p.init.out_of_focus_ratio
             / filter_response(kernel, self.diameter / 4.0, s),
         )
-        del filtered, raw
+        del filtered_pm, raw_pm
         if s > 1:
             images = upsample_images(images, s, self.dims)
         if res.n_components:
@@ -240,10 +253,12 @@ class _Fit:
         R = self.Yt - np.asarray(self.A @ self.full_traces(), np.float32)
         return np.ascontiguousarray(R.T).reshape(self.T, self.H, self.W)
 
-    def raw_residual(self) -> np.ndarray:
-        """``Y - A (C + b)`` as (T, H, W): the frames without the known neurons."""
+    def raw_residual_pixel_major(self) -> np.ndarray:
+        """``Y - A (C + b)`` as (H, W, T): the frames without the known neurons (from the
+        pixel-major frames the background fit keeps, so without a transpose)."""
         AC = np.asarray(self.A @ self.full_traces(), np.float32)
-        return self.Y - np.ascontiguousarray(AC.T).reshape(self.T, self.H, self.W)
+        np.subtract(self.ring.Yt, AC, out=AC)
+        return AC.reshape(self.H, self.W, self.T)
 
     # ---- traces -------------------------------------------------------------------------
     def update_traces(self, n_sweeps: int = 2, estimate: bool = True) -> None:
@@ -513,7 +528,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             if it < ip.reseed_passes:
                 bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
                 n_new, _, _ = fit.seed(
-                    fit.residual(), raw=fit.raw_residual(), null=null, residual=True
+                    fit.residual(), raw_pm=fit.raw_residual_pixel_major(), null=null, residual=True
                 )
                 if n_new:
                     fit.update_traces(estimate=True)

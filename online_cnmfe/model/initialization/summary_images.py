@@ -235,7 +235,11 @@ def remove_global_fluctuation(filtered: np.ndarray, frames: np.ndarray) -> None:
 
 
 def summary_images(
-    frames: np.ndarray, sigma: float, thresh: float = 2.0, remove_global: bool = False
+    frames: np.ndarray,
+    sigma: float,
+    thresh: float = 2.0,
+    remove_global: bool = False,
+    filtered: np.ndarray | None = None,
 ):
     """Filter a batch and compute its summary images.
 
@@ -249,13 +253,19 @@ def summary_images(
     remove_global : bool
         Regress the global mean-intensity fluctuation out of the filtered movie first
         (:func:`remove_global_fluctuation`).
+    filtered : ndarray of shape (T, H, W), float32, optional
+        ``filter_frames(frames, center_psf_kernel(sigma))`` when already computed (it is
+        used, and returned, in place of a new one).
 
     Returns
     -------
     filtered : ndarray of shape (T, H, W), float32
     images : SummaryImages
     """
-    filtered = filter_frames(frames, center_psf_kernel(sigma))
+    if filtered is None:
+        filtered = filter_frames(frames, center_psf_kernel(sigma))
+    elif filtered.shape != frames.shape:
+        raise ValueError(f"filtered {filtered.shape} does not match frames {frames.shape}")
     if remove_global:
         remove_global_fluctuation(filtered, frames)
     center, sn, pnr, corr = corr_pnr_images(filtered, thresh)

@@ -97,3 +97,37 @@ def test_sparse_footprints_equal_the_dense_ones():
     np.testing.assert_array_equal(sp.indptr, ref.indptr)
     empty = SeedResult(footprints=[], traces=np.zeros((0, 5), np.float32), centers=np.zeros((0, 2)))
     assert empty.sparse_footprints(dims).shape == (600, 0)
+
+
+def test_pixel_major_local_corr_matches_frame_major():
+    """The seeding's pixel-major moments equal the frame-major kernel's (same sums, same
+    order), so the local images it recomputes are unchanged."""
+    from online_cnmfe.model._kernels.summary import (
+        local_corr_accumulate,
+        local_corr_accumulate_pixel_major,
+    )
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 7, 9)).astype(np.float32)
+    thr = (0.3 * rng.random((7, 9))).astype(np.float32)
+    ref = [np.zeros((7, 9)), np.zeros((7, 9)), np.zeros((7, 9, 4))]
+    local_corr_accumulate(X, np.zeros((7, 9), np.float32), thr, *ref)
+    got = [np.zeros((7, 9)), np.zeros((7, 9)), np.zeros((7, 9, 4))]
+    local_corr_accumulate_pixel_major(np.ascontiguousarray(X.transpose(1, 2, 0)), thr, *got)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_seeding_leaves_its_frame_major_inputs_alone():
+    frames, _, _ = tiny_movie(T=120, pnr=(10, 15))
+    sigma = DIAMETER / 4
+    filtered, im = summary_images(frames, sigma)
+    filtered -= im.filtered_mean[None]
+    f0, r0 = filtered.copy(), frames.copy()
+    res = seed_neurons(
+        filtered, frames, im.noise, im.corr.copy(), im.pnr.copy(), gsiz=int(DIAMETER),
+        threshold=6.4, kernel=center_psf_kernel(sigma), max_neurons=100,
+    )  # fmt: skip
+    assert res.n_components > 0
+    np.testing.assert_array_equal(filtered, f0)
+    np.testing.assert_array_equal(frames, r0)
