@@ -136,6 +136,17 @@ def pixel_major(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X.reshape(T, H * W).T, dtype=np.float32).reshape(H, W, T)
 
 
+def _column_median(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=0)`` of a finite 2-D array, by a sort along axis 0 (several times
+    faster than the partition NumPy does along a strided axis; same values: the middle
+    element, or the mean of the two middle ones computed in x's dtype)."""
+    s = np.sort(x, axis=0)
+    m = s.shape[0]
+    if m % 2:
+        return s[m // 2]
+    return (s[m // 2 - 1] + s[m // 2]) / s.dtype.type(2)
+
+
 def extract_ac(
     fbox: np.ndarray,
     rbox: np.ndarray,
@@ -182,7 +193,7 @@ def extract_ac(
     if bg_idx.size > 10:
         # median of (at most ~64 evenly spread) uncorrelated pixels: the local background
         bg_idx = bg_idx[:: max(1, bg_idx.size // 64)]
-        cols.insert(1, np.median(rbox[bg_idx], axis=0))
+        cols.insert(1, _column_median(rbox[bg_idx]))
     X = np.stack(cols, axis=1).astype(np.float64)
     G = X.T @ X
     G += 1e-9 * np.trace(G) * np.eye(G.shape[0])

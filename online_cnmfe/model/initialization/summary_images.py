@@ -94,16 +94,30 @@ def filter_frames(frames: np.ndarray, kernel: np.ndarray, out: np.ndarray | None
     kpad[: kf.shape[0], : kf.shape[1]] = kf
     kpad = np.roll(kpad, (-r, -r), axis=(0, 1))
     kfft = scipy.fft.rfft2(kpad)
+    # the edge-padded chunk, zero-filled up to the FFT shape, built in one reused buffer (the
+    # same input as np.pad + rfft2(s=shape), without their two copies of every chunk)
+    buf = np.zeros((min(T, _CHUNK), *shape), np.float32)
     for s in range(0, T, _CHUNK):
         e = min(T, s + _CHUNK)
-        block = np.pad(
-            frames[s:e].astype(np.float32, copy=False), ((0, 0), (r, r), (r, r)), mode="edge"
-        )
-        f = scipy.fft.rfft2(block, s=shape, axes=(1, 2), workers=2)
+        block = buf[: e - s]
+        _edge_pad_into(frames[s:e], r, block)
+        f = scipy.fft.rfft2(block, axes=(1, 2), workers=2)
         f *= kfft
         res = scipy.fft.irfft2(f, s=shape, axes=(1, 2), workers=2)
         out[s:e] = res[:, r : r + H, r : r + W]
     return out
+
+
+def _edge_pad_into(frames: np.ndarray, r: int, out: np.ndarray) -> None:
+    """``out[:, :H + 2r, :W + 2r] = np.pad(frames, r, mode="edge")`` per frame (the rest of
+    ``out`` is left as it is: zeros)."""
+    _, H, W = frames.shape
+    out[:, r : r + H, r : r + W] = frames
+    if r:
+        out[:, r : r + H, :r] = out[:, r : r + H, r : r + 1]
+        out[:, r : r + H, r + W : 2 * r + W] = out[:, r : r + H, r + W - 1 : r + W]
+        out[:, :r, : 2 * r + W] = out[:, r : r + 1, : 2 * r + W]
+        out[:, r + H : 2 * r + H, : 2 * r + W] = out[:, r + H - 1 : r + H, : 2 * r + W]
 
 
 def noise_psd(x: np.ndarray, freq_range: tuple[float, float] = (0.25, 0.5)) -> np.ndarray:

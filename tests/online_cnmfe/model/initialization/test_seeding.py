@@ -131,3 +131,14 @@ def test_seeding_leaves_its_frame_major_inputs_alone():
     assert res.n_components > 0
     np.testing.assert_array_equal(filtered, f0)
     np.testing.assert_array_equal(frames, r0)
+
+
+def test_column_median_equals_numpy():
+    from online_cnmfe.model.initialization.seeding import _column_median
+
+    rng = np.random.default_rng(8)
+    for m in (1, 2, 11, 64, 65):
+        x = rng.standard_normal((m, 37)).astype(np.float32)
+        x[:, 3] = 1.5  # ties
+        np.testing.assert_array_equal(_column_median(x), np.median(x, axis=0), err_msg=str(m))
+        assert _column_median(x).dtype == np.float32
