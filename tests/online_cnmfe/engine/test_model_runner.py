@@ -85,3 +85,64 @@ def test_real_fit_reports_increasing_progress():
     assert names[-2:] == ["done", "starting the online model"]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert 0 < fractions[names.index("seeding")] < 0.5
+
+
+class _Publisher:
+    """The engine's footprint publication decisions on a stub (no sockets)."""
+
+    def __init__(self, period_s: float):
+        from types import SimpleNamespace
+
+        from online_cnmfe.params import EngineParams
+
+        self.ep = EngineParams(footprints_period_s=period_s)
+        self._fp_ids, self._fp_sent_s, self._fp_version = None, -float("inf"), None
+        self.sent = []
+        model = SimpleNamespace(footprints_version=7)
+        self.runner = SimpleNamespace(phase="running", model=model)
+
+    def _send_footprints(self):
+        self.sent.append(self.runner.model.footprints_version)
+        self._fp_version = self.runner.model.footprints_version
+
+
+def _publisher(period_s):
+    from online_cnmfe.engine.publish import PublishingMixin
+
+    cls = type("P", (_Publisher,), {
+        "_footprints_due": PublishingMixin._footprints_due,
+        "_flush_footprints": PublishingMixin._flush_footprints,
+    })  # fmt: skip
+    return cls(period_s)
+
+
+def test_footprint_refreshes_are_rate_limited_but_new_neurons_go_out_at_once():
+    import time
+    from types import SimpleNamespace
+
+    p = _publisher(0.5)
+    res = SimpleNamespace(neuron_ids=np.array([1, 2, 3]))
+    assert p._footprints_due(res)  # nothing sent yet
+    p._fp_ids, p._fp_sent_s = res.neuron_ids.copy(), time.monotonic()
+    assert not p._footprints_due(res)  # a shape refresh right after: held back
+    assert p._footprints_due(SimpleNamespace(neuron_ids=np.array([1, 2, 4])))  # merge/birth
+    assert p._footprints_due(SimpleNamespace(neuron_ids=np.array([1, 2, 3, 9])))  # a birth
+    assert p._footprints_due(SimpleNamespace(neuron_ids=np.array([1, 2])))  # a removal
+    p._fp_sent_s = time.monotonic() - 0.6
+    assert p._footprints_due(res)  # the period passed
+    every = _publisher(0.0)
+    every._fp_ids, every._fp_sent_s = res.neuron_ids.copy(), time.monotonic()
+    assert every._footprints_due(res)  # 0: every change, as before
+
+
+def test_held_back_footprints_are_flushed():
+    p = _publisher(0.5)
+    p._fp_version = 6  # the model is at 7: one version held back
+    p._flush_footprints()
+    assert p.sent == [7]
+    p._flush_footprints()  # nothing pending: nothing sent
+    assert p.sent == [7]
+    p.runner.phase = "initialising"
+    p.runner.model.footprints_version = 8
+    p._flush_footprints()  # no running model: nothing to send
+    assert p.sent == [7]
