@@ -424,17 +424,17 @@ class _Fit:
         )
 
 
-# Typical share of each stage in the fit's time (608x608, 300 frames, 500 neurons, 2 cores;
+# Typical CPU seconds of each stage (608x608, 300 frames, 500 neurons, bench_init --stages;
 # BENCHMARKS.md "Initialisation at 608² (issue 17)"): only the progress fractions use them.
 _STAGE_WEIGHT = {
     "preprocessing": 3.0,
-    "motion correction": 6.0,
-    "seeding": 10.0,
-    "background": 2.0,
-    "traces and footprints": 1.5,
-    "re-seeding": 8.0,
-    "acceptance": 1.0,
-    "final background and traces": 2.5,
+    "motion correction": 4.5,
+    "seeding": 11.0,
+    "background": 5.0,
+    "traces and footprints": 0.5,
+    "re-seeding": 9.0,
+    "acceptance": 0.5,
+    "final background and traces": 5.0,
 }
 
 
