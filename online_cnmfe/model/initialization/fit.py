@@ -513,7 +513,12 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         fit = _Fit(Y, params)
         fit.pre = pre
         fit.band = motion_init.band if motion_init is not None and motion_init.active else None
-        n0, images, null = fit.seed(Y)
+        # the background fit's pixel-major frames, made now: a copy of them is the seeding's
+        # raw movie (a contiguous copy instead of a second transpose of the frames)
+        fit.ring = bgmod.RingFitter(Y, params.background, fit.diameter)
+        raw_pm = fit.ring.Yt.copy().reshape(Y.shape[1], Y.shape[2], Y.shape[0])
+        n0, images, null = fit.seed(Y, raw_pm=raw_pm)
+        del raw_pm
         log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
         fit.pixel_noise = pixel_noise(Y)
         for it in range(n_alt):
