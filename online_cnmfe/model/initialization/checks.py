@@ -72,6 +72,41 @@ class Progress:
             self._bar.close()
 
 
+# Typical CPU seconds of each stage (608x608, 300 frames, 500 neurons, bench_init --stages;
+# BENCHMARKS.md "Initialisation at 608² (issue 17)"): only the progress fractions use them.
+_STAGE_WEIGHT = {
+    "preprocessing": 3.0,
+    "motion correction": 4.5,
+    "seeding": 11.0,
+    "background": 5.0,
+    "traces and footprints": 0.5,
+    "re-seeding": 9.0,
+    "acceptance": 0.5,
+    "final background and traces": 5.0,
+}
+
+
+def stage_weights(params: CNMFEParams) -> list[tuple[str, float]]:
+    """The fit's stages in order with their weights (:class:`Progress`)."""
+    w = _STAGE_WEIGHT
+    stages = [("preprocessing", w["preprocessing"])]
+    if params.motion.enabled:
+        stages.append(("motion correction", w["motion correction"]))
+    stages.append(("seeding", w["seeding"]))
+    for it in range(1, params.init.n_alternations + 1):
+        stages += [
+            (f"background {it}", w["background"]),
+            (f"traces and footprints {it}", w["traces and footprints"]),
+        ]
+        if it <= params.init.reseed_passes:
+            stages.append((f"re-seeding {it}", w["re-seeding"]))
+    stages += [
+        ("acceptance", w["acceptance"]),
+        ("final background and traces", w["final background and traces"]),
+    ]
+    return stages
+
+
 def validate_frames(frames, params: CNMFEParams) -> np.ndarray:
     """float32 (T, H, W) copy with non-finite frames replaced by the nearest finite frame."""
     frames = np.asarray(frames)

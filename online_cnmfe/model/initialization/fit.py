@@ -43,6 +43,7 @@ from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
 from online_cnmfe.model.initialization.checks import (
     Progress,
+    stage_weights,
     validate_frames,
     warn_if_preprocessed,
 )
@@ -62,24 +63,16 @@ from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
     log_calibration,
-    residual_threshold,
-    seeding_threshold,
 )
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.resample import (
     pixel_noise,
-    upsample_columns,
-    upsample_images,
 )
-from online_cnmfe.model.initialization.seeding import pixel_major, seed_neurons_pixel_major
+from online_cnmfe.model.initialization.seed_pass import seed_pass
 from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
-    filter_frames,
-    summary_images,
 )
-from online_cnmfe.model.motion import register_initial, zero_border
-from online_cnmfe.model.null_threshold import rate_for_frame
-from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.motion import register_initial
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
@@ -138,84 +131,8 @@ class _Fit:
 
     # ---- seeding --------------------------------------------------------------------------
     def seed(self, data: np.ndarray, raw_pm=None, null: SeedingNull | None = None, residual=False):
-        """Seed on ``data`` (frames or a residual) and append the new neurons.
-
-        The footprints are regressed on ``raw_pm`` (pixel-major (H, W, T), modified), by
-        default a pixel-major copy of ``data``.
-
-        The threshold comes from ``null`` or, when None, is calibrated on ``data``'s noise
-        (:func:`.noise_null.seeding_threshold`); on a ``residual`` it is raised where the
-        sign-flipped residual needs it (:func:`.noise_null.residual_threshold`). Returns
-        (n_new, images, the threshold's SeedingNull).
-
-        With ``init.seed_downsample = s > 1`` the search runs on s x s block averages (sizes
-        divided by s, the threshold calibrated on the block averages' own noise) and the
-        footprints are upsampled back (nearest neighbour) for HALS.
-        Meant for neurons of at least ~12 px: smaller ones are only a few grid pixels wide.
-        """
-        s = self.p.init.seed_downsample
-        if s > 1:
-            raw = data if raw_pm is None else raw_pm.reshape(-1, self.T).T.reshape(data.shape)
-            data = bgmod.downsample_movie(data, s)
-            raw_pm = pixel_major(bgmod.downsample_movie(raw, s))
-            del raw
-        elif raw_pm is None:
-            raw_pm = pixel_major(data)
-        gsig = self.gsig / s
-        kernel = center_psf_kernel(gsig)
-        gsiz = max(3, int(round(self.gsiz / s)))
-        rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
-        if null is None:
-            null = seeding_threshold(data, gsig, gsiz, rate)
-        filtered = filter_frames(data, kernel)  # once: the residual's threshold uses it too
-        if residual:
-            null = residual_threshold(data, gsig, gsiz, rate, null, filtered=filtered)
-        filtered, images = summary_images(
-            data, gsig, remove_global=self.p.init.remove_global_fluctuation, filtered=filtered
-        )
-        if residual:
-            log_calibration(null, images, "re-seeding on the residual")
-        filtered -= images.filtered_mean[None]
-        cn, pnr = images.corr.copy(), images.pnr.copy()
-        if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
-            pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
-        if self.band is not None:  # nor in the border motion correction filled
-            zero_border(cn, self.band, s)
-        filtered_pm = pixel_major(filtered)
-        del filtered
-        res = seed_neurons_pixel_major(
-            filtered_pm,
-            raw_pm,
-            images.noise,
-            cn,
-            pnr,
-            gsiz=gsiz,
-            threshold=null.threshold,
-            kernel=kernel,
-            max_neurons=max(0, self.p.init.max_neurons - self.K),
-            max_halfmax_area=self.max_halfmax_area / s**2,
-            max_kappa=self.p.init.out_of_focus_ratio
-            / filter_response(kernel, self.diameter / 4.0, s),
-        )
-        del filtered_pm, raw_pm
-        if s > 1:
-            images = upsample_images(images, s, self.dims)
-        if res.n_components:
-            if s > 1:
-                dense = upsample_columns(
-                    res.dense_footprints(data.shape[1:]), data.shape[1:], s, self.dims
-                )
-                self.append(scipy.sparse.csc_array(dense), res.traces)
-            else:
-                self.append(res.sparse_footprints(self.dims), res.traces)
-        return res.n_components, images, null
-
-    def _fov_pixels(self) -> int:
-        """Pixels where a neuron can be: inside the lens's field of view when one was found
-        (the false-seed rate is per area of tissue), else the whole frame."""
-        if self.pre is not None and self.pre.fov_found:
-            return max(1, int(np.count_nonzero(self.pre.fov)))
-        return self.H * self.W
+        """Seed on ``data`` and append the new neurons (:func:`.seed_pass.seed_pass`)."""
+        return seed_pass(self, data, raw_pm, null, residual)
 
     def append(self, A_new, C_new: np.ndarray) -> None:
         """Add neurons with footprints A_new and (any-baseline) traces C_new."""
@@ -424,41 +341,6 @@ class _Fit:
         )
 
 
-# Typical CPU seconds of each stage (608x608, 300 frames, 500 neurons, bench_init --stages;
-# BENCHMARKS.md "Initialisation at 608² (issue 17)"): only the progress fractions use them.
-_STAGE_WEIGHT = {
-    "preprocessing": 3.0,
-    "motion correction": 4.5,
-    "seeding": 11.0,
-    "background": 5.0,
-    "traces and footprints": 0.5,
-    "re-seeding": 9.0,
-    "acceptance": 0.5,
-    "final background and traces": 5.0,
-}
-
-
-def _stage_weights(params: CNMFEParams) -> list[tuple[str, float]]:
-    """The fit's stages in order with their weights (:class:`.checks.Progress`)."""
-    w = _STAGE_WEIGHT
-    stages = [("preprocessing", w["preprocessing"])]
-    if params.motion.enabled:
-        stages.append(("motion correction", w["motion correction"]))
-    stages.append(("seeding", w["seeding"]))
-    for it in range(1, params.init.n_alternations + 1):
-        stages += [
-            (f"background {it}", w["background"]),
-            (f"traces and footprints {it}", w["traces and footprints"]),
-        ]
-        if it <= params.init.reseed_passes:
-            stages.append((f"re-seeding {it}", w["re-seeding"]))
-    stages += [
-        ("acceptance", w["acceptance"]),
-        ("final background and traces", w["final background and traces"]),
-    ]
-    return stages
-
-
 def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     """Batch CNMF-E fit of the initialisation frames.
 
@@ -498,7 +380,7 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     t_start = time.perf_counter()
     ip = params.init
     n_alt = ip.n_alternations
-    bar = Progress(progress, _stage_weights(params))
+    bar = Progress(progress, stage_weights(params))
     try:
         bar.begin("preprocessing")
         Y = validate_frames(frames, params)
