@@ -43,6 +43,7 @@ from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
 from online_cnmfe.model.initialization.checks import (
     Progress,
+    stage_weights,
     validate_frames,
     warn_if_preprocessed,
 )
@@ -62,42 +63,23 @@ from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
     log_calibration,
-    residual_threshold,
-    seeding_threshold,
 )
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.resample import (
     pixel_noise,
-    upsample_columns,
-    upsample_images,
 )
-from online_cnmfe.model.initialization.seeding import (
-    reference_seeds,
-    seed_neurons,
-    seed_statistic,
-)
+from online_cnmfe.model.initialization.seed_calibration import cell_diameter
+from online_cnmfe.model.initialization.seed_pass import seed_pass
 from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
-    smooth_in_time,
-    smoothing_coefficient,
-    summary_images,
 )
-from online_cnmfe.model.motion import register_initial, zero_border
-from online_cnmfe.model.null_threshold import peak_values, rate_for_frame
-from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.motion import register_initial
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
 
 MIN_PIXELS = 3
-# "auto" turns the filter on for 30 % and at least 5 more seeds (a few are noise: the rate)
-MATCHED_FILTER_MARGIN = 1.3
-MATCHED_FILTER_EXTRA = 5
-SEED_TEST_DEAD_ZONE = 1.25  # measured / expected ratios up to this leave the seed tests alone
-ADAPT_SIZE_RATIO = 2.0  # median footprint size ratio above which the diameter is re-measured
-MIN_REFERENCE_SEEDS = 5  # fewer strong seeds than this: the expected neuron's figures are used
-HALFMAX_AREA_PER_D2 = 0.272  # half-maximum area of a Gaussian of sigma d / 4, over d^2
 FINAL_KAPPA_SCALE = 1.5  # fitted components: out-of-focus test at 1.5 x init.out_of_focus_ratio
 
 
@@ -125,20 +107,11 @@ class _Fit:
         self.kernel = center_psf_kernel(self.gsig)
         self.order = params.deconv.ar_order
         # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
-        self.max_halfmax_area = HALFMAX_AREA_PER_D2 * (params.init.max_diameter_factor * d) ** 2
+        self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
         self.kappa_neuron = 1.0 / filter_response(self.kernel, d / 4.0)
         self.max_kappa = params.init.out_of_focus_ratio * self.kappa_neuron
-        self.kappa_scale = 1.0  # measured / expected out-of-focus ratio of the cells (>= 1)
-        self.area_scale = 1.0  # measured / expected half-maximum area of the cells (>= 1)
-        self.kappa_ref_grid = self.kappa_neuron
         # a transient lasts at least half the indicator decay time (and 3 frames)
         dp = params.data
-        # the seeding's matched temporal filter: the indicator's decay in frames; "auto"
-        # leaves the choice (self.matched_filter None) to the first seeding
-        self.tau_decay = dp.decay_time_s * dp.frame_rate_hz
-        mode = params.detection.matched_filter
-        self.matched_filter = None if mode == "auto" else mode == "on"
-        self.tau = self.tau_decay if self.matched_filter else 0.0
         self.transient_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))
         self.A = scipy.sparse.csc_array((self.H * self.W, 0), dtype=np.float32)
         self.C = np.zeros((0, self.T), np.float32)
@@ -149,11 +122,20 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.ring = None  # background.RingFitter, made at the first background fit
         self.band = None  # border band filled by motion correction: no seeds there
         self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
-        # a background-removed (preprocessed) movie: its strongest seeds are cells, so the seed
-        # tests and the diameter may be calibrated on them; in a raw movie the strongest can be
-        # out-of-focus blobs (96² simulations: 4-5x the expected neuron's size)
+        # what the seeding learns from the movie (:mod:`.seed_calibration`): the matched
+        # temporal filter (time constant the indicator's decay in frames; "auto" leaves the
+        # choice, matched_filter None, to the first seeding), the seed tests' scale, and
+        # whether the movie looks preprocessed (its strongest seeds are then cells)
+        self.tau_decay = dp.decay_time_s * dp.frame_rate_hz
+        mode = params.detection.matched_filter
+        self.matched_filter = None if mode == "auto" else mode == "on"
+        self.tau = self.tau_decay if self.matched_filter else 0.0
+        self.kappa_scale = 1.0  # measured / expected out-of-focus ratio of the cells
+        self.area_scale = 1.0  # measured / expected half-maximum area of the cells
+        self.kappa_ref_grid = self.kappa_neuron
         self.preprocessed = False
 
     @property
@@ -161,149 +143,9 @@ class _Fit:
         return self.C.shape[0]
 
     # ---- seeding --------------------------------------------------------------------------
-    def seed(self, data: np.ndarray, raw=None, null: SeedingNull | None = None, residual=False):
-        """Seed on ``data`` (frames or a residual) and append the new neurons.
-
-        The threshold comes from ``null`` or, when None, is calibrated on ``data``'s noise
-        (:func:`.noise_null.seeding_threshold`); on a ``residual`` it is raised where the
-        sign-flipped residual needs it (:func:`.noise_null.residual_threshold`). Returns
-        (n_new, images, the threshold's SeedingNull).
-
-        With ``init.seed_downsample = s > 1`` the search runs on s x s block averages (sizes
-        divided by s, the threshold calibrated on the block averages' own noise) and the
-        footprints are upsampled back (nearest neighbour) for HALS.
-        Meant for neurons of at least ~12 px: smaller ones are only a few grid pixels wide.
-        """
-        s = self.p.init.seed_downsample
-        if raw is None:
-            raw = data.copy()
-        if s > 1:
-            data = bgmod.downsample_movie(data, s)
-            raw = bgmod.downsample_movie(raw, s)
-        gsig = self.gsig / s
-        kernel = center_psf_kernel(gsig)
-        gsiz = max(3, int(round(self.gsiz / s)))
-        rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
-        filtered = images = None
-        if self.matched_filter is None and null is None:  # "auto": the first seeding chooses
-            filtered, images, null = self._choose_matched_filter(data, gsig, gsiz, rate, s)
-        if filtered is None:
-            filtered, images = summary_images(
-                data,
-                gsig,
-                remove_global=self.p.init.remove_global_fluctuation,
-                tau_frames=self.tau,
-            )
-        if null is None:
-            null = seeding_threshold(data, gsig, gsiz, rate, tau_frames=self.tau)
-        filtered -= images.filtered_mean[None]
-        # the footprints are regressed on the frames averaged like the seeding images (the
-        # seeds' traces are), so the out-of-focus ratio compares like with like
-        smooth_in_time(raw, smoothing_coefficient(self.tau))
-        if residual:
-            null = residual_threshold(data, gsig, gsiz, rate, null, tau_frames=self.tau)
-            log_calibration(null, images, "re-seeding on the residual")
-        cn, pnr = images.corr.copy(), images.pnr.copy()
-        if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
-            pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
-        if self.band is not None:  # nor in the border motion correction filled
-            zero_border(cn, self.band, s)
-        if not residual:
-            self._calibrate_seed_tests(filtered, raw, cn * pnr, gsiz, null.threshold, kernel, s)
-        res = seed_neurons(
-            filtered,
-            raw,
-            images.noise,
-            cn,
-            pnr,
-            gsiz=gsiz,
-            threshold=null.threshold,
-            kernel=kernel,
-            max_neurons=max(0, self.p.init.max_neurons - self.K),
-            max_halfmax_area=self.max_halfmax_area * self.area_scale / s**2,
-            max_kappa=self.p.init.out_of_focus_ratio * self.kappa_ref_grid,
-        )
-        del filtered, raw
-        if s > 1:
-            images = upsample_images(images, s, self.dims)
-        if res.n_components:
-            dense = res.dense_footprints(data.shape[1:])
-            if s > 1:
-                dense = upsample_columns(dense, data.shape[1:], s, self.dims)
-            self.append(scipy.sparse.csc_array(dense), res.traces)
-        return res.n_components, images, null
-
-    def _seed_peaks(self, images, null, gsiz: int, s: int) -> int:
-        """Neuron-sized peaks (one per ``gsiz`` square) of the seeding statistic above its
-        calibrated threshold, outside the lens margin and the motion border band."""
-        v = images.corr * images.pnr
-        if self.pre is not None and self.pre.fov_found:
-            v[~fov_on_grid(self.pre.fov, s)] = 0.0
-        if self.band is not None:
-            zero_border(v, self.band, s)
-        stat = seed_statistic(v, gsiz)
-        return int(np.count_nonzero(peak_values(stat, max(3, gsiz)) >= null.threshold))
-
-    def _choose_matched_filter(self, data, gsig, gsiz, rate, s):
-        """``detection.matched_filter = "auto"``: seed with the filter only if it finds more.
-
-        Both statistics are calibrated at the same false-seed rate, so the one with more
-        peaks above its threshold sees more signal. Where the noise is white in time (a
-        preprocessed Miniscope movie) the filter lifts weak cells; where slow fluctuations
-        survive the spatial filter (dense neuropil, drifting background) its null rises as
-        much and the single frames do as well or better. Returns (filtered, images, null) of
-        the chosen variant (filtered and images None when they must be recomputed) and sets
-        ``self.tau`` and ``self.matched_filter``.
-        """
-        counts, nulls, last = {}, {}, None
-        for tau in (0.0, self.tau_decay):
-            last = None  # one filtered movie in memory at a time
-            filtered, images = summary_images(
-                data, gsig, remove_global=self.p.init.remove_global_fluctuation, tau_frames=tau
-            )
-            nulls[tau] = seeding_threshold(data, gsig, gsiz, rate, tau_frames=tau)
-            counts[tau] = self._seed_peaks(images, nulls[tau], gsiz, s)
-            last = (filtered, images)
-            del filtered, images
-        on = counts[self.tau_decay] >= MATCHED_FILTER_MARGIN * counts[0.0] + MATCHED_FILTER_EXTRA
-        self.matched_filter = bool(on)
-        self.tau = self.tau_decay if on else 0.0
-        logger.info(
-            "detection.matched_filter=auto: %d seeds above the calibrated threshold on single "
-            "frames, %d with the matched temporal filter (time constant %.1f frames): %s",
-            counts[0.0], counts[self.tau_decay], self.tau_decay, "on" if on else "off",
-        )  # fmt: skip
-        if on:  # the last variant computed
-            return last[0], last[1], nulls[self.tau]
-        return None, None, nulls[self.tau]
-
-    def _calibrate_seed_tests(self, filtered, raw, v, gsiz, threshold, kernel, s) -> None:
-        """Scale the out-of-focus and size tests to the strongest seeds when their median
-        ratio or half-maximum area exceeds the expected neuron's
-        (:func:`.seeding.reference_seeds`); never below the expected neuron's."""
-        expected_kappa = 1.0 / filter_response(kernel, self.diameter / 4.0, s)
-        expected_area = HALFMAX_AREA_PER_D2 * (self.diameter / s) ** 2
-        ref = reference_seeds(filtered, raw, v, gsiz, threshold)
-        ok = ref.n >= MIN_REFERENCE_SEEDS and self.preprocessed
-        k_ratio, a_ratio = ref.kappa / expected_kappa, ref.halfmax_area / expected_area
-        # only cells clearly unlike the expected neuron move the limits (the held-out
-        # simulations measure 0.8-1.1; minian's median-filtered CA1 cells 1.8-2.4)
-        self.kappa_scale = k_ratio if ok and k_ratio > SEED_TEST_DEAD_ZONE else 1.0
-        self.area_scale = a_ratio if ok and a_ratio > SEED_TEST_DEAD_ZONE else 1.0
-        self.kappa_ref_grid = expected_kappa * self.kappa_scale
-        logger.info(
-            "seed tests: the %d strongest seeds have %.1f x the expected neuron's raw/filtered "
-            "ratio and %.1f x its half-maximum area; limits scaled by %.2f and %.2f",
-            ref.n, ref.kappa / expected_kappa, ref.halfmax_area / expected_area,
-            self.kappa_scale, self.area_scale,
-        )  # fmt: skip
-
-    def _fov_pixels(self) -> int:
-        """Pixels where a neuron can be: inside the lens's field of view when one was found
-        (the false-seed rate is per area of tissue), else the whole frame."""
-        if self.pre is not None and self.pre.fov_found:
-            return max(1, int(np.count_nonzero(self.pre.fov)))
-        return self.H * self.W
+    def seed(self, data: np.ndarray, raw_pm=None, null: SeedingNull | None = None, residual=False):
+        """Seed on ``data`` and append the new neurons (:func:`.seed_pass.seed_pass`)."""
+        return seed_pass(self, data, raw_pm, null, residual)
 
     def append(self, A_new, C_new: np.ndarray) -> None:
         """Add neurons with footprints A_new and (any-baseline) traces C_new."""
@@ -331,23 +173,22 @@ class _Fit:
         return (self.C + self.b[:, None]).astype(np.float32)
 
     def fit_background(self) -> None:
-        Ctot = self.full_traces()
-        self.bg, grid = bgmod.fit_ring_background(
-            self.Y, self.A, Ctot, self.p.background, self.diameter, return_grid=True
-        )
-        Yb = bgmod.subtract_background(self.Y, self.A, Ctot, self.bg, grid=grid)
-        del grid
-        self.Yt = np.ascontiguousarray(Yb.reshape(self.T, -1).T)
+        if self.ring is None:  # the frames' pixel-major copy and tables, once per fit
+            self.ring = bgmod.RingFitter(self.Y, self.p.background, self.diameter)
+        self.Yt = None  # freed before the new one is made (one movie-sized array less)
+        self.bg, self.Yt = self.ring.fit(self.A, self.full_traces())
 
     def residual(self) -> np.ndarray:
         """``(Y - B) - A (C + b)`` as (T, H, W)."""
         R = self.Yt - np.asarray(self.A @ self.full_traces(), np.float32)
         return np.ascontiguousarray(R.T).reshape(self.T, self.H, self.W)
 
-    def raw_residual(self) -> np.ndarray:
-        """``Y - A (C + b)`` as (T, H, W): the frames without the known neurons."""
+    def raw_residual_pixel_major(self) -> np.ndarray:
+        """``Y - A (C + b)`` as (H, W, T): the frames without the known neurons (from the
+        pixel-major frames the background fit keeps, so without a transpose)."""
         AC = np.asarray(self.A @ self.full_traces(), np.float32)
-        return self.Y - np.ascontiguousarray(AC.T).reshape(self.T, self.H, self.W)
+        np.subtract(self.ring.Yt, AC, out=AC)
+        return AC.reshape(self.H, self.W, self.T)
 
     # ---- traces -------------------------------------------------------------------------
     def update_traces(self, n_sweeps: int = 2, estimate: bool = True) -> None:
@@ -516,62 +357,41 @@ class _Fit:
         )
 
 
-def _seeded(Y, params, pre, motion_init, bar, preprocessed: bool = False):
-    """A new fit of ``Y`` seeded (returns the fit, the summary images and the null)."""
+def _seeded(Y, params, pre, motion_init, preprocessed: bool):
+    """A new fit of ``Y``, seeded (returns the fit, the summary images and the null)."""
     fit = _Fit(Y, params)
-    fit.preprocessed = preprocessed
     fit.pre = pre
+    fit.preprocessed = preprocessed
     fit.band = motion_init.band if motion_init is not None and motion_init.active else None
-    n0, images, null = fit.seed(Y)
+    # the background fit's pixel-major frames, made now: a copy of them is the seeding's
+    # raw movie (a contiguous copy instead of a second transpose of the frames)
+    fit.ring = bgmod.RingFitter(Y, params.background, fit.diameter)
+    raw_pm = fit.ring.Yt.copy().reshape(Y.shape[1], Y.shape[2], Y.shape[0])
+    n0, images, null = fit.seed(Y, raw_pm=raw_pm)
+    del raw_pm
     log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
     fit.pixel_noise = pixel_noise(Y)
-    bar.step(f"seeding ({n0} neurons)")
     return fit, images, null
 
 
 def _alternate(fit, it: int, null, bar) -> None:
     """Alternation ``it``: background, traces, footprints, merges, then (within
     ``init.reseed_passes``) seeding on the residual."""
+    bar.begin(f"background {it + 1}", f"{fit.K} neurons")
     fit.fit_background()
+    bar.begin(f"traces and footprints {it + 1}", f"{fit.K} neurons")
     fit.update_traces(estimate=True)
     fit.drop_without_transient()
     fit.update_footprints()
     n_merged = fit.merge()
-    bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
+    logger.debug("alternation %d: %d neurons, %d merged", it + 1, fit.K, n_merged)
     if it < fit.p.init.reseed_passes:
-        n_new, _, _ = fit.seed(fit.residual(), raw=fit.raw_residual(), null=null, residual=True)
+        bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
+        n_new, _, _ = fit.seed(
+            fit.residual(), raw_pm=fit.raw_residual_pixel_major(), null=null, residual=True
+        )
         if n_new:
             fit.update_traces(estimate=True)
-    bar.step(f"reseeding {it + 1}")
-
-
-def _cell_diameter(fit) -> float | None:
-    """The cells' diameter when the fitted footprints are much wider than declared, else None.
-
-    The median size ratio of the footprints after one alternation (their best-fitting
-    Gaussian's sigma over ``d / 4``, squared: about 1 on every held-out simulation with the
-    right diameter, 1.0-1.3) above :data:`ADAPT_SIZE_RATIO` means the cells look wider than
-    ``data.neuron_diameter_px`` (e.g. after a preprocessing median filter): the filter, the
-    seeding window and the size tests were then made for smaller cells. The diameter that
-    would make the ratio 1, at most twice the declared one.
-    """
-    if fit.K < MIN_REFERENCE_SEEDS:
-        return None
-    ratios = size_ratios(fit.A, fit.dims, fit.diameter)
-    ratios = ratios[np.isfinite(ratios)]
-    if ratios.size < MIN_REFERENCE_SEEDS:
-        return None
-    median = float(np.median(ratios))
-    if median <= ADAPT_SIZE_RATIO:
-        return None
-    d_new = float(min(2.0, np.sqrt(median)) * fit.diameter)
-    logger.warning(
-        "the cells look %.0f px wide, not %.0f (their footprints' median size is %.1f x the "
-        "expected neuron's): fitting again at %.0f px; set data.neuron_diameter_px=%.0f to "
-        "skip this pass, or init.adapt_diameter=false to keep yours",
-        d_new, fit.diameter, median, d_new, d_new,
-    )  # fmt: skip
-    return d_new
 
 
 def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
@@ -587,7 +407,11 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     params : CNMFEParams
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr (when it is a terminal); a callable is called as
-        ``progress(stage_name, fraction_done)``.
+        ``progress(stage, fraction_done)`` when each stage starts (``stage`` its name, e.g.
+        ``"seeding"``, ``"background 1 (412 neurons)"``, ``"re-seeding 1 (380 neurons)"``;
+        ``fraction_done`` the share of the fit done before it, stages weighted by their
+        typical time) and ``("done", 1.0)`` at the end. It runs on the fitting thread and
+        must return quickly.
 
     Returns
     -------
@@ -609,34 +433,41 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     t_start = time.perf_counter()
     ip = params.init
     n_alt = ip.n_alternations
-    bar = Progress(progress, 3 + 2 * n_alt)
+    bar = Progress(progress, stage_weights(params))
     try:
+        bar.begin("preprocessing")
         Y = validate_frames(frames, params)
-        # on the frames as recorded; a preprocessed movie's cells are calibrated on its own
+        # on the frames as recorded; a preprocessed movie's seeds calibrate the seed tests
         preprocessed = warn_if_preprocessed(Y) is not None
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
-        motion_init = register_initial(Y, params) if params.motion.enabled else None
-        fit, images, null = _seeded(Y, params, pre, motion_init, bar, preprocessed)
+        motion_init = None
+        if params.motion.enabled:
+            bar.begin("motion correction")
+            motion_init = register_initial(Y, params)
+        bar.begin("seeding")
+        fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
         _alternate(fit, 0, null, bar)
-        d_cells = _cell_diameter(fit) if ip.adapt_diameter and preprocessed else None
+        d_cells = cell_diameter(fit) if ip.adapt_diameter else None
         if d_cells is not None:  # cells much wider than declared: fit again at their size
             params = params.replace(**{"data.neuron_diameter_px": d_cells})
-            fit, images, null = _seeded(Y, params, pre, motion_init, bar, preprocessed)
+            bar.begin("seeding at the cells' diameter")
+            fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
             _alternate(fit, 0, null, bar)
         for it in range(1, n_alt):
             _alternate(fit, it, null, bar)
+        bar.begin("acceptance", f"{fit.K} neurons")
         n_out = fit.prune_out_of_focus()
         logger.debug("%d out-of-focus components removed", n_out)
         fit.accept()
+        bar.begin("final background and traces", f"{fit.K} neurons")
         fit.fit_background()
         fit.update_traces(estimate=True)
-        bar.step("final background and traces")
         # b0 of the result holds the neurons' baselines (the online model has no b)
         fit.bg.b0 = (fit.bg.b0 + fit.A @ fit.b).astype(np.float32)
         result = fit.result(images)
         result.motion = motion_init
-        bar.step("done")
+        bar.finish()
     finally:
         bar.close()
     logger.info(

@@ -40,6 +40,7 @@ from online_cnmfe.model.initialization.seeding import seed_statistic, seed_windo
 from online_cnmfe.model.initialization.summary_images import (
     SummaryImages,
     center_psf_kernel,
+    corr_pnr_images,
     filter_frames,
     summary_images,
 )
@@ -219,25 +220,35 @@ def residual_threshold(
     noise: SeedingNull,
     thresh: float = 2.0,
     tau_frames: float = 0.0,
+    filtered: np.ndarray | None = None,
 ) -> SeedingNull:
     """Seeding threshold for a residual ``R`` (T, H, W): the noise null's, or higher where the
     sign-flipped residual says the fit's errors reach further (see the module docstring).
 
-    ``R`` is negated in place for the computation and restored before returning.
+    ``R`` is negated in place for the computation and restored before returning. With
+    ``filtered`` (``R`` filtered as the seeding does, :func:`.summary_images.filter_frames`)
+    that is negated instead and ``R`` is not filtered again: the filter is linear and
+    negation exact, so the images are the same to the bit.
     """
-    np.negative(R, out=R)
+    reuse = filtered is not None and tau_frames <= 0  # the matched filter smooths in place
+    target = filtered if reuse else R
+    np.negative(target, out=target)
     try:
-        _, im = summary_images(R, sigma, thresh, tau_frames=tau_frames)
+        if not reuse:
+            _, im = summary_images(R, sigma, thresh, tau_frames=tau_frames)
+            pnr, corr = im.pnr, im.corr
+        else:
+            _, _, pnr, corr = corr_pnr_images(filtered, thresh)
     finally:
-        np.negative(R, out=R)
-    flipped = peak_values(seed_statistic(im.corr * im.pnr, gsiz), seed_window(gsiz))
+        np.negative(target, out=target)
+    flipped = peak_values(seed_statistic(corr * pnr, gsiz), seed_window(gsiz))
     if flipped.size < 20:
         return noise
     cal = threshold_at_rate(flipped, flipped.size, rate, floor=noise.threshold)
     return SeedingNull(
         calibration=cal,
-        null_pnr=np.percentile(im.pnr, [50, 99, 99.9]),
-        null_corr=np.percentile(im.corr, [50, 99, 99.9]),
+        null_pnr=np.percentile(pnr, [50, 99, 99.9]),
+        null_corr=np.percentile(corr, [50, 99, 99.9]),
     )
 
 
