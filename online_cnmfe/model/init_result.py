@@ -42,6 +42,14 @@ class InitResult:
     motion : MotionInit or None
         The motion template and the registration of the initialisation frames (the fit ran on
         the registered frames); None when motion correction was off.
+    neuron_diameter_px : float or None
+        The diameter the fit used (``data.neuron_diameter_px``, or the cells' own when
+        ``init.adapt_diameter`` found them much wider). The online model keeps the declared
+        one (motion correction and the detection grid are built on it); the log tells the
+        user the measured one.
+    matched_filter : bool or None
+        Whether the seeding used the matched temporal filter (``detection.matched_filter``
+        "auto" decides it here and the online search follows); None when not fitted.
     preprocess : PreprocessState or None
         The preprocessing state after the initialisation frames (template, field-of-view
         mask, baselines) with the corrections applied to each of them
@@ -64,6 +72,8 @@ class InitResult:
     pnr_image: np.ndarray
     motion: Any = None
     preprocess: Any = None
+    matched_filter: bool | None = None
+    neuron_diameter_px: float | None = None
 
     @property
     def n_components(self) -> int:

@@ -104,6 +104,10 @@ class OnlineCNMFE:
                     f"frames have shape {frames.shape[1:]} but the InitResult has dims "
                     f"{tuple(init.dims)}; pass the frames the initialisation was fitted on"
                 )
+        if self.params.detection.matched_filter == "auto" and init.matched_filter is not None:
+            # the online search filters the residual as the initialisation's seeding did
+            choice = "on" if init.matched_filter else "off"
+            self.params = self.params.replace(**{"detection.matched_filter": choice})
         pre, frames = _pre.online_start(init, frames, self.params)
         motion_init, frames = motion.online_start(init.motion, frames, self.params)
         self.state, self._ops = _build.build_state(init, frames, self.params)

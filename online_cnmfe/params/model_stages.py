@@ -64,6 +64,10 @@ class InitParams:
     # components 2-5; BENCHMARKS.md "Detection"). The limit is this x the components' 25th
     # percentile when that is above 1 (cells bigger than data.neuron_diameter_px); inf disables
     max_size_ratio: float = 2.5
+    # when the fitted footprints' median size is > 2x the expected neuron's (cells much wider
+    # than data.neuron_diameter_px, e.g. after a median filter), fit again at the cells' own
+    # diameter (logged with the value to set; the online search keeps the declared one)
+    adapt_diameter: bool = True
 
     def __post_init__(self) -> None:
         int_at_least("init_frames", self.init_frames, 20)
@@ -203,6 +207,13 @@ class DetectionParams:
 
     enabled: bool = True
     false_seeds_per_fov: float = 3.0
+    # seeds and online candidates found on frames averaged in time with the indicator's decay
+    # (exponential, time constant data.decay_time_s): a matched filter for transients, 1.6x
+    # the single-frame peak-to-noise at 10 Hz and 0.4 s; the nulls the thresholds come from
+    # are filtered the same way. "auto": on when it gives more seeds above the calibrated
+    # threshold at the initialisation (white noise in time, e.g. a preprocessed Miniscope
+    # movie), off where slow fluctuations survive the spatial filter; "on" / "off" force it
+    matched_filter: str = "auto"
     max_candidates_per_frame: int = 3
     confirm_events: int = 2  # a candidate must recur this many times before promotion ...
     promote_event_snr: float = 10.0  # ... unless one of its events is this strong
@@ -230,6 +241,12 @@ class DetectionParams:
             self.false_seeds_per_fov,
             0 < self.false_seeds_per_fov <= 1000,
             "(0, 1000] expected false seeds per field of view",
+        )
+        check(
+            "matched_filter",
+            self.matched_filter,
+            self.matched_filter in ("auto", "on", "off"),
+            '"auto", "on" or "off"',
         )
         int_at_least("max_candidates_per_frame", self.max_candidates_per_frame, 1)
         int_at_least("confirm_events", self.confirm_events, 1)

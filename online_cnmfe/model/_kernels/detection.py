@@ -98,6 +98,17 @@ def band_pass(x, half_small, half_large, tmp, small, out):
 
 
 @numba.njit(**_JIT)
+def smooth_update(x, a, out):
+    """``out <- a out + (1 - a) x`` (the matched temporal filter); x, out (H, W) float32."""
+    H, Wd = x.shape
+    af = np.float32(a)
+    b = np.float32(1.0 - a)
+    for i in range(H):
+        for j in range(Wd):
+            out[i, j] = af * out[i, j] + b * x[i, j]
+
+
+@numba.njit(**_JIT)
 def detection_images_update(z, pos, neg, nvar, alpha, alpha_noise, rho, k_sigma):
     """Update the detection images with frame ``z`` (H, W); all arrays written in place.
 

@@ -68,6 +68,7 @@ from online_cnmfe.model.initialization.out_of_focus import component_ratios, fil
 from online_cnmfe.model.initialization.resample import (
     pixel_noise,
 )
+from online_cnmfe.model.initialization.seed_calibration import cell_diameter
 from online_cnmfe.model.initialization.seed_pass import seed_pass
 from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
@@ -124,6 +125,18 @@ class _Fit:
         self.ring = None  # background.RingFitter, made at the first background fit
         self.band = None  # border band filled by motion correction: no seeds there
         self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
+        # what the seeding learns from the movie (:mod:`.seed_calibration`): the matched
+        # temporal filter (time constant the indicator's decay in frames; "auto" leaves the
+        # choice, matched_filter None, to the first seeding), the seed tests' scale, and
+        # whether the movie looks preprocessed (its strongest seeds are then cells)
+        self.tau_decay = dp.decay_time_s * dp.frame_rate_hz
+        mode = params.detection.matched_filter
+        self.matched_filter = None if mode == "auto" else mode == "on"
+        self.tau = self.tau_decay if self.matched_filter else 0.0
+        self.kappa_scale = 1.0  # measured / expected out-of-focus ratio of the cells
+        self.area_scale = 1.0  # measured / expected half-maximum area of the cells
+        self.kappa_ref_grid = self.kappa_neuron
+        self.preprocessed = False
 
     @property
     def K(self) -> int:
@@ -256,7 +269,8 @@ class _Fit:
         if self.K == 0:
             return 0
         kap = self.kappa()
-        bad = kap > FINAL_KAPPA_SCALE * self.p.init.out_of_focus_ratio * self.kappa_neuron
+        limit = FINAL_KAPPA_SCALE * self.p.init.out_of_focus_ratio * self.kappa_neuron
+        bad = kap > limit * self.kappa_scale
         if bad.any():
             self.select(~bad)
         return int(bad.sum())
@@ -338,7 +352,46 @@ class _Fit:
             corr_image=np.ascontiguousarray(images.corr, np.float32),
             pnr_image=np.ascontiguousarray(images.pnr, np.float32),
             preprocess=self.pre,
+            matched_filter=self.matched_filter,
+            neuron_diameter_px=float(self.diameter),
         )
+
+
+def _seeded(Y, params, pre, motion_init, preprocessed: bool):
+    """A new fit of ``Y``, seeded (returns the fit, the summary images and the null)."""
+    fit = _Fit(Y, params)
+    fit.pre = pre
+    fit.preprocessed = preprocessed
+    fit.band = motion_init.band if motion_init is not None and motion_init.active else None
+    # the background fit's pixel-major frames, made now: a copy of them is the seeding's
+    # raw movie (a contiguous copy instead of a second transpose of the frames)
+    fit.ring = bgmod.RingFitter(Y, params.background, fit.diameter)
+    raw_pm = fit.ring.Yt.copy().reshape(Y.shape[1], Y.shape[2], Y.shape[0])
+    n0, images, null = fit.seed(Y, raw_pm=raw_pm)
+    del raw_pm
+    log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
+    fit.pixel_noise = pixel_noise(Y)
+    return fit, images, null
+
+
+def _alternate(fit, it: int, null, bar) -> None:
+    """Alternation ``it``: background, traces, footprints, merges, then (within
+    ``init.reseed_passes``) seeding on the residual."""
+    bar.begin(f"background {it + 1}", f"{fit.K} neurons")
+    fit.fit_background()
+    bar.begin(f"traces and footprints {it + 1}", f"{fit.K} neurons")
+    fit.update_traces(estimate=True)
+    fit.drop_without_transient()
+    fit.update_footprints()
+    n_merged = fit.merge()
+    logger.debug("alternation %d: %d neurons, %d merged", it + 1, fit.K, n_merged)
+    if it < fit.p.init.reseed_passes:
+        bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
+        n_new, _, _ = fit.seed(
+            fit.residual(), raw_pm=fit.raw_residual_pixel_major(), null=null, residual=True
+        )
+        if n_new:
+            fit.update_traces(estimate=True)
 
 
 def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
@@ -384,7 +437,8 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     try:
         bar.begin("preprocessing")
         Y = validate_frames(frames, params)
-        warn_if_preprocessed(Y)  # on the frames as recorded
+        # on the frames as recorded; a preprocessed movie's seeds calibrate the seed tests
+        preprocessed = warn_if_preprocessed(Y) is not None
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
         motion_init = None
@@ -392,33 +446,16 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             bar.begin("motion correction")
             motion_init = register_initial(Y, params)
         bar.begin("seeding")
-        fit = _Fit(Y, params)
-        fit.pre = pre
-        fit.band = motion_init.band if motion_init is not None and motion_init.active else None
-        # the background fit's pixel-major frames, made now: a copy of them is the seeding's
-        # raw movie (a contiguous copy instead of a second transpose of the frames)
-        fit.ring = bgmod.RingFitter(Y, params.background, fit.diameter)
-        raw_pm = fit.ring.Yt.copy().reshape(Y.shape[1], Y.shape[2], Y.shape[0])
-        n0, images, null = fit.seed(Y, raw_pm=raw_pm)
-        del raw_pm
-        log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
-        fit.pixel_noise = pixel_noise(Y)
-        for it in range(n_alt):
-            bar.begin(f"background {it + 1}", f"{fit.K} neurons")
-            fit.fit_background()
-            bar.begin(f"traces and footprints {it + 1}", f"{fit.K} neurons")
-            fit.update_traces(estimate=True)
-            fit.drop_without_transient()
-            fit.update_footprints()
-            n_merged = fit.merge()
-            logger.debug("alternation %d: %d neurons, %d merged", it + 1, fit.K, n_merged)
-            if it < ip.reseed_passes:
-                bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
-                n_new, _, _ = fit.seed(
-                    fit.residual(), raw_pm=fit.raw_residual_pixel_major(), null=null, residual=True
-                )
-                if n_new:
-                    fit.update_traces(estimate=True)
+        fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
+        _alternate(fit, 0, null, bar)
+        d_cells = cell_diameter(fit) if ip.adapt_diameter else None
+        if d_cells is not None:  # cells much wider than declared: fit again at their size
+            params = params.replace(**{"data.neuron_diameter_px": d_cells})
+            bar.begin("seeding at the cells' diameter")
+            fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
+            _alternate(fit, 0, null, bar)
+        for it in range(1, n_alt):
+            _alternate(fit, it, null, bar)
         bar.begin("acceptance", f"{fit.K} neurons")
         n_out = fit.prune_out_of_focus()
         logger.debug("%d out-of-focus components removed", n_out)

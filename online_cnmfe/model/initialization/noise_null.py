@@ -11,8 +11,12 @@ silent, and the mean-centred filter gives every transient a negative surround). 
 simulated: a noise movie with the recording's own *spatial* noise structure (the power
 spectrum of its frame-to-frame differences, a median over frame pairs, which sparse transient
 rises do not move; it carries sensor correlations, line noise, or the smoothing of a
-preprocessed movie) and white in time, of the same length T, put through exactly the same
-filter and images. Its peaks give the null (:mod:`..null_threshold`): the threshold is where
+preprocessed movie), white in time for single-frame images; with the matched temporal filter
+(``tau_frames``), which amplifies whatever is slow, it also gets the movie's own *temporal*
+spectrum (a low percentile over pixels of the spatially filtered movie's power spectrum,
+:func:`temporal_spectrum`: white for sensor noise, red where structured background
+fluctuations survive the spatial filter). Of the same length T, it is put through exactly the
+same filters and images. Its peaks give the null (:mod:`..null_threshold`): the threshold is where
 ``detection.false_seeds_per_fov`` noise peaks are expected in the field of view. PNR and corr
 are scale-free, so only the noise's structure matters, not its level.
 
@@ -35,7 +39,9 @@ import scipy.fft
 from online_cnmfe.model.initialization.seeding import seed_statistic, seed_window
 from online_cnmfe.model.initialization.summary_images import (
     SummaryImages,
+    center_psf_kernel,
     corr_pnr_images,
+    filter_frames,
     summary_images,
 )
 from online_cnmfe.model.null_threshold import NullThreshold, peak_values, threshold_at_rate
@@ -43,6 +49,7 @@ from online_cnmfe.model.null_threshold import NullThreshold, peak_values, thresh
 logger = logging.getLogger(__name__)
 
 NULL_PATCH_PX = 128  # side of the simulated noise patch (or the frame, if smaller)
+TEMPORAL_PERCENTILE = 10  # of the pixels' power per frequency (see temporal_spectrum)
 SPECTRUM_PAIRS = 64  # frame pairs whose differences give the noise spectrum
 NULL_SEED = 20261204  # fixed: the same movie always gets the same threshold
 MIN_SPECTRUM_PX = 16  # smaller frames: white noise (too few pixels for a spectrum)
@@ -94,19 +101,59 @@ def noise_spectrum(Y: np.ndarray, side: int) -> np.ndarray:
     return amp.astype(np.float32)
 
 
-def noise_movie(amp: np.ndarray, side: int, n_frames: int, seed: int = NULL_SEED) -> np.ndarray:
-    """Gaussian noise (n_frames, side, side), white in time, with the spatial spectrum ``amp``."""
+def temporal_spectrum(Y: np.ndarray, side: int, sigma: float) -> np.ndarray:
+    """Relative amplitude spectrum (T // 2 + 1,) of the noise in time, 1 on average.
+
+    A low percentile (:data:`TEMPORAL_PERCENTILE`) over the pixels of a central ``side``
+    square of the power spectrum of the spatially filtered
+    (:func:`.summary_images.center_psf_kernel`) movie: the smooth background is gone, and the
+    pixels a cell's transients redden are the upper part of each frequency's distribution
+    (in a dense field a median would move). The power at one frequency is exponentially
+    distributed across noise pixels, so a percentile is a fixed fraction of the mean at every
+    frequency and the normalised shape is unbiased. Frequency 0 is set to 0.
+    """
+    T, H, W = Y.shape
+    r0, c0 = (H - side) // 2, (W - side) // 2
+    f = filter_frames(Y[:, r0 : r0 + side, c0 : c0 + side], center_psf_kernel(sigma))
+    f -= f.mean(axis=0, keepdims=True)
+    P = np.abs(scipy.fft.rfft(f.reshape(T, -1), axis=0)) ** 2
+    amp = np.sqrt(np.percentile(P, TEMPORAL_PERCENTILE, axis=1))
+    amp[0] = 0.0
+    norm = float(np.sqrt(np.mean(amp[1:] ** 2))) if T > 1 else 0.0
+    if not norm > 0:
+        return np.ones(T // 2 + 1, np.float32)
+    return (amp / norm).astype(np.float32)
+
+
+def noise_movie(
+    amp: np.ndarray,
+    side: int,
+    n_frames: int,
+    seed: int = NULL_SEED,
+    temporal: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gaussian noise (n_frames, side, side) with the spatial spectrum ``amp`` and the
+    temporal amplitude spectrum ``temporal`` (length ``n_frames // 2 + 1``; None: white)."""
     rng = np.random.default_rng(seed)
     out = np.empty((n_frames, side, side), np.float32)
     for s in range(0, n_frames, 64):
         e = min(n_frames, s + 64)
         w = rng.standard_normal((e - s, side, side), dtype=np.float32)
         out[s:e] = scipy.fft.irfft2(scipy.fft.rfft2(w, axes=(1, 2)) * amp, s=(side, side))
+    if temporal is not None and n_frames > 2:
+        spec = scipy.fft.rfft(out, axis=0)
+        spec *= np.asarray(temporal, np.float32)[:, None, None]
+        out[:] = scipy.fft.irfft(spec, n=n_frames, axis=0)
     return out
 
 
 def seeding_threshold(
-    Y: np.ndarray, sigma: float, gsiz: int, rate: float, thresh: float = 2.0
+    Y: np.ndarray,
+    sigma: float,
+    gsiz: int,
+    rate: float,
+    thresh: float = 2.0,
+    tau_frames: float = 0.0,
 ) -> SeedingNull:
     """Threshold on ``corr x PNR`` peaks for ``rate`` false seeds in the frame.
 
@@ -123,6 +170,8 @@ def seeding_threshold(
         frame's area, :func:`..null_threshold.rate_for_frame`).
     thresh : float
         Correlation-image threshold in units of sn (as for the data's images).
+    tau_frames : float
+        The matched temporal filter of the data's images (:func:`.summary_images.summary_images`).
 
     Returns
     -------
@@ -131,8 +180,11 @@ def seeding_threshold(
     T, H, W = Y.shape
     win = seed_window(gsiz)
     side = int(min(H, W, NULL_PATCH_PX))
+    temporal = None
     if side >= max(MIN_SPECTRUM_PX, 4 * win):
         amp = noise_spectrum(Y, side)
+        if tau_frames > 0:  # averaging over time amplifies whatever is slow in the noise
+            temporal = temporal_spectrum(Y, side, sigma)
     else:  # a tiny frame: white noise on a patch big enough for a few dozen peaks
         side = max(32, 8 * win)
         amp = np.ones((side, side // 2 + 1), np.float32)
@@ -142,7 +194,8 @@ def seeding_threshold(
     mask[border : side - border, border : side - border] = True
     peaks, pnr, corr = [], [], []
     for r in range(MAX_PATCHES):
-        _, im = summary_images(noise_movie(amp, side, T, NULL_SEED + r), sigma, thresh)
+        noise = noise_movie(amp, side, T, NULL_SEED + r, temporal)
+        _, im = summary_images(noise, sigma, thresh, tau_frames=tau_frames)
         stat = seed_statistic(im.corr * im.pnr, gsiz)  # exactly what the seeding thresholds
         peaks.append(peak_values(stat, win, mask))
         pnr.append(im.pnr[mask])
@@ -166,6 +219,7 @@ def residual_threshold(
     rate: float,
     noise: SeedingNull,
     thresh: float = 2.0,
+    tau_frames: float = 0.0,
     filtered: np.ndarray | None = None,
 ) -> SeedingNull:
     """Seeding threshold for a residual ``R`` (T, H, W): the noise null's, or higher where the
@@ -176,11 +230,12 @@ def residual_threshold(
     that is negated instead and ``R`` is not filtered again: the filter is linear and
     negation exact, so the images are the same to the bit.
     """
-    target = R if filtered is None else filtered
+    reuse = filtered is not None and tau_frames <= 0  # the matched filter smooths in place
+    target = filtered if reuse else R
     np.negative(target, out=target)
     try:
-        if filtered is None:
-            _, im = summary_images(R, sigma, thresh)
+        if not reuse:
+            _, im = summary_images(R, sigma, thresh, tau_frames=tau_frames)
             pnr, corr = im.pnr, im.corr
         else:
             _, _, pnr, corr = corr_pnr_images(filtered, thresh)

@@ -18,12 +18,17 @@ from online_cnmfe.model.initialization.noise_null import (
     residual_threshold,
     seeding_threshold,
 )
-from online_cnmfe.model.initialization.out_of_focus import filter_response
 from online_cnmfe.model.initialization.resample import upsample_columns, upsample_images
+from online_cnmfe.model.initialization.seed_calibration import (
+    calibrate_seed_tests,
+    choose_matched_filter,
+    smooth_pixel_major,
+)
 from online_cnmfe.model.initialization.seeding import pixel_major, seed_neurons_pixel_major
 from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
     filter_frames,
+    smoothing_coefficient,
     summary_images,
 )
 from online_cnmfe.model.motion import zero_border
@@ -60,17 +65,30 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
     kernel = center_psf_kernel(gsig)
     gsiz = max(3, int(round(fit.gsiz / s)))
     rate = rate_for_frame(fit.p.detection.false_seeds_per_fov, fov_pixels(fit))
+    filtered = images = None
+    if fit.matched_filter is None and null is None:  # "auto": the first seeding chooses
+        filtered, images, null = choose_matched_filter(fit, data, gsig, gsiz, rate, s)
     if null is None:
-        null = seeding_threshold(data, gsig, gsiz, rate)
-    filtered = filter_frames(data, kernel)  # once: the residual's threshold uses it too
-    if residual:
-        null = residual_threshold(data, gsig, gsiz, rate, null, filtered=filtered)
-    filtered, images = summary_images(
-        data, gsig, remove_global=fit.p.init.remove_global_fluctuation, filtered=filtered
-    )
+        null = seeding_threshold(data, gsig, gsiz, rate, tau_frames=fit.tau)
+    if filtered is None:
+        filtered = filter_frames(data, kernel)  # once: the residual's threshold uses it too
+        if residual:
+            null = residual_threshold(
+                data, gsig, gsiz, rate, null, tau_frames=fit.tau, filtered=filtered
+            )
+        filtered, images = summary_images(
+            data,
+            gsig,
+            remove_global=fit.p.init.remove_global_fluctuation,
+            tau_frames=fit.tau,
+            filtered=filtered,
+        )
     if residual:
         log_calibration(null, images, "re-seeding on the residual")
     filtered -= images.filtered_mean[None]
+    # the footprints are regressed on frames averaged like the seeding images (the seeds'
+    # traces are), so the out-of-focus ratio compares like with like
+    smooth_pixel_major(raw_pm, smoothing_coefficient(fit.tau))
     cn, pnr = images.corr.copy(), images.pnr.copy()
     if fit.pre is not None and fit.pre.fov_found:  # no seed outside the lens
         pnr[~fov_on_grid(fit.pre.fov, s)] = 0.0
@@ -78,6 +96,8 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
         zero_border(cn, fit.band, s)
     filtered_pm = pixel_major(filtered)
     del filtered
+    if not residual:
+        calibrate_seed_tests(fit, filtered_pm, raw_pm, cn * pnr, gsiz, null.threshold, kernel, s)
     res = seed_neurons_pixel_major(
         filtered_pm,
         raw_pm,
@@ -88,8 +108,8 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
         threshold=null.threshold,
         kernel=kernel,
         max_neurons=max(0, fit.p.init.max_neurons - fit.K),
-        max_halfmax_area=fit.max_halfmax_area / s**2,
-        max_kappa=fit.p.init.out_of_focus_ratio / filter_response(kernel, fit.diameter / 4.0, s),
+        max_halfmax_area=fit.max_halfmax_area * fit.area_scale / s**2,
+        max_kappa=fit.p.init.out_of_focus_ratio * fit.kappa_ref_grid,
     )
     del filtered_pm, raw_pm
     if s > 1:

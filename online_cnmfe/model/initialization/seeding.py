@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 MAX_EMPTY_ROUNDS = 3  # rounds without a new neuron before the search stops
 MIN_CORR_NEURON = 0.9
+REFERENCE_SEEDS = 30  # strongest seeds whose out-of-focus ratio and size calibrate the tests
 MAX_CORR_BG = 0.3
 FOOTPRINT_REL_THRESHOLD = 0.1
 
@@ -147,6 +148,74 @@ def _column_median(x: np.ndarray) -> np.ndarray:
     return (s[m // 2 - 1] + s[m // 2]) / s.dtype.type(2)
 
 
+def seed_trace(fbox: np.ndarray, ctr: int):
+    """The seed's trace: mean filtered trace of the box pixels correlated > MIN_CORR_NEURON
+    with the seed pixel ``ctr`` (fbox (n, T)); returns (trace, correlations)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", fbox, fbox)) + 1e-12
+    corr = (fbox @ fbox[ctr]) / (norms * norms[ctr])
+    neuron = corr > MIN_CORR_NEURON
+    neuron[ctr] = True
+    return fbox[neuron].mean(axis=0), corr
+
+
+def seed_kappa(fbox: np.ndarray, rbox: np.ndarray, ctr: int, ci: np.ndarray) -> float:
+    """Raw-to-filtered amplitude ratio of the seed pixel's signal along its trace ``ci``."""
+    cc0 = ci - ci.mean()
+    return float(rbox[ctr] @ cc0) / max(float(fbox[ctr] @ cc0), 1e-12)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedReference:
+    """How the strongest seeds of a recording look (:func:`reference_seeds`).
+
+    Attributes
+    ----------
+    kappa : float
+        Median raw-to-filtered ratio (nan without seeds).
+    halfmax_area : float
+        Median number of footprint pixels at or above half the maximum (nan without seeds).
+    n : int
+        Seeds measured.
+    """
+
+    kappa: float
+    halfmax_area: float
+    n: int
+
+
+def reference_seeds(
+    filtered_pm, raw_pm, v, gsiz: int, threshold: float, n_top: int = REFERENCE_SEEDS
+) -> SeedReference:
+    """Out-of-focus ratio and size of the ``n_top`` strongest seeds, one per neuron-sized box.
+
+    ``filtered_pm`` and ``raw_pm`` are pixel-major (H, W, T) as the greedy search uses them.
+    In a background-removed movie the strongest seeds of the statistic are in-focus cells, so
+    they say how the cells of *this* recording respond to the filter and how large they are,
+    e.g. larger than ``neuron_diameter_px`` after a preprocessing median filter.
+    """
+    H, W, T = filtered_pm.shape
+    vb = seed_statistic(v, gsiz)
+    mx = scipy.ndimage.maximum_filter(vb, size=max(3, gsiz), mode="nearest")
+    rr, cc = np.nonzero((vb == mx) & (vb >= threshold))
+    order = np.argsort(-vb[rr, cc], kind="stable")[:n_top]
+    kappas, areas = [], []
+    for idx in order:
+        r, c = int(rr[idx]), int(cc[idx])
+        rs, cs = _box(r, c, gsiz, (H, W))
+        h, w = rs.stop - rs.start, cs.stop - cs.start
+        fbox = filtered_pm[rs, cs].reshape(-1, T)
+        rbox = raw_pm[rs, cs].reshape(-1, T)
+        ctr = (r - rs.start) * w + (c - cs.start)
+        ai, ci = extract_ac(fbox, rbox, ctr, (h, w), 3)
+        if ai is None:
+            continue
+        kappas.append(seed_kappa(fbox, rbox, ctr, ci))
+        areas.append(np.count_nonzero(ai >= 0.5 * ai.max()))
+    if not kappas:
+        return SeedReference(float("nan"), float("nan"), 0)
+    return SeedReference(float(np.median(kappas)), float(np.median(areas)), len(kappas))
+
+
 def extract_ac(
     fbox: np.ndarray,
     rbox: np.ndarray,
@@ -179,11 +248,7 @@ def extract_ac(
     ai : ndarray of shape (n,) float32 or None when rejected
     ci : ndarray of shape (T,) float32
     """
-    norms = np.sqrt(np.einsum("ij,ij->i", fbox, fbox)) + 1e-12
-    corr = (fbox @ fbox[ctr]) / (norms * norms[ctr])
-    neuron = corr > MIN_CORR_NEURON
-    neuron[ctr] = True
-    ci = fbox[neuron].mean(axis=0)
+    ci, corr = seed_trace(fbox, ctr)
     if not np.any(ci > 0):
         return None, ci
     bg = corr < MAX_CORR_BG
@@ -204,9 +269,7 @@ def extract_ac(
     if max_kappa < np.inf:
         # out-of-focus test: raw-to-filtered amplitude ratio of the seed pixel's signal; the
         # mean-centred filter attenuates broad (out-of-focus) sources much more than neurons
-        cc0 = ci - ci.mean()
-        kappa = float(rbox[ctr] @ cc0) / max(float(fbox[ctr] @ cc0), 1e-12)
-        if kappa > max_kappa:
+        if seed_kappa(fbox, rbox, ctr, ci) > max_kappa:
             return None, ci
     ai[ai < FOOTPRINT_REL_THRESHOLD * ai.max()] = 0
     labels, _ = scipy.ndimage.label(ai > 0, structure=np.ones((3, 3)))

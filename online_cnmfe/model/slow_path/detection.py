@@ -5,10 +5,12 @@ see ``_kernels/detection.py``) on a grid block-averaged by ``ds = max(1, diamete
 neuron stays >= 6 px across on it), sigma its noise, d neuron diameter (px).
 
 Per observed frame (:func:`observe_residual`, O(n_pixels)): the statistic of the
-initialisation's seeding, computed online: running moments of z thresholded at 2 sigma (local
-correlation), its noise from the negative half, a decaying max (PNR; CaImAn keeps a cumulative
-max that never forgets), and the same on ``-z``, the *null*: the sign-flipped residual, from
-which the model's neurons are gone and whose errors are as often negative as positive.
+initialisation's seeding, computed online (on z averaged in time by the matched filter when
+the initialisation chose it, ``detection.matched_filter``): running moments of z thresholded
+at 2 sigma (local correlation), its noise from the negative half, a decaying max (PNR;
+CaImAn keeps a cumulative max that never forgets), and the same on ``-z``, the *null*: the
+sign-flipped residual, from which the model's neurons are gone and whose errors are as
+often negative as positive.
 
 Every ``CALIBRATION_PERIOD_S`` (:func:`calibrate`), the threshold on ``v = corr x PNR`` is set
 where the null's peaks give ``detection.false_seeds_per_fov`` false candidates per 256 x 256
@@ -54,7 +56,8 @@ class DetectionState:
     neg: np.ndarray
     nvar: np.ndarray
     blocked_until: np.ndarray  # (h, w) int64
-    z: np.ndarray
+    z: np.ndarray  # band-passed residual, averaged in time by the matched filter
+    z_frame: np.ndarray  # this frame's band-passed residual
     tmp: np.ndarray
     small: np.ndarray
     vimg: np.ndarray
@@ -94,7 +97,7 @@ def make_detection_state(
     f = lambda: np.zeros((H, W), np.float32)  # noqa: E731
     return DetectionState(
         pos=np.zeros((5, H, W), np.float32), neg=np.zeros((5, H, W), np.float32), nvar=f(),
-        blocked_until=np.zeros((H, W), np.int64), z=f(), tmp=f(), small=f(), vimg=f(),
+        blocked_until=np.zeros((H, W), np.int64), z=f(), z_frame=f(), tmp=f(), small=f(), vimg=f(),
         cand_idx=np.zeros(4096, np.int64), cand_score=np.zeros(4096, np.float32),
         pool_rc=np.zeros((pool_size, 2)), pool_events=np.full((pool_size, MAX_EVENTS), -1),
         pool_n=np.zeros(pool_size, np.int32), pool_last=np.zeros(pool_size, np.int64),
@@ -122,6 +125,7 @@ class Geometry:
     rho: float
     expiry: int
     calibration_period: int  # frames between two calibrations of the threshold
+    smooth: float  # matched temporal filter coefficient a (0: none)
 
 
 def geometry(params: CNMFEParams) -> Geometry:
@@ -144,6 +148,11 @@ def geometry(params: CNMFEParams) -> Geometry:
         rho=math.exp(-1.0 / (fr * params.detection.max_decay_s)),
         expiry=max(1, math.ceil(fr * params.detection.pool_expiry_s)),
         calibration_period=max(1, math.ceil(fr * CALIBRATION_PERIOD_S)),
+        smooth=(
+            math.exp(-1.0 / (fr * params.data.decay_time_s))
+            if params.detection.matched_filter == "on"
+            else 0.0
+        ),
     )
 
 
@@ -152,7 +161,9 @@ def observe_residual(det: DetectionState, resid: np.ndarray, geo: Geometry) -> N
     if det.ds > 1:
         kdet.block_mean(resid, det.ds, det.r_small)
         resid = det.r_small
-    kdet.band_pass(resid, geo.half_small, geo.half_large, det.tmp, det.small, det.z)
+    kdet.band_pass(resid, geo.half_small, geo.half_large, det.tmp, det.small, det.z_frame)
+    # the matched temporal filter, as the initialisation's seeding images (starts at frame 0)
+    kdet.smooth_update(det.z_frame, geo.smooth if det.n_frames else 0.0, det.z)
     alpha = max(geo.alpha, 1.0 / (det.n_frames + 1))
     alpha_n = max(geo.alpha_noise, 1.0 / (det.n_frames + 1))
     kdet.detection_images_update(

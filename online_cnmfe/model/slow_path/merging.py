@@ -17,9 +17,10 @@ region; entries a neuron never accumulated take their model prediction), ``CC_s.
 CC_j.``, ``cbar_s = cbar_i + cbar_j``; the footprint is one exact HALS step on them. The
 model must set the kept neuron's trace to ``c_i + c_j`` (see ``ModelUpdate``).
 
-Removal: a footprint that HALS drives to zero, or a neuron whose trace stayed below its
-noise for ``OnlineParams.slow_remove_inactive_s``; the reason goes with the removal
-(``ModelUpdate.removed_reasons``, the ``removed`` event's detail).
+Removal: a footprint that HALS drives to zero, a neuron whose trace stayed below its noise
+for ``OnlineParams.slow_remove_inactive_s``, or a neuron born online that grew beyond the
+initialisation's size limit (out-of-focus neuropil, :func:`size_ratio`); the reason goes with
+the removal (``ModelUpdate.removed_reasons``, the ``removed`` event's detail).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.sparse
 
 from online_cnmfe.model._kernels import stats as kst
+from online_cnmfe.model.footprint_shape import size_ratios
 from online_cnmfe.model.slow_path import suffstats
 from online_cnmfe.params import CNMFEParams
 
@@ -129,6 +132,17 @@ def merge_into(fs: suffstats.FootprintStats, i: int, j: int, max_region: int) ->
     a = out[: union.size]
     fs.a_sup[si, : union.size] = a
     return bool(a.max() > 0)
+
+
+def size_ratio(pix: np.ndarray, val: np.ndarray, dims, d: float) -> float:
+    """Size ratio (:func:`..footprint_shape.size_ratios`) of one footprint given as (pixel
+    indices, values)."""
+    H, W = (int(v) for v in dims)
+    col = scipy.sparse.csc_array(
+        (np.asarray(val, np.float64), (np.asarray(pix, np.int64), np.zeros(len(pix), np.int64))),
+        shape=(H * W, 1),
+    )
+    return float(size_ratios(col, (H, W), d)[0])
 
 
 def inactive(fs: suffstats.FootprintStats, t: int, limit_frames: int) -> np.ndarray:

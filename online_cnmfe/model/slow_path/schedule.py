@@ -221,6 +221,7 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
         ch.replaced.discard(drop)
         ch.merges.append((keep, drop, suffstats.footprint_column(fs, keep)))
         slow.work.merges += 1
+    _remove_oversized(slow, params, ch, t)
     limit = int(params.data.frame_rate_hz * params.online.slow_remove_inactive_s)
     for k in merging.inactive(fs, t, limit)[:1]:
         if int(k) not in ch.touched():
@@ -229,6 +230,42 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
                 f"inactive: trace below its noise for {params.online.slow_remove_inactive_s:g} s",
             )
             ch.replaced.discard(int(k))
+
+
+SIZE_CHECKS_PER_STEP = 2  # footprints measured per merge frame (~0.1 ms each)
+
+
+def _remove_oversized(slow, params, ch: StepChanges, t: int) -> None:
+    """Size checks (:data:`SIZE_CHECKS_PER_STEP` per call, round robin over the neurons born
+    online): one that has grown, once its youth's support growth is over, beyond the
+    initialisation's size limit is out-of-focus neuropil, not a cell (a birth passes the
+    candidate's size test with its first events' footprint; the growth then follows the broad
+    structure it came from). Initial neurons passed the same limit at the acceptance."""
+    fs = slow.stats
+    K = fs.n_components
+    if K == 0 or not math.isfinite(slow.size_limit):
+        return
+    checked = 0
+    for _ in range(K):
+        k = slow.size_cursor % K
+        slow.size_cursor = (k + 1) % K
+        if int(fs.birth[fs.slot_of[k]]) <= slow.t_init:
+            continue
+        if _young(fs, k, t, params) or k in ch.touched():
+            continue
+        pix, val = suffstats.footprint_column(fs, k)
+        ratio = merging.size_ratio(pix, val, slow.dims, params.data.neuron_diameter_px)
+        if ratio > slow.size_limit:
+            ch.remove(
+                k,
+                f"out of focus: grew to {ratio:.1f} x the expected neuron's size "
+                f"(limit {slow.size_limit:.1f}, as at the initialisation)",
+            )
+            ch.replaced.discard(k)
+            return
+        checked += 1
+        if checked >= SIZE_CHECKS_PER_STEP:
+            return
 
 
 def _detect_phase(params: CNMFEParams) -> int:

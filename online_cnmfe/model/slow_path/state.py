@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from online_cnmfe.model._kernels import stats as kst
+from online_cnmfe.model.footprint_shape import size_ratios
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.slow_path import candidates as cand_mod
 from online_cnmfe.model.slow_path import detection as det_mod
@@ -70,6 +71,11 @@ class SlowPathState:
     # frame of the initialisation: initial footprints may grow (support growth) for three
     # refresh periods after it, as a newborn's do after its birth (see ``_growth``)
     t_init: int = -(2**40)
+    # size ratio above which a neuron born online is out-of-focus neuropil once grown (the
+    # initialisation's acceptance limit: init.max_size_ratio x the initial components' 25th
+    # percentile when above 1); size_cursor walks the neurons, one check per merge frame
+    size_limit: float = math.inf
+    size_cursor: int = 0
 
 
 @functools.lru_cache(maxsize=8)
@@ -162,7 +168,18 @@ def init_slow_path(
     return SlowPathState(
         t=T0 - 1, dims=np.array(dims, np.int64), lam=forgetting_factor(params), stats=fs,
         ring=ring, det=det, merge_cursor=0, work=SlowWork(), t_init=T0 - 1,
+        size_limit=_size_limit(init, dims, params),
     )  # fmt: skip
+
+
+def _size_limit(init, dims, params: CNMFEParams) -> float:
+    """The initialisation's size limit (see ``SlowPathState.size_limit``)."""
+    if init.A.shape[1] == 0 or not math.isfinite(params.init.max_size_ratio):
+        return params.init.max_size_ratio
+    ratios = size_ratios(init.A, dims, params.data.neuron_diameter_px)
+    ratios = ratios[np.isfinite(ratios)]
+    typical = float(np.percentile(ratios, 25)) if ratios.size else 1.0
+    return params.init.max_size_ratio * max(1.0, typical)
 
 
 def _background_subtracted(init, frames, C, dims, ssub):

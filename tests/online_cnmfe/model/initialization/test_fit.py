@@ -260,3 +260,69 @@ def test_real_minian_crop_calibrates_on_its_noise_and_matches_minian_units(share
     m = match_footprints(loose.A.copy(), ref, dims)
     assert r.n_components < loose.n_components < 4 * ref.shape[1]
     assert len(m.true_index) >= 0.1 * ref.shape[1]
+
+
+def _weak_slow_cells(T=300, seed=0, pnr=1.4, H=96, sigma=2.5, noise_tau=0.0):
+    """25 weak cells (single-frame PNR ~1.4) decaying over 6 frames, white or red noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:H, :H]
+    cen = [(r, c) for r in range(12, H - 6, 18) for c in range(12, H - 6, 18)]
+    A = np.stack(
+        [np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * sigma**2)).ravel() for r, c in cen], 1
+    )
+    g = np.exp(-1 / 6.0)
+    C = np.zeros((len(cen), T))
+    spikes = rng.random(C.shape) < 0.02
+    for t in range(1, T):
+        C[:, t] = g * C[:, t - 1] + spikes[:, t]
+    C *= pnr / np.maximum(C.max(axis=1, keepdims=True), 1e-9)
+    Y = 100 + (A @ C).T.reshape(T, H, H) + rng.standard_normal((T, H, H))
+    return Y.astype(np.float32), A.astype(np.float32)
+
+
+def _weak_params(mode):
+    return CNMFEParams().replace(
+        **{
+            "data.neuron_diameter_px": 10.0, "data.frame_rate_hz": 10.0,
+            "data.decay_time_s": 0.6, "init.init_frames": 300,
+            "detection.matched_filter": mode, "motion.enabled": False,
+        }
+    )  # fmt: skip
+
+
+def test_matched_filter_auto_finds_weak_slow_cells_in_white_noise(caplog):
+    """White noise in time: "auto" turns the matched filter on and finds most of the weak
+    cells that single frames cannot tell from noise; it says so in the log."""
+    Y, A = _weak_slow_cells()
+    with caplog.at_level(logging.INFO, logger="online_cnmfe.model.initialization"):
+        auto = fit_initial(Y, _weak_params("auto"))
+    off = fit_initial(Y, _weak_params("off"))
+    found = [
+        len(match_footprints(r.A.copy(), scipy.sparse.csc_array(A), (96, 96)).true_index)
+        for r in (auto, off)
+    ]
+    # measured 20 / 25 with the filter, 2 / 25 without; no false positive either way
+    assert auto.matched_filter is True and off.matched_filter is False
+    assert found[0] >= 15 and found[0] >= found[1] + 10, found
+    assert auto.n_components <= found[0] + 1
+    assert "matched_filter=auto" in caplog.text and ": on" in caplog.text
+
+
+def test_cells_wider_than_declared_are_fitted_at_their_own_diameter(caplog):
+    """A background-removed, quantised movie (as minian writes) whose cells are 1.8x wider
+    than data.neuron_diameter_px: the seed tests scale to the strongest seeds, the fit runs
+    again at the cells' diameter (logged) and finds them all; init.adapt_diameter=false keeps
+    the declared diameter; the same movie with its baseline (raw-looking) is left alone."""
+    raw, A = _weak_slow_cells(T=200, pnr=8.0, sigma=4.5, seed=2)
+    Y = np.clip(np.round(2 * (raw - 100)), 0, None).astype(np.float32)
+    caplog.set_level(logging.INFO, logger="online_cnmfe.model.initialization")
+    p = _weak_params("off").replace(**{"init.init_frames": 200})
+    r = fit_initial(Y, p)
+    m = match_footprints(r.A.copy(), scipy.sparse.csc_array(A), (96, 96))
+    assert len(m.true_index) == A.shape[1], (r.n_components, m.true_index)
+    assert r.n_components <= A.shape[1] + 1
+    assert "limits scaled by" in caplog.text and "the cells look" in caplog.text
+    assert 14 <= r.neuron_diameter_px <= 22, r.neuron_diameter_px
+    kept = fit_initial(Y, p.replace(**{"init.adapt_diameter": False}))
+    assert kept.neuron_diameter_px == 10.0
+    assert fit_initial(raw, p).neuron_diameter_px == 10.0

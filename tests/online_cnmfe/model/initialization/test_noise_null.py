@@ -65,6 +65,49 @@ def test_spectrum_ignores_a_few_frames_with_a_transient():
     np.testing.assert_allclose(dirty[1:8, 1:8], clean[1:8, 1:8], rtol=0.25)
 
 
+def _red_noise(rng, T, side, tau):
+    """Noise correlated in time (AR(1) of coefficient exp(-1/tau)), as slow fluctuations that
+    survive the spatial filter in raw clips."""
+    x = rng.standard_normal((T, side, side)).astype(np.float32)
+    a = np.float32(np.exp(-1.0 / tau))
+    for t in range(1, T):
+        x[t] += a * x[t - 1]
+    return 100 + x
+
+
+def _false_seeds_tau(Y, threshold, tau):
+    _, im = summary_images(Y, SIGMA, tau_frames=tau)
+    st = seed_statistic(im.corr * im.pnr, D)
+    return int((peak_values(st, seed_window(D)) >= threshold).sum())
+
+
+def test_red_noise_keeps_the_false_seed_rate_with_the_matched_filter():
+    """Noise correlated in time, averaged by the matched filter: the null carries the movie's
+    temporal spectrum, so the rate holds (a white null would give many more false seeds)."""
+    tau = 4.0
+    rng = np.random.default_rng(3)
+    counts, white_counts = [], []
+    for _ in range(4):
+        Y = _red_noise(rng, 100, 96, 3.0)
+        null = seeding_threshold(Y, SIGMA, D, 4.0, tau_frames=tau)
+        counts.append(_false_seeds_tau(Y, null.threshold, tau))
+        white = seeding_threshold(_noise(rng, 100, 96, 0.0), SIGMA, D, 4.0, tau_frames=tau)
+        white_counts.append(_false_seeds_tau(Y, white.threshold, tau))
+    assert np.mean(counts) <= 8, counts
+    assert np.mean(white_counts) > 2 * max(np.mean(counts), 1), (counts, white_counts)
+
+
+def test_temporal_spectrum_is_flat_for_white_noise_and_red_for_ar1():
+    from online_cnmfe.model.initialization.noise_null import temporal_spectrum
+
+    rng = np.random.default_rng(4)
+    flat = temporal_spectrum(_noise(rng, 128, 64, 0.0), 64, SIGMA)
+    red = temporal_spectrum(_red_noise(rng, 128, 64, 3.0), 64, SIGMA)
+    assert flat.shape == red.shape == (65,)
+    assert 0.8 < flat[1:10].mean() / flat[-10:].mean() < 1.25
+    assert red[1:10].mean() / red[-10:].mean() > 3
+
+
 def test_residual_threshold_from_the_filtered_residual_is_the_same():
     """Passing the already filtered residual (the fit filters it once) gives the same
     threshold and images as filtering the sign-flipped residual again, and leaves both the

@@ -13,8 +13,11 @@ from online_cnmfe.model.initialization.summary_images import (
     corr_pnr_images,
     correlation_image,
     filter_frames,
+    noise_gain,
     noise_psd,
     remove_global_fluctuation,
+    smooth_in_time,
+    smoothing_coefficient,
     summary_images,
 )
 from tests.reference import local_correlation_ref, noise_psd_ref
@@ -107,6 +110,54 @@ def test_remove_global_fluctuation_leaves_no_trace_of_the_gain():
     assert max_abs_corr(filt) > 0.9
     remove_global_fluctuation(filt, frames)
     assert max_abs_corr(filt) < 0.05
+
+
+def _smooth_ref(x, a):
+    """Slow reference of smooth_in_time: explicit recursion from the mean of the first
+    ceil(3 / (1 - a)) frames, in float64."""
+    x = np.asarray(x, np.float64)
+    m = min(len(x), int(np.ceil(3.0 / (1.0 - a))))
+    out = np.empty_like(x)
+    prev = x[:m].mean(axis=0)
+    for t in range(len(x)):
+        prev = a * prev + (1 - a) * x[t]
+        out[t] = prev
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(1, 40), st.floats(0.05, 0.95), st.integers(0, 2**31 - 1)
+)  # frames, coefficient, seed
+def test_smooth_in_time_matches_the_recursion(t, a, seed):
+    x = np.random.default_rng(seed).standard_normal((t, 3, 4)).astype(np.float32)
+    y = x.copy()
+    smooth_in_time(y, a)
+    np.testing.assert_allclose(y, _smooth_ref(x, a), rtol=1e-4, atol=1e-5)
+
+
+def test_smooth_in_time_noise_gain_is_the_white_noise_formula():
+    a = smoothing_coefficient(4.0)
+    x = np.random.default_rng(0).standard_normal((20000, 2, 2)).astype(np.float32)
+    smooth_in_time(x, a)
+    assert abs(float(x[100:].std()) / noise_gain(a) - 1) < 0.03
+
+
+def test_matched_filter_lifts_a_weak_decaying_transient_above_white_noise():
+    """A transient decaying with the indicator's time constant: its PNR with the matched
+    filter is higher than on single frames (white noise: gain sqrt((1 + a) / (1 - a)))."""
+    rng = np.random.default_rng(1)
+    T, H = 200, 32
+    rr, cc = np.mgrid[0:H, 0:H]
+    blob = np.exp(-((rr - 16) ** 2 + (cc - 16) ** 2) / (2 * 2.5**2))
+    trace = np.zeros(T)
+    trace[100:] = 3.0 * np.exp(-np.arange(T - 100) / 6.0)
+    Y = (100 + rng.standard_normal((T, H, H)) + trace[:, None, None] * blob).astype(np.float32)
+    _, plain = summary_images(Y, 2.5)
+    _, matched = summary_images(Y, 2.5, tau_frames=6.0)
+    assert matched.pnr[16, 16] > 1.3 * plain.pnr[16, 16]
+    # away from the cell both are noise of the same scale
+    assert abs(np.median(matched.pnr[:, :6]) / np.median(plain.pnr[:, :6]) - 1) < 0.3
 
 
 def test_edge_pad_into_matches_np_pad_and_filter_is_unchanged():
