@@ -143,6 +143,27 @@ def test_warp_rigid_matches_scipy_and_replicates_the_edge_outside(shift, rng):
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    dy=st.floats(-12, 12),
+    dx=st.floats(-12, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_warp_rigid_on_any_shape_and_shift(h, w, dy, dx, seed):
+    """The sliced fast path against scipy on tiny frames, shifts past every edge."""
+    src = np.random.default_rng(seed).random((h, w)).astype(np.float32)
+    out, valid = np.full(h * w, np.nan, np.float32), np.full(h * w, 7, np.uint8)
+    n = kw.warp_rigid(src.ravel(), h, w, dy, dx, out, valid)
+    ref = ndi.shift(src.astype(np.float64), (-dy, -dx), order=1, mode="nearest")
+    rows, cols = np.mgrid[0:h, 0:w]
+    inside = (np.abs(rows + dy - (h - 1) / 2) <= h / 2) & (np.abs(cols + dx - (w - 1) / 2) <= w / 2)
+    np.testing.assert_allclose(out.reshape(h, w), ref, atol=1e-5, err_msg=f"seed {seed}")
+    np.testing.assert_array_equal(valid.reshape(h, w), inside)
+    assert n == (~inside).sum()
+
+
 def test_warp_field_with_a_constant_field_is_the_rigid_warp(rng):
     H, W = 19, 21
     src = rng.random(H * W).astype(np.float32)
