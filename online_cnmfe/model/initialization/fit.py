@@ -75,7 +75,7 @@ from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
 from online_cnmfe.model.motion import register_initial, zero_border
 from online_cnmfe.model.null_threshold import rate_for_frame
-from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.preprocessing.fov import fov_on_grid, registered_fov
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
@@ -165,8 +165,9 @@ class _Fit:
             null = residual_threshold(data, gsig, gsiz, rate, null)
             log_calibration(null, images, "re-seeding on the residual")
         cn, pnr = images.corr.copy(), images.pnr.copy()
-        if self.pre is not None and self.pre.fov_found:  # no seed outside the lens
-            pnr[~fov_on_grid(self.pre.fov, s)] = 0.0
+        fov = self._fov()
+        if fov is not None:  # no seed outside the lens
+            pnr[~fov_on_grid(fov, s)] = 0.0
         if self.band is not None:  # nor in the border motion correction filled
             zero_border(cn, self.band, s)
         res = seed_neurons(
@@ -193,11 +194,20 @@ class _Fit:
             self.append(scipy.sparse.csc_array(dense), res.traces)
         return res.n_components, images, null
 
+    def _fov(self):
+        """The lens's field of view in the registered frames (the lens stands still on the
+        sensor: with motion correction, only pixels inside it at every shift of the border
+        band; ``preprocessing.fov.registered_fov``); None without a lens margin."""
+        if self.pre is None or not self.pre.fov_found:
+            return None
+        return self.pre.fov if self.band is None else registered_fov(self.pre.fov, self.band)
+
     def _fov_pixels(self) -> int:
         """Pixels where a neuron can be: inside the lens's field of view when one was found
         (the false-seed rate is per area of tissue), else the whole frame."""
-        if self.pre is not None and self.pre.fov_found:
-            return max(1, int(np.count_nonzero(self.pre.fov)))
+        fov = self._fov()
+        if fov is not None:
+            return max(1, int(np.count_nonzero(fov)))
         return self.H * self.W
 
     def append(self, A_new, C_new: np.ndarray) -> None:
@@ -449,7 +459,8 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         warn_if_preprocessed(Y)  # on the frames as recorded
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
-        motion_init = register_initial(Y, params) if params.motion.enabled else None
+        fov = pre.fov if pre is not None and pre.fov_found else None  # the lens: not registered
+        motion_init = register_initial(Y, params, fov) if params.motion.enabled else None
         fit = _Fit(Y, params)
         fit.pre = pre
         fit.band = motion_init.band if motion_init is not None and motion_init.active else None

@@ -40,6 +40,7 @@ from online_cnmfe.model.motion.state import (
     MotionState,
     border_band,
     geometry,
+    lens_weight,
 )
 from online_cnmfe.params import CNMFEParams
 
@@ -222,8 +223,12 @@ def _hold_untrusted(ms, shifts, quality, edge, fields, energy2) -> tuple[str, ..
     return tuple("" if kept[i] else f for i, f in enumerate(measured))
 
 
-def register_initial(Y: np.ndarray, params: CNMFEParams) -> MotionInit:
+def register_initial(Y: np.ndarray, params: CNMFEParams, fov: np.ndarray | None = None
+                     ) -> MotionInit:  # fmt: skip
     """Build the template from the frames Y (T, H, W) float32 and register Y in place.
+
+    ``fov`` (H, W) bool, the lens's field of view on the raw frames when preprocessing found
+    a lens margin: its edge is left out of the registration (``state.lens_weight``).
 
     Frames too small to register, or without stable structure, leave Y as it is and return an
     inactive MotionInit (``active`` False), with a warning.
@@ -245,6 +250,8 @@ def register_initial(Y: np.ndarray, params: CNMFEParams) -> MotionInit:
             quality=nan[:, 0].copy(), fields=None, flags=("",) * T, reliability=0.0,
         )  # fmt: skip
     ms = register.make_state(geom, params, np.zeros(geom.grid, np.float32), -1.0)
+    if fov is not None:
+        ms.lens = lens_weight(np.asarray(fov, bool), geom)
     BP = np.empty((T, *geom.grid), np.float32)
     for t in range(T):
         register.bandpass(ms, Y[t].reshape(-1))
@@ -272,7 +279,7 @@ def register_initial(Y: np.ndarray, params: CNMFEParams) -> MotionInit:
         quality=quality, fields=fields, flags=flags, reliability=reliability,
         min_informative=float(ms.min_informative),
         informative_fraction=float(np.mean(quality > ms.min_informative)),
-        band=border_band(*moved, register.band_cap(mp.max_shift_px)),
+        band=border_band(*moved, register.band_cap(mp.max_shift_px)), lens=ms.lens,
     )  # fmt: skip
     if not init.active:
         logger.warning(
@@ -381,6 +388,13 @@ def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
         )
     ms = register.make_state(geom, params, init.template, init.min_quality, init.min_informative)
     ms.band[:] = init.band
+    if init.lens is not None:
+        if init.lens.shape != geom.grid:
+            raise ValueError(
+                f"the motion lens weight has shape {init.lens.shape}; the template's grid is "
+                f"{geom.grid}. Use the initialisation's own motion result."
+            )
+        ms.lens = np.ascontiguousarray(init.lens, np.float32)
     good = [j for j, f in enumerate(init.flags) if not f]
     if good:
         ms.held[:] = init.shifts[good[-1]]
