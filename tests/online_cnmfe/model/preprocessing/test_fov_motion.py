@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from acquisition.simulator import MiniscopeSimulator, SimulationParams
 from online_cnmfe.model import motion
+from online_cnmfe.model.motion.state import box_radii, geometry, lens_weight
 from online_cnmfe.model.preprocessing.fov import fov_on_grid, registered_fov
 from online_cnmfe.model.preprocessing.online import attach, model_fov
 from online_cnmfe.params import CNMFEParams
@@ -105,3 +106,22 @@ def test_registration_ignores_the_lens_edge_that_stands_still():
         rms[name] = float(np.sqrt((err[ok] ** 2).sum(1).mean()))
     assert np.ptp(truth, axis=0).min() > 3
     assert rms["raw"] > 1.5 and rms["lens"] < 0.5, rms
+
+
+def test_lens_weight_is_zero_within_the_band_pass_reach_of_the_edge():
+    """The weight is 0 outside the lens and where the band-pass's boxes reach the edge, then
+    rises to 1 over the taper's ramp."""
+    params = CNMFEParams().replace(**{"data.neuron_diameter_px": 14.0})
+    geom = geometry((128, 160), params.motion, 14.0)
+    fov = np.zeros((128, 160), bool)
+    fov[:, 40:] = True  # a straight lens edge at column 40 (grid column 20)
+    w = lens_weight(fov, geom)
+    assert w.shape == geom.grid and w.dtype == np.float32
+    rest = np.sqrt(geom.sigma_large**2 - geom.sigma_small**2)
+    reach = sum(int(box_radii(s).sum()) for s in (geom.sigma_small, rest, geom.sigma_large))
+    edge = 40 // geom.ds
+    row = w[geom.grid[0] // 2]
+    assert (row[: edge + reach] == 0).all()  # outside, and the step's reach inside
+    assert row[edge + reach + 1] > 0
+    assert (row[edge + reach + geom.margin + 1 :] == 1).all()
+    assert (np.diff(row) >= 0).all()
