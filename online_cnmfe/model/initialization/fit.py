@@ -75,7 +75,7 @@ from online_cnmfe.model.initialization.seeding import seed_neurons
 from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
 from online_cnmfe.model.motion import register_initial, zero_border
 from online_cnmfe.model.null_threshold import rate_for_frame
-from online_cnmfe.model.preprocessing.fov import fov_on_grid, registered_fov
+from online_cnmfe.model.preprocessing.fov import fov_in_model, fov_on_grid
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
@@ -165,7 +165,7 @@ class _Fit:
             null = residual_threshold(data, gsig, gsiz, rate, null)
             log_calibration(null, images, "re-seeding on the residual")
         cn, pnr = images.corr.copy(), images.pnr.copy()
-        fov = self._fov()
+        fov = fov_in_model(self.pre, self.band)
         if fov is not None:  # no seed outside the lens
             pnr[~fov_on_grid(fov, s)] = 0.0
         if self.band is not None:  # nor in the border motion correction filled
@@ -194,18 +194,10 @@ class _Fit:
             self.append(scipy.sparse.csc_array(dense), res.traces)
         return res.n_components, images, null
 
-    def _fov(self):
-        """The lens's field of view in the registered frames (the lens stands still on the
-        sensor: with motion correction, only pixels inside it at every shift of the border
-        band; ``preprocessing.fov.registered_fov``); None without a lens margin."""
-        if self.pre is None or not self.pre.fov_found:
-            return None
-        return self.pre.fov if self.band is None else registered_fov(self.pre.fov, self.band)
-
     def _fov_pixels(self) -> int:
         """Pixels where a neuron can be: inside the lens's field of view when one was found
         (the false-seed rate is per area of tissue), else the whole frame."""
-        fov = self._fov()
+        fov = fov_in_model(self.pre, self.band)
         if fov is not None:
             return max(1, int(np.count_nonzero(fov)))
         return self.H * self.W

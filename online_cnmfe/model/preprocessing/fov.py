@@ -134,6 +134,15 @@ def block_detection_outside(det, mask: np.ndarray) -> int:
     return int(outside.sum())
 
 
+def fov_in_model(pre, band) -> np.ndarray | None:
+    """The field of view in the model's frame: the lens's mask ``pre.fov`` (None without a
+    lens margin), at every shift of the motion correction's border ``band`` when there is one
+    (:func:`registered_fov`; ``band`` None: no motion correction, the sensor's frame)."""
+    if pre is None or not pre.fov_found:
+        return None
+    return pre.fov if band is None else registered_fov(pre.fov, band)
+
+
 def registered_fov(mask: np.ndarray, band) -> np.ndarray:
     """The field of view in the motion-corrected frame: pixels inside the lens at every shift.
 

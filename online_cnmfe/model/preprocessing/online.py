@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from online_cnmfe.model.preprocessing.batch import replay_corrections
-from online_cnmfe.model.preprocessing.fov import block_detection_outside, registered_fov
+from online_cnmfe.model.preprocessing.fov import block_detection_outside, fov_in_model
 from online_cnmfe.model.preprocessing.frame import preprocess_frame
 from online_cnmfe.model.preprocessing.sanity import SanityReport, check_components
 from online_cnmfe.model.preprocessing.state import PreprocessState
@@ -83,12 +83,7 @@ def model_fov(st) -> np.ndarray | None:
     shifts: only pixels inside the lens at every shift of the border band so far count
     (:func:`~.fov.registered_fov`).
     """
-    pre = st.pre
-    if pre is None or not pre.fov_found:
-        return None
-    if st.motion is None:
-        return pre.fov
-    return registered_fov(pre.fov, st.motion.band)
+    return fov_in_model(st.pre, None if st.motion is None else st.motion.band)
 
 
 def sanity_tick(model, st) -> SanityReport | None:
