@@ -50,14 +50,32 @@ def warm_up() -> None:
     fit_initial(sim.frames(0, 60), CNMFEParams().replace(**{"init.init_frames": 60}))
 
 
-def bench_sim(size: int, n_neurons: int, n_frames: int, seed: int) -> dict:
+def _stage_clock(t0: float, c0: float, stages: list):
+    """A ``fit_initial`` progress callback that records (stage, wall s, CPU s) at each start."""
+
+    def on_stage(stage: str, fraction: float) -> None:
+        stages.append((stage, time.perf_counter() - t0, time.process_time() - c0))
+
+    return on_stage
+
+
+def stage_times(stages: list) -> list[tuple[str, float, float]]:
+    """(stage name without its neuron count, wall s, CPU s) of each stage from the clock."""
+    out = []
+    for (name, w0, c0), (_, w1, c1) in zip(stages, stages[1:]):
+        out.append((name.split(" (")[0], round(w1 - w0, 2), round(c1 - c0, 2)))
+    return out
+
+
+def bench_sim(size: int, n_neurons: int, n_frames: int, seed: int, overrides=None) -> dict:
     sim = MiniscopeSimulator(
         SimulationParams(height=size, width=size, n_frames=n_frames, n_neurons=n_neurons, seed=seed)
     )
     frames = sim.frames(0, n_frames)
-    params = CNMFEParams().replace(**{"init.init_frames": n_frames})
+    params = CNMFEParams().replace(**{"init.init_frames": n_frames, **(overrides or {})})
+    stages: list = []
     t0, c0 = time.perf_counter(), time.process_time()
-    res = fit_initial(frames, params)
+    res = fit_initial(frames, params, progress=_stage_clock(t0, c0, stages))
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     truth = {
         "A": sim.truth.A,
@@ -81,6 +99,7 @@ def bench_sim(size: int, n_neurons: int, n_frames: int, seed: int) -> dict:
         "trace_corr": m["trace_corr_median"],
         "trace_corr_raw": m_raw["trace_corr_median"],
         "hi": {k: m[k] for k in m if "high_pnr" in k},
+        "stages": stage_times(stages),
     }
 
 
@@ -198,6 +217,14 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-real", action="store_true", help="skip the real recordings")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameter override for the simulated movies, e.g. init.seed_downsample=2",
+    )
+    ap.add_argument("--stages", action="store_true", help="print each stage's wall / CPU time")
     ap.add_argument("--out", default=str(REPO / "bench-output"))
     args = ap.parse_args(argv)
     commit = subprocess.run(
@@ -210,10 +237,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     warm_up()
     print(f"# warm-up (numba compile or cache load) {time.perf_counter() - t0:.1f} s")
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
     sims, reals = [], []
     for spec in filter(None, args.sims.split(",")):
         size, k = (int(v) for v in spec.split(":"))
-        r = bench_sim(size, k, args.frames, args.seed)
+        r = bench_sim(size, k, args.frames, args.seed, overrides)
         sims.append(r)
         hi = r["hi"]
         print(
@@ -226,6 +257,10 @@ def main(argv=None) -> int:
             f"corr {_f(hi.get('trace_corr_median_high_pnr'))}",
             flush=True,
         )
+        if args.stages:
+            print(
+                "  stages (wall / CPU s): " + ", ".join(f"{n} {w} / {c}" for n, w, c in r["stages"])
+            )
     if not args.no_real and DATA.is_dir():
         for name in REAL:
             if not (DATA / name).exists():

@@ -441,6 +441,9 @@ class DashboardModel(ModelQueries):
                     "info",
                 )
             text = "Initialising: fitting the initial model on the first frames…"
+            stage, done = st.get("init_stage"), st.get("init_fit_progress")
+            if isinstance(stage, str) and type(done) in (int, float):
+                text = f"Initialising: fitting the initial model: {stage}, {100 * done:.0f} % done…"
             if alarm is not None:  # expected while fitting, but say it: the frames wait
                 return Banner(f"{text} {alarm.text}", "error")
             return Banner(text, "info")

@@ -193,6 +193,9 @@ class StatusPanel(QtWidgets.QWidget):
         engine = f" · {phase}" if phase and phase != state else ""
         self.state.setText(f"<span style='color:{colour}'>●</span> {paused}{state}{engine}")
         init = st.get("init_progress")
+        fit = st.get("init_fit_progress")  # the fit itself, once the frames are buffered
+        if phase == "initialising" and isinstance(fit, int | float) and st.get("init_stage"):
+            init = fit
         if phase in ("waiting", "initialising") and isinstance(init, int | float) and init > 0:
             self.progress.setValue(int(round(100 * init)))
             self.progress.show()

@@ -112,10 +112,12 @@ class IncidentsMixin:
                 while self.runner.initialising:
                     self.runner.wait_init(0.5)
                 self._finish_init()
+            self._flush_footprints()  # the session's file ends with its final footprints
             self._checkpoint(wait=True)
             self._store_summary()
             self.store.submit("close_writer")
             self._session += 1
             self.runner = ModelRunner(self.params, self.model_factory)
             self.images, self._fp_version, self._fp_message = None, None, None
+            self._fp_ids, self._fp_sent_s = None, -float("inf")
             self.projections = None

@@ -55,6 +55,9 @@ class ModelRunner:
         self.corr_pnr: np.ndarray | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        # the fit's progress, written by the initialisation thread (one reference each)
+        self._fit_stage: str | None = None
+        self._fit_fraction = 0.0
 
     @property
     def phase(self) -> str:
@@ -67,6 +70,22 @@ class ModelRunner:
         if self.phase == "running":
             return 1.0
         return min(1.0, len(self.frames) / self.params.init.init_frames)
+
+    @property
+    def init_stage(self) -> str | None:
+        """The initialisation fit's current stage (e.g. ``"seeding"``) while it runs, else
+        None."""
+        return self._fit_stage if self.phase == "initialising" else None
+
+    @property
+    def init_fit_progress(self) -> float:
+        """Fraction of the initialisation fit done: 0 before it starts, 1 once running."""
+        if self.phase == "running":
+            return 1.0
+        return self._fit_fraction if self.phase == "initialising" else 0.0
+
+    def _on_fit_progress(self, stage: str, fraction: float) -> None:
+        self._fit_stage, self._fit_fraction = stage, float(fraction)
 
     @property
     def initialising(self) -> bool:
@@ -105,6 +124,7 @@ class ModelRunner:
         if n_frames is not None and n_frames != self.params.init.init_frames:
             self.params = self.params.replace(**{"init.init_frames": n_frames})
         movie = np.stack(self.frames)
+        self._fit_stage, self._fit_fraction = "starting", 0.0
         self._thread = threading.Thread(
             target=self._initialise, args=(movie,), name="engine-init", daemon=True
         )
@@ -114,7 +134,8 @@ class ModelRunner:
         try:
             model = self.model_factory(self.params)
             if hasattr(model, "initialize_from"):
-                init = fit_initial(movie, self.params)
+                init = fit_initial(movie, self.params, progress=self._on_fit_progress)
+                self._on_fit_progress("starting the online model", 1.0)
                 model.initialize_from(init, movie)
                 self.init_result = init
                 corr, pnr = getattr(init, "corr_image", None), getattr(init, "pnr_image", None)

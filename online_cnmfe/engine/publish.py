@@ -178,6 +178,8 @@ def status_fields(engine) -> dict:
         "n_malformed": engine.receiver.n_malformed,
         "phase": "stopped" if engine.stop_event.is_set() else runner.phase,
         "init_progress": round(runner.init_progress, 3),
+        "init_stage": runner.init_stage,
+        "init_fit_progress": round(runner.init_fit_progress, 3),
         "store_ok": store.ok,
         "store_error": store.error,
         "dims": list(runner.dims) if runner.dims else None,
@@ -223,11 +225,32 @@ class PublishingMixin:
     def _send_image(self, frame_index: int, layer: str, image) -> None:
         self.publisher.send(rs.encode_image(frame_index, layer, image, self.images.downsample))
 
+    def _footprints_due(self, result) -> bool:
+        """Whether footprints that changed at this frame go out now: at once when the neuron
+        set changed (a birth, merge or removal: traces carry the new ids), else when
+        ``engine.footprints_period_s`` passed since the last ones (shape refreshes come every
+        few frames; building, encoding and storing all of A for each cost ~1.4 ms per frame
+        at 256² with 300 neurons, BENCHMARKS.md "Initialisation at 608² (issue 17)")."""
+        ids = result.neuron_ids
+        if self._fp_ids is None or ids.shape != self._fp_ids.shape:
+            return True
+        if time.monotonic() - self._fp_sent_s >= self.ep.footprints_period_s:
+            return True
+        return not np.array_equal(ids, self._fp_ids)
+
+    def _flush_footprints(self) -> None:
+        """Send footprints held back by the period (a pause in the stream, the stop)."""
+        runner = self.runner
+        if runner is not None and runner.phase == "running":
+            if runner.model.footprints_version != self._fp_version:
+                self._send_footprints()
+
     def _send_footprints(self) -> None:
         model = self.runner.model
         A, ids = model.footprints.copy(), model.neuron_ids.copy()  # sent zero-copy: own them
         version = model.footprints_version
         self._fp_version = version
+        self._fp_ids, self._fp_sent_s = ids, time.monotonic()
         self._fp_message = rs.encode_footprints(A, ids, version, self.runner.dims)
         self.publisher.send(self._fp_message)
         self.store.submit("footprints", A, ids, version)
@@ -238,6 +261,7 @@ class PublishingMixin:
 
     def _republish(self) -> None:
         runner = self.runner
+        self._flush_footprints()
         if runner.phase == "running" and self._fp_message is not None:
             self.publisher.send(self._fp_message)  # cached: re-sending costs no encoding
         if self.images is not None:

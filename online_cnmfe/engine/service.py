@@ -116,6 +116,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self._consecutive_errors = 0
         self._fp_version: int | None = None
         self._fp_message: list | None = None
+        self._fp_ids = None  # neuron ids (ndarray) of the last footprints sent
+        self._fp_sent_s = -float("inf")  # monotonic time they were sent
         self._idle_count, self._idle_since = 0, time.monotonic()
         self._session = 0
         self._store_error_reported = False
@@ -319,7 +321,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 self.publisher.send(
                     rs.encode_event(ev.kind, f.frame_index, ev.neuron_ids, ev.detail)
                 )
-        if result.footprints_version != self._fp_version:
+        if result.footprints_version != self._fp_version and self._footprints_due(result):
             self._send_footprints()
         if image_due and self.images is not None:
             for layer, image in self.images.layers(model, f.pixels, result).items():
@@ -453,6 +455,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.receiver.join(5)
         self._settle_leftovers()
         runner = self.runner
+        self._flush_footprints()  # the file and the last message hold the final footprints
         if runner is not None and runner.phase == "running":
             self._checkpoint(wait=True)
         elif runner is not None and runner.dims is not None and self.store.writer is None:

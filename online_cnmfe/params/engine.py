@@ -18,6 +18,10 @@ class EngineParams:
     max_frame_age_ms: float = 50.0  # older frames do not fire closed-loop triggers
     on_restart: str = "continue"  # "continue" | "reinitialise" | "stop"
     republish_period_s: float = 2.0  # footprints + summary images re-sent for late joiners
+    # footprints whose shapes changed (the slow path refreshes some every few frames) are
+    # published and stored at most this often; a change of the neuron set goes out at once
+    # (0: every change, as before)
+    footprints_period_s: float = 0.5
     checkpoint_period_s: float = 30.0  # model state saved for --resume (0: only at shutdown)
     rcvhwm_frames: int = 64  # frames buffered in the SUB socket before ZeroMQ drops
     max_model_errors: int = 20  # consecutive model exceptions before the engine stops
@@ -41,6 +45,9 @@ class EngineParams:
         )
         int_at_least("queue_frames", self.queue_frames, 1)
         positive("republish_period_s", self.republish_period_s)
+        check(
+            "footprints_period_s", self.footprints_period_s, self.footprints_period_s >= 0, ">= 0"
+        )
         check(
             "checkpoint_period_s", self.checkpoint_period_s, self.checkpoint_period_s >= 0, ">= 0"
         )

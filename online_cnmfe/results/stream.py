@@ -277,11 +277,28 @@ def decode_result(frames: Sequence[Any]) -> Message:
     missing = [k for k in arrays if k not in message.arrays]
     if missing:
         raise ProtocolError(f"{message.topic!r} message lacks the arrays {missing}")
+    if message.topic == "status":
+        _check_init_fields(message.header)
     if message.topic == "traces":
         k = message.arrays["neuron_ids"].shape
         if any(message.arrays[n].shape != k for n in ("C", "S", "C_raw")):
             raise ProtocolError("'traces' arrays neuron_ids, C, S, C_raw differ in length")
     return message
+
+
+def _check_init_fields(header: dict[str, Any]) -> None:
+    """The initialisation's progress fields of a status, when present (engines before they
+    existed do not send them): ``init_stage`` a string or null, ``init_fit_progress`` and
+    ``init_progress`` numbers in [0, 1]."""
+    stage = header.get("init_stage")
+    if stage is not None and not isinstance(stage, str):
+        raise ProtocolError(f"'status' init_stage must be a string or null, got {stage!r}")
+    for name in ("init_progress", "init_fit_progress"):
+        if name not in header:
+            continue
+        value = header[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ProtocolError(f"'status' {name} must be a number in [0, 1], got {value!r}")
 
 
 def footprints_from_message(message: Message) -> tuple[scipy.sparse.csc_array, np.ndarray]:

@@ -137,6 +137,10 @@ def test_connection_states_and_banners():
     assert m.tick(5.3) == "initialising" and "collecting the first frames (40 %)" in m.banner.text
     m.handle(status("initialising", init_progress=1.0), now=5.4)
     assert m.tick(5.5) == "initialising" and "fitting" in m.banner.text
+    m.handle(status("initialising", init_progress=1.0, init_stage="re-seeding 1 (380 neurons)",
+                    init_fit_progress=0.62), now=5.6)  # fmt: skip
+    m.tick(5.7)
+    assert "re-seeding 1 (380 neurons), 62 % done" in m.banner.text
     m.handle(status("running"), now=6.0)
     m.handle(traces(0, [1], [1.0]), now=6.0)
     assert m.tick(6.5) == "live" and m.banner is None

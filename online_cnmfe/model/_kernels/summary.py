@@ -103,3 +103,41 @@ def max_minus_center(X, center, out):
                 v = X[t, i, j] - center[i, j]
                 if v > out[i, j]:
                     out[i, j] = v
+
+
+@numba.njit(**_JIT)
+def local_corr_accumulate_pixel_major(X, thr, S1, S2, Sx):
+    """:func:`local_corr_accumulate` (with ``center = 0``) for a pixel-major box.
+
+    X (h, w, T) float32, each pixel's series contiguous; thr (h, w) float32; S1, S2 (h, w)
+    and Sx (h, w, 4) float64 updated in place with the same sums, added in the same (frame)
+    order, as the frame-major kernel.
+    """
+    h, w, T = X.shape
+    Z = np.empty((h, w, T), dtype=np.float32)
+    for i in range(h):
+        for j in range(w):
+            th = thr[i, j]
+            s1 = S1[i, j]
+            s2 = S2[i, j]
+            for t in range(T):
+                v = X[i, j, t]
+                if v < th:
+                    v = np.float32(0.0)
+                Z[i, j, t] = v
+                vd = np.float64(v)
+                s1 += vd
+                s2 += vd * vd
+            S1[i, j] = s1
+            S2[i, j] = s2
+    for i in range(h):
+        for j in range(w):
+            for k in range(4):
+                ii = i + _NB[k, 0]
+                jj = j + _NB[k, 1]
+                if ii >= h or jj < 0 or jj >= w:
+                    continue
+                acc = Sx[i, j, k]
+                for t in range(T):
+                    acc += np.float64(Z[i, j, t]) * np.float64(Z[ii, jj, t])
+                Sx[i, j, k] = acc

@@ -30,12 +30,19 @@ from online_cnmfe.model._kernels.ring import (
     ring_solve_parallel,
     upsample_nearest,
 )
+from online_cnmfe.model._kernels.ring_batch import (
+    grid_residual_pixel_major,
+    ring_apply_pixel_major,
+    ring_gram_solve,
+    subtract_background_pixel_major,
+)
 from online_cnmfe.params import BackgroundParams
 
 logger = logging.getLogger(__name__)
 
 _SOLVE_BLOCK = 2048
 _CHUNK = 64
+_BAND_ROWS = 32  # image rows per band of the pixel-major grid residual
 
 
 @dataclass(slots=True)
@@ -216,3 +223,98 @@ def subtract_background(
         np.subtract(Y[t], b0img, out=out[t])
         out[t] -= up
     return out
+
+
+class RingFitter:
+    """The ring-background fit of the initialisation, repeated on one movie (pixel-major).
+
+    Same model and results (to float rounding) as :func:`fit_ring_background` followed by
+    :func:`subtract_background`, but what does not change between the fits is computed once
+    (the frames transposed to pixel-major, their temporal mean, the ring and lag tables) and
+    the whole fit works on pixel-major arrays (:mod:`.._kernels.ring_batch`): the grid
+    residual, the ring statistics and solve, the clipping and the subtraction read every
+    pixel's time series contiguously, and the result is already the ``(n_pixels, T)``
+    background-subtracted movie the trace and footprint updates use.
+
+    Parameters
+    ----------
+    Y : ndarray of shape (T, H, W), float32
+        The frames (not modified; a pixel-major copy is kept).
+    params : BackgroundParams
+    neuron_diameter_px : float
+    """
+
+    def __init__(self, Y: np.ndarray, params: BackgroundParams, neuron_diameter_px: float):
+        T, H, W_ = Y.shape
+        self.T, self.dims, self.params = T, (H, W_), params
+        self.ssub = params.downsample
+        self.grid = (-(-H // self.ssub), -(-W_ // self.ssub))
+        self.offsets = ring_offsets(ring_radius(params, neuron_diameter_px))
+        self.lags, self.pair_index = ring_lag_table(self.offsets)
+        self.Yt = np.ascontiguousarray(Y.reshape(T, H * W_).T, dtype=np.float32)
+        self.mean = Y.mean(axis=0, dtype=np.float64).ravel()
+
+    def fit(self, A, C: np.ndarray) -> tuple[RingBackground, np.ndarray]:
+        """Fit b0 and W for footprints A (n_pixels, K) and traces C (K, T).
+
+        Returns
+        -------
+        bg : RingBackground
+        Yb : ndarray of shape (n_pixels, T), float32
+            The background-subtracted frames ``Y - b0 - U W D (Y - A C - b0)``, pixel-major.
+        """
+        (H, W_), T, p = self.dims, self.T, self.params
+        if A.shape[0] != H * W_ or C.shape != (A.shape[1], T):
+            raise ValueError(
+                f"A {A.shape} and C {C.shape} do not match frames ({T}, {H}, {W_}); expected "
+                f"A ({H * W_}, K) and C (K, {T})"
+            )
+        C = np.ascontiguousarray(C, np.float32)
+        A = scipy.sparse.csr_array(A, dtype=np.float32)
+        A.sort_indices()
+        b0 = (self.mean - A @ C.mean(axis=1, dtype=np.float64)).astype(np.float32)
+        X = self._grid_residual(A, C, b0)
+        W = self._solve(X)
+        if p.outlier_clip_sigma > 0:
+            P = self._predict(W, X)
+            E = X - P
+            # robust residual scale per grid pixel (MAD over at most ~128 evenly spread frames)
+            sub = E[:, :: max(1, T // 128)]
+            med = np.median(sub, axis=1, keepdims=True)
+            sigma = 1.4826 * np.median(np.abs(sub - med), axis=1, keepdims=True) + 1e-12
+            clip = E > p.outlier_clip_sigma * sigma
+            logger.debug("ring fit: %.2f%% of grid entries clipped", 100 * clip.mean())
+            Xc = np.where(clip, P, X)
+            del P, E, clip
+            W = self._solve(Xc)
+            del Xc
+        bg = RingBackground(W=W, b0=b0, offsets=self.offsets, ssub=self.ssub, dims=self.dims)
+        P = self._predict(W, X)
+        Yb = np.empty_like(self.Yt)
+        subtract_background_pixel_major(self.Yt, b0, P, self.ssub, W_, Yb)
+        return bg, Yb
+
+    def _grid_residual(self, A, C: np.ndarray, b0: np.ndarray) -> np.ndarray:
+        """``X = D (Y - A C - b0)`` (n_bg, T), in bands of image rows (A csr)."""
+        (H, W_), T = self.dims, self.T
+        X = np.empty((self.grid[0] * self.grid[1], T), np.float32)
+        band = _BAND_ROWS - _BAND_ROWS % self.ssub or self.ssub
+        for r0 in range(0, H, band):
+            r1 = min(H, r0 + band)
+            ACt = np.asarray(A[r0 * W_ : r1 * W_] @ C, np.float32)
+            Yt = self.Yt[r0 * W_ : r1 * W_]
+            grid_residual_pixel_major(Yt, ACt, b0, r0, W_, self.ssub, X)
+        return X
+
+    def _solve(self, X: np.ndarray) -> np.ndarray:
+        hb, wb = self.grid
+        lagprod = np.empty((hb * wb, len(self.lags)), np.float32)
+        ring_lag_products(X, hb, wb, self.lags, lagprod)
+        W = np.zeros((hb * wb, len(self.offsets)), np.float32)
+        ring_gram_solve(lagprod, hb, wb, self.offsets, self.pair_index, float(self.params.ridge), W)
+        return W
+
+    def _predict(self, W: np.ndarray, X: np.ndarray) -> np.ndarray:
+        P = np.empty_like(X)
+        ring_apply_pixel_major(W, self.offsets, X, self.grid[0], self.grid[1], P)
+        return P

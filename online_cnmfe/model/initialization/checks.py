@@ -14,36 +14,97 @@ logger = logging.getLogger("online_cnmfe.model.initialization.fit")
 
 
 class Progress:
-    """Stage progress: a tqdm bar (``True``), a callable ``f(stage, fraction)`` or nothing."""
+    """Stage progress of the initialisation: a tqdm bar (``True``), a callable
+    ``f(stage, fraction)`` or nothing.
 
-    def __init__(self, progress, n_stages: int) -> None:
+    The fit announces each stage as it starts (:meth:`begin`); the callable then gets the
+    stage's name and the fraction of the fit done before it, the stages weighted by their
+    typical share of the fit's time (``stages``: (name, weight) in order; names not listed
+    weigh nothing), and ``("done", 1.0)`` at the end (:meth:`finish`).
+    """
+
+    def __init__(self, progress, stages: list[tuple[str, float]]) -> None:
         self._bar = None
         self._fn = progress if callable(progress) else None
-        self._n = n_stages
-        self._i = 0
+        total = float(sum(w for _, w in stages)) or 1.0
+        self._before: dict[str, float] = {}
+        done = 0.0
+        for name, weight in stages:
+            self._before[name] = done / total
+            done += weight
+        self._fraction = 0.0
         if progress is True:
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=n_stages,
+                total=100,
                 desc="init",
                 file=sys.stderr,
                 disable=not sys.stderr.isatty(),
                 leave=False,
+                bar_format="{l_bar}{bar}| {postfix}",
             )
 
-    def step(self, stage: str) -> None:
-        self._i += 1
-        logger.debug("init stage %s done", stage)
+    @property
+    def fraction(self) -> float:
+        """Fraction of the fit done (the last one reported)."""
+        return self._fraction
+
+    def begin(self, stage: str, detail: str = "") -> None:
+        """Stage ``stage`` starts (``detail``, e.g. a neuron count, is added to its name)."""
+        self._fraction = max(self._fraction, self._before.get(stage, self._fraction))
+        self._report(f"{stage} ({detail})" if detail else stage)
+
+    def finish(self) -> None:
+        self._fraction = 1.0
+        self._report("done")
+
+    def _report(self, label: str) -> None:
+        logger.debug("init stage %s (%.0f %% done)", label, 100 * self._fraction)
         if self._bar is not None:
-            self._bar.set_postfix_str(stage)
-            self._bar.update(1)
+            self._bar.set_postfix_str(label)
+            self._bar.update(round(100 * self._fraction) - self._bar.n)
         if self._fn is not None:
-            self._fn(stage, self._i / self._n)
+            self._fn(label, self._fraction)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+# Typical CPU seconds of each stage (608x608, 300 frames, 500 neurons, bench_init --stages;
+# BENCHMARKS.md "Initialisation at 608² (issue 17)"): only the progress fractions use them.
+_STAGE_WEIGHT = {
+    "preprocessing": 3.0,
+    "motion correction": 4.5,
+    "seeding": 11.0,
+    "background": 5.0,
+    "traces and footprints": 0.5,
+    "re-seeding": 9.0,
+    "acceptance": 0.5,
+    "final background and traces": 5.0,
+}
+
+
+def stage_weights(params: CNMFEParams) -> list[tuple[str, float]]:
+    """The fit's stages in order with their weights (:class:`Progress`)."""
+    w = _STAGE_WEIGHT
+    stages = [("preprocessing", w["preprocessing"])]
+    if params.motion.enabled:
+        stages.append(("motion correction", w["motion correction"]))
+    stages.append(("seeding", w["seeding"]))
+    for it in range(1, params.init.n_alternations + 1):
+        stages += [
+            (f"background {it}", w["background"]),
+            (f"traces and footprints {it}", w["traces and footprints"]),
+        ]
+        if it <= params.init.reseed_passes:
+            stages.append((f"re-seeding {it}", w["re-seeding"]))
+    stages += [
+        ("acceptance", w["acceptance"]),
+        ("final background and traces", w["final background and traces"]),
+    ]
+    return stages
 
 
 def validate_frames(frames, params: CNMFEParams) -> np.ndarray:

@@ -43,6 +43,7 @@ from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
 from online_cnmfe.model.initialization.checks import (
     Progress,
+    stage_weights,
     validate_frames,
     warn_if_preprocessed,
 )
@@ -62,20 +63,16 @@ from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
     log_calibration,
-    residual_threshold,
-    seeding_threshold,
 )
 from online_cnmfe.model.initialization.out_of_focus import component_ratios, filter_response
 from online_cnmfe.model.initialization.resample import (
     pixel_noise,
-    upsample_columns,
-    upsample_images,
 )
-from online_cnmfe.model.initialization.seeding import seed_neurons
-from online_cnmfe.model.initialization.summary_images import center_psf_kernel, summary_images
-from online_cnmfe.model.motion import register_initial, zero_border
-from online_cnmfe.model.null_threshold import rate_for_frame
-from online_cnmfe.model.preprocessing.fov import fov_in_model, fov_on_grid
+from online_cnmfe.model.initialization.seed_pass import seed_pass
+from online_cnmfe.model.initialization.summary_images import (
+    center_psf_kernel,
+)
+from online_cnmfe.model.motion import register_initial
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
@@ -124,6 +121,7 @@ class _Fit:
         self.noise = np.zeros(0, np.float32)
         self.bg = None
         self.Yt = None
+        self.ring = None  # background.RingFitter, made at the first background fit
         self.band = None  # border band filled by motion correction: no seeds there
         self.pre = None  # PreprocessState (its field-of-view mask limits the seeds)
 
@@ -132,75 +130,9 @@ class _Fit:
         return self.C.shape[0]
 
     # ---- seeding --------------------------------------------------------------------------
-    def seed(self, data: np.ndarray, raw=None, null: SeedingNull | None = None, residual=False):
-        """Seed on ``data`` (frames or a residual) and append the new neurons.
-
-        The threshold comes from ``null`` or, when None, is calibrated on ``data``'s noise
-        (:func:`.noise_null.seeding_threshold`); on a ``residual`` it is raised where the
-        sign-flipped residual needs it (:func:`.noise_null.residual_threshold`). Returns
-        (n_new, images, the threshold's SeedingNull).
-
-        With ``init.seed_downsample = s > 1`` the search runs on s x s block averages (sizes
-        divided by s, the threshold calibrated on the block averages' own noise) and the
-        footprints are upsampled back (nearest neighbour) for HALS.
-        Meant for neurons of at least ~12 px: smaller ones are only a few grid pixels wide.
-        """
-        s = self.p.init.seed_downsample
-        if raw is None:
-            raw = data.copy()
-        if s > 1:
-            data = bgmod.downsample_movie(data, s)
-            raw = bgmod.downsample_movie(raw, s)
-        gsig = self.gsig / s
-        kernel = center_psf_kernel(gsig)
-        gsiz = max(3, int(round(self.gsiz / s)))
-        filtered, images = summary_images(
-            data, gsig, remove_global=self.p.init.remove_global_fluctuation
-        )
-        filtered -= images.filtered_mean[None]
-        rate = rate_for_frame(self.p.detection.false_seeds_per_fov, self._fov_pixels())
-        if null is None:
-            null = seeding_threshold(data, gsig, gsiz, rate)
-        if residual:
-            null = residual_threshold(data, gsig, gsiz, rate, null)
-            log_calibration(null, images, "re-seeding on the residual")
-        cn, pnr = images.corr.copy(), images.pnr.copy()
-        fov = fov_in_model(self.pre, self.band)
-        if fov is not None:  # no seed outside the lens
-            pnr[~fov_on_grid(fov, s)] = 0.0
-        if self.band is not None:  # nor in the border motion correction filled
-            zero_border(cn, self.band, s)
-        res = seed_neurons(
-            filtered,
-            raw,
-            images.noise,
-            cn,
-            pnr,
-            gsiz=gsiz,
-            threshold=null.threshold,
-            kernel=kernel,
-            max_neurons=max(0, self.p.init.max_neurons - self.K),
-            max_halfmax_area=self.max_halfmax_area / s**2,
-            max_kappa=self.p.init.out_of_focus_ratio
-            / filter_response(kernel, self.diameter / 4.0, s),
-        )
-        del filtered, raw
-        if s > 1:
-            images = upsample_images(images, s, self.dims)
-        if res.n_components:
-            dense = res.dense_footprints(data.shape[1:])
-            if s > 1:
-                dense = upsample_columns(dense, data.shape[1:], s, self.dims)
-            self.append(scipy.sparse.csc_array(dense), res.traces)
-        return res.n_components, images, null
-
-    def _fov_pixels(self) -> int:
-        """Pixels where a neuron can be: inside the lens's field of view when one was found
-        (the false-seed rate is per area of tissue), else the whole frame."""
-        fov = fov_in_model(self.pre, self.band)
-        if fov is not None:
-            return max(1, int(np.count_nonzero(fov)))
-        return self.H * self.W
+    def seed(self, data: np.ndarray, raw_pm=None, null: SeedingNull | None = None, residual=False):
+        """Seed on ``data`` and append the new neurons (:func:`.seed_pass.seed_pass`)."""
+        return seed_pass(self, data, raw_pm, null, residual)
 
     def append(self, A_new, C_new: np.ndarray) -> None:
         """Add neurons with footprints A_new and (any-baseline) traces C_new."""
@@ -228,23 +160,22 @@ class _Fit:
         return (self.C + self.b[:, None]).astype(np.float32)
 
     def fit_background(self) -> None:
-        Ctot = self.full_traces()
-        self.bg, grid = bgmod.fit_ring_background(
-            self.Y, self.A, Ctot, self.p.background, self.diameter, return_grid=True
-        )
-        Yb = bgmod.subtract_background(self.Y, self.A, Ctot, self.bg, grid=grid)
-        del grid
-        self.Yt = np.ascontiguousarray(Yb.reshape(self.T, -1).T)
+        if self.ring is None:  # the frames' pixel-major copy and tables, once per fit
+            self.ring = bgmod.RingFitter(self.Y, self.p.background, self.diameter)
+        self.Yt = None  # freed before the new one is made (one movie-sized array less)
+        self.bg, self.Yt = self.ring.fit(self.A, self.full_traces())
 
     def residual(self) -> np.ndarray:
         """``(Y - B) - A (C + b)`` as (T, H, W)."""
         R = self.Yt - np.asarray(self.A @ self.full_traces(), np.float32)
         return np.ascontiguousarray(R.T).reshape(self.T, self.H, self.W)
 
-    def raw_residual(self) -> np.ndarray:
-        """``Y - A (C + b)`` as (T, H, W): the frames without the known neurons."""
+    def raw_residual_pixel_major(self) -> np.ndarray:
+        """``Y - A (C + b)`` as (H, W, T): the frames without the known neurons (from the
+        pixel-major frames the background fit keeps, so without a transpose)."""
         AC = np.asarray(self.A @ self.full_traces(), np.float32)
-        return self.Y - np.ascontiguousarray(AC.T).reshape(self.T, self.H, self.W)
+        np.subtract(self.ring.Yt, AC, out=AC)
+        return AC.reshape(self.H, self.W, self.T)
 
     # ---- traces -------------------------------------------------------------------------
     def update_traces(self, n_sweeps: int = 2, estimate: bool = True) -> None:
@@ -423,7 +354,11 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     params : CNMFEParams
     progress : bool or callable, optional
         ``True`` shows a tqdm bar on stderr (when it is a terminal); a callable is called as
-        ``progress(stage_name, fraction_done)``.
+        ``progress(stage, fraction_done)`` when each stage starts (``stage`` its name, e.g.
+        ``"seeding"``, ``"background 1 (412 neurons)"``, ``"re-seeding 1 (380 neurons)"``;
+        ``fraction_done`` the share of the fit done before it, stages weighted by their
+        typical time) and ``("done", 1.0)`` at the end. It runs on the fitting thread and
+        must return quickly.
 
     Returns
     -------
@@ -445,46 +380,58 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     t_start = time.perf_counter()
     ip = params.init
     n_alt = ip.n_alternations
-    bar = Progress(progress, 3 + 2 * n_alt)
+    bar = Progress(progress, stage_weights(params))
     try:
+        bar.begin("preprocessing")
         Y = validate_frames(frames, params)
         warn_if_preprocessed(Y)  # on the frames as recorded
         pre = preprocess_initial(Y, params)  # line noise, corrupt frames, FOV, bleaching
         # registered in place before the fit (template, shifts: online_cnmfe.model.motion)
-        fov = pre.fov if pre is not None and pre.fov_found else None  # the lens: not registered
-        motion_init = register_initial(Y, params, fov) if params.motion.enabled else None
+        motion_init = None
+        if params.motion.enabled:
+            bar.begin("motion correction")
+            fov = pre.fov if pre is not None and pre.fov_found else None  # the lens: not registered
+            motion_init = register_initial(Y, params, fov)
+        bar.begin("seeding")
         fit = _Fit(Y, params)
         fit.pre = pre
         fit.band = motion_init.band if motion_init is not None and motion_init.active else None
-        n0, images, null = fit.seed(Y)
+        # the background fit's pixel-major frames, made now: a copy of them is the seeding's
+        # raw movie (a contiguous copy instead of a second transpose of the frames)
+        fit.ring = bgmod.RingFitter(Y, params.background, fit.diameter)
+        raw_pm = fit.ring.Yt.copy().reshape(Y.shape[1], Y.shape[2], Y.shape[0])
+        n0, images, null = fit.seed(Y, raw_pm=raw_pm)
+        del raw_pm
         log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
         fit.pixel_noise = pixel_noise(Y)
-        bar.step(f"seeding ({n0} neurons)")
         for it in range(n_alt):
+            bar.begin(f"background {it + 1}", f"{fit.K} neurons")
             fit.fit_background()
+            bar.begin(f"traces and footprints {it + 1}", f"{fit.K} neurons")
             fit.update_traces(estimate=True)
             fit.drop_without_transient()
             fit.update_footprints()
             n_merged = fit.merge()
-            bar.step(f"alternation {it + 1}: {fit.K} neurons, {n_merged} merged")
+            logger.debug("alternation %d: %d neurons, %d merged", it + 1, fit.K, n_merged)
             if it < ip.reseed_passes:
+                bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
                 n_new, _, _ = fit.seed(
-                    fit.residual(), raw=fit.raw_residual(), null=null, residual=True
+                    fit.residual(), raw_pm=fit.raw_residual_pixel_major(), null=null, residual=True
                 )
                 if n_new:
                     fit.update_traces(estimate=True)
-            bar.step(f"reseeding {it + 1}")
+        bar.begin("acceptance", f"{fit.K} neurons")
         n_out = fit.prune_out_of_focus()
         logger.debug("%d out-of-focus components removed", n_out)
         fit.accept()
+        bar.begin("final background and traces", f"{fit.K} neurons")
         fit.fit_background()
         fit.update_traces(estimate=True)
-        bar.step("final background and traces")
         # b0 of the result holds the neurons' baselines (the online model has no b)
         fit.bg.b0 = (fit.bg.b0 + fit.A @ fit.b).astype(np.float32)
         result = fit.result(images)
         result.motion = motion_init
-        bar.step("done")
+        bar.finish()
     finally:
         bar.close()
     logger.info(

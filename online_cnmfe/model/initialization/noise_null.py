@@ -33,7 +33,11 @@ import numpy as np
 import scipy.fft
 
 from online_cnmfe.model.initialization.seeding import seed_statistic, seed_window
-from online_cnmfe.model.initialization.summary_images import SummaryImages, summary_images
+from online_cnmfe.model.initialization.summary_images import (
+    SummaryImages,
+    corr_pnr_images,
+    summary_images,
+)
 from online_cnmfe.model.null_threshold import NullThreshold, peak_values, threshold_at_rate
 
 logger = logging.getLogger(__name__)
@@ -156,26 +160,40 @@ def seeding_threshold(
 
 
 def residual_threshold(
-    R: np.ndarray, sigma: float, gsiz: int, rate: float, noise: SeedingNull, thresh: float = 2.0
+    R: np.ndarray,
+    sigma: float,
+    gsiz: int,
+    rate: float,
+    noise: SeedingNull,
+    thresh: float = 2.0,
+    filtered: np.ndarray | None = None,
 ) -> SeedingNull:
     """Seeding threshold for a residual ``R`` (T, H, W): the noise null's, or higher where the
     sign-flipped residual says the fit's errors reach further (see the module docstring).
 
-    ``R`` is negated in place for the computation and restored before returning.
+    ``R`` is negated in place for the computation and restored before returning. With
+    ``filtered`` (``R`` filtered as the seeding does, :func:`.summary_images.filter_frames`)
+    that is negated instead and ``R`` is not filtered again: the filter is linear and
+    negation exact, so the images are the same to the bit.
     """
-    np.negative(R, out=R)
+    target = R if filtered is None else filtered
+    np.negative(target, out=target)
     try:
-        _, im = summary_images(R, sigma, thresh)
+        if filtered is None:
+            _, im = summary_images(R, sigma, thresh)
+            pnr, corr = im.pnr, im.corr
+        else:
+            _, _, pnr, corr = corr_pnr_images(filtered, thresh)
     finally:
-        np.negative(R, out=R)
-    flipped = peak_values(seed_statistic(im.corr * im.pnr, gsiz), seed_window(gsiz))
+        np.negative(target, out=target)
+    flipped = peak_values(seed_statistic(corr * pnr, gsiz), seed_window(gsiz))
     if flipped.size < 20:
         return noise
     cal = threshold_at_rate(flipped, flipped.size, rate, floor=noise.threshold)
     return SeedingNull(
         calibration=cal,
-        null_pnr=np.percentile(im.pnr, [50, 99, 99.9]),
-        null_corr=np.percentile(im.corr, [50, 99, 99.9]),
+        null_pnr=np.percentile(pnr, [50, 99, 99.9]),
+        null_corr=np.percentile(corr, [50, 99, 99.9]),
     )
 
 

@@ -25,8 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage
 import scipy.signal
+import scipy.sparse
 
-from online_cnmfe.model._kernels.summary import local_corr_accumulate, local_corr_finalize
+from online_cnmfe.model._kernels.summary import (
+    local_corr_accumulate_pixel_major,
+    local_corr_finalize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,26 @@ class SeedResult:
     @property
     def n_components(self) -> int:
         return len(self.footprints)
+
+    def sparse_footprints(self, dims: tuple[int, int]) -> scipy.sparse.csc_array:
+        """Footprints as a (n_pixels, K) float32 csc array (row-major pixels, zeros dropped),
+        built from the boxes: the same matrix as ``csc_array(dense_footprints(dims))`` without
+        the dense (n_pixels, K) intermediate (740 MB at 608x608 with 500 neurons)."""
+        indices, data, indptr = [], [], [0]
+        for rs, cs, a in self.footprints:
+            rr, cc = np.nonzero(a)  # row-major order: sorted pixel indices
+            indices.append(((rr + rs.start) * dims[1] + cc + cs.start).astype(np.int64))
+            data.append(a[rr, cc].astype(np.float32))
+            indptr.append(indptr[-1] + rr.size)
+        n = len(self.footprints)
+        return scipy.sparse.csc_array(
+            (
+                np.concatenate(data) if n else np.zeros(0, np.float32),
+                np.concatenate(indices) if n else np.zeros(0, np.int64),
+                np.asarray(indptr, np.int64),
+            ),
+            shape=(dims[0] * dims[1], n),
+        )
 
     def dense_footprints(self, dims: tuple[int, int]) -> np.ndarray:
         """Footprints as a dense (n_pixels, K) float32 array (row-major pixels)."""
@@ -88,22 +112,39 @@ def _box(r: int, c: int, half: int, dims: tuple[int, int]) -> tuple[slice, slice
 
 
 def _local_images(filtered, sn, rs, cs, thresh):
-    """pnr and cn of the region (rs, cs), computed with a one-pixel margin for cn."""
-    T, H, W = filtered.shape
+    """pnr and cn of the region (rs, cs) of the pixel-major ``filtered`` (H, W, T), computed
+    with a one-pixel margin for cn."""
+    H, W, T = filtered.shape
     r0, r1 = max(0, rs.start - 1), min(H, rs.stop + 1)
     c0, c1 = max(0, cs.start - 1), min(W, cs.stop + 1)
-    sub = np.ascontiguousarray(filtered[:, r0:r1, c0:c1])
+    sub = filtered[r0:r1, c0:c1]
     h, w = r1 - r0, c1 - c0
     S1, S2, Sx = np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w, 4))
-    zero = np.zeros((h, w), np.float32)
     thr = np.ascontiguousarray(thresh * sn[r0:r1, c0:c1], dtype=np.float32)
-    local_corr_accumulate(sub, zero, thr, S1, S2, Sx)
+    local_corr_accumulate_pixel_major(sub, thr, S1, S2, Sx)
     cn = np.empty((h, w), np.float32)
     local_corr_finalize(S1, S2, Sx, float(T), cn)
     ir = slice(rs.start - r0, rs.start - r0 + rs.stop - rs.start)
     ic = slice(cs.start - c0, cs.start - c0 + cs.stop - cs.start)
-    pnr = np.maximum(sub[:, ir, ic].max(axis=0), 0) / sn[rs, cs]
+    pnr = np.maximum(sub[ir, ic].max(axis=2), 0) / sn[rs, cs]
     return pnr, cn[ir, ic]
+
+
+def pixel_major(X: np.ndarray) -> np.ndarray:
+    """(T, H, W) -> a C-contiguous (H, W, T) copy: each pixel's time series contiguous."""
+    T, H, W = X.shape
+    return np.ascontiguousarray(X.reshape(T, H * W).T, dtype=np.float32).reshape(H, W, T)
+
+
+def _column_median(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=0)`` of a finite 2-D array, by a sort along axis 0 (several times
+    faster than the partition NumPy does along a strided axis; same values: the middle
+    element, or the mean of the two middle ones computed in x's dtype)."""
+    s = np.sort(x, axis=0)
+    m = s.shape[0]
+    if m % 2:
+        return s[m // 2]
+    return (s[m // 2 - 1] + s[m // 2]) / s.dtype.type(2)
 
 
 def extract_ac(
@@ -152,7 +193,7 @@ def extract_ac(
     if bg_idx.size > 10:
         # median of (at most ~64 evenly spread) uncorrelated pixels: the local background
         bg_idx = bg_idx[:: max(1, bg_idx.size // 64)]
-        cols.insert(1, np.median(rbox[bg_idx], axis=0))
+        cols.insert(1, _column_median(rbox[bg_idx]))
     X = np.stack(cols, axis=1).astype(np.float64)
     G = X.T @ X
     G += 1e-9 * np.trace(G) * np.eye(G.shape[0])
@@ -198,14 +239,15 @@ def seed_neurons(
     max_kappa: float = np.inf,
     progress=None,
 ) -> SeedResult:
-    """Greedy corr x PNR seeding; ``filtered``, ``raw``, ``cn``, ``pnr`` are updated in place.
+    """Greedy corr x PNR seeding; ``cn`` and ``pnr`` are updated in place.
 
     Parameters
     ----------
     filtered : ndarray of shape (T, H, W), float32
-        Mean-subtracted filtered movie (modified: found neurons are subtracted).
+        Mean-subtracted filtered movie (not modified: the search works on a pixel-major copy,
+        see :func:`seed_neurons_pixel_major`).
     raw : ndarray of shape (T, H, W), float32
-        Data the footprints are regressed on (modified likewise).
+        Data the footprints are regressed on (not modified).
     sn : ndarray of shape (H, W), float32
         Noise of the filtered movie.
     cn, pnr : ndarray of shape (H, W), float32
@@ -229,7 +271,65 @@ def seed_neurons(
     -------
     SeedResult
     """
-    T, H, W = filtered.shape
+    return seed_neurons_pixel_major(
+        pixel_major(filtered), pixel_major(raw), sn, cn, pnr, gsiz=gsiz, threshold=threshold,
+        kernel=kernel, max_neurons=max_neurons, thresh=thresh, min_pixel=min_pixel,
+        max_halfmax_area=max_halfmax_area, max_kappa=max_kappa, progress=progress,
+    )  # fmt: skip
+
+
+def seed_neurons_pixel_major(
+    filtered,
+    raw,
+    sn,
+    cn,
+    pnr,
+    *,
+    gsiz: int,
+    threshold: float,
+    kernel: np.ndarray,
+    max_neurons: int,
+    thresh: float = 2.0,
+    min_pixel: int = 3,
+    max_halfmax_area: float = np.inf,
+    max_kappa: float = np.inf,
+    progress=None,
+) -> SeedResult:
+    """:func:`seed_neurons` on pixel-major movies (H, W, T), which it updates in place.
+
+    Every box the search reads or updates is then a few contiguous runs of memory instead of
+    one short run per frame (about 10x faster boxes at 608x608).
+
+    Parameters
+    ----------
+    filtered : ndarray of shape (H, W, T), float32, C-contiguous
+        Mean-subtracted filtered movie, pixel-major (modified: found neurons are subtracted).
+    raw : ndarray of shape (H, W, T), float32, C-contiguous
+        Data the footprints are regressed on, pixel-major (modified likewise).
+    sn : ndarray of shape (H, W), float32
+        Noise of the filtered movie.
+    cn, pnr : ndarray of shape (H, W), float32
+        Correlation and PNR images (modified: recomputed where neurons were removed).
+    gsiz : int
+        Neuron diameter in pixels (box half-size).
+    threshold : float
+        Seeds are local maxima of ``corr x PNR`` (:func:`seed_statistic`) at least this high.
+    kernel : ndarray (k, k)
+        The spatial filter used for ``filtered``.
+    max_neurons : int
+    thresh : float
+        Correlation-image threshold in units of sn.
+    min_pixel : int
+    max_halfmax_area, max_kappa : float
+        Out-of-focus tests, see :func:`extract_ac`.
+    progress : callable(int) or None
+        Called with the number of neurons found so far after each one.
+
+    Returns
+    -------
+    SeedResult
+    """
+    H, W, T = filtered.shape
     dims = (H, W)
     kr = kernel.shape[0] // 2
     min_v = float(threshold)
@@ -258,9 +358,9 @@ def seed_neurons(
             searched[r, c] = True
             rs, cs = _box(r, c, gsiz, dims)
             h, w = rs.stop - rs.start, cs.stop - cs.start
-            # one copy each, pixel-major (n, T)
-            fbox = np.ascontiguousarray(filtered[:, rs, cs].transpose(1, 2, 0)).reshape(-1, T)
-            rbox = np.ascontiguousarray(raw[:, rs, cs].transpose(1, 2, 0)).reshape(-1, T)
+            # one copy each, pixel-major (n, T): h contiguous runs of w * T values
+            fbox = filtered[rs, cs].reshape(-1, T)
+            rbox = raw[rs, cs].reshape(-1, T)
             ctr = (r - rs.start) * w + (c - cs.start)
             ai, ci = extract_ac(
                 fbox,
@@ -276,7 +376,7 @@ def seed_neurons(
                 searched[_box(r, c, win // 2, dims)] = True
                 continue
             a2 = ai.reshape(h, w)
-            raw[:, rs, cs] -= ci[:, None, None] * a2[None]
+            raw[rs, cs] -= a2[:, :, None] * ci[None, None, :]
             # filtered change: filter(ai) on the box grown by the kernel radius
             grs = slice(max(0, rs.start - kr), min(H, rs.stop + kr))
             gcs = slice(max(0, cs.start - kr), min(W, cs.stop + kr))
@@ -286,7 +386,7 @@ def seed_neurons(
                 cs.start - gcs.start : cs.stop - gcs.start,
             ] = a2
             fa = scipy.signal.correlate(np.pad(big, kr, mode="constant"), kernel, mode="valid")
-            filtered[:, grs, gcs] -= ci[:, None, None] * fa[None].astype(np.float32)
+            filtered[grs, gcs] -= fa.astype(np.float32)[:, :, None] * ci[None, None, :]
             p_loc, c_loc = _local_images(filtered, sn, grs, gcs, thresh)
             pnr[grs, gcs] = p_loc
             cn[grs, gcs] = c_loc

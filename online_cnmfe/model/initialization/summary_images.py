@@ -94,16 +94,30 @@ def filter_frames(frames: np.ndarray, kernel: np.ndarray, out: np.ndarray | None
     kpad[: kf.shape[0], : kf.shape[1]] = kf
     kpad = np.roll(kpad, (-r, -r), axis=(0, 1))
     kfft = scipy.fft.rfft2(kpad)
+    # the edge-padded chunk, zero-filled up to the FFT shape, built in one reused buffer (the
+    # same input as np.pad + rfft2(s=shape), without their two copies of every chunk)
+    buf = np.zeros((min(T, _CHUNK), *shape), np.float32)
     for s in range(0, T, _CHUNK):
         e = min(T, s + _CHUNK)
-        block = np.pad(
-            frames[s:e].astype(np.float32, copy=False), ((0, 0), (r, r), (r, r)), mode="edge"
-        )
-        f = scipy.fft.rfft2(block, s=shape, axes=(1, 2), workers=2)
+        block = buf[: e - s]
+        _edge_pad_into(frames[s:e], r, block)
+        f = scipy.fft.rfft2(block, axes=(1, 2), workers=2)
         f *= kfft
         res = scipy.fft.irfft2(f, s=shape, axes=(1, 2), workers=2)
         out[s:e] = res[:, r : r + H, r : r + W]
     return out
+
+
+def _edge_pad_into(frames: np.ndarray, r: int, out: np.ndarray) -> None:
+    """``out[:, :H + 2r, :W + 2r] = np.pad(frames, r, mode="edge")`` per frame (the rest of
+    ``out`` is left as it is: zeros)."""
+    _, H, W = frames.shape
+    out[:, r : r + H, r : r + W] = frames
+    if r:
+        out[:, r : r + H, :r] = out[:, r : r + H, r : r + 1]
+        out[:, r : r + H, r + W : 2 * r + W] = out[:, r : r + H, r + W - 1 : r + W]
+        out[:, :r, : 2 * r + W] = out[:, r : r + 1, : 2 * r + W]
+        out[:, r + H : 2 * r + H, : 2 * r + W] = out[:, r + H - 1 : r + H, : 2 * r + W]
 
 
 def noise_psd(x: np.ndarray, freq_range: tuple[float, float] = (0.25, 0.5)) -> np.ndarray:
@@ -235,7 +249,11 @@ def remove_global_fluctuation(filtered: np.ndarray, frames: np.ndarray) -> None:
 
 
 def summary_images(
-    frames: np.ndarray, sigma: float, thresh: float = 2.0, remove_global: bool = False
+    frames: np.ndarray,
+    sigma: float,
+    thresh: float = 2.0,
+    remove_global: bool = False,
+    filtered: np.ndarray | None = None,
 ):
     """Filter a batch and compute its summary images.
 
@@ -249,13 +267,19 @@ def summary_images(
     remove_global : bool
         Regress the global mean-intensity fluctuation out of the filtered movie first
         (:func:`remove_global_fluctuation`).
+    filtered : ndarray of shape (T, H, W), float32, optional
+        ``filter_frames(frames, center_psf_kernel(sigma))`` when already computed (it is
+        used, and returned, in place of a new one).
 
     Returns
     -------
     filtered : ndarray of shape (T, H, W), float32
     images : SummaryImages
     """
-    filtered = filter_frames(frames, center_psf_kernel(sigma))
+    if filtered is None:
+        filtered = filter_frames(frames, center_psf_kernel(sigma))
+    elif filtered.shape != frames.shape:
+        raise ValueError(f"filtered {filtered.shape} does not match frames {frames.shape}")
     if remove_global:
         remove_global_fluctuation(filtered, frames)
     center, sn, pnr, corr = corr_pnr_images(filtered, thresh)

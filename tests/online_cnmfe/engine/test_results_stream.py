@@ -85,3 +85,26 @@ def test_decode_rejects_incomplete_messages():
         rs.decode_result(_wire(encode_message("traces", header, arrays)))
     unknown = rs.decode_result(_wire(encode_message("future_topic", {"x": 1})))
     assert unknown.header["x"] == 1
+
+
+def _status(**extra):
+    fields = dict.fromkeys(rs.RESULT_TOPICS["status"][0], 0)
+    fields.update(phase="initialising", store_ok=True, store_error=None, dims=None, **extra)
+    return _wire(rs.encode_status(fields))
+
+
+def test_status_init_progress_fields_are_validated():
+    msg = rs.decode_result(_status(init_stage="seeding", init_fit_progress=0.25))
+    assert msg.header["init_stage"] == "seeding" and msg.header["init_fit_progress"] == 0.25
+    assert "init_stage" not in rs.decode_result(_status()).header  # older engines: optional
+    rs.decode_result(_status(init_stage=None, init_fit_progress=1))
+    for bad in (
+        {"init_fit_progress": 1.5},
+        {"init_fit_progress": -0.1},
+        {"init_fit_progress": "half"},
+        {"init_fit_progress": True},
+        {"init_stage": 3},
+        {"init_progress": 2.0},
+    ):
+        with pytest.raises(ProtocolError, match="init_"):
+            rs.decode_result(_status(**bad))

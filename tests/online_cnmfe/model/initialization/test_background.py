@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse
 
 from online_cnmfe.model._kernels.ring import ring_offsets
 from online_cnmfe.model.initialization.background import (
+    RingFitter,
     fit_ring_background,
     residual_grid,
     ring_radius,
@@ -88,3 +90,103 @@ def test_missing_neuron_leaks_less_with_outlier_clipping():
         c = C_true[3] - C_true[3].mean()
         leak[clip] = float((b_at_neuron - b_at_neuron.mean()) @ c / (c @ c))
     assert 0 <= leak[2.0] < leak[1e6], leak
+
+
+def _ring_fit_inputs(seed, T, H, W, K=6):
+    rng = np.random.default_rng(seed)
+    Y = (rng.standard_normal((T, H, W)) + 50).astype(np.float32)
+    Y += rng.standard_normal((T, 1, 1)).astype(np.float32) * 3  # a shared fluctuation
+    A = scipy.sparse.csc_array(
+        rng.random((H * W, K)) * (rng.random((H * W, K)) < 0.05), dtype=np.float32
+    )
+    C = rng.random((K, T)).astype(np.float32) * 5
+    return Y, A, C
+
+
+def test_ring_fitter_matches_frame_by_frame_fit():
+    """The pixel-major fit (odd sizes: partial grid blocks, several row bands) gives the same
+    b0, W and background-subtracted movie as fit_ring_background + subtract_background."""
+    for seed, (T, H, W), clip in [(0, (40, 37, 45), 2.0), (1, (30, 70, 21), 1e9)]:
+        Y, A, C = _ring_fit_inputs(seed, T, H, W)
+        Y0 = Y.copy()
+        params = BackgroundParams(downsample=2, ring_radius_factor=1.0, outlier_clip_sigma=clip)
+        fitter = RingFitter(Y, params, 4.0)
+        bg, Yb = fitter.fit(A, C)
+        ref = fit_ring_background(Y, A, C, params, 4.0)
+        np.testing.assert_array_equal(bg.b0, ref.b0)
+        np.testing.assert_allclose(bg.W, ref.W, rtol=1e-4, atol=1e-5, err_msg=f"seed {seed}")
+        out = subtract_background(Y, A, C, ref).reshape(T, -1).T
+        np.testing.assert_allclose(Yb, out, rtol=1e-5, atol=1e-4, err_msg=f"seed {seed}")
+        np.testing.assert_array_equal(Y, Y0)  # input left alone
+        bg2, Yb2 = fitter.fit(A, C)  # the cached tables do not drift between fits
+        np.testing.assert_array_equal(bg2.W, bg.W)
+        np.testing.assert_array_equal(Yb2, Yb)
+
+
+def test_ring_fitter_rejects_mismatched_shapes():
+    Y, A, C = _ring_fit_inputs(2, 10, 12, 12)
+    fitter = RingFitter(Y, BackgroundParams(), 4.0)
+    with pytest.raises(ValueError, match="do not match"):
+        fitter.fit(A, C[:, :5])
+
+
+def test_ring_batch_kernels_match_frame_kernels():
+    """Grid residual, ring apply and subtraction in pixel-major layout against the frame
+    kernels (same arithmetic: identical except the ring sum, to rounding)."""
+    from online_cnmfe.model._kernels.ring import (
+        downsample_mean,
+        ring_apply,
+        ring_gram_from_lags,
+        ring_lag_products,
+        ring_lag_table,
+        ring_solve,
+        upsample_nearest,
+    )
+    from online_cnmfe.model._kernels.ring_batch import (
+        grid_residual_pixel_major,
+        ring_apply_pixel_major,
+        ring_gram_solve,
+        subtract_background_pixel_major,
+    )
+
+    rng = np.random.default_rng(5)
+    T, H, W, s = 7, 9, 11, 2
+    hb, wb = 5, 6
+    Y = rng.standard_normal((T, H, W)).astype(np.float32)
+    AC = rng.standard_normal((T, H, W)).astype(np.float32)
+    b0 = rng.standard_normal(H * W).astype(np.float32)
+    X = np.zeros((hb * wb, T), np.float32)
+    Yt = np.ascontiguousarray(Y.reshape(T, -1).T)
+    ACt = np.ascontiguousarray(AC.reshape(T, -1).T)
+    for r0 in (0, 4, 8):  # bands of 4 rows, the last one partial
+        r1 = min(H, r0 + 4)
+        grid_residual_pixel_major(Yt[r0 * W : r1 * W], ACt[r0 * W : r1 * W], b0, r0, W, s, X)
+    g = np.empty((hb, wb), np.float32)
+    for t in range(T):
+        downsample_mean((Y[t] - AC[t]) - b0.reshape(H, W), s, g)
+        np.testing.assert_array_equal(X[:, t], g.ravel())
+    off = ring_offsets(1)
+    Wr = rng.standard_normal((hb * wb, len(off))).astype(np.float32)
+    P = np.empty_like(X)
+    ring_apply_pixel_major(Wr, off, X, hb, wb, P)
+    Xf = np.ascontiguousarray(X.T).reshape(T, hb, wb)
+    up = np.empty((H, W), np.float32)
+    out = np.empty_like(Yt)
+    subtract_background_pixel_major(Yt, b0, P, s, W, out)
+    for t in range(T):
+        ref = np.empty((hb, wb), np.float32)
+        ring_apply(Wr, off, Xf[t], ref)
+        np.testing.assert_allclose(P[:, t], ref.ravel(), rtol=1e-5, atol=1e-5)
+        upsample_nearest(np.ascontiguousarray(P[:, t].reshape(hb, wb)), s, up)
+        np.testing.assert_array_equal(out[:, t], ((Y[t] - b0.reshape(H, W)) - up).ravel())
+    lags, pair_index = ring_lag_table(off)
+    lagprod = np.empty((hb * wb, len(lags)), np.float32)
+    ring_lag_products(X, hb, wb, lags, lagprod)
+    W1 = np.zeros_like(Wr)
+    ring_gram_solve(lagprod, hb, wb, off, pair_index, 1e-3, W1)
+    XXt = np.empty((hb * wb, len(off), len(off)), np.float32)
+    Xx = np.empty((hb * wb, len(off)), np.float32)
+    ring_gram_from_lags(lagprod, hb, wb, off, pair_index, XXt, Xx, 0)
+    W2 = np.zeros_like(Wr)
+    ring_solve(XXt, Xx, 1e-3, W2, 0, hb * wb)
+    np.testing.assert_array_equal(W1, W2)

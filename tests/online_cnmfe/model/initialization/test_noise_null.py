@@ -63,3 +63,30 @@ def test_spectrum_ignores_a_few_frames_with_a_transient():
     Y[41:44] += blob  # a cell rising in one frame pair's difference
     dirty = noise_spectrum(Y, 64)
     np.testing.assert_allclose(dirty[1:8, 1:8], clean[1:8, 1:8], rtol=0.25)
+
+
+def test_residual_threshold_from_the_filtered_residual_is_the_same():
+    """Passing the already filtered residual (the fit filters it once) gives the same
+    threshold and images as filtering the sign-flipped residual again, and leaves both the
+    residual and the filtered movie as they were."""
+    from online_cnmfe.model.initialization.noise_null import residual_threshold
+    from online_cnmfe.model.initialization.summary_images import (
+        center_psf_kernel,
+        filter_frames,
+    )
+
+    rng = np.random.default_rng(7)
+    R = rng.standard_normal((120, 48, 48)).astype(np.float32)
+    R[:, 20:26, 20:26] -= 3 * (rng.random((120, 1, 1)) > 0.9)  # negative structure: raises it
+    sigma, gsiz = 2.0, 8
+    noise = seeding_threshold(R, sigma, gsiz, 1.0)
+    R0 = R.copy()
+    filtered = filter_frames(R, center_psf_kernel(sigma))
+    f0 = filtered.copy()
+    a = residual_threshold(R, sigma, gsiz, 1.0, noise)
+    b = residual_threshold(R, sigma, gsiz, 1.0, noise, filtered=filtered)
+    assert a.threshold == b.threshold
+    np.testing.assert_array_equal(a.null_pnr, b.null_pnr)
+    np.testing.assert_array_equal(a.null_corr, b.null_corr)
+    np.testing.assert_array_equal(R, R0)
+    np.testing.assert_array_equal(filtered, f0)

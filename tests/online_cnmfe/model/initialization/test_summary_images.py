@@ -107,3 +107,31 @@ def test_remove_global_fluctuation_leaves_no_trace_of_the_gain():
     assert max_abs_corr(filt) > 0.9
     remove_global_fluctuation(filt, frames)
     assert max_abs_corr(filt) < 0.05
+
+
+def test_edge_pad_into_matches_np_pad_and_filter_is_unchanged():
+    from online_cnmfe.model.initialization.summary_images import (
+        _edge_pad_into,
+        center_psf_kernel,
+        filter_frames,
+    )
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 9, 14)).astype(np.float32)
+    for r in (0, 1, 4):
+        out = np.zeros((3, 9 + 2 * r + 3, 14 + 2 * r + 5), np.float32)
+        _edge_pad_into(x, r, out)
+        ref = np.zeros_like(out)
+        ref[:, : 9 + 2 * r, : 14 + 2 * r] = np.pad(x, ((0, 0), (r, r), (r, r)), mode="edge")
+        np.testing.assert_array_equal(out, ref)
+    # the filter against a direct edge-replicated correlation (uint16 frames: cast per chunk)
+    frames = (rng.random((70, 20, 23)) * 1000).astype(np.uint16)
+    k = center_psf_kernel(1.5)
+    got = filter_frames(frames, k)
+    kr = k.shape[0] // 2
+    pad = np.pad(frames.astype(np.float64), ((0, 0), (kr, kr), (kr, kr)), mode="edge")
+    ref = np.zeros((70, 20, 23))
+    for i in range(k.shape[0]):
+        for j in range(k.shape[1]):
+            ref += k[i, j] * pad[:, i : i + 20, j : j + 23]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-2)
