@@ -111,6 +111,12 @@ _LIST = [
     ),
     Regime("motion_free", "the motion_3px scene without motion (same overrides)", {}, _MOTION_SET),
     Regime(
+        "lens_motion",
+        "lens_margin's lens (still on the sensor) over tissue moving as in motion_3px",
+        {"lens_radius_frac": 0.92, "n_neurons": 100, **_MOTION},
+        _MOTION_SET,
+    ),
+    Regime(
         "late_born",
         "20 % of neurons silent until a birth in 30-85 % of the movie",
         {"late_fraction": 0.2},

@@ -444,7 +444,8 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         motion_init = None
         if params.motion.enabled:
             bar.begin("motion correction")
-            motion_init = register_initial(Y, params)
+            fov = pre.fov if pre is not None and pre.fov_found else None  # the lens: not registered
+            motion_init = register_initial(Y, params, fov)
         bar.begin("seeding")
         fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
         _alternate(fit, 0, null, bar)

@@ -33,7 +33,7 @@ from online_cnmfe.model.initialization.summary_images import (
 )
 from online_cnmfe.model.motion import zero_border
 from online_cnmfe.model.null_threshold import rate_for_frame
-from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.preprocessing.fov import fov_in_model, fov_on_grid
 
 
 def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = None, residual=False):
@@ -90,8 +90,9 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
     # traces are), so the out-of-focus ratio compares like with like
     smooth_pixel_major(raw_pm, smoothing_coefficient(fit.tau))
     cn, pnr = images.corr.copy(), images.pnr.copy()
-    if fit.pre is not None and fit.pre.fov_found:  # no seed outside the lens
-        pnr[~fov_on_grid(fit.pre.fov, s)] = 0.0
+    fov = fov_in_model(fit.pre, fit.band)  # the lens at every shift of the motion band
+    if fov is not None:  # no seed outside the lens
+        pnr[~fov_on_grid(fov, s)] = 0.0
     if fit.band is not None:  # nor in the border motion correction filled
         zero_border(cn, fit.band, s)
     filtered_pm = pixel_major(filtered)
@@ -128,6 +129,7 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
 def fov_pixels(fit) -> int:
     """Pixels where a neuron can be: inside the lens's field of view when one was found
     (the false-seed rate is per area of tissue), else the whole frame."""
-    if fit.pre is not None and fit.pre.fov_found:
-        return max(1, int(np.count_nonzero(fit.pre.fov)))
+    fov = fov_in_model(fit.pre, fit.band)
+    if fov is not None:
+        return max(1, int(np.count_nonzero(fov)))
     return fit.H * fit.W

@@ -45,6 +45,13 @@ def check_motion_state(ms: object, dims: tuple[int, int], params: CNMFEParams) -
         raise StateError(f"motion: {exc}") from None
     ref = make_state(geom, params, np.zeros(geom.grid, np.float32), 0.0)
     _same("motion", ms, ref)
+    lens = ms.lens  # optional (a lens margin): the grid's shape when present
+    if lens is not None and (
+        not isinstance(lens, np.ndarray) or lens.shape != geom.grid
+        or lens.dtype != np.float32 or not lens.flags.c_contiguous
+    ):  # fmt: skip
+        got = lens.shape if isinstance(lens, np.ndarray) else type(lens).__name__
+        raise StateError(f"motion.lens has shape {got}; expected {geom.grid} float32 or None")
 
 
 def _same(name: str, got: object, ref: object) -> None:

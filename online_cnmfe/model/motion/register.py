@@ -100,7 +100,8 @@ def refresh_spectra(ms: MotionState) -> None:
 
 
 def bandpass(ms: MotionState, y: np.ndarray) -> None:
-    """Registration image of frame y (n_pixels,) into ``scratch_bp`` (tapered: ``scratch_xin``)."""
+    """Registration image of frame y (n_pixels,) into ``scratch_bp``, times ``ms.lens`` when
+    there is a lens margin (``scratch_xin``: the band-pass tapered, without it)."""
     kr.bin_frame(y, ms.dims[0], ms.dims[1], ms.ds, ms.scratch_grid)
     kr.gauss_blur(ms.scratch_grid, ms.radii_small, ms.scratch_tmp, ms.scratch_acc,
                   ms.scratch_small)  # fmt: skip
@@ -110,6 +111,8 @@ def bandpass(ms: MotionState, y: np.ndarray) -> None:
     kr.gauss_blur(ms.scratch_small, ms.radii_again, ms.scratch_tmp, ms.scratch_acc,
                   ms.scratch_large)  # fmt: skip
     kr.bandpass_taper(ms.scratch_small, ms.scratch_large, ms.taper, ms.scratch_bp, ms.scratch_xin)
+    if ms.lens is not None:  # the lens's edge stands still: not registered (state.lens_weight)
+        np.multiply(ms.scratch_bp, ms.lens, out=ms.scratch_bp)
 
 
 def _correlate(ms: MotionState) -> np.ndarray:

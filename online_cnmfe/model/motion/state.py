@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
+import scipy.ndimage as ndi
 
 from online_cnmfe.params import MotionParams
 
@@ -140,6 +141,9 @@ class MotionState:
         detection never sees them (no component forms along the border).
     band_grew : int
         1 when the last frame widened ``band`` (every residual slot is then masked again).
+    lens : ndarray of shape (h, w), float32, or None
+        Weight of the registration image inside the lens's field of view
+        (:func:`lens_weight`; None without a lens margin).
     """
 
     dims: tuple[int, int]
@@ -181,6 +185,7 @@ class MotionState:
     scratch_valid: np.ndarray
     band: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
     band_grew: int = 0
+    lens: np.ndarray | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -222,6 +227,8 @@ class MotionInit:
     band : ndarray of shape (4,), int64
         (top, bottom, left, right) border rows/columns some unflagged initialisation frame
         filled from outside: left out of the seeding (see :attr:`MotionState.band`).
+    lens : ndarray of shape (h, w), float32, or None
+        See :attr:`MotionState.lens`.
     """
 
     template: np.ndarray
@@ -234,6 +241,7 @@ class MotionInit:
     min_informative: float = -1.0
     informative_fraction: float = 1.0
     band: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    lens: np.ndarray | None = None
 
     @property
     def active(self) -> bool:
@@ -360,3 +368,33 @@ def geometry(dims: tuple[int, int], params: MotionParams, neuron_diameter_px: fl
         dims=(int(H), int(W)), ds=ds, grid=(h, w), sigma_small=smooth / ds,
         sigma_large=background / ds, search=search, fft_shape=fft_shape, margin=margin,
     )  # fmt: skip
+
+
+def lens_weight(fov: np.ndarray, geom: Geometry) -> np.ndarray:
+    """Weight (h, w) of the registration image: 0 near and beyond the lens's edge, 1 inside.
+
+    The lens's edge stands still on the sensor and its step from tissue to the dark margin is
+    the strongest structure of the band-passed frame (hundreds of counts against tissue
+    texture of tens): registered as it is, every frame matches the template at zero shift
+    whatever the tissue did. The band-pass's box filters spread the step over the sum of
+    their radii on each side, and no further; the weight is 0 outside the lens and within
+    that reach of its edge (grid pixels), then rises over the taper's ramp (``geom.margin``).
+
+    Parameters
+    ----------
+    fov : ndarray of shape (H, W), bool
+        Inside the lens, in the sensor's (raw) frame (``preprocessing.fov.find_fov``).
+    geom : Geometry
+
+    Returns
+    -------
+    ndarray of shape (h, w), float32
+    """
+    h, w = geom.grid
+    ds = geom.ds
+    inside = fov[: h * ds, : w * ds].reshape(h, ds, w, ds).all(axis=(1, 3))
+    depth = ndi.distance_transform_edt(inside)  # grid pixels to the nearest pixel outside
+    rest = math.sqrt(max(geom.sigma_large**2 - geom.sigma_small**2, 0.0))
+    reach = sum(int(box_radii(sig).sum()) for sig in (geom.sigma_small, rest, geom.sigma_large))
+    ramp = np.clip((depth - reach) / max(geom.margin, 1), 0.0, 1.0)
+    return (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)

@@ -132,3 +132,58 @@ def block_detection_outside(det, mask: np.ndarray) -> int:
     outside = ~grid[:H, :W]
     det.blocked_until[outside] = np.iinfo(np.int64).max // 2
     return int(outside.sum())
+
+
+def fov_in_model(pre, band) -> np.ndarray | None:
+    """The field of view in the model's frame: the lens's mask ``pre.fov`` (None without a
+    lens margin), at every shift of the motion correction's border ``band`` when there is one
+    (:func:`registered_fov`; ``band`` None: no motion correction, the sensor's frame)."""
+    if pre is None or not pre.fov_found:
+        return None
+    return pre.fov if band is None else registered_fov(pre.fov, band)
+
+
+def registered_fov(mask: np.ndarray, band) -> np.ndarray:
+    """The field of view in the motion-corrected frame: pixels inside the lens at every shift.
+
+    The lens moves with the sensor, the tissue under it; motion correction samples the frame
+    at (r + dy, c + dx), so corrected pixel (r, c) saw the lens's inside only if ``mask``
+    holds at every such sample. With shifts dy in [−top, bottom] and dx in [−left, right]
+    (``band`` = (top, bottom, left, right), the border band of
+    :class:`~online_cnmfe.model.motion.MotionState`: the extreme shifts so far, rounded
+    up), that is the erosion of ``mask`` by that rectangle (outside the frame counts as
+    inside: the band covers it).
+
+    Parameters
+    ----------
+    mask : ndarray of shape (H, W), bool
+        The field of view in the sensor's frame (:func:`find_fov`, on the raw frames).
+    band : sequence of 4 int
+        (top, bottom, left, right) pixels.
+
+    Returns
+    -------
+    ndarray of shape (H, W), bool
+        A new array; ``mask`` itself when the band is zero.
+
+    Examples
+    --------
+    >>> m = np.zeros((1, 7), bool); m[0, 2:6] = True
+    >>> registered_fov(m, (0, 0, 1, 0)).astype(int)  # samples up to 1 px to the left
+    array([[0, 0, 0, 1, 1, 1, 0]])
+    """
+    top, bottom, left, right = (int(v) for v in band)
+    if top + bottom + left + right == 0:
+        return mask
+    out = _all_in_window(mask.astype(bool), top, bottom, axis=0)
+    return _all_in_window(out, left, right, axis=1)
+
+
+def _all_in_window(x: np.ndarray, lo: int, hi: int, axis: int) -> np.ndarray:
+    """out[i] = all of x[i − lo … i + hi] along ``axis`` (beyond the ends counts as True)."""
+    x = np.moveaxis(x, axis, 0)
+    n = x.shape[0]
+    bad = np.zeros((n + lo + hi + 1, *x.shape[1:]), np.int64)
+    np.cumsum(~x, axis=0, out=bad[lo + 1 : lo + 1 + n])
+    bad[lo + 1 + n :] = bad[lo + n]  # the padding after the end adds nothing
+    return np.moveaxis(bad[lo + hi + 1 :] - bad[:n] == 0, 0, axis)

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from online_cnmfe.model.preprocessing.batch import replay_corrections
-from online_cnmfe.model.preprocessing.fov import block_detection_outside
+from online_cnmfe.model.preprocessing.fov import block_detection_outside, fov_in_model
 from online_cnmfe.model.preprocessing.frame import preprocess_frame
 from online_cnmfe.model.preprocessing.sanity import SanityReport, check_components
 from online_cnmfe.model.preprocessing.state import PreprocessState
@@ -61,18 +61,29 @@ def attach(st, pre: PreprocessState | None, init, params: CNMFEParams) -> Sanity
     """Give the model state its preprocessing state, exclude the margin outside the lens from
     online detection and check the initial result; returns the initial sanity report."""
     st.pre = pre
-    if pre is not None and pre.fov_found and st.slow is not None:
-        n = block_detection_outside(st.slow.det, pre.fov)
+    fov = model_fov(st)
+    if fov is not None and st.slow is not None:
+        n = block_detection_outside(st.slow.det, fov)
         logger.debug("online detection: %d grid pixels outside the field of view excluded", n)
     if not params.preprocess.sanity_check:
         return None
     report = check_components(
-        init.A, tuple(init.dims), params.data.neuron_diameter_px, params.preprocess,
-        fov=pre.fov if pre is not None and pre.fov_found else None,
+        init.A, tuple(init.dims), params.data.neuron_diameter_px, params.preprocess, fov=fov,
         traces=init.C_raw, noise=init.trace_noise,
     )  # fmt: skip
     _log(None, report, "initialisation")
     return report
+
+
+def model_fov(st) -> np.ndarray | None:
+    """The field of view in the model's (motion-corrected) frame, None without a lens margin.
+
+    The lens margin is found on the raw frames, where the lens stands still; with motion
+    correction the model's pixels are the tissue's, and the lens moves over them by the
+    shifts: only pixels inside the lens at every shift of the border band so far count
+    (:func:`~.fov.registered_fov`).
+    """
+    return fov_in_model(st.pre, None if st.motion is None else st.motion.band)
 
 
 def sanity_tick(model, st) -> SanityReport | None:
@@ -100,10 +111,9 @@ def final_check(model) -> SanityReport | None:
 def _check(model, st) -> SanityReport:
     params = model.params
     filled = st.residual_frame >= 0
-    pre = st.pre
     return check_components(
         model.footprints, tuple(st.dims), params.data.neuron_diameter_px, params.preprocess,
-        fov=pre.fov if pre is not None and pre.fov_found else None,
+        fov=model_fov(st),
         traces=st.c_raw_buffer[:, filled], noise=st.trace_noise,
     )  # fmt: skip
 

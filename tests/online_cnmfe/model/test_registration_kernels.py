@@ -143,6 +143,27 @@ def test_warp_rigid_matches_scipy_and_replicates_the_edge_outside(shift, rng):
     np.testing.assert_allclose(out, ref, atol=1e-5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    dy=st.floats(-12, 12),
+    dx=st.floats(-12, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_warp_rigid_on_any_shape_and_shift(h, w, dy, dx, seed):
+    """The sliced fast path against scipy on tiny frames, shifts past every edge."""
+    src = np.random.default_rng(seed).random((h, w)).astype(np.float32)
+    out, valid = np.full(h * w, np.nan, np.float32), np.full(h * w, 7, np.uint8)
+    n = kw.warp_rigid(src.ravel(), h, w, dy, dx, out, valid)
+    ref = ndi.shift(src.astype(np.float64), (-dy, -dx), order=1, mode="nearest")
+    rows, cols = np.mgrid[0:h, 0:w]
+    inside = (np.abs(rows + dy - (h - 1) / 2) <= h / 2) & (np.abs(cols + dx - (w - 1) / 2) <= w / 2)
+    np.testing.assert_allclose(out.reshape(h, w), ref, atol=1e-5, err_msg=f"seed {seed}")
+    np.testing.assert_array_equal(valid.reshape(h, w), inside)
+    assert n == (~inside).sum()
+
+
 def test_warp_field_with_a_constant_field_is_the_rigid_warp(rng):
     H, W = 19, 21
     src = rng.random(H * W).astype(np.float32)
@@ -157,6 +178,46 @@ def test_warp_field_with_a_constant_field_is_the_rigid_warp(rng):
     assert n1 == n2
     np.testing.assert_array_equal(v1, v2)
     np.testing.assert_allclose(field, rigid, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(2, 14),
+    w=st.integers(2, 14),
+    ny=st.integers(1, 3),
+    nx=st.integers(1, 3),
+    scale=st.floats(0.0, 6.0),
+    seed=st.integers(0, 2**16),
+)
+def test_warp_field_matches_scipy_on_any_field(h, w, ny, nx, scale, seed):
+    """The interior fast path and the clamped edges against map_coordinates (order 1,
+    nearest) at the positions the interpolated field gives (fields up to ~3 x scale px)."""
+    rng = np.random.default_rng(seed)
+    src = rng.random((h, w)).astype(np.float32)
+    fy = (rng.standard_normal((ny, nx)) * scale).astype(np.float32)
+    fx = (rng.standard_normal((ny, nx)) * scale).astype(np.float32)
+    row_i = np.minimum(np.arange(h) * ny // h, max(ny - 2, 0)).astype(np.int64)
+    col_i = np.minimum(np.arange(w) * nx // w, max(nx - 2, 0)).astype(np.int64)
+    row_w = rng.random(h).astype(np.float32)
+    col_w = rng.random(w).astype(np.float32)
+    out, valid = np.full(h * w, np.nan, np.float32), np.full(h * w, 7, np.uint8)
+    line = np.zeros(nx, np.float32), np.zeros(nx, np.float32)
+    n = kw.warp_field(src.ravel(), h, w, row_i, row_w, col_i, col_w, fy, fx, out, valid, *line)
+    i1, j1 = np.minimum(row_i + 1, ny - 1), np.minimum(col_i + 1, nx - 1)
+    rows, cols = np.mgrid[0:h, 0:w]
+
+    def field(f):  # rows first (per patch column), then columns, as the kernel does
+        f = f.astype(np.float64)
+        line = f[row_i] + row_w[:, None] * (f[i1] - f[row_i])  # (h, nx)
+        return line[:, col_i] + col_w[None, :] * (line[:, j1] - line[:, col_i])
+
+    py, px = rows + field(fy), cols + field(fx)
+    ref = ndi.map_coordinates(src.astype(np.float64), [np.clip(py, 0, h - 1),
+                              np.clip(px, 0, w - 1)], order=1, mode="nearest")  # fmt: skip
+    inside = (py >= -0.5) & (py <= h - 0.5) & (px >= -0.5) & (px <= w - 0.5)
+    np.testing.assert_allclose(out.reshape(h, w), ref, atol=1e-4, err_msg=f"seed {seed}")
+    np.testing.assert_array_equal(valid.reshape(h, w).astype(bool), inside)
+    assert n == (~inside).sum()
 
 
 def test_warp_field_interpolates_the_patch_centres():

@@ -117,12 +117,17 @@ def test_state_round_trip_with_motion(moving, tmp_path, mode):
     params = _params(mode=mode, patch_size_px=32, patch_overlap_px=16)
     model = OnlineCNMFE(params)
     model.initialize_from(truth_init(twin, N_INIT), frames[:N_INIT])
+    ms = model.state.motion
+    if mode == "rigid":  # with a lens margin's weight (state.lens_weight): saved and used
+        rows = np.linspace(0.0, 1.0, ms.grid[0], dtype=np.float32)
+        ms.lens = np.ascontiguousarray(np.broadcast_to(rows[:, None], ms.grid))
     for f in frames[N_INIT : N_INIT + 20]:
         model.process_frame(f)
     path = tmp_path / "m.h5"
     state_file.save_online_model(path, model)
     loaded = state_file.load_online_model(path)
     assert (loaded.state.motion.patches is None) == (mode == "rigid")
+    assert (loaded.state.motion.lens is None) == (mode == "piecewise")
     for f in frames[N_INIT + 20 : N_INIT + 40]:  # spans a template spectrum refresh
         a, b = model.process_frame(f), loaded.process_frame(f)
         np.testing.assert_array_equal(a.C_raw, b.C_raw)
@@ -136,6 +141,7 @@ def test_state_round_trip_with_motion(moving, tmp_path, mode):
         ("registered", np.zeros(7, np.float32)),
         ("search", np.array([90, 90], np.int64)),  # a search beyond the FFT buffers
         ("patches", None),  # a piecewise state without its patches
+        ("lens", np.ones((5, 5), np.float32)),  # a lens weight of another grid
     ],
 )
 def test_a_crafted_motion_state_is_refused_when_it_loads(moving, tmp_path, field, bad):

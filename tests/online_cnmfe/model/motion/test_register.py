@@ -184,6 +184,44 @@ def test_a_failed_initialisation_frame_is_replaced_by_a_registered_neighbour():
     assert minit.active and minit.reliability > 0.9
 
 
+def test_weak_first_frames_are_used_as_themselves_at_the_nearest_trusted_shift():
+    """Frames without the tissue's texture but nothing else in its place (cells not yet
+    active: a smooth background and the usual noise) are weak, not failed: unflagged, not
+    replaced by a neighbour, and not moved by their chance peaks (fault injection for the
+    still-movie penalty: they were flagged and replaced by copies of frame 3)."""
+    frames, _ = moving_movie(np.zeros((N_INIT, 2)), seed=10)
+    rng = np.random.default_rng(10)
+    for t in range(3):
+        smooth = ndi.gaussian_filter(frames[3].astype(np.float64), 12)
+        frames[t] = smooth + rng.normal(0, 5.0, smooth.shape)
+    Y = frames.copy()
+    minit = motion.register_initial(Y, _params())
+    assert minit.quality[:3].max() < minit.min_quality  # the old rule flagged them
+    assert not any(minit.flags), minit.flags
+    assert np.abs(minit.shifts[:3]).max() < 0.5, minit.shifts[:3]  # no chance shift applied
+    for t in range(3):  # each is itself, not a copy of frame 3
+        assert np.abs(Y[t] - Y[3]).mean() > 3.0
+        assert np.abs(Y[t] - frames[t]).mean() < 3.0
+
+
+def test_weak_frames_where_the_tissue_moved_are_flagged_and_replaced():
+    """The same weak frames while the tissue slides 4 px: their position is unknown, so
+    they are replaced by the nearest registered frame (as a failed registration)."""
+    truth = np.zeros((N_INIT, 2))
+    truth[:12, 1] = np.linspace(-4.0, 0.0, 12)
+    frames, _ = moving_movie(truth, seed=10)
+    rng = np.random.default_rng(10)
+    for t in range(3):
+        smooth = ndi.gaussian_filter(frames[t].astype(np.float64), 12)
+        frames[t] = smooth + rng.normal(0, 5.0, smooth.shape)
+    Y = frames.copy()
+    minit = motion.register_initial(Y, _params())
+    assert all(f.startswith("motion: ") for f in minit.flags[:3]), minit.flags[:4]
+    assert not any(minit.flags[3:])
+    for t in range(3):
+        np.testing.assert_array_equal(Y[t], Y[3])
+
+
 def test_frames_of_noise_leave_motion_correction_off(caplog):
     """No stable structure: registering noise only fits the noise, so nothing is corrected."""
     rng = np.random.default_rng(9)
