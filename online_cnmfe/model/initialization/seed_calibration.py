@@ -38,7 +38,7 @@ from online_cnmfe.model.initialization.seeding import reference_seeds, seed_stat
 from online_cnmfe.model.initialization.summary_images import summary_images
 from online_cnmfe.model.motion import zero_border
 from online_cnmfe.model.null_threshold import peak_values
-from online_cnmfe.model.preprocessing.fov import fov_on_grid
+from online_cnmfe.model.preprocessing.fov import fov_in_model, fov_on_grid
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ def seed_peaks(fit, images, threshold: float, gsiz: int, s: int) -> int:
     """Neuron-sized peaks (one per ``gsiz`` square) of the seeding statistic above
     ``threshold``, outside the lens margin and the motion border band."""
     v = images.corr * images.pnr
-    if fit.pre is not None and fit.pre.fov_found:
-        v[~fov_on_grid(fit.pre.fov, s)] = 0.0
+    fov = fov_in_model(fit.pre, fit.band)  # the lens at every shift of the motion band
+    if fov is not None:
+        v[~fov_on_grid(fov, s)] = 0.0
     if fit.band is not None:
         zero_border(v, fit.band, s)
     stat = seed_statistic(v, gsiz)
