@@ -6,9 +6,11 @@ Three choices the user cannot make well, decided on the movie itself (each logge
   :func:`choose_matched_filter`): seed on frames averaged with the indicator's decay, or on
   single frames. Both statistics are calibrated at the same false-seed rate (their nulls go
   through the same filters), so the one with more neuron-sized peaks above its threshold sees
-  more signal. White noise in time (a preprocessed Miniscope movie): the filter lifts weak
-  cells 1.6x at 10 Hz; slow fluctuations that survive the spatial filter (dense neuropil,
-  drifting background): its null rises as much and single frames do as well.
+  more signal. White noise in time (a background-removed Miniscope movie): the filter lifts
+  weak cells 1.6x at 10 Hz (minian CA1: 46 -> 77 peaks). In raw movies slow fluctuations
+  survive the spatial filter (drifting background, neuropil) and the count misleads (held-out
+  small_cells: 120 -> 231 peaks, yet 6 cells lost and recall 1.00 -> 0.96), so "auto" is off
+  for raw movies.
 * **the seed tests' scale** (:func:`calibrate_seed_tests`): the out-of-focus and half-maximum
   area tests are made for a Gaussian neuron of ``data.neuron_diameter_px``; in a
   background-removed movie the strongest seeds are cells, and their median ratio and area say
@@ -19,7 +21,7 @@ Three choices the user cannot make well, decided on the movie itself (each logge
   window and the size tests were made for smaller cells; the fit runs again at the cells' own
   diameter.
 
-The last two only for movies that look preprocessed (background-removed; see
+All three only for movies that look preprocessed (background-removed; see
 :func:`.checks.looks_preprocessed`): in a raw movie the strongest seeds can be out-of-focus
 blobs (96 x 96 simulations: 4-5x the neuron's size).
 """

@@ -67,7 +67,10 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
     rate = rate_for_frame(fit.p.detection.false_seeds_per_fov, fov_pixels(fit))
     filtered = images = None
     if fit.matched_filter is None and null is None:  # "auto": the first seeding chooses
-        filtered, images, null = choose_matched_filter(fit, data, gsig, gsiz, rate, s)
+        if fit.preprocessed:
+            filtered, images, null = choose_matched_filter(fit, data, gsig, gsiz, rate, s)
+        else:  # raw frames: slow fluctuations survive the spatial filter (module docstring)
+            fit.matched_filter, fit.tau = False, 0.0
     if null is None:
         null = seeding_threshold(data, gsig, gsiz, rate, tau_frames=fit.tau)
     if filtered is None:
