@@ -76,10 +76,16 @@ def choose_matched_filter(fit, data, gsig: float, gsiz: int, rate: float, s: int
     counts, nulls, last = {}, {}, None
     for tau in (0.0, fit.tau_decay):
         last = None
+        try:
+            nulls[tau] = seeding_threshold(data, gsig, gsiz, rate, tau_frames=tau)
+        except ValueError:  # too few null peaks (a tiny frame): averaged frames have fewer
+            if tau == 0.0:
+                raise
+            counts[tau] = -1
+            break
         filtered, images = summary_images(
             data, gsig, remove_global=fit.p.init.remove_global_fluctuation, tau_frames=tau
         )
-        nulls[tau] = seeding_threshold(data, gsig, gsiz, rate, tau_frames=tau)
         counts[tau] = seed_peaks(fit, images, nulls[tau].threshold, gsiz, s)
         last = (filtered, images)
         del filtered, images

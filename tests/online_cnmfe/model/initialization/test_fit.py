@@ -329,3 +329,12 @@ def test_cells_wider_than_declared_are_fitted_at_their_own_diameter(caplog):
     kept = fit_initial(Y, p.replace(**{"init.adapt_diameter": False}))
     assert kept.neuron_diameter_px == 10.0
     assert fit_initial(raw, p).neuron_diameter_px == 10.0
+
+
+def test_a_tiny_quantised_movie_keeps_single_frames_when_averaged_ones_have_too_few_peaks():
+    """16 x 16 x 20 uint8 noise looks preprocessed, so "auto" weighs the matched filter; its
+    null has too few peaks on so small a frame (a ValueError once): single frames are kept."""
+    rng = np.random.default_rng(0)
+    frames = np.round(12 + 1.2 * rng.standard_normal((20, 16, 16))).clip(0, 255).astype("uint8")
+    r = fit_initial(frames, _params(**{"init.init_frames": 20}))
+    assert r.matched_filter is False and np.isfinite(r.b0).all()
