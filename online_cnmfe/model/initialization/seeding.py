@@ -369,24 +369,9 @@ def seed_neurons_pixel_major(
         Mean-subtracted filtered movie, pixel-major (modified: found neurons are subtracted).
     raw : ndarray of shape (H, W, T), float32, C-contiguous
         Data the footprints are regressed on, pixel-major (modified likewise).
-    sn : ndarray of shape (H, W), float32
-        Noise of the filtered movie.
-    cn, pnr : ndarray of shape (H, W), float32
-        Correlation and PNR images (modified: recomputed where neurons were removed).
-    gsiz : int
-        Neuron diameter in pixels (box half-size).
-    threshold : float
-        Seeds are local maxima of ``corr x PNR`` (:func:`seed_statistic`) at least this high.
-    kernel : ndarray (k, k)
-        The spatial filter used for ``filtered``.
-    max_neurons : int
-    thresh : float
-        Correlation-image threshold in units of sn.
-    min_pixel : int
-    max_halfmax_area, max_kappa : float
-        Out-of-focus tests, see :func:`extract_ac`.
-    progress : callable(int) or None
-        Called with the number of neurons found so far after each one.
+    sn, cn, pnr, gsiz, threshold, kernel, max_neurons, thresh, min_pixel, max_halfmax_area, \
+max_kappa, progress
+        As for :func:`seed_neurons`.
 
     Returns
     -------
