@@ -103,20 +103,20 @@ def _worker_reading(batch: subprocess.Popen, movie: Path, timeout_s: float = 120
     raise AssertionError(f"no worker opened {movie} within {timeout_s} s")
 
 
-def _long_movie(path: Path, seed: int) -> Path:
+def _long_movie(path: Path, seed: int, n_frames: int = 500) -> Path:
     """An HDF5 movie (kept open while processed, unlike a memory-mapped .npy)."""
     from acquisition.simulator import MiniscopeSimulator
     from acquisition.simulator_params import SimulationParams
 
-    params = SimulationParams(height=64, width=64, n_frames=500, n_neurons=8, seed=seed)
+    params = SimulationParams(height=64, width=64, n_frames=n_frames, n_neurons=8, seed=seed)
     with h5py.File(path, "w") as f:
-        f["movie"] = MiniscopeSimulator(params).frames(0, 500)
+        f["movie"] = MiniscopeSimulator(params).frames(0, n_frames)
     return path
 
 
 def test_a_killed_worker_is_retried_once_then_its_session_fails_and_others_finish(movies):
-    once = _long_movie(movies / "once.h5", 3)
-    twice = _long_movie(movies / "twice.h5", 4)
+    once = _long_movie(movies / "once.h5", 3, n_frames=2000)
+    twice = _long_movie(movies / "twice.h5", 4, n_frames=2000)
     out = movies / "killed"
     batch = _batch_process([once, twice, movies / "s2.npy"], out)
     try:
@@ -136,11 +136,13 @@ def test_a_killed_worker_is_retried_once_then_its_session_fails_and_others_finis
     assert "worker running it died" in rows["twice"]["error"]
     assert rows["s2"]["status"] == "ok"
     with h5py.File(out / "once.h5", "r") as f:
-        assert f.attrs["complete"] and f.attrs["n_frames"] == 500
+        assert f.attrs["complete"] and f.attrs["n_frames"] == 2000
 
 
 def test_ctrl_c_cancels_the_unfinished_sessions_and_stops_every_worker(movies):
-    movie = _long_movie(movies / "slow.h5", 5)
+    # long enough to be still running when the signal lands (500 frames took ~2 s once the
+    # initialisation got faster, and the batch could finish first)
+    movie = _long_movie(movies / "slow.h5", 5, n_frames=4000)
     out = movies / "interrupted"
     batch = _batch_process([movie, movies / "s1.npy", movies / "s2.npy"], out)
     try:
