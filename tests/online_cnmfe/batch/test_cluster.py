@@ -85,7 +85,16 @@ def _batch_process(inputs, out_dir) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "online_cnmfe", "batch", *map(str, inputs), "--out-dir",
            str(out_dir), "--workers", "2", *COMMON]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd, env=env, start_new_session=True, stderr=subprocess.PIPE, preexec_fn=_as_in_a_terminal
+    )
+
+
+def _as_in_a_terminal() -> None:
+    """SIGINT as a command typed in a terminal has it: the default action (a test runner
+    started in the background by a non-interactive shell passes it on ignored, and Python
+    then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _worker_reading(batch: subprocess.Popen, movie: Path, timeout_s: float = 120.0, not_pid=None):
