@@ -109,7 +109,6 @@ class _Fit:
         # half-maximum area of a Gaussian footprint of sigma d / 4 is 0.272 d^2
         self.max_halfmax_area = 0.272 * (params.init.max_diameter_factor * d) ** 2
         self.kappa_neuron = 1.0 / filter_response(self.kernel, d / 4.0)
-        self.max_kappa = params.init.out_of_focus_ratio * self.kappa_neuron
         # a transient lasts at least half the indicator decay time (and 3 frames)
         dp = params.data
         self.transient_frames = max(3, int(round(0.5 * dp.decay_time_s * dp.frame_rate_hz)))

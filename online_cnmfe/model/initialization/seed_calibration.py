@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import scipy.signal
 
 from online_cnmfe.model.footprint_shape import size_ratios
 from online_cnmfe.model.initialization.noise_null import seeding_threshold
@@ -100,20 +99,6 @@ def choose_matched_filter(fit, data, gsig: float, gsiz: int, rate: float, s: int
     if on:  # the last variant computed
         return last[0], last[1], nulls[fit.tau]
     return None, None, nulls[fit.tau]
-
-
-def smooth_pixel_major(x_pm: np.ndarray, a: float, rows: int = 32) -> None:
-    """:func:`.summary_images.smooth_in_time` along the last axis of a pixel-major (H, W, T)
-    movie, in place, a block of rows at a time (``scipy.signal.lfilter``)."""
-    if a <= 0:
-        return
-    T = x_pm.shape[-1]
-    m = min(T, int(np.ceil(3.0 / (1.0 - a))))
-    for r0 in range(0, x_pm.shape[0], rows):
-        blk = x_pm[r0 : r0 + rows]
-        zi = a * blk[..., :m].mean(axis=-1, dtype=np.float64)[..., None]
-        out, _ = scipy.signal.lfilter([1.0 - a], [1.0, -a], blk, axis=-1, zi=zi)
-        blk[...] = out
 
 
 def calibrate_seed_tests(fit, filtered_pm, raw_pm, v, gsiz, threshold, kernel, s) -> None:

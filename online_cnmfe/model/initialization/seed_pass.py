@@ -22,12 +22,12 @@ from online_cnmfe.model.initialization.resample import upsample_columns, upsampl
 from online_cnmfe.model.initialization.seed_calibration import (
     calibrate_seed_tests,
     choose_matched_filter,
-    smooth_pixel_major,
 )
 from online_cnmfe.model.initialization.seeding import pixel_major, seed_neurons_pixel_major
 from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
     filter_frames,
+    smooth_in_time,
     smoothing_coefficient,
     summary_images,
 )
@@ -91,7 +91,7 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
     filtered -= images.filtered_mean[None]
     # the footprints are regressed on frames averaged like the seeding images (the seeds'
     # traces are), so the out-of-focus ratio compares like with like
-    smooth_pixel_major(raw_pm, smoothing_coefficient(fit.tau))
+    smooth_in_time(raw_pm, smoothing_coefficient(fit.tau), axis=-1)
     cn, pnr = images.corr.copy(), images.pnr.copy()
     fov = fov_in_model(fit.pre, fit.band)  # the lens at every shift of the motion band
     if fov is not None:  # no seed outside the lens

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+import scipy.signal
 
 from online_cnmfe.model._kernels.summary import (
     local_corr_accumulate,
@@ -172,29 +173,36 @@ def noise_gain(a: float) -> float:
     return float(np.sqrt((1.0 - a) / (1.0 + a)))
 
 
-def smooth_in_time(x: np.ndarray, a: float) -> None:
-    """``x[t] = a x[t-1] + (1 - a) x[t]`` along axis 0, in place; a = 0: no-op.
+def smooth_in_time(x: np.ndarray, a: float, axis: int = 0, block: int = 32) -> None:
+    """``x[t] = a x[t-1] + (1 - a) x[t]`` along ``axis`` (time), in place; a = 0: no-op.
 
     The recursion starts from the mean of the first ``ceil(3 / (1 - a))`` frames (the filter's
-    memory), so the first frames are not noisier than the rest.
+    memory), so the first frames are not noisier than the rest. Frame-major (T, H, W) movies
+    use ``axis=0``, pixel-major (H, W, T) ones ``axis=-1``; ``scipy.signal.lfilter`` runs on
+    ``block`` rows of the first other axis at a time (its float64 output stays small).
 
     Examples
     --------
     >>> x = np.array([[1.0], [0.0], [0.0]], np.float32)
-    >>> smooth_in_time(x, 0.5); x.ravel().round(4).tolist()
+    >>> smooth_in_time(x, 0.5); np.round(x.ravel().astype(float), 4).tolist()
     [0.6667, 0.3333, 0.1667]
     """
     if a <= 0:
         return
-    b = np.float32(1.0 - a)
-    af = np.float32(a)
-    m = min(x.shape[0], int(np.ceil(3.0 / (1.0 - a))))
-    start = x[:m].mean(axis=0, dtype=np.float64).astype(np.float32)
-    x[0] *= b
-    x[0] += af * start
-    for t in range(1, x.shape[0]):
-        x[t] *= b
-        x[t] += af * x[t - 1]
+    t_axis = axis % x.ndim
+    m = min(x.shape[t_axis], int(np.ceil(3.0 / (1.0 - a))))
+    other = 1 if t_axis == 0 and x.ndim > 1 else 0
+    head = [slice(None)] * x.ndim
+    head[t_axis] = slice(0, m)
+    n_rows = x.shape[other] if x.ndim > 1 else 1
+    for r0 in range(0, n_rows, block):
+        sel = [slice(None)] * x.ndim
+        if x.ndim > 1:
+            sel[other] = slice(r0, r0 + block)
+        blk = x[tuple(sel)]
+        zi = a * blk[tuple(head)].mean(axis=t_axis, dtype=np.float64, keepdims=True)
+        out, _ = scipy.signal.lfilter([1.0 - a], [1.0, -a], blk, axis=t_axis, zi=zi)
+        blk[...] = out
 
 
 def correlation_image(centered_input: np.ndarray, center: np.ndarray, thr: np.ndarray):

@@ -161,9 +161,11 @@ def observe_residual(det: DetectionState, resid: np.ndarray, geo: Geometry) -> N
     if det.ds > 1:
         kdet.block_mean(resid, det.ds, det.r_small)
         resid = det.r_small
-    kdet.band_pass(resid, geo.half_small, geo.half_large, det.tmp, det.small, det.z_frame)
-    # the matched temporal filter, as the initialisation's seeding images (starts at frame 0)
-    kdet.smooth_update(det.z_frame, geo.smooth if det.n_frames else 0.0, det.z)
+    if geo.smooth > 0:  # the matched temporal filter, as the seeding's (starts at frame 0)
+        kdet.band_pass(resid, geo.half_small, geo.half_large, det.tmp, det.small, det.z_frame)
+        kdet.smooth_update(det.z_frame, geo.smooth if det.n_frames else 0.0, det.z)
+    else:  # single frames: no copy on the per-frame path
+        kdet.band_pass(resid, geo.half_small, geo.half_large, det.tmp, det.small, det.z)
     alpha = max(geo.alpha, 1.0 / (det.n_frames + 1))
     alpha_n = max(geo.alpha_noise, 1.0 / (det.n_frames + 1))
     kdet.detection_images_update(
