@@ -339,3 +339,4 @@ def test_a_grown_birth_is_out_of_focus_when_blurred_or_oversized_with_the_reason
     assert slow_path._out_of_focus(*column(7.0), slow, d) == ""
     slow.size_limit = 2.5
     assert "grew to" in slow_path._out_of_focus(*column(7.0), slow, d)
+    assert slow_path._out_of_focus(*column(7.0), slow, d, grown=False) == ""  # still young
