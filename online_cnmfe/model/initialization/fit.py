@@ -37,7 +37,7 @@ import scipy.sparse
 
 from online_cnmfe.model._kernels.hals import hals_traces, trace_residuals
 from online_cnmfe.model._kernels.oasis_batch import bcd_deconvolve
-from online_cnmfe.model.footprint_shape import size_ratios
+from online_cnmfe.model.footprint_shape import sharpness, sharpness_limit, size_ratios
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
@@ -303,13 +303,17 @@ class _Fit:
         # data.neuron_diameter_px says (e.g. after a preprocessing median filter)
         size_limit = ip.max_size_ratio * max(1.0, float(np.percentile(size, 25)))
         bad_z = size > size_limit
-        bad = bad_t | bad_s | bad_z
+        sharp = sharpness(self.A, self.dims, self.diameter)
+        sharp_limit = sharpness_limit(sharp, score, ip.min_sharpness_ratio)
+        bad_f = sharp < sharp_limit
+        bad = bad_t | bad_s | bad_z | bad_f
         logger.info(
             "acceptance: %d of %d components dropped (%d without a %d-frame transient above "
             "z %.1f, %d whose event image does not match the footprint, r < %.2f, %d larger "
-            "than %.1f x the expected neuron's area)",
+            "than %.1f x the expected neuron's area, %d blurred: sharpness < %.2f)",
             int(bad.sum()), self.K, int(bad_t.sum()), n_frames, ip.min_transient_snr,
             int(bad_s.sum()), ip.min_spatial_corr, int(bad_z.sum()), size_limit,
+            int(bad_f.sum()), sharp_limit,
         )  # fmt: skip
         if bad.any():
             self.select(~bad)
