@@ -204,7 +204,7 @@ def correct_frame(ms: MotionState, y: np.ndarray) -> str | None:
     good shift and does not update the template, but it is not flagged unless it also fails.
 
     While the tissue is taken as still (``ms.still_limit_px`` > 0, from the initialisation:
-    ``initial.still_limit``) the correction is zero and the template is updated unshifted;
+    ``still.still_limit``) the correction is zero and the template is updated unshifted;
     the first informative frame whose shift exceeds the limit is corrected, and so is every
     frame after it.
     """

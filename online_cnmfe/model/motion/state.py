@@ -236,7 +236,7 @@ class MotionInit:
         See :attr:`MotionState.lens`.
     still_limit_px : float
         > 0 when the unflagged initialisation frames stood still (their shifts spread within
-        the measurement noise, ``initial.still_limit``): their shifts (and fields) are then
+        the measurement noise, ``still.still_limit``): their shifts (and fields) are then
         exactly 0, and online a shift beyond this many pixels is the first movement. 0 when
         the tissue moved.
     """

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage as ndi
 
 from online_cnmfe.model import motion
-from online_cnmfe.model.motion import initial, register
+from online_cnmfe.model.motion import register, still
 from online_cnmfe.params import CNMFEParams
 from tests.online_cnmfe.model.motion.moving import moving_movie, walk
 
@@ -251,13 +251,13 @@ def test_still_tissue_is_not_resampled_until_it_moves(mode, monkeypatch):
     frames[N_INIT + 1] = frames[N_INIT + 1].mean() + rng.normal(0, 30, frames.shape[1:])
     params = _params(mode=mode, patch_size_px=48, patch_overlap_px=24)
     with monkeypatch.context() as m:  # the detector off: the frames are resampled (jitter)
-        m.setattr(initial, "STILL_RMS_PX", 0.0)
+        m.setattr(still, "STILL_RMS_PX", 0.0)
         jitter = motion.register_initial(frames[:N_INIT].copy(), params)
     assert jitter.still_limit_px == 0.0
     assert 0.02 < np.abs(jitter.shifts).max() < 1.0, np.abs(jitter.shifts).max()
     Y = frames[:N_INIT].copy()
     minit = motion.register_initial(Y, params)
-    assert minit.still_limit_px >= initial.STILL_EXIT_PX
+    assert minit.still_limit_px >= still.STILL_EXIT_PX
     assert not any(minit.flags)
     np.testing.assert_array_equal(minit.shifts, 0.0)
     np.testing.assert_array_equal(Y, frames[:N_INIT])  # a zero shift copies the frame
@@ -281,25 +281,25 @@ def test_still_limit_separates_noise_from_movement():
     rng = np.random.default_rng(12)
     noise = rng.normal(0, 0.1, (100, 2)) + (0.4, -0.2)  # about its median: 0.14 px rms
     good = np.ones(100, bool)
-    assert initial.still_limit(noise, good) == initial.STILL_EXIT_PX
+    assert still.still_limit(noise, good) == still.STILL_EXIT_PX
     big = noise * 3.0  # 0.42 px rms: the limit grows with the noise
-    limit = initial.still_limit(big, good)
+    limit = still.still_limit(big, good)
     rms = np.sqrt(((big - np.median(big, axis=0)) ** 2).sum(1).mean())
-    if np.hypot(*(big - np.median(big, axis=0)).T).max() < initial.STILL_MAX_PX:
-        assert limit == pytest.approx(initial.STILL_EXIT_RMS * rms)
+    if np.hypot(*(big - np.median(big, axis=0)).T).max() < still.STILL_MAX_PX:
+        assert limit == pytest.approx(still.STILL_EXIT_RMS * rms)
     else:
         assert limit == 0.0
     jumped = noise.copy()
     jumped[50] += (2.0, 0.0)  # one frame 2 px away: a movement
-    assert initial.still_limit(jumped, good) == 0.0
+    assert still.still_limit(jumped, good) == 0.0
     flagged = good.copy()
     flagged[50] = False  # ... unless that frame is flagged
-    assert initial.still_limit(jumped, flagged) == initial.STILL_EXIT_PX
-    assert initial.still_limit(walk(rng, 100, 1.0), good) == 0.0
+    assert still.still_limit(jumped, flagged) == still.STILL_EXIT_PX
+    assert still.still_limit(walk(rng, 100, 1.0), good) == 0.0
     few = np.zeros(100, bool)
-    few[: initial.STILL_MIN_FRAMES - 1] = True
-    assert initial.still_limit(noise, few) == 0.0
+    few[: still.STILL_MIN_FRAMES - 1] = True
+    assert still.still_limit(noise, few) == 0.0
     fields = np.broadcast_to(noise[:, :, None, None], (100, 2, 2, 3)).copy()
-    assert initial.still_limit(noise, good, fields) == initial.STILL_EXIT_PX
+    assert still.still_limit(noise, good, fields) == still.STILL_EXIT_PX
     fields[:, 1, 0, 2] += np.linspace(-1.0, 1.0, 100)  # one patch slides 2 px
-    assert initial.still_limit(noise, good, fields) == 0.0
+    assert still.still_limit(noise, good, fields) == 0.0
