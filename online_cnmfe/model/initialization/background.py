@@ -36,6 +36,7 @@ from online_cnmfe.model._kernels.ring_batch import (
     ring_gram_solve,
     subtract_background_pixel_major,
 )
+from online_cnmfe.model.initialization.layout import transposed
 from online_cnmfe.params import BackgroundParams
 
 logger = logging.getLogger(__name__)
@@ -251,11 +252,15 @@ class RingFitter:
         self.grid = (-(-H // self.ssub), -(-W_ // self.ssub))
         self.offsets = ring_offsets(ring_radius(params, neuron_diameter_px))
         self.lags, self.pair_index = ring_lag_table(self.offsets)
-        self.Yt = np.ascontiguousarray(Y.reshape(T, H * W_).T, dtype=np.float32)
+        self.Yt = transposed(Y.reshape(T, H * W_))
         self.mean = Y.mean(axis=0, dtype=np.float64).ravel()
 
-    def fit(self, A, C: np.ndarray) -> tuple[RingBackground, np.ndarray]:
+    def fit(self, A, C: np.ndarray, out: np.ndarray | None = None):
         """Fit b0 and W for footprints A (n_pixels, K) and traces C (K, T).
+
+        ``out`` (n_pixels, T) float32, optional, receives the background-subtracted frames
+        (e.g. the previous fit's, no longer needed: writing into memory already mapped
+        costs a tenth of a fresh movie-sized array's page faults).
 
         Returns
         -------
@@ -290,7 +295,15 @@ class RingFitter:
             del Xc
         bg = RingBackground(W=W, b0=b0, offsets=self.offsets, ssub=self.ssub, dims=self.dims)
         P = self._predict(W, X)
-        Yb = np.empty_like(self.Yt)
+        if out is None:
+            Yb = np.empty_like(self.Yt)
+        elif out.shape != self.Yt.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out must be a C-contiguous float32 array of shape {self.Yt.shape}, got "
+                f"{out.dtype} {out.shape}"
+            )
+        else:
+            Yb = out
         subtract_background_pixel_major(self.Yt, b0, P, self.ssub, W_, Yb)
         return bg, Yb
 
