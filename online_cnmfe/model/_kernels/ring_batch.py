@@ -188,3 +188,52 @@ def ring_gram_solve(lagprod, hb, wb, offsets, pair_index, ridge, W_out):
             for m in range(m_n):
                 for i in range(R):
                     W_out[p0 + m, i] = y[i, m] if XXt[m, i, i] > 0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_inplace(v, h):
+    """Median of the float32 vector v (reordered), ``h = len(v) // 2``: the middle element,
+    or the float32 mean of the two middle ones (``np.median``'s numbers)."""
+    v[:] = np.partition(v, h)
+    if v.size % 2:
+        return v[h]
+    lo = v[0]
+    for i in range(1, h):
+        lo = max(lo, v[i])
+    return (lo + v[h]) / np.float32(2.0)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def clip_above_prediction(X, P, k, step, out):
+    """The ring fit's outlier clipping: ``out = where(E > k sigma, P, X)`` with ``E = X - P``.
+
+    Per grid pixel p, ``sigma_p = 1.4826 median|e - median(e)| + 1e-12`` over the frames
+    ``e = E[p, ::step]`` (the robust scale of the residual), in float32 as NumPy computes
+    ``np.median`` along axis 1 of the float32 arrays (the same numbers). X, P, out (n_bg, T)
+    float32 (out written; grid pixels in parallel threads). Returns the number of clipped
+    entries.
+    """
+    n, T = X.shape
+    m = (T + step - 1) // step
+    h = m // 2
+    kk = np.float32(k)
+    counts = np.zeros(n, np.int64)
+    for p in numba.prange(n):
+        e = np.empty(m, np.float32)
+        for i in range(m):
+            e[i] = X[p, i * step] - P[p, i * step]
+        med = _median_inplace(e.copy(), h)
+        for i in range(m):
+            e[i] = abs(e[i] - med)
+        mad = _median_inplace(e, h)
+        limit = kk * (np.float32(1.4826) * mad + np.float32(1e-12))
+        c = 0
+        for t in range(T):
+            x = X[p, t]
+            if x - P[p, t] > limit:
+                out[p, t] = P[p, t]
+                c += 1
+            else:
+                out[p, t] = x
+        counts[p] = c
+    return counts.sum()

@@ -31,6 +31,7 @@ from online_cnmfe.model._kernels.ring import (
     upsample_nearest,
 )
 from online_cnmfe.model._kernels.ring_batch import (
+    clip_above_prediction,
     grid_residual_pixel_major,
     ring_apply_pixel_major,
     ring_gram_solve,
@@ -282,15 +283,11 @@ class RingFitter:
         W = self._solve(X)
         if p.outlier_clip_sigma > 0:
             P = self._predict(W, X)
-            E = X - P
             # robust residual scale per grid pixel (MAD over at most ~128 evenly spread frames)
-            sub = E[:, :: max(1, T // 128)]
-            med = np.median(sub, axis=1, keepdims=True)
-            sigma = 1.4826 * np.median(np.abs(sub - med), axis=1, keepdims=True) + 1e-12
-            clip = E > p.outlier_clip_sigma * sigma
-            logger.debug("ring fit: %.2f%% of grid entries clipped", 100 * clip.mean())
-            Xc = np.where(clip, P, X)
-            del P, E, clip
+            Xc = np.empty_like(X)
+            n_clip = clip_above_prediction(X, P, p.outlier_clip_sigma, max(1, T // 128), Xc)
+            logger.debug("ring fit: %.2f%% of grid entries clipped", 100 * n_clip / X.size)
+            del P
             W = self._solve(Xc)
             del Xc
         bg = RingBackground(W=W, b0=b0, offsets=self.offsets, ssub=self.ssub, dims=self.dims)

@@ -239,3 +239,23 @@ def test_ring_fitter_writes_into_out_and_rejects_a_wrong_one():
     for bad in (np.empty((H * W, T + 1), np.float32), np.empty((H * W, T), np.float64)):
         with pytest.raises(ValueError, match="out must be"):
             fitter.fit(A, C, out=bad)
+
+
+@pytest.mark.parametrize("T, step", [(30, 1), (31, 2), (300, 2), (257, 2)])
+def test_clip_above_prediction_matches_numpy(T, step):
+    """The fused clipping kernel against the NumPy expressions it replaces (bit for bit)."""
+    from online_cnmfe.model._kernels.ring_batch import clip_above_prediction
+
+    rng = np.random.default_rng(T)
+    X = rng.standard_normal((40, T)).astype(np.float32)
+    X[:, ::7] += 5.0  # activity above the prediction
+    P = (0.5 * X + 0.1 * rng.standard_normal((40, T))).astype(np.float32)
+    E = X - P
+    sub = E[:, ::step]
+    med = np.median(sub, axis=1, keepdims=True)
+    sigma = 1.4826 * np.median(np.abs(sub - med), axis=1, keepdims=True) + 1e-12
+    clip = E > 2.0 * sigma
+    out = np.full_like(X, np.nan)
+    n = clip_above_prediction(X, P, 2.0, step, out)
+    np.testing.assert_array_equal(out, np.where(clip, P, X))
+    assert n == clip.sum() > 0
