@@ -230,9 +230,8 @@ def subtract_background(
 class RingFitter:
     """The ring-background fit of the initialisation, repeated on one movie (pixel-major).
 
-    Its first fit gives the results (to float rounding) of :func:`fit_ring_background`
-    followed by :func:`subtract_background` (the next ones clip against the previous fit's W:
-    :meth:`fit`), but what does not change between the fits is computed once
+    Same model and results (to float rounding) as :func:`fit_ring_background` followed by
+    :func:`subtract_background`, but what does not change between the fits is computed once
     (the frames transposed to pixel-major, their temporal mean, the ring and lag tables) and
     the whole fit works on pixel-major arrays (:mod:`.._kernels.ring_batch`): the grid
     residual, the ring statistics and solve, the clipping and the subtraction read every
@@ -256,15 +255,9 @@ class RingFitter:
         self.lags, self.pair_index = ring_lag_table(self.offsets)
         self.Yt = transposed(Y.reshape(T, H * W_))
         self.mean = Y.mean(axis=0, dtype=np.float64).ravel()
-        self.W_last = None  # the last fit's (clipped) weights: the next fit's clipping uses them
 
     def fit(self, A, C: np.ndarray, out: np.ndarray | None = None):
         """Fit b0 and W for footprints A (n_pixels, K) and traces C (K, T).
-
-        With ``outlier_clip_sigma > 0`` the first fit solves twice (W on the grid residual X,
-        then on X with the entries above that W's prediction clipped); the following fits
-        judge the outliers against the previous fit's W (fitted on clipped frames of the same
-        movie) and solve once: two ring solves of the three per initialisation fewer.
 
         ``out`` (n_pixels, T) float32, optional, receives the background-subtracted frames
         (e.g. the previous fit's, no longer needed: writing into memory already mapped
@@ -287,10 +280,7 @@ class RingFitter:
         A.sort_indices()
         b0 = (self.mean - A @ C.mean(axis=1, dtype=np.float64)).astype(np.float32)
         X = self._grid_residual(A, C, b0)
-        if p.outlier_clip_sigma > 0 and self.W_last is not None:
-            W = self.W_last  # the prediction the outliers are judged against (see fit)
-        else:
-            W = self._solve(X)
+        W = self._solve(X)
         if p.outlier_clip_sigma > 0:
             P = self._predict(W, X)
             # robust residual scale per grid pixel (MAD over at most ~128 evenly spread frames)
@@ -300,7 +290,6 @@ class RingFitter:
             del P
             W = self._solve(Xc)
             del Xc
-        self.W_last = W
         bg = RingBackground(W=W, b0=b0, offsets=self.offsets, ssub=self.ssub, dims=self.dims)
         P = self._predict(W, X)
         if out is None:

@@ -73,19 +73,17 @@ class Progress:
 
 
 # Typical CPU seconds of each stage (608x608, 300 frames, 500 neurons, bench_init --stages;
-# BENCHMARKS.md "Initialisation at 608² (issue 17)"): only the progress fractions use them.
-# typical CPU seconds of each stage (608² x 300 frames, 500 neurons; BENCHMARKS.md
-# "Initialisation at 608², second pass"): the first ring fit solves twice, the later ones once
+# BENCHMARKS.md "Initialisation at 608², second pass (issue 17)"): only the progress fractions
+# use them.
 _STAGE_WEIGHT = {
     "preprocessing": 2.5,
     "motion correction": 4.0,
     "seeding": 11.0,
-    "first background": 5.0,
-    "background": 3.0,
+    "background": 4.5,
     "traces and footprints": 0.5,
     "re-seeding": 8.0,
     "acceptance": 0.5,
-    "final background and traces": 3.0,
+    "final background and traces": 4.0,
 }
 
 
@@ -98,7 +96,7 @@ def stage_weights(params: CNMFEParams) -> list[tuple[str, float]]:
     stages.append(("seeding", w["seeding"]))
     for it in range(1, params.init.n_alternations + 1):
         stages += [
-            (f"background {it}", w["first background" if it == 1 else "background"]),
+            (f"background {it}", w["background"]),
             (f"traces and footprints {it}", w["traces and footprints"]),
         ]
         if it <= params.init.reseed_passes:

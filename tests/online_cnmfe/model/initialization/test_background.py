@@ -10,7 +10,6 @@ from online_cnmfe.model._kernels.ring import ring_offsets
 from online_cnmfe.model.initialization.background import (
     RingFitter,
     fit_ring_background,
-    predict_grid,
     residual_grid,
     ring_radius,
     solve_ring_weights,
@@ -119,20 +118,9 @@ def test_ring_fitter_matches_frame_by_frame_fit():
         out = subtract_background(Y, A, C, ref).reshape(T, -1).T
         np.testing.assert_allclose(Yb, out, rtol=1e-5, atol=1e-4, err_msg=f"seed {seed}")
         np.testing.assert_array_equal(Y, Y0)  # input left alone
-        # the next fit judges the outliers against this W and solves once
-        bg2, Yb2 = fitter.fit(A, C)
-        np.testing.assert_array_equal(bg2.b0, bg.b0)  # the cached tables do not drift
-        X = residual_grid(Y, A, C, bg.b0, 2)
-        P = predict_grid(bg.W, bg.offsets, X)
-        E = X - P
-        sub = E[:: max(1, T // 128)]
-        med = np.median(sub, axis=0)
-        sigma = 1.4826 * np.median(np.abs(sub - med), axis=0) + 1e-12
-        W_ref = solve_ring_weights(np.where(E > clip * sigma, P, X), bg.offsets, params.ridge)
-        np.testing.assert_allclose(bg2.W, W_ref, rtol=1e-4, atol=1e-5, err_msg=f"seed {seed}")
-        if clip > 100:  # nothing clipped: the same solve as the first fit's
-            np.testing.assert_array_equal(bg2.W, bg.W)
-            np.testing.assert_array_equal(Yb2, Yb)
+        bg2, Yb2 = fitter.fit(A, C)  # the cached tables do not drift between fits
+        np.testing.assert_array_equal(bg2.W, bg.W)
+        np.testing.assert_array_equal(Yb2, Yb)
 
 
 def test_ring_fitter_rejects_mismatched_shapes():
@@ -241,8 +229,8 @@ def test_ring_fitter_writes_into_out_and_rejects_a_wrong_one():
     Y = (rng.standard_normal((T, H, W)) + 5).astype(np.float32)
     A = scipy.sparse.random(H * W, 3, density=0.05, random_state=0, dtype=np.float32)
     C = rng.random((3, T)).astype(np.float32)
-    bg1, Yb1 = RingFitter(Y, BackgroundParams(), 6.0).fit(A, C)
     fitter = RingFitter(Y, BackgroundParams(), 6.0)
+    bg1, Yb1 = fitter.fit(A, C)
     out = np.full((H * W, T), np.nan, np.float32)
     bg2, Yb2 = fitter.fit(A, C, out=out)
     assert Yb2 is out
