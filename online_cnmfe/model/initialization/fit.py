@@ -59,6 +59,7 @@ from online_cnmfe.model.initialization.footprints import (
     hals_footprints,
     search_regions,
 )
+from online_cnmfe.model.initialization.layout import frame_major
 from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
@@ -174,20 +175,21 @@ class _Fit:
     def fit_background(self) -> None:
         if self.ring is None:  # the frames' pixel-major copy and tables, once per fit
             self.ring = bgmod.RingFitter(self.Y, self.p.background, self.diameter)
-        self.Yt = None  # freed before the new one is made (one movie-sized array less)
-        self.bg, self.Yt = self.ring.fit(self.A, self.full_traces())
+        # the new background-subtracted frames overwrite the previous ones (one movie-sized
+        # array less, and no fresh pages to fault in)
+        previous, self.Yt = self.Yt, None
+        self.bg, self.Yt = self.ring.fit(self.A, self.full_traces(), out=previous)
 
-    def residual(self) -> np.ndarray:
-        """``(Y - B) - A (C + b)`` as (T, H, W)."""
-        R = self.Yt - np.asarray(self.A @ self.full_traces(), np.float32)
-        return np.ascontiguousarray(R.T).reshape(self.T, self.H, self.W)
-
-    def raw_residual_pixel_major(self) -> np.ndarray:
-        """``Y - A (C + b)`` as (H, W, T): the frames without the known neurons (from the
-        pixel-major frames the background fit keeps, so without a transpose)."""
+    def residuals(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(Y - B) - A (C + b)`` as (T, H, W), and ``Y - A (C + b)`` (the frames without the
+        known neurons) as (H, W, T): one ``A (C + b)`` for both; the second from the
+        pixel-major frames the background fit keeps, so without a transpose."""
         AC = np.asarray(self.A @ self.full_traces(), np.float32)
+        R = self.Yt - AC
         np.subtract(self.ring.Yt, AC, out=AC)
-        return AC.reshape(self.H, self.W, self.T)
+        residual = frame_major(R, self.dims)
+        del R
+        return residual, AC.reshape(self.H, self.W, self.T)
 
     # ---- traces -------------------------------------------------------------------------
     def update_traces(self, n_sweeps: int = 2, estimate: bool = True) -> None:
@@ -390,9 +392,9 @@ def _alternate(fit, it: int, null, bar) -> None:
     logger.debug("alternation %d: %d neurons, %d merged", it + 1, fit.K, n_merged)
     if it < fit.p.init.reseed_passes:
         bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
-        n_new, _, _ = fit.seed(
-            fit.residual(), raw_pm=fit.raw_residual_pixel_major(), null=null, residual=True
-        )
+        residual, raw_pm = fit.residuals()
+        n_new, _, _ = fit.seed(residual, raw_pm=raw_pm, null=null, residual=True)
+        del residual, raw_pm
         if n_new:
             fit.update_traces(estimate=True)
 
