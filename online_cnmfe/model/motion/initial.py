@@ -143,15 +143,16 @@ def _average(BP: np.ndarray, shifts: np.ndarray, good: np.ndarray, ms: MotionSta
 def _build_template(BP: np.ndarray, pick: np.ndarray, ms: MotionState, iterations: int,
                     spectra: dict | None = None):  # fmt: skip
     """Template of the frames ``pick`` by iterative registration (anchored at their median)."""
-    template = BP[pick].mean(axis=0)
+    sub = BP if pick.all() else BP[pick]  # one copy (read only), not one per use
+    template = sub.mean(axis=0)
     index = np.flatnonzero(pick)
     for _ in range(iterations):
         _set_template(ms, template)
-        rigid, edge, _ = _measure_all(ms, BP[pick], False, spectra=spectra, index=index)
+        rigid, edge, _ = _measure_all(ms, sub, False, spectra=spectra, index=index)
         good = _good(rigid, edge)
         if not good.any():
             break
-        template = _average(BP[pick], rigid[:, :2] - _anchor(rigid, good), good, ms)
+        template = _average(sub, rigid[:, :2] - _anchor(rigid, good), good, ms)
     return template
 
 
