@@ -110,7 +110,12 @@ class OnlineCNMFE:
             self.params = self.params.replace(**{"detection.matched_filter": choice})
         d_fit = init.neuron_diameter_px
         if d_fit is not None and d_fit != self.params.data.neuron_diameter_px:
-            self.params = _with_cells_diameter(self.params, float(d_fit))
+            logger.info(
+                "the online model searches for cells of %.1f px (the initialisation's "
+                "measure; data.neuron_diameter_px = %g; set it to skip the refit)",
+                d_fit, self.params.data.neuron_diameter_px,
+            )  # fmt: skip
+            self.params = self.params.with_cells_diameter(float(d_fit))
         pre, frames = _pre.online_start(init, frames, self.params)
         motion_init, frames = motion.online_start(init.motion, frames, self.params)
         self.state, self._ops = _build.build_state(init, frames, self.params)
@@ -489,24 +494,3 @@ def _as_movie(frames) -> np.ndarray:
     if frames.dtype.kind not in "uif":
         raise TypeError(f"frames have dtype {frames.dtype}; expected a real number type")
     return frames
-
-
-def _with_cells_diameter(params: CNMFEParams, d_cells: float) -> CNMFEParams:
-    """``params`` with ``data.neuron_diameter_px`` set to the cells' diameter measured by the
-    initialisation (``init.adapt_diameter``), so the online search, the footprints' regions and
-    the out-of-focus limits look for cells of that size; the motion band-pass and grid stay
-    those of the declared diameter, which the template was built with (written out, so a
-    checkpoint's motion state still matches its params)."""
-    d = params.data.neuron_diameter_px
-    mp = params.motion
-    smooth, background = mp.sigmas_px(d)
-    logger.info(
-        "the online model searches for cells of %.1f px (the initialisation's measure; "
-        "data.neuron_diameter_px = %g; set it to skip the refit)", d_cells, d,
-    )  # fmt: skip
-    return params.replace(**{
-        "data.neuron_diameter_px": d_cells,
-        "motion.smooth_sigma_px": smooth,
-        "motion.background_sigma_px": background,
-        "motion.downsample": mp.grid_downsample(d),
-    })  # fmt: skip
