@@ -341,7 +341,7 @@ def test_a_tiny_quantised_movie_keeps_single_frames_when_averaged_ones_have_too_
 
 
 def test_the_refit_at_the_cells_diameter_keeps_the_first_seedings_temporal_filter(caplog):
-    """"auto" decides the matched filter once: the refit at the cells' diameter is about size,
+    """The "auto" matched filter is decided once: the refit at the cells' diameter is about size,
     and a second choice on the same frames can flip at the margin (minian's CA1 did)."""
     raw, _ = _weak_slow_cells(T=200, pnr=8.0, sigma=4.5, seed=2)
     Y = np.clip(np.round(2 * (raw - 100)), 0, None).astype(np.float32)
