@@ -4,8 +4,9 @@ A movie is frame-major as (T, n_pixels) (each frame contiguous: FFT filtering, r
 and pixel-major as (n_pixels, T) (each pixel's time series contiguous: ring statistics, seeds'
 traces, HALS). NumPy's ``ascontiguousarray(x.T)`` copies element by element along one strided
 axis, which misses the cache on every read or write of a movie-sized array; these kernels copy
-in square tiles that fit in L1, tile rows split over threads. Values are copied, not computed:
-the results are bit-identical to NumPy's.
+in square tiles that fit in L1, tile rows split over threads. Values are copied, or (the
+centred and residual variants, which save a movie-sized temporary and a pass over it) computed
+by the same single float32 subtraction NumPy does: the results are bit-identical to NumPy's.
 """
 
 from __future__ import annotations
@@ -32,3 +33,45 @@ def transpose_into(src, out):
             for j in range(j0, j1):
                 for i in range(i0, i1):
                     out[j, i] = src[i, j]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def transpose_centred_into(src, center, out):
+    """``out[j, i] = src[i, j] - center[j]``: the transpose of a 2-D array with each column's
+    centre subtracted, tile by tile (the float32 subtraction NumPy's ``src - center`` does).
+
+    src (n, m), center (m,) and out (m, n), float32, C-contiguous; out written in place.
+    """
+    n, m = src.shape
+    n_bands = (n + _TILE - 1) // _TILE
+    for b in numba.prange(n_bands):
+        i0 = b * _TILE
+        i1 = min(n, i0 + _TILE)
+        for j0 in range(0, m, _TILE):
+            j1 = min(m, j0 + _TILE)
+            for j in range(j0, j1):
+                cj = center[j]
+                for i in range(i0, i1):
+                    out[j, i] = src[i, j] - cj
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def residual_pair_into(Y, Z, AC, out):
+    """Two residuals of one model product, the first transposed:
+    ``out[j, i] = Y[i, j] - AC[i, j]`` and ``AC[i, j] = Z[i, j] - AC[i, j]``.
+
+    Y, Z, AC (n, m) and out (m, n), float32, C-contiguous; AC and out written in place (out
+    must not overlap the others). Bands of ``_TILE`` rows of Y run in parallel threads.
+    """
+    n, m = Y.shape
+    n_bands = (n + _TILE - 1) // _TILE
+    for b in numba.prange(n_bands):
+        i0 = b * _TILE
+        i1 = min(n, i0 + _TILE)
+        for j0 in range(0, m, _TILE):
+            j1 = min(m, j0 + _TILE)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    ac = AC[i, j]
+                    out[j, i] = Y[i, j] - ac
+                    AC[i, j] = Z[i, j] - ac

@@ -59,7 +59,7 @@ from online_cnmfe.model.initialization.footprints import (
     hals_footprints,
     search_regions,
 )
-from online_cnmfe.model.initialization.layout import frame_major
+from online_cnmfe.model.initialization.layout import residual_pair
 from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
@@ -184,11 +184,8 @@ class _Fit:
         """``(Y - B) - A (C + b)`` as (T, H, W), and ``Y - A (C + b)`` (the frames without the
         known neurons) as (H, W, T): one ``A (C + b)`` for both; the second from the
         pixel-major frames the background fit keeps, so without a transpose."""
-        AC = np.asarray(self.A @ self.full_traces(), np.float32)
-        R = self.Yt - AC
-        np.subtract(self.ring.Yt, AC, out=AC)
-        residual = frame_major(R, self.dims)
-        del R
+        AC = np.ascontiguousarray(self.A @ self.full_traces(), np.float32)
+        residual = residual_pair(self.Yt, self.ring.Yt, AC, self.dims)  # fused: no temporary
         return residual, AC.reshape(self.H, self.W, self.T)
 
     # ---- traces -------------------------------------------------------------------------

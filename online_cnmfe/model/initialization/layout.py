@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from online_cnmfe.model._kernels.layout import transpose_into
+from online_cnmfe.model._kernels.layout import (
+    residual_pair_into,
+    transpose_centred_into,
+    transpose_into,
+)
 
 
 def transposed(x: np.ndarray) -> np.ndarray:
@@ -44,3 +48,48 @@ def frame_major(Xt: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
     H, W = dims
     T = Xt.shape[-1]
     return transposed(Xt.reshape(H * W, T)).reshape(T, H, W)
+
+
+def pixel_major_centred(X: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """(T, H, W) float32 and its (H, W) float32 centre -> the (H, W, T) copy of ``X - center``
+    (the same values as ``pixel_major(X - center[None])``, without the temporary)."""
+    T, H, W = X.shape
+    if X.dtype != np.float32 or center.dtype != np.float32 or center.shape != (H, W):
+        raise ValueError(
+            f"expected float32 frames (T, H, W) and a float32 centre (H, W); got {X.dtype} "
+            f"{X.shape} and {center.dtype} {center.shape}"
+        )
+    src = np.ascontiguousarray(X).reshape(T, H * W)
+    out = np.empty((H * W, T), np.float32)
+    transpose_centred_into(src, np.ascontiguousarray(center).reshape(-1), out)
+    return out.reshape(H, W, T)
+
+
+def residual_pair(Yt: np.ndarray, Zt: np.ndarray, AC: np.ndarray, dims) -> np.ndarray:
+    """``Yt - AC`` as a frame-major (T, H, W) copy, and ``Zt - AC`` written into ``AC``.
+
+    Parameters
+    ----------
+    Yt, Zt : ndarray of shape (n_pixels, T), float32, C-contiguous
+    AC : ndarray of shape (n_pixels, T), float32, C-contiguous
+        The model product; overwritten by ``Zt - AC``.
+    dims : (H, W)
+
+    Returns
+    -------
+    ndarray of shape (T, H, W), float32
+        The same values as ``frame_major(Yt - AC, dims)``, without the (n_pixels, T)
+        temporary.
+    """
+    for name, x in (("Yt", Yt), ("Zt", Zt), ("AC", AC)):
+        if x.dtype != np.float32 or not x.flags.c_contiguous or x.shape != Yt.shape:
+            raise ValueError(
+                f"{name} must be a C-contiguous float32 array of shape {Yt.shape}; got "
+                f"{x.dtype} {x.shape}"
+            )
+    if not AC.flags.writeable:
+        raise ValueError("AC is written in place; got a read-only array")
+    H, W = dims
+    out = np.empty((Yt.shape[1], Yt.shape[0]), np.float32)
+    residual_pair_into(Yt, Zt, AC, out)
+    return out.reshape(Yt.shape[1], H, W)

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse
 
 from online_cnmfe.model.initialization import background as bgmod
-from online_cnmfe.model.initialization.layout import pixel_major
+from online_cnmfe.model.initialization.layout import pixel_major, pixel_major_centred
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
     log_calibration,
@@ -89,7 +89,6 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
         )
     if residual:
         log_calibration(null, images, "re-seeding on the residual")
-    filtered -= images.filtered_mean[None]
     # the footprints are regressed on frames averaged like the seeding images (the seeds'
     # traces are), so the out-of-focus ratio compares like with like
     smooth_in_time(raw_pm, smoothing_coefficient(fit.tau), axis=-1)
@@ -99,7 +98,8 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
         pnr[~fov_on_grid(fov, s)] = 0.0
     if fit.band is not None:  # nor in the border motion correction filled
         zero_border(cn, fit.band, s)
-    filtered_pm = pixel_major(filtered)
+    # the filtered frames minus their temporal mean, pixel-major (one pass, no temporary)
+    filtered_pm = pixel_major_centred(filtered, images.filtered_mean)
     del filtered
     if not residual:
         calibrate_seed_tests(fit, filtered_pm, raw_pm, cn * pnr, gsiz, null.threshold, kernel, s)

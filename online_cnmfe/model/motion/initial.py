@@ -69,11 +69,13 @@ def _geometry(dims, params: CNMFEParams):
     return geom
 
 
-def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool, hold: bool = False):
+def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool, hold: bool = False,
+                 spectra: dict | None = None, index: np.ndarray | None = None):  # fmt: skip
     """Rigid (dy, dx, quality) in grid pixels, edge flags and (patch fields) of every frame.
 
     With ``hold``, a frame under ``ms.min_informative`` takes the last informative shift (and
-    field), as online (``register.correct_frame``).
+    field), as online (``register.correct_frame``). ``spectra``: the frames' spectra cache
+    (``register.measure``), keyed by ``index[t]`` (default t), frame t's index in it.
     """
     T = BP.shape[0]
     rigid = np.zeros((T, 3), np.float64)
@@ -85,7 +87,7 @@ def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool, hold: bool = Fa
     for t in range(T):
         np.copyto(ms.scratch_bp, BP[t])
         kr.taper_into(ms.scratch_bp, ms.taper, ms.scratch_xin)
-        edge[t] = register.measure(ms)
+        edge[t] = register.measure(ms, spectra, t if index is None else int(index[t]))
         informative = not edge[t] and (not hold or ms.scratch_rigid[2] >= ms.min_informative)
         if informative:  # the coarse search keeps near the last shift (register.measure)
             ms.held[:] = ms.scratch_rigid[:2] * ms.ds
@@ -99,7 +101,7 @@ def _measure_all(ms: MotionState, BP: np.ndarray, patches: bool, hold: bool = Fa
     return rigid, edge, fields
 
 
-def _null_quality(ms: MotionState, BP: np.ndarray) -> float:
+def _null_quality(ms: MotionState, BP: np.ndarray, spectra: dict | None = None) -> float:
     """95th percentile of the frames' quality against the template turned by 180 degrees.
 
     What a frame reaches against a template it does not match: below it, a frame's best
@@ -107,7 +109,7 @@ def _null_quality(ms: MotionState, BP: np.ndarray) -> float:
     """
     template = ms.template.copy()
     _set_template(ms, template[::-1, ::-1])
-    rigid, _, _ = _measure_all(ms, BP, patches=False)
+    rigid, _, _ = _measure_all(ms, BP, patches=False, spectra=spectra)
     _set_template(ms, template)
     return float(np.percentile(rigid[:, 2], 95))
 
@@ -138,20 +140,23 @@ def _average(BP: np.ndarray, shifts: np.ndarray, good: np.ndarray, ms: MotionSta
     return (total / np.maximum(count, 1)).reshape(h, w).astype(np.float32)
 
 
-def _build_template(BP: np.ndarray, pick: np.ndarray, ms: MotionState, iterations: int):
+def _build_template(BP: np.ndarray, pick: np.ndarray, ms: MotionState, iterations: int,
+                    spectra: dict | None = None):  # fmt: skip
     """Template of the frames ``pick`` by iterative registration (anchored at their median)."""
-    template = BP[pick].mean(axis=0)
+    sub = BP if pick.all() else BP[pick]  # one copy (read only), not one per use
+    template = sub.mean(axis=0)
+    index = np.flatnonzero(pick)
     for _ in range(iterations):
         _set_template(ms, template)
-        rigid, edge, _ = _measure_all(ms, BP[pick], patches=False)
+        rigid, edge, _ = _measure_all(ms, sub, False, spectra=spectra, index=index)
         good = _good(rigid, edge)
         if not good.any():
             break
-        template = _average(BP[pick], rigid[:, :2] - _anchor(rigid, good), good, ms)
+        template = _average(sub, rigid[:, :2] - _anchor(rigid, good), good, ms)
     return template
 
 
-def _split_half(BP: np.ndarray, ms: MotionState, iterations: int) -> float:
+def _split_half(BP: np.ndarray, ms: MotionState, iterations: int, spectra=None) -> float:
     """Registration quality of the even frames' template against the odd frames' one.
 
     The two templates are built independently, so noise the registration fitted in one is
@@ -164,8 +169,8 @@ def _split_half(BP: np.ndarray, ms: MotionState, iterations: int) -> float:
     even, odd = np.arange(T) % 2 == 0, np.arange(T) % 2 == 1
     if not odd.any():
         return 1.0
-    a = _build_template(BP, even, ms, iterations)
-    b = _build_template(BP, odd, ms, iterations)
+    a = _build_template(BP, even, ms, iterations, spectra)
+    b = _build_template(BP, odd, ms, iterations, spectra)
     _set_template(ms, b)
     np.copyto(ms.scratch_bp, a)
     kr.taper_into(ms.scratch_bp, ms.taper, ms.scratch_xin)
@@ -257,11 +262,15 @@ def register_initial(Y: np.ndarray, params: CNMFEParams, fov: np.ndarray | None 
     for t in range(T):
         register.bandpass(ms, Y[t].reshape(-1))
         BP[t] = ms.scratch_bp
-    reliability = _split_half(BP, ms, mp.template_iterations)
-    template = _build_template(BP, np.ones(T, bool), ms, mp.template_iterations)
+    # every pass below registers the same frames (to other templates): their spectra at each
+    # taper position are computed once (``register.measure``; the same results)
+    spectra: dict = {}
+    reliability = _split_half(BP, ms, mp.template_iterations, spectra)
+    template = _build_template(BP, np.ones(T, bool), ms, mp.template_iterations, spectra)
     _set_template(ms, template)
-    ms.min_informative = _null_quality(ms, BP)
-    rigid, edge, fields = _measure_all(ms, BP, patches=True, hold=True)
+    ms.min_informative = _null_quality(ms, BP, spectra)
+    rigid, edge, fields = _measure_all(ms, BP, patches=True, hold=True, spectra=spectra)
+    del spectra
     energy2 = np.array([kr.taper_into(bp, ms.taper, ms.scratch_xin) for bp in BP])
     del BP
     shifts = (rigid[:, :2] * geom.ds).astype(np.float32)

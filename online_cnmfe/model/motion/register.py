@@ -118,14 +118,31 @@ def bandpass(ms: MotionState, y: np.ndarray) -> None:
         np.multiply(ms.scratch_bp, ms.lens, out=ms.scratch_bp)
 
 
-def _correlate(ms: MotionState) -> np.ndarray:
-    """Cross-correlation of ``scratch_xin`` with the template (Fh, Fw)."""
-    X = scipy.fft.rfft2(ms.scratch_xin, workers=1)
+SPECTRA_PER_FRAME = 2  # taper positions whose spectra the cache keeps per frame (measure)
+
+
+def _correlate(ms: MotionState, spectra: dict | None = None, key=None) -> np.ndarray:
+    """Cross-correlation of ``scratch_xin`` with the template (Fh, Fw).
+
+    ``spectra``: a cache of the frames' spectra (``rfft2`` of ``scratch_xin``), for callers
+    that register the same frames again and again (the initialisation's passes);
+    ``key`` = (frame, oy, ox), the frame's index and the taper's position. At most
+    ``SPECTRA_PER_FRAME`` positions per frame are kept (the latest): the cache holds at most
+    that many spectra per frame whatever the motion.
+    """
+    kept = None if spectra is None else spectra.setdefault(key[0], {})
+    X = None if kept is None else kept.get(key[1:])
+    if X is None:
+        X = scipy.fft.rfft2(ms.scratch_xin, workers=1)
+        if kept is not None:
+            if len(kept) >= SPECTRA_PER_FRAME:
+                del kept[next(iter(kept))]
+            kept[key[1:]] = X
     kr.cross_power(X.reshape(-1), ms.spectrum.reshape(-1), ms.scratch_power.reshape(-1))
     return scipy.fft.irfft2(ms.scratch_power, s=ms.fft_shape, workers=1, overwrite_x=True)
 
 
-def measure(ms: MotionState) -> bool:
+def measure(ms: MotionState, spectra: dict | None = None, frame: int = -1) -> bool:
     """Rigid shift of the registration image in ``scratch_bp``.
 
     The frame's taper is placed at the last good shift (``held``, rounded to the grid), so
@@ -137,12 +154,17 @@ def measure(ms: MotionState) -> bool:
     structure (sparse activity, no vessels) chance correlations must not make it jump.
     Writes ``scratch_rigid`` = (dy, dx, quality) in grid pixels; returns True when the coarse
     peak is on the edge of the search window (the shift is beyond it).
+
+    ``spectra`` (a dict, filled as it goes) and ``frame`` (the registration image's index
+    among the frames the dict is for): the tapered image's spectrum at each taper position
+    is computed once per frame and reused when the frame is registered again (to another
+    template); the results are the same.
     """
     peak = ms.scratch_peak
     held = math.isfinite(ms.held[0])
     oy, ox = (round(ms.held[0] / ms.ds), round(ms.held[1] / ms.ds)) if held else (0, 0)
     norm2 = kr.taper_shifted(ms.scratch_bp, ms.taper, oy, ox, ms.scratch_xin)
-    cc = _correlate(ms)
+    cc = _correlate(ms, spectra, (frame, oy, ox))
     kr.peak_subpixel(cc, _NO_CORRECTION, 0, 0, int(ms.search[0]), int(ms.search[1]), 0, 0, peak)
     edge = bool(peak[3])
     if held and (abs(round(peak[0]) - oy) > 1 or abs(round(peak[1]) - ox) > 1):
@@ -155,7 +177,7 @@ def measure(ms: MotionState) -> bool:
     if cy != oy or cx != ox:  # the taper is a grid pixel or more away: move it there
         oy, ox = cy, cx
         norm2 = kr.taper_shifted(ms.scratch_bp, ms.taper, oy, ox, ms.scratch_xin)
-        cc = _correlate(ms)
+        cc = _correlate(ms, spectra, (frame, oy, ox))
     kr.peak_subpixel(cc, ms.inv_env, cy, cx, 2, 2, oy, ox, peak)
     den = math.sqrt(norm2 * ms.template_norm2)
     ms.scratch_rigid[0] = peak[0]

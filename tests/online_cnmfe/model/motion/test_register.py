@@ -303,3 +303,41 @@ def test_still_limit_separates_noise_from_movement():
     assert still.still_limit(noise, good, fields) == still.STILL_EXIT_PX
     fields[:, 1, 0, 2] += np.linspace(-1.0, 1.0, 100)  # one patch slides 2 px
     assert still.still_limit(noise, good, fields) == 0.0
+
+
+def test_the_spectra_cache_changes_no_result(monkeypatch):
+    """register_initial reuses each frame's spectrum across its passes: the same shifts,
+    qualities, fields, flags and registered frames as computing every spectrum afresh."""
+    rng = np.random.default_rng(3)
+    truth = walk(rng, N_INIT, 1.5, jumps=[(20, 30, 5.0, -4.0)])
+    frames, _ = moving_movie(truth, seed=3)
+    params = _params(mode="piecewise")
+    cached_Y = frames[:N_INIT].copy()
+    cached = motion.register_initial(cached_Y, params)
+    measure = register.measure
+    monkeypatch.setattr(register, "measure", lambda ms, spectra=None, frame=-1: measure(ms))
+    fresh_Y = frames[:N_INIT].copy()
+    fresh = motion.register_initial(fresh_Y, params)
+    np.testing.assert_array_equal(cached.shifts, fresh.shifts)
+    np.testing.assert_array_equal(cached.quality, fresh.quality)
+    np.testing.assert_array_equal(cached.fields, fresh.fields)
+    np.testing.assert_array_equal(cached.template, fresh.template)
+    assert cached.flags == fresh.flags and cached.reliability == fresh.reliability
+    np.testing.assert_array_equal(cached_Y, fresh_Y)
+
+
+def test_the_spectra_cache_keeps_a_bounded_number_of_taper_positions_per_frame():
+    frames, _ = moving_movie(np.zeros((2, 2)), seed=4)
+    params = _params()
+    minit = motion.register_initial(frames.copy(), params)
+    ms = motion.state_from_init(minit, frames.shape[1:], params)
+    ms.scratch_xin[:] = np.random.default_rng(4).standard_normal(ms.scratch_xin.shape)
+    spectra: dict = {}
+    fresh = register._correlate(ms).copy()
+    for oy in range(register.SPECTRA_PER_FRAME + 2):
+        np.testing.assert_array_equal(register._correlate(ms, spectra, (7, oy, 0)), fresh)
+    assert list(spectra) == [7]
+    assert len(spectra[7]) == register.SPECTRA_PER_FRAME  # the latest positions
+    assert (oy, 0) in spectra[7] and (oy - 1, 0) in spectra[7]
+    ms.scratch_xin[:] = 0.0  # a hit uses the stored spectrum, not scratch_xin
+    np.testing.assert_array_equal(register._correlate(ms, spectra, (7, oy, 0)), fresh)
