@@ -52,6 +52,11 @@ class ResultsPublisher:
         except zmq.Again:  # pragma: no cover - PUB does not raise Again, kept for safety
             pass
 
+    def wants(self, topic: str) -> bool:
+        """Whether some subscriber may receive ``topic`` (:meth:`SubscriptionGate.wants`):
+        False lets the engine skip building a message nobody would get."""
+        return self.subscriptions.wants(topic)
+
     def close(self, linger_ms: int = 300) -> None:
         if not self.socket.closed:
             self.socket.close(linger=linger_ms)
@@ -264,7 +269,7 @@ class PublishingMixin:
         self._flush_footprints()
         if runner.phase == "running" and self._fp_message is not None:
             self.publisher.send(self._fp_message)  # cached: re-sending costs no encoding
-        if self.images is not None:
+        if self.images is not None and self.publisher.wants("image"):
             for layer, image in self.images.summary(runner.corr_pnr).items():
                 self._send_image(self.frame_index, layer, image)
 
