@@ -320,6 +320,7 @@ def main() -> None:
     ap.add_argument("--detection", choices=("on", "off", "both"), default="both")
     ap.add_argument("--warmup", type=int, default=60, help="online frames left out of stats")
     ap.add_argument("--throughput", action="store_true", help="also a --rate max run per size")
+    ap.add_argument("--no-paced", action="store_true", help="with --throughput: only that run")
     ap.add_argument("--py-spy", help="py-spy executable: thread names in the per-thread CPU")
     ap.add_argument(
         "--profile-s",
@@ -336,7 +337,7 @@ def main() -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         if not (tmp / "s.state.h5").exists():  # prime once: initialise, keep the checkpoint
             run_case(args, size, True, args.init_frames + 60, "max", tmp, resume=False)
-        for load in args.loads:
+        for load in [] if args.no_paced else args.loads:
             for detection in detections:
                 spin = _spinners(load)
                 try:
@@ -357,7 +358,12 @@ def main() -> None:
                 )
         if args.throughput:
             row = run_case(args, size, True, args.frames, "max", tmp, resume=True)
-            print(f"{size}² throughput (detection on, --rate max): {row['throughput_fps']} fps")
+            print(
+                f"{size}² throughput (detection on, --rate max): {row['throughput_fps']} fps, "
+                f"engine CPU {row['engine_cpu_steady_ms_per_frame']} ms/frame (steady), load "
+                f"{row['load_avg_1min']}; by thread {row['engine_thread_cpu_ms_per_frame']}",
+                flush=True,
+            )
             cases.append(dict(row, size=size, detection=True, load=0, rate="max"))
     print(json.dumps({"bench": "e2e", "load_avg": os.getloadavg(), "cases": cases}))
 
