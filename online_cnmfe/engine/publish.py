@@ -227,6 +227,20 @@ def _sanity_warning(model) -> str | None:
 class PublishingMixin:
     """The :class:`~online_cnmfe.engine.Engine`'s publication methods (model thread only)."""
 
+    def _publish_images(self, frame_index: int, model, pixels, result=None) -> None:
+        """This frame's display layers (only ``raw`` before the model runs: ``model`` None),
+        built only while a subscriber can receive ``image``; the max projection follows the
+        frames either way, so a dashboard that connects later sees the same one."""
+        if not self.publisher.wants("image"):
+            self.images.raw(pixels)
+            return
+        if model is None:
+            layers = {"raw": self.images.raw(pixels)}
+        else:
+            layers = self.images.layers(model, pixels, result)
+        for layer, image in layers.items():
+            self._send_image(frame_index, layer, image)
+
     def _send_image(self, frame_index: int, layer: str, image) -> None:
         self.publisher.send(rs.encode_image(frame_index, layer, image, self.images.downsample))
 

@@ -278,9 +278,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             if self.images is None:
                 self.images = ImageMaker(f.shape)
             if image_due:
-                raw = self.images.raw(f.pixels)  # (the max projection of the frames shown)
-                if self.publisher.wants("image"):
-                    self._send_image(f.frame_index, "raw", raw)
+                self._publish_images(f.frame_index, None, f.pixels)
             if runner.buffer(f.pixels, meta):
                 for frame_index, reason in runner.screen():  # not in the fit: recorded
                     self._reject(frame_index, reason)
@@ -326,11 +324,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if result.footprints_version != self._fp_version and self._footprints_due(result):
             self._send_footprints()
         if image_due and self.images is not None:
-            if not self.publisher.wants("image"):  # no display: only the max projection
-                self.images.raw(f.pixels)
-                return
-            for layer, image in self.images.layers(model, f.pixels, result).items():
-                self._send_image(f.frame_index, layer, image)
+            self._publish_images(f.frame_index, model, f.pixels, result)
 
     def _send_traces(self, traces, f, meta: dict, t_start: int) -> None:
         t_done = time.monotonic_ns()
