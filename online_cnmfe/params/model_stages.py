@@ -64,6 +64,13 @@ class InitParams:
     # components 2-5; BENCHMARKS.md "Detection"). The limit is this x the components' 25th
     # percentile when that is above 1 (cells bigger than data.neuron_diameter_px); inf disables
     max_size_ratio: float = 2.5
+    # sharpness of a footprint, the share of its norm at the cell's scale
+    # (footprint_shape.sharpness_of): a component under this x the median of the 30
+    # strongest is a blurred, out-of-focus structure, not a cell (held-out 256² simulations:
+    # cells 0.54-0.63, neuropil components 0.34-0.51 against a median 0.59-0.60; BENCHMARKS.md
+    # "Out-of-focus components"). Applies to initial components and to neurons born online
+    # once grown; 0 disables
+    min_sharpness_ratio: float = 0.75
     # when the fitted footprints' median size is > 2x the expected neuron's (cells much wider
     # than data.neuron_diameter_px, e.g. after a median filter), fit again at the cells' own
     # diameter (logged with the value to set; the online search keeps the declared one)
@@ -72,6 +79,12 @@ class InitParams:
     def __post_init__(self) -> None:
         int_at_least("init_frames", self.init_frames, 20)
         check("max_size_ratio", self.max_size_ratio, self.max_size_ratio > 1, "> 1")
+        check(
+            "min_sharpness_ratio",
+            self.min_sharpness_ratio,
+            0 <= self.min_sharpness_ratio < 1,
+            "in [0, 1)",
+        )
         check("min_transient_snr", self.min_transient_snr, self.min_transient_snr >= 0, ">= 0")
         check(
             "min_spatial_corr",

@@ -53,6 +53,51 @@ def local_corr_accumulate(X, center, thr, S1, S2, Sx):
                 Sx[i, j, 0] += buf[cur, j] * buf[cur, j + 1]
 
 
+_BAND = 16  # image rows per thread task of local_corr_accumulate_bands
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def local_corr_accumulate_bands(X, center, thr, S1, S2, Sx):
+    """:func:`local_corr_accumulate` with bands of ``_BAND`` image rows in parallel threads.
+
+    Each band thresholds its rows and the first row below it (its down-neighbours) per frame
+    and adds every pixel's sums in frame order, as the serial kernel does: the same S1, S2 and
+    Sx bit for bit. Arguments as :func:`local_corr_accumulate` (S1, S2, Sx updated in place).
+    """
+    T, H, W = X.shape
+    n_bands = (H + _BAND - 1) // _BAND
+    for b in numba.prange(n_bands):
+        i0 = b * _BAND
+        i1 = min(H, i0 + _BAND)
+        i_last = min(H - 1, i1)  # the row below the band (its neighbours), if any
+        buf = np.empty((i_last - i0 + 1, W), dtype=np.float64)
+        for t in range(T):
+            for i in range(i0, i_last + 1):
+                for j in range(W):
+                    v = X[t, i, j] - center[i, j]
+                    if v < thr[i, j]:
+                        v = 0.0
+                    buf[i - i0, j] = v
+            for i in range(i0, i1):
+                r = i - i0
+                for j in range(W):
+                    v = buf[r, j]
+                    S1[i, j] += v
+                    S2[i, j] += v * v
+                if i + 1 < H:
+                    for j in range(W):
+                        u = buf[r, j]
+                        if u == 0.0:
+                            continue
+                        if j > 0:
+                            Sx[i, j, 1] += u * buf[r + 1, j - 1]
+                        Sx[i, j, 2] += u * buf[r + 1, j]
+                        if j < W - 1:
+                            Sx[i, j, 3] += u * buf[r + 1, j + 1]
+                for j in range(W - 1):
+                    Sx[i, j, 0] += buf[r, j] * buf[r, j + 1]
+
+
 @numba.njit(**_JIT)
 def local_corr_finalize(S1, S2, Sx, n, out):
     """Mean Pearson correlation of each pixel with its (up to 8) neighbours from moments.

@@ -31,11 +31,13 @@ from online_cnmfe.model._kernels.ring import (
     upsample_nearest,
 )
 from online_cnmfe.model._kernels.ring_batch import (
+    clip_above_prediction,
     grid_residual_pixel_major,
     ring_apply_pixel_major,
     ring_gram_solve,
     subtract_background_pixel_major,
 )
+from online_cnmfe.model.initialization.layout import transposed
 from online_cnmfe.params import BackgroundParams
 
 logger = logging.getLogger(__name__)
@@ -251,11 +253,15 @@ class RingFitter:
         self.grid = (-(-H // self.ssub), -(-W_ // self.ssub))
         self.offsets = ring_offsets(ring_radius(params, neuron_diameter_px))
         self.lags, self.pair_index = ring_lag_table(self.offsets)
-        self.Yt = np.ascontiguousarray(Y.reshape(T, H * W_).T, dtype=np.float32)
+        self.Yt = transposed(Y.reshape(T, H * W_))
         self.mean = Y.mean(axis=0, dtype=np.float64).ravel()
 
-    def fit(self, A, C: np.ndarray) -> tuple[RingBackground, np.ndarray]:
+    def fit(self, A, C: np.ndarray, out: np.ndarray | None = None):
         """Fit b0 and W for footprints A (n_pixels, K) and traces C (K, T).
+
+        ``out`` (n_pixels, T) float32, optional, receives the background-subtracted frames
+        (e.g. the previous fit's, no longer needed: writing into memory already mapped
+        costs a tenth of a fresh movie-sized array's page faults).
 
         Returns
         -------
@@ -277,20 +283,24 @@ class RingFitter:
         W = self._solve(X)
         if p.outlier_clip_sigma > 0:
             P = self._predict(W, X)
-            E = X - P
             # robust residual scale per grid pixel (MAD over at most ~128 evenly spread frames)
-            sub = E[:, :: max(1, T // 128)]
-            med = np.median(sub, axis=1, keepdims=True)
-            sigma = 1.4826 * np.median(np.abs(sub - med), axis=1, keepdims=True) + 1e-12
-            clip = E > p.outlier_clip_sigma * sigma
-            logger.debug("ring fit: %.2f%% of grid entries clipped", 100 * clip.mean())
-            Xc = np.where(clip, P, X)
-            del P, E, clip
+            Xc = np.empty_like(X)
+            n_clip = clip_above_prediction(X, P, p.outlier_clip_sigma, max(1, T // 128), Xc)
+            logger.debug("ring fit: %.2f%% of grid entries clipped", 100 * n_clip / X.size)
+            del P
             W = self._solve(Xc)
             del Xc
         bg = RingBackground(W=W, b0=b0, offsets=self.offsets, ssub=self.ssub, dims=self.dims)
         P = self._predict(W, X)
-        Yb = np.empty_like(self.Yt)
+        if out is None:
+            Yb = np.empty_like(self.Yt)
+        elif out.shape != self.Yt.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out must be a C-contiguous float32 array of shape {self.Yt.shape}, got "
+                f"{out.dtype} {out.shape}"
+            )
+        else:
+            Yb = out
         subtract_background_pixel_major(self.Yt, b0, P, self.ssub, W_, Yb)
         return bg, Yb
 

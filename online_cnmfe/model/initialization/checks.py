@@ -73,16 +73,17 @@ class Progress:
 
 
 # Typical CPU seconds of each stage (608x608, 300 frames, 500 neurons, bench_init --stages;
-# BENCHMARKS.md "Initialisation at 608² (issue 17)"): only the progress fractions use them.
+# BENCHMARKS.md "Initialisation at 608², second pass (issue 17)"): only the progress fractions
+# use them.
 _STAGE_WEIGHT = {
-    "preprocessing": 3.0,
-    "motion correction": 4.5,
+    "preprocessing": 2.5,
+    "motion correction": 4.0,
     "seeding": 11.0,
-    "background": 5.0,
+    "background": 4.5,
     "traces and footprints": 0.5,
-    "re-seeding": 9.0,
+    "re-seeding": 8.0,
     "acceptance": 0.5,
-    "final background and traces": 5.0,
+    "final background and traces": 4.0,
 }
 
 

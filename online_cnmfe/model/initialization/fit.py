@@ -37,7 +37,7 @@ import scipy.sparse
 
 from online_cnmfe.model._kernels.hals import hals_traces, trace_residuals
 from online_cnmfe.model._kernels.oasis_batch import bcd_deconvolve
-from online_cnmfe.model.footprint_shape import size_ratios
+from online_cnmfe.model.footprint_shape import sharpness, sharpness_limit, size_ratios
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.acceptance import spatial_consistency, transient_score
@@ -59,6 +59,7 @@ from online_cnmfe.model.initialization.footprints import (
     hals_footprints,
     search_regions,
 )
+from online_cnmfe.model.initialization.layout import frame_major
 from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
@@ -174,20 +175,21 @@ class _Fit:
     def fit_background(self) -> None:
         if self.ring is None:  # the frames' pixel-major copy and tables, once per fit
             self.ring = bgmod.RingFitter(self.Y, self.p.background, self.diameter)
-        self.Yt = None  # freed before the new one is made (one movie-sized array less)
-        self.bg, self.Yt = self.ring.fit(self.A, self.full_traces())
+        # the new background-subtracted frames overwrite the previous ones (one movie-sized
+        # array less, and no fresh pages to fault in)
+        previous, self.Yt = self.Yt, None
+        self.bg, self.Yt = self.ring.fit(self.A, self.full_traces(), out=previous)
 
-    def residual(self) -> np.ndarray:
-        """``(Y - B) - A (C + b)`` as (T, H, W)."""
-        R = self.Yt - np.asarray(self.A @ self.full_traces(), np.float32)
-        return np.ascontiguousarray(R.T).reshape(self.T, self.H, self.W)
-
-    def raw_residual_pixel_major(self) -> np.ndarray:
-        """``Y - A (C + b)`` as (H, W, T): the frames without the known neurons (from the
-        pixel-major frames the background fit keeps, so without a transpose)."""
+    def residuals(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(Y - B) - A (C + b)`` as (T, H, W), and ``Y - A (C + b)`` (the frames without the
+        known neurons) as (H, W, T): one ``A (C + b)`` for both; the second from the
+        pixel-major frames the background fit keeps, so without a transpose."""
         AC = np.asarray(self.A @ self.full_traces(), np.float32)
+        R = self.Yt - AC
         np.subtract(self.ring.Yt, AC, out=AC)
-        return AC.reshape(self.H, self.W, self.T)
+        residual = frame_major(R, self.dims)
+        del R
+        return residual, AC.reshape(self.H, self.W, self.T)
 
     # ---- traces -------------------------------------------------------------------------
     def update_traces(self, n_sweeps: int = 2, estimate: bool = True) -> None:
@@ -303,13 +305,17 @@ class _Fit:
         # data.neuron_diameter_px says (e.g. after a preprocessing median filter)
         size_limit = ip.max_size_ratio * max(1.0, float(np.percentile(size, 25)))
         bad_z = size > size_limit
-        bad = bad_t | bad_s | bad_z
+        sharp = sharpness(self.A, self.dims, self.diameter)
+        sharp_limit = sharpness_limit(sharp, score, ip.min_sharpness_ratio)
+        bad_f = sharp < sharp_limit
+        bad = bad_t | bad_s | bad_z | bad_f
         logger.info(
             "acceptance: %d of %d components dropped (%d without a %d-frame transient above "
             "z %.1f, %d whose event image does not match the footprint, r < %.2f, %d larger "
-            "than %.1f x the expected neuron's area)",
+            "than %.1f x the expected neuron's area, %d blurred: sharpness < %.2f)",
             int(bad.sum()), self.K, int(bad_t.sum()), n_frames, ip.min_transient_snr,
             int(bad_s.sum()), ip.min_spatial_corr, int(bad_z.sum()), size_limit,
+            int(bad_f.sum()), sharp_limit,
         )  # fmt: skip
         if bad.any():
             self.select(~bad)
@@ -386,9 +392,9 @@ def _alternate(fit, it: int, null, bar) -> None:
     logger.debug("alternation %d: %d neurons, %d merged", it + 1, fit.K, n_merged)
     if it < fit.p.init.reseed_passes:
         bar.begin(f"re-seeding {it + 1}", f"{fit.K} neurons")
-        n_new, _, _ = fit.seed(
-            fit.residual(), raw_pm=fit.raw_residual_pixel_major(), null=null, residual=True
-        )
+        residual, raw_pm = fit.residuals()
+        n_new, _, _ = fit.seed(residual, raw_pm=raw_pm, null=null, residual=True)
+        del residual, raw_pm
         if n_new:
             fit.update_traces(estimate=True)
 

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse
 
 from online_cnmfe.model.initialization import background as bgmod
+from online_cnmfe.model.initialization.layout import pixel_major
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
     log_calibration,
@@ -23,7 +24,7 @@ from online_cnmfe.model.initialization.seed_calibration import (
     calibrate_seed_tests,
     choose_matched_filter,
 )
-from online_cnmfe.model.initialization.seeding import pixel_major, seed_neurons_pixel_major
+from online_cnmfe.model.initialization.seeding import seed_neurons_pixel_major
 from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
     filter_frames,

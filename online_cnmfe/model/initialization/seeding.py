@@ -31,6 +31,7 @@ from online_cnmfe.model._kernels.summary import (
     local_corr_accumulate_pixel_major,
     local_corr_finalize,
 )
+from online_cnmfe.model.initialization.layout import pixel_major
 
 logger = logging.getLogger(__name__)
 
@@ -129,12 +130,6 @@ def _local_images(filtered, sn, rs, cs, thresh):
     ic = slice(cs.start - c0, cs.start - c0 + cs.stop - cs.start)
     pnr = np.maximum(sub[ir, ic].max(axis=2), 0) / sn[rs, cs]
     return pnr, cn[ir, ic]
-
-
-def pixel_major(X: np.ndarray) -> np.ndarray:
-    """(T, H, W) -> a C-contiguous (H, W, T) copy: each pixel's time series contiguous."""
-    T, H, W = X.shape
-    return np.ascontiguousarray(X.reshape(T, H * W).T, dtype=np.float32).reshape(H, W, T)
 
 
 def _column_median(x: np.ndarray) -> np.ndarray:

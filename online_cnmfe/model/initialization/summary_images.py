@@ -32,7 +32,7 @@ import scipy.fft
 import scipy.signal
 
 from online_cnmfe.model._kernels.summary import (
-    local_corr_accumulate,
+    local_corr_accumulate_bands,
     local_corr_finalize,
     max_minus_center,
 )
@@ -224,7 +224,7 @@ def correlation_image(centered_input: np.ndarray, center: np.ndarray, thr: np.nd
     center = np.ascontiguousarray(center, np.float32)
     thr = np.ascontiguousarray(thr, np.float32)
     for s in range(0, T, _CHUNK):
-        local_corr_accumulate(centered_input[s : s + _CHUNK], center, thr, S1, S2, Sx)
+        local_corr_accumulate_bands(centered_input[s : s + _CHUNK], center, thr, S1, S2, Sx)
     out = np.empty((H, W), np.float32)
     local_corr_finalize(S1, S2, Sx, float(T), out)
     return out

@@ -19,9 +19,11 @@ from online_cnmfe.model.state_checks import StateError
 from online_cnmfe.params import CNMFEParams
 
 # integer arrays and sizes that must equal what the parameters give (indices into the others)
+# (and the interpolation weights: the warp's interior path trusts them to ascend in [0, 1])
 _GEOMETRY = {
     "dims", "ds", "radii_small", "radii_large", "radii_again", "search", "starts_r", "starts_c",
-    "radius", "row_i", "col_i", "grid_row_i", "grid_col_i",
+    "radius", "row_i", "col_i", "grid_row_i", "grid_col_i", "row_w", "col_w", "grid_row_w",
+    "grid_col_w",
 }  # fmt: skip
 
 

@@ -42,6 +42,7 @@ from online_cnmfe.model.motion.state import (
     geometry,
     lens_weight,
 )
+from online_cnmfe.model.motion.still import still_limit
 from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,11 @@ def register_initial(Y: np.ndarray, params: CNMFEParams, fov: np.ndarray | None 
     )
     flags = _hold_untrusted(ms, shifts, quality, edge, fields, energy2)
     good = np.array([not f for f in flags], bool)
+    limit = still_limit(shifts, good, fields)
+    if limit > 0:  # the tissue stood still: no correction (its shifts are noise)
+        shifts[good] = 0.0
+        if fields is not None:
+            fields[good] = 0.0
     moved = (shifts[good, 0], shifts[good, 1]) if fields is None else (
         fields[good, 0], fields[good, 1])  # fmt: skip
     init = MotionInit(
@@ -280,6 +286,7 @@ def register_initial(Y: np.ndarray, params: CNMFEParams, fov: np.ndarray | None 
         min_informative=float(ms.min_informative),
         informative_fraction=float(np.mean(quality > ms.min_informative)),
         band=border_band(*moved, register.band_cap(mp.max_shift_px)), lens=ms.lens,
+        still_limit_px=limit,
     )  # fmt: skip
     if not init.active:
         logger.warning(
@@ -296,9 +303,11 @@ def register_initial(Y: np.ndarray, params: CNMFEParams, fov: np.ndarray | None 
     n_flagged = sum(1 for f in flags if f)
     logger.info(
         "motion: template from %d frames; shifts up to %.1f px (rms %.2f), median quality "
-        "%.2f (flagged under %.2f, uninformative under %.2f), %d frames flagged",
+        "%.2f (flagged under %.2f, uninformative under %.2f), %d frames flagged%s",
         T, float(np.abs(shifts).max(initial=0)), float(np.sqrt((shifts**2).sum(1).mean())),
         median_q, ms.min_quality, ms.min_informative, n_flagged,
+        f"; the tissue stood still: no correction until a shift beyond {limit:.2f} px"
+        if limit > 0 else "",
     )  # fmt: skip
     return init
 
@@ -395,6 +404,7 @@ def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
                 f"{geom.grid}. Use the initialisation's own motion result."
             )
         ms.lens = np.ascontiguousarray(init.lens, np.float32)
+    ms.still_limit_px = float(init.still_limit_px)
     good = [j for j, f in enumerate(init.flags) if not f]
     if good:
         ms.held[:] = init.shifts[good[-1]]

@@ -115,3 +115,9 @@ def measure_patches(ms: MotionState) -> None:
         ps.peaks, ps.norms2_frame, ps.norms2, ms.scratch_rigid, MIN_PATCH_RATIO, ms.ds,
         ps.quality, ps.grid_y, ps.grid_x, ps.field_y, ps.field_x,
     )  # fmt: skip
+
+
+def zero_field(ps: PatchState) -> None:
+    """No deviation anywhere: every patch's shift (frame and grid pixels) set to 0."""
+    for a in (ps.field_y, ps.field_x, ps.grid_y, ps.grid_x):
+        a[:] = 0.0

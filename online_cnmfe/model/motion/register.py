@@ -23,6 +23,7 @@ scipy.fft returns new arrays (it has no ``out=``); they are the only per-frame a
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -41,6 +42,8 @@ from online_cnmfe.model.motion.state import (
     inverse_envelope,
 )
 from online_cnmfe.params import CNMFEParams, DataParams, MotionParams
+
+logger = logging.getLogger(__name__)
 
 REFRESH_UPDATES = 4  # template spectra are recomputed after this many template updates
 TEMPLATE_EVERY = 2  # every second informative frame updates the template (at twice the rate)
@@ -199,6 +202,11 @@ def correct_frame(ms: MotionState, y: np.ndarray) -> str | None:
     unrelated template (``initial.register_initial``) — carries no information on its
     position (e.g. a frame with nothing but noise and a smooth background): it keeps the last
     good shift and does not update the template, but it is not flagged unless it also fails.
+
+    While the tissue is taken as still (``ms.still_limit_px`` > 0, from the initialisation:
+    ``still.still_limit``) the correction is zero and the template is updated unshifted;
+    the first informative frame whose shift exceeds the limit is corrected, and so is every
+    frame after it.
     """
     bandpass(ms, y)
     edge = measure(ms)
@@ -211,14 +219,20 @@ def correct_frame(ms: MotionState, y: np.ndarray) -> str | None:
     elif math.isfinite(ms.held[0]):  # failed or uninformative: correct by the last good shift
         dy, dx = ms.held[0], ms.held[1]
         ms.scratch_rigid[0], ms.scratch_rigid[1] = dy / ms.ds, dx / ms.ds
+    if ms.patches is not None and informative:  # else the last good field stays
+        piecewise.measure_patches(ms)
+    still = _still(ms, dy, dx, informative)
+    if still:  # the measured shift is noise: no correction, the template stays put
+        dy = dx = 0.0
+        ms.scratch_rigid[0] = ms.scratch_rigid[1] = 0.0
+        if ms.patches is not None:
+            piecewise.zero_field(ms.patches)
     ms.last[0], ms.last[1], ms.last[2] = dy, dx, quality
     H, W = ms.dims
-    if ms.patches is None:
+    if ms.patches is None or still:
         ms.n_filled = kw.warp_rigid(y, H, W, dy, dx, ms.registered, ms.valid)
     else:
         ps = ms.patches
-        if informative:  # else the last good field stays
-            piecewise.measure_patches(ms)
         ms.n_filled = kw.warp_field(
             y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, ps.field_y, ps.field_x,
             ms.registered, ms.valid, ps.line_y, ps.line_x,
@@ -232,6 +246,27 @@ def correct_frame(ms: MotionState, y: np.ndarray) -> str | None:
     else:
         _grow_band(ms, dy, dx)
     return flag
+
+
+def _still(ms: MotionState, dy: float, dx: float, informative: bool) -> bool:
+    """True while the tissue is taken as still (``ms.still_limit_px``); the first informative
+    frame whose shift (or a patch's, piecewise) exceeds the limit ends it (and is corrected)."""
+    if ms.still_limit_px <= 0.0:
+        return False
+    if not informative:
+        return True
+    size = math.hypot(dy, dx)
+    if ms.patches is not None:
+        size = max(size, float(np.hypot(ms.patches.field_y, ms.patches.field_x).max()))
+    if size > ms.still_limit_px:
+        logger.info(
+            "motion: the tissue moved (%.1f px > %.2f px, after %d informative online "
+            "frames): every frame is corrected from now on",
+            size, ms.still_limit_px, ms.n_informative,
+        )  # fmt: skip
+        ms.still_limit_px = 0.0
+        return False
+    return True
 
 
 def _grow_band(ms: MotionState, dy: float, dx: float) -> None:

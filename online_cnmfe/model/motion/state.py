@@ -144,6 +144,10 @@ class MotionState:
     lens : ndarray of shape (h, w), float32, or None
         Weight of the registration image inside the lens's field of view
         (:func:`lens_weight`; None without a lens margin).
+    still_limit_px : float
+        While > 0 the tissue is taken as still (``MotionInit.still_limit_px``): the correction
+        is zero (no resampling jitter) until an informative frame's shift exceeds this many
+        pixels; it is then set to 0 and every frame is corrected from that frame on.
     """
 
     dims: tuple[int, int]
@@ -186,6 +190,7 @@ class MotionState:
     band: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
     band_grew: int = 0
     lens: np.ndarray | None = None
+    still_limit_px: float = 0.0
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -229,6 +234,11 @@ class MotionInit:
         filled from outside: left out of the seeding (see :attr:`MotionState.band`).
     lens : ndarray of shape (h, w), float32, or None
         See :attr:`MotionState.lens`.
+    still_limit_px : float
+        > 0 when the unflagged initialisation frames stood still (their shifts spread within
+        the measurement noise, ``still.still_limit``): their shifts (and fields) are then
+        exactly 0, and online a shift beyond this many pixels is the first movement. 0 when
+        the tissue moved.
     """
 
     template: np.ndarray
@@ -242,6 +252,7 @@ class MotionInit:
     informative_fraction: float = 1.0
     band: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
     lens: np.ndarray | None = None
+    still_limit_px: float = 0.0
 
     @property
     def active(self) -> bool:

@@ -47,6 +47,7 @@ import time
 
 import numpy as np
 
+from online_cnmfe.model.footprint_shape import column_box, sharpness_of
 from online_cnmfe.model.slow_path import candidates as cand_mod
 from online_cnmfe.model.slow_path import detection as det_mod
 from online_cnmfe.model.slow_path import merging, suffstats
@@ -236,36 +237,56 @@ SIZE_CHECKS_PER_STEP = 2  # footprints measured per merge frame (~0.1 ms each)
 
 
 def _remove_oversized(slow, params, ch: StepChanges, t: int) -> None:
-    """Size checks (:data:`SIZE_CHECKS_PER_STEP` per call, round robin over the neurons born
-    online): one that has grown, once its youth's support growth is over, beyond the
-    initialisation's size limit is out-of-focus neuropil, not a cell (a birth passes the
-    candidate's size test with its first events' footprint; the growth then follows the broad
-    structure it came from). Initial neurons passed the same limit at the acceptance."""
+    """Out-of-focus checks (:data:`SIZE_CHECKS_PER_STEP` per call, round robin over the
+    neurons born online): one blurred below the initialisation's sharpness limit once its
+    footprint has been refreshed (one refresh period after its birth), or grown beyond its
+    size limit once its youth's support growth is over, is out-of-focus neuropil, not a cell
+    (a birth passes the candidate's tests with its first events' footprint; the refreshes then
+    follow the broad structure it came from). Initial neurons passed the same limits at the
+    acceptance."""
     fs = slow.stats
     K = fs.n_components
-    if K == 0 or not math.isfinite(slow.size_limit):
+    if K == 0 or (not math.isfinite(slow.size_limit) and slow.sharpness_limit <= 0):
         return
+    d = params.data.neuron_diameter_px
+    period = params.online.footprint_update_period_frames
     checked = 0
     for _ in range(K):
         k = slow.size_cursor % K
         slow.size_cursor = (k + 1) % K
-        if int(fs.birth[fs.slot_of[k]]) <= slow.t_init:
-            continue
-        if _young(fs, k, t, params) or k in ch.touched():
+        born = int(fs.birth[fs.slot_of[k]])
+        if born <= slow.t_init or t - born < period or k in ch.touched():
             continue
         pix, val = suffstats.footprint_column(fs, k)
-        ratio = merging.size_ratio(pix, val, slow.dims, params.data.neuron_diameter_px)
-        if ratio > slow.size_limit:
-            ch.remove(
-                k,
-                f"out of focus: grew to {ratio:.1f} x the expected neuron's size "
-                f"(limit {slow.size_limit:.1f}, as at the initialisation)",
-            )
+        reason = _out_of_focus(pix, val, slow, d, grown=not _young(fs, k, t, params))
+        if reason:
+            ch.remove(k, reason)
             ch.replaced.discard(k)
             return
         checked += 1
         if checked >= SIZE_CHECKS_PER_STEP:
             return
+
+
+def _out_of_focus(pix, val, slow, d: float, grown: bool = True) -> str:
+    """Why a footprint is out of focus ('' when it is not): less sharp than the sharpness
+    limit of the initialisation or, once ``grown``, larger than its size limit."""
+    if grown:
+        ratio = merging.size_ratio(pix, val, slow.dims, d)
+        if ratio > slow.size_limit:
+            return (
+                f"out of focus: grew to {ratio:.1f} x the expected neuron's size "
+                f"(limit {slow.size_limit:.1f}, as at the initialisation)"
+            )
+    if slow.sharpness_limit > 0 and pix.size:
+        dims = (int(slow.dims[0]), int(slow.dims[1]))
+        sharp = sharpness_of(column_box(pix, val, dims, d), d)
+        if sharp < slow.sharpness_limit:
+            return (
+                f"out of focus: sharpness {sharp:.2f} at the cell's scale (limit "
+                f"{slow.sharpness_limit:.2f}, as at the initialisation)"
+            )
+    return ""
 
 
 def _detect_phase(params: CNMFEParams) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from online_cnmfe.model._kernels import stats as kst
-from online_cnmfe.model.footprint_shape import size_ratios
+from online_cnmfe.model.footprint_shape import sharpness, sharpness_limit, size_ratios
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.slow_path import candidates as cand_mod
 from online_cnmfe.model.slow_path import detection as det_mod
@@ -76,6 +76,10 @@ class SlowPathState:
     # percentile when above 1); size_cursor walks the neurons, one check per merge frame
     size_limit: float = math.inf
     size_cursor: int = 0
+    # sharpness (footprint_shape.sharpness_of at data.neuron_diameter_px) under which such a
+    # grown neuron is a blurred, out-of-focus structure: init.min_sharpness_ratio x the median
+    # of the strongest initial components (0: no test)
+    sharpness_limit: float = 0.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -169,6 +173,7 @@ def init_slow_path(
         t=T0 - 1, dims=np.array(dims, np.int64), lam=forgetting_factor(params), stats=fs,
         ring=ring, det=det, merge_cursor=0, work=SlowWork(), t_init=T0 - 1,
         size_limit=_size_limit(init, dims, params),
+        sharpness_limit=_sharpness_limit(init, dims, params),
     )  # fmt: skip
 
 
@@ -180,6 +185,18 @@ def _size_limit(init, dims, params: CNMFEParams) -> float:
     ratios = ratios[np.isfinite(ratios)]
     typical = float(np.percentile(ratios, 25)) if ratios.size else 1.0
     return params.init.max_size_ratio * max(1.0, typical)
+
+
+def _sharpness_limit(init, dims, params: CNMFEParams) -> float:
+    """The initial components' sharpness limit (see ``SlowPathState.sharpness_limit``), the
+    strongest ranked by peak over trace noise."""
+    if init.A.shape[1] == 0 or params.init.min_sharpness_ratio <= 0:
+        return 0.0
+    sharp = sharpness(init.A, dims, params.data.neuron_diameter_px)
+    C = np.asarray(init.C, np.float64)
+    noise = np.maximum(np.asarray(init.trace_noise, np.float64), 1e-12)
+    strength = (C.max(axis=1) if C.shape[1] else np.zeros(C.shape[0])) / noise
+    return sharpness_limit(sharp, strength, params.init.min_sharpness_ratio)
 
 
 def _background_subtracted(init, frames, C, dims, ssub):

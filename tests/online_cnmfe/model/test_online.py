@@ -238,3 +238,34 @@ def test_on_traces_comes_before_the_residual_update_and_changes_nothing(movie, i
     for name in ("residual", "b0", "c_raw_buffer", "residual_frame"):
         assert np.array_equal(getattr(with_cb.state, name), getattr(without.state, name)), name
     assert "on_traces" in a.timings_ms and "residual" in a.timings_ms
+
+
+def test_the_online_model_follows_the_cells_diameter_measured_by_the_initialisation(
+    movie, init, tmp_path, caplog
+):
+    """init.adapt_diameter measured wider cells: the online search, regions and limits use
+    that diameter, the motion band-pass keeps the declared one (its template was built with
+    it), and a checkpoint of the model loads back."""
+    import dataclasses
+    import logging
+
+    from online_cnmfe.results.state_file import load_online_model, save_online_model
+
+    params = CNMFEParams.from_dict({"data": {"neuron_diameter_px": 8.0}})
+    declared_bands = params.motion.sigmas_px(8.0), params.motion.grid_downsample(8.0)
+    wide = dataclasses.replace(init, neuron_diameter_px=14.0)
+    caplog.set_level(logging.INFO, logger="online_cnmfe.model.online")
+    model = OnlineCNMFE(params)
+    model.initialize_from(wide, movie.frames[:N_INIT])
+    p = model.params
+    assert p.data.neuron_diameter_px == 14.0
+    assert (p.motion.sigmas_px(14.0), p.motion.grid_downsample(14.0)) == declared_bands
+    assert "cells of 14.0 px" in caplog.text
+    for f in movie.frames[N_INIT : N_INIT + 30]:
+        model.process_frame(f)
+    save_online_model(tmp_path / "m.state.h5", model)
+    back = load_online_model(tmp_path / "m.state.h5")
+    assert back.params == p
+    same = OnlineCNMFE(params)
+    same.initialize_from(init, movie.frames[:N_INIT])  # no measure: the declared diameter
+    assert same.params.data.neuron_diameter_px == 8.0 and same.params.motion == params.motion

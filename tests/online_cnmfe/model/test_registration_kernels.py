@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from online_cnmfe.model._kernels import registration as kr
 from online_cnmfe.model._kernels import warp as kw
+from online_cnmfe.model.motion import piecewise
 from online_cnmfe.model.motion.state import box_radii, cosine_taper, inverse_envelope
 
 NO_CORRECTION = np.ones((1, 1), np.float32)
@@ -200,6 +201,8 @@ def test_warp_field_matches_scipy_on_any_field(h, w, ny, nx, scale, seed):
     col_i = np.minimum(np.arange(w) * nx // w, max(nx - 2, 0)).astype(np.int64)
     row_w = rng.random(h).astype(np.float32)
     col_w = rng.random(w).astype(np.float32)
+    for j in range(nx):  # the maps come from ascending centres: weights ascend per run
+        col_w[col_i == j] = np.sort(col_w[col_i == j])
     out, valid = np.full(h * w, np.nan, np.float32), np.full(h * w, 7, np.uint8)
     line = np.zeros(nx, np.float32), np.zeros(nx, np.float32)
     n = kw.warp_field(src.ravel(), h, w, row_i, row_w, col_i, col_w, fy, fx, out, valid, *line)
@@ -290,3 +293,40 @@ def test_correlation_peak_is_the_content_displacement(rng):
     out = np.zeros(4)
     kr.peak_subpixel(cc.astype(np.float32), NO_CORRECTION, 0, 0, 8, 8, 0, 0, out)
     assert (round(out[0]), round(out[1])) == (3, -5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_warp_field_runs_match_the_pixelwise_path_on_a_frame_sized_field(seed):
+    """On a frame wide enough for the vectorised runs (``warp.RUN`` columns sharing one
+    integer sample offset, halved where the field crosses a pixel boundary), with the maps of
+    ascending patch centres the motion stage builds, the result is what map_coordinates gives
+    at the interpolated positions; the fields cross integer offsets inside many runs."""
+    rng = np.random.default_rng(seed)
+    H, W, ny, nx = 90, 260, 3, 4
+    src = rng.random((H, W)).astype(np.float32)
+    row_i, row_w = piecewise._interp_map(np.linspace(15.0, H - 16.0, ny), H)
+    col_i, col_w = piecewise._interp_map(np.linspace(30.0, W - 31.0, nx), W)
+    fy = (rng.normal(0, 2.0) + rng.normal(0, 0.8, (ny, nx))).astype(np.float32)
+    fx = (rng.normal(0, 2.0) + rng.normal(0, 0.8, (ny, nx))).astype(np.float32)
+    out, valid = np.full(H * W, np.nan, np.float32), np.full(H * W, 7, np.uint8)
+    line = np.zeros(nx, np.float32), np.zeros(nx, np.float32)
+    n = kw.warp_field(src.ravel(), H, W, row_i, row_w, col_i, col_w, fy, fx, out, valid, *line)
+    i1, j1 = np.minimum(row_i + 1, ny - 1), np.minimum(col_i + 1, nx - 1)
+
+    def field(f):
+        f = f.astype(np.float64)
+        line = f[row_i] + row_w[:, None] * (f[i1] - f[row_i])
+        return line[:, col_i] + col_w[None, :] * (line[:, j1] - line[:, col_i])
+
+    rows, cols = np.mgrid[0:H, 0:W]
+    py, px = rows + field(fy), cols + field(fx)
+    ref = ndi.map_coordinates(src.astype(np.float64), [np.clip(py, 0, H - 1),
+                              np.clip(px, 0, W - 1)], order=1, mode="nearest")  # fmt: skip
+    inside = (py >= -0.5) & (py <= H - 0.5) & (px >= -0.5) & (px <= W - 0.5)
+    np.testing.assert_allclose(out.reshape(H, W), ref, atol=1e-5)
+    np.testing.assert_array_equal(valid.reshape(H, W).astype(bool), inside)
+    assert n == (~inside).sum()
+    # the interior crosses pixel boundaries within runs (both paths are exercised)
+    interior = (py > 1) & (py < H - 2) & (px > 1) & (px < W - 2)
+    changes = np.diff(np.floor(px - cols), axis=1)[interior[:, 1:]] != 0
+    assert 0 < changes.sum() < changes.size

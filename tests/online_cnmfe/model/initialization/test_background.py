@@ -190,3 +190,72 @@ def test_ring_batch_kernels_match_frame_kernels():
     W2 = np.zeros_like(Wr)
     ring_solve(XXt, Xx, 1e-3, W2, 0, hb * wb)
     np.testing.assert_array_equal(W1, W2)
+
+
+def test_ring_gram_solve_many_pixels_per_thread_matches_ring_solve():
+    """Grids large enough that each thread solves several lanes of pixels (full and partial
+    lane groups): W equal to the pixel-by-pixel Cholesky's, bit for bit."""
+    from online_cnmfe.model._kernels.ring import (
+        ring_gram_from_lags,
+        ring_lag_products,
+        ring_lag_table,
+        ring_solve,
+    )
+    from online_cnmfe.model._kernels.ring_batch import ring_gram_solve
+
+    rng = np.random.default_rng(11)
+    hb, wb, T = 53, 47, 40
+    X = rng.standard_normal((hb * wb, T)).astype(np.float32)
+    X += rng.standard_normal(T).astype(np.float32)  # correlated pixels, as a background is
+    X[7] = 0.0  # a pixel without variance: its ring weights towards it are 0
+    off = ring_offsets(3)
+    lags, pair_index = ring_lag_table(off)
+    lagprod = np.empty((hb * wb, len(lags)), np.float32)
+    ring_lag_products(X, hb, wb, lags, lagprod)
+    W1 = np.zeros((hb * wb, len(off)), np.float32)
+    ring_gram_solve(lagprod, hb, wb, off, pair_index, 1e-3, W1)
+    XXt = np.empty((hb * wb, len(off), len(off)), np.float32)
+    Xx = np.empty((hb * wb, len(off)), np.float32)
+    ring_gram_from_lags(lagprod, hb, wb, off, pair_index, XXt, Xx, 0)
+    W2 = np.zeros_like(W1)
+    ring_solve(XXt, Xx, 1e-3, W2, 0, hb * wb)
+    np.testing.assert_array_equal(W1, W2)
+    assert np.count_nonzero(W1) > 0.9 * W1.size
+
+
+def test_ring_fitter_writes_into_out_and_rejects_a_wrong_one():
+    rng = np.random.default_rng(3)
+    T, H, W = 30, 16, 18
+    Y = (rng.standard_normal((T, H, W)) + 5).astype(np.float32)
+    A = scipy.sparse.random(H * W, 3, density=0.05, random_state=0, dtype=np.float32)
+    C = rng.random((3, T)).astype(np.float32)
+    fitter = RingFitter(Y, BackgroundParams(), 6.0)
+    bg1, Yb1 = fitter.fit(A, C)
+    out = np.full((H * W, T), np.nan, np.float32)
+    bg2, Yb2 = fitter.fit(A, C, out=out)
+    assert Yb2 is out
+    np.testing.assert_array_equal(Yb1, Yb2)
+    np.testing.assert_array_equal(bg1.W, bg2.W)
+    for bad in (np.empty((H * W, T + 1), np.float32), np.empty((H * W, T), np.float64)):
+        with pytest.raises(ValueError, match="out must be"):
+            fitter.fit(A, C, out=bad)
+
+
+@pytest.mark.parametrize("T, step", [(30, 1), (31, 2), (300, 2), (257, 2)])
+def test_clip_above_prediction_matches_numpy(T, step):
+    """The fused clipping kernel against the NumPy expressions it replaces (bit for bit)."""
+    from online_cnmfe.model._kernels.ring_batch import clip_above_prediction
+
+    rng = np.random.default_rng(T)
+    X = rng.standard_normal((40, T)).astype(np.float32)
+    X[:, ::7] += 5.0  # activity above the prediction
+    P = (0.5 * X + 0.1 * rng.standard_normal((40, T))).astype(np.float32)
+    E = X - P
+    sub = E[:, ::step]
+    med = np.median(sub, axis=1, keepdims=True)
+    sigma = 1.4826 * np.median(np.abs(sub - med), axis=1, keepdims=True) + 1e-12
+    clip = E > 2.0 * sigma
+    out = np.full_like(X, np.nan)
+    n = clip_above_prediction(X, P, 2.0, step, out)
+    np.testing.assert_array_equal(out, np.where(clip, P, X))
+    assert n == clip.sum() > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse
 
 from online_cnmfe.model.initialization.seeding import SeedResult, extract_ac, seed_neurons
@@ -142,3 +143,27 @@ def test_column_median_equals_numpy():
         x[:, 3] = 1.5  # ties
         np.testing.assert_array_equal(_column_median(x), np.median(x, axis=0), err_msg=str(m))
         assert _column_median(x).dtype == np.float32
+
+
+@pytest.mark.parametrize("H", [1, 15, 16, 17, 40])
+def test_banded_local_corr_matches_serial_kernel(H):
+    """The parallel banded moments (band edges, a last partial band, one row) equal the
+    serial kernel's bit for bit, accumulated over two chunks of frames as correlation_image
+    does."""
+    from online_cnmfe.model._kernels.summary import (
+        local_corr_accumulate,
+        local_corr_accumulate_bands,
+    )
+
+    rng = np.random.default_rng(H)
+    X = rng.standard_normal((30, H, 11)).astype(np.float32)
+    center = (0.1 * rng.standard_normal((H, 11))).astype(np.float32)
+    thr = (0.3 * rng.random((H, 11))).astype(np.float32)
+    ref = [np.zeros((H, 11)), np.zeros((H, 11)), np.zeros((H, 11, 4))]
+    got = [np.zeros((H, 11)), np.zeros((H, 11)), np.zeros((H, 11, 4))]
+    for s in (slice(0, 17), slice(17, 30)):
+        local_corr_accumulate(X[s], center, thr, *ref)
+        local_corr_accumulate_bands(X[s], center, thr, *got)
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    assert np.count_nonzero(ref[2]) > 0 or H == 1

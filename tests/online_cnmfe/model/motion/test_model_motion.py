@@ -156,6 +156,22 @@ def test_a_crafted_motion_state_is_refused_when_it_loads(moving, tmp_path, field
         state_file.load_online_model(path)
 
 
+@pytest.mark.parametrize("field", ["col_w", "grid_row_w"])
+def test_crafted_interpolation_weights_are_refused_when_they_load(moving, tmp_path, field):
+    """The warp's interior runs take a column run's sample offsets from its first and last
+    weight (they ascend in [0, 1]): a weight beyond them would read outside the frame."""
+    twin, frames, _ = moving
+    params = _params(mode="piecewise", patch_size_px=32, patch_overlap_px=16)
+    model = OnlineCNMFE(params)
+    model.initialize_from(truth_init(twin, N_INIT), frames[:N_INIT])
+    weights = getattr(model.state.motion.patches, field)
+    weights[len(weights) // 2] = 40.0
+    path = tmp_path / "m.h5"
+    state_file.save_model(path, model.params, model.state)
+    with pytest.raises(StateFileError, match=f"motion.patches.{field} differs"):
+        state_file.load_online_model(path)
+
+
 def test_an_init_result_without_motion_needs_its_frames(moving):
     twin, frames, _ = moving
     with pytest.raises(ValueError, match="needs the initialisation frames"):

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage as ndi
 
 from online_cnmfe.model import motion
-from online_cnmfe.model.motion import register
+from online_cnmfe.model.motion import register, still
 from online_cnmfe.params import CNMFEParams
 from tests.online_cnmfe.model.motion.moving import moving_movie, walk
 
@@ -52,6 +52,7 @@ def test_shifts_follow_a_walk_with_jumps(mode):
     assert not any(flags)
     assert np.abs(offset + np.median(truth[:N_INIT], axis=0)).max() < 0.3  # anchor: median
     assert minit.quality.min() > minit.min_quality
+    assert minit.still_limit_px == 0.0  # the walk is movement, not noise
 
 
 def test_a_frame_beyond_max_shift_is_flagged_and_corrected_by_the_last_good_shift():
@@ -233,3 +234,72 @@ def test_frames_of_noise_leave_motion_correction_off(caplog):
     np.testing.assert_array_equal(Y, before)
     assert "motion correction is off for this recording" in caplog.text
     assert motion.init_frame_fields(minit, 0) == {"flag": None}
+
+
+@pytest.mark.parametrize("mode", ["rigid", "piecewise"])
+def test_still_tissue_is_not_resampled_until_it_moves(mode, monkeypatch):
+    """Fault injection for the still-movie penalty (held-out lens_margin: -0.014 F1 with
+    motion on): on tissue that stands still the measured shifts are the registration's noise,
+    and correcting by them resampled every frame by a random sub-pixel shift. Still tissue is
+    now detected at initialisation: shifts exactly 0, frames untouched; a glitch frame does
+    not end it; the first real movement does, and that frame and the later ones are
+    corrected."""
+    truth = np.zeros((N_INIT + 8, 2))
+    truth[N_INIT + 4 :] = (3.0, -2.5)
+    frames, _ = moving_movie(truth, seed=11, noise=20.0)
+    rng = np.random.default_rng(11)
+    frames[N_INIT + 1] = frames[N_INIT + 1].mean() + rng.normal(0, 30, frames.shape[1:])
+    params = _params(mode=mode, patch_size_px=48, patch_overlap_px=24)
+    with monkeypatch.context() as m:  # the detector off: the frames are resampled (jitter)
+        m.setattr(still, "STILL_RMS_PX", 0.0)
+        jitter = motion.register_initial(frames[:N_INIT].copy(), params)
+    assert jitter.still_limit_px == 0.0
+    assert 0.02 < np.abs(jitter.shifts).max() < 1.0, np.abs(jitter.shifts).max()
+    Y = frames[:N_INIT].copy()
+    minit = motion.register_initial(Y, params)
+    assert minit.still_limit_px >= still.STILL_EXIT_PX
+    assert not any(minit.flags)
+    np.testing.assert_array_equal(minit.shifts, 0.0)
+    np.testing.assert_array_equal(Y, frames[:N_INIT])  # a zero shift copies the frame
+    if mode == "piecewise":
+        np.testing.assert_array_equal(minit.fields, 0.0)
+    ms = motion.state_from_init(minit, frames.shape[1:], params)
+    flags = []
+    for t in range(N_INIT, N_INIT + 4):  # still (frame N_INIT + 1 a glitch)
+        flags.append(motion.correct_frame(ms, np.ascontiguousarray(frames[t].ravel())))
+        np.testing.assert_array_equal(ms.last[:2], 0.0)
+        np.testing.assert_array_equal(ms.registered, frames[t].ravel())
+    assert flags[1] is not None and [flags[0], *flags[2:]] == [None] * 3
+    assert ms.still_limit_px == minit.still_limit_px
+    for t in range(N_INIT + 4, N_INIT + 8):  # moved: corrected from the first moved frame on
+        assert motion.correct_frame(ms, np.ascontiguousarray(frames[t].ravel())) is None
+        np.testing.assert_allclose(ms.last[:2], truth[t], atol=0.3)
+    assert ms.still_limit_px == 0.0
+
+
+def test_still_limit_separates_noise_from_movement():
+    rng = np.random.default_rng(12)
+    noise = rng.normal(0, 0.1, (100, 2)) + (0.4, -0.2)  # about its median: 0.14 px rms
+    good = np.ones(100, bool)
+    assert still.still_limit(noise, good) == still.STILL_EXIT_PX
+    big = noise * 3.0  # 0.42 px rms: the limit grows with the noise
+    limit = still.still_limit(big, good)
+    rms = np.sqrt(((big - np.median(big, axis=0)) ** 2).sum(1).mean())
+    if np.hypot(*(big - np.median(big, axis=0)).T).max() < still.STILL_MAX_PX:
+        assert limit == pytest.approx(still.STILL_EXIT_RMS * rms)
+    else:
+        assert limit == 0.0
+    jumped = noise.copy()
+    jumped[50] += (2.0, 0.0)  # one frame 2 px away: a movement
+    assert still.still_limit(jumped, good) == 0.0
+    flagged = good.copy()
+    flagged[50] = False  # ... unless that frame is flagged
+    assert still.still_limit(jumped, flagged) == still.STILL_EXIT_PX
+    assert still.still_limit(walk(rng, 100, 1.0), good) == 0.0
+    few = np.zeros(100, bool)
+    few[: still.STILL_MIN_FRAMES - 1] = True
+    assert still.still_limit(noise, few) == 0.0
+    fields = np.broadcast_to(noise[:, :, None, None], (100, 2, 2, 3)).copy()
+    assert still.still_limit(noise, good, fields) == still.STILL_EXIT_PX
+    fields[:, 1, 0, 2] += np.linspace(-1.0, 1.0, 100)  # one patch slides 2 px
+    assert still.still_limit(noise, good, fields) == 0.0

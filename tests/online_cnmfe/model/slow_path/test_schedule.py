@@ -316,3 +316,27 @@ def test_starting_from_no_neurons_finds_them():
     assert loop.A.shape[1] == 2
     sim = np.array([[_cos(a, b) for b in m.A.T] for a in loop.A.T])
     assert sorted(sim.argmax(1).tolist()) == [0, 1] and sim.max(1).min() > 0.75
+
+
+def test_a_grown_birth_is_out_of_focus_when_blurred_or_oversized_with_the_reason():
+    from types import SimpleNamespace
+
+    H = W = 64
+    d = 12.0
+    rr, cc = np.mgrid[0:H, 0:W]
+
+    def column(sigma):
+        a = np.exp(-((rr - 32) ** 2 + (cc - 30) ** 2) / (2 * sigma**2)).ravel()
+        a[a < 0.05] = 0
+        pix = np.flatnonzero(a)
+        return pix, a[pix]
+
+    slow = SimpleNamespace(dims=np.array([H, W]), size_limit=np.inf, sharpness_limit=0.48)
+    assert slow_path._out_of_focus(*column(3.0), slow, d) == ""  # a cell of the expected size
+    reason = slow_path._out_of_focus(*column(7.0), slow, d)
+    assert reason.startswith("out of focus: sharpness") and "limit 0.48" in reason
+    slow.sharpness_limit = 0.0  # disabled: only the size limit is left
+    assert slow_path._out_of_focus(*column(7.0), slow, d) == ""
+    slow.size_limit = 2.5
+    assert "grew to" in slow_path._out_of_focus(*column(7.0), slow, d)
+    assert slow_path._out_of_focus(*column(7.0), slow, d, grown=False) == ""  # still young
