@@ -273,20 +273,3 @@ def _warm_update_kernels() -> None:
                     np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip
     gram = np.ones((1, 1), f32)
     _ku.w_rows_update(0, 1, W, ring_idx, np.zeros(1, i64), *m, *m, nb, gram, np.zeros(5, f32))
-
-
-def with_cells_diameter(params: CNMFEParams, d_cells: float) -> CNMFEParams:
-    """``params`` with ``data.neuron_diameter_px`` set to the cells' diameter measured by the
-    initialisation (``init.adapt_diameter``), so the online search, the footprints' regions and
-    the out-of-focus limits look for cells of that size; the motion band-pass and grid stay
-    those of the declared diameter, which the template was built with (written out, so a
-    checkpoint's motion state still matches its params)."""
-    d = params.data.neuron_diameter_px
-    mp = params.motion
-    smooth, background = mp.sigmas_px(d)
-    return params.replace(**{
-        "data.neuron_diameter_px": d_cells,
-        "motion.smooth_sigma_px": smooth,
-        "motion.background_sigma_px": background,
-        "motion.downsample": mp.grid_downsample(d),
-    })  # fmt: skip

@@ -111,11 +111,11 @@ class OnlineCNMFE:
         d_fit = init.neuron_diameter_px
         if d_fit is not None and d_fit != self.params.data.neuron_diameter_px:
             logger.info(
-                "the online model searches for cells of %.1f px (the initialisation's measure; "
-                "data.neuron_diameter_px = %g; set it to skip the refit)", d_fit,
-                self.params.data.neuron_diameter_px,
+                "the online model searches for cells of %.1f px (the initialisation's "
+                "measure; data.neuron_diameter_px = %g; set it to skip the refit)",
+                d_fit, self.params.data.neuron_diameter_px,
             )  # fmt: skip
-            self.params = _build.with_cells_diameter(self.params, float(d_fit))
+            self.params = self.params.with_cells_diameter(float(d_fit))
         pre, frames = _pre.online_start(init, frames, self.params)
         motion_init, frames = motion.online_start(init.motion, frames, self.params)
         self.state, self._ops = _build.build_state(init, frames, self.params)

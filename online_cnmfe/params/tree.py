@@ -128,6 +128,21 @@ class CNMFEParams:
             values[stage][name] = value
         return CNMFEParams.from_dict(values)
 
+    def with_cells_diameter(self, d_cells: float) -> CNMFEParams:
+        """A copy with ``data.neuron_diameter_px`` set to the cells' diameter measured by the
+        initialisation (``init.adapt_diameter``), so the online search, the footprints' regions
+        and the out-of-focus limits look for cells of that size, while the motion band-pass
+        and grid stay those of the declared diameter, which the motion template was built with
+        (written out, so a checkpoint's motion state still matches its params)."""
+        d = self.data.neuron_diameter_px
+        smooth, background = self.motion.sigmas_px(d)
+        return self.replace(**{
+            "data.neuron_diameter_px": float(d_cells),
+            "motion.smooth_sigma_px": smooth,
+            "motion.background_sigma_px": background,
+            "motion.downsample": self.motion.grid_downsample(d),
+        })  # fmt: skip
+
     @classmethod
     def from_file(cls, path: str | Path) -> CNMFEParams:
         """Read a TOML (``.toml``) or JSON (``.json``) config file of ``[stage]`` tables."""
