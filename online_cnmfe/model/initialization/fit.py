@@ -455,8 +455,11 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
         _alternate(fit, 0, null, bar)
         d_cells = cell_diameter(fit) if ip.adapt_diameter else None
-        if d_cells is not None:  # cells much wider than declared: fit again at their size
-            params = params.replace(**{"data.neuron_diameter_px": d_cells})
+        if d_cells is not None:  # cells much wider than declared: fit again at their size,
+            # with the first seeding's temporal filter (the refit is about size; a second
+            # "auto" choice on the same frames flipped on 54 vs 1.3 x 38 + 5 peaks on minian)
+            keep = {"detection.matched_filter": "on" if fit.matched_filter else "off"}
+            params = params.replace(**{"data.neuron_diameter_px": d_cells, **keep})
             bar.begin("seeding at the cells' diameter")
             fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
             _alternate(fit, 0, null, bar)

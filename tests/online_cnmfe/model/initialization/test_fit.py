@@ -338,3 +338,16 @@ def test_a_tiny_quantised_movie_keeps_single_frames_when_averaged_ones_have_too_
     frames = np.round(12 + 1.2 * rng.standard_normal((20, 16, 16))).clip(0, 255).astype("uint8")
     r = fit_initial(frames, _params(**{"init.init_frames": 20}))
     assert r.matched_filter is False and np.isfinite(r.b0).all()
+
+
+def test_the_refit_at_the_cells_diameter_keeps_the_first_seedings_temporal_filter(caplog):
+    """The "auto" matched filter is decided once: the refit at the cells' diameter is about size,
+    and a second choice on the same frames can flip at the margin (minian's CA1 did)."""
+    raw, _ = _weak_slow_cells(T=200, pnr=8.0, sigma=4.5, seed=2)
+    Y = np.clip(np.round(2 * (raw - 100)), 0, None).astype(np.float32)
+    caplog.set_level(logging.INFO, logger="online_cnmfe.model.initialization")
+    r = fit_initial(Y, _weak_params("auto").replace(**{"init.init_frames": 200}))
+    assert "the cells look" in caplog.text  # the refit ran
+    decisions = [x for x in caplog.messages if x.startswith("detection.matched_filter=auto")]
+    assert len(decisions) == 1, decisions
+    assert r.matched_filter is decisions[0].endswith(": on")
