@@ -106,6 +106,86 @@ def _cpu_s(pid: int) -> float:
         return float("nan")
 
 
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of a process, by thread id."""
+    out = {}
+    tck = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tck
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _thread_names(py_spy: str | None, pid: int) -> dict[int, str]:
+    """Python thread names by native thread id (``py-spy dump``), else the OS ``comm``."""
+    names = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            names[int(task.name)] = (task / "comm").read_text().strip()
+        except (OSError, ValueError):
+            continue
+    if py_spy:
+        dump = subprocess.run([py_spy, "dump", "-p", str(pid)], capture_output=True, text=True)
+        for line in dump.stdout.splitlines():
+            if line.startswith("Thread ") and '"' in line:
+                tid = line.split()[1]
+                if tid.isdigit():
+                    names[int(tid)] = line.split('"')[1]
+    return names
+
+
+class CpuSampler:
+    """The engine's CPU per thread, sampled about once a second while frames flow.
+
+    The steady-state figure is the CPU between the first sample after ``warmup`` traces
+    messages and the last one before the engine starts stopping (no new traces, or one of its
+    threads gone), divided by the traces received in between: it leaves out the start and the
+    shutdown (final checkpoint, file close).
+    """
+
+    def __init__(self, pid: int, py_spy: str | None, warmup: int) -> None:
+        self.pid, self.py_spy, self.warmup = pid, py_spy, warmup
+        self.first: tuple | None = None  # (n_traces, {tid: cpu s})
+        self.last: tuple | None = None
+        self.names: dict[int, str] = {}
+        self._next = 0.0
+
+    def maybe_sample(self, n_traces: int) -> None:
+        now = time.monotonic()
+        if now < self._next or n_traces < self.warmup:
+            return
+        if self.last is not None and n_traces == self.last[0]:
+            return  # no frame since: the engine may be stopping (its threads gone)
+        self._next = now + 1.0
+        sample = (n_traces, _thread_cpu(self.pid))
+        if self.first is None:
+            self.first = sample
+        elif not set(self.last[1]) <= set(sample[1]):
+            self._next = float("inf")  # a thread ended: the engine is stopping; window closed
+            return
+        if not set(sample[1]) <= set(self.names):  # a new thread (the slow path's starts late)
+            self.names.update(_thread_names(self.py_spy, self.pid))
+        self.last = sample
+
+    def per_frame_ms(self) -> tuple[float, dict[str, float]]:
+        """(total, by thread name) CPU ms per frame (threads of one name summed; ZeroMQ's I/O
+        threads together; a thread born after the first sample counted from zero)."""
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return float("nan"), {}
+        n = self.last[0] - self.first[0]
+        before, after = self.first[1], self.last[1]
+        out: dict[str, float] = {}
+        for tid, cpu in after.items():
+            name = self.names.get(tid, f"tid{tid}")
+            name = "ZMQbg" if name.startswith("ZMQbg") else name
+            out[name] = out.get(name, 0.0) + 1e3 * (cpu - before.get(tid, 0.0)) / n
+        total = round(sum(out.values()), 2)
+        return total, {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
 def _spinners(n: int) -> list[subprocess.Popen]:
     code = "import time\nwhile True:\n    sum(range(10000))\n"
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
@@ -154,6 +234,7 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
     poller.register(sub, zmq.POLLIN)
     poller.register(listener.socket, zmq.POLLIN)
     acquire, cpu0, t0 = None, float("nan"), time.monotonic()
+    sampler, spy = None, None
     try:
         while True:  # readiness handshake
             if sub.poll(200) and decode_result(sub.recv_multipart()).topic == "ready":
@@ -161,6 +242,14 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
             if engine.poll() is not None:
                 raise RuntimeError(f"the engine exited early; see {tmp / 'log.txt'}")
         cpu0, t0 = _cpu_s(engine.pid), time.monotonic()
+        sampler = CpuSampler(engine.pid, args.py_spy, args.warmup)
+        if args.py_spy and args.profile_s:  # sampled without pausing the engine
+            profile = tmp / f"profile-{os.getpid()}-{int(time.time())}.txt"
+            spy = subprocess.Popen(
+                [args.py_spy, "record", "--threads", "--nonblocking", "-r", "100",
+                 "-d", str(args.profile_s), "-f", "raw", "-o", str(profile), "-p",
+                 str(engine.pid)], stdout=log, stderr=log,
+            )  # fmt: skip
         acquire = subprocess.Popen(
             _cli("acquire", "simulate", "--size", str(size), str(size), "--frames", str(n_frames),
                  "--neurons", str(NEURONS.get(size, 300)), "--endpoint", eps["frames"],
@@ -189,6 +278,7 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
                 trig = listener.receive(timeout_s=0.0)
             if engine.poll() is not None:
                 break
+            sampler.maybe_sample(len(send_traces))
             if not busy:
                 poller.poll(50)  # wakes at once when either socket has a message
     except StopIteration:
@@ -196,18 +286,24 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
     finally:
         cpu1, t1 = _cpu_s(engine.pid), time.monotonic()
         _stop([acquire, engine])
+        if spy is not None:
+            spy.wait()
         listener.close()
         sub.close(linger=0)
         ctx.term()
         log.close()
     w = args.warmup
+    steady, by_thread = sampler.per_frame_ms() if sampler else (float("nan"), {})
     return {
         "arrival_to_traces_ms": _pct(arrival_traces[w:]),
         "arrival_to_trigger_ms": _pct(arrival_trigger[w:]),
         "send_to_traces_ms": _pct(send_traces[w:]),
         "frames": len(send_traces),
         "engine_cpu_s_per_frame_ms": round(1e3 * (cpu1 - cpu0) / max(len(send_traces), 1), 2),
+        "engine_cpu_steady_ms_per_frame": steady,
+        "engine_thread_cpu_ms_per_frame": by_thread,
         "wall_s": round(t1 - t0, 1),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "n_neurons": status.get("n_neurons"),
         "dropped": status.get("n_dropped"),
         "throughput_fps": round(len(send_traces) / max(t1 - t0, 1e-9), 1),
@@ -224,6 +320,14 @@ def main() -> None:
     ap.add_argument("--detection", choices=("on", "off", "both"), default="both")
     ap.add_argument("--warmup", type=int, default=60, help="online frames left out of stats")
     ap.add_argument("--throughput", action="store_true", help="also a --rate max run per size")
+    ap.add_argument("--no-paced", action="store_true", help="with --throughput: only that run")
+    ap.add_argument("--py-spy", help="py-spy executable: thread names in the per-thread CPU")
+    ap.add_argument(
+        "--profile-s",
+        type=int,
+        default=0,
+        help="with --py-spy: also record a raw profile of the engine for this long",
+    )
     ap.add_argument("--workdir", type=Path, help="keep files here (a primed checkpoint is reused)")
     args = ap.parse_args()
     detections = {"on": [True], "off": [False], "both": [True, False]}[args.detection]
@@ -233,7 +337,7 @@ def main() -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         if not (tmp / "s.state.h5").exists():  # prime once: initialise, keep the checkpoint
             run_case(args, size, True, args.init_frames + 60, "max", tmp, resume=False)
-        for load in args.loads:
+        for load in [] if args.no_paced else args.loads:
             for detection in detections:
                 spin = _spinners(load)
                 try:
@@ -247,12 +351,19 @@ def main() -> None:
                     f"{size}² detection {'on ' if detection else 'off'} load {load}: "
                     f"arrival→traces {row['arrival_to_traces_ms']}, arrival→trigger "
                     f"{row['arrival_to_trigger_ms']}, engine CPU {row['engine_cpu_s_per_frame_ms']}"
-                    f" ms/frame, {row['frames']} frames, {row['dropped']} dropped",
+                    f" ms/frame (steady {row['engine_cpu_steady_ms_per_frame']}), {row['frames']} "
+                    f"frames, {row['dropped']} dropped, load "
+                    f"{row['load_avg_1min']}; by thread {row['engine_thread_cpu_ms_per_frame']}",
                     flush=True,
                 )
         if args.throughput:
             row = run_case(args, size, True, args.frames, "max", tmp, resume=True)
-            print(f"{size}² throughput (detection on, --rate max): {row['throughput_fps']} fps")
+            print(
+                f"{size}² throughput (detection on, --rate max): {row['throughput_fps']} fps, "
+                f"engine CPU {row['engine_cpu_steady_ms_per_frame']} ms/frame (steady), load "
+                f"{row['load_avg_1min']}; by thread {row['engine_thread_cpu_ms_per_frame']}",
+                flush=True,
+            )
             cases.append(dict(row, size=size, detection=True, load=0, rate="max"))
     print(json.dumps({"bench": "e2e", "load_avg": os.getloadavg(), "cases": cases}))
 

@@ -121,7 +121,6 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
     """Closed-loop hook: rules evaluated on the model thread, firings stored with the results,
     copied onto the results stream (topic ``trigger``), rules changeable over the control socket.
     """
-    from acquisition.protocol import encode_message
     from online_cnmfe.results.triggers_table import (
         create_trigger_datasets,
         store_rule_log,
@@ -130,6 +129,7 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
     from online_cnmfe.triggers import TriggerEngine, load_trigger_config
     from online_cnmfe.triggers.auth import load_or_create_token
     from online_cnmfe.triggers.control import ControlServer
+    from online_cnmfe.triggers.wire import encode_trigger
 
     config = load_trigger_config(path)
     if not config.enabled:
@@ -153,7 +153,7 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
         triggers.dispatcher.publisher.endpoint, config.socket_type, config.control_endpoint or "-",
     )  # fmt: skip
     triggers.fire_listeners.append(
-        lambda rec: engine.publish(encode_message("trigger", rec.to_header()))
+        lambda rec: engine.publish(encode_trigger(rec))  # the trigger socket's frames, reused
     )
 
     def flush_hook(f) -> None:

@@ -52,6 +52,11 @@ class ResultsPublisher:
         except zmq.Again:  # pragma: no cover - PUB does not raise Again, kept for safety
             pass
 
+    def wants(self, topic: str) -> bool:
+        """Whether some subscriber may receive ``topic`` (:meth:`SubscriptionGate.wants`):
+        False lets the engine skip building a message nobody would get."""
+        return self.subscriptions.wants(topic)
+
     def close(self, linger_ms: int = 300) -> None:
         if not self.socket.closed:
             self.socket.close(linger=linger_ms)
@@ -222,6 +227,20 @@ def _sanity_warning(model) -> str | None:
 class PublishingMixin:
     """The :class:`~online_cnmfe.engine.Engine`'s publication methods (model thread only)."""
 
+    def _publish_images(self, frame_index: int, model, pixels, result=None) -> None:
+        """This frame's display layers (only ``raw`` before the model runs: ``model`` None),
+        built only while a subscriber can receive ``image``; the max projection follows the
+        frames either way, so a dashboard that connects later sees the same one."""
+        if not self.publisher.wants("image"):
+            self.images.raw(pixels)
+            return
+        if model is None:
+            layers = {"raw": self.images.raw(pixels)}
+        else:
+            layers = self.images.layers(model, pixels, result)
+        for layer, image in layers.items():
+            self._send_image(frame_index, layer, image)
+
     def _send_image(self, frame_index: int, layer: str, image) -> None:
         self.publisher.send(rs.encode_image(frame_index, layer, image, self.images.downsample))
 
@@ -264,7 +283,7 @@ class PublishingMixin:
         self._flush_footprints()
         if runner.phase == "running" and self._fp_message is not None:
             self.publisher.send(self._fp_message)  # cached: re-sending costs no encoding
-        if self.images is not None:
+        if self.images is not None and self.publisher.wants("image"):
             for layer, image in self.images.summary(runner.corr_pnr).items():
                 self._send_image(self.frame_index, layer, image)
 

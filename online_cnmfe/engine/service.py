@@ -278,7 +278,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             if self.images is None:
                 self.images = ImageMaker(f.shape)
             if image_due:
-                self._send_image(f.frame_index, "raw", self.images.raw(f.pixels))
+                self._publish_images(f.frame_index, None, f.pixels)
             if runner.buffer(f.pixels, meta):
                 for frame_index, reason in runner.screen():  # not in the fit: recorded
                     self._reject(frame_index, reason)
@@ -324,8 +324,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if result.footprints_version != self._fp_version and self._footprints_due(result):
             self._send_footprints()
         if image_due and self.images is not None:
-            for layer, image in self.images.layers(model, f.pixels, result).items():
-                self._send_image(f.frame_index, layer, image)
+            self._publish_images(f.frame_index, model, f.pixels, result)
 
     def _send_traces(self, traces, f, meta: dict, t_start: int) -> None:
         t_done = time.monotonic_ns()

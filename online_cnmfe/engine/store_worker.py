@@ -30,6 +30,8 @@ from online_cnmfe.results.writer import ResultsWriter, StoreError
 logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 20000  # queued store operations (about 11 min of 30 Hz frames)
+BATCH_FRAMES = 8  # frames queued before the worker is woken (else it wakes every WAKE_S)
+WAKE_S = 0.2
 BOOKKEEPING_OPS = ("drop", "reject", "lost", "session", "count")  # kept until the file opens
 
 
@@ -64,17 +66,24 @@ class StoreWorker(threading.Thread):
 
         A frame is discarded (counted in :attr:`n_unsaved`) rather than queued when the disk
         has fallen ``MAX_BACKLOG`` operations behind, so a stalled disk cannot exhaust memory.
+        Frames are taken in batches: the worker is woken once ``BATCH_FRAMES`` wait, or finds
+        them when it wakes by itself (every ``WAKE_S``), instead of once per frame (a thread
+        woken 30 times a second takes the GIL from the model thread as often); any other
+        operation wakes it at once.
         """
+        wake = True
         if op == "frame":
             if len(self._ops) >= MAX_BACKLOG:
                 self._discard(int(args[1]["frame_index"]))
                 return
             self._flush_unsaved()
+            wake = len(self._ops) + 1 >= BATCH_FRAMES
         elif op == "close":
             self._flush_unsaved()
         with self._cond:
             self._ops.append((op, args))
-            self._cond.notify()
+            if wake:
+                self._cond.notify()
 
     def _discard(self, index: int) -> None:
         self.n_unsaved += 1
@@ -117,8 +126,8 @@ class StoreWorker(threading.Thread):
         last_flush = time.monotonic()
         while True:
             with self._cond:
-                if not self._ops:
-                    self._cond.wait(0.2)
+                if not self._ops or len(self._ops) < BATCH_FRAMES and self._only_frames():
+                    self._cond.wait(WAKE_S)
                 batch = list(self._ops)
                 self._ops.clear()
             for op, args in batch:
@@ -130,6 +139,9 @@ class StoreWorker(threading.Thread):
             if self.writer is not None and time.monotonic() - last_flush >= self.flush_period_s:
                 self._apply("flush", ())
                 last_flush = time.monotonic()
+
+    def _only_frames(self) -> bool:
+        return all(op == "frame" for op, _ in self._ops)
 
     def _apply(self, op: str, args: tuple) -> None:
         if op == "checkpoint":

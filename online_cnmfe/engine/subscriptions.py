@@ -12,6 +12,17 @@ builds up for it). A subscription longer than :data:`MAX_SUBSCRIPTION_BYTES` dis
 peer (``MAXMSGSIZE``: our topics are short). A new topic must be added to ``RESULT_TOPICS``
 for subscribers that ask for it by name (``""`` subscribers get every topic anyway).
 
+The gate also counts the subscriptions it applied, so the engine can skip work whose only
+product is a message nobody receives (:meth:`SubscriptionGate.wants`: the display images,
+BENCHMARKS.md "Engine CPU per frame (issue 17, second pass)"). In manual mode libzmq reports
+a disconnecting peer's subscriptions as unsubscriptions, one per prefix it held (also when
+other peers hold the same prefix; the tests check it), so the counts fall back when a
+dashboard goes away. A count can only err upwards (a peer that
+subscribed twice to one prefix, which a SUB socket forwards twice but a disconnect reports
+once): work done for nobody, never a message withheld from a subscriber. Only a peer
+unsubscribing from what it never subscribed to (which a SUB socket does not do) could lower
+another's count.
+
 Binding the results socket off loopback is allowed (dashboards on another machine) but
 warned about: anyone who can reach the port reads the session's results.
 """
@@ -74,7 +85,7 @@ class SubscriptionGate:
 
     A (un)subscription to ``""`` or a prefix of a published topic is applied for the peer that
     sent it; any other is counted in :attr:`n_ignored` and dropped. :attr:`n_messages` counts
-    everything drained.
+    everything drained. :meth:`wants` says whether any applied subscription matches a topic.
     """
 
     def __init__(self, socket: zmq.Socket, budget_s: float = DRAIN_BUDGET_S) -> None:
@@ -82,6 +93,15 @@ class SubscriptionGate:
         self.budget_s = budget_s
         self.n_messages = 0
         self.n_ignored = 0
+        self._counts: dict[bytes, int] = {}  # applied subscriptions per prefix
+
+    def wants(self, topic: str) -> bool:
+        """Whether a peer may be subscribed to ``topic`` (see the module docstring: never
+        False while a SUB socket is subscribed to it or to one of its prefixes)."""
+        self.drain()
+        name = topic.encode("ascii")
+        counts = self._counts
+        return any(counts.get(name[:i], 0) > 0 for i in range(len(name) + 1))
 
     def drain(self) -> int:
         """Handle the subscription messages waiting (for at most ``budget_s``)."""
@@ -101,7 +121,9 @@ class SubscriptionGate:
             if data[:1] not in (b"\x00", b"\x01") or topic not in ALLOWED_SUBSCRIPTIONS:
                 self.n_ignored += 1
                 continue
-            option = zmq.SUBSCRIBE if data[:1] == b"\x01" else zmq.UNSUBSCRIBE
-            sock.setsockopt(option, topic)  # for the peer that sent it (manual mode)
+            subscribe = data[:1] == b"\x01"
+            sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)  # its peer's
+            count = self._counts.get(topic, 0) + (1 if subscribe else -1)
+            self._counts[topic] = max(count, 0)
         self.n_messages += n
         return n

@@ -141,7 +141,8 @@ class OnlineCNMFE:
             Called with a traces-only ``FrameResult`` (no events, timings of the critical path)
             as soon as this frame's traces are final and *before* the slow path (footprint
             refresh, W refresh, detection) runs, so closed-loop rules and publication are not
-            delayed by it. The callback must not modify the model.
+            delayed by it; the residual buffer and the baseline b0 are updated after it
+            returns. The callback must not modify the model.
 
         Raises
         ------
@@ -185,6 +186,19 @@ class OnlineCNMFE:
         t_demix = time.perf_counter()
         _deconv.step(st)
         t_deconv = time.perf_counter()
+        c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
+        ids = st.neuron_ids.copy()
+        shift, quality = motion.outputs(st.motion)
+        if on_traces is not None:  # the traces are final: out before the residual's update
+            on_traces(
+                FrameResult(
+                    frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
+                    footprints_version=st.footprints_version, flag=flag,
+                    motion_shift_px=shift, motion_quality=quality,
+                    timings_ms={"critical_path": 1e3 * (t_deconv - t_start)},
+                )
+            )  # fmt: skip
+        t_out = time.perf_counter()
         slot = st.residual_head
         if flag is None:
             _kr.residual_update(
@@ -201,19 +215,6 @@ class OnlineCNMFE:
         st.n_processed += 1
         st.n_flagged += flag is not None
         t_res = time.perf_counter()
-        c_raw, c_den, s = st.c.copy(), st.c_den.copy(), st.s.copy()
-        ids = st.neuron_ids.copy()
-        shift, quality = motion.outputs(st.motion)
-        if on_traces is not None:
-            on_traces(
-                FrameResult(
-                    frame_index=st.t, neuron_ids=ids, C=c_den, S=s, C_raw=c_raw,
-                    footprints_version=st.footprints_version, flag=flag,
-                    motion_shift_px=shift, motion_quality=quality,
-                    timings_ms={"critical_path": 1e3 * (t_res - t_start)},
-                )
-            )  # fmt: skip
-            t_res = time.perf_counter()
         t_wait, t_apply, t_submit = self._run_slow_path(st, y, slot, t_res, flag is None)
         self._sanity = _pre.sanity_tick(self, st) or self._sanity
         events = tuple(self._pending_events)
@@ -235,7 +236,8 @@ class OnlineCNMFE:
                 "background": 1e3 * (t_bg - t_motion),
                 "demix": 1e3 * (t_demix - t_bg),
                 "deconvolve": 1e3 * (t_deconv - t_demix),
-                "residual": 1e3 * (t_res - t_deconv),
+                "on_traces": 1e3 * (t_out - t_deconv),
+                "residual": 1e3 * (t_res - t_out),
                 "slow_wait": 1e3 * (t_wait - t_res),
                 "apply_update": 1e3 * (t_apply - t_wait),
                 "slow_submit": 1e3 * (t_submit - t_apply),

@@ -28,9 +28,23 @@ TOPIC_TRIGGER = "trigger"
 MAX_JSON_BYTES = 1 << 20
 
 
+_last_encoded: tuple[TriggerRecord | None, list] = (None, [])
+
+
 def encode_trigger(record: TriggerRecord) -> list[bytes | memoryview]:
-    """Frames of the ``trigger`` message for ``record``."""
-    return encode_message(TOPIC_TRIGGER, record.to_header())
+    """Frames of the ``trigger`` message for ``record``.
+
+    A firing goes out twice, on the trigger socket and on the results stream, as the same
+    message: the frames of the last record encoded are kept and returned again for it (they
+    are bytes, which ZeroMQ copies when sending), so the JSON is built once per firing.
+    """
+    global _last_encoded
+    last = _last_encoded  # one read: safe if another thread encodes meanwhile
+    if last[0] is record:
+        return list(last[1])
+    frames = encode_message(TOPIC_TRIGGER, record.to_header())
+    _last_encoded = (record, frames)
+    return list(frames)
 
 
 def _int(h: dict[str, Any], key: str, minimum: int) -> int:

@@ -146,3 +146,53 @@ def test_only_subscriptions_that_can_match_a_topic_are_applied(tmp_path):
         sock.close()
     pub.close(linger_ms=0)
     ctx.term()
+
+
+def _wait_until(predicate, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_wants_follows_subscribers_as_they_come_and_go(tmp_path):
+    # The engine builds display images only while someone can receive them: a peer
+    # subscribed to "image" (or a prefix, or everything) turns them on, its unsubscription
+    # or disconnection turns them off again; other topics' subscribers do not count.
+    ctx = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/r"
+    pub = ResultsPublisher(endpoint, ctx)
+
+    def sub(*topics: bytes) -> zmq.Socket:
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        for topic in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.connect(endpoint)
+        return sock
+
+    try:
+        assert not pub.wants("image")
+        traces = sub(b"traces", b"status", b"imagery-of-nothing")  # last one: not applied
+        assert _wait_until(lambda: pub.wants("traces"))
+        assert not pub.wants("image") and not pub.wants("footprints")
+        display, second = sub(b"image"), sub(b"image")
+        assert _wait_until(lambda: pub.wants("image"))
+        everything, prefix = sub(b""), sub(b"im")
+        time.sleep(0.3)
+        display.close()
+        everything.close()
+        prefix.setsockopt(zmq.UNSUBSCRIBE, b"im")
+        time.sleep(0.3)
+        assert pub.wants("image")  # the second display still gets images
+        second.close()  # each display's disconnection reports its "image"
+        assert _wait_until(lambda: not pub.wants("image"))
+        assert pub.wants("traces")
+        traces.close()
+        assert _wait_until(lambda: not pub.wants("traces") and not pub.wants("status"))
+        prefix.close()
+    finally:
+        pub.close(linger_ms=0)
+        ctx.term()

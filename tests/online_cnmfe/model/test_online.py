@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -209,6 +211,33 @@ def test_on_traces_sees_final_traces_before_the_slow_path(movie, init):
         for name in ("C", "S", "C_raw"):
             assert np.array_equal(getattr(early, name), getattr(full, name))
     assert len(seen) == 30
+
+
+def test_on_traces_comes_before_the_residual_update_and_changes_nothing(movie, init):
+    # The residual and b0 update (needed only by the next frame and the slow path) runs after
+    # the traces went out; with or without a callback the model evolves identically.
+    params = CNMFEParams.from_dict({"data": {"neuron_diameter_px": 8.0}})  # slow path on
+    with_cb, without = OnlineCNMFE(params), OnlineCNMFE(params)
+    for model in (with_cb, without):  # each from its own copy (the model adopts its arrays)
+        model.initialize_from(copy.deepcopy(init), movie.frames[:N_INIT])
+    heads = []
+
+    def on_traces(early):
+        st = with_cb.state
+        heads.append((st.residual_head, int(st.residual_frame.max()), st.b0.copy()))
+
+    for f in movie.frames[N_INIT : N_INIT + 40]:
+        head, b0 = with_cb.state.residual_head, with_cb.state.b0.copy()
+        a = with_cb.process_frame(f, on_traces=on_traces)
+        b = without.process_frame(f)
+        assert heads[-1][0] == head and heads[-1][1] < a.frame_index  # not yet written
+        assert np.array_equal(heads[-1][2], b0)
+        assert with_cb.state.residual_head != head  # written after the callback
+        for name in ("C", "S", "C_raw", "neuron_ids"):
+            assert np.array_equal(getattr(a, name), getattr(b, name))
+    for name in ("residual", "b0", "c_raw_buffer", "residual_frame"):
+        assert np.array_equal(getattr(with_cb.state, name), getattr(without.state, name)), name
+    assert "on_traces" in a.timings_ms and "residual" in a.timings_ms
 
 
 def test_the_online_model_follows_the_cells_diameter_measured_by_the_initialisation(

@@ -93,6 +93,31 @@ def test_push_socket_delivers_every_trigger_with_valid_fields(ctx):
         eng.close()
 
 
+def test_a_firing_is_encoded_once_for_the_socket_and_the_results_stream(ctx):
+    # The results stream's copy of a firing (a fire listener, as `online-cnmfe run` attaches)
+    # is the very message the trigger socket sent; each record gets its own frames.
+    eng = make_engine(ctx, "push", rules=(RULE, {**RULE, "name": "c1"}))
+    copies = []
+    eng.fire_listeners.append(lambda rec: copies.append((rec, encode_trigger(rec))))
+    try:
+        with TriggerListener(eng.dispatcher.publisher.endpoint, "pull", context=ctx) as lis:
+            connect(eng, lis)
+            sent = spike_frames(eng, 6)
+            raw = [lis.socket.recv_multipart() for _ in sent]
+    finally:
+        eng.close()
+    assert [r.rule for r in sent] == ["c0", "c1"] * 3
+    assert [rec for rec, _ in copies] == sent
+    for (rec, frames), got in zip(copies, raw):
+        assert [bytes(f) for f in frames] == got
+        assert decode_trigger(got) == rec
+        assert all(type(i) is int for i in rec.neuron_ids) and rec.neuron_ids == (0,)
+    again = copies[0][0]  # an older record than the last encoded: encoded afresh, same bytes
+    assert [bytes(f) for f in encode_trigger(again)] == raw[0]
+    twin = TriggerRecord(**{f: getattr(again, f) for f in again.__slots__})
+    assert [bytes(f) for f in encode_trigger(twin)] == raw[0]
+
+
 def test_pub_socket_reaches_late_subscribers(ctx):
     eng = make_engine(ctx, "pub")
     try:
