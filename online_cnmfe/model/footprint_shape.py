@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import scipy.sparse
+from scipy import ndimage
 
 SCALES = np.geomspace(0.25, 4.0, 25)  # Gaussian sigmas tried, x d / 4
 BOX = 0.9  # the box around the centroid: +-BOX x d
@@ -126,8 +127,6 @@ def sharpness_of(box: np.ndarray, d: float) -> float:
     >>> round(sharpness_of(np.exp(-(rr**2 + cc**2) / (2 * 3.0**2)), 12.0), 2)
     0.6
     """
-    from scipy import ndimage
-
     a = np.asarray(box, np.float64)
     norm = float(np.linalg.norm(a))
     if norm == 0.0:

@@ -222,7 +222,7 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
         ch.replaced.discard(drop)
         ch.merges.append((keep, drop, suffstats.footprint_column(fs, keep)))
         slow.work.merges += 1
-    _remove_oversized(slow, params, ch, t)
+    _remove_out_of_focus(slow, params, ch, t)
     limit = int(params.data.frame_rate_hz * params.online.slow_remove_inactive_s)
     for k in merging.inactive(fs, t, limit)[:1]:
         if int(k) not in ch.touched():
@@ -233,11 +233,12 @@ def _merge_and_remove(slow, view, params, ch: StepChanges, t: int) -> None:
             ch.replaced.discard(int(k))
 
 
-SIZE_CHECKS_PER_STEP = 2  # footprints measured per merge frame (~0.1 ms each)
+FOCUS_CHECKS_PER_STEP = 2  # footprints checked per merge frame (size ~0.1 ms, sharpness
+# 0.3-0.7 ms at d = 12-24 px; on the slow path, off the frame's critical path)
 
 
-def _remove_oversized(slow, params, ch: StepChanges, t: int) -> None:
-    """Out-of-focus checks (:data:`SIZE_CHECKS_PER_STEP` per call, round robin over the
+def _remove_out_of_focus(slow, params, ch: StepChanges, t: int) -> None:
+    """Out-of-focus checks (:data:`FOCUS_CHECKS_PER_STEP` per call, round robin over the
     neurons born online): one blurred below the initialisation's sharpness limit once its
     footprint has been refreshed (one refresh period after its birth), or grown beyond its
     size limit once its youth's support growth is over, is out-of-focus neuropil, not a cell
@@ -264,7 +265,7 @@ def _remove_oversized(slow, params, ch: StepChanges, t: int) -> None:
             ch.replaced.discard(k)
             return
         checked += 1
-        if checked >= SIZE_CHECKS_PER_STEP:
+        if checked >= FOCUS_CHECKS_PER_STEP:
             return
 
 
