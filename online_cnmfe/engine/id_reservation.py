@@ -80,7 +80,15 @@ class IdReservation:
         top = int(np.max(ids))
         if top < self.first_free:
             return
-        self._write(top + 1 + RESERVE_BLOCK)
+        try:
+            self._write(top + 1 + RESERVE_BLOCK)
+        except OSError as exc:  # the session goes on (the live experiment comes first)
+            logger.error(
+                "cannot write the neuron id reservation %s (%s): ids are published without "
+                "it from now on, and a --resume of this session could give one of them to "
+                "another cell", self.path, exc,
+            )  # fmt: skip
+            self.path = None
 
     def _write(self, first_free: int) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -149,6 +149,15 @@ def test_a_reservation_is_written_once_per_block_and_atomically(tmp_path):
     IdReservation(None).cover(np.arange(5))  # no results file: nothing to reserve
 
 
+def test_an_unwritable_reservation_is_logged_and_publishing_goes_on(tmp_path, caplog):
+    """Fault injection: the results folder is gone (the store reports that failure itself)."""
+    res = IdReservation(tmp_path / "gone" / "s.h5")
+    res.cover(np.arange(3))  # no exception: the traces still go out
+    assert "cannot write the neuron id reservation" in caplog.text and res.path is None
+    res.cover(np.arange(5000))  # given up: no retry per frame
+    assert caplog.text.count("cannot write the neuron id reservation") == 1
+
+
 def test_fresh_model_ids_are_renumbered(model):
     fresh = OnlineCNMFE.from_state(model.params, copy.deepcopy(model.state))
     before = fresh.neuron_ids.copy()
