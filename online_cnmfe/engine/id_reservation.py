@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "online-cnmfe-id-reservation"
 RESERVE_BLOCK = 1024  # ids reserved at a time
+MAX_ID = 2**53  # a reservation beyond this is not one (ids are int64, and JSON-safe below it)
 
 
 def reservation_path(out: Path) -> Path:
@@ -51,7 +52,7 @@ def read_reservation(out: Path) -> int:
         ok = ok and isinstance(first_free, int) and not isinstance(first_free, bool)
     except (OSError, ValueError, KeyError) as exc:
         raise StateFileError(f"{path} cannot be read ({exc}); {_WAY_OUT}") from exc
-    if not ok or first_free < 0:
+    if not ok or not 0 <= first_free <= MAX_ID:
         raise StateFileError(f"{path} is not a neuron id reservation; {_WAY_OUT}")
     return first_free
 

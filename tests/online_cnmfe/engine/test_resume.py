@@ -121,6 +121,7 @@ def test_ids_published_after_the_last_flush_are_never_reused(tmp_path, model):
         "[]",
         '{"format": "online-cnmfe-id-reservation", "first_free": -2}',
         '{"format": "online-cnmfe-id-reservation", "first_free": "9"}',
+        '{"format": "online-cnmfe-id-reservation", "first_free": 9223372036854775807}',
     ],
 )
 def test_a_damaged_id_reservation_is_a_one_line_error(tmp_path, content):
