@@ -223,6 +223,7 @@ def _reindex_rows(st, surv, n_new, u, params) -> None:
 
 def _apply_w_rows(st, ops, start: int, stop: int, rows: np.ndarray) -> None:
     st.W[start:stop] = rows
+    ops.Wt[:, start:stop] = st.W[start:stop].T  # the frame path's copy of W
     wb = ops.grid[1]
     r0, r1 = start // wb, (stop - 1) // wb
     c0, c1 = (start % wb, (stop - 1) % wb) if r0 == r1 else (0, wb - 1)
