@@ -21,7 +21,7 @@ from online_cnmfe.model._kernels import model_update as _ku
 from online_cnmfe.model._kernels import oasis_online as _ko
 from online_cnmfe.model._kernels import residual as _kr
 from online_cnmfe.model.init_result import InitResult
-from online_cnmfe.model.slotted import SlottedColumns
+from online_cnmfe.model.slotted import INDEX_DTYPE, SlottedColumns
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.params import CNMFEParams
 
@@ -209,9 +209,9 @@ def refresh_products(st: ModelState, ops: Operators) -> None:
     st.DA = SlottedColumns.from_csc(ops.D @ A)
     st.block_count = np.ascontiguousarray(np.asarray(ops.U.sum(axis=0)).ravel(), np.float32)
     cols = [
-        _ku.g_column(*st.DA.column(k), st.W, st.ring_idx, st.ring_offsets, ops.grid[0],
-                     ops.grid[1], ops.scratch_n, ops.mark, next_tags(ops, 1))
-        for k in range(K)
+        _ku.g_column(da_idx.astype(np.int64), da_val, st.W, st.ring_idx, st.ring_offsets,
+                     ops.grid[0], ops.grid[1], ops.scratch_n, ops.mark, next_tags(ops, 1))
+        for da_idx, da_val in (st.DA.column(k) for k in range(K))
     ]  # fmt: skip
     st.G = SlottedColumns.from_columns(cols, ops.D.shape[0])
     G = st.G.to_csc()
@@ -256,8 +256,9 @@ def warm_up() -> None:
     _kd.background_subtract(y, y.copy(), np.zeros((2, 4), f32), flat, 1, 4, 4, 2, *sc)
     ip, ix, dt = np.array([0, 1], i64), np.array([0], i64), np.ones(1, f32)
     s0, s1 = np.zeros(1, i64), np.ones(1, i64)
+    rows = np.zeros(1, INDEX_DTYPE)  # slotted A and G
     rhs = np.zeros(1, f32)
-    _kd.demix_rhs(s0, s1, ix, dt, s0, s1, ix, dt, y, sc[3], rhs)
+    _kd.demix_rhs(s0, s1, rows, dt, s0, s1, rows, dt, y, sc[3], rhs)
     c = np.zeros(1, f32)
     _kd.nnls_cd(ip, ix, dt, dt, rhs, np.zeros(1, i64), 1, c)
     pools = _deconv.empty_pools(1, 2)
@@ -268,8 +269,8 @@ def warm_up() -> None:
         pools["pool_count"], 0, np.zeros((1, 2), f32),
     )  # fmt: skip
     _kr.residual_update(
-        s0, s1, ix, dt, s0, s1, ix, dt, c, y, y, 0.0, np.array([4, 4, 2], i64), np.zeros(16, f32),
-        np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
+        s0, s1, rows, dt, s0, s1, rows, dt, c, y, y, 0.0, np.array([4, 4, 2], i64),
+        np.zeros(16, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
     )  # fmt: skip
     _warm_update_kernels()
     _WARMED = True
@@ -282,8 +283,8 @@ def _warm_update_kernels() -> None:
     off = np.zeros((1, 2), np.int32)
     _ku.g_column(np.zeros(1, i64), np.ones(1, f32), W, ring_idx, off, 2, 2, np.zeros(5, f32),
                  np.full(4, -1, i64), 0)  # fmt: skip
-    s0, s1, ix, d = np.zeros(1, i64), np.ones(1, i64), np.zeros(1, i64), np.ones(1, f32)
-    m = (s0, s1, ix, d)
+    s0, s1, ix, d = np.zeros(1, i64), np.ones(1, i64), np.zeros(1, INDEX_DTYPE), np.ones(1, f32)
+    m = (s0, s1, ix, d)  # a slotted matrix
     nb = np.ones(4, f32)
     _ku.gram_column(0, np.zeros(1, i64), *m, *m, *m, nb, np.zeros(4, f32), np.zeros(4, f32),
                     np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip
