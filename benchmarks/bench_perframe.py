@@ -162,6 +162,11 @@ def run(args) -> dict:
         "load_before": load0, "load_after": os.getloadavg()[0], "wall_s": wall,
         "model_thread_cpu_ms": {**summary(cpu), "max_over_median": ratio},
         "stages_cpu_ms": {k: summary(v) for k, v in stages.items()},
+        "worst_frames": [
+            {"frame": int(j), "cpu_ms": float(cpu[j]),
+             **{k: round(float(v[j]), 3) for k, v in stages.items() if v[j] >= 0.05}}
+            for j in np.argsort(cpu)[::-1][:6]
+        ],
     }  # fmt: skip
 
 

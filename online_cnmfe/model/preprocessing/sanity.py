@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from online_cnmfe.model._kernels import footprint_moments as _km
 from online_cnmfe.params import PreprocessParams
 
 TRANSIENT_Z = 4.0
@@ -87,22 +88,16 @@ def footprint_shapes(A, dims: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     K = A.shape[1]
     if K == 0 or A.nnz == 0:
         return np.ones(K), np.zeros(K)
-    a = np.abs(A.data.astype(np.float64))
-    col = np.repeat(np.arange(K), np.diff(A.indptr))
-    r, c = np.divmod(A.indices.astype(np.int64), dims[1])
-
-    def per_col(v):
-        return np.bincount(col, weights=v, minlength=K)
-
-    w = per_col(a)
-    ws = np.maximum(w, 1e-30)
-    mr, mc = per_col(a * r) / ws, per_col(a * c) / ws
-    dr, dc = r - mr[col], c - mc[col]
-    srr, scc, src = per_col(a * dr * dr) / ws, per_col(a * dc * dc) / ws, per_col(a * dr * dc) / ws
+    moments = np.zeros((K, 5), np.float64)
+    _km.footprint_moments(
+        np.ascontiguousarray(A.indptr), np.ascontiguousarray(A.indices),
+        np.ascontiguousarray(A.data), int(dims[1]), moments,
+    )  # fmt: skip
+    w, srr, scc, src, a2 = moments.T
     half_tr, det = (srr + scc) / 2, srr * scc - src * src
     disc = np.sqrt(np.maximum(half_tr * half_tr - det, 0))
     lam1, lam2 = half_tr + disc, np.maximum(half_tr - disc, 1e-3)
-    area = w * w / np.maximum(per_col(a * a), 1e-30)
+    area = w * w / np.maximum(a2, 1e-30)
     return np.sqrt(lam1 / lam2), area
 
 
