@@ -129,7 +129,8 @@ def _apply_footprints(model, u) -> list[ModelEvent]:
 
 def _column(M, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (indices int64, values float32) of column m of a CSC matrix."""
-    M = scipy.sparse.csc_array(M)
+    if not isinstance(M, scipy.sparse.csc_array):  # (a conversion checks the whole matrix)
+        M = scipy.sparse.csc_array(M)
     if not M.has_sorted_indices:
         M.sort_indices()
     lo, hi = M.indptr[m], M.indptr[m + 1]
