@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from online_cnmfe.model._kernels import footprint_moments as _km
+from online_cnmfe.model._kernels import shapes as _ks
 from online_cnmfe.params import PreprocessParams
 
 TRANSIENT_Z = 4.0
@@ -86,19 +86,10 @@ def footprint_shapes(A, dims: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """
     A = scipy.sparse.csc_array(A)
     K = A.shape[1]
-    if K == 0 or A.nnz == 0:
-        return np.ones(K), np.zeros(K)
-    moments = np.zeros((K, 5), np.float64)
-    _km.footprint_moments(
-        np.ascontiguousarray(A.indptr), np.ascontiguousarray(A.indices),
-        np.ascontiguousarray(A.data), int(dims[1]), moments,
-    )  # fmt: skip
-    w, srr, scc, src, a2 = moments.T
-    half_tr, det = (srr + scc) / 2, srr * scc - src * src
-    disc = np.sqrt(np.maximum(half_tr * half_tr - det, 0))
-    lam1, lam2 = half_tr + disc, np.maximum(half_tr - disc, 1e-3)
-    area = w * w / np.maximum(a2, 1e-30)
-    return np.sqrt(lam1 / lam2), area
+    elongation, area = np.ones(K), np.zeros(K)
+    if K and A.nnz:  # (the moments do not depend on the pixels' order)
+        _ks.footprint_shapes_csc(A.indptr, A.indices, A.data, int(dims[1]), elongation, area)
+    return elongation, area
 
 
 def silent_fraction(traces: np.ndarray, noise: np.ndarray) -> float:
@@ -107,7 +98,8 @@ def silent_fraction(traces: np.ndarray, noise: np.ndarray) -> float:
     traces = np.asarray(traces, np.float32)
     if traces.ndim != 2 or traces.shape[0] == 0 or traces.shape[1] < 3:
         return math.nan
-    peak = traces.max(axis=1) - np.median(traces, axis=1)
+    peak = np.empty(traces.shape[0], np.float64)
+    _ks.peak_over_median(traces, peak)
     return float(np.mean(peak < TRANSIENT_Z * np.maximum(np.asarray(noise, np.float32), 1e-12)))
 
 

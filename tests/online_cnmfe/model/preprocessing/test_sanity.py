@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import scipy.sparse
 
 from online_cnmfe.model.preprocessing.sanity import (
@@ -105,62 +104,3 @@ def test_no_components_no_crash():
     A = scipy.sparse.csc_array((DIMS[0] * DIMS[1], 0), dtype=np.float32)
     rep = check_components(A, DIMS, D, PreprocessParams())
     assert rep.ok and rep.n_components == 0 and rep.coverage == 0.0
-
-
-def _shapes_numpy(A, dims):
-    """The figures as plain numpy computed them (np.bincount over the entries)."""
-    A = scipy.sparse.csc_array(A)
-    K = A.shape[1]
-    a = np.abs(A.data.astype(np.float64))
-    col = np.repeat(np.arange(K), np.diff(A.indptr))
-    r, c = np.divmod(A.indices.astype(np.int64), dims[1])
-
-    def per_col(v):
-        return np.bincount(col, weights=v, minlength=K)
-
-    w = per_col(a)
-    ws = np.maximum(w, 1e-30)
-    mr, mc = per_col(a * r) / ws, per_col(a * c) / ws
-    dr, dc = r - mr[col], c - mc[col]
-    srr, scc, src = per_col(a * dr * dr) / ws, per_col(a * dc * dc) / ws, per_col(a * dr * dc) / ws
-    half_tr, det = (srr + scc) / 2, srr * scc - src * src
-    disc = np.sqrt(np.maximum(half_tr * half_tr - det, 0))
-    lam1, lam2 = half_tr + disc, np.maximum(half_tr - disc, 1e-3)
-    return np.sqrt(lam1 / lam2), w * w / np.maximum(per_col(a * a), 1e-30)
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_footprint_shapes_kernel_matches_numpy_bit_for_bit(seed):
-    """The compiled moments (one pass per column instead of seven bincounts over float64
-    temporaries: ~4 ms → ~0.3 ms at 300 footprints of 256², on the model thread every
-    sanity period) sum in the same order as np.bincount: the same figures, bit for bit.
-    Signed values, empty columns, int32 and int64 indices, unsorted entries."""
-    rng = np.random.default_rng(seed)
-    dims = (61, 47)
-    A = scipy.sparse.random(dims[0] * dims[1], 40, density=0.05, random_state=seed,
-                            dtype=np.float32, format="csc")  # fmt: skip
-    A.data = (A.data - 0.3).astype(np.float32)
-    keep = np.ones(40, np.float32)
-    keep[[3, 17]] = 0.0  # two empty columns
-    A = scipy.sparse.csc_array(A @ scipy.sparse.diags_array(keep))
-    A.eliminate_zeros()
-    for idx_dtype in (np.int32, np.int64):
-        B = scipy.sparse.csc_array(
-            (A.data, A.indices.astype(idx_dtype), A.indptr.astype(idx_dtype)), shape=A.shape
-        )
-        for M in (B, _shuffled_entries(B, rng)):
-            elong, area = footprint_shapes(M, dims)
-            ref_elong, ref_area = _shapes_numpy(M, dims)
-            np.testing.assert_array_equal(elong, ref_elong)
-            np.testing.assert_array_equal(area, ref_area)
-
-
-def _shuffled_entries(A, rng):
-    data, indices = A.data.copy(), A.indices.copy()
-    for k in range(A.shape[1]):
-        lo, hi = A.indptr[k], A.indptr[k + 1]
-        perm = lo + rng.permutation(hi - lo)
-        data[lo:hi], indices[lo:hi] = data[perm], indices[perm]
-    out = scipy.sparse.csc_array((data, indices, A.indptr.copy()), shape=A.shape)
-    out.has_sorted_indices = False
-    return out
