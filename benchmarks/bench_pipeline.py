@@ -363,7 +363,7 @@ def scenario_demix(args) -> dict:
     b0 = st.b0.copy()
     c = st.c.copy()
     n_bg = st.W.shape[0]
-    sc = [np.zeros(n_bg + 1, np.float32), np.zeros(n_bg, np.float32)]
+    sc = [np.zeros_like(ops.scratch_xd), np.zeros(n_bg, np.float32)]
     yt = np.zeros(st.n_pixels, np.float32)
     zs = np.zeros(n_bg, np.float32)
     n_on = args.frames - args.init_frames
@@ -373,7 +373,9 @@ def scenario_demix(args) -> dict:
         y = y.reshape(-1)
         exact[:, j] = model.process_frame(y.reshape(st.dims)).C_raw
         Ac = (A @ c).astype(np.float32)
-        kd.background_subtract(y, b0 + Ac, st.W, st.ring_idx, *st.dims, st.ssub, *sc, yt, zs)
+        kd.background_subtract(
+            y, b0 + Ac, ops.Wt, ops.ring_flat, ops.ring_pad, *st.dims, st.ssub, *sc, yt, zs
+        )
         rhs = (A.T @ (yt + Ac)).astype(np.float32)  # Aᵀ(y − b) with b from c_prev
         kd.nnls_cd(ip, ix, qd, diag, rhs, order, params.online.n_trace_sweeps, c)
         plugin[:, j] = c

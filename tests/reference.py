@@ -321,3 +321,110 @@ def count_broken_rows_ref(rough, base, ratio, floor, max_padding) -> tuple[int, 
         if 0 < run <= max_padding:
             n_low -= run
     return int(high.sum()), n_low
+
+
+# ---- greedy seed search (online_cnmfe/model/_kernels/seeding.py) -----------------------------
+
+
+def _local_images_ref(filtered, sn, rs, cs, thresh):
+    """pnr and cn of the region (rs, cs) of the pixel-major ``filtered`` (H, W, T), cn with a
+    one-pixel margin (the moments' kernels are tested against local_correlation_ref)."""
+    from online_cnmfe.model._kernels.summary import (
+        local_corr_accumulate_pixel_major,
+        local_corr_finalize,
+    )
+
+    H, W, T = filtered.shape
+    r0, r1 = max(0, rs.start - 1), min(H, rs.stop + 1)
+    c0, c1 = max(0, cs.start - 1), min(W, cs.stop + 1)
+    sub = filtered[r0:r1, c0:c1]
+    h, w = r1 - r0, c1 - c0
+    S1, S2, Sx = np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w, 4))
+    thr = np.ascontiguousarray(thresh * sn[r0:r1, c0:c1], dtype=np.float32)
+    local_corr_accumulate_pixel_major(sub, thr, S1, S2, Sx)
+    cn = np.empty((h, w), np.float32)
+    local_corr_finalize(S1, S2, Sx, float(T), cn)
+    ir = slice(rs.start - r0, rs.start - r0 + rs.stop - rs.start)
+    ic = slice(cs.start - c0, cs.start - c0 + cs.stop - cs.start)
+    pnr = np.maximum(sub[ir, ic].max(axis=2), 0) / sn[rs, cs]
+    return pnr, cn[ir, ic]
+
+
+def seed_search_ref(
+    filtered, raw, sn, cn, pnr, *, gsiz, threshold, kernel, max_neurons, thresh=2.0,
+    min_pixel=3, max_halfmax_area=np.inf, max_kappa=np.inf,
+):  # fmt: skip
+    """The greedy corr x PNR search in NumPy (the code the compiled ``seed_round`` replaced):
+    ``seeding.seed_neurons_pixel_major``'s arguments, the same in-place updates; returns
+    (footprints as (rs, cs, a2) boxes, traces (K, T), centers (K, 2))."""
+    import scipy.ndimage
+    import scipy.signal
+
+    from online_cnmfe.model.initialization.seeding import (
+        MAX_EMPTY_ROUNDS,
+        _box,
+        extract_ac,
+        seed_statistic,
+        seed_window,
+    )
+
+    H, W, T = filtered.shape
+    dims = (H, W)
+    kr = kernel.shape[0] // 2
+    min_v = float(threshold)
+    v = cn * pnr
+    v[v < min_v] = 0
+    searched = v <= 0
+    win = seed_window(gsiz)
+    footprints, traces, centers = [], [], []
+    n_empty_rounds = 0
+    while len(footprints) < max_neurons:
+        vb = seed_statistic(v, gsiz)
+        vb[searched] = 0
+        vmax = scipy.ndimage.maximum_filter(vb, size=win, mode="nearest")
+        rr, cc = np.nonzero((vb == vmax) & (vb >= min_v) & ~searched)
+        if len(rr) == 0:
+            break
+        order = np.argsort(-vb[rr, cc], kind="stable")
+        n_before = len(footprints)
+        for idx in order:
+            r, c = int(rr[idx]), int(cc[idx])
+            if searched[r, c] or v[r, c] < min_v:
+                searched[r, c] = True
+                continue
+            searched[r, c] = True
+            rs, cs = _box(r, c, gsiz, dims)
+            h, w = rs.stop - rs.start, cs.stop - cs.start
+            fbox = filtered[rs, cs].reshape(-1, T)
+            rbox = raw[rs, cs].reshape(-1, T)
+            ctr = (r - rs.start) * w + (c - cs.start)
+            ai, ci = extract_ac(fbox, rbox, ctr, (h, w), min_pixel, max_halfmax_area, max_kappa)
+            if ai is None:
+                searched[_box(r, c, win // 2, dims)] = True
+                continue
+            a2 = ai.reshape(h, w)
+            raw[rs, cs] -= a2[:, :, None] * ci[None, None, :]
+            grs = slice(max(0, rs.start - kr), min(H, rs.stop + kr))
+            gcs = slice(max(0, cs.start - kr), min(W, cs.stop + kr))
+            big = np.zeros((grs.stop - grs.start, gcs.stop - gcs.start), np.float32)
+            big[rs.start - grs.start : rs.stop - grs.start,
+                cs.start - gcs.start : cs.stop - gcs.start] = a2  # fmt: skip
+            fa = scipy.signal.correlate(np.pad(big, kr, mode="constant"), kernel, mode="valid")
+            filtered[grs, gcs] -= fa.astype(np.float32)[:, :, None] * ci[None, None, :]
+            p_loc, c_loc = _local_images_ref(filtered, sn, grs, gcs, thresh)
+            pnr[grs, gcs] = p_loc
+            cn[grs, gcs] = c_loc
+            v_loc = c_loc * p_loc
+            v_loc[v_loc < min_v] = 0
+            v[grs, gcs] = v_loc
+            searched[rs, cs] |= a2 > a2.max() / 2
+            footprints.append((rs, cs, a2.astype(np.float32)))
+            traces.append(ci)
+            centers.append((r, c))
+            if len(footprints) >= max_neurons:
+                break
+        if len(footprints) == n_before:
+            n_empty_rounds += 1
+            if n_empty_rounds >= MAX_EMPTY_ROUNDS:
+                break
+    return footprints, np.array(traces, np.float32).reshape(-1, T), np.array(centers).reshape(-1, 2)

@@ -13,6 +13,7 @@ import logging
 import math
 
 from online_cnmfe.engine.frame_queue import Control
+from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.model_runner import ModelRunner
 from online_cnmfe.results import stream as rs
 
@@ -117,6 +118,7 @@ class IncidentsMixin:
             self._store_summary()
             self.store.submit("close_writer")
             self._session += 1
+            self.ids = IdReservation(self.config.out and self._out_path())  # the new file's
             self.runner = ModelRunner(self.params, self.model_factory)
             self.images, self._fp_version, self._fp_message = None, None, None
             self._fp_ids, self._fp_sent_s = None, -float("inf")

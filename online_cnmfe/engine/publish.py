@@ -267,6 +267,7 @@ class PublishingMixin:
     def _send_footprints(self) -> None:
         model = self.runner.model
         A, ids = model.footprints.copy(), model.neuron_ids.copy()  # sent zero-copy: own them
+        self.ids.cover(ids)
         version = model.footprints_version
         self._fp_version = version
         self._fp_ids, self._fp_sent_s = ids, time.monotonic()

@@ -1,15 +1,16 @@
 """``--resume``: continue a results file with a model whose neuron ids can never collide.
 
 The results file keys its trace rows by neuron id, so a resumed model must never issue an id
-the file already holds for another cell. :func:`plan_resume` reads the file's largest id and
-its ``file_id``, then:
+the file already holds for another cell, nor one a subscriber already saw: :func:`plan_resume`
+reads the file's largest id, the id reservation beside it (:mod:`.id_reservation`: ids
+published after the file's last flush lie below it) and the file's ``file_id``, then:
 
 - with a checkpoint written for this file (its ``results_file_id`` matches): the checkpoint's
-  model continues, and ids issued from now on start past the file's largest id (neurons born
+  model continues, and ids issued from now on start past both (neurons born
   after the checkpoint keep their rows; the resumed model gives any cell it finds again a new
   id);
 - with no checkpoint (a crash before the first one): the model re-initialises on the next
-  frames, its ids shifted past the file's largest id (a warning says identities do not carry
+  frames, its ids shifted past both (a warning says identities do not carry
   over);
 - with a checkpoint of another file, of other dimensions, or damaged: a one-line
   :class:`~online_cnmfe.errors.StateFileError` saying how to go on; nothing has started.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from online_cnmfe.engine.id_reservation import read_reservation
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.results import state_file
 from online_cnmfe.results.reader import read_identity
@@ -71,7 +73,7 @@ def plan_resume(out: Path) -> ResumePlan:
         logger.info("--resume: %s does not exist yet; starting a new session", out)
         return ResumePlan(None, 0)
     identity = read_identity(out)
-    first_free = identity["max_neuron_id"] + 1
+    first_free = max(identity["max_neuron_id"] + 1, read_reservation(out))
     if not ckpt.exists():
         logger.warning(
             "--resume: no checkpoint %s (the engine stopped before the first one): the model "

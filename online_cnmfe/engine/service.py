@@ -38,6 +38,7 @@ import zmq
 
 from online_cnmfe.engine.config import EngineConfig
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
+from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
 from online_cnmfe.engine.publish import (
@@ -116,8 +117,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self._consecutive_errors = 0
         self._fp_version: int | None = None
         self._fp_message: list | None = None
-        self._fp_ids = None  # neuron ids (ndarray) of the last footprints sent
-        self._fp_sent_s = -float("inf")  # monotonic time they were sent
+        self._fp_ids, self._fp_sent_s = None, -float("inf")  # last footprints: ids, when sent
         self._idle_count, self._idle_since = 0, time.monotonic()
         self._session = 0
         self._store_error_reported = False
@@ -126,6 +126,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.publisher: ResultsPublisher | None = None
         self.projections: SessionSummary | None = None  # mean/max images of the session
         self.snapshots = Snapshotter()  # one reused copy of the state for checkpoints
+        self.ids = IdReservation(None)  # neuron ids safe to publish (set by run())
         self.checkpoint_copy_ms = 0.0  # model-thread time of the last checkpoint copy
 
     # ---- hooks ---------------------------------------------------------------------------
@@ -146,12 +147,12 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     # ---- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
         """Run until end of stream, a signal or :meth:`request_stop`; returns the exit code."""
-        # The model thread must not wait the default 5 ms for the GIL while the receive or
-        # store thread runs Python code: hand it over ten times sooner.
+        # the model thread must not wait 5 ms for the GIL: hand it over ten times sooner
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         plan = ResumePlan(None, 0)  # decided before any socket or thread: errors are one line
         if self.config.resume and self.config.out is not None:
             plan = plan_resume(self.config.out)
+        self.ids = IdReservation(self.config.out, plan.first_free_id)
         ctx = zmq.Context()
         self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         ep = self.ep
@@ -327,6 +328,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self._publish_images(f.frame_index, model, f.pixels, result)
 
     def _send_traces(self, traces, f, meta: dict, t_start: int) -> None:
+        self.ids.cover(traces.neuron_ids)  # before triggers, traces and events carry them
         t_done = time.monotonic_ns()
         meta["process_ms"] = (t_done - t_start) / 1e6
         meta["age_ms"] = (t_done - f.t_send_ns) / 1e6

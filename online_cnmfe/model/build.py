@@ -21,7 +21,7 @@ from online_cnmfe.model._kernels import model_update as _ku
 from online_cnmfe.model._kernels import oasis_online as _ko
 from online_cnmfe.model._kernels import residual as _kr
 from online_cnmfe.model.init_result import InitResult
-from online_cnmfe.model.slotted import SlottedColumns
+from online_cnmfe.model.slotted import INDEX_DTYPE, SlottedColumns
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.params import CNMFEParams
 
@@ -41,6 +41,11 @@ class Operators:
     scratch_a: np.ndarray  # (n_pixels,) float32 zeros
     mark: np.ndarray  # (n_bg,) int64 visit tags
     frame_buf: np.ndarray  # (n_pixels,) float32 copy of the current frame
+    Wt: np.ndarray  # (R, n_bg) float32: W transposed, for the frame's ring product; every
+    # change of W's rows is copied here (updates._apply_w_rows)
+    ring_flat: np.ndarray  # (R,) int64 ring offsets on the padded grid (_kd.ring_layout)
+    ring_pad: int  # the padded grid's margin (the ring's reach)
+    scratch_xd: np.ndarray  # (padded grid size,) float32: D (y - b0), zero around it
     frame_stats: np.ndarray  # (3,) float64: finite min, max, non-finite count of frame_buf
     tag: int = 0
 
@@ -49,12 +54,14 @@ def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
     """Operators of a state (after build or load)."""
     D, U = _tr.grid_operators(st.dims, st.ssub)
     frames = params.background.forgetting_time_s * params.data.frame_rate_hz
+    grid = _tr.grid_shape(st.dims, st.ssub)
+    ring_flat, pad, padded = _kd.ring_layout(st.ring_offsets, *grid)
     return Operators(
         dims3=np.array([st.dims[0], st.dims[1], st.ssub], np.int64),
         alpha_b0=float(1.0 / max(frames, 1.0)),
         D=D,
         U=U,
-        grid=_tr.grid_shape(st.dims, st.ssub),
+        grid=grid,
         scratch_n=np.zeros(D.shape[0] + 1, np.float32),
         scratch_g=np.zeros(D.shape[0], np.float32),
         scratch_s=np.zeros(D.shape[0], np.float32),
@@ -62,6 +69,10 @@ def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
         mark=np.full(D.shape[0], -1, np.int64),
         frame_buf=np.zeros(D.shape[1], np.float32),
         frame_stats=np.zeros(3, np.float64),
+        Wt=np.ascontiguousarray(st.W.T),
+        ring_flat=ring_flat,
+        ring_pad=pad,
+        scratch_xd=np.zeros(padded, np.float32),
     )
 
 
@@ -161,6 +172,15 @@ def build_state(init: InitResult, frames, params: CNMFEParams):
     return st, ops
 
 
+def background_subtract(st: ModelState, ops: Operators, y: np.ndarray) -> None:
+    """ỹ = (I − UWD)(y − b0) into ``st.scratch_ytilde`` and its block sums into
+    ``st.scratch_zsum`` (``_kernels/demix.background_subtract``)."""
+    _kd.background_subtract(
+        y, st.b0, ops.Wt, ops.ring_flat, ops.ring_pad, st.dims[0], st.dims[1], st.ssub,
+        ops.scratch_xd, st.scratch_bg, st.scratch_ytilde, st.scratch_zsum,
+    )  # fmt: skip
+
+
 def _fill_residuals(st: ModelState, ops: Operators, frames, C_raw, c_den_all) -> None:
     """Residuals of the last L initialisation frames (b0 frozen), so detection can start."""
     L = st.residual.shape[0]
@@ -170,10 +190,7 @@ def _fill_residuals(st: ModelState, ops: Operators, frames, C_raw, c_den_all) ->
     for j in range(first, T0):
         y = np.ascontiguousarray(frames[j - offset], np.float32).reshape(-1)
         c = np.ascontiguousarray(np.maximum(C_raw[:, j], 0), np.float32)
-        _kd.background_subtract(
-            y, st.b0, st.W, st.ring_idx, st.dims[0], st.dims[1], st.ssub, st.scratch_xd,
-            st.scratch_bg, st.scratch_ytilde, st.scratch_zsum,
-        )  # fmt: skip
+        background_subtract(st, ops, y)
         slot = st.residual_head
         _kr.residual_update(
             *slot_args(st.A), *slot_args(st.G), c, st.scratch_ytilde, y, 0.0, ops.dims3,
@@ -192,9 +209,9 @@ def refresh_products(st: ModelState, ops: Operators) -> None:
     st.DA = SlottedColumns.from_csc(ops.D @ A)
     st.block_count = np.ascontiguousarray(np.asarray(ops.U.sum(axis=0)).ravel(), np.float32)
     cols = [
-        _ku.g_column(*st.DA.column(k), st.W, st.ring_idx, st.ring_offsets, ops.grid[0],
-                     ops.grid[1], ops.scratch_n, ops.mark, next_tags(ops, 1))
-        for k in range(K)
+        _ku.g_column(da_idx.astype(np.int64), da_val, st.W, st.ring_idx, st.ring_offsets,
+                     ops.grid[0], ops.grid[1], ops.scratch_n, ops.mark, next_tags(ops, 1))
+        for da_idx, da_val in (st.DA.column(k) for k in range(K))
     ]  # fmt: skip
     st.G = SlottedColumns.from_columns(cols, ops.D.shape[0])
     G = st.G.to_csc()
@@ -234,14 +251,14 @@ def warm_up() -> None:
         return
     f32, i64 = np.float32, np.int64
     y = np.ones(16, f32)
-    W = np.zeros((4, 2), f32)
-    idx = np.zeros((4, 2), np.int32)
-    sc = [np.zeros(5, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(4, f32)]
-    _kd.background_subtract(y, y.copy(), W, idx, 4, 4, 2, *sc)
+    flat = np.zeros(2, i64)
+    sc = [np.zeros(16, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(4, f32)]
+    _kd.background_subtract(y, y.copy(), np.zeros((2, 4), f32), flat, 1, 4, 4, 2, *sc)
     ip, ix, dt = np.array([0, 1], i64), np.array([0], i64), np.ones(1, f32)
     s0, s1 = np.zeros(1, i64), np.ones(1, i64)
+    rows = np.zeros(1, INDEX_DTYPE)  # slotted A and G
     rhs = np.zeros(1, f32)
-    _kd.demix_rhs(s0, s1, ix, dt, s0, s1, ix, dt, y, sc[3], rhs)
+    _kd.demix_rhs(s0, s1, rows, dt, s0, s1, rows, dt, y, sc[3], rhs)
     c = np.zeros(1, f32)
     _kd.nnls_cd(ip, ix, dt, dt, rhs, np.zeros(1, i64), 1, c)
     pools = _deconv.empty_pools(1, 2)
@@ -252,8 +269,8 @@ def warm_up() -> None:
         pools["pool_count"], 0, np.zeros((1, 2), f32),
     )  # fmt: skip
     _kr.residual_update(
-        s0, s1, ix, dt, s0, s1, ix, dt, c, y, y, 0.0, np.array([4, 4, 2], i64), np.zeros(16, f32),
-        np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
+        s0, s1, rows, dt, s0, s1, rows, dt, c, y, y, 0.0, np.array([4, 4, 2], i64),
+        np.zeros(16, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
     )  # fmt: skip
     _warm_update_kernels()
     _WARMED = True
@@ -266,8 +283,8 @@ def _warm_update_kernels() -> None:
     off = np.zeros((1, 2), np.int32)
     _ku.g_column(np.zeros(1, i64), np.ones(1, f32), W, ring_idx, off, 2, 2, np.zeros(5, f32),
                  np.full(4, -1, i64), 0)  # fmt: skip
-    s0, s1, ix, d = np.zeros(1, i64), np.ones(1, i64), np.zeros(1, i64), np.ones(1, f32)
-    m = (s0, s1, ix, d)
+    s0, s1, ix, d = np.zeros(1, i64), np.ones(1, i64), np.zeros(1, INDEX_DTYPE), np.ones(1, f32)
+    m = (s0, s1, ix, d)  # a slotted matrix
     nb = np.ones(4, f32)
     _ku.gram_column(0, np.zeros(1, i64), *m, *m, *m, nb, np.zeros(4, f32), np.zeros(4, f32),
                     np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip

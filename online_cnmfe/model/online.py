@@ -169,10 +169,7 @@ class OnlineCNMFE:
             y = st.motion.registered
         t_motion = time.perf_counter()
         ops = self._ops
-        _kd.background_subtract(
-            y, st.b0, st.W, st.ring_idx, st.dims[0], st.dims[1], st.ssub,
-            st.scratch_xd, st.scratch_bg, st.scratch_ytilde, st.scratch_zsum,
-        )  # fmt: skip
+        _build.background_subtract(st, ops, y)
         t_bg = time.perf_counter()
         A, G = st.A, st.G
         _kd.demix_rhs(

@@ -129,7 +129,8 @@ def _apply_footprints(model, u) -> list[ModelEvent]:
 
 def _column(M, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (indices int64, values float32) of column m of a CSC matrix."""
-    M = scipy.sparse.csc_array(M)
+    if not isinstance(M, scipy.sparse.csc_array):  # (a conversion checks the whole matrix)
+        M = scipy.sparse.csc_array(M)
     if not M.has_sorted_indices:
         M.sort_indices()
     lo, hi = M.indptr[m], M.indptr[m + 1]
@@ -223,6 +224,7 @@ def _reindex_rows(st, surv, n_new, u, params) -> None:
 
 def _apply_w_rows(st, ops, start: int, stop: int, rows: np.ndarray) -> None:
     st.W[start:stop] = rows
+    ops.Wt[:, start:stop] = st.W[start:stop].T  # the frame path's copy of W
     wb = ops.grid[1]
     r0, r1 = start // wb, (stop - 1) // wb
     c0, c1 = (start % wb, (stop - 1) % wb) if r0 == r1 else (0, wb - 1)

@@ -150,39 +150,56 @@ def max_minus_center(X, center, out):
                     out[i, j] = v
 
 
-@numba.njit(**_JIT)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
 def local_corr_accumulate_pixel_major(X, thr, S1, S2, Sx):
     """:func:`local_corr_accumulate` (with ``center = 0``) for a pixel-major box.
 
     X (h, w, T) float32, each pixel's series contiguous; thr (h, w) float32; S1, S2 (h, w)
-    and Sx (h, w, 4) float64 updated in place with the same sums, added in the same (frame)
-    order, as the frame-major kernel.
+    and Sx (h, w, 4) float64 updated in place with the same sums as the frame-major kernel.
+    The seeding calls it after every neuron it finds, so its terms are added in any order
+    (vectorised: equal to float64 rounding, not to the bit) and the thresholded values are
+    not stored (each is read by at most 5 sums).
     """
     h, w, T = X.shape
-    Z = np.empty((h, w, T), dtype=np.float32)
+    zero = np.float32(0.0)
     for i in range(h):
         for j in range(w):
-            th = thr[i, j]
-            s1 = S1[i, j]
-            s2 = S2[i, j]
+            # the pixel's two moments and its 4 forward products in one pass over the frames
+            # (a neighbour outside the box reads the pixel itself, its sum is not stored)
+            down = i + 1 < h
+            ir, jr = i, j + 1 if j + 1 < w else j
+            idl, jdl = (i + 1, j - 1) if down and j > 0 else (i, j)
+            idn = i + 1 if down else i
+            idr, jdr = (i + 1, j + 1) if down and j + 1 < w else (i, j)
+            th, thr_r, thr_dl = thr[i, j], thr[ir, jr], thr[idl, jdl]
+            thr_d, thr_dr = thr[idn, j], thr[idr, jdr]
+            s1, s2 = 0.0, 0.0
+            a0, a1, a2, a3 = 0.0, 0.0, 0.0, 0.0
             for t in range(T):
-                v = X[i, j, t]
-                if v < th:
-                    v = np.float32(0.0)
-                Z[i, j, t] = v
-                vd = np.float64(v)
+                z = X[i, j, t]
+                z = zero if z < th else z
+                zr = X[ir, jr, t]
+                zr = zero if zr < thr_r else zr
+                zdl = X[idl, jdl, t]
+                zdl = zero if zdl < thr_dl else zdl
+                zd = X[idn, j, t]
+                zd = zero if zd < thr_d else zd
+                zdr = X[idr, jdr, t]
+                zdr = zero if zdr < thr_dr else zdr
+                vd = np.float64(z)
                 s1 += vd
                 s2 += vd * vd
-            S1[i, j] = s1
-            S2[i, j] = s2
-    for i in range(h):
-        for j in range(w):
-            for k in range(4):
-                ii = i + _NB[k, 0]
-                jj = j + _NB[k, 1]
-                if ii >= h or jj < 0 or jj >= w:
-                    continue
-                acc = Sx[i, j, k]
-                for t in range(T):
-                    acc += np.float64(Z[i, j, t]) * np.float64(Z[ii, jj, t])
-                Sx[i, j, k] = acc
+                a0 += vd * np.float64(zr)
+                a1 += vd * np.float64(zdl)
+                a2 += vd * np.float64(zd)
+                a3 += vd * np.float64(zdr)
+            S1[i, j] += s1
+            S2[i, j] += s2
+            if j + 1 < w:
+                Sx[i, j, 0] += a0
+            if down and j > 0:
+                Sx[i, j, 1] += a1
+            if down:
+                Sx[i, j, 2] += a2
+            if down and j + 1 < w:
+                Sx[i, j, 3] += a3

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse
@@ -369,10 +370,14 @@ def _seeded(Y, params, pre, motion_init, preprocessed: bool):
     # raw movie (a contiguous copy instead of a second transpose of the frames)
     fit.ring = bgmod.RingFitter(Y, params.background, fit.diameter)
     raw_pm = fit.ring.Yt.copy().reshape(Y.shape[1], Y.shape[2], Y.shape[0])
-    n0, images, null = fit.seed(Y, raw_pm=raw_pm)
-    del raw_pm
+    # the frames' noise on a second thread: the seeding only reads Y, and much of it (the
+    # greedy search, the images' single-threaded parts) leaves the other core idle
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="init-noise") as pool:
+        noise = pool.submit(pixel_noise, Y)
+        n0, images, null = fit.seed(Y, raw_pm=raw_pm)
+        del raw_pm
+        fit.pixel_noise = noise.result()
     log_calibration(null, images, f"initialisation on {Y.shape[0]} frames")
-    fit.pixel_noise = pixel_noise(Y)
     return fit, images, null
 
 

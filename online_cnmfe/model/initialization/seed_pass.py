@@ -8,6 +8,8 @@ footprints are regressed on, ``null`` the calibrated seeding threshold (:mod:`.n
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse
 
@@ -72,10 +74,16 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
             filtered, images, null = choose_matched_filter(fit, data, gsig, gsiz, rate, s)
         else:  # raw frames: slow fluctuations survive the spatial filter (module docstring)
             fit.matched_filter, fit.tau = False, 0.0
-    if null is None:
-        null = seeding_threshold(data, gsig, gsiz, rate, tau_frames=fit.tau)
     if filtered is None:
-        filtered = filter_frames(data, kernel)  # once: the residual's threshold uses it too
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="init-null") as pool:
+            # the noise null (its own small movie; it only reads data) alongside the filter,
+            # whose edge padding and copies run in one thread
+            pending = None
+            if null is None:
+                pending = pool.submit(seeding_threshold, data, gsig, gsiz, rate, tau_frames=fit.tau)
+            filtered = filter_frames(data, kernel)  # once: the residual's threshold uses it too
+            if pending is not None:
+                null = pending.result()
         if residual:
             null = residual_threshold(
                 data, gsig, gsiz, rate, null, tau_frames=fit.tau, filtered=filtered

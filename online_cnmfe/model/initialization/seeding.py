@@ -14,7 +14,9 @@ trace), and the footprint ``ai`` is the coefficient of ``ci`` when regressing ea
 ``[ci, background, 1]``; it is thresholded, cut to the connected component holding the seed
 and kept if it has at least ``min_pixel`` pixels. ``ai ci`` is then subtracted from ``raw`` and
 ``filter(ai) ci`` from ``filtered``, and ``pnr``, ``cn`` and ``v`` are recomputed where they
-changed; the area where ``ai > max(ai) / 2`` is excluded from further seeds.
+changed; the area where ``ai > max(ai) / 2`` is excluded from further seeds. The per-seed work
+is compiled (``_kernels/seeding.py``, float64 sums); :func:`extract_ac` is its NumPy version,
+used for the few reference seeds (:func:`reference_seeds`) and as the tests' oracle.
 """
 
 from __future__ import annotations
@@ -24,22 +26,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.ndimage
-import scipy.signal
 import scipy.sparse
 
-from online_cnmfe.model._kernels.summary import (
-    local_corr_accumulate_pixel_major,
-    local_corr_finalize,
+from online_cnmfe.model._kernels.seeding import (
+    FOOTPRINT_REL_THRESHOLD,
+    MAX_CORR_BG,
+    MIN_CORR_NEURON,
+    seed_round,
 )
 from online_cnmfe.model.initialization.layout import pixel_major
 
 logger = logging.getLogger(__name__)
 
 MAX_EMPTY_ROUNDS = 3  # rounds without a new neuron before the search stops
-MIN_CORR_NEURON = 0.9
 REFERENCE_SEEDS = 30  # strongest seeds whose out-of-focus ratio and size calibrate the tests
-MAX_CORR_BG = 0.3
-FOOTPRINT_REL_THRESHOLD = 0.1
 
 
 @dataclass(slots=True)
@@ -111,25 +111,6 @@ def _box(r: int, c: int, half: int, dims: tuple[int, int]) -> tuple[slice, slice
         slice(max(0, r - half), min(dims[0], r + half + 1)),
         slice(max(0, c - half), min(dims[1], c + half + 1)),
     )
-
-
-def _local_images(filtered, sn, rs, cs, thresh):
-    """pnr and cn of the region (rs, cs) of the pixel-major ``filtered`` (H, W, T), computed
-    with a one-pixel margin for cn."""
-    H, W, T = filtered.shape
-    r0, r1 = max(0, rs.start - 1), min(H, rs.stop + 1)
-    c0, c1 = max(0, cs.start - 1), min(W, cs.stop + 1)
-    sub = filtered[r0:r1, c0:c1]
-    h, w = r1 - r0, c1 - c0
-    S1, S2, Sx = np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w, 4))
-    thr = np.ascontiguousarray(thresh * sn[r0:r1, c0:c1], dtype=np.float32)
-    local_corr_accumulate_pixel_major(sub, thr, S1, S2, Sx)
-    cn = np.empty((h, w), np.float32)
-    local_corr_finalize(S1, S2, Sx, float(T), cn)
-    ir = slice(rs.start - r0, rs.start - r0 + rs.stop - rs.start)
-    ic = slice(cs.start - c0, cs.start - c0 + cs.stop - cs.start)
-    pnr = np.maximum(sub[ir, ic].max(axis=2), 0) / sn[rs, cs]
-    return pnr, cn[ir, ic]
 
 
 def _column_median(x: np.ndarray) -> np.ndarray:
@@ -323,7 +304,7 @@ def seed_neurons(
     max_halfmax_area, max_kappa : float
         Out-of-focus tests, see :func:`extract_ac`.
     progress : callable(int) or None
-        Called with the number of neurons found so far after each one.
+        Called with the number of neurons found so far after each round of the search.
 
     Returns
     -------
@@ -356,7 +337,9 @@ def seed_neurons_pixel_major(
     """:func:`seed_neurons` on pixel-major movies (H, W, T), which it updates in place.
 
     Every box the search reads or updates is then a few contiguous runs of memory instead of
-    one short run per frame (about 10x faster boxes at 608x608).
+    one short run per frame (about 10x faster boxes at 608x608). Each round's candidates are
+    found here; the seeds are tried, extracted and subtracted by the compiled
+    :func:`online_cnmfe.model._kernels.seeding.seed_round` (the GIL released).
 
     Parameters
     ----------
@@ -373,13 +356,21 @@ max_kappa, progress
     SeedResult
     """
     H, W, T = filtered.shape
-    dims = (H, W)
-    kr = kernel.shape[0] // 2
-    min_v = float(threshold)
+    checks = (("filtered", filtered, (H, W, T)), ("raw", raw, (H, W, T)), ("sn", sn, (H, W)),
+              ("cn", cn, (H, W)), ("pnr", pnr, (H, W)))  # fmt: skip
+    for name, x, shape in checks:
+        if x.dtype != np.float32 or not x.flags.c_contiguous or x.shape != shape:
+            raise ValueError(
+                f"{name} must be a C-contiguous float32 array of shape {shape}; got "
+                f"{x.dtype} {x.shape}"
+            )
+    min_v = np.float32(threshold)  # v is float32: compared as NumPy compares it
     v = cn * pnr
     v[v < min_v] = 0
     searched = v <= 0
     win = seed_window(gsiz)
+    kern = np.ascontiguousarray(kernel, np.float32)
+    B = 2 * gsiz + 1
     footprints, traces, centers = [], [], []
     n_empty_rounds = 0
     while len(footprints) < max_neurons:
@@ -392,59 +383,24 @@ max_kappa, progress
         if len(rr) == 0:
             break
         order = np.argsort(-vb[rr, cc], kind="stable")
-        n_before = len(footprints)
-        for idx in order:
-            r, c = int(rr[idx]), int(cc[idx])
-            if searched[r, c] or v[r, c] < min_v:
-                searched[r, c] = True
-                continue
-            searched[r, c] = True
-            rs, cs = _box(r, c, gsiz, dims)
-            h, w = rs.stop - rs.start, cs.stop - cs.start
-            # one copy each, pixel-major (n, T): h contiguous runs of w * T values
-            fbox = filtered[rs, cs].reshape(-1, T)
-            rbox = raw[rs, cs].reshape(-1, T)
-            ctr = (r - rs.start) * w + (c - cs.start)
-            ai, ci = extract_ac(
-                fbox,
-                rbox,
-                ctr,
-                (h, w),
-                min_pixel,
-                max_halfmax_area,
-                max_kappa,
-            )
-            if ai is None:
-                # nothing neuron-like here: do not try the seed's immediate neighbours again
-                searched[_box(r, c, win // 2, dims)] = True
-                continue
-            a2 = ai.reshape(h, w)
-            raw[rs, cs] -= a2[:, :, None] * ci[None, None, :]
-            # filtered change: filter(ai) on the box grown by the kernel radius
-            grs = slice(max(0, rs.start - kr), min(H, rs.stop + kr))
-            gcs = slice(max(0, cs.start - kr), min(W, cs.stop + kr))
-            big = np.zeros((grs.stop - grs.start, gcs.stop - gcs.start), np.float32)
-            big[
-                rs.start - grs.start : rs.stop - grs.start,
-                cs.start - gcs.start : cs.stop - gcs.start,
-            ] = a2
-            fa = scipy.signal.correlate(np.pad(big, kr, mode="constant"), kernel, mode="valid")
-            filtered[grs, gcs] -= fa.astype(np.float32)[:, :, None] * ci[None, None, :]
-            p_loc, c_loc = _local_images(filtered, sn, grs, gcs, thresh)
-            pnr[grs, gcs] = p_loc
-            cn[grs, gcs] = c_loc
-            v_loc = c_loc * p_loc
-            v_loc[v_loc < min_v] = 0
-            v[grs, gcs] = v_loc
-            searched[rs, cs] |= a2 > a2.max() / 2
-            footprints.append((rs, cs, a2.astype(np.float32)))
-            traces.append(ci)
-            centers.append((r, c))
-            if progress is not None:
-                progress(len(footprints))
-            if len(footprints) >= max_neurons:
-                break
-        if len(footprints) == n_before:
+        cap = min(len(order), max_neurons - len(footprints))
+        boxes = np.zeros((cap, 4), np.int64)
+        foot = np.zeros((cap, B, B), np.float32)
+        tr = np.zeros((cap, T), np.float32)
+        ctr = np.zeros((cap, 2), np.int64)
+        n_new = seed_round(
+            filtered, raw, sn, cn, pnr, v, searched, rr[order].astype(np.int64),
+            cc[order].astype(np.int64), kern, int(gsiz), int(win), min_v, float(thresh),
+            int(min_pixel), float(max_halfmax_area), float(max_kappa), boxes, foot, tr, ctr,
+        )  # fmt: skip
+        for k in range(n_new):
+            r0, r1, c0, c1 = (int(x) for x in boxes[k])
+            footprints.append((slice(r0, r1), slice(c0, c1), foot[k, : r1 - r0, : c1 - c0].copy()))
+            traces.append(tr[k])
+            centers.append((int(ctr[k, 0]), int(ctr[k, 1])))
+        if progress is not None and n_new:
+            progress(len(footprints))
+        if n_new == 0:
             n_empty_rounds += 1
             if n_empty_rounds >= MAX_EMPTY_ROUNDS:
                 break

@@ -251,7 +251,11 @@ def correct_frame(ms: MotionState, y: np.ndarray) -> str | None:
             piecewise.zero_field(ms.patches)
     ms.last[0], ms.last[1], ms.last[2] = dy, dx, quality
     H, W = ms.dims
-    if ms.patches is None or still:
+    if still:  # what the bilinear warp returns at a zero shift: the frame as recorded
+        np.copyto(ms.registered, y)
+        ms.valid.fill(1)
+        ms.n_filled = 0
+    elif ms.patches is None:
         ms.n_filled = kw.warp_rigid(y, H, W, dy, dx, ms.registered, ms.valid)
     else:
         ps = ms.patches
@@ -265,6 +269,8 @@ def correct_frame(ms: MotionState, y: np.ndarray) -> str | None:
             update_template(ms)
     if flag is not None:
         ms.n_flagged += 1
+    elif still:  # a zero correction fills no border
+        ms.band_grew = 0
     else:
         _grow_band(ms, dy, dx)
     return flag

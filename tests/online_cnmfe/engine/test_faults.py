@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from acquisition.protocol import FrameMessage, StartMessage, encode_frame, encode_start
+from online_cnmfe.engine.id_reservation import read_reservation
 from online_cnmfe.results.bookkeeping import coverage_problems
 from online_cnmfe.results.reader import read_results
 from tests.online_cnmfe.engine_harness import (
@@ -235,6 +236,9 @@ def test_a_new_session_with_another_frame_size(tmp_path, client, policy):
         assert first.n_frames == 100 and first.attrs["complete"]
         second = read_results(tmp_path / "session-1.h5")
         assert second.dims == (48, 56) and second.n_frames == 100
+        # each file has its own id reservation, past every id published for it
+        assert read_reservation(tmp_path / "session-1.h5") > second.trace_neuron_ids.max()
+        assert read_reservation(tmp_path / "session.h5") > first.trace_neuron_ids.max()
     else:
         assert first.n_frames == 100
         assert len(first.rejected) == 100

@@ -17,6 +17,12 @@ import numpy as np
 import pytest
 
 from online_cnmfe import OnlineCNMFE
+from online_cnmfe.engine.id_reservation import (
+    RESERVE_BLOCK,
+    IdReservation,
+    read_reservation,
+    reservation_path,
+)
 from online_cnmfe.engine.resume import CHECKPOINT_FILE_ID, checkpoint_path, plan_resume
 from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.frame_result import FrameResult
@@ -92,6 +98,67 @@ def test_checkpoint_of_this_file_continues_with_ids_past_the_file(tmp_path, mode
     np.testing.assert_array_equal(plan.model.neuron_ids, model.neuron_ids)
 
 
+def test_ids_published_after_the_last_flush_are_never_reused(tmp_path, model):
+    """Fault injection for a kill between a birth's publication and the file's flush: the
+    file's largest id is 40, but messages carried ids up to 1500 (reserved up to 2000)."""
+    out = tmp_path / "s.h5"
+    file_id = _results_file(out, [[0, 1, 2, 40]] * 3)
+    reservation = IdReservation(out)
+    reservation.cover(np.array([0, 1, 2, 1500]))  # what the killed engine published
+    assert read_reservation(out) == reservation.first_free > 1500
+    plan = plan_resume(out)  # no checkpoint: re-initialise with ids past the reservation
+    assert plan.model is None and plan.first_free_id == read_reservation(out)
+    state_file.save_online_model(checkpoint_path(out), model, {CHECKPOINT_FILE_ID: file_id})
+    plan = plan_resume(out)
+    assert plan.model.state.next_id == read_reservation(out)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        '{"format": "x", "first_free": 3}',
+        "[]",
+        '{"format": "online-cnmfe-id-reservation", "first_free": -2}',
+        '{"format": "online-cnmfe-id-reservation", "first_free": "9"}',
+        '{"format": "online-cnmfe-id-reservation", "first_free": 9223372036854775807}',
+    ],
+)
+def test_a_damaged_id_reservation_is_a_one_line_error(tmp_path, content):
+    out = tmp_path / "s.h5"
+    _results_file(out, [[0, 1]] * 2)
+    reservation_path(out).write_text(content)
+    with pytest.raises(StateFileError) as err:
+        plan_resume(out)
+    msg = str(err.value)
+    assert "\n" not in msg and "delete it to resume anyway" in msg and "s.ids.json" in msg
+
+
+def test_a_reservation_is_written_once_per_block_and_atomically(tmp_path):
+    out = tmp_path / "s.h5"
+    assert read_reservation(out) == 0  # none yet
+    res = IdReservation(out)
+    res.cover(np.array([], np.int64))
+    assert res.written == 0 and not reservation_path(out).exists()
+    res.cover(np.arange(300))
+    assert res.written == 1 and read_reservation(out) == 300 + RESERVE_BLOCK
+    res.cover(np.arange(300 + RESERVE_BLOCK))  # all below the mark: no write
+    assert res.written == 1
+    res.cover(np.array([300 + RESERVE_BLOCK]))
+    assert res.written == 2 and read_reservation(out) == 301 + 2 * RESERVE_BLOCK
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ids.json"]  # no .tmp left
+    IdReservation(None).cover(np.arange(5))  # no results file: nothing to reserve
+
+
+def test_an_unwritable_reservation_is_logged_and_publishing_goes_on(tmp_path, caplog):
+    """Fault injection: the results folder is gone (the store reports that failure itself)."""
+    res = IdReservation(tmp_path / "gone" / "s.h5")
+    res.cover(np.arange(3))  # no exception: the traces still go out
+    assert "cannot write the neuron id reservation" in caplog.text and res.path is None
+    res.cover(np.arange(5000))  # given up: no retry per frame
+    assert caplog.text.count("cannot write the neuron id reservation") == 1
+
+
 def test_fresh_model_ids_are_renumbered(model):
     fresh = OnlineCNMFE.from_state(model.params, copy.deepcopy(model.state))
     before = fresh.neuron_ids.copy()
@@ -162,6 +229,7 @@ def test_sigkill_before_the_first_checkpoint_then_resume_never_reuses_an_id(tmp_
         old_max = int(killed.trace_neuron_ids.max())
         while client.poll(0.5):  # the killed engine's messages still queued in the socket
             pass  # (a loaded machine decodes them slower than 200 Hz came in)
+        seen = [int(i) for m in client.messages["traces"] for i in m.arrays["neuron_ids"]]
         client.messages.clear()
         engine = start_engine(tmp_path, "--resume", "--set", settings[0])
         # 30 traces, some of them with neurons (the fresh initialisation of the resumed
@@ -178,6 +246,8 @@ def test_sigkill_before_the_first_checkpoint_then_resume_never_reuses_an_id(tmp_
         stop(acquire)
     resumed_ids = {int(i) for m in client.messages["traces"] for i in m.arrays["neuron_ids"]}
     assert resumed_ids and min(resumed_ids) > old_max, (sorted(resumed_ids), old_max)
+    # nor an id a subscriber saw that the file never got (born after its last flush)
+    assert min(resumed_ids) > max(seen, default=-1), (sorted(resumed_ids), max(seen))
     res = read_results(tmp_path / "session.h5")
     assert res.n_frames > killed.n_frames
     n0 = killed.n_frames

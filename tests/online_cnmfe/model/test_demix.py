@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from online_cnmfe.model import traces
 from online_cnmfe.model._kernels import demix as kd
@@ -50,16 +51,67 @@ def _system(p):
     return ring_idx, G, At, gram
 
 
-def _ytilde(p, ring_idx):
+def _ytilde(p, ring_idx=None):
     n_bg = p["hb"] * p["wb"]
-    out = [np.zeros(n_bg + 1, np.float32), np.zeros(n_bg, np.float32)]
+    flat, pad, size = kd.ring_layout(p["offsets"], p["hb"], p["wb"])
+    out = [np.full(size, np.nan, np.float32), np.zeros(n_bg, np.float32)]  # xd: zeroed by it
     ytilde = np.zeros_like(p["y"])
     zsum = np.zeros(n_bg, np.float32)
+    Wt = np.ascontiguousarray(p["W"].T)
     kd.background_subtract(
-        p["y"], p["b0"], p["W"], ring_idx, p["dims"][0], p["dims"][1], p["ssub"], *out, ytilde,
+        p["y"], p["b0"], Wt, flat, pad, p["dims"][0], p["dims"][1], p["ssub"], *out, ytilde,
         zsum,
     )  # fmt: skip
     return ytilde, zsum
+
+
+@njit
+def _background_subtract_per_pixel(y, b0, W, ring_idx, height, width, ssub, ytilde, zsum):
+    """The plain per-pixel loops (the kernel before its row-wise ring product): float32 sums
+    in pixel order, each ring read through ``ring_idx`` (index n_bg: a zero pad)."""
+    n_bg = zsum.shape[0]
+    wb = (width + ssub - 1) // ssub
+    xd = np.zeros(n_bg + 1, np.float32)
+    for i in range(height):
+        for j in range(width):
+            xd[(i // ssub) * wb + j // ssub] += y[i * width + j] - b0[i * width + j]
+    for p in range(n_bg):
+        nr = min(ssub, height - (p // wb) * ssub)
+        nc = min(ssub, width - (p % wb) * ssub)
+        xd[p] /= nr * nc
+    bg = np.zeros(n_bg, np.float32)
+    for p in range(n_bg):
+        acc = np.float32(0.0)
+        for k in range(W.shape[1]):
+            acc += W[p, k] * xd[ring_idx[p, k]]
+        bg[p] = acc
+        zsum[p] = 0.0
+    for i in range(height):
+        for j in range(width):
+            q = (i // ssub) * wb + j // ssub
+            v = y[i * width + j] - b0[i * width + j] - bg[q]
+            ytilde[i * width + j] = v
+            zsum[q] += v
+
+
+@pytest.mark.parametrize(
+    "dims,ssub,radius",
+    [((64, 64), 2, 5), ((15, 13), 2, 2), ((12, 12), 3, 2), ((9, 10), 1, 3), ((17, 11), 3, 4),
+     ((17, 11), 2, 4), ((5, 7), 2, 6), ((3, 3), 2, 9), ((40, 33), 4, 3)],
+)  # fmt: skip
+def test_background_subtract_is_bit_identical_to_per_pixel_loops(dims, ssub, radius):
+    """Odd sizes, partial blocks, rings reaching past the grid (or larger than it), signed
+    values: the same float32 operations in the same order, so the same bits."""
+    p = _problem(3, dims=dims, ssub=ssub, radius=radius)
+    p["W"] = np.random.default_rng(4).standard_normal(p["W"].shape).astype(np.float32)
+    ytilde, zsum = _ytilde(p)
+    ring_idx = kd.ring_gather_index(p["offsets"], p["hb"], p["wb"])
+    yt_ref, zs_ref = np.zeros_like(ytilde), np.zeros_like(zsum)
+    _background_subtract_per_pixel(
+        p["y"], p["b0"], p["W"], ring_idx, dims[0], dims[1], ssub, yt_ref, zs_ref
+    )
+    np.testing.assert_array_equal(ytilde, yt_ref)
+    np.testing.assert_array_equal(zsum, zs_ref)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

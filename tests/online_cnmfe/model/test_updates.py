@@ -126,3 +126,31 @@ def test_many_w_row_updates_stay_exact():
     model_build.refresh_products(fresh, model._ops)
     np.testing.assert_allclose(st.gram, fresh.gram, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(st.G.to_csc().toarray(), fresh.G.to_csc().toarray(), atol=1e-6)
+
+
+def test_w_row_updates_reach_the_frame_path():
+    """The frame path reads its own transposed copy of W (``Operators.Wt``): after W rows
+    change, the next frame must give exactly what a model rebuilt from the same state gives
+    (fresh operators). Fails if an update stops copying its rows into the frame path's W."""
+    from online_cnmfe.model import updates as model_updates
+
+    model, movie = _model()
+    st = model.state
+    none = np.zeros(0, np.int64)
+    empty = _empty(st.n_pixels)
+    start, stop = 5, st.W.shape[0] - 5
+    rows = (st.W[start:stop] * 1.7 + 0.01).astype(np.float32)
+    u = slow_path.ModelUpdate(
+        frame_index=st.t, replaced=none, replaced_footprints=empty, merged_kept=none,
+        merged_absorbed=none, merged_footprints=empty, removed=none, new_footprints=empty,
+        new_traces=np.zeros((0, 0), np.float32), new_trace_frames=none,
+        new_g=np.zeros((0, 1), np.float32), new_noise=np.zeros(0, np.float32),
+        w_start=start, w_stop=stop, w_rows=rows,
+    )  # fmt: skip
+    model_updates.apply_update(model, u)
+    np.testing.assert_array_equal(model._ops.Wt, st.W.T)
+    rebuilt = OnlineCNMFE.from_state(model.params, copy.deepcopy(st))
+    for f in movie.frames[200:205]:
+        ours, ref = model.process_frame(f), rebuilt.process_frame(f)
+        np.testing.assert_array_equal(ours.C_raw, ref.C_raw)
+        np.testing.assert_array_equal(model.state.b0, rebuilt.state.b0)

@@ -79,6 +79,34 @@ def test_model_round_trip_gives_identical_next_results(tmp_path):
     np.testing.assert_array_equal(model.b0, loaded.b0)
 
 
+def test_a_state_file_with_int64_row_indices_loads_as_int32(tmp_path):
+    """State files written before the slotted matrices' row indices became int32 (int64 on
+    disk) load with int32 indices (the frame path's kernels are compiled for those) and give
+    the same next results as the model that wrote them."""
+    movie = make_movie(n_frames=220, seed=4)
+    params = CNMFEParams.from_dict(
+        {"data": {"neuron_diameter_px": 8.0}, "detection": {"enabled": False}}
+    )
+    model = OnlineCNMFE(params)
+    model.initialize_from(truth_init(movie, 150), movie.frames[:150])
+    model.save(tmp_path / "model.h5")
+    with h5py.File(tmp_path / "model.h5", "r+") as f:
+        n_rewritten = 0
+        for name in ("A", "DA", "G"):
+            group = next(g for k, g in f.items() if isinstance(g, h5py.Group) and name in g)
+            idx = group[name]["indices"][()]
+            del group[name]["indices"]
+            group[name]["indices"] = idx.astype(np.int64)
+            n_rewritten += 1
+    assert n_rewritten == 3
+    loaded = OnlineCNMFE.load(tmp_path / "model.h5")
+    for name in ("A", "DA", "G"):
+        assert getattr(loaded.state, name).indices.dtype == np.int32, name
+    for f in movie.frames[150:160]:
+        a, b = model.process_frame(f), loaded.process_frame(f)
+        np.testing.assert_array_equal(a.C_raw, b.C_raw)
+
+
 def test_bad_files_raise_state_file_error(tmp_path):
     with pytest.raises(StateFileError, match="cannot open"):
         state_io.load_model(tmp_path / "missing.h5")

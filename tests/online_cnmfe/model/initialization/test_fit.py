@@ -351,3 +351,26 @@ def test_the_refit_at_the_cells_diameter_keeps_the_first_seedings_temporal_filte
     decisions = [x for x in caplog.messages if x.startswith("detection.matched_filter=auto")]
     assert len(decisions) == 1, decisions
     assert r.matched_filter is decisions[0].endswith(": on")
+
+
+@pytest.mark.parametrize("policy", [None, "ACTIVE"])
+def test_initialisation_sets_a_passive_openmp_wait_policy_unless_given(policy):
+    """numba's OpenMP threads must not spin at barriers during the fit (issue 17); a policy
+    the user set is kept. A fresh process: the runtime reads it when it loads."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    code = (
+        "import os, numpy as np\n"
+        "import online_cnmfe.model.initialization.layout as lay\n"
+        "lay.transposed(np.ones((4, 3)))\n"  # a parallel kernel: the runtime is loaded
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (policy or "PASSIVE")

@@ -100,23 +100,34 @@ def test_sparse_footprints_equal_the_dense_ones():
     assert empty.sparse_footprints(dims).shape == (600, 0)
 
 
-def test_pixel_major_local_corr_matches_frame_major():
-    """The seeding's pixel-major moments equal the frame-major kernel's (same sums, same
-    order), so the local images it recomputes are unchanged."""
+@pytest.mark.parametrize("shape", [(7, 9), (1, 5), (4, 1), (1, 1)])
+def test_pixel_major_local_corr_matches_frame_major(shape):
+    """The seeding's pixel-major moments equal the frame-major kernel's to float64 rounding
+    (the same sums, added in another order), box edges and one-pixel boxes included."""
     from online_cnmfe.model._kernels.summary import (
         local_corr_accumulate,
         local_corr_accumulate_pixel_major,
     )
 
     rng = np.random.default_rng(4)
-    X = rng.standard_normal((50, 7, 9)).astype(np.float32)
-    thr = (0.3 * rng.random((7, 9))).astype(np.float32)
-    ref = [np.zeros((7, 9)), np.zeros((7, 9)), np.zeros((7, 9, 4))]
-    local_corr_accumulate(X, np.zeros((7, 9), np.float32), thr, *ref)
-    got = [np.zeros((7, 9)), np.zeros((7, 9)), np.zeros((7, 9, 4))]
-    local_corr_accumulate_pixel_major(np.ascontiguousarray(X.transpose(1, 2, 0)), thr, *got)
+    h, w = shape
+    X = rng.standard_normal((50, h, w)).astype(np.float32)
+    thr = (0.3 * rng.random((h, w))).astype(np.float32)
+    ref = [np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w, 4))]
+    local_corr_accumulate(X, np.zeros((h, w), np.float32), thr, *ref)
+    got = [np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w, 4))]
+    pm = np.ascontiguousarray(X.transpose(1, 2, 0))
+    local_corr_accumulate_pixel_major(pm, thr, *got)
     for a, b in zip(ref, got):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+        assert np.array_equal(a == 0, b == 0)  # no sum for a neighbour outside the box
+    # a strided view (the seeding passes a sub-box of the movie) gives the same sums
+    big = np.zeros((h + 2, w + 3, 50), np.float32)
+    big[1 : h + 1, 2 : w + 2] = pm
+    again = [np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w, 4))]
+    local_corr_accumulate_pixel_major(big[1 : h + 1, 2 : w + 2], thr, *again)
+    for a, b in zip(ref, again):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
 def test_seeding_leaves_its_frame_major_inputs_alone():
@@ -167,3 +178,146 @@ def test_banded_local_corr_matches_serial_kernel(H):
     for a, b in zip(ref, got):
         np.testing.assert_array_equal(a, b)
     assert np.count_nonzero(ref[2]) > 0 or H == 1
+
+
+def _movie_boxes(seed=0):
+    """The tiny movie's filtered (mean-centred) and raw movies, pixel-major, and its images."""
+    from online_cnmfe.model.initialization.layout import pixel_major, pixel_major_centred
+
+    frames, _, _ = tiny_movie(T=200, pnr=(6, 15), seed=seed)
+    filtered, im = summary_images(frames, DIAMETER / 4)
+    return pixel_major_centred(filtered, im.filtered_mean), pixel_major(frames), im
+
+
+@pytest.mark.parametrize("max_kappa", [np.inf, 8.0])
+def test_compiled_extract_matches_extract_ac(max_kappa):
+    """The compiled extraction accepts and rejects the same seeds as the NumPy one (at every
+    neuron, on every 3rd pixel, at the frame's corners) with the same footprint and trace.
+    Both are compared with the NumPy version in float64: the compiled one sums in float64,
+    the NumPy one in float32 products (the raw regression's cancellation costs it up to 1 %
+    of the peak, and a pixel at the 10 % cut may fall either side)."""
+    from online_cnmfe.model._kernels.seeding import extract_footprint
+
+    fpm, rpm, _ = _movie_boxes()
+    H, W, T = fpm.shape
+    g = int(DIAMETER)
+    points = list(CENTRES) + [(r, c) for r in range(0, H, 3) for c in range(1, W, 3)]
+    points += [(0, 0), (H - 1, W - 1), (0, W - 1)]
+    n_accepted = 0
+    for r, c in points:
+        r0, r1, c0, c1 = max(0, r - g), min(H, r + g + 1), max(0, c - g), min(W, c + g + 1)
+        h, w = r1 - r0, c1 - c0
+        ctr = (r - r0) * w + (c - c0)
+        fbox, rbox = fpm[r0:r1, c0:c1].reshape(-1, T), rpm[r0:r1, c0:c1].reshape(-1, T)
+        ref32, _ = extract_ac(fbox, rbox, ctr, (h, w), 3, 40.0, max_kappa)
+        ref_a, ref_c = extract_ac(
+            fbox.astype(np.float64), rbox.astype(np.float64), ctr, (h, w), 3, 40.0, max_kappa
+        )
+        ai, ci = np.empty((2 * g + 1) ** 2), np.empty(T, np.float32)
+        ok = extract_footprint(fpm, rpm, r0, r1, c0, c1, ctr, 3, 40.0, max_kappa, ai, ci)
+        assert ok == (ref_a is not None) == (ref32 is not None), (r, c)
+        if ok:
+            n_accepted += 1
+            np.testing.assert_allclose(ci, ref_c, rtol=1e-5, atol=1e-6 * np.abs(ref_c).max())
+            scale = float(ref_a.max())
+            np.testing.assert_allclose(ai[: h * w], ref_a, rtol=0, atol=1e-4 * scale)
+            assert np.array_equal(ai[: h * w] > 0, ref_a > 0), (r, c)
+    assert n_accepted >= len(CENTRES)
+
+
+def test_compiled_extract_rejects_broad_out_of_focus_source():
+    from online_cnmfe.model._kernels.seeding import extract_footprint
+    from online_cnmfe.model.initialization.summary_images import filter_frames
+
+    rng = np.random.default_rng(1)
+    T, h = 300, 21
+    yy, xx = np.mgrid[:h, :h]
+    trace = np.maximum(rng.standard_normal(T), 0) * 5
+    kernel = center_psf_kernel(2.5)
+    r = (kernel * np.exp(-((np.mgrid[-5:6, -5:6] ** 2).sum(0)) / (2 * 2.5**2))).sum()
+    out = {}
+    for name, sigma in (("neuron", 2.5), ("blob", 9.0)):
+        prof = np.exp(-((yy - 10) ** 2 + (xx - 10) ** 2) / (2 * sigma**2))
+        raw = (trace[:, None, None] * prof + 0.2 * rng.standard_normal((T, h, h))).astype(
+            np.float32
+        )
+        filt = filter_frames(raw, kernel)
+        filt -= filt.mean(axis=0)
+        fpm = np.ascontiguousarray(filt.transpose(1, 2, 0))
+        rpm = np.ascontiguousarray(raw.transpose(1, 2, 0))
+        ai, ci = np.empty(h * h), np.empty(T, np.float32)
+        ok = extract_footprint(fpm, rpm, 0, h, 0, h, 10 * h + 10, 3, np.inf, 2.0 / r, ai, ci)
+        out[name] = ai.reshape(h, h) if ok else None
+    assert out["neuron"] is not None and out["blob"] is None
+    assert np.unravel_index(np.argmax(out["neuron"]), (h, h)) == (10, 10)
+
+
+@pytest.mark.parametrize("k", [11, 12, 64, 65, 127])
+def test_background_median_equals_numpy(k):
+    """The rank-based median of the background pixels equals np.median of the same rows
+    (every ``n // 64``-th of the pixels correlated under 0.3), ties included; 10 or fewer
+    such pixels give no background column."""
+    from online_cnmfe.model._kernels.seeding import MAX_CORR_BG, _background_median
+
+    rng = np.random.default_rng(k)
+    h, w, T = 12, 13, 40
+    raw = rng.standard_normal((h, w, T)).astype(np.float32).round(1)  # many ties
+    corr = rng.uniform(-1, 1, h * w)
+    bg = np.flatnonzero(corr < MAX_CORR_BG)
+    corr[bg[k:]] = 0.5  # exactly k background pixels
+    out = np.full(T, np.nan, np.float32)
+    ok = _background_median(raw, 0, 0, w, corr, h * w, out)
+    idx = np.flatnonzero(corr < MAX_CORR_BG)
+    assert ok == (idx.size > 10)
+    idx = idx[:: max(1, idx.size // 64)]
+    ref = np.median(raw.reshape(-1, T)[idx], axis=0)
+    np.testing.assert_array_equal(out, ref)
+    corr[:] = 0.5
+    corr[:10] = 0.0
+    assert not _background_median(raw, 0, 0, w, corr, h * w, out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compiled_search_matches_numpy_search(seed):
+    """The compiled greedy search finds the same seeds in the same order as the NumPy search
+    it replaced (tests/reference.py), with the same boxes, and footprints, traces, movies and
+    PNR left behind within 1e-3 of their peak (the NumPy version's float32 products, and each
+    neuron's difference carried into the data of the next ones)."""
+    from online_cnmfe.model.initialization.seeding import seed_neurons_pixel_major
+    from tests.reference import seed_search_ref
+
+    fpm, rpm, im = _movie_boxes(seed)
+    kw = dict(
+        gsiz=int(DIAMETER), threshold=5.0, kernel=center_psf_kernel(DIAMETER / 4),
+        max_neurons=100, max_halfmax_area=60.0, max_kappa=12.0,
+    )  # fmt: skip
+    ins_ref = [fpm.copy(), rpm.copy(), im.noise, im.corr.copy(), im.pnr.copy()]
+    ins_new = [fpm.copy(), rpm.copy(), im.noise, im.corr.copy(), im.pnr.copy()]
+    foot, traces, centers = seed_search_ref(*ins_ref, **kw)
+    calls = []
+    res = seed_neurons_pixel_major(*ins_new, progress=calls.append, **kw)
+    assert len(foot) >= 4
+    np.testing.assert_array_equal(res.centers, centers)
+    assert calls and calls[-1] == res.n_components
+    for (rs, cs, a), (rs2, cs2, a2) in zip(foot, res.footprints):
+        assert (rs, cs) == (rs2, cs2)
+        np.testing.assert_allclose(a2, a, rtol=0, atol=1e-3 * float(a.max()))
+    np.testing.assert_allclose(res.traces, traces, rtol=0, atol=1e-3 * np.abs(traces).max())
+    for name, a, b in zip(("filtered", "raw"), ins_ref[:2], ins_new[:2]):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-3 * np.abs(a).max(), err_msg=name)
+    np.testing.assert_allclose(ins_new[4], ins_ref[4], rtol=1e-3)  # pnr
+
+
+def test_compiled_search_rejects_wrong_inputs():
+    from online_cnmfe.model.initialization.seeding import seed_neurons_pixel_major
+
+    fpm, rpm, im = _movie_boxes()
+    kw = dict(gsiz=int(DIAMETER), threshold=5.0, kernel=center_psf_kernel(2.5), max_neurons=5)
+    with pytest.raises(ValueError, match="raw must be a C-contiguous float32"):
+        seed_neurons_pixel_major(
+            fpm, rpm.astype(np.float64), im.noise, im.corr.copy(), im.pnr.copy(), **kw
+        )
+    with pytest.raises(ValueError, match="filtered must be a C-contiguous float32"):
+        seed_neurons_pixel_major(
+            np.asfortranarray(fpm), rpm, im.noise, im.corr.copy(), im.pnr.copy(), **kw
+        )

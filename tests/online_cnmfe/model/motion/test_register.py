@@ -269,6 +269,7 @@ def test_still_tissue_is_not_resampled_until_it_moves(mode, monkeypatch):
         flags.append(motion.correct_frame(ms, np.ascontiguousarray(frames[t].ravel())))
         np.testing.assert_array_equal(ms.last[:2], 0.0)
         np.testing.assert_array_equal(ms.registered, frames[t].ravel())
+        assert ms.valid.all() and ms.n_filled == 0 and ms.band_grew == 0
     assert flags[1] is not None and [flags[0], *flags[2:]] == [None] * 3
     assert ms.still_limit_px == minit.still_limit_px
     for t in range(N_INIT + 4, N_INIT + 8):  # moved: corrected from the first moved frame on
@@ -341,3 +342,20 @@ def test_the_spectra_cache_keeps_a_bounded_number_of_taper_positions_per_frame()
     assert (oy, 0) in spectra[7] and (oy - 1, 0) in spectra[7]
     ms.scratch_xin[:] = 0.0  # a hit uses the stored spectrum, not scratch_xin
     np.testing.assert_array_equal(register._correlate(ms, spectra, (7, oy, 0)), fresh)
+
+
+@pytest.mark.parametrize("dims", [(37, 53), (1, 5), (6, 1)])
+def test_a_zero_shift_warp_is_the_frame(dims):
+    """Still tissue copies the frame instead of warping it by (0, 0) (``correct_frame``):
+    the same bits, because the bilinear warp at a zero shift weighs the pixel by 1 and its
+    neighbours by 0."""
+    from online_cnmfe.model._kernels import warp as kw
+
+    rng = np.random.default_rng(5)
+    y = (rng.standard_normal(dims[0] * dims[1]) * 1e3).astype(np.float32)
+    y[::7] = 0.0
+    out = np.full_like(y, np.nan)
+    valid = np.zeros(y.size, np.uint8)
+    assert kw.warp_rigid(y, dims[0], dims[1], 0.0, 0.0, out, valid) == 0
+    np.testing.assert_array_equal(out, y)
+    assert valid.all()

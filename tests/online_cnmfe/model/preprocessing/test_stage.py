@@ -228,3 +228,15 @@ def test_diameter_estimate_is_logged_not_applied(caplog):
     assert DIAMETER_RANGE_PX[0] <= d <= DIAMETER_RANGE_PX[1]
     assert f"estimated neuron diameter: {d:.1f} px" in caplog.text
     assert params.data.neuron_diameter_px == 10.0  # only logged
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_median_image_equals_numpy(n):
+    """The template's median by a sort gives np.median's values (ties, an even count)."""
+    from online_cnmfe.model.preprocessing.batch import median_image
+
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 9, 11)).astype(np.float32).round(1)
+    got = median_image(X)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.median(X, axis=0))
