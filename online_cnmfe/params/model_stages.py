@@ -227,6 +227,12 @@ class DetectionParams:
     # threshold at the initialisation (white noise in time, e.g. a preprocessed Miniscope
     # movie), off where slow fluctuations survive the spatial filter; "on" / "off" force it
     matched_filter: str = "auto"
+    # where the matched filter is off, the online search's statistic (and its null, the
+    # sign-flipped residual) is computed on the residual averaged in time over the transient's
+    # rise (exponential, this time constant; every frame enters it, also those the detection
+    # images skip): a deliberate noise filter, its threshold calibrated on the averaged null.
+    # 0: single frames
+    search_average_s: float = 0.1
     max_candidates_per_frame: int = 3
     confirm_events: int = 2  # a candidate must recur this many times before promotion ...
     promote_event_snr: float = 10.0  # ... unless one of its events is this strong
@@ -260,6 +266,12 @@ class DetectionParams:
             self.matched_filter,
             self.matched_filter in ("auto", "on", "off"),
             '"auto", "on" or "off"',
+        )
+        check(
+            "search_average_s",
+            self.search_average_s,
+            0 <= self.search_average_s <= 10,
+            "[0, 10] s (0: single frames)",
         )
         int_at_least("max_candidates_per_frame", self.max_candidates_per_frame, 1)
         int_at_least("confirm_events", self.confirm_events, 1)

@@ -155,7 +155,10 @@ def init_slow_path(
         resid = YB - (init.A @ Cw).T.astype(np.float32)
         warm = resid[-params.online.residual_buffer_frames :]
         for i, row in enumerate(warm):
-            det_mod.observe_residual(det, np.ascontiguousarray(row.reshape(H, W)), geo)
+            row = np.ascontiguousarray(row.reshape(H, W))
+            if geo.average > 0:
+                det_mod.accumulate_residual(det, row, geo)
+            det_mod.observe_residual(det, row, geo)
             if i + 1 >= det_mod.MIN_FRAMES and (warm.shape[0] - 1 - i) % 20 == 0:
                 det_mod.calibrate(det, geo, params, T0 - 1)  # a few snapshots to start with
         pick = np.unique(np.linspace(0, X.shape[0] - 1, ring.samples.shape[0]).astype(int))
@@ -266,6 +269,10 @@ def observe_frame(
         kst.clear_regions(fs.slot_of, fs.sup_idx, fs.sup_n, fs.scratch)
         rr.observe_sample(slow.ring, t, ymac.reshape(H, W), r.reshape(H, W))
     dstride = params.online.slow_detect_stride_frames
-    if params.detection.enabled and t % dstride == (1 if dstride > 1 else 0):
-        det_mod.observe_residual(slow.det, r.reshape(H, W), geometry(params))
+    if params.detection.enabled:
+        geo = geometry(params)
+        if geo.average > 0:  # every frame enters the search's time average
+            det_mod.accumulate_residual(slow.det, r.reshape(H, W), geo)
+        if t % dstride == (1 if dstride > 1 else 0):
+            det_mod.observe_residual(slow.det, r.reshape(H, W), geo)
     slow.t = t

@@ -187,21 +187,31 @@ def test_noise_and_out_of_focus_blobs_promote_nothing(sigma):
     assert loop.slow.work.total_births == 0
 
 
-def test_detection_on_a_downsampled_grid_for_larger_neurons():
-    # diameter 12 -> detection images on a 2x coarser grid; candidates map back to pixels
+@pytest.mark.parametrize("average_s", [0.0, 0.1])
+def test_detection_on_a_downsampled_grid_for_larger_neurons(average_s):
+    # diameter 12 -> detection images on a 2x coarser grid; candidates map back to pixels.
+    # With the search's time average (detection.search_average_s) more noise candidates of
+    # this 64 x 64 movie reach the evaluation, and one (two z 5.8 noise events before the cell
+    # fires) is born and later removed: the final model is checked, the births only without it
     m = h.make_movie(
         seed=1, dims=(64, 64), T=600, centres=((14, 14), (14, 48), (48, 14), (48, 48)),
         sigma=3.0, first=[0, 0, 0, 250], rate_hz=1.0, amp=8.0,
     )  # fmt: skip
     # footprints refreshed every 10 s (the newborn is refined ~6 times in the 300 frames left)
     p = h.params_for(
-        **{"data.neuron_diameter_px": 12.0, "online.footprint_update_period_frames": 200}
+        **{
+            "data.neuron_diameter_px": 12.0,
+            "online.footprint_update_period_frames": 200,
+            "detection.search_average_s": average_s,
+        }
     )
     init = h.init_result(m, N_INIT, A=m.A[:, :3], C=m.C[:3, :N_INIT], radius=4)
     loop = h.MiniLoop(init, m.Y[:N_INIT], p).run(m.Y[N_INIT:])
     assert loop.slow.det.ds == 2
-    births = _births(loop)
-    assert len(births) == 1 and _cos(births[0][1][:, 0], m.A[:, 3]) > 0.7
+    births = [b for b in _births(loop) if _cos(b[1][:, 0], m.A[:, 3]) > 0.7]
+    assert len(births) == 1
+    if average_s == 0:
+        assert len(_births(loop)) == 1
     assert loop.A.shape[1] == 4 and _cos(loop.A[:, 3], m.A[:, 3]) > 0.9  # refined by HALS
     first_spike = int(np.flatnonzero(m.C[3] > 0)[0])
     assert births[0][0] - first_spike <= 3 * 20  # within 3 s of its first activity
@@ -213,3 +223,108 @@ def test_block_mean_matches_reference(rng, shape, f):
     out = np.empty((-(-shape[0] // f), -(-shape[1] // f)), np.float32)
     kdet.block_mean(x, f, out)
     np.testing.assert_allclose(out, ref.downsample_mean_ref(x, f), rtol=1e-5, atol=1e-6)
+
+
+# ---- the search's time average (detection.search_average_s) ----------------------------------
+
+from online_cnmfe.model.null_threshold import peak_values  # noqa: E402
+from online_cnmfe.model.slow_path import detection as det_mod  # noqa: E402
+from online_cnmfe.params import DetectionParams  # noqa: E402
+
+
+def test_search_average_is_the_exponential_mean_of_block_means(rng):
+    p = h.params_for(**{"data.neuron_diameter_px": 12.0, "detection.search_average_s": 0.1})
+    geo = det_mod.geometry(p)
+    assert geo.ds == 2 and geo.average == pytest.approx(np.exp(-0.5))
+    det = det_mod.make_detection_state((30, 41), 4, ds=geo.ds)
+    frames = rng.standard_normal((6, 30, 41)).astype(np.float32)
+    want = None
+    for f in frames:
+        det_mod.accumulate_residual(det, f, geo)
+        small = ref.downsample_mean_ref(f, 2)
+        want = small if want is None else geo.average * want + (1 - geo.average) * small
+    np.testing.assert_allclose(det.r_avg, want, rtol=1e-5, atol=1e-6)
+    assert det.n_avg == 6
+
+
+def test_search_average_off_with_the_matched_filter_or_zero():
+    assert det_mod.geometry(h.params_for(**{"detection.search_average_s": 0.0})).average == 0
+    on = det_mod.geometry(h.params_for(**{"detection.matched_filter": "on"}))
+    assert on.average == 0 and on.smooth > 0
+    with pytest.raises(ValueError, match="search_average_s"):
+        DetectionParams(search_average_s=-0.1)
+
+
+def _false_peaks_on_noise(average_s, seed=3, T=400, dims=(128, 128)):
+    """Feed white noise as the residual; after calibrating on the null, count the positive
+    image's peaks above the threshold (each one a false candidate), per 256 x 256 snapshot."""
+    rng = np.random.default_rng(seed)
+    p = h.params_for(**{"detection.search_average_s": average_s})
+    geo = det_mod.geometry(p)
+    det = det_mod.make_detection_state(dims, 4, ds=geo.ds)
+    counts, thresholds = [], []
+    for t in range(T):
+        r = rng.standard_normal(dims).astype(np.float32)
+        if geo.average > 0:
+            det_mod.accumulate_residual(det, r, geo)
+        if t % 2:
+            det_mod.observe_residual(det, r, geo)
+        if t >= 100 and t % 20 == 0:
+            det_mod.calibrate(det, geo, p, t)
+            if np.isfinite(det.threshold):
+                kdet.corr_pnr_image(det.pos, det.nvar, det.vimg)
+                peaks = peak_values(det.vimg, det_mod.peak_window(geo, det.ds))
+                counts.append((peaks >= det.threshold).sum())
+                thresholds.append(det.threshold)
+    scale = 256 * 256 / (dims[0] * dims[1])
+    return float(np.mean(counts)) * scale, float(np.median(thresholds))
+
+
+def test_search_average_threshold_is_calibrated_on_the_averaged_null():
+    # the averaged statistic gets its threshold from its own null (the averaged sign-flipped
+    # residual): on pure noise its false peaks stay as rare as the single frames' (the
+    # calibration's own bias, ~4x its target on this small frame, is the same for both)
+    single = [_false_peaks_on_noise(0.0, seed=s) for s in (3, 5)]
+    avg = [_false_peaks_on_noise(0.1, seed=s) for s in (3, 5)]
+    n_single, n_avg = np.mean([c for c, _ in single]), np.mean([c for c, _ in avg])
+    assert n_single < 20 and n_avg < 2 * n_single, (n_single, n_avg)
+    # both calibrate, on the same scale (PNR is relative to the averaged z's own noise)
+    th_single, th_avg = np.mean([t for _, t in single]), np.mean([t for _, t in avg])
+    assert 1.0 < th_single < 10 and abs(th_avg - th_single) < 0.25 * th_single
+
+
+def _transient_margin(average_s, seed=7, dims=(96, 96), T=400, amp=0.7):
+    """corr x PNR at a weak transient's centre over the calibrated threshold (its best frame),
+    on white noise plus a cell (Gaussian, sigma d / 4) that fires once at frame 300 and
+    decays with data.decay_time_s."""
+    rng = np.random.default_rng(seed)
+    p = h.params_for(**{"data.neuron_diameter_px": 12.0, "detection.search_average_s": average_s})
+    geo = det_mod.geometry(p)
+    det = det_mod.make_detection_state(dims, 4, ds=geo.ds)
+    cell = h.gaussian_footprint(dims, (48, 48), 3.0, truncate=3.0).reshape(dims)
+    cell /= cell.max()
+    g = np.exp(-1 / (20.0 * 0.4))
+    best = 0.0
+    for t in range(T):
+        r = rng.standard_normal(dims).astype(np.float32)
+        if t >= 300:
+            r += np.float32(amp * g ** (t - 300)) * cell.astype(np.float32)
+        if geo.average > 0:
+            det_mod.accumulate_residual(det, r, geo)
+        if t % 2:
+            det_mod.observe_residual(det, r, geo)
+        if t == 290:
+            det_mod.calibrate(det, geo, p, t)
+        if t > 300 and t % 2:
+            kdet.corr_pnr_image(det.pos, det.nvar, det.vimg)
+            c = 48 // geo.ds
+            best = max(best, float(det.vimg[c - 1 : c + 2, c - 1 : c + 2].max()))
+    return best / det.threshold
+
+
+def test_search_average_lifts_a_weak_transient_above_the_noise():
+    # a transient of 0.7 sigma per pixel at its peak sits at the threshold on single frames
+    # (0.9-1.2x over seeds); the time average over its rise lifts it ~2x above the threshold
+    # calibrated on the averaged null
+    single, averaged = _transient_margin(0.0), _transient_margin(0.1)
+    assert averaged > 1.5 * single and averaged > 1.5, (single, averaged)
