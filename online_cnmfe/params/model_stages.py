@@ -231,8 +231,9 @@ class DetectionParams:
     # sign-flipped residual) is computed on the residual averaged in time over the transient's
     # rise (exponential, this time constant; every frame enters it, also those the detection
     # images skip): a deliberate noise filter, its threshold calibrated on the averaged null.
-    # 0: single frames
-    search_average_s: float = 0.1
+    # 0 (default): single frames. 0.1 finds late-born cells sooner (held-out late_born 32 of
+    # 32 vs 30) but loses strong_background 0.970 -> 0.945 (BENCHMARKS, issue 12 evening)
+    search_average_s: float = 0.0
     max_candidates_per_frame: int = 3
     confirm_events: int = 2  # a candidate must recur this many times before promotion ...
     promote_event_snr: float = 10.0  # ... unless one of its events is this strong
