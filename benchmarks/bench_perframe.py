@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_pipeline import truth_init  # noqa: E402
+from bench_pipeline import sim_source, truth_init  # noqa: E402
 
 from acquisition.simulator import MiniscopeSimulator  # noqa: E402
 from acquisition.simulator_params import SimulationParams  # noqa: E402
@@ -107,14 +107,7 @@ def run(args) -> dict:
     executor = ThreadPoolExecutor(1, thread_name_prefix="slow-path")
     model.run_slow_path_on(executor)
     n = args.frames - args.init_frames
-    chunk = {"start": -1, "frames": None}
-
-    def source(j):
-        t = args.init_frames + j
-        if not chunk["start"] <= t < chunk["start"] + 64:
-            chunk["start"], chunk["frames"] = t, sim.frames(t, min(t + 64, args.frames))
-        return chunk["frames"][t - chunk["start"]]
-
+    source = sim_source(sim, args.init_frames, args.frames)
     _instrument(args.kernels)
     stages: dict[str, list[float]] = {}
     cpu = np.zeros(n)

@@ -96,6 +96,20 @@ def truth_init(sim, frames: np.ndarray, params: CNMFEParams) -> tuple[InitResult
     return init, born
 
 
+def sim_source(sim, first: int, stop: int, chunk: int = 64):
+    """``source(j)``: the simulator's frame ``first + j`` (< ``stop``), rendered ``chunk``
+    frames at a time (a movie of the online frames would not fit in memory at 608²)."""
+    cache = {"start": -1, "frames": None}
+
+    def source(j: int) -> np.ndarray:
+        t = first + j
+        if not cache["start"] <= t < cache["start"] + chunk:
+            cache["start"], cache["frames"] = t, sim.frames(t, min(t + chunk, stop))
+        return cache["frames"][t - cache["start"]]
+
+    return source
+
+
 def nbytes(obj, seen=None) -> int:
     """Bytes held in arrays by a (nested) dataclass / dict / list / sparse matrix."""
     import dataclasses
@@ -206,14 +220,7 @@ def scenario_sim(args) -> dict:
     model.initialize_from(init, init_frames)
     t_build = time.perf_counter() - t0
     n_online = args.frames - args.init_frames
-    chunk = {"start": -1, "frames": None}
-
-    def source(j):
-        t = args.init_frames + j
-        if not chunk["start"] <= t < chunk["start"] + 64:
-            chunk["start"], chunk["frames"] = t, sim.frames(t, min(t + 64, args.frames))
-        return chunk["frames"][t - chunk["start"]]
-
+    source = sim_source(sim, args.init_frames, args.frames)
     out = Path(tempfile.mkdtemp()) / "bench_result.h5"
     with ResultsWriter(out, (args.size, args.size), params, sp.frame_rate_hz, {}) as w:
         ids = model.neuron_ids.copy()
