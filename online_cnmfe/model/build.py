@@ -158,8 +158,8 @@ def build_state(init: InitResult, frames, params: CNMFEParams):
         residual_head=0, c_raw_buffer=np.zeros((K, L), np.float32),
         c_den_buffer=np.zeros((K, L), np.float32), neuron_ids=np.arange(K, dtype=np.int64),
         birth_frame=np.zeros(K, np.int64), next_id=K, footprints_version=0, n_skipped=0,
-        n_processed=T0, gram_cursor=0, scratch_xd=np.zeros(n_bg + 1, np.float32),
-        scratch_bg=np.zeros(n_bg, np.float32), scratch_ytilde=np.zeros(n_pixels, np.float32),
+        n_processed=T0, gram_cursor=0, scratch_bg=np.zeros(n_bg, np.float32),
+        scratch_ytilde=np.zeros(n_pixels, np.float32),
         scratch_zsum=np.zeros(n_bg, np.float32), scratch_rhs=np.zeros(K, np.float32),
         scratch_ac=np.zeros(n_pixels, np.float32), scratch_gc=np.zeros(n_bg, np.float32),
     )  # fmt: skip

@@ -132,7 +132,6 @@ class ModelState:
     n_skipped: int
     n_processed: int
     gram_cursor: int
-    scratch_xd: np.ndarray
     scratch_bg: np.ndarray
     scratch_ytilde: np.ndarray
     scratch_zsum: np.ndarray

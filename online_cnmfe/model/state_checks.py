@@ -74,7 +74,6 @@ def check_state(st: ModelState) -> None:
         _shape(name, getattr(st, name), (n_pixels,))
     for name in ("scratch_bg", "scratch_zsum", "scratch_gc", "block_count"):
         _shape(name, getattr(st, name), (n_bg,))
-    _shape("scratch_xd", st.scratch_xd, (n_bg + 1,))
     for name in ("c", "c_den", "s", "g", "lam", "s_min", "trace_noise", "birth_frame",
                  "q_diag", "scratch_rhs", "pool_first", "pool_count"):  # fmt: skip
         _shape(name, getattr(st, name), (k,))
