@@ -35,19 +35,21 @@ class Operators:
     D: scipy.sparse.csr_array
     U: scipy.sparse.csr_array
     grid: tuple[int, int]  # (hb, wb)
-    scratch_n: np.ndarray  # (n_bg + 1,) float32 zeros (update kernels)
+    scratch_n: np.ndarray  # (n_bg + 1,) float32 zeros (update kernels; used by one thread at
+    # a time: the slow path's while it prepares a hand-over, else the model's)
     scratch_g: np.ndarray  # (n_bg,) float32 zeros
     scratch_s: np.ndarray  # (n_bg,) float32 zeros
     scratch_a: np.ndarray  # (n_pixels,) float32 zeros
     mark: np.ndarray  # (n_bg,) int64 visit tags
     frame_buf: np.ndarray  # (n_pixels,) float32 copy of the current frame
     Wt: np.ndarray  # (R, n_bg) float32: W transposed, for the frame's ring product; every
-    # change of W's rows is copied here (updates._apply_w_rows)
+    # change of W's rows is copied here (updates.commit)
     ring_flat: np.ndarray  # (R,) int64 ring offsets on the padded grid (_kd.ring_layout)
     ring_pad: int  # the padded grid's margin (the ring's reach)
     scratch_xd: np.ndarray  # (padded grid size,) float32: D (y - b0), zero around it
     frame_stats: np.ndarray  # (3,) float64: finite min, max, non-finite count of frame_buf
     tag: int = 0
+    epoch: int = 0  # hand-overs committed so far (a prepared one is valid for one epoch only)
 
 
 def operators_for(st: ModelState, params: CNMFEParams) -> Operators:

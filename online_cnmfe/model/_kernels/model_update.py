@@ -98,9 +98,10 @@ def _find(ix, lo, hi, p):
 
 
 @njit(cache=True, nogil=True)
-def w_rows_update(start, stop, W, ring_idx, affected, da_s, da_e, da_ix, da_d, g_s, g_e, g_ix,
-                  g_d, nblk, gram, scratch):  # fmt: skip
-    """After W rows [start, stop) changed: refresh G there and update Q exactly (in place).
+def w_rows_update(start, stop, w_rows, ring_idx, affected, da_s, da_e, da_ix, da_d, g_s, g_e,
+                  g_ix, g_d, nblk, gram, scratch):  # fmt: skip
+    """After W rows [start, stop) became ``w_rows`` (stop - start, R): refresh G there and
+    update Q exactly (in place).
 
     ``affected``: neurons whose G support may contain those rows. Written in place: g_d, gram.
     scratch (n_bg + 1,) float32 zeros in and out.
@@ -119,8 +120,8 @@ def w_rows_update(start, stop, W, ring_idx, affected, da_s, da_e, da_ix, da_d, g
             pos = _find(g_ix, g_s[k], g_e[k], p)
             if pos < g_e[k] and g_ix[pos] == p:
                 acc = np.float32(0.0)
-                for j in range(W.shape[1]):
-                    acc += W[p, j] * scratch[ring_idx[p, j]]
+                for j in range(w_rows.shape[1]):
+                    acc += w_rows[r, j] * scratch[ring_idx[p, j]]
                 go[a, r] = g_d[pos]
                 gn[a, r] = acc
                 g_d[pos] = acc
