@@ -21,6 +21,7 @@ from online_cnmfe.model._kernels import model_update as _ku
 from online_cnmfe.model._kernels import oasis_online as _ko
 from online_cnmfe.model._kernels import residual as _kr
 from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.preprocessing import sanity as _sanity
 from online_cnmfe.model.slotted import INDEX_DTYPE, SlottedColumns
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.params import CNMFEParams
@@ -275,6 +276,7 @@ def warm_up() -> None:
         np.zeros(16, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
     )  # fmt: skip
     _warm_update_kernels()
+    _sanity.warm_up()  # the periodic plausibility check runs on the model thread too
     _WARMED = True
 
 
