@@ -294,3 +294,6 @@ def _warm_update_kernels() -> None:
                     np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip
     gram = np.ones((1, 1), f32)
     _ku.w_rows_update(0, 1, W, ring_idx, np.zeros(1, i64), *m, *m, nb, gram, np.zeros(5, f32))
+    one = np.zeros(1, i64)
+    _ku.gather_columns(one, one, s0, s1, ix, d, 0, np.zeros(1, i64), np.zeros(1, i64),
+                       np.zeros(1, INDEX_DTYPE), np.zeros(1, f32))  # fmt: skip

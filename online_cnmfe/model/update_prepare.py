@@ -210,20 +210,24 @@ def _w_box(u, wb: int) -> np.ndarray:
 def _overlay(need, columns, M, part: int, old_of, Kn: int) -> tuple:
     """Slotted (start, stop, indices, data) of Kn columns holding copies of columns ``need``:
     a changed one from ``columns`` (its ``part``), any other from the model's ``M``."""
+    is_new = np.zeros(len(need), bool)  # (need is sorted and holds every changed column)
+    is_new[np.searchsorted(need, np.fromiter(columns, np.int64, len(columns)))] = True
+    old, fresh = need[~is_new], need[is_new]
+    src = old_of[old]
+    n_old = int((M.stop[src] - M.start[src]).sum())
+    n = n_old + sum(len(columns[int(k)][part]) for k in fresh)
     start = np.zeros(Kn, np.int64)
     stop = np.zeros(Kn, np.int64)
-    idx_parts, val_parts = [], []
-    n = 0
-    for k in need:
-        col = columns.get(int(k))
-        idx, val = (col[part], col[part + 1]) if col is not None else M.column(old_of[k])
-        start[k] = n
-        n += len(idx)
-        stop[k] = n
-        idx_parts.append(idx)
-        val_parts.append(val)
-    indices = np.concatenate(idx_parts or [np.zeros(0, INDEX_DTYPE)]).astype(INDEX_DTYPE)
-    data = np.concatenate(val_parts or [np.zeros(0, np.float32)]).astype(np.float32)
+    indices = np.empty(n, INDEX_DTYPE)
+    data = np.empty(n, np.float32)
+    pos = _ku.gather_columns(old, src, M.start, M.stop, M.indices, M.data, 0, start, stop,
+                             indices, data)  # fmt: skip
+    for k in fresh:
+        idx, val = columns[int(k)][part], columns[int(k)][part + 1]
+        start[k], stop[k] = pos, pos + len(idx)
+        indices[pos : stop[k]] = idx
+        data[pos : stop[k]] = val
+        pos = stop[k]
     return start, stop, indices, data
 
 

@@ -87,6 +87,25 @@ def gram_column(k, cand, a_s, a_e, a_ix, a_d, da_s, da_e, da_ix, da_d, g_s, g_e,
 
 
 @njit(cache=True, nogil=True)
+def gather_columns(cols, src, s_start, s_stop, s_idx, s_data, pos, o_start, o_stop, o_idx, o_data):
+    """Copy column ``src[i]`` of slotted matrix s into column ``cols[i]`` of slotted matrix o,
+    packed from entry ``pos`` on; returns the next free entry of o.
+
+    Written in place: o_start, o_stop, o_idx, o_data (which must hold the columns).
+    """
+    for i in range(cols.shape[0]):
+        k = cols[i]
+        j = src[i]
+        o_start[k] = pos
+        for q in range(s_start[j], s_stop[j]):
+            o_idx[pos] = s_idx[q]
+            o_data[pos] = s_data[q]
+            pos += 1
+        o_stop[k] = pos
+    return pos
+
+
+@njit(cache=True, nogil=True)
 def _find(ix, lo, hi, p):
     while lo < hi:
         mid = (lo + hi) // 2
