@@ -147,12 +147,15 @@ def _reindex_rows(st, surv, n_new, u, params, births) -> None:
     traces, c_all = births["traces"], births["c_all"]
     st.c[ns:] = np.maximum(traces[:, -1], 0) if traces.shape[1] else 0
     st.c_den[ns:] = births["c_den"]
-    slot_of = {int(f): s for s, f in enumerate(st.residual_frame) if f >= 0}
-    for col, f in enumerate(np.asarray(u.new_trace_frames)):
-        slot = slot_of.get(int(f))
-        if slot is not None:
-            st.c_raw_buffer[ns:, slot] = traces[:, col]
-            st.c_den_buffer[ns:, slot] = c_all[:, col]
+    slots = np.flatnonzero(st.residual_frame >= 0)  # the buffer's slots of the trace frames
+    slots = slots[np.argsort(st.residual_frame[slots])]
+    held = st.residual_frame[slots]
+    frames = np.asarray(u.new_trace_frames, np.int64)
+    if held.size and frames.size:
+        i = np.minimum(np.searchsorted(held, frames), held.size - 1)
+        hit = np.flatnonzero(held[i] == frames)
+        st.c_raw_buffer[ns:, slots[i[hit]]] = traces[:, hit]
+        st.c_den_buffer[ns:, slots[i[hit]]] = c_all[:, hit]
     st.neuron_ids[ns:] = np.arange(st.next_id, st.next_id + n_new)
     st.next_id += n_new
     st.birth_frame[ns:] = int(u.frame_index)
