@@ -253,9 +253,10 @@ class OnlineCNMFE:
 
         1. wait for the job of frame t-1 (on the slow-path executor; usually long done) and
            apply the ``ModelUpdate`` its step returned;
-        2. submit frame t's job — ``observe_frame`` (statistics) then one count-bounded
-           ``slow_step`` — with copies/snapshots of what it reads, and return: with a thread
-           executor it runs while frame t+1's critical path does.
+        2. submit frame t's job — ``observe_frame`` (statistics), one count-bounded
+           ``slow_step`` and its update's arithmetic (``update_prepare``) — with copies or
+           snapshots of what it reads, and return: with a thread executor it runs while
+           frame t+1's critical path does.
 
         The update of frame t's step is applied after frame t+1's traces, whichever executor
         runs it, so the results do not depend on threads or timing. A flagged frame
