@@ -51,9 +51,9 @@ def main() -> None:
         model_updates.apply_update, slow_path.observe_frame, slow_path.slow_step
     )  # fmt: skip
 
-    def apply_update(model, u):
+    def apply_update(model, u, prepared=None):
         c0 = time.thread_time()
-        events = apply0(model, u)
+        events = apply0(model, u, prepared)
         applied[int(u.frame_index)] = dict(
             ms=1e3 * (time.thread_time() - c0), replaced=int(u.replaced.size),
             w_rows=int(u.w_stop - u.w_start), births=int(u.new_footprints.shape[1]),

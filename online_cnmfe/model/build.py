@@ -21,6 +21,7 @@ from online_cnmfe.model._kernels import model_update as _ku
 from online_cnmfe.model._kernels import oasis_online as _ko
 from online_cnmfe.model._kernels import residual as _kr
 from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.preprocessing import sanity as _sanity
 from online_cnmfe.model.slotted import INDEX_DTYPE, SlottedColumns
 from online_cnmfe.model.state import ModelState
 from online_cnmfe.params import CNMFEParams
@@ -35,19 +36,21 @@ class Operators:
     D: scipy.sparse.csr_array
     U: scipy.sparse.csr_array
     grid: tuple[int, int]  # (hb, wb)
-    scratch_n: np.ndarray  # (n_bg + 1,) float32 zeros (update kernels)
+    scratch_n: np.ndarray  # (n_bg + 1,) float32 zeros (update kernels; used by one thread at
+    # a time: the slow path's while it prepares a hand-over, else the model's)
     scratch_g: np.ndarray  # (n_bg,) float32 zeros
     scratch_s: np.ndarray  # (n_bg,) float32 zeros
     scratch_a: np.ndarray  # (n_pixels,) float32 zeros
     mark: np.ndarray  # (n_bg,) int64 visit tags
     frame_buf: np.ndarray  # (n_pixels,) float32 copy of the current frame
     Wt: np.ndarray  # (R, n_bg) float32: W transposed, for the frame's ring product; every
-    # change of W's rows is copied here (updates._apply_w_rows)
+    # change of W's rows is copied here (updates.commit)
     ring_flat: np.ndarray  # (R,) int64 ring offsets on the padded grid (_kd.ring_layout)
     ring_pad: int  # the padded grid's margin (the ring's reach)
     scratch_xd: np.ndarray  # (padded grid size,) float32: D (y - b0), zero around it
     frame_stats: np.ndarray  # (3,) float64: finite min, max, non-finite count of frame_buf
     tag: int = 0
+    epoch: int = 0  # hand-overs committed so far (a prepared one is valid for one epoch only)
 
 
 def operators_for(st: ModelState, params: CNMFEParams) -> Operators:
@@ -273,6 +276,7 @@ def warm_up() -> None:
         np.zeros(16, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(16, f32),
     )  # fmt: skip
     _warm_update_kernels()
+    _sanity.warm_up()  # the periodic plausibility check runs on the model thread too
     _WARMED = True
 
 
@@ -290,3 +294,6 @@ def _warm_update_kernels() -> None:
                     np.zeros(4, f32), np.zeros(1, f32))  # fmt: skip
     gram = np.ones((1, 1), f32)
     _ku.w_rows_update(0, 1, W, ring_idx, np.zeros(1, i64), *m, *m, nb, gram, np.zeros(5, f32))
+    one = np.zeros(1, i64)
+    _ku.gather_columns(one, one, s0, s1, ix, d, 0, np.zeros(1, i64), np.zeros(1, i64),
+                       np.zeros(1, INDEX_DTYPE), np.zeros(1, f32))  # fmt: skip

@@ -30,6 +30,7 @@ import numpy as np
 from online_cnmfe.model import build as _build
 from online_cnmfe.model import deconvolution_online as _deconv
 from online_cnmfe.model import motion
+from online_cnmfe.model import update_prepare as _prep
 from online_cnmfe.model import updates as model_updates
 from online_cnmfe.model._kernels import demix as _kd
 from online_cnmfe.model._kernels import frame_check as _kf
@@ -75,6 +76,7 @@ class OnlineCNMFE:
         self._pending_events: list[ModelEvent] = []
         self._slow_executor: Executor = slow_executor or InlineExecutor()
         self._inflight: Future | None = None
+        self._prepared = None  # the pending update worked out on the slow path's thread
         self._footprints_cache = None
         self._sanity = None  # SanityReport, refreshed every preprocess.sanity_period_s
 
@@ -251,9 +253,10 @@ class OnlineCNMFE:
 
         1. wait for the job of frame t-1 (on the slow-path executor; usually long done) and
            apply the ``ModelUpdate`` its step returned;
-        2. submit frame t's job — ``observe_frame`` (statistics) then one count-bounded
-           ``slow_step`` — with copies/snapshots of what it reads, and return: with a thread
-           executor it runs while frame t+1's critical path does.
+        2. submit frame t's job — ``observe_frame`` (statistics), one count-bounded
+           ``slow_step`` and its update's arithmetic (``update_prepare``) — with copies or
+           snapshots of what it reads, and return: with a thread executor it runs while
+           frame t+1's critical path does.
 
         The update of frame t's step is applied after frame t+1's traces, whichever executor
         runs it, so the results do not depend on threads or timing. A flagged frame
@@ -264,15 +267,17 @@ class OnlineCNMFE:
         self.settle_slow_path()
         t_wait = time.perf_counter()
         update, st.pending_update = st.pending_update, None
+        prepared, self._prepared = self._prepared, None
         if update is not None:
-            self._pending_events.extend(model_updates.apply_update(self, update))
+            self._pending_events.extend(model_updates.apply_update(self, update, prepared))
         t_apply = time.perf_counter()
         if not submit:
             return t_wait, t_apply, t_apply
         view = model_updates.slow_inputs(self, snapshot=True)
         frame = (st.t, y.copy(), st.c.copy(), st.residual[slot])  # y and c are reused buffers
+        base = (st, self._ops, st.n_processed + 1)  # prepare the hand-over there too
         self._inflight = self._slow_executor.submit(
-            _slow_job, self._slow, st.slow, frame, view, self.params
+            _prep.slow_job, self._slow, st.slow, frame, view, self.params, base
         )
         return t_wait, t_apply, time.perf_counter()
 
@@ -281,7 +286,8 @@ class OnlineCNMFE:
         (applied after the next frame's traces). Call before copying or saving the state."""
         if self._inflight is not None:
             future, self._inflight = self._inflight, None
-            self._require_state().pending_update = future.result()
+            st = self._require_state()
+            st.pending_update, self._prepared = future.result()
 
     def run_slow_path_on(self, executor: Executor | None) -> None:
         """Run the slow path's steps on ``executor`` (e.g. a one-thread
@@ -469,14 +475,6 @@ class OnlineCNMFE:
             "footprints_max": np.asarray(amax, np.float32).reshape(st.dims),
             "residual_std": np.asarray(std, np.float32).reshape(st.dims),
         }
-
-
-def _slow_job(slow_path, slow_state, frame: tuple, view, params: CNMFEParams):
-    """One frame's slow-path work: ``observe_frame`` then ``slow_step`` (its ModelUpdate or
-    None). Runs on the slow-path executor; touches only ``slow_state`` and its arguments."""
-    t, y, c, residual = frame
-    slow_path.observe_frame(slow_state, t, y, c, residual, params)
-    return slow_path.slow_step(slow_state, view, params)
 
 
 @functools.lru_cache(maxsize=64)

@@ -89,8 +89,8 @@ class SlottedColumns:
         lengths = self.stop - self.start
         indptr = np.zeros(self.n_columns + 1, np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        take = np.concatenate([np.arange(s, e) for s, e in zip(self.start, self.stop)] or [[]])
-        take = take.astype(np.int64)
+        # entry q of column k sits at start[k] + (q - indptr[k]): no loop over the columns
+        take = np.repeat(self.start - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
         return scipy.sparse.csc_array(
             (self.data[take], self.indices[take], indptr), shape=(self.n_rows, self.n_columns)
         )

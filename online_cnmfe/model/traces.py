@@ -109,17 +109,23 @@ def box_overlap(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 def refresh_csr(st) -> None:
     """Q's CSR on its pattern, diagonal and group sweep order (after any change of Q)."""
-    K = st.gram.shape[0]
-    nnz_max = int(st.pattern.sum()) + K
+    st.q_indptr, st.q_indices, st.q_data, st.q_diag, st.order = csr_arrays(st.gram, st.pattern)
+
+
+def csr_arrays(gram: np.ndarray, pattern: np.ndarray) -> tuple:
+    """(indptr, indices, data, diag, order): the CSR of ``gram`` on ``pattern`` (neighbours
+    and diagonal) and its group sweep order. Reads its arguments only (any thread)."""
+    K = gram.shape[0]
+    nnz_max = int(pattern.sum()) + K
     indptr = np.zeros(K + 1, np.int64)
     indices = np.zeros(nnz_max, np.int64)
     data = np.zeros(nnz_max, np.float32)
     diag = np.zeros(K, np.float32)
-    n = _ku.csr_from_pattern(st.pattern, st.gram, indptr, indices, data, diag)
+    n = _ku.csr_from_pattern(pattern, gram, indptr, indices, data, diag)
     labels = np.empty(K, np.int64)
     _k.greedy_groups(indptr, indices[:n], labels, np.empty(K + 1, np.int64))
-    st.q_indptr, st.q_indices, st.q_data, st.q_diag = indptr, indices[:n], data[:n], diag
-    st.order = np.argsort(labels, kind="stable").astype(np.int64)
+    order = np.argsort(labels, kind="stable").astype(np.int64)
+    return indptr, indices[:n], data[:n], diag, order
 
 
 def csc_parts(M) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

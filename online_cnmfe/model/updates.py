@@ -3,18 +3,18 @@
 Order (as documented on ``ModelUpdate``): replaced footprints, merges (kept column replaced,
 traces summed), deletions (absorbed + removed; survivors keep their order), births appended,
 then W rows. Only the touched columns of D A, G and Q are recomputed
-(``_kernels/model_update.py``); W rows update G in place and Q by an exact low-rank
-correction, so an update costs O(touched neurons × neighbours), never a full rebuild.
+(``_kernels/model_update.py``); W rows update G and Q by an exact low-rank correction, so an
+update costs O(touched neurons × neighbours), never a full rebuild. That arithmetic is done
+by :func:`~.update_prepare.prepare`, on the slow path's thread when the update comes from a
+slow job; :func:`commit` (model thread) writes its columns and swaps in its Q.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse
 
 from online_cnmfe.model import deconvolution_online as _deconv
-from online_cnmfe.model import traces as _tr
-from online_cnmfe.model._kernels import model_update as _ku
+from online_cnmfe.model import update_prepare as _prep
 from online_cnmfe.model.frame_result import ModelEvent
 from online_cnmfe.model.slow_path.update import SlowPathInputs
 
@@ -63,108 +63,48 @@ class _FootprintsView:
         return getattr(self._model.footprints, name)
 
 
-def apply_update(model, update) -> list[ModelEvent]:
-    """Apply ``update`` to ``model.state``; returns the events (births, merges, removals)."""
+def apply_update(model, update, prepared: _prep.Prepared | None = None) -> list[ModelEvent]:
+    """Apply ``update`` to ``model.state``; returns the events (births, merges, removals).
+
+    ``prepared``: its :func:`~.update_prepare.prepare` from the slow job, used when made for
+    this update and the model as it is (else the update is prepared here first).
+    """
     st, ops = model.state, model._ops
+    if prepared is None or not prepared.valid_for(update, ops):
+        prepared = _prep.prepare(st, ops, update, model.params, st.n_processed)
+    if prepared is None:  # neither footprints nor W change
+        return []
+    return commit(model, prepared)
+
+
+def commit(model, p: _prep.Prepared) -> list[ModelEvent]:
+    """Write a prepared update into the model (model thread): columns, rows, W, Q, CSR."""
+    st, ops, u = model.state, model._ops, p.update
     events: list[ModelEvent] = []
-    touched = False
-    if update.changes_footprints:
-        events = _apply_footprints(model, update)
-        touched = True
-    if update.w_stop > update.w_start:
-        _apply_w_rows(st, ops, update.w_start, update.w_stop, update.w_rows)
-        touched = True
-    if touched:
-        K = st.n_components
-        if K:  # one exact Gram column per update, round robin (bounds rounding drift)
-            st.gram_cursor %= K
-            _gram_column(st, ops, st.gram_cursor)
-            st.gram_cursor += 1
-        _tr.refresh_csr(st)
+    if u.changes_footprints:
+        ids_before = st.neuron_ids.copy()
+        _merge_traces(st, u)
+        if p.surv is not None:
+            for M in (st.A, st.DA, st.G):
+                M.select(p.surv, p.n_new)
+            _reindex_rows(st, p.surv, p.n_new, u, model.params, p.births)
+        for j, (a_idx, a_val, da_idx, da_val, g_idx, g_val) in p.columns.items():
+            st.A.write(j, a_idx, a_val)
+            st.DA.write(j, da_idx, da_val)
+            st.G.write(j, g_idx, g_val)
+        st.footprints_version += 1
+        events = _events(st, u, ids_before, p.n_new)
+    G = st.G
+    for k, vals in p.g_values.items():  # G of unchanged neurons under new W rows (same support)
+        G.data[G.start[k] : G.stop[k]] = vals
+    if u.w_stop > u.w_start:
+        st.W[u.w_start : u.w_stop] = u.w_rows
+        ops.Wt[:, u.w_start : u.w_stop] = st.W[u.w_start : u.w_stop].T  # the frame path's W
+    st.boxes, st.gram, st.pattern = p.boxes, p.gram, p.pattern
+    st.q_indptr, st.q_indices, st.q_data, st.q_diag, st.order = p.csr
+    st.gram_cursor = p.gram_cursor
+    ops.epoch += 1
     return events
-
-
-def _apply_footprints(model, u) -> list[ModelEvent]:
-    st, ops, params = model.state, model._ops, model.params
-    K = st.n_components
-    ids_before = st.neuron_ids.copy()
-    changed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for m, k in enumerate(u.replaced):
-        changed[int(k)] = _column(u.replaced_footprints, m)
-    for m, k in enumerate(u.merged_kept):
-        changed[int(k)] = _column(u.merged_footprints, m)
-    _merge_traces(st, u)
-    n_new = int(u.new_footprints.shape[1])
-    if u.merged_absorbed.size or u.removed.size or n_new:
-        surv = u.survivors(K)
-        pos = np.full(K, -1, np.int64)
-        pos[surv] = np.arange(len(surv))
-        for M in (st.A, st.DA, st.G):
-            M.select(surv, n_new)
-        _reindex_rows(st, surv, n_new, u, params)
-        Kn = len(surv) + n_new
-        gram = np.zeros((Kn, Kn), np.float32)
-        gram[: len(surv), : len(surv)] = st.gram[np.ix_(surv, surv)]
-        pattern = np.zeros((Kn, Kn), bool)
-        pattern[: len(surv), : len(surv)] = st.pattern[np.ix_(surv, surv)]
-        st.gram, st.pattern = gram, pattern
-        changed = {int(pos[k]): v for k, v in changed.items() if pos[k] >= 0}
-        for j in range(n_new):
-            changed[len(surv) + j] = _column(u.new_footprints, j)
-    for j, (idx, val) in changed.items():
-        st.A.write(j, idx, val)
-        da_idx, da_val = _block_average(idx, val, st, ops)
-        st.DA.write(j, da_idx, da_val)
-        g_idx, g_val = _ku.g_column(
-            da_idx, da_val, st.W, st.ring_idx, st.ring_offsets, ops.grid[0], ops.grid[1],
-            ops.scratch_n, ops.mark, _next_tags(ops, 1),
-        )  # fmt: skip
-        st.G.write(j, g_idx, g_val)
-        st.boxes[j] = _tr.column_box(da_idx, g_idx, ops.grid[1])
-    for j in changed:
-        _gram_column(st, ops, j)
-    st.footprints_version += 1
-    return _events(st, u, ids_before, n_new)
-
-
-def _column(M, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (indices int64, values float32) of column m of a CSC matrix."""
-    if not isinstance(M, scipy.sparse.csc_array):  # (a conversion checks the whole matrix)
-        M = scipy.sparse.csc_array(M)
-    if not M.has_sorted_indices:
-        M.sort_indices()
-    lo, hi = M.indptr[m], M.indptr[m + 1]
-    return M.indices[lo:hi].astype(np.int64), M.data[lo:hi].astype(np.float32)
-
-
-def _block_average(idx, val, st, ops) -> tuple[np.ndarray, np.ndarray]:
-    """D a for one sparse column a: block averages on the background grid (sorted)."""
-    rows, cols = np.divmod(idx, st.dims[1])
-    blocks = (rows // st.ssub) * ops.grid[1] + cols // st.ssub
-    uniq, inv = np.unique(blocks, return_inverse=True)
-    sums = np.bincount(inv, weights=val, minlength=len(uniq))
-    return uniq.astype(np.int64), (sums / st.block_count[uniq]).astype(np.float32)
-
-
-def _gram_column(st, ops, j: int) -> None:
-    cand = np.flatnonzero(_tr.box_overlap(st.boxes, st.boxes[j])).astype(np.int64)
-    out = np.zeros(len(cand), np.float32)
-    _ku.gram_column(
-        j, cand, *_slot(st.A), *_slot(st.DA), *_slot(st.G), st.block_count, ops.scratch_a,
-        ops.scratch_g, ops.scratch_s, out,
-    )  # fmt: skip
-    st.gram[j, :] = 0.0
-    st.gram[:, j] = 0.0
-    st.gram[cand, j] = out
-    st.gram[j, cand] = out
-    st.pattern[j, :] = False
-    st.pattern[:, j] = False
-    st.pattern[cand, j] = True
-    st.pattern[j, cand] = True
-
-
-def _slot(m) -> tuple:
-    return m.start, m.stop, m.indices, m.data
 
 
 def _merge_traces(st, u) -> None:
@@ -187,8 +127,9 @@ def _merge_traces(st, u) -> None:
         st.c_den_buffer[i, order] = c_all[0]
 
 
-def _reindex_rows(st, surv, n_new, u, params) -> None:
-    """Row-wise arrays: survivors in order, then the new neurons."""
+def _reindex_rows(st, surv, n_new, u, params, births) -> None:
+    """Row-wise arrays: survivors in order, then the new neurons (``births``: their
+    ``new_neurons``, recomputed unless made for this frame's ``n_processed``)."""
     for name in _ROWWISE:
         old = getattr(st, name)
         new = np.zeros((len(surv) + n_new,) + old.shape[1:], old.dtype)
@@ -196,46 +137,28 @@ def _reindex_rows(st, surv, n_new, u, params) -> None:
         setattr(st, name, new)
     if not n_new:
         return
+    if births is None or births["n_processed"] != st.n_processed:
+        births = _prep.new_neurons(u, params, st.pool_v.shape[1], st.n_processed)
     ns = len(surv)
-    g_new = np.asarray(u.new_g)
-    g = _deconv.ar1_coefficients(g_new if g_new.ndim == 2 else g_new[:, None])
-    noise = np.asarray(u.new_noise, np.float32)
-    s_min, lam = _deconv.spike_thresholds(g, noise, params.deconv)
-    st.g[ns:], st.trace_noise[ns:], st.s_min[ns:], st.lam[ns:] = g, noise, s_min, lam
-    traces = np.asarray(u.new_traces, np.float32).reshape(n_new, -1)
-    pools = _deconv.empty_pools(n_new, st.pool_v.shape[1])
-    c, s, c_all = _deconv.run_history(
-        pools, st.g[ns:], st.lam[ns:], st.s_min[ns:], traces, st.n_processed - traces.shape[1]
-    )
-    for name, arr in pools.items():
+    st.g[ns:], st.trace_noise[ns:] = births["g"], births["noise"]
+    st.s_min[ns:], st.lam[ns:] = births["s_min"], births["lam"]
+    for name, arr in births["pools"].items():
         getattr(st, name)[ns:] = arr
+    traces, c_all = births["traces"], births["c_all"]
     st.c[ns:] = np.maximum(traces[:, -1], 0) if traces.shape[1] else 0
-    st.c_den[ns:] = c
-    slot_of = {int(f): s for s, f in enumerate(st.residual_frame) if f >= 0}
-    for col, f in enumerate(np.asarray(u.new_trace_frames)):
-        slot = slot_of.get(int(f))
-        if slot is not None:
-            st.c_raw_buffer[ns:, slot] = traces[:, col]
-            st.c_den_buffer[ns:, slot] = c_all[:, col]
+    st.c_den[ns:] = births["c_den"]
+    slots = np.flatnonzero(st.residual_frame >= 0)  # the buffer's slots of the trace frames
+    slots = slots[np.argsort(st.residual_frame[slots])]
+    held = st.residual_frame[slots]
+    frames = np.asarray(u.new_trace_frames, np.int64)
+    if held.size and frames.size:
+        i = np.minimum(np.searchsorted(held, frames), held.size - 1)
+        hit = np.flatnonzero(held[i] == frames)
+        st.c_raw_buffer[ns:, slots[i[hit]]] = traces[:, hit]
+        st.c_den_buffer[ns:, slots[i[hit]]] = c_all[:, hit]
     st.neuron_ids[ns:] = np.arange(st.next_id, st.next_id + n_new)
     st.next_id += n_new
     st.birth_frame[ns:] = int(u.frame_index)
-
-
-def _apply_w_rows(st, ops, start: int, stop: int, rows: np.ndarray) -> None:
-    st.W[start:stop] = rows
-    ops.Wt[:, start:stop] = st.W[start:stop].T  # the frame path's copy of W
-    wb = ops.grid[1]
-    r0, r1 = start // wb, (stop - 1) // wb
-    c0, c1 = (start % wb, (stop - 1) % wb) if r0 == r1 else (0, wb - 1)
-    affected = np.flatnonzero(
-        _tr.box_overlap(st.boxes, np.array([r0, r1, c0, c1], np.int64))
-    ).astype(np.int64)
-    if affected.size:
-        _ku.w_rows_update(
-            start, stop, st.W, st.ring_idx, affected, *_slot(st.DA), *_slot(st.G),
-            st.block_count, st.gram, ops.scratch_n,
-        )  # fmt: skip
 
 
 def _events(st, u, ids_before, n_new) -> list[ModelEvent]:
@@ -251,9 +174,3 @@ def _events(st, u, ids_before, n_new) -> list[ModelEvent]:
     if n_new:
         ev.append(ModelEvent("born", t, tuple(int(x) for x in st.neuron_ids[-n_new:])))
     return ev
-
-
-def _next_tags(ops, n: int) -> int:
-    tag = ops.tag
-    ops.tag += n
-    return tag

@@ -87,6 +87,25 @@ def gram_column(k, cand, a_s, a_e, a_ix, a_d, da_s, da_e, da_ix, da_d, g_s, g_e,
 
 
 @njit(cache=True, nogil=True)
+def gather_columns(cols, src, s_start, s_stop, s_idx, s_data, pos, o_start, o_stop, o_idx, o_data):
+    """Copy column ``src[i]`` of slotted matrix s into column ``cols[i]`` of slotted matrix o,
+    packed from entry ``pos`` on; returns the next free entry of o.
+
+    Written in place: o_start, o_stop, o_idx, o_data (which must hold the columns).
+    """
+    for i in range(cols.shape[0]):
+        k = cols[i]
+        j = src[i]
+        o_start[k] = pos
+        for q in range(s_start[j], s_stop[j]):
+            o_idx[pos] = s_idx[q]
+            o_data[pos] = s_data[q]
+            pos += 1
+        o_stop[k] = pos
+    return pos
+
+
+@njit(cache=True, nogil=True)
 def _find(ix, lo, hi, p):
     while lo < hi:
         mid = (lo + hi) // 2
@@ -98,9 +117,10 @@ def _find(ix, lo, hi, p):
 
 
 @njit(cache=True, nogil=True)
-def w_rows_update(start, stop, W, ring_idx, affected, da_s, da_e, da_ix, da_d, g_s, g_e, g_ix,
-                  g_d, nblk, gram, scratch):  # fmt: skip
-    """After W rows [start, stop) changed: refresh G there and update Q exactly (in place).
+def w_rows_update(start, stop, w_rows, ring_idx, affected, da_s, da_e, da_ix, da_d, g_s, g_e,
+                  g_ix, g_d, nblk, gram, scratch):  # fmt: skip
+    """After W rows [start, stop) became ``w_rows`` (stop - start, R): refresh G there and
+    update Q exactly (in place).
 
     ``affected``: neurons whose G support may contain those rows. Written in place: g_d, gram.
     scratch (n_bg + 1,) float32 zeros in and out.
@@ -119,8 +139,8 @@ def w_rows_update(start, stop, W, ring_idx, affected, da_s, da_e, da_ix, da_d, g
             pos = _find(g_ix, g_s[k], g_e[k], p)
             if pos < g_e[k] and g_ix[pos] == p:
                 acc = np.float32(0.0)
-                for j in range(W.shape[1]):
-                    acc += W[p, j] * scratch[ring_idx[p, j]]
+                for j in range(w_rows.shape[1]):
+                    acc += w_rows[r, j] * scratch[ring_idx[p, j]]
                 go[a, r] = g_d[pos]
                 gn[a, r] = acc
                 g_d[pos] = acc

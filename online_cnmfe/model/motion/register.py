@@ -372,6 +372,7 @@ def warm_up() -> None:
         ms = make_state(geom, params, np.ones(geom.grid, np.float32), 0.0)
         y = np.ones(24 * 24, np.float32)
         correct_frame(ms, y)
+        update_template(ms)  # (every few frames on the model thread: its first call too)
         ms.band[:] = 1
         mask_residual(ms, y.reshape(1, -1).copy())
     _WARMED = True

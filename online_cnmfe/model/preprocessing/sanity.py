@@ -92,6 +92,20 @@ def footprint_shapes(A, dims: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return elongation, area
 
 
+def warm_up() -> None:
+    """Load the check's kernels (numba's cache) on tiny inputs shaped as the model's
+    (``SlottedColumns.to_csc`` footprints, a float32 trace buffer), so the first periodic
+    check on the model thread does not pay ~6 ms of loading."""
+    A = scipy.sparse.csc_array(
+        (np.ones(2, np.float32), np.array([0, 5], np.int32), np.array([0, 1, 2], np.int64)),
+        shape=(16, 2),
+    )
+    footprint_shapes(A, (4, 4))
+    buffer = np.ones((2, 4), np.float32)
+    for filled in (np.ones(4, bool), np.arange(4) < 3):  # its filled slots: a full buffer's
+        silent_fraction(buffer[:, filled], np.ones(2, np.float32))  # copy is F-ordered
+
+
 def silent_fraction(traces: np.ndarray, noise: np.ndarray) -> float:
     """Share of rows of ``traces`` (K, T) that never rise ``TRANSIENT_Z`` x ``noise`` above
     their median (NaN without traces)."""

@@ -235,3 +235,49 @@ def test_g_column_and_gram_column_match_scipy(seed):
         ku.gram_column(k, cand, *_slots(p["A"]), *_slots(DA), *Gs, nblk, sa, sg, ss, out)
         np.testing.assert_allclose(out, gram[:, k], rtol=1e-4, atol=1e-4, err_msg=f"col {k}")
     assert not (sa.any() or sg.any() or ss.any())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_w_rows_update_matches_a_rebuild_with_the_new_rows(seed):
+    """G and Q after ``w_rows_update`` (the new rows passed alone) equal G = W' D A and
+    Q = ÃᵀÃ rebuilt with W' (scipy), on G's structural support."""
+    from online_cnmfe.model._kernels import model_update as ku
+
+    p = _problem(seed, dims=(24, 22), radius=3, K=7)
+    ring_idx, _, _, gram = _system(p)
+    D, _ = traces.grid_operators(p["dims"], p["ssub"])
+    DA = scipy.sparse.csc_array(D @ p["A"])
+    n_bg = p["hb"] * p["wb"]
+    scratch = np.zeros(n_bg + 1, np.float32)
+    mark = np.full(n_bg, -1, np.int64)
+    cols = []
+    for k in range(DA.shape[1]):
+        lo, hi = DA.indptr[k], DA.indptr[k + 1]
+        cols.append(ku.g_column(
+            DA.indices[lo:hi].astype(np.int64), DA.data[lo:hi].astype(np.float32), p["W"],
+            ring_idx, p["offsets"], p["hb"], p["wb"], scratch, mark, k,
+        ))  # fmt: skip
+    lengths = np.array([len(i) for i, _ in cols], np.int64)
+    g_e = np.cumsum(lengths)
+    g_s = g_e - lengths
+    g_ix = np.concatenate([i for i, _ in cols]).astype(np.int32)
+    g_d = np.concatenate([v for _, v in cols]).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    start, stop = n_bg // 4, 3 * n_bg // 4
+    W2 = p["W"].copy()
+    W2[start:stop] *= rng.uniform(1.5, 3.0, (stop - start, 1)).astype(np.float32)
+    nblk = np.asarray(traces.grid_operators(p["dims"], p["ssub"])[1].sum(axis=0)).ravel()
+    q = np.array(gram, np.float32)  # a copy: gram stays the old Q
+    ku.w_rows_update(
+        start, stop, np.ascontiguousarray(W2[start:stop]), ring_idx,
+        np.arange(DA.shape[1], dtype=np.int64), *_slots(DA), g_s, g_e, g_ix, g_d,
+        nblk.astype(np.float32), q, scratch,
+    )  # fmt: skip
+    assert not scratch.any()
+    _, G2, _, gram2 = _system(dict(p, W=W2))
+    for k in range(DA.shape[1]):
+        dense = np.zeros(n_bg)
+        dense[g_ix[g_s[k] : g_e[k]]] = g_d[g_s[k] : g_e[k]]
+        np.testing.assert_allclose(dense, G2[:, [k]].toarray().ravel(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(q, gram2, rtol=1e-4, atol=1e-4, err_msg=f"seed {seed}")
+    assert np.abs(gram - gram2).max() > 1e-2, "the rows changed nothing"

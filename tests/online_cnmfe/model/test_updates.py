@@ -154,3 +154,97 @@ def test_w_row_updates_reach_the_frame_path():
         ours, ref = model.process_frame(f), rebuilt.process_frame(f)
         np.testing.assert_array_equal(ours.C_raw, ref.C_raw)
         np.testing.assert_array_equal(model.state.b0, rebuilt.state.b0)
+
+
+def _copy(model):
+    return OnlineCNMFE.from_state(model.params, copy.deepcopy(model.state))
+
+
+def _assert_same_state(a, b):
+    """Every array and count of two ModelStates equal bit for bit (slotted ones as CSC)."""
+    import dataclasses
+
+    from online_cnmfe.model.slotted import SlottedColumns
+
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, SlottedColumns):
+            x, y = x.to_csc(), y.to_csc()
+            for part in ("indptr", "indices", "data"):
+                np.testing.assert_array_equal(getattr(x, part), getattr(y, part), f.name)
+        elif isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y, err_msg=f.name)
+        elif isinstance(x, (int, float, tuple)):
+            assert x == y, f.name
+
+
+def _w_update(st, start, stop, scale):
+    none = np.zeros(0, np.int64)
+    empty = _empty(st.n_pixels)
+    return slow_path.ModelUpdate(
+        frame_index=st.t, replaced=none, replaced_footprints=empty, merged_kept=none,
+        merged_absorbed=none, merged_footprints=empty, removed=none, new_footprints=empty,
+        new_traces=np.zeros((0, 0), np.float32), new_trace_frames=none,
+        new_g=np.zeros((0, 1), np.float32), new_noise=np.zeros(0, np.float32),
+        w_start=start, w_stop=stop, w_rows=(st.W[start:stop] * scale).astype(np.float32),
+    )  # fmt: skip
+
+
+def test_preparing_an_update_leaves_the_model_untouched():
+    """``prepare`` runs on the slow path's thread while the frame path reads the model: it
+    must write none of the model's arrays (only copies and the update scratch)."""
+    from online_cnmfe.model import update_prepare
+
+    model, _ = _model()
+    before = _copy(model)
+    Wt = model._ops.Wt.copy()
+    u = _update(model, np.random.default_rng(0))
+    p = update_prepare.prepare(model.state, model._ops, u, model.params, model.state.n_processed)
+    assert p is not None and p.columns and p.g_values and p.births is not None
+    _assert_same_state(model.state, before.state)
+    np.testing.assert_array_equal(model._ops.Wt, Wt)
+    for name in ("scratch_n", "scratch_a", "scratch_g", "scratch_s"):
+        assert not getattr(model._ops, name).any(), name
+
+
+def test_a_stale_preparation_is_prepared_again():
+    """Fault injection: an update prepared before another one was committed (another epoch)
+    must not be committed as it is; the result equals preparing it on the current model."""
+    from online_cnmfe.model import update_prepare
+    from online_cnmfe.model import updates as model_updates
+
+    model, _ = _model()
+    st = model.state
+    u1 = _update(model, np.random.default_rng(0))
+    stale = update_prepare.prepare(st, model._ops, u1, model.params, st.n_processed)
+    n_bg = st.W.shape[0]
+    u0 = _w_update(st, n_bg // 4, n_bg // 2, 1.5)
+    model_updates.apply_update(model, u0)
+    reference = _copy(model)
+    model_updates.apply_update(model, u1, stale)
+    model_updates.apply_update(reference, u1)
+    _assert_same_state(model.state, reference.state)
+    # committing the stale preparation would have kept Q from before u0's rows
+    wrong = _copy(reference)
+    wrong._ops.epoch = stale.epoch = 0
+    stale.ops = wrong._ops
+    model_updates.commit(wrong, stale)
+    assert not np.array_equal(wrong.state.gram, reference.state.gram)
+
+
+def test_births_prepared_for_another_frame_are_warm_started_again():
+    """Fault injection: births prepared for frame count n (the slow job's guess) but committed
+    at another count (a flagged frame in between does not advance it) are warm-started again
+    on the frames they are committed at."""
+    from online_cnmfe.model import update_prepare
+    from online_cnmfe.model import updates as model_updates
+
+    model, _ = _model()
+    st = model.state
+    reference = _copy(model)
+    u = _update(model, np.random.default_rng(0))
+    p = update_prepare.prepare(st, model._ops, u, model.params, st.n_processed + 1)
+    model_updates.apply_update(model, u, p)
+    model_updates.apply_update(reference, u)
+    _assert_same_state(model.state, reference.state)
+    assert p.births["n_processed"] != st.n_processed

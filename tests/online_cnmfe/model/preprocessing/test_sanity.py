@@ -104,3 +104,37 @@ def test_no_components_no_crash():
     A = scipy.sparse.csc_array((DIMS[0] * DIMS[1], 0), dtype=np.float32)
     rep = check_components(A, DIMS, D, PreprocessParams())
     assert rep.ok and rep.n_components == 0 and rep.coverage == 0.0
+
+
+def test_warm_up_loads_what_the_models_first_check_calls():
+    """The first periodic check on the model thread cost ~6 ms of numba loading: the trace
+    buffer's filled slots are an F-ordered copy, a type the warm-up did not load. In a fresh
+    interpreter, after ``warm_up`` a check on model-shaped inputs (slotted footprints, a
+    partly and a fully filled buffer) must add no kernel specialisation."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import numpy as np
+        from online_cnmfe.model._kernels import shapes as ks
+        from online_cnmfe.model.preprocessing import sanity
+        from online_cnmfe.model.slotted import SlottedColumns
+        from online_cnmfe.params import PreprocessParams
+
+        sanity.warm_up()
+        kernels = (ks.footprint_shapes_csc, ks.peak_over_median)
+        before = [len(k.signatures) for k in kernels]
+        rng = np.random.default_rng(0)
+        cols = [(np.sort(rng.choice(400, 30, replace=False)), rng.random(30, np.float32))
+                for _ in range(12)]
+        A = SlottedColumns.from_columns(cols, 400).to_csc()
+        buffer = rng.random((12, 50), dtype=np.float32)
+        for filled in (np.arange(50) < 20, np.ones(50, bool)):
+            sanity.check_components(A, (20, 20), 6.0, PreprocessParams(),
+                                    traces=buffer[:, filled], noise=np.ones(12, np.float32))
+        after = [len(k.signatures) for k in kernels]
+        assert after == before, (before, after)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
