@@ -36,6 +36,7 @@ from typing import Any
 
 import zmq
 
+from online_cnmfe.engine import heap
 from online_cnmfe.engine.config import EngineConfig
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
@@ -250,15 +251,6 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 next_checkpoint = now + (self.ep.checkpoint_period_s if taken else 1.0)
                 self._store_summary()
 
-    def _idle_too_long(self, now: float) -> bool:
-        """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
-        n = self.receiver.n_received
-        busy = len(self.queue) > 0 or self.runner.phase == "initialising"
-        if n != self._idle_count or busy:
-            self._idle_count, self._idle_since = n, now
-        limit = self.config.idle_exit_s
-        return bool(limit) and n > 0 and now - self._idle_since > limit
-
     # ---- frames --------------------------------------------------------------------------
     def _on_frame(self, item: QueuedFrame, image_due: bool) -> None:
         f = item.frame
@@ -387,6 +379,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self.store.submit("prime_snapshot", self.snapshots, model.state)
         self._send_footprints()
         self._republish()
+        heap.freeze()  # no full garbage collection over the model and the libraries per frame
         logger.info("running with %d neurons", len(model.neuron_ids))
 
     def _open_store(self, dims, params: CNMFEParams, resume: bool) -> None:
@@ -469,6 +462,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if self.recorder is not None:
             self.recorder.close()
         self.spool.close()
+        heap.thaw()
         fitted = runner is not None and runner.phase == "running"
         if not fitted and self.exit_code == 0:
             self.exit_code = EXIT_NOTHING_FITTED
