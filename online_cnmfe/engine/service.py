@@ -111,6 +111,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.stream_rate: float | None = None  # the stream's declared rate (start message)
         self.recorder: RawRecorder | None = None
         self.receive_stop = threading.Event()
+        self.between_frames = threading.Event()  # clear while a frame is processed (store)
+        self.between_frames.set()
         self._drain_deadline: float | None = None
         self._drain_timeout = 0.0
         self._drain_by_signal = False
@@ -173,7 +175,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self.config.frames_endpoint, self.queue, self.receive_stop, ep.rcvhwm_frames, ctx,
             on_frame=None if self.recorder is None else self.recorder.put,
         )  # fmt: skip
-        self.store = StoreWorker(self.ep.flush_period_s)
+        self.store = StoreWorker(self.ep.flush_period_s, self.between_frames)
         self._slow_pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
             if self.ep.slow_path_thread
@@ -227,7 +229,9 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             now = time.monotonic()
             if isinstance(item, QueuedFrame):
                 image_due = now >= next_image
+                self.between_frames.clear()  # the store thread's next write waits for the end
                 self._on_frame(item, image_due)
+                self.between_frames.set()
                 if image_due:  # catching up: fewer display images, more frames per second
                     behind = time.monotonic_ns() - item.t_recv_ns > CATCH_UP_S * 1e9
                     next_image = now + (CATCH_UP_S if behind else 1.0 / self.ep.image_rate_hz)
