@@ -29,6 +29,7 @@ noise null is simulated with the movie's own spatial noise structure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,7 @@ from online_cnmfe.model.initialization.footprints import (
     hals_footprints,
     search_regions,
 )
+from online_cnmfe.model.initialization.heap import reuse_freed_memory
 from online_cnmfe.model.initialization.layout import residual_pair
 from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
@@ -440,8 +442,8 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
     t_start = time.perf_counter()
     ip = params.init
     n_alt = ip.n_alternations
-    bar = Progress(progress, stage_weights(params))
-    try:
+    # (freed movie-sized arrays reused for the fit's length: no page faults for each new one)
+    with reuse_freed_memory(), contextlib.closing(Progress(progress, stage_weights(params))) as bar:
         bar.begin("preprocessing")
         Y = validate_frames(frames, params)
         # on the frames as recorded; a preprocessed movie's seeds calibrate the seed tests
@@ -479,8 +481,6 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
         result = fit.result(images)
         result.motion = motion_init
         bar.finish()
-    finally:
-        bar.close()
     logger.info(
         "initialisation: %d neurons from %d frames of %dx%d in %.1f s",
         result.n_components,
