@@ -56,7 +56,7 @@ init_frames = {init}
 enabled = {detection}
 
 [engine]
-checkpoint_period_s = 0
+checkpoint_period_s = {checkpoint}
 max_frame_age_ms = 1000.0
 
 [triggers]
@@ -235,6 +235,7 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
     cfg.write_text(
         CONFIG.format(
             rate=args.rate_hz, init=args.init_frames, trig=eps["trig"], size=size,
+            checkpoint=args.checkpoint_period_s,
             detection=str(detection).lower(),
         )
     )  # fmt: skip
@@ -365,6 +366,12 @@ def main() -> None:
         type=int,
         default=0,
         help="with --py-spy: also record a raw profile of the engine for this long",
+    )
+    ap.add_argument(
+        "--checkpoint-period-s",
+        type=float,
+        default=0.0,
+        help="engine.checkpoint_period_s of the runs (default 0: only at shutdown)",
     )
     ap.add_argument(
         "--dump-frames", action="store_true",
