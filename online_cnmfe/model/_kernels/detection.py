@@ -196,33 +196,62 @@ def corr_pnr_image(st, nvar, out):
 
 
 @numba.njit(**_JIT)
-def detection_candidates(z, st, nvar, blocked_until, t, threshold, out_idx, out_score):
-    """Pixels with ``v = corr x PNR >= threshold`` (stack ``st`` = the positive images),
-    unless ``blocked_until > t`` or still rising (``z > 0.7 mx``: the transient is evaluated
-    once it is in the buffer).
+def detection_candidates(z, st, nvar, blocked_until, t, threshold, v, out_idx, out_score):
+    """Local maxima of ``v = corr x PNR`` (stack ``st`` = the positive images) at or above
+    ``threshold`` among the eligible pixels: not ``blocked_until > t`` and not still rising
+    (``z > 0.7 mx``: the transient is evaluated once it is in the buffer).
+
+    A pixel is a candidate when no eligible pixel of its 3 x 3 neighbourhood has a higher v
+    (the slopes of a blob are not candidates: a cell gives one or two, not the dozens of
+    pixels above the threshold around its peak). When more than the capacity qualify, the
+    highest v are kept, wherever they lie in the frame (a raster-order cut would keep the
+    top rows only). ``v`` (H, W) float32 scratch (v where it can reach the threshold, -1
+    elsewhere).
 
     Writes flat indices and scores (v) into out_idx/out_score (capacity = their length) and
     returns how many were written (at most the capacity).
     """
     H, Wd = z.shape
-    cap = out_idx.shape[0]
-    n = 0
     for i in range(H):
         for j in range(Wd):
+            v[i, j] = -1.0
             mx = st[4, i, j]
             nv = nvar[i, j]
             if mx <= 0.0 or nv <= 0.0 or blocked_until[i, j] > t or z[i, j] > 0.7 * mx:
                 continue
             pnr = mx / np.sqrt(nv)
-            if pnr < threshold:  # corr <= 1, so v <= PNR
+            if pnr < threshold:  # corr <= 1, so v <= PNR: under the threshold, so under
+                continue  # any candidate (left at -1)
+            v[i, j] = local_corr(st[0], st[1], st[2], st[3], i, j) * pnr
+    cap = out_idx.shape[0]
+    n = 0
+    lowest = 0  # position of the smallest kept score once the buffer is full
+    for i in range(H):
+        for j in range(Wd):
+            x = v[i, j]
+            if x < threshold:
                 continue
-            v = local_corr(st[0], st[1], st[2], st[3], i, j) * pnr
-            if v < threshold:
+            peak = True
+            for a in range(max(i - 1, 0), min(i + 2, H)):
+                for b in range(max(j - 1, 0), min(j + 2, Wd)):
+                    if v[a, b] > x:
+                        peak = False
+            if not peak:
                 continue
             if n < cap:
                 out_idx[n] = i * Wd + j
-                out_score[n] = v
+                out_score[n] = x
                 n += 1
+                if n == cap:
+                    for m in range(cap):
+                        if out_score[m] < out_score[lowest]:
+                            lowest = m
+            elif x > out_score[lowest]:
+                out_idx[lowest] = i * Wd + j
+                out_score[lowest] = x
+                for m in range(cap):
+                    if out_score[m] < out_score[lowest]:
+                        lowest = m
     return n
 
 

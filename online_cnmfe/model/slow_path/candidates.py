@@ -6,7 +6,8 @@ a footprint, c trace, d neuron diameter (px), z an event's significance.
 :func:`evaluate` fits a rank-1 NMF ``Y ~ c a^T`` in a box of +-0.9 d and asks:
 
 * spatial: centroid near the peak, size ``(s / (d / 4))^2`` within ``[min_size_ratio,
-  max_size_ratio]``, s the sigma of the Gaussian that best fits the footprint
+  max_size_ratio x size_scale]`` (``size_scale``: the initial components' typical size, at
+  least 1, ``SlowPathState.size_scale``), s the sigma of the Gaussian that best fits the footprint
   (:func:`..footprint_shape.gaussian_scale`; a Gaussian of sigma d / 4 fills the disk of
   diameter d), ``min_compactness`` of its energy within 0.75 d of the centroid,
   corr(a, mean active frame) >= ``min_space_corr``;
@@ -93,7 +94,8 @@ def _events(z: np.ndarray, thr: float, sep: int) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
-def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
+def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
+             size_scale: float = 1.0):  # fmt: skip
     """Rank-1 NMF around (row, col) on the residual buffer and the acceptance tests.
 
     Returns ``(reason, result)``: reason indexes :data:`REASONS`; result (a dict with
@@ -134,7 +136,7 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry):
         return 2, None
     dr, dc = rr.ravel() - cr, cc.ravel() - ccn
     ratio = (gaussian_scale(a, dr * dr + dc * dc, d) / (d / 4)) ** 2
-    if not dp.min_size_ratio <= ratio <= dp.max_size_ratio:
+    if not dp.min_size_ratio <= ratio <= dp.max_size_ratio * size_scale:
         return 3, None
     near = ((rr.ravel() - cr) ** 2 + (cc.ravel() - ccn) ** 2) <= (0.75 * d) ** 2
     if float((a[near] ** 2).sum()) / aa < dp.min_compactness:

@@ -62,7 +62,7 @@ class DetectionState:
     z_frame: np.ndarray  # this frame's band-passed residual
     tmp: np.ndarray
     small: np.ndarray
-    vimg: np.ndarray
+    vimg: np.ndarray  # corr x PNR: the null's in calibrate(), scratch of search()
     cand_idx: np.ndarray
     cand_score: np.ndarray
     pool_rc: np.ndarray  # (P, 2) float64 centroid
@@ -261,9 +261,16 @@ def search(det: DetectionState, t: int, params: CNMFEParams, geo: Geometry) -> n
     if det.n_frames < MIN_FRAMES or not math.isfinite(det.threshold):
         return np.zeros((0, 2), np.int64)
     n = kdet.detection_candidates(
-        det.z, det.pos, det.nvar, det.blocked_until, t, det.threshold, det.cand_idx,
+        det.z,
+        det.pos,
+        det.nvar,
+        det.blocked_until,
+        t,
+        det.threshold,
+        det.vimg,
+        det.cand_idx,
         det.cand_score,
-    )  # fmt: skip
+    )  # fmt: skip  (vimg: scratch here; calibrate() fills it on frames without a search)
     if n == 0:
         return np.zeros((0, 2), np.int64)
     W = det.z.shape[1]

@@ -319,7 +319,7 @@ def _detect(slow, view, params, ch: StepChanges, t: int) -> None:
     quota = params.online.slow_evaluations_per_step
     for row, col in det_mod.search(det, t, params, geo)[:quota]:
         slow.work.candidates += 1
-        reason, res = cand_mod.evaluate(fs, view, int(row), int(col), params, geo)
+        reason, res = cand_mod.evaluate(fs, view, int(row), int(col), params, geo, slow.size_scale)
         det.reason_counts[reason] += 1
         if res is None:
             det_mod.block(det, row, col, geo.diameter / 2, t + math.ceil(fr * 2.0))

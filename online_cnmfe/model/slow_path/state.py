@@ -76,6 +76,10 @@ class SlowPathState:
     # percentile when above 1); size_cursor walks the neurons, one check per merge frame
     size_limit: float = math.inf
     size_cursor: int = 0
+    # the initial components' 25th percentile size ratio when above 1 (cells larger than
+    # data.neuron_diameter_px says, e.g. blurred by a preprocessing filter): the candidates'
+    # size test (detection.max_size_ratio) is scaled by it, as the acceptance limit above is
+    size_scale: float = 1.0
     # sharpness (footprint_shape.sharpness_of at data.neuron_diameter_px) under which such a
     # grown neuron is a blurred, out-of-focus structure: init.min_sharpness_ratio x the median
     # of the strongest initial components (0: no test)
@@ -172,22 +176,22 @@ def init_slow_path(
     d = params.data.neuron_diameter_px
     fs.max_radius = float(0.8 * d + growth)  # footprints stay cell-sized (no sprawl into
     fs.max_support = int(3.0 * math.pi * d * d / 4)  # background structure or neighbours)
+    typical = _typical_size(init, dims, params)
     return SlowPathState(
         t=T0 - 1, dims=np.array(dims, np.int64), lam=forgetting_factor(params), stats=fs,
         ring=ring, det=det, merge_cursor=0, work=SlowWork(), t_init=T0 - 1,
-        size_limit=_size_limit(init, dims, params),
+        size_limit=params.init.max_size_ratio * typical, size_scale=typical,
         sharpness_limit=_sharpness_limit(init, dims, params),
     )  # fmt: skip
 
 
-def _size_limit(init, dims, params: CNMFEParams) -> float:
-    """The initialisation's size limit (see ``SlowPathState.size_limit``)."""
-    if init.A.shape[1] == 0 or not math.isfinite(params.init.max_size_ratio):
-        return params.init.max_size_ratio
+def _typical_size(init, dims, params: CNMFEParams) -> float:
+    """max(1, the initial components' 25th percentile size ratio) (1 without components)."""
+    if init.A.shape[1] == 0:
+        return 1.0
     ratios = size_ratios(init.A, dims, params.data.neuron_diameter_px)
     ratios = ratios[np.isfinite(ratios)]
-    typical = float(np.percentile(ratios, 25)) if ratios.size else 1.0
-    return params.init.max_size_ratio * max(1.0, typical)
+    return max(1.0, float(np.percentile(ratios, 25))) if ratios.size else 1.0
 
 
 def _sharpness_limit(init, dims, params: CNMFEParams) -> float:

@@ -94,3 +94,30 @@ def test_a_neighbours_footprint_error_is_still_a_duplicate(shift):
     model = h.gaussian_footprint(DIMS, (16, 14 - shift), 2.0).astype(np.float64)
     c_nbr = _transients(rng, (5, 25, 45), 8.0)
     assert _case(rng, nbr, model, nbr, c_nbr, np.zeros(L), birth=-(2**40))
+
+
+def test_the_size_test_scales_with_the_initial_components_typical_size(rng):
+    """A lone cell 1.5 x wider (in sigma^2) than detection.max_size_ratio allows fails the
+    size test, and passes it when the initial components were that large too
+    (``SlowPathState.size_scale``)."""
+    p = h.params_for()
+    geo = det_mod.geometry(p)
+    d = p.data.neuron_diameter_px
+    sigma = np.sqrt(1.5 * p.detection.max_size_ratio) * d / 4
+    big = h.gaussian_footprint(DIMS, (16, 16), sigma).astype(np.float64)
+    c = _transients(rng, (5, 20, 35, 50), 4.0)
+    R = (np.outer(c, big) + 0.02 * rng.standard_normal((L, big.size))).astype(np.float32)
+    A = scipy.sparse.csc_array((DIMS[0] * DIMS[1], 0), dtype=np.float32)
+    fs = suffstats.stats_from_footprints(
+        A, np.zeros((0, L), np.float32), None, DIMS, 2, 400, np.ones(0, np.float32), 0
+    )
+    view = SlowPathInputs(
+        t=L, A=A, W=np.zeros((1, 1), np.float32), b0=np.zeros(R.shape[1], np.float32),
+        g=np.zeros(0, np.float32), residual=R, residual_frame=np.arange(L),
+        c_buffer=np.zeros((0, L), np.float32),
+    )  # fmt: skip
+    size = cand_mod.REASONS.index("size")
+    reason, _ = cand_mod.evaluate(fs, view, 16, 16, p, geo)
+    assert reason == size
+    reason, _ = cand_mod.evaluate(fs, view, 16, 16, p, geo, size_scale=2.0)
+    assert reason != size

@@ -89,6 +89,52 @@ def test_corr_pnr_image_matches_local_corr_times_pnr(rng):
         assert out[i, j] == pytest.approx(corr * st[4, i, j] / np.sqrt(nvar[i, j]), rel=1e-5)
 
 
+def _candidates_reference(z, st, nvar, blocked, t, thr, cap):
+    """Slow reference: v of every eligible pixel, 3 x 3 local maxima >= thr, best ``cap``."""
+    H, W = z.shape
+    v = np.full((H, W), -np.inf)
+    for i in range(H):
+        for j in range(W):
+            mx, nv = st[4, i, j], nvar[i, j]
+            if mx <= 0 or nv <= 0 or blocked[i, j] > t or z[i, j] > 0.7 * mx:
+                continue
+            v[i, j] = kdet.local_corr(st[0], st[1], st[2], st[3], i, j) * mx / np.sqrt(nv)
+    found = []
+    for i in range(H):
+        for j in range(W):
+            box = v[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+            if v[i, j] >= thr and v[i, j] >= box.max():
+                found.append((float(v[i, j]), i * W + j))
+    found.sort(reverse=True)
+    return found[:cap]
+
+
+@pytest.mark.parametrize("cap", [4096, 5])
+def test_detection_candidates_are_the_best_local_maxima_anywhere(rng, cap):
+    """Local maxima of corr x PNR among eligible pixels; with more than the capacity, the
+    best ones, also in the bottom rows (a raster-order cut kept the top rows only)."""
+    H, W = 40, 30
+    st = np.abs(rng.standard_normal((5, H, W))).astype(np.float32)
+    st[1] += st[0] ** 2 + 0.5
+    st[2:4] = np.abs(st[2:4])  # positive products: correlated neighbours, v often high
+    st[4] *= 3.0
+    st[4, 30:, :] *= 3.0  # the strongest blobs in the bottom rows
+    nvar = (0.5 + rng.random((H, W))).astype(np.float32)
+    z = (st[4] * rng.random((H, W)) * 0.9).astype(np.float32)  # some still rising
+    blocked = np.where(rng.random((H, W)) < 0.1, 100, 0).astype(np.int64)
+    thr = 0.5
+    idx, score = np.zeros(cap, np.int64), np.zeros(cap, np.float32)
+    v = np.empty((H, W), np.float32)
+    n = kdet.detection_candidates(z, st, nvar, blocked, 50, thr, v, idx, score)
+    want = _candidates_reference(z, st, nvar, blocked, 50, thr, cap)
+    assert n == len(want) > 3
+    order = np.argsort(-score[:n], kind="stable")
+    np.testing.assert_array_equal(idx[:n][order], [k for _, k in want])
+    np.testing.assert_allclose(score[:n][order], [s for s, _ in want], rtol=1e-5)
+    if cap == 5:
+        assert (idx[:n] // W >= 30).all()  # the best lie in the bottom rows
+
+
 def mx_prev(z):
     mx = np.zeros(z.shape[1:], np.float32)
     for f in z:
