@@ -56,7 +56,7 @@ init_frames = {init}
 enabled = {detection}
 
 [engine]
-checkpoint_period_s = 0
+checkpoint_period_s = {checkpoint}
 max_frame_age_ms = 1000.0
 
 [triggers]
@@ -186,6 +186,31 @@ class CpuSampler:
         return total, {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
+def _movie(args, size: int, tmp: Path) -> Path:
+    """The simulated movie ``acquire simulate`` would stream (same parameters and seed),
+    rendered once into ``tmp`` as ``.npy`` (memory-mapped by ``acquire replay``)."""
+    from acquisition.simulator import MiniscopeSimulator
+    from acquisition.simulator_params import SimulationParams
+
+    n = max(args.frames, args.init_frames + 60)
+    path = tmp / f"movie-{size}-{n}-{args.rate_hz:g}hz.npy"
+    if path.exists():
+        return path
+    params = SimulationParams(
+        height=size, width=size, n_frames=n, frame_rate_hz=args.rate_hz,
+        n_neurons=NEURONS.get(size, 300), seed=0, dtype="uint16",
+    )  # fmt: skip
+    sim = MiniscopeSimulator(params)
+    part = path.with_suffix(".part.npy")
+    movie = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint16, shape=(n, size, size))
+    for t in range(0, n, 32):
+        movie[t : t + 32] = sim.frames(t, min(t + 32, n))
+    movie.flush()
+    del movie
+    part.rename(path)
+    return path
+
+
 def _spinners(n: int) -> list[subprocess.Popen]:
     code = "import time\nwhile True:\n    sum(range(10000))\n"
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
@@ -210,6 +235,7 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
     cfg.write_text(
         CONFIG.format(
             rate=args.rate_hz, init=args.init_frames, trig=eps["trig"], size=size,
+            checkpoint=args.checkpoint_period_s,
             detection=str(detection).lower(),
         )
     )  # fmt: skip
@@ -220,7 +246,11 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
     cmd += ["--resume"] if resume else ["--overwrite"]
     if rate == "max":
         cmd += ["--set", "engine.queue_full=wait"]
-    engine = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    engine_env = dict(env)
+    if args.stage_trace:  # diagnostic spans of the engine's stages (its sitecustomize)
+        trace = REPO / "benchmarks" / "stage_trace"
+        engine_env.update(PYTHONPATH=f"{trace}:{REPO}", STAGE_TRACE_DIR=str(tmp))
+    engine = subprocess.Popen(cmd, env=engine_env, stdout=log, stderr=log)
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
@@ -230,6 +260,7 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
     sub.connect(eps["results"])
     listener = TriggerListener(eps["trig"], context=ctx)
     arrival_traces, send_traces, arrival_trigger, status = [], [], [], {}
+    per_frame, per_trigger = [], []  # (frame_index, engine arrival ns, receipt ns)
     poller = zmq.Poller()
     poller.register(sub, zmq.POLLIN)
     poller.register(listener.socket, zmq.POLLIN)
@@ -250,11 +281,14 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
                  "-d", str(args.profile_s), "-f", "raw", "-o", str(profile), "-p",
                  str(engine.pid)], stdout=log, stderr=log,
             )  # fmt: skip
+        if args.source == "replay":  # frames rendered beforehand: sent like a camera's
+            source = ["replay", str(_movie(args, size, tmp)), "--stop", str(n_frames)]
+        else:  # rendered live, in blocks of 32 frames, by the publishing process
+            source = ["simulate", "--size", str(size), str(size), "--frames", str(n_frames),
+                      "--neurons", str(NEURONS.get(size, 300))]  # fmt: skip
         acquire = subprocess.Popen(
-            _cli("acquire", "simulate", "--size", str(size), str(size), "--frames", str(n_frames),
-                 "--neurons", str(NEURONS.get(size, 300)), "--endpoint", eps["frames"],
-                 "--rate", rate, "--fps", f"{args.rate_hz:g}", "--wait-for-subscriber", "60",
-                 "--quiet"),
+            _cli("acquire", *source, "--endpoint", eps["frames"], "--rate", rate,
+                 "--fps", f"{args.rate_hz:g}", "--wait-for-subscriber", "60", "--quiet"),
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
         while True:
@@ -266,6 +300,7 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
                 if msg.topic == "traces":
                     if msg.header.get("t_recv_ns", -1) > 0:
                         arrival_traces.append((now - msg.header["t_recv_ns"]) / 1e6)
+                        per_frame.append((msg.header["frame_index"], msg.header["t_recv_ns"], now))
                     send_traces.append((now - msg.header["t_send_ns"]) / 1e6)
                 elif msg.topic == "status":
                     status = msg.header
@@ -275,6 +310,7 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
             while trig is not None:
                 busy = True
                 arrival_trigger.append((listener.last_recv_ns - trig.t_recv_ns) / 1e6)
+                per_trigger.append((trig.frame_index, trig.t_recv_ns, listener.last_recv_ns))
                 trig = listener.receive(timeout_s=0.0)
             if engine.poll() is not None:
                 break
@@ -293,6 +329,9 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
         ctx.term()
         log.close()
     w = args.warmup
+    if args.dump_frames:
+        dump = tmp / f"frames-{os.getpid()}-{int(time.time())}.json"
+        dump.write_text(json.dumps({"traces": per_frame, "triggers": per_trigger}))
     steady, by_thread = sampler.per_frame_ms() if sampler else (float("nan"), {})
     return {
         "arrival_to_traces_ms": _pct(arrival_traces[w:]),
@@ -327,6 +366,31 @@ def main() -> None:
         type=int,
         default=0,
         help="with --py-spy: also record a raw profile of the engine for this long",
+    )
+    ap.add_argument(
+        "--checkpoint-period-s",
+        type=float,
+        default=0.0,
+        help="engine.checkpoint_period_s of the runs (default 0: only at shutdown)",
+    )
+    ap.add_argument(
+        "--dump-frames", action="store_true",
+        help="write each frame's arrival and receipt times (traces, triggers) to the workdir",
+    )  # fmt: skip
+    ap.add_argument(
+        "--stage-trace",
+        action="store_true",
+        help="record the engine's stages per frame (benchmarks/stage_trace) into the workdir; "
+        "with --dump-frames, `benchmarks/e2e_stages.py DIR` says which stage ate the time of "
+        "the slow frames",
+    )
+    ap.add_argument(
+        "--source",
+        choices=("replay", "simulate"),
+        default="replay",
+        help="replay: the simulated movie rendered beforehand, published like a camera's frames "
+        "(default); simulate: rendered live by the publisher in blocks of 32 frames, which "
+        "at 608² stalls the stream ~0.25 s every 32 frames and then sends the block at once",
     )
     ap.add_argument("--workdir", type=Path, help="keep files here (a primed checkpoint is reused)")
     args = ap.parse_args()

@@ -36,6 +36,7 @@ from typing import Any
 
 import zmq
 
+from online_cnmfe.engine import heap
 from online_cnmfe.engine.config import EngineConfig
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
@@ -110,6 +111,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.stream_rate: float | None = None  # the stream's declared rate (start message)
         self.recorder: RawRecorder | None = None
         self.receive_stop = threading.Event()
+        self.between_frames = threading.Event()  # clear while a frame is processed (store)
+        self.between_frames.set()
         self._drain_deadline: float | None = None
         self._drain_timeout = 0.0
         self._drain_by_signal = False
@@ -172,7 +175,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self.config.frames_endpoint, self.queue, self.receive_stop, ep.rcvhwm_frames, ctx,
             on_frame=None if self.recorder is None else self.recorder.put,
         )  # fmt: skip
-        self.store = StoreWorker(self.ep.flush_period_s)
+        self.store = StoreWorker(self.ep.flush_period_s, self.between_frames)
         self._slow_pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
             if self.ep.slow_path_thread
@@ -226,7 +229,9 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             now = time.monotonic()
             if isinstance(item, QueuedFrame):
                 image_due = now >= next_image
+                self.between_frames.clear()  # the store thread's next write waits for the end
                 self._on_frame(item, image_due)
+                self.between_frames.set()
                 if image_due:  # catching up: fewer display images, more frames per second
                     behind = time.monotonic_ns() - item.t_recv_ns > CATCH_UP_S * 1e9
                     next_image = now + (CATCH_UP_S if behind else 1.0 / self.ep.image_rate_hz)
@@ -249,15 +254,6 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 taken = self._checkpoint()  # the store thread still saving the last: soon
                 next_checkpoint = now + (self.ep.checkpoint_period_s if taken else 1.0)
                 self._store_summary()
-
-    def _idle_too_long(self, now: float) -> bool:
-        """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
-        n = self.receiver.n_received
-        busy = len(self.queue) > 0 or self.runner.phase == "initialising"
-        if n != self._idle_count or busy:
-            self._idle_count, self._idle_since = n, now
-        limit = self.config.idle_exit_s
-        return bool(limit) and n > 0 and now - self._idle_since > limit
 
     # ---- frames --------------------------------------------------------------------------
     def _on_frame(self, item: QueuedFrame, image_due: bool) -> None:
@@ -387,6 +383,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             self.store.submit("prime_snapshot", self.snapshots, model.state)
         self._send_footprints()
         self._republish()
+        heap.freeze()  # no full garbage collection over the model and the libraries per frame
         logger.info("running with %d neurons", len(model.neuron_ids))
 
     def _open_store(self, dims, params: CNMFEParams, resume: bool) -> None:
@@ -469,6 +466,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if self.recorder is not None:
             self.recorder.close()
         self.spool.close()
+        heap.thaw()
         fitted = runner is not None and runner.phase == "running"
         if not fitted and self.exit_code == 0:
             self.exit_code = EXIT_NOTHING_FITTED

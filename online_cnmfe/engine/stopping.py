@@ -69,6 +69,15 @@ class StoppingMixin:
         """SIGINT/SIGTERM: drain; a second one (or one while draining for a signal) stops."""
         self.request_stop(name, drain=not self._drain_by_signal)
 
+    def _idle_too_long(self, now: float) -> bool:
+        """No frame arrived for ``idle_exit_s`` while nothing was queued or initialising."""
+        n = self.receiver.n_received
+        busy = len(self.queue) > 0 or self.runner.phase == "initialising"
+        if n != self._idle_count or busy:
+            self._idle_count, self._idle_since = n, now
+        limit = self.config.idle_exit_s
+        return bool(limit) and n > 0 and now - self._idle_since > limit
+
     def _check_drained(self, idle: bool) -> None:
         """While draining: stop once everything queued is processed or the time is up."""
         runner = self.runner

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 MAX_BACKLOG = 20000  # queued store operations (about 11 min of 30 Hz frames)
 BATCH_FRAMES = 8  # frames queued before the worker is woken (else it wakes every WAKE_S)
 WAKE_S = 0.2
+# longest a batch of operations waits for the model thread to be between frames (then it is
+# written anyway: a model thread that is never idle, e.g. catching up, does not stall the disk)
+MAX_DEFER_S = 0.1
 BOOKKEEPING_OPS = ("drop", "reject", "lost", "session", "count")  # kept until the file opens
 
 
@@ -42,11 +45,17 @@ class StoreWorker(threading.Thread):
     ----------
     flush_period_s : float
         Longest time between two flushes, also when no frames arrive.
+    between_frames : threading.Event, optional
+        Set while the model thread is not processing a frame. The worker starts each
+        operation while it is set (waiting at most ``MAX_DEFER_S`` per batch): HDF5 writes
+        hold the GIL, and a block write or flush that overlaps a frame's critical path delays
+        its traces by as much (BENCHMARKS.md "The end-to-end tail, stage by stage").
     """
 
-    def __init__(self, flush_period_s: float) -> None:
+    def __init__(self, flush_period_s: float, between_frames: threading.Event | None = None):
         super().__init__(name="engine-store", daemon=True)
         self.flush_period_s = flush_period_s
+        self.between_frames = between_frames
         self.writer: ResultsWriter | None = None
         self.error: str | None = None
         self.hdf5_failed = False
@@ -130,15 +139,23 @@ class StoreWorker(threading.Thread):
                     self._cond.wait(WAKE_S)
                 batch = list(self._ops)
                 self._ops.clear()
+            deadline = time.monotonic() + MAX_DEFER_S
             for op, args in batch:
                 if op == "close":
                     self._close()
                     self._closed.set()
                     return
+                self._wait_between_frames(deadline)
                 self._apply(op, args)
             if self.writer is not None and time.monotonic() - last_flush >= self.flush_period_s:
+                self._wait_between_frames(deadline)
                 self._apply("flush", ())
                 last_flush = time.monotonic()
+
+    def _wait_between_frames(self, deadline: float) -> None:
+        gate = self.between_frames
+        if gate is not None and not gate.is_set():
+            gate.wait(max(0.0, deadline - time.monotonic()))
 
     def _only_frames(self) -> bool:
         return all(op == "frame" for op, _ in self._ops)

@@ -37,6 +37,7 @@ def test_acquisition_to_engine_to_subscriber_matches_the_file(tmp_path, client):
         if acquire is not None:
             stop(acquire)
     res = read_results(tmp_path / "session.h5")
+    assert "froze" in engine_log(tmp_path)  # no full GC pass over the libraries per frame
     assert res.attrs["complete"]
     assert res.n_frames == 300  # lossless: 60 init frames (batch fit) + 240 online
     np.testing.assert_array_equal(res.frames["frame_index"], np.arange(300))
