@@ -26,6 +26,7 @@ before the CNMF-E fit):
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -265,8 +266,15 @@ def register_initial(Y: np.ndarray, params: CNMFEParams, fov: np.ndarray | None 
     # every pass below registers the same frames (to other templates): their spectra at each
     # taper position are computed once (``register.measure``; the same results)
     spectra: dict = {}
-    reliability = _split_half(BP, ms, mp.template_iterations, spectra)
-    template = _build_template(BP, np.ones(T, bool), ms, mp.template_iterations, spectra)
+    # the check of the odd against the even frames' template on a second thread, on a state
+    # (scratch) and a spectra cache of its own, while this one builds the template of all
+    ms_half = register.make_state(geom, params, np.zeros(geom.grid, np.float32), -1.0)
+    ms_half.lens = ms.lens
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="motion-split-half") as pool:
+        half = pool.submit(_split_half, BP, ms_half, mp.template_iterations, {})
+        template = _build_template(BP, np.ones(T, bool), ms, mp.template_iterations, spectra)
+        reliability = half.result()
+    del ms_half
     _set_template(ms, template)
     ms.min_informative = _null_quality(ms, BP, spectra)
     rigid, edge, fields = _measure_all(ms, BP, patches=True, hold=True, spectra=spectra)
