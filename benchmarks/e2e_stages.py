@@ -50,7 +50,7 @@ def overlaps(spans: list, warmup_frame: int) -> list[str]:
     others = {
         "store": [s for s in spans if s[0] == "store_apply"
                   and s[6] not in ("prime_snapshot", "checkpoint")],
-        "slow path": [s for s in spans if s[0] == "_slow_job"],
+        "slow path": [s for s in spans if s[0] == "slow_job"],
     }  # fmt: skip
     out = []
     for name, work in others.items():

@@ -62,12 +62,23 @@ def _timings(args, result, t0):  # a slow frame's model stages
     return {k: round(v, 2) for k, v in result.timings_ms.items()}
 
 
+def _slow_work(args, out, t0):
+    """What a slow step did (``SlowWork``), for steps over 15 ms."""
+    if _now() - t0 < 15e6:
+        return None
+    work = args[1].work
+    names = ("hals", "ring_pixels", "candidates", "merge_checks", "births", "merges", "removals")
+    ms = ("ms_ring", "ms_footprints", "ms_merge", "ms_detect", "ms_finish")
+    done = {k: getattr(work, k) for k in names if getattr(work, k)}
+    return {**done, **{k: round(getattr(work, k), 1) for k in ms}, "update": out[0] is not None}
+
+
 def _install() -> None:
     import h5py
 
     from online_cnmfe.engine import frame_queue, publish, service, store_worker
     from online_cnmfe.model import online as model_online
-    from online_cnmfe.model import updates
+    from online_cnmfe.model import update_prepare, updates
     from online_cnmfe.model.preprocessing import online as pre_online
     from online_cnmfe.results import extras, summary, writer
 
@@ -100,7 +111,7 @@ def _install() -> None:
     _wrap(store_worker.StoreWorker, "_apply", "store_apply", lambda a, o, t: a[1])
     _wrap(model_online.OnlineCNMFE, "process_frame", detail=_timings)
     _wrap(model_online.OnlineCNMFE, "settle_slow_path")
-    _wrap(model_online, "_slow_job")
+    _wrap(update_prepare, "slow_job", detail=_slow_work)  # the step and its update's arithmetic
     _wrap(updates, "apply_update")
     _wrap(updates, "slow_inputs")
     _wrap(pre_online, "sanity_tick")
