@@ -61,8 +61,8 @@ from online_cnmfe.model.initialization.footprints import (
     hals_footprints,
     search_regions,
 )
-from online_cnmfe.model.initialization.heap import reuse_freed_memory
 from online_cnmfe.model.initialization.layout import residual_pair
+from online_cnmfe.model.initialization.malloc_reuse import reuse_freed_memory
 from online_cnmfe.model.initialization.merging import merge_components
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,

@@ -11,14 +11,14 @@ import textwrap
 
 import pytest
 
-from online_cnmfe.model.initialization import heap
+from online_cnmfe.model.initialization import malloc_reuse as heap
 
 pytestmark = pytest.mark.skipif(heap._LIBC is None, reason="needs glibc's mallopt")
 
 _PRELUDE = """
 import json, resource, threading
 import numpy as np
-from online_cnmfe.model.initialization import heap
+from online_cnmfe.model.initialization import malloc_reuse as heap
 
 def faults_of_two_arrays(n_bytes):
     out = []
