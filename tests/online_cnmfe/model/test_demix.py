@@ -199,6 +199,23 @@ def test_residual_and_baseline_update_match_dense(seed):
     np.testing.assert_allclose(b0, b0_expected, rtol=1e-5, atol=1e-5)
 
 
+def _g_columns(p, ring_idx, DA):
+    """``g_column`` of every column of DA (index, value pairs), and the kernel's scratch."""
+    from online_cnmfe.model._kernels import model_update as ku
+
+    n_bg = p["hb"] * p["wb"]
+    scratch = np.zeros(n_bg + 1, np.float32)
+    mark = np.full(n_bg, -1, np.int64)
+    cols = []
+    for k in range(DA.shape[1]):
+        lo, hi = DA.indptr[k], DA.indptr[k + 1]
+        cols.append(ku.g_column(
+            DA.indices[lo:hi].astype(np.int64), DA.data[lo:hi].astype(np.float32), p["W"],
+            ring_idx, p["offsets"], p["hb"], p["wb"], scratch, mark, k,
+        ))  # fmt: skip
+    return cols, scratch
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_g_column_and_gram_column_match_scipy(seed):
     from online_cnmfe.model._kernels import model_update as ku
@@ -208,20 +225,12 @@ def test_g_column_and_gram_column_match_scipy(seed):
     D, U = traces.grid_operators(p["dims"], p["ssub"])
     DA = scipy.sparse.csc_array(D @ p["A"])
     n_bg = p["hb"] * p["wb"]
-    scratch = np.zeros(n_bg + 1, np.float32)
-    mark = np.full(n_bg, -1, np.int64)
-    cols = []
-    for k in range(DA.shape[1]):
-        lo, hi = DA.indptr[k], DA.indptr[k + 1]
-        idx, val = ku.g_column(
-            DA.indices[lo:hi].astype(np.int64), DA.data[lo:hi].astype(np.float32), p["W"],
-            ring_idx, p["offsets"], p["hb"], p["wb"], scratch, mark, k,
-        )  # fmt: skip
+    cols, scratch = _g_columns(p, ring_idx, DA)
+    for k, (idx, val) in enumerate(cols):
         dense = np.zeros(n_bg)
         dense[idx] = val
         np.testing.assert_allclose(dense, G[:, [k]].toarray().ravel(), rtol=1e-5, atol=1e-6)
-        assert not scratch.any()
-        cols.append((idx, val))
+    assert not scratch.any()
     Gs = _slots(scipy.sparse.csc_array(G))
     nblk = np.asarray(U.sum(axis=0)).ravel().astype(np.float32)
     sa, sg, ss = (
@@ -248,15 +257,7 @@ def test_w_rows_update_matches_a_rebuild_with_the_new_rows(seed):
     D, _ = traces.grid_operators(p["dims"], p["ssub"])
     DA = scipy.sparse.csc_array(D @ p["A"])
     n_bg = p["hb"] * p["wb"]
-    scratch = np.zeros(n_bg + 1, np.float32)
-    mark = np.full(n_bg, -1, np.int64)
-    cols = []
-    for k in range(DA.shape[1]):
-        lo, hi = DA.indptr[k], DA.indptr[k + 1]
-        cols.append(ku.g_column(
-            DA.indices[lo:hi].astype(np.int64), DA.data[lo:hi].astype(np.float32), p["W"],
-            ring_idx, p["offsets"], p["hb"], p["wb"], scratch, mark, k,
-        ))  # fmt: skip
+    cols, scratch = _g_columns(p, ring_idx, DA)
     lengths = np.array([len(i) for i, _ in cols], np.int64)
     g_e = np.cumsum(lengths)
     g_s = g_e - lengths
