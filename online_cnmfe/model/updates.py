@@ -107,12 +107,17 @@ def commit(model, p: _prep.Prepared) -> list[ModelEvent]:
     return events
 
 
+def _filled_slots(st) -> np.ndarray:
+    """The residual buffer's filled slots, in frame order."""
+    slots = np.flatnonzero(st.residual_frame >= 0)
+    return slots[np.argsort(st.residual_frame[slots])]
+
+
 def _merge_traces(st, u) -> None:
     """Kept neuron's trace = sum of both; its OASIS pools are refitted on the summed buffer."""
     if not u.merged_kept.size:
         return
-    valid = np.flatnonzero(st.residual_frame >= 0)
-    order = valid[np.argsort(st.residual_frame[valid])]
+    order = _filled_slots(st)
     for i, j in zip(u.merged_kept, u.merged_absorbed):
         st.c[i] += st.c[j]
         st.c_raw_buffer[i] += st.c_raw_buffer[j]
@@ -147,8 +152,7 @@ def _reindex_rows(st, surv, n_new, u, params, births) -> None:
     traces, c_all = births["traces"], births["c_all"]
     st.c[ns:] = np.maximum(traces[:, -1], 0) if traces.shape[1] else 0
     st.c_den[ns:] = births["c_den"]
-    slots = np.flatnonzero(st.residual_frame >= 0)  # the buffer's slots of the trace frames
-    slots = slots[np.argsort(st.residual_frame[slots])]
+    slots = _filled_slots(st)  # the buffer's slots of the trace frames
     held = st.residual_frame[slots]
     frames = np.asarray(u.new_trace_frames, np.int64)
     if held.size and frames.size:
