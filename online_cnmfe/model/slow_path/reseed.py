@@ -32,8 +32,10 @@ slow path keeps (the residual buffer), in bounded slices:
    rejected one is not queued again until the buffer holds none of the frames it was judged
    on (:func:`reject`; judged again on the same frames, it would only re-roll the noise).
 
-A pass starts every ``detection.reseed_period_s`` once the previous one has emptied its
-queue. Counts, not the clock, bound every step (reproducible results).
+A pass starts every ``detection.reseed_period_s`` once the previous one has queued its peaks;
+its images and noise are read on the steps without an evaluation while the previous queue
+is evaluated on the evaluation steps, and its queue replaces that one. Counts, not the clock,
+bound every step (reproducible results).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from online_cnmfe.params import CNMFEParams
 
 logger = logging.getLogger(__name__)
 
-IDLE, IMAGES, NOISE, EVALUATING = 0, 1, 2, 3
+IDLE, IMAGES, NOISE = 0, 1, 2  # a pass's phases; its queue is evaluated in any of them
 
 
 @dataclass(slots=True)
@@ -121,8 +123,8 @@ def make_reseed_state(det: DetectionState) -> ReseedState:
 
 
 def due(rs: ReseedState, t: int, params: CNMFEParams) -> bool:
-    """A new pass starts: enabled, none in progress, ``detection.reseed_period_s`` since the
-    last one started."""
+    """A new pass starts: enabled, none reading the buffer, ``detection.reseed_period_s``
+    since the last one started."""
     period_s = params.detection.reseed_period_s
     if period_s <= 0 or rs.phase != IDLE:
         return False
@@ -135,11 +137,10 @@ def start(rs: ReseedState, det: DetectionState, residual_frame: np.ndarray, t: i
     order = order[residual_frame[order] >= 0]
     rs.slots = order.astype(np.int64)
     rs.frames = residual_frame[order].astype(np.int64)
-    rs.cursor = rs.n_read = rs.head = 0
+    rs.cursor = rs.n_read = 0  # the previous pass's queue is still evaluated meanwhile
     rs.pos[:] = 0.0
     rs.neg[:] = 0.0
     rs.nvar[:] = det.nvar  # the search's current noise of z (fixed for the pass)
-    rs.queue = np.zeros((0, 2), np.int64)
     rs.zs = np.zeros((rs.slots.size, *rs.z.shape), np.float32)
     rs.noise_row = 0
     rs.phase = IMAGES
@@ -222,8 +223,11 @@ def estimate_noise(rs: ReseedState, n_values: int) -> bool:
 def finish_images(
     rs: ReseedState, det: DetectionState, geo: Geometry, params: CNMFEParams, t: int
 ) -> None:
-    """Calibrate the pass's threshold on its null image and queue the candidate peaks."""
-    rs.phase = EVALUATING
+    """Calibrate the pass's threshold on its null image and queue the candidate peaks (the
+    previous pass's unevaluated ones are dropped: the new ranking is on fresher frames, and a
+    peak still strong is in it again)."""
+    rs.phase = IDLE
+    rs.head = 0
     if rs.n_read < 2:
         rs.queue = np.zeros((0, 2), np.int64)
         return
@@ -271,8 +275,7 @@ def reject(rs: ReseedState, det: DetectionState, row: int, col: int, geo: Geomet
 
 
 def next_candidates(rs: ReseedState, det: DetectionState, t: int, n: int) -> np.ndarray:
-    """Up to ``n`` queued peaks (row, col) whose spot is not blocked now; ends the pass when
-    the queue is empty."""
+    """Up to ``n`` queued peaks (row, col) whose spot is not blocked now."""
     out = []
     while len(out) < n and rs.head < rs.queue.shape[0]:
         row, col = (int(v) for v in rs.queue[rs.head])
@@ -281,6 +284,4 @@ def next_candidates(rs: ReseedState, det: DetectionState, t: int, n: int) -> np.
         if det.blocked_until[i, j] > t or rs.rejected_until[i, j] > t:
             continue  # a birth, or a rejected evaluation, there since it was queued
         out.append((row, col))
-    if rs.head >= rs.queue.shape[0]:
-        rs.phase = IDLE
     return np.asarray(out, np.int64).reshape(-1, 2)

@@ -321,7 +321,7 @@ def _detect(slow, view, params, ch: StepChanges, t: int) -> None:
     for row, col in det_mod.search(det, t, params, geo)[:quota]:
         _evaluate(slow, view, params, int(row), int(col), t)
     rs = slow.reseed
-    if rs.phase == reseed.EVALUATING:
+    if rs.head < rs.queue.shape[0]:
         n = params.online.reseed_evaluations_per_step
         for row, col in reseed.next_candidates(rs, det, t, n):
             rs.n_evaluated += 1
