@@ -35,6 +35,11 @@ class EngineParams:
     # run each frame's slow-path step on its own thread, overlapping the next frame's traces
     # (results are identical; false: inline, e.g. one core per session in a batch)
     slow_path_thread: bool = True
+    # CPython hands the GIL to a waiting thread only every switch interval (its default 5 ms):
+    # the model thread, woken by a frame while the slow path's, the store's or the receiver's
+    # thread runs Python code, would wait that long before its traces. A shorter interval
+    # bounds that wait; each hand-over costs a few µs (BENCHMARKS.md "GIL switch interval").
+    gil_switch_interval_ms: float = 0.5
 
     def __post_init__(self) -> None:
         check(
@@ -44,6 +49,7 @@ class EngineParams:
             "true or false",
         )
         int_at_least("queue_frames", self.queue_frames, 1)
+        positive("gil_switch_interval_ms", self.gil_switch_interval_ms)
         positive("republish_period_s", self.republish_period_s)
         check(
             "footprints_period_s", self.footprints_period_s, self.footprints_period_s >= 0, ">= 0"
