@@ -62,7 +62,6 @@ from online_cnmfe.results.summary import SessionSummary, init_images
 
 logger = logging.getLogger(__name__)
 
-GIL_SWITCH_INTERVAL_S = 0.0005
 CATCH_UP_S = 1.0  # a frame older than this when processed: catching up (fewer images)
 
 
@@ -150,8 +149,14 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     # ---- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
         """Run until end of stream, a signal or :meth:`request_stop`; returns the exit code."""
-        # the model thread must not wait 5 ms for the GIL: hand it over ten times sooner
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        switch_interval_s = sys.getswitchinterval()  # restored: the engine may be in a test
+        sys.setswitchinterval(1e-3 * self.ep.gil_switch_interval_ms)  # (see EngineParams)
+        try:
+            return self._run()
+        finally:
+            sys.setswitchinterval(switch_interval_s)
+
+    def _run(self) -> int:
         plan = ResumePlan(None, 0)  # decided before any socket or thread: errors are one line
         if self.config.resume and self.config.out is not None:
             plan = plan_resume(self.config.out)
@@ -414,17 +419,12 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             prepare(f)
 
     def _out_path(self) -> Path:
-        out = self.config.out
-        return (
-            out if self._session == 0 else out.with_name(f"{out.stem}-{self._session}{out.suffix}")
-        )
+        out, n = self.config.out, self._session
+        return out if n == 0 else out.with_name(f"{out.stem}-{n}{out.suffix}")
 
     def _checkpoint(self, wait: bool = False) -> bool:
-        """Hand a copy of the state to the store thread for a checkpoint.
-
-        False (nothing done) when the store thread still saves the previous copy; ``wait``
-        (shutdown, restart) waits for it instead.
-        """
+        """Hand a copy of the state to the store thread for a checkpoint; False (nothing done)
+        when it still saves the previous copy (``wait``: shutdown, restart, waits for it)."""
         if self.config.out is None:
             return True
         model = self.runner.model if self.runner else None
@@ -432,8 +432,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             return True
         t0 = time.thread_time()
         try:
-            model.settle_slow_path()  # no step in flight while the state is copied
-            state = self.snapshots.take(model.state, wait=wait)
+            model.settle_slow_path()  # its update is part of the state
+            state = self.snapshots.take_model(model, wait=wait)  # finished on the store thread
         except Exception as exc:  # noqa: BLE001 - a model that cannot be copied: no checkpoints
             logger.warning("model cannot be snapshotted for checkpoints: %s", exc)
             return True
