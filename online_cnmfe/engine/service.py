@@ -42,6 +42,7 @@ from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
+from online_cnmfe.engine.priority import raise_to_realtime
 from online_cnmfe.engine.publish import (
     ImageMaker,
     PublishingMixin,
@@ -179,6 +180,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.receiver = Receiver(
             self.config.frames_endpoint, self.queue, self.receive_stop, ep.rcvhwm_frames, ctx,
             on_frame=None if self.recorder is None else self.recorder.put,
+            realtime_priority=ep.realtime_priority,
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s, self.between_frames)
         self._slow_pool = (
@@ -189,6 +191,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()
+        raise_to_realtime(ep.realtime_priority, "model")  # (threads started later: normal)
         self.store.start()
         self.receiver.start()
         self.receiver.ready.wait(5)
@@ -494,5 +497,4 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     @property
     def results_path(self) -> Path | None:
         """The results file written (None before initialisation or without --out)."""
-        writer = self.store.writer
-        return None if writer is None else writer.path
+        return None if self.store.writer is None else self.store.writer.path

@@ -40,6 +40,10 @@ class EngineParams:
     # thread runs Python code, would wait that long before its traces. A shorter interval
     # bounds that wait; each hand-over costs a few µs (BENCHMARKS.md "GIL switch interval").
     gil_switch_interval_ms: float = 0.5
+    # SCHED_FIFO priority (1-99) of the receive and model threads, so a frame's critical path
+    # takes a core at once on a busy machine (engine/priority.py; needs CAP_SYS_NICE or an
+    # rtprio limit, else a warning); 0: normal scheduling
+    realtime_priority: int = 0
 
     def __post_init__(self) -> None:
         check(
@@ -50,6 +54,11 @@ class EngineParams:
         )
         int_at_least("queue_frames", self.queue_frames, 1)
         positive("gil_switch_interval_ms", self.gil_switch_interval_ms)
+        check(
+            "realtime_priority", self.realtime_priority,
+            isinstance(self.realtime_priority, int) and 0 <= self.realtime_priority <= 99,
+            "an integer in [0, 99] (0: normal scheduling)",
+        )  # fmt: skip
         positive("republish_period_s", self.republish_period_s)
         check(
             "footprints_period_s", self.footprints_period_s, self.footprints_period_s >= 0, ">= 0"

@@ -1,0 +1,48 @@
+"""Real-time scheduling for the engine's latency-critical threads (``engine.realtime_priority``).
+
+On a machine shared with other work (the acquisition, a display, another session), a frame's
+traces wait whenever the model thread, woken by the frame, finds both cores busy: the
+scheduler gives it a core only at its next tick. Under ``SCHED_FIFO`` the receive and model
+threads take a core at once when they wake; they sleep between frames, so they do not starve
+anything (and Linux keeps 5 % of each second for normal threads regardless). Threads they
+start afterwards (the slow path's, the initialisation's) get the normal policy back
+(``SCHED_RESET_ON_FORK``): only the frame's critical path is raised.
+
+It needs the right to (``CAP_SYS_NICE``: root, or an ``rtprio`` limit in
+/etc/security/limits.conf); without it the thread keeps its normal scheduling and a warning
+says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+
+def raise_to_realtime(priority: int, thread: str) -> bool:
+    """Put the calling thread under ``SCHED_FIFO`` at ``priority`` (1-99; 0 leaves it as it is).
+
+    Returns
+    -------
+    bool
+        True when raised; False when ``priority`` is 0 or the OS refused (logged).
+    """
+    if priority <= 0:
+        return False
+    policy = getattr(os, "SCHED_FIFO", None)
+    if policy is None or not hasattr(os, "sched_setscheduler"):
+        logger.warning("%s thread: no real-time scheduling on this system", thread)
+        return False
+    try:  # pid 0: the calling thread (Linux schedules threads)
+        os.sched_setscheduler(0, policy | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except OSError as exc:
+        logger.warning(
+            "%s thread: real-time priority %d refused (%s); it keeps normal scheduling "
+            "(engine.realtime_priority needs CAP_SYS_NICE or an rtprio limit)",
+            thread, priority, exc.strerror or exc,
+        )  # fmt: skip
+        return False
+    logger.info("%s thread: real-time priority %d (SCHED_FIFO)", thread, priority)
+    return True

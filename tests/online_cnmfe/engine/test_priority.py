@@ -1,0 +1,61 @@
+"""Real-time scheduling of the engine's critical threads: raised when allowed, threads they start
+stay normal, a refusal is a warning."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+
+import pytest
+
+from online_cnmfe.engine import priority
+
+linux_only = pytest.mark.skipif(not hasattr(os, "SCHED_FIFO"), reason="no SCHED_FIFO here")
+
+
+def _in_thread(fn):
+    out = {}
+
+    def body():
+        out["value"] = fn()
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    return out["value"]
+
+
+def test_zero_leaves_the_thread_alone():
+    assert _in_thread(lambda: (priority.raise_to_realtime(0, "test"), os.sched_getscheduler(0))) \
+        == (False, os.sched_getscheduler(0))  # fmt: skip
+
+
+@linux_only
+def test_a_raised_thread_is_fifo_and_the_threads_it_starts_are_not():
+    def raised():
+        ok = priority.raise_to_realtime(1, "test")
+        if not ok:  # not allowed here (no CAP_SYS_NICE): the refusal path is tested below
+            return ok, None, None
+        child = _in_thread(lambda: os.sched_getscheduler(0))
+        return ok, os.sched_getscheduler(0), child
+
+    ok, mine, child = _in_thread(raised)
+    if not ok:
+        pytest.skip("this user may not use real-time scheduling")
+    assert mine == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    assert child == os.SCHED_OTHER  # SCHED_RESET_ON_FORK: the slow path's thread stays normal
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # only the calling thread was raised
+
+
+def test_a_refusal_is_a_warning_and_normal_scheduling(monkeypatch, caplog):
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
+    monkeypatch.setattr(os, "SCHED_FIFO", 1, raising=False)
+    monkeypatch.setattr(os, "SCHED_RESET_ON_FORK", 0x40000000, raising=False)
+    with caplog.at_level(logging.WARNING, logger="online_cnmfe.engine.priority"):
+        assert priority.raise_to_realtime(10, "model") is False
+    assert "real-time priority 10 refused" in caplog.text and "CAP_SYS_NICE" in caplog.text
