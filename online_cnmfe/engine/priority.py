@@ -3,9 +3,10 @@
 On a machine shared with other work (the acquisition, a display, another session), a frame's
 traces wait whenever the model thread, woken by the frame, finds both cores busy: the
 scheduler gives it a core only at its next tick. Under ``SCHED_FIFO`` the receive and model
-threads take a core at once when they wake; they sleep between frames, so they do not starve
-anything (and Linux keeps 5 % of each second for normal threads regardless). Threads they
-start afterwards (the slow path's, the initialisation's) get the normal policy back
+threads, and ZeroMQ's I/O thread that carries the frames in and the traces out, take a core
+at once when they wake; they sleep between frames, so they do not starve anything (and Linux
+keeps 5 % of each second for normal threads regardless). Threads they start afterwards (the
+slow path's, the initialisation's, the store's) get the normal policy back
 (``SCHED_RESET_ON_FORK``): only the frame's critical path is raised.
 
 It needs the right to (``CAP_SYS_NICE``: root, or an ``rtprio`` limit in
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+
+import zmq
 
 logger = logging.getLogger(__name__)
 
@@ -46,3 +49,14 @@ def raise_to_realtime(priority: int, thread: str) -> bool:
         return False
     logger.info("%s thread: real-time priority %d (SCHED_FIFO)", thread, priority)
     return True
+
+
+def realtime_context(priority: int) -> zmq.Context:
+    """Raise the calling (model) thread (:func:`raise_to_realtime`), then a ZeroMQ context
+    whose I/O threads run at the same priority when that was allowed (only then: libzmq
+    aborts the process when it may not set a thread's priority). Call before any socket."""
+    ctx = zmq.Context()
+    if raise_to_realtime(priority, "model"):
+        ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
+        ctx.set(zmq.THREAD_PRIORITY, priority)
+    return ctx

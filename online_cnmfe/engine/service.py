@@ -42,7 +42,7 @@ from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
-from online_cnmfe.engine.priority import raise_to_realtime
+from online_cnmfe.engine.priority import realtime_context
 from online_cnmfe.engine.publish import (
     ImageMaker,
     PublishingMixin,
@@ -162,7 +162,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if self.config.resume and self.config.out is not None:
             plan = plan_resume(self.config.out)
         self.ids = IdReservation(self.config.out, plan.first_free_id)
-        ctx = zmq.Context()
+        ctx = realtime_context(self.ep.realtime_priority)  # (this thread raised first)
         self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         ep = self.ep
         self.spool = DiskSpool(
@@ -191,7 +191,6 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()
-        raise_to_realtime(ep.realtime_priority, "model")  # (threads started later: normal)
         self.store.start()
         self.receiver.start()
         self.receiver.ready.wait(5)

@@ -7,8 +7,11 @@ import errno
 import logging
 import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
+import zmq
 
 from online_cnmfe.engine import priority
 
@@ -59,3 +62,36 @@ def test_a_refusal_is_a_warning_and_normal_scheduling(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="online_cnmfe.engine.priority"):
         assert priority.raise_to_realtime(10, "model") is False
     assert "real-time priority 10 refused" in caplog.text and "CAP_SYS_NICE" in caplog.text
+
+
+def _zmq_io_policies(ctx) -> list[int]:
+    sock = ctx.socket(zmq.PUB)  # the I/O threads start with the first socket
+    sock.bind("inproc://priority-test")
+    time.sleep(0.2)
+    names = {
+        int(t.name): (t / "comm").read_text().strip()
+        for t in Path(f"/proc/{os.getpid()}/task").iterdir()
+    }
+    policies = [os.sched_getscheduler(tid) for tid, name in names.items() if "ZMQbg" in name]
+    sock.close()
+    ctx.term()
+    return policies
+
+
+@linux_only
+def test_the_zmq_io_threads_are_raised_with_the_model_thread():
+    out = _in_thread(lambda: (priority.realtime_context(2), os.sched_getscheduler(0)))
+    ctx, mine = out
+    policies = _zmq_io_policies(ctx)
+    if mine == os.SCHED_OTHER:
+        pytest.skip("this user may not use real-time scheduling")
+    assert policies and all(p == os.SCHED_FIFO for p in policies)
+
+
+def test_a_refused_raise_leaves_zmq_alone(monkeypatch):
+    # libzmq aborts the process when it may not set its threads' priority: never ask it then
+    monkeypatch.setattr(priority, "raise_to_realtime", lambda p, thread: False)
+    ctx = priority.realtime_context(5)
+    assert ctx.get(zmq.THREAD_PRIORITY) != 5
+    policies = _zmq_io_policies(ctx)
+    assert policies and all(p == os.SCHED_OTHER for p in policies)
