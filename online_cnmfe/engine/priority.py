@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import zmq
 
@@ -60,3 +62,20 @@ def realtime_context(priority: int) -> zmq.Context:
         ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
         ctx.set(zmq.THREAD_PRIORITY, priority)
     return ctx
+
+
+@contextmanager
+def restored_scheduling() -> Iterator[None]:
+    """Give the calling thread its scheduling policy back on exit (an engine run inside a
+    larger process, e.g. the tests, does not leave its thread real-time)."""
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        try:
+            os.sched_setscheduler(0, policy, param)
+        except OSError as exc:  # (lowering one's own priority is always allowed)
+            logger.warning("could not restore the thread's scheduling: %s", exc)

@@ -42,7 +42,7 @@ from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
-from online_cnmfe.engine.priority import realtime_context
+from online_cnmfe.engine.priority import realtime_context, restored_scheduling
 from online_cnmfe.engine.publish import (
     ImageMaker,
     PublishingMixin,
@@ -153,7 +153,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         switch_interval_s = sys.getswitchinterval()  # restored: the engine may be in a test
         sys.setswitchinterval(1e-3 * self.ep.gil_switch_interval_ms)  # (see EngineParams)
         try:
-            return self._run()
+            with restored_scheduling():  # (engine.realtime_priority)
+                return self._run()
         finally:
             sys.setswitchinterval(switch_interval_s)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -95,3 +96,54 @@ def test_a_refused_raise_leaves_zmq_alone(monkeypatch):
     assert ctx.get(zmq.THREAD_PRIORITY) != 5
     policies = _zmq_io_policies(ctx)
     assert policies and all(p == os.SCHED_OTHER for p in policies)
+
+
+@linux_only
+def test_the_scheduling_is_restored_after_the_run():
+    def run():
+        with priority.restored_scheduling():
+            raised = priority.raise_to_realtime(3, "test")
+            during = os.sched_getscheduler(0)
+        return raised, during, os.sched_getscheduler(0)
+
+    raised, during, after = _in_thread(run)
+    if not raised:
+        pytest.skip("this user may not use real-time scheduling")
+    assert during & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO and after == os.SCHED_OTHER
+
+
+def _policies(pid: int) -> dict[str, set[int]]:
+    """Scheduling policies of a process's threads, by thread name."""
+    out: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            out.setdefault(name, set()).add(os.sched_getscheduler(int(task.name)))
+        except OSError:  # the thread ended meanwhile
+            continue
+    return out
+
+
+@linux_only
+def test_an_engine_with_realtime_priority_raises_its_frame_path_only(tmp_path):
+    from tests.online_cnmfe.engine_harness import engine_log, start_engine, stop
+
+    engine = start_engine(tmp_path, "--set", "engine.realtime_priority=7")
+    try:
+        deadline = time.monotonic() + 60
+        while "receive thread:" not in engine_log(tmp_path) and time.monotonic() < deadline:
+            assert engine.poll() is None, engine_log(tmp_path)
+            time.sleep(0.1)
+        log = engine_log(tmp_path)
+        if "refused" in log:
+            pytest.skip("this user may not use real-time scheduling")
+        assert "model thread: real-time priority 7" in log
+        assert "receive thread: real-time priority 7" in log
+        policies = _policies(engine.pid)
+        fifo = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+        raised = {n for n, p in policies.items() if p & {fifo, os.SCHED_FIFO}}
+        assert {p & ~os.SCHED_RESET_ON_FORK for p in policies["python"]} >= {os.SCHED_FIFO}
+        assert any(n.startswith("ZMQbg/IO") for n in raised)
+        assert os.SCHED_OTHER in policies["python"]  # the store thread (started after) is not
+    finally:
+        stop(engine, signal.SIGTERM)
