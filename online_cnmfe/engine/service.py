@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
-from online_cnmfe.engine.priority import realtime_context, restored_scheduling
+from online_cnmfe.engine.priority import realtime_context, restored_scheduling, slow_path_pool
 from online_cnmfe.engine.publish import (
     ImageMaker,
     PublishingMixin,
@@ -184,11 +183,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             realtime_priority=ep.realtime_priority,
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s, self.between_frames)
-        self._slow_pool = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
-            if self.ep.slow_path_thread
-            else None
-        )
+        self._slow_pool = slow_path_pool(ep.realtime_priority) if ep.slow_path_thread else None
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()

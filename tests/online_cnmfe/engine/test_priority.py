@@ -147,3 +147,16 @@ def test_an_engine_with_realtime_priority_raises_its_frame_path_only(tmp_path):
         assert os.SCHED_OTHER in policies["python"]  # the store thread (started after) is not
     finally:
         stop(engine, signal.SIGTERM)
+
+
+@linux_only
+def test_the_slow_path_thread_runs_one_step_below_the_model_thread():
+    if not _in_thread(lambda: priority.raise_to_realtime(1, "probe")):
+        pytest.skip("this user may not use real-time scheduling")
+    for model_priority, policy, level in ((5, os.SCHED_FIFO, 4), (1, os.SCHED_OTHER, 0)):
+        pool = priority.slow_path_pool(model_priority)
+        try:
+            got = pool.submit(lambda: (os.sched_getscheduler(0), os.sched_getparam(0))).result()
+        finally:
+            pool.shutdown()
+        assert (got[0] & ~os.SCHED_RESET_ON_FORK, got[1].sched_priority) == (policy, level)
