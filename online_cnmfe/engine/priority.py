@@ -3,8 +3,9 @@
 On a machine shared with other work (the acquisition, a display, another session), a frame's
 traces wait whenever the model thread, woken by the frame, finds both cores busy: the
 scheduler gives it a core only at its next tick. Under ``SCHED_FIFO`` the receive and model
-threads, and ZeroMQ's I/O thread that carries the frames in and the traces out, take a core
-at once when they wake; they sleep between frames, so they do not starve anything (and Linux
+threads (the latter until the frame's traces are out: :class:`ModelThreadPriority`), and
+ZeroMQ's I/O thread that carries the frames in and the traces out, take a core at once when
+they wake; they sleep between frames, so they do not starve anything (and Linux
 keeps 5 % of each second for normal threads regardless). Threads they start afterwards (the
 initialisation's, the store's) get the normal policy back (``SCHED_RESET_ON_FORK``): only the
 frame's critical path is raised, and the slow path's thread one step below it
@@ -57,15 +58,46 @@ def raise_to_realtime(priority: int, thread: str) -> bool:
     return True
 
 
-def realtime_context(priority: int) -> zmq.Context:
-    """Raise the calling (model) thread (:func:`raise_to_realtime`), then a ZeroMQ context
-    whose I/O threads run at the same priority when that was allowed (only then: libzmq
-    aborts the process when it may not set a thread's priority). Call before any socket."""
-    ctx = zmq.Context()
-    if raise_to_realtime(priority, "model"):
-        ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
-        ctx.set(zmq.THREAD_PRIORITY, priority)
-    return ctx
+class ModelThreadPriority:
+    """The model thread's scheduling (create it on that thread, before any other thread).
+
+    Real-time while the thread waits for a frame and until that frame's traces are out
+    (:meth:`critical`), normal for the rest of the frame's work — the residual, the slow
+    path's hand-over, storing, display images — (:meth:`relaxed`): a real-time thread keeps
+    its core until it sleeps, so the subscribers that must now receive the traces (the closed
+    loop's trigger client, normally scheduled) would wait for that work (seen: +1.7 ms median
+    delivery at 608² on a loaded machine). One system call each way.
+    """
+
+    def __init__(self, priority: int) -> None:
+        self.priority = priority
+        self.enabled = raise_to_realtime(priority, "model")
+        self._raised = self.enabled
+
+    def zmq_context(self) -> zmq.Context:
+        """A ZeroMQ context whose I/O threads (frames in, traces out) run at the same priority
+        when this thread's was allowed (only then: libzmq aborts the process when it may not
+        set a thread's priority). Call before any socket."""
+        ctx = zmq.Context()
+        if self.enabled:
+            ctx.set(zmq.THREAD_SCHED_POLICY, os.SCHED_FIFO)
+            ctx.set(zmq.THREAD_PRIORITY, self.priority)
+        return ctx
+
+    def critical(self) -> None:
+        """Before waiting for the next frame."""
+        if self.enabled and not self._raised:
+            os.sched_setscheduler(0, _FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(self.priority))
+            self._raised = True
+
+    def relaxed(self) -> None:
+        """Once the frame's traces are out."""
+        if self._raised:
+            os.sched_setscheduler(0, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, os.sched_param(0))
+            self._raised = False
+
+
+_FIFO = getattr(os, "SCHED_FIFO", 1)
 
 
 @contextmanager

@@ -35,13 +35,12 @@ from typing import Any
 
 import zmq
 
-from online_cnmfe.engine import heap
+from online_cnmfe.engine import heap, priority
 from online_cnmfe.engine.config import EngineConfig
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.incidents import IncidentsMixin
 from online_cnmfe.engine.model_runner import ModelRunner
-from online_cnmfe.engine.priority import realtime_context, restored_scheduling, slow_path_pool
 from online_cnmfe.engine.publish import (
     ImageMaker,
     PublishingMixin,
@@ -130,6 +129,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.snapshots = Snapshotter()  # one reused copy of the state for checkpoints
         self.ids = IdReservation(None)  # neuron ids safe to publish (set by run())
         self.checkpoint_copy_ms = 0.0  # model-thread time of the last checkpoint copy
+        self.model_priority = priority.ModelThreadPriority(0)  # (run() sets it)
 
     # ---- hooks ---------------------------------------------------------------------------
     def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
@@ -152,7 +152,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         switch_interval_s = sys.getswitchinterval()  # restored: the engine may be in a test
         sys.setswitchinterval(1e-3 * self.ep.gil_switch_interval_ms)  # (see EngineParams)
         try:
-            with restored_scheduling():  # (engine.realtime_priority)
+            with priority.restored_scheduling():  # (engine.realtime_priority)
                 return self._run()
         finally:
             sys.setswitchinterval(switch_interval_s)
@@ -162,9 +162,10 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         if self.config.resume and self.config.out is not None:
             plan = plan_resume(self.config.out)
         self.ids = IdReservation(self.config.out, plan.first_free_id)
-        ctx = realtime_context(self.ep.realtime_priority)  # (this thread raised first)
-        self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         ep = self.ep
+        self.model_priority = priority.ModelThreadPriority(ep.realtime_priority)  # 1st thread
+        ctx = self.model_priority.zmq_context()
+        self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         self.spool = DiskSpool(
             self.config.spool_dir, reserve_bytes=int(ep.spool_reserve_mb * 2**20),
             max_bytes=int(ep.spool_max_mb * 2**20) or None,
@@ -183,7 +184,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             realtime_priority=ep.realtime_priority,
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s, self.between_frames)
-        self._slow_pool = slow_path_pool(ep.realtime_priority) if ep.slow_path_thread else None
+        pool = priority.slow_path_pool(ep.realtime_priority) if ep.slow_path_thread else None
+        self._slow_pool = pool
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()
@@ -228,6 +230,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             elif runner.phase == "initialising":
                 self._finish_init()
             else:
+                self.model_priority.critical()  # real-time until the frame's traces are out
                 item = self.queue.get(0.05)
             now = time.monotonic()
             if isinstance(item, QueuedFrame):
@@ -342,6 +345,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 motion_shift_px=traces.motion_shift_px, motion_quality=traces.motion_quality,
             )
         )  # fmt: skip
+        self.model_priority.relaxed()  # the subscribers now need a core more than the model
 
     def _model_error(self, frame_index: int, exc: Exception) -> None:
         self.counts["model_errors"] += 1

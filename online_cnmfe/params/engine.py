@@ -40,7 +40,8 @@ class EngineParams:
     # thread runs Python code, would wait that long before its traces. A shorter interval
     # bounds that wait; each hand-over costs a few µs (BENCHMARKS.md "GIL switch interval").
     gil_switch_interval_ms: float = 0.5
-    # SCHED_FIFO priority (1-99) of the receive and model threads, so a frame's critical path
+    # SCHED_FIFO priority (1-99) of the receive, ZeroMQ I/O and model threads (the model thread
+    # until the frame's traces are out; the slow path's one below), so a frame's critical path
     # takes a core at once on a busy machine (engine/priority.py; needs CAP_SYS_NICE or an
     # rtprio limit, else a warning); 0: normal scheduling
     realtime_priority: int = 0

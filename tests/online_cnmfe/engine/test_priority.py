@@ -81,7 +81,9 @@ def _zmq_io_policies(ctx) -> list[int]:
 
 @linux_only
 def test_the_zmq_io_threads_are_raised_with_the_model_thread():
-    out = _in_thread(lambda: (priority.realtime_context(2), os.sched_getscheduler(0)))
+    out = _in_thread(
+        lambda: (priority.ModelThreadPriority(2).zmq_context(), os.sched_getscheduler(0))
+    )
     ctx, mine = out
     policies = _zmq_io_policies(ctx)
     if mine == os.SCHED_OTHER:
@@ -92,7 +94,7 @@ def test_the_zmq_io_threads_are_raised_with_the_model_thread():
 def test_a_refused_raise_leaves_zmq_alone(monkeypatch):
     # libzmq aborts the process when it may not set its threads' priority: never ask it then
     monkeypatch.setattr(priority, "raise_to_realtime", lambda p, thread: False)
-    ctx = priority.realtime_context(5)
+    ctx = priority.ModelThreadPriority(5).zmq_context()
     assert ctx.get(zmq.THREAD_PRIORITY) != 5
     policies = _zmq_io_policies(ctx)
     assert policies and all(p == os.SCHED_OTHER for p in policies)
@@ -160,3 +162,34 @@ def test_the_slow_path_thread_runs_one_step_below_the_model_thread():
         finally:
             pool.shutdown()
         assert (got[0] & ~os.SCHED_RESET_ON_FORK, got[1].sched_priority) == (policy, level)
+
+
+@linux_only
+def test_the_model_thread_is_real_time_only_until_the_traces_are_out():
+    def frames():
+        prio = priority.ModelThreadPriority(3)
+        if not prio.enabled:
+            return None
+        seen = [os.sched_getscheduler(0)]  # waiting for the first frame
+        prio.relaxed()  # its traces are out
+        seen.append(os.sched_getscheduler(0))
+        prio.relaxed()  # (a second call changes nothing)
+        prio.critical()  # waiting for the next frame
+        seen.append(os.sched_getscheduler(0))
+        child = _in_thread(lambda: os.sched_getscheduler(0))
+        prio.relaxed()
+        return [p & ~os.SCHED_RESET_ON_FORK for p in seen], child
+
+    out = _in_thread(frames)
+    if out is None:
+        pytest.skip("this user may not use real-time scheduling")
+    assert out == ([os.SCHED_FIFO, os.SCHED_OTHER, os.SCHED_FIFO], os.SCHED_OTHER)
+
+
+def test_without_real_time_the_switches_do_nothing(monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda *a: calls.append(a), raising=False)
+    prio = priority.ModelThreadPriority(0)
+    prio.relaxed()
+    prio.critical()
+    assert not prio.enabled and calls == []
