@@ -5,8 +5,8 @@ wrong neuron size fool the extraction it returns thousands of components that ti
 dark margins, most of them without a single calcium transient. Four figures catch that:
 
 * coverage: the components' disks of the configured diameter, summed, over the field-of-view
-  area (cells cannot cover more than the tissue: above ``sanity_max_coverage`` the count is
-  implausible);
+  area (one layer of cells covers at most the tissue, and a 1-photon image overlaps about
+  two: above ``sanity_max_coverage``, 1.5 by default, the count is implausible);
 * silent share: components whose raw trace never rises ``TRANSIENT_Z`` noise units above its
   median within the window looked at;
 * stripe share: footprints elongated more than ``ELONGATION`` : 1 (second moments), the shape
@@ -159,7 +159,7 @@ def check_components(
     if coverage > params.sanity_max_coverage:
         warnings.append(
             f"{K} components would cover {100 * coverage:.0f} % of the field of view with disks "
-            f"of the neuron diameter ({diameter_px:g} px): far more than cells can; check "
+            f"of the neuron diameter ({diameter_px:g} px): more than cells can; check "
             "data.neuron_diameter_px (preprocess.estimate_diameter=true estimates it), the "
             "frame rate and line noise in the raw movie."
         )

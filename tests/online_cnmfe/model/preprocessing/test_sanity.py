@@ -56,6 +56,19 @@ def test_plausible_cells_raise_no_warning():
     assert rep.elongated_fraction == 0.0 and rep.silent_fraction == 0.0
 
 
+def test_densely_packed_overlapping_cells_are_plausible():
+    """A 1-photon field packed as densely as the held-out high_density regime (true cells'
+    disks summing to 1.2 x the field: neighbours 0.8 diameters apart) is not called out."""
+    step = 0.8 * D
+    n = int(DIMS[0] // step)
+    centres = [(step * (i + 0.5), step * (j + 0.5)) for i in range(n) for j in range(n)]
+    A = _gaussians(centres)
+    C, noise = _active_traces(len(centres))
+    rep = check_components(A, DIMS, D, PreprocessParams(), traces=C, noise=noise)
+    assert 1.1 < rep.coverage < PreprocessParams().sanity_max_coverage
+    assert rep.ok, rep.warnings
+
+
 def test_stripes_tiling_the_frame_are_called_out():
     A = _stripes(400)
     C = np.random.default_rng(1).normal(0, 1, (400, 200)).astype(np.float32)
