@@ -74,9 +74,10 @@ def _slow_work(args, out, t0):
 
 
 def _numba_compiles() -> None:
-    """A span per numba compilation or cache load (``numba:compile``: a kernel's first call
-    with new argument types), named by the function: a first call during frames costs
-    tens to hundreds of ms of the thread that makes it."""
+    """A span per numba compilation (``numba:compile``: a kernel's first call with new
+    argument types, or one whose cache is stale), named by the function: a compilation during
+    frames costs tens to hundreds of ms of the thread that makes it. (A load from numba's
+    cache fires no event: it is not recorded.)"""
     from numba.core import event
 
     class _Compiles(event.Listener):

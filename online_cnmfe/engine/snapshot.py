@@ -155,6 +155,8 @@ class Snapshotter:
             )  # fmt: skip
             self._copy = target
         except BaseException:
+            if getattr(model, "residual_guard", None) is not None:
+                model.residual_guard = None  # no copy will be finished
             self._lock.release()
             raise
         return PendingCopy(target, ring, slow, model)

@@ -224,3 +224,16 @@ def test_a_paced_save_writes_the_same_file(movie, tmp_path):
     _, b = state_file.load_model(tmp_path / "b.h5")
     for x, y in zip(_arrays(a), _arrays(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_a_copy_that_cannot_start_leaves_no_guard_and_no_lock(movie):
+    model, pool = _threaded_model(movie)
+    model.process_frame(movie.frames[150])
+    model.settle_slow_path()
+    pool.shutdown()  # the slow path's executor refuses the copy job
+    snaps = Snapshotter()
+    with pytest.raises(RuntimeError):
+        snaps.take_model(model)
+    assert model.residual_guard is None
+    assert snaps.take(model.state) is not None  # the lock was released
+    snaps.release()
