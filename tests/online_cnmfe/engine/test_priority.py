@@ -65,15 +65,23 @@ def test_a_refusal_is_a_warning_and_normal_scheduling(monkeypatch, caplog):
     assert "real-time priority 10 refused" in caplog.text and "CAP_SYS_NICE" in caplog.text
 
 
+def _zmq_threads() -> dict[int, str]:
+    names = {}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            names[int(task.name)] = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+    return {tid: name for tid, name in names.items() if "ZMQbg" in name}
+
+
 def _zmq_io_policies(ctx) -> list[int]:
+    """Policies of the I/O threads ``ctx`` starts (other tests' contexts may still live)."""
+    before = _zmq_threads()
     sock = ctx.socket(zmq.PUB)  # the I/O threads start with the first socket
     sock.bind("inproc://priority-test")
     time.sleep(0.2)
-    names = {
-        int(t.name): (t / "comm").read_text().strip()
-        for t in Path(f"/proc/{os.getpid()}/task").iterdir()
-    }
-    policies = [os.sched_getscheduler(tid) for tid, name in names.items() if "ZMQbg" in name]
+    policies = [os.sched_getscheduler(tid) for tid in _zmq_threads().keys() - before.keys()]
     sock.close()
     ctx.term()
     return policies
