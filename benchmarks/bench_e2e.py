@@ -244,6 +244,8 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
     cmd = _cli("run", "--frames", eps["frames"], "--results", eps["results"], "--out",
                str(tmp / "s.h5"), "--config", str(cfg), "--idle-exit", "15")  # fmt: skip
     cmd += ["--resume"] if resume else ["--overwrite"]
+    for override in args.set:  # e.g. engine.gil_switch_interval_ms=5 (an A/B in one tree)
+        cmd += ["--set", override]
     if rate == "max":
         cmd += ["--set", "engine.queue_full=wait"]
     engine_env = dict(env)
@@ -393,6 +395,10 @@ def main() -> None:
         "at 608² stalls the stream ~0.25 s every 32 frames and then sends the block at once",
     )
     ap.add_argument("--workdir", type=Path, help="keep files here (a primed checkpoint is reused)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="K=V",
+        help="a parameter of the engine's runs (repeatable), e.g. engine.gil_switch_interval_ms=5",
+    )  # fmt: skip
     args = ap.parse_args()
     detections = {"on": [True], "off": [False], "both": [True, False]}[args.detection]
     cases = []

@@ -73,6 +73,28 @@ def _slow_work(args, out, t0):
     return {**done, **{k: round(getattr(work, k), 1) for k in ms}, "update": out[0] is not None}
 
 
+def _numba_compiles() -> None:
+    """A span per numba compilation (``numba:compile``: a kernel's first call with new
+    argument types, or one whose cache is stale), named by the function: a compilation during
+    frames costs tens to hundreds of ms of the thread that makes it. (A load from numba's
+    cache fires no event: it is not recorded.)"""
+    from numba.core import event
+
+    class _Compiles(event.Listener):
+        def on_start(self, ev) -> None:
+            _open_compile[threading.get_ident()] = (_now(), _cpu())
+
+        def on_end(self, ev) -> None:
+            t0, c0 = _open_compile.pop(threading.get_ident(), (_now(), _cpu()))
+            fn = getattr(ev.data.get("dispatcher"), "py_func", None)
+            _record("numba_compile", t0, c0, getattr(fn, "__qualname__", "?"))
+
+    event.register("numba:compile", _Compiles())
+
+
+_open_compile: dict = {}
+
+
 def _install() -> None:
     import h5py
 
@@ -121,6 +143,7 @@ def _install() -> None:
     _wrap(writer.ResultsWriter, "_write_footprints", "w_footprints")
     _wrap(extras.PendingExtras, "write", "w_extras")
     _wrap(h5py.File, "flush", "h5_flush")
+    _numba_compiles()
 
 
 def _import(name, *args, **kwargs):

@@ -37,6 +37,7 @@ from acquisition.protocol import (
 )
 from acquisition.subscriber import FrameSubscriber, SubscriberEvent
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
+from online_cnmfe.engine.priority import raise_to_realtime
 
 __all__ = ["Control", "FrameQueue", "QueuedFrame", "Receiver"]
 
@@ -72,6 +73,7 @@ class Receiver(threading.Thread):
         rcvhwm: int = 64,
         context=None,
         on_frame=None,
+        realtime_priority: int = 0,
     ):
         super().__init__(name="engine-receive", daemon=True)
         self.endpoint = endpoint
@@ -80,6 +82,7 @@ class Receiver(threading.Thread):
         self.rcvhwm = rcvhwm
         self.context = context
         self.on_frame = on_frame
+        self.realtime_priority = realtime_priority  # engine.realtime_priority
         self.n_received = 0  # frames accepted by the subscriber
         self.n_overflow = 0  # frames dropped because the queue refused them
         self.n_malformed = 0
@@ -93,6 +96,7 @@ class Receiver(threading.Thread):
         self._overflow: list = []  # [first, last, reason] of frames being dropped
 
     def run(self) -> None:
+        raise_to_realtime(self.realtime_priority, "receive")
         try:
             sub = FrameSubscriber(
                 self.endpoint,

@@ -30,13 +30,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from online_cnmfe.engine import heap
+from online_cnmfe.engine import heap, priority
 from online_cnmfe.engine.config import EngineConfig
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
@@ -62,7 +61,6 @@ from online_cnmfe.results.summary import SessionSummary, init_images
 
 logger = logging.getLogger(__name__)
 
-GIL_SWITCH_INTERVAL_S = 0.0005
 CATCH_UP_S = 1.0  # a frame older than this when processed: catching up (fewer images)
 
 
@@ -131,6 +129,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.snapshots = Snapshotter()  # one reused copy of the state for checkpoints
         self.ids = IdReservation(None)  # neuron ids safe to publish (set by run())
         self.checkpoint_copy_ms = 0.0  # model-thread time of the last checkpoint copy
+        self.model_priority = priority.ModelThreadPriority(0)  # (run() sets it)
 
     # ---- hooks ---------------------------------------------------------------------------
     def add_frame_result_callback(self, callback: Callable[[Any, dict], Any]) -> None:
@@ -150,15 +149,23 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     # ---- lifecycle -----------------------------------------------------------------------
     def run(self) -> int:
         """Run until end of stream, a signal or :meth:`request_stop`; returns the exit code."""
-        # the model thread must not wait 5 ms for the GIL: hand it over ten times sooner
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+        switch_interval_s = sys.getswitchinterval()  # restored: the engine may be in a test
+        sys.setswitchinterval(1e-3 * self.ep.gil_switch_interval_ms)  # (see EngineParams)
+        try:
+            with priority.restored_scheduling():  # (engine.realtime_priority)
+                return self._run()
+        finally:
+            sys.setswitchinterval(switch_interval_s)
+
+    def _run(self) -> int:
         plan = ResumePlan(None, 0)  # decided before any socket or thread: errors are one line
         if self.config.resume and self.config.out is not None:
             plan = plan_resume(self.config.out)
         self.ids = IdReservation(self.config.out, plan.first_free_id)
-        ctx = zmq.Context()
-        self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         ep = self.ep
+        self.model_priority = priority.ModelThreadPriority(ep.realtime_priority)  # 1st thread
+        ctx = self.model_priority.zmq_context()
+        self.publisher = ResultsPublisher(self.config.results_endpoint, ctx)
         self.spool = DiskSpool(
             self.config.spool_dir, reserve_bytes=int(ep.spool_reserve_mb * 2**20),
             max_bytes=int(ep.spool_max_mb * 2**20) or None,
@@ -174,13 +181,11 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self.receiver = Receiver(
             self.config.frames_endpoint, self.queue, self.receive_stop, ep.rcvhwm_frames, ctx,
             on_frame=None if self.recorder is None else self.recorder.put,
+            realtime_priority=ep.realtime_priority,
         )  # fmt: skip
         self.store = StoreWorker(self.ep.flush_period_s, self.between_frames)
-        self._slow_pool = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-path")
-            if self.ep.slow_path_thread
-            else None
-        )
+        pool = priority.slow_path_pool(ep.realtime_priority) if ep.slow_path_thread else None
+        self._slow_pool = pool
         self.status = StatusTracker()
         self.images: ImageMaker | None = None
         self._install_signals()
@@ -225,6 +230,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             elif runner.phase == "initialising":
                 self._finish_init()
             else:
+                self.model_priority.critical()  # real-time until the frame's traces are out
                 item = self.queue.get(0.05)
             now = time.monotonic()
             if isinstance(item, QueuedFrame):
@@ -339,6 +345,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 motion_shift_px=traces.motion_shift_px, motion_quality=traces.motion_quality,
             )
         )  # fmt: skip
+        self.model_priority.relaxed()  # the subscribers now need a core more than the model
 
     def _model_error(self, frame_index: int, exc: Exception) -> None:
         self.counts["model_errors"] += 1
@@ -414,17 +421,12 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             prepare(f)
 
     def _out_path(self) -> Path:
-        out = self.config.out
-        return (
-            out if self._session == 0 else out.with_name(f"{out.stem}-{self._session}{out.suffix}")
-        )
+        out, n = self.config.out, self._session
+        return out if n == 0 else out.with_name(f"{out.stem}-{n}{out.suffix}")
 
     def _checkpoint(self, wait: bool = False) -> bool:
-        """Hand a copy of the state to the store thread for a checkpoint.
-
-        False (nothing done) when the store thread still saves the previous copy; ``wait``
-        (shutdown, restart) waits for it instead.
-        """
+        """Hand a copy of the state to the store thread for a checkpoint; False (nothing done)
+        when it still saves the previous copy (``wait``: shutdown, restart, waits for it)."""
         if self.config.out is None:
             return True
         model = self.runner.model if self.runner else None
@@ -432,8 +434,8 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             return True
         t0 = time.thread_time()
         try:
-            model.settle_slow_path()  # no step in flight while the state is copied
-            state = self.snapshots.take(model.state, wait=wait)
+            model.settle_slow_path()  # its update is part of the state
+            state = self.snapshots.take_model(model, wait=wait)  # finished on the store thread
         except Exception as exc:  # noqa: BLE001 - a model that cannot be copied: no checkpoints
             logger.warning("model cannot be snapshotted for checkpoints: %s", exc)
             return True
@@ -494,5 +496,4 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
     @property
     def results_path(self) -> Path | None:
         """The results file written (None before initialisation or without --out)."""
-        writer = self.store.writer
-        return None if writer is None else writer.path
+        return None if self.store.writer is None else self.store.writer.path

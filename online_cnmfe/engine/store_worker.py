@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from online_cnmfe.engine.resume import CHECKPOINT_FILE_ID
+from online_cnmfe.engine.snapshot import PendingCopy
 from online_cnmfe.results import state_file
 from online_cnmfe.results.writer import ResultsWriter, StoreError
 
@@ -157,6 +158,11 @@ class StoreWorker(threading.Thread):
         if gate is not None and not gate.is_set():
             gate.wait(max(0.0, deadline - time.monotonic()))
 
+    def _pace(self) -> None:
+        """Before each block of a checkpoint: wait (at most ``MAX_DEFER_S``) for the model
+        thread to be between frames."""
+        self._wait_between_frames(time.monotonic() + MAX_DEFER_S)
+
     def _only_frames(self) -> bool:
         return all(op == "frame" for op, _ in self._ops)
 
@@ -249,12 +255,16 @@ class StoreWorker(threading.Thread):
             self._close_writer()
 
     def _checkpoint(self, params: Any, state: Any, path: Path, done: Callable[[], Any]) -> None:
-        """Save a state copy (owned by this thread until ``done()``) as ``path``, atomically."""
+        """Save a state copy (owned by this thread until ``done()``; a ``PendingCopy`` is
+        finished here first) as ``path``, atomically. Both the copy's rows and the file's
+        blocks start between frames (:meth:`_pace`)."""
         tmp = path.with_name(path.name + ".tmp")
         file_id = None if self.writer is None else self.writer.file_id
         try:
+            if isinstance(state, PendingCopy):
+                state = state.complete(self._pace)
             attrs = {CHECKPOINT_FILE_ID: file_id} if file_id else None
-            state_file.save_model(tmp, params, state, attrs=attrs)
+            state_file.save_model(tmp, params, state, attrs=attrs, pace=self._pace)
             os.replace(tmp, path)
             self.n_checkpoints += 1
             self.checkpoint_error = None

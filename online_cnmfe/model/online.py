@@ -79,6 +79,7 @@ class OnlineCNMFE:
         self._prepared = None  # the pending update worked out on the slow path's thread
         self._footprints_cache = None
         self._sanity = None  # SanityReport, refreshed every preprocess.sanity_period_s
+        self.residual_guard = None  # told before a residual row is overwritten (checkpoints)
 
     # ---- set-up ------------------------------------------------------------------------
     def initialize(self, frames: np.ndarray, progress: bool = False) -> None:
@@ -200,6 +201,9 @@ class OnlineCNMFE:
         t_out = time.perf_counter()
         slot = st.residual_head
         if flag is None:
+            if self.residual_guard is not None:  # a checkpoint is still copying the buffer
+                grew = st.motion is not None and bool(st.motion.band_grew)  # all rows masked
+                self.residual_guard.before_write(slot, grew)
             _kr.residual_update(
                 A.start, A.stop, A.indices, A.data, G.start, G.stop, G.indices, G.data, st.c,
                 st.scratch_ytilde, y, ops.alpha_b0, ops.dims3, st.scratch_ac, st.scratch_gc,
@@ -288,6 +292,10 @@ class OnlineCNMFE:
             future, self._inflight = self._inflight, None
             st = self._require_state()
             st.pending_update, self._prepared = future.result()
+
+    def after_slow_steps(self, fn: Callable, *args) -> Future:
+        """``fn(*args)`` on the slow path's executor, after the steps so far, before later ones."""
+        return self._slow_executor.submit(fn, *args)
 
     def run_slow_path_on(self, executor: Executor | None) -> None:
         """Run the slow path's steps on ``executor`` (e.g. a one-thread
@@ -413,9 +421,7 @@ class OnlineCNMFE:
     # ---- read access -------------------------------------------------------------------
     def _require_state(self) -> ModelState:
         if self.state is None:
-            raise RuntimeError(
-                "the model is not initialised; call initialize(frames) or initialize_from(init)"
-            )
+            raise RuntimeError("the model is not initialised: call initialize or initialize_from")
         return self.state
 
     @property

@@ -35,6 +35,16 @@ class EngineParams:
     # run each frame's slow-path step on its own thread, overlapping the next frame's traces
     # (results are identical; false: inline, e.g. one core per session in a batch)
     slow_path_thread: bool = True
+    # CPython hands the GIL to a waiting thread only every switch interval (its default 5 ms):
+    # the model thread, woken by a frame while the slow path's, the store's or the receiver's
+    # thread runs Python code, would wait that long before its traces. A shorter interval
+    # bounds that wait; each hand-over costs a few µs (BENCHMARKS.md "GIL switch interval").
+    gil_switch_interval_ms: float = 0.5
+    # SCHED_FIFO priority (1-99) of the receive, ZeroMQ I/O and model threads (the model thread
+    # until the frame's traces are out; the slow path's one below), so a frame's critical path
+    # takes a core at once on a busy machine (engine/priority.py; needs CAP_SYS_NICE or an
+    # rtprio limit, else a warning); 0: normal scheduling
+    realtime_priority: int = 0
 
     def __post_init__(self) -> None:
         check(
@@ -44,6 +54,12 @@ class EngineParams:
             "true or false",
         )
         int_at_least("queue_frames", self.queue_frames, 1)
+        positive("gil_switch_interval_ms", self.gil_switch_interval_ms)
+        check(
+            "realtime_priority", self.realtime_priority,
+            isinstance(self.realtime_priority, int) and 0 <= self.realtime_priority <= 99,
+            "an integer in [0, 99] (0: normal scheduling)",
+        )  # fmt: skip
         positive("republish_period_s", self.republish_period_s)
         check(
             "footprints_period_s", self.footprints_period_s, self.footprints_period_s >= 0, ">= 0"

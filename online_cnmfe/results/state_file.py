@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ FORMAT = "online-cnmfe-model"
 INIT_FORMAT = "online-cnmfe-init"  # an InitResult saved for reuse (``process --init-result``)
 FORMAT_VERSION = 1
 _SCALARS = (type(None), bool, int, float, str, np.integer, np.floating, np.bool_)
+BLOCK = 2 << 20  # bytes of a large array written at once when save_model is paced
+Pace = Callable[[], Any] | None
 
 # The only classes a state file may rebuild, by name.
 STATE_CLASSES: dict[str, type] = {
@@ -101,9 +104,15 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def _write(group: h5py.Group, name: str, value: Any) -> None:
+def _write(group: h5py.Group, name: str, value: Any, pace: Pace = None) -> None:
     if _is_scalar_tree(value):
         group.attrs[f"scalar:{name}"] = json.dumps(_to_json(value))
+    elif isinstance(value, np.ndarray) and pace is not None and value.ndim and value.nbytes > BLOCK:
+        dset = group.create_dataset(name, shape=value.shape, dtype=value.dtype)
+        rows = max(1, BLOCK * value.shape[0] // value.nbytes)
+        for start in range(0, value.shape[0], rows):  # h5py holds the GIL while it writes
+            pace()
+            dset[start : start + rows] = value[start : start + rows]
     elif isinstance(value, np.ndarray):
         group.create_dataset(name, data=value)
     elif scipy.sparse.issparse(value):
@@ -117,18 +126,18 @@ def _write(group: h5py.Group, name: str, value: Any) -> None:
             sub.create_dataset(part, data=getattr(m, part))
     elif dataclasses.is_dataclass(value):
         sub = group.create_group(name)
-        _write_dataclass(sub, value)
+        _write_dataclass(sub, value, pace)
     elif isinstance(value, dict):
         sub = group.create_group(name)
         sub.attrs["__dict__"] = json.dumps([str(k) for k in value])
         for i, (_, v) in enumerate(value.items()):
-            _write(sub, str(i), v)
+            _write(sub, str(i), v, pace)
     elif isinstance(value, (list, tuple)):
         sub = group.create_group(name)
         sub.attrs["__list__"] = type(value).__name__
         sub.attrs["n"] = len(value)
         for i, v in enumerate(value):
-            _write(sub, str(i), v)
+            _write(sub, str(i), v, pace)
     else:
         raise TypeError(
             f"cannot save field {name!r} of type {type(value).__name__}; model state fields must "
@@ -136,11 +145,11 @@ def _write(group: h5py.Group, name: str, value: Any) -> None:
         )
 
 
-def _write_dataclass(group: h5py.Group, obj: Any) -> None:
+def _write_dataclass(group: h5py.Group, obj: Any, pace: Pace = None) -> None:
     cls = type(obj)
     group.attrs["__class__"] = f"{cls.__module__}:{cls.__qualname__}"
     for f in dataclasses.fields(obj):
-        _write(group, f.name, getattr(obj, f.name))
+        _write(group, f.name, getattr(obj, f.name), pace)
 
 
 def _read(group: h5py.Group, name: str, classes: dict[str, type]) -> Any:
@@ -196,13 +205,15 @@ def _read_dataclass(group: h5py.Group, classes: dict[str, type]) -> Any:
 
 def save_model(
     path: str | Path, params: CNMFEParams, state: Any, fmt: str = FORMAT,
-    attrs: dict[str, str] | None = None,
+    attrs: dict[str, str] | None = None, pace: Pace = None,
 ) -> None:  # fmt: skip
     """Write params and ``state`` (a dataclass, e.g. ModelState) to ``path`` (overwritten).
 
     ``fmt`` names the kind of file (:data:`FORMAT` for a model, :data:`INIT_FORMAT` for an
     InitResult); ``attrs`` are extra string attributes of the root (e.g. a checkpoint's
-    ``results_file_id``, read back with :func:`read_attrs`).
+    ``results_file_id``, read back with :func:`read_attrs`). ``pace``: called before each
+    block of ``BLOCK`` bytes of a large array (arrays are then written block by block, the
+    same file): a writer thread can let another thread have the GIL between blocks.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -213,7 +224,7 @@ def save_model(
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["software_version"] = __version__
         f.attrs["params"] = params.to_json()
-        _write_dataclass(f.create_group("state"), state)
+        _write_dataclass(f.create_group("state"), state, pace)
     tmp.replace(path)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from online_cnmfe import OnlineCNMFE
-from online_cnmfe.engine.snapshot import Snapshotter, copy_into
+from online_cnmfe.engine.snapshot import RingCopy, Snapshotter, copy_into
 from online_cnmfe.params import CNMFEParams
 from online_cnmfe.results import state_file
 from tests.online_cnmfe.model_fixtures import make_movie, truth_init
@@ -110,4 +111,129 @@ def test_a_busy_copy_is_skipped_or_waited_for():
     done = threading.Event()
     threading.Thread(target=lambda: (snaps.prime(state), done.set()), daemon=True).start()
     assert done.wait(5), "prime waited for a lock only its own thread would release"
+    snaps.release()
+
+
+# ---- take_model: the residual buffer and the slow path's state copied off the model thread ----
+
+
+def _threaded_model(movie):
+    model = _model(movie)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-test")
+    model.run_slow_path_on(pool)
+    return model, pool
+
+
+def test_the_deferred_parts_share_no_array_with_the_rest_of_the_state(movie):
+    # take_model copies the slow path's state later than the rest: that is consistent only
+    # if the rest of the state never shares memory with it (nor with the residual buffer),
+    # except arrays nobody writes after the initialisation (the ring's geometry).
+    model = _model(movie)
+    for frame in movie.frames[150:170]:
+        model.process_frame(frame)
+    st = model.state
+    deferred = _arrays(st.slow) + [st.residual]
+    constant = (st.ring_offsets,)
+    rest = [a for f in dataclasses.fields(st) if f.name not in ("slow", "residual")
+            for a in _arrays(getattr(st, f.name)) if not any(a is c for c in constant)]  # fmt: skip
+    assert len(deferred) > 20 and len(rest) > 30
+    for a in deferred:
+        assert not any(np.shares_memory(a, b) for b in rest)
+
+
+def test_take_model_is_the_state_when_taken_while_the_model_goes_on(movie):
+    model, pool = _threaded_model(movie)
+    try:
+        for frame in movie.frames[150:175]:
+            model.process_frame(frame)
+        model.settle_slow_path()
+        reference = copy.deepcopy(model.state)
+        snaps = Snapshotter()
+        pending = snaps.take_model(model)
+        assert model.residual_guard is pending.ring and not pending.ring.done
+        for frame in movie.frames[175:185]:  # overwrites 10 residual rows: copied first
+            model.process_frame(frame)
+        assert 10 <= pending.ring._copied.sum() < len(pending.ring._copied)
+        paced = []
+        state = pending.complete(pace=lambda: paced.append(1))
+        assert pending.ring.done and model.residual_guard is None
+        assert len(paced) == model.state.residual.shape[0] - 10  # rows the model did not copy
+        mine, ref, live = _arrays(state), _arrays(reference), _arrays(model.state)
+        assert len(mine) == len(ref)
+        for b, r in zip(mine, ref, strict=True):
+            np.testing.assert_array_equal(b, r)
+            assert not any(np.shares_memory(b, a) for a in live)
+        assert not np.array_equal(state.residual, model.state.residual)  # the model moved on
+        snaps.release()
+    finally:
+        model.settle_slow_path()
+        pool.shutdown()
+
+
+def test_a_checkpoint_from_take_model_resumes_exactly(movie, tmp_path):
+    model, pool = _threaded_model(movie)
+    try:
+        for frame in movie.frames[150:180]:
+            model.process_frame(frame)
+        model.settle_slow_path()
+        snaps = Snapshotter()
+        snaps.prime(model.state)  # the reused copy, as the engine's store thread primes it
+        pending = snaps.take_model(model)
+        expected = [model.process_frame(f) for f in movie.frames[180:]]
+        state = pending.complete()
+        state_file.save_model(tmp_path / "ckpt.h5", model.params, state, pace=lambda: None)
+        snaps.release()
+    finally:
+        model.settle_slow_path()
+        pool.shutdown()
+    resumed = OnlineCNMFE.load(tmp_path / "ckpt.h5")
+    for frame, want in zip(movie.frames[180:], expected, strict=True):
+        got = resumed.process_frame(frame)
+        np.testing.assert_array_equal(got.C, want.C)
+        np.testing.assert_array_equal(got.S, want.S)
+        np.testing.assert_array_equal(got.neuron_ids, want.neuron_ids)
+
+
+def test_ring_copy_copies_each_row_once_as_it_was():
+    src = np.arange(20.0).reshape(5, 4)
+    dst = np.zeros_like(src)
+    ring = RingCopy(src, dst)
+    ring.before_write(2)
+    src[2] = -1  # the owner overwrites row 2 after its copy
+    ring.before_write(2)  # a second write to the same row copies nothing again
+    np.testing.assert_array_equal(dst[2], [8, 9, 10, 11])
+    paced = []
+    ring.copy_rest(pace=lambda: paced.append(1))
+    assert len(paced) == 4 and ring.done
+    np.testing.assert_array_equal(dst, np.arange(20.0).reshape(5, 4))
+    whole = RingCopy(src, np.zeros_like(src))
+    whole.before_write(0, every_row=True)  # e.g. the motion border band zeroes every row
+    assert whole.done
+
+
+def test_a_paced_save_writes_the_same_file(movie, tmp_path):
+    model = _model(movie)
+    paced = []
+    state_file.save_model(tmp_path / "a.h5", model.params, model.state)
+    state_file.save_model(
+        tmp_path / "b.h5", model.params, model.state, pace=lambda: paced.append(1)
+    )
+    big = model.state.residual.nbytes
+    assert len(paced) >= big // state_file.BLOCK
+    _, a = state_file.load_model(tmp_path / "a.h5")
+    _, b = state_file.load_model(tmp_path / "b.h5")
+    for x, y in zip(_arrays(a), _arrays(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_copy_that_cannot_start_leaves_no_guard_and_no_lock(movie):
+    model, pool = _threaded_model(movie)
+    model.process_frame(movie.frames[150])
+    model.settle_slow_path()
+    pool.shutdown()  # the slow path's executor refuses the copy job
+    snaps = Snapshotter()
+    with pytest.raises(RuntimeError):
+        snaps.take_model(model)
+    assert model.residual_guard is None
+    assert snaps.take(model.state) is not None  # the lock was released
     snaps.release()
