@@ -173,6 +173,10 @@ class OnlineParams:
     slow_detect_period_frames: int = 4  # candidate evaluations only on one frame in this many
     slow_evaluations_per_step: int = 1  # candidates evaluated on such a frame at most
     slow_detect_stride_frames: int = 2  # detection images updated on one frame in this many
+    # the re-seeding pass over the residual buffer (detection.reseed_period_s): buffer frames
+    # read into its images per step, and queued candidates evaluated per evaluation step
+    reseed_frames_per_step: int = 25
+    reseed_evaluations_per_step: int = 4
 
     def __post_init__(self) -> None:
         int_at_least("n_trace_sweeps", self.n_trace_sweeps, 1)
@@ -205,6 +209,8 @@ class OnlineParams:
         int_at_least("slow_detect_period_frames", self.slow_detect_period_frames, 1)
         int_at_least("slow_evaluations_per_step", self.slow_evaluations_per_step, 0)
         int_at_least("slow_detect_stride_frames", self.slow_detect_stride_frames, 1)
+        int_at_least("reseed_frames_per_step", self.reseed_frames_per_step, 1)
+        int_at_least("reseed_evaluations_per_step", self.reseed_evaluations_per_step, 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,6 +260,12 @@ class DetectionParams:
     pool_size: int = 32  # candidates followed at once while awaiting confirmation
     pool_expiry_s: float = 30.0  # a candidate not seen again for this long is forgotten
     merge_corr_threshold: float = 0.8  # touching neurons with trace corr above this merge
+    # a re-seeding pass over the residual buffer every this many seconds (0: none): the
+    # initialisation's seeding statistic on the last online.residual_buffer_frames frames, its
+    # threshold from the sign-flipped residual, its best reseed_max_candidates peaks tested as
+    # the online search's candidates (slow_path/reseed.py)
+    reseed_period_s: float = 1.0
+    reseed_max_candidates: int = 32
 
     def __post_init__(self) -> None:
         check(
@@ -298,4 +310,6 @@ class DetectionParams:
         positive("max_decay_s", self.max_decay_s)
         int_at_least("pool_size", self.pool_size, 1)
         positive("pool_expiry_s", self.pool_expiry_s)
+        check("reseed_period_s", self.reseed_period_s, self.reseed_period_s >= 0, ">= 0 (0: off)")
+        int_at_least("reseed_max_candidates", self.reseed_max_candidates, 1)
         fraction("merge_corr_threshold", self.merge_corr_threshold)

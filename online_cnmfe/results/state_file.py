@@ -36,6 +36,7 @@ from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.model.preprocessing.state import InitCorrections, PreprocessState
 from online_cnmfe.model.slotted import SlottedColumns
 from online_cnmfe.model.slow_path.detection import DetectionState, Geometry
+from online_cnmfe.model.slow_path.reseed import ReseedState
 from online_cnmfe.model.slow_path.ring_refresh import RingRefreshState
 from online_cnmfe.model.slow_path.schedule import SlowPathState, SlowWork
 from online_cnmfe.model.slow_path.suffstats import FootprintStats
@@ -62,6 +63,7 @@ STATE_CLASSES: dict[str, type] = {
         SlowPathState,
         SlowWork,
         DetectionState,
+        ReseedState,
         Geometry,
         RingRefreshState,
         FootprintStats,

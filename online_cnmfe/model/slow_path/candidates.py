@@ -16,6 +16,10 @@ a footprint, c trace, d neuron diameter (px), z an event's significance.
   must not exceed ``init.out_of_focus_ratio`` x that of a neuron of the expected size: the
   band-pass attenuates broad out-of-focus cells several times more than neurons (the box's
   border is *not* subtracted for this test, it would make a broad blob look compact);
+* sharp (only when a ``sharpness_limit`` is given: the re-seeding's candidates,
+  :mod:`.reseed`): the footprint's :func:`..footprint_shape.sharpness_of` at least the
+  initialisation's limit (``SlowPathState.sharpness_limit``), the test its acceptance
+  applies and that removes a grown online birth later;
 * temporal: events = rises of the N-frame mean of its projected trace above ``min_event_snr``
   (noise from the MAD of the first differences, baseline from the 25th percentile, both
   robust to a neuron active much of the buffer; a rise needs a dip to half its height since
@@ -52,7 +56,7 @@ import math
 import numpy as np
 
 from online_cnmfe.model._kernels import detection as kdet
-from online_cnmfe.model.footprint_shape import gaussian_scale
+from online_cnmfe.model.footprint_shape import gaussian_scale, sharpness_of
 from online_cnmfe.model.slow_path import suffstats
 from online_cnmfe.model.slow_path.detection import MAX_EVENTS, DetectionState, Geometry
 from online_cnmfe.params import CNMFEParams
@@ -67,6 +71,7 @@ REASONS = (
     "no_event",
     "duplicate",
     "out_of_focus",
+    "blurred",
 )
 _MATCH_RADIUS = 0.35  # a candidate revisits a pool entry if its centroid is this close (x d)
 _SAME_FOOTPRINT = 0.9  # cosine above which the joint demixing is degenerate: the same spot
@@ -95,7 +100,7 @@ def _events(z: np.ndarray, thr: float, sep: int) -> np.ndarray:
 
 
 def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
-             size_scale: float = 1.0):  # fmt: skip
+             size_scale: float = 1.0, sharpness_limit: float = 0.0):  # fmt: skip
     """Rank-1 NMF around (row, col) on the residual buffer and the acceptance tests.
 
     Returns ``(reason, result)``: reason indexes :data:`REASONS`; result (a dict with
@@ -147,6 +152,8 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
         return 5, None
     if _out_of_focus(img + float(offset[active].mean()), dr * dr + dc * dc, geo, params):
         return 8, None
+    if sharpness_limit > 0 and _sharpness(a, rr.shape, d) < sharpness_limit:
+        return 9, None
     cp = Y @ a / aa
     z, sig, base = _event_z(cp, geo.window)
     ev = _events(z, dp.min_event_snr, geo.separation)
@@ -162,6 +169,15 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
         zmax=float(z[ev].max()), energy=float((z[ev] ** 2).sum()), centroid=(cr, ccn),
     )  # fmt: skip
     return 0, result
+
+
+def _sharpness(a: np.ndarray, box_shape: tuple[int, int], d: float) -> float:
+    """:func:`..footprint_shape.sharpness_of` of the box's footprint ``a``, the box padded by d
+    on every side (as the neurons' own check pads them)."""
+    pad = math.ceil(d)
+    box = np.zeros((box_shape[0] + 2 * pad, box_shape[1] + 2 * pad))
+    box[pad:-pad, pad:-pad] = a.reshape(box_shape)
+    return sharpness_of(box, d)
 
 
 def _band_ratio(img: np.ndarray, d2: np.ndarray, d: float) -> float:

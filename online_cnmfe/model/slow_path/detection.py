@@ -288,13 +288,21 @@ def search(det: DetectionState, t: int, params: CNMFEParams, geo: Geometry) -> n
 
 def block(det: DetectionState, row: float, col: float, radius: float, until: int) -> None:
     """Suppress candidates within ``radius`` of (row, col) (image px) until frame ``until``."""
-    H, W = det.z.shape
-    row, col, radius = row / det.ds, col / det.ds, radius / det.ds
+    block_disk(det.blocked_until, det.ds, row, col, radius, until)
+
+
+def block_disk(
+    until_map: np.ndarray, ds: int, row: float, col: float, radius: float, until: int
+) -> None:
+    """Raise ``until_map`` (a grid of ``ds`` px) to ``until`` within ``radius`` of (row, col)
+    (image px)."""
+    H, W = until_map.shape
+    row, col, radius = row / ds, col / ds, radius / ds
     r0, r1 = max(int(row - radius), 0), min(int(row + radius) + 1, H)
     c0, c1 = max(int(col - radius), 0), min(int(col + radius) + 1, W)
     rr, cc = np.ogrid[r0:r1, c0:c1]
     disk = (rr - row) ** 2 + (cc - col) ** 2 <= radius * radius
-    sub = det.blocked_until[r0:r1, c0:c1]
+    sub = until_map[r0:r1, c0:c1]
     sub[disk] = np.maximum(sub[disk], until)
 
 

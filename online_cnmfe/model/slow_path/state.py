@@ -19,6 +19,7 @@ from online_cnmfe.model.footprint_shape import sharpness, sharpness_limit, size_
 from online_cnmfe.model.init_result import InitResult
 from online_cnmfe.model.slow_path import candidates as cand_mod
 from online_cnmfe.model.slow_path import detection as det_mod
+from online_cnmfe.model.slow_path import reseed as reseed_mod
 from online_cnmfe.model.slow_path import ring_refresh as rr
 from online_cnmfe.model.slow_path import suffstats
 from online_cnmfe.params import CNMFEParams
@@ -38,6 +39,8 @@ class SlowWork:
     births: int = 0
     merges: int = 0
     removals: int = 0
+    reseed_frames: int = 0  # buffer frames read by the re-seeding pass (or its noise rows'
+    # equivalent in values)
     total_births: int = 0
     total_merges: int = 0
     total_removals: int = 0
@@ -58,6 +61,7 @@ class SlowPathState:
     stats: suffstats.FootprintStats
     ring: rr.RingRefreshState
     det: det_mod.DetectionState
+    reseed: reseed_mod.ReseedState
     merge_cursor: int
     work: SlowWork
     hals_debt: int = 0  # footprint refreshes deferred from frames that evaluated a candidate
@@ -111,7 +115,9 @@ def work_limits(slow: SlowPathState, params: CNMFEParams, n_components: int) -> 
         "ring_samples": 1,
         "candidates": min(
             params.online.slow_evaluations_per_step, params.detection.max_candidates_per_frame
-        ),
+        )
+        + (params.online.reseed_evaluations_per_step if params.detection.reseed_period_s else 0),
+        "reseed_frames": params.online.reseed_frames_per_step,
         "merge_checks": params.online.slow_merge_checks_per_frame,
         "removals": 2 + math.ceil(n_components / params.online.footprint_update_period_frames),
     }
@@ -177,9 +183,11 @@ def init_slow_path(
     fs.max_radius = float(0.8 * d + growth)  # footprints stay cell-sized (no sprawl into
     fs.max_support = int(3.0 * math.pi * d * d / 4)  # background structure or neighbours)
     typical = _typical_size(init, dims, params)
+    rs = reseed_mod.make_reseed_state(det)
+    rs.started_at = T0 - 1  # the initialisation seeded its frames: the first pass a period on
     return SlowPathState(
         t=T0 - 1, dims=np.array(dims, np.int64), lam=forgetting_factor(params), stats=fs,
-        ring=ring, det=det, merge_cursor=0, work=SlowWork(), t_init=T0 - 1,
+        ring=ring, det=det, reseed=rs, merge_cursor=0, work=SlowWork(), t_init=T0 - 1,
         size_limit=params.init.max_size_ratio * typical, size_scale=typical,
         sharpness_limit=_sharpness_limit(init, dims, params),
     )  # fmt: skip

@@ -121,3 +121,39 @@ def test_the_size_test_scales_with_the_initial_components_typical_size(rng):
     assert reason == size
     reason, _ = cand_mod.evaluate(fs, view, 16, 16, p, geo, size_scale=2.0)
     assert reason != size
+
+
+def test_the_sharpness_test_rejects_a_blurred_candidate_only_when_given_a_limit(rng):
+    """A cell-sized Gaussian passes a sharpness limit just under its own sharpness; the same
+    cell under a broad blob (out-of-focus neuropil firing with it) is 'blurred' at that limit,
+    and passes every test without a limit (the online search's own candidates)."""
+    from online_cnmfe.model.footprint_shape import sharpness_of
+
+    p = h.params_for()
+    geo = det_mod.geometry(p)
+    d = p.data.neuron_diameter_px
+    cell = h.gaussian_footprint(DIMS, (16, 16), d / 4, truncate=4).astype(np.float64)
+    blob = h.gaussian_footprint(DIMS, (16, 16), d / 2.2, truncate=4).astype(np.float64)
+    pad = int(np.ceil(d))
+    limit = 0.97 * sharpness_of(np.pad(cell.reshape(DIMS), pad), d)
+    assert sharpness_of(np.pad((cell + 2 * blob).reshape(DIMS), pad), d) < limit  # the premise
+    c = _transients(rng, (5, 20, 35, 50), 4.0)
+    A = scipy.sparse.csc_array((DIMS[0] * DIMS[1], 0), dtype=np.float32)
+    fs = suffstats.stats_from_footprints(
+        A, np.zeros((0, L), np.float32), None, DIMS, 2, 400, np.ones(0, np.float32), 0
+    )
+    blurred = cand_mod.REASONS.index("blurred")
+    reasons = {}
+    for name, a in (("cell", cell), ("blurred", cell + 2 * blob)):
+        R = (np.outer(c, a) + 0.01 * rng.standard_normal((L, a.size))).astype(np.float32)
+        view = SlowPathInputs(
+            t=L, A=A, W=np.zeros((1, 1), np.float32), b0=np.zeros(R.shape[1], np.float32),
+            g=np.zeros(0, np.float32), residual=R, residual_frame=np.arange(L),
+            c_buffer=np.zeros((0, L), np.float32),
+        )  # fmt: skip
+        reasons[name] = (
+            cand_mod.evaluate(fs, view, 16, 16, p, geo, size_scale=4.0, sharpness_limit=limit)[0],
+            cand_mod.evaluate(fs, view, 16, 16, p, geo, size_scale=4.0)[0],
+        )
+    assert reasons["cell"] == (0, 0)
+    assert reasons["blurred"] == (blurred, 0)

@@ -153,7 +153,8 @@ def test_schedule_never_stacks_heavy_work_on_one_frame():
         quota += min(K, (t + 1) * K // o.footprint_update_period_frames
                      - t * K // o.footprint_update_period_frames)  # fmt: skip
         if w["candidates"]:
-            assert t % Pd == Pd // 2 and w["candidates"] <= o.slow_evaluations_per_step
+            lim = slow_path.work_limits(loop.slow, p, K)["candidates"]
+            assert t % Pd == Pd // 2 and w["candidates"] <= lim
             assert w["hals"] == 0 and w["merge_checks"] == 0 and t not in births
         if t in births:
             assert (t - 1) % Pd == Pd // 2  # confirmed on the previous step
