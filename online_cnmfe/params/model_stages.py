@@ -263,8 +263,11 @@ class DetectionParams:
     # a re-seeding pass over the residual buffer every this many seconds (0: none): the
     # initialisation's seeding statistic on the last online.residual_buffer_frames frames, its
     # threshold from the sign-flipped residual, its best reseed_max_candidates peaks tested as
-    # the online search's candidates (slow_path/reseed.py)
-    reseed_period_s: float = 1.0
+    # the online search's candidates (slow_path/reseed.py). Off by default: it costs the slow
+    # path's thread 1 ms of CPU per frame at 256² and 4.6 ms at 608² (every second), which on
+    # two cores put arrival -> traces p99 over 5 ms at 256², for +5 visible cells covered on the
+    # minian clip and no held-out regime better by more than 0.004 (BENCHMARKS.md)
+    reseed_period_s: float = 0.0
     reseed_max_candidates: int = 32
 
     def __post_init__(self) -> None:
