@@ -247,9 +247,15 @@ def next_tags(ops: Operators, n: int) -> int:
 _WARMED = False
 
 
-def warm_up() -> None:
-    """Compile (or load from cache) every per-frame kernel on tiny inputs, once per process."""
+def warm_up(slow_path: bool = False) -> None:
+    """Compile (or load from cache) every per-frame kernel on tiny inputs, once per process;
+    with ``slow_path`` the slow path's too (a model resumed from a state file: a fresh one
+    warms them when its slow path starts)."""
     global _WARMED
+    if slow_path:
+        from online_cnmfe.model.slow_path.warmup import warm_up as warm_slow_path
+
+        warm_slow_path()  # (idempotent; else the first birth or merge would load them)
     if _WARMED:
         return
     f32, i64 = np.float32, np.int64

@@ -397,7 +397,7 @@ class OnlineCNMFE:
         model = cls(params)
         model.state = state
         model._ops = _build.operators_for(state, params)
-        _build.warm_up()
+        _build.warm_up(slow_path=state.slow is not None)
         if state.motion is not None:
             motion.warm_up()
         return model

@@ -35,6 +35,7 @@ import numpy as np
 
 from online_cnmfe.errors import ConfigError
 from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.triggers._kernels import warm_up as warm_kernels
 from online_cnmfe.triggers.actions import ActionDispatcher
 from online_cnmfe.triggers.binding import NeuronIdIndex, bind_rule, region_members
 from online_cnmfe.triggers.config import TriggerConfig
@@ -103,6 +104,7 @@ class TriggerEngine:
         if not frame_rate_hz > 0 or not zscore_window_s > 0:
             raise ValueError("frame_rate_hz and zscore_window_s must be > 0")
         self.max_frame_age_ms = float(max_frame_age_ms)
+        warm_kernels()  # not on the first frames a rule watches
         alpha = min(1.0, 1.0 / (zscore_window_s * frame_rate_hz))
         self._zs_params = (alpha, int(zscore_warmup_frames))
         self.dispatcher = dispatcher or ActionDispatcher()

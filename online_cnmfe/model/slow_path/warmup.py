@@ -8,6 +8,7 @@ every code path once on a tiny synthetic model with the same argument types as o
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import scipy.sparse
@@ -92,6 +93,11 @@ def warm_up() -> None:
     )  # fmt: skip
     keep = np.zeros(4, np.int64)
     kdet.nms_greedy(np.zeros(2), np.zeros(2), np.arange(2), 1.0, 2, keep)
+    det = slow.det  # the search's candidate kernel (reached above only once calibrated)
+    kdet.detection_candidates(
+        det.z, det.pos, det.nvar, det.blocked_until, T, math.inf, det.vimg, det.cand_idx,
+        det.cand_score,
+    )  # fmt: skip
     rr.solve_slice(slow.ring, init.W, T, 4, 0.99, 16.0)
     merging.merge_into(fs, 0, 1, fs.sup_idx.shape[1])
     _DONE = True

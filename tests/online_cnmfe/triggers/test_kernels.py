@@ -7,6 +7,8 @@ engineers' uncommitted edits when these were written.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 from hypothesis import given, settings
@@ -103,3 +105,31 @@ def test_threshold_kernel_matches_reference(rows, thr, gap):
                 ref_armed[i] = True
         assert cross.tolist() == expected and n == sum(expected)
         assert armed.tolist() == ref_armed
+
+
+def test_engine_construction_loads_the_kernels_its_rules_call():
+    """A TriggerEngine warms both kernels with the types the rules pass (float32 traces,
+    contiguous or strided): evaluating frames then adds no new specialisation, i.e. no
+    compilation or cache load on the model thread's first frames (fresh interpreter)."""
+    code = """
+import numpy as np
+from online_cnmfe.model.frame_result import FrameResult
+from online_cnmfe.triggers import TriggerEngine, parse_rule
+from online_cnmfe.triggers import _kernels as k
+rules = [parse_rule({"name": "z", "signal": "zscore", "condition": "threshold",
+                     "threshold": 3.0, "neurons": [0, 1]}),
+         parse_rule({"name": "s", "signal": "spike", "condition": "threshold",
+                     "threshold": 1.0, "neurons": [0, 1]})]
+eng = TriggerEngine(rules, zscore_warmup_frames=2)
+before = (len(k.zscore_update.signatures), len(k.threshold_crossings.signatures))
+block = np.random.default_rng(0).random((3, 40)).astype(np.float32)
+for t in range(20):
+    c = block[:, 2 * t]  # a strided column, as a view into a trace buffer
+    s = np.ascontiguousarray(block[:2, 2 * t + 1])
+    res = FrameResult(t, np.arange(2, dtype=np.int64), c[:2], s, c[:2])
+    eng.on_frame(res, {"frame_index": t, "t_acq_ms": 50.0 * t})
+after = (len(k.zscore_update.signatures), len(k.threshold_crossings.signatures))
+assert before[0] >= 1 and before[1] >= 1, before
+assert after == before, (before, after)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
