@@ -332,7 +332,9 @@ def best_result(det: DetectionState, entry: int, res: dict, view, geo: Geometry)
     a = (a / (np.linalg.norm(a) + 1e-30)).astype(np.float32)
     order = np.argsort(view.residual_frame, kind="stable")
     order = order[view.residual_frame[order] >= 0]
-    Y = view.residual[order][:, pix].astype(np.float32)
+    # the footprint's columns only (residual[order] would copy the whole buffer first: 148 MB
+    # and ~300 ms of the slow path's thread at 608², on the frame of a birth)
+    Y = view.residual[np.ix_(order, pix)].astype(np.float32)
     Y -= Y.mean(axis=0)
     cp = Y @ a  # unit-norm footprint: the trace in its units
     _, sig, base = _event_z(cp, geo.window)
