@@ -88,11 +88,7 @@ def test_a_saved_snapshot_is_the_state_when_it_was_taken(movie, tmp_path):
     expected = [model.process_frame(f) for f in movie.frames[180:]]  # the live model moves on
     state_file.save_model(tmp_path / "ckpt.h5", model.params, state)
     snaps.release()
-    resumed = OnlineCNMFE.load(tmp_path / "ckpt.h5")
-    for frame, want in zip(movie.frames[180:], expected, strict=True):
-        got = resumed.process_frame(frame)
-        np.testing.assert_array_equal(got.C, want.C)
-        np.testing.assert_array_equal(got.neuron_ids, want.neuron_ids)
+    _assert_resumes_as_it_went_on(tmp_path / "ckpt.h5", movie.frames[180:], expected)
 
 
 def test_a_busy_copy_is_skipped_or_waited_for():
@@ -186,12 +182,7 @@ def test_a_checkpoint_from_take_model_resumes_exactly(movie, tmp_path):
     finally:
         model.settle_slow_path()
         pool.shutdown()
-    resumed = OnlineCNMFE.load(tmp_path / "ckpt.h5")
-    for frame, want in zip(movie.frames[180:], expected, strict=True):
-        got = resumed.process_frame(frame)
-        np.testing.assert_array_equal(got.C, want.C)
-        np.testing.assert_array_equal(got.S, want.S)
-        np.testing.assert_array_equal(got.neuron_ids, want.neuron_ids)
+    _assert_resumes_as_it_went_on(tmp_path / "ckpt.h5", movie.frames[180:], expected)
 
 
 def test_ring_copy_copies_each_row_once_as_it_was():
@@ -237,3 +228,14 @@ def test_a_copy_that_cannot_start_leaves_no_guard_and_no_lock(movie):
     assert model.residual_guard is None
     assert snaps.take(model.state) is not None  # the lock was released
     snaps.release()
+
+
+def _assert_resumes_as_it_went_on(path, frames, expected) -> None:
+    """A model read back from ``path`` gives, frame by frame, the results the live model
+    gave after the checkpoint."""
+    resumed = OnlineCNMFE.load(path)
+    for frame, want in zip(frames, expected, strict=True):
+        got = resumed.process_frame(frame)
+        np.testing.assert_array_equal(got.C, want.C)
+        np.testing.assert_array_equal(got.S, want.S)
+        np.testing.assert_array_equal(got.neuron_ids, want.neuron_ids)
