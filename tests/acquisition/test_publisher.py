@@ -265,8 +265,11 @@ def test_stop_event_sends_interrupted_eos(ctx, tmp_path, rng):
 
 def test_max_rate_holds_the_frames_while_no_subscriber_is_connected(ctx, tmp_path):
     # the first reader leaves after 40 frames; the replay waits (sending nobody anything)
-    # until a second one connects, which gets the rest
-    np.save(tmp_path / "m.npy", np.arange(200 * 16, dtype=np.uint16).reshape(200, 4, 4))
+    # until a second one connects, which gets the rest. Frames of 32 kB: the leaving reader's
+    # queues and OS buffers hold a few, so the replay cannot push the other 160 into them
+    # before its unsubscription arrives (with 32-byte frames it could, on a loaded machine)
+    frames = np.arange(200 * 128 * 128, dtype=np.int64).astype(np.uint16).reshape(200, 128, 128)
+    np.save(tmp_path / "m.npy", frames)
     src = open_source(tmp_path / "m.npy", frame_rate_hz=20)
     publisher = FramePublisher(
         PublisherConfig(endpoint=f"ipc://{tmp_path}/f", rate="max", sndhwm=4), context=ctx
