@@ -216,16 +216,22 @@ def _g_columns(p, ring_idx, DA):
     return cols, scratch
 
 
+def _gram_case(seed):
+    """The two kernel tests' problem: its system (G, the gram), U, D A and G's columns."""
+    p = _problem(seed, dims=(24, 22), radius=3, K=7)
+    ring_idx, G, _, gram = _system(p)
+    D, U = traces.grid_operators(p["dims"], p["ssub"])
+    DA = scipy.sparse.csc_array(D @ p["A"])
+    cols, scratch = _g_columns(p, ring_idx, DA)
+    return p, ring_idx, G, gram, U, DA, cols, scratch
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_g_column_and_gram_column_match_scipy(seed):
     from online_cnmfe.model._kernels import model_update as ku
 
-    p = _problem(seed, dims=(24, 22), radius=3, K=7)
-    ring_idx, G, At, gram = _system(p)
-    D, U = traces.grid_operators(p["dims"], p["ssub"])
-    DA = scipy.sparse.csc_array(D @ p["A"])
+    p, ring_idx, G, gram, U, DA, cols, scratch = _gram_case(seed)
     n_bg = p["hb"] * p["wb"]
-    cols, scratch = _g_columns(p, ring_idx, DA)
     for k, (idx, val) in enumerate(cols):
         dense = np.zeros(n_bg)
         dense[idx] = val
@@ -252,12 +258,8 @@ def test_w_rows_update_matches_a_rebuild_with_the_new_rows(seed):
     Q = ÃᵀÃ rebuilt with W' (scipy), on G's structural support."""
     from online_cnmfe.model._kernels import model_update as ku
 
-    p = _problem(seed, dims=(24, 22), radius=3, K=7)
-    ring_idx, _, _, gram = _system(p)
-    D, _ = traces.grid_operators(p["dims"], p["ssub"])
-    DA = scipy.sparse.csc_array(D @ p["A"])
+    p, ring_idx, _, gram, _, DA, cols, scratch = _gram_case(seed)
     n_bg = p["hb"] * p["wb"]
-    cols, scratch = _g_columns(p, ring_idx, DA)
     lengths = np.array([len(i) for i, _ in cols], np.int64)
     g_e = np.cumsum(lengths)
     g_s = g_e - lengths
