@@ -72,14 +72,7 @@ REASONS = (
     "duplicate",
     "out_of_focus",
     "blurred",
-    "outside",
 )
-# a footprint whose brightest pixel lies on the frame's outermost EDGE_PX rows or columns is
-# centred on or outside the frame's edge: half of it or more is unseen, so its size and focus
-# cannot be judged, and out-of-focus neuropil cut by the frame passes the tests. Held-out bench
-# (21 regimes, online, c351df7): 13 of 91 false components had their peak there (12 born
-# online), 0 of 3422 matched ones; 18 and 1 within 2 px.
-EDGE_PX = 2
 _MATCH_RADIUS = 0.35  # a candidate revisits a pool entry if its centroid is this close (x d)
 _SAME_FOOTPRINT = 0.9  # cosine above which the joint demixing is degenerate: the same spot
 # a candidate that follows a settled neighbour is a newcomer that neighbour partly absorbed,
@@ -141,8 +134,6 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
     aa = float(a @ a)
     if aa <= 0 or c.max() <= 0:
         return 1, None
-    if _centred_outside(int(pix[np.argmax(a)]), H, W):
-        return 10, None
     tot = float(a.sum())
     cr = float((rr.ravel() * a).sum() / tot)
     ccn = float((cc.ravel() * a).sum() / tot)
@@ -178,13 +169,6 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
         zmax=float(z[ev].max()), energy=float((z[ev] ** 2).sum()), centroid=(cr, ccn),
     )  # fmt: skip
     return 0, result
-
-
-def _centred_outside(peak: int, H: int, W: int) -> bool:
-    """Whether the footprint's brightest pixel (flat index) is within ``EDGE_PX`` of the
-    frame's edge (see ``EDGE_PX``)."""
-    r, c = divmod(peak, W)
-    return min(r, c, H - 1 - r, W - 1 - c) < EDGE_PX
 
 
 def _sharpness(a: np.ndarray, box_shape: tuple[int, int], d: float) -> float:

@@ -351,10 +351,6 @@ def _evaluate(slow, view, params, row: int, col: int, t: int, reseeded: bool = F
     slow.work.candidates += 1
     sharp = slow.sharpness_limit if reseeded else 0.0
     reason, res = cand_mod.evaluate(fs, view, row, col, params, geo, slow.size_scale, sharp)
-    if reason >= det.reason_counts.size:  # a checkpoint from before this reason existed
-        det.reason_counts = np.pad(
-            det.reason_counts, (0, len(cand_mod.REASONS) - det.reason_counts.size)
-        )
     det.reason_counts[reason] += 1
     if res is None:
         if reseeded:  # the search's own candidates are not blocked by the pass's verdicts

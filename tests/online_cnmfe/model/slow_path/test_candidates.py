@@ -154,21 +154,3 @@ def test_the_sharpness_test_rejects_a_blurred_candidate_only_when_given_a_limit(
         )
     assert reasons["cell"] == (0, 0)
     assert reasons["blurred"] == (blurred, 0)
-
-
-@pytest.mark.parametrize(
-    ("centre_col", "seed_col", "outside"), [(-1, 1, True), (0, 1, True), (4, 4, False)]
-)
-def test_a_footprint_centred_outside_the_frame_is_rejected(rng, centre_col, seed_col, outside):
-    """A cell whose centre lies on or beyond the frame's edge (its brightest pixel within
-    EDGE_PX of it: more than half of it unseen) is 'outside'; the same cell 4 px inside the
-    frame passes every test."""
-    p = h.params_for()
-    geo = det_mod.geometry(p)
-    d = p.data.neuron_diameter_px
-    cell = h.gaussian_footprint(DIMS, (16, centre_col), d / 4, truncate=4).astype(np.float64)
-    fs, view = _lone_cell(rng, cell, 0.01)
-    reason, res = cand_mod.evaluate(fs, view, 16, seed_col, p, geo)
-    assert (reason == cand_mod.REASONS.index("outside")) == outside
-    if not outside:
-        assert reason == 0 and res is not None
