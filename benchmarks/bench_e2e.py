@@ -14,9 +14,12 @@ Latencies (one host, one ``CLOCK_MONOTONIC``):
 - ``send→traces``: from the publisher's ``t_send_ns`` (adds the frame transport).
 
 Cases: each size × detection on/off × ``--loads`` (background processes spinning on the CPU).
-Every case starts the engine with ``--resume`` from a checkpoint primed once per size, so all
-measured frames are online. CPU time of the engine process (``/proc/PID/stat``) is reported
-beside wall-clock figures. The machine is shared: quote ratios measured in one run.
+Every case starts the engine with ``--resume`` from a checkpoint primed once per size (the
+first ``--init-frames`` + 60 frames of the movie), restored before each case so every case
+starts from the same state, and replays the frames that follow the primed ones: all measured
+frames are online and every case sees the same model on the same frames. CPU time of the
+engine process (``/proc/PID/stat``) is reported beside wall-clock figures. The machine is
+shared: quote ratios measured in one run.
 
 Usage::
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,13 +190,38 @@ class CpuSampler:
         return total, {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
+def _primed_frames(args) -> int:
+    """Frames the priming run processes (the initialisation and 60 online frames)."""
+    return args.init_frames + 60
+
+
+# The files of a resumable session (`online-cnmfe run --out s.h5`): kept aside after priming.
+SESSION_FILES = ("s.h5", "s.state.h5", "s.ids.json")
+
+
+def _keep_primed(tmp: Path) -> None:
+    (tmp / "primed").mkdir(exist_ok=True)
+    for name in SESSION_FILES:
+        if (tmp / name).exists():
+            shutil.copy2(tmp / name, tmp / "primed" / name)
+
+
+def _restore_primed(tmp: Path) -> None:
+    """The session as primed: a case must not resume from the previous case's end (runs
+    drift: more components, a longer results file, a model past the movie's end)."""
+    for name in SESSION_FILES:
+        (tmp / name).unlink(missing_ok=True)
+        if (tmp / "primed" / name).exists():
+            shutil.copy2(tmp / "primed" / name, tmp / name)
+
+
 def _movie(args, size: int, tmp: Path) -> Path:
     """The simulated movie ``acquire simulate`` would stream (same parameters and seed),
     rendered once into ``tmp`` as ``.npy`` (memory-mapped by ``acquire replay``)."""
     from acquisition.simulator import MiniscopeSimulator
     from acquisition.simulator_params import SimulationParams
 
-    n = max(args.frames, args.init_frames + 60)
+    n = _primed_frames(args) + args.frames
     path = tmp / f"movie-{size}-{n}-{args.rate_hz:g}hz.npy"
     if path.exists():
         return path
@@ -230,6 +259,8 @@ def _stop(procs) -> None:
 
 def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Path, resume: bool):
     """One run of publisher + engine; returns the measured latencies and counters."""
+    if resume:
+        _restore_primed(tmp)
     eps = {n: f"ipc://{tmp}/{n}" for n in ("frames", "results", "trig")}
     cfg = tmp / f"engine-{detection}.toml"
     cfg.write_text(
@@ -284,7 +315,9 @@ def run_case(args, size: int, detection: bool, n_frames: int, rate: str, tmp: Pa
                  str(engine.pid)], stdout=log, stderr=log,
             )  # fmt: skip
         if args.source == "replay":  # frames rendered beforehand: sent like a camera's
-            source = ["replay", str(_movie(args, size, tmp)), "--stop", str(n_frames)]
+            start = _primed_frames(args) if resume else 0  # the frames after the primed ones
+            source = ["replay", str(_movie(args, size, tmp)), "--start", str(start),
+                      "--stop", str(start + n_frames)]  # fmt: skip
         else:  # rendered live, in blocks of 32 frames, by the publishing process
             source = ["simulate", "--size", str(size), str(size), "--frames", str(n_frames),
                       "--neurons", str(NEURONS.get(size, 300))]  # fmt: skip
@@ -405,8 +438,9 @@ def main() -> None:
     for size in args.sizes:
         tmp = args.workdir / str(size) if args.workdir else Path(tempfile.mkdtemp())
         tmp.mkdir(parents=True, exist_ok=True)
-        if not (tmp / "s.state.h5").exists():  # prime once: initialise, keep the checkpoint
-            run_case(args, size, True, args.init_frames + 60, "max", tmp, resume=False)
+        if not (tmp / "primed" / "s.state.h5").exists():  # prime once: initialise, keep it
+            run_case(args, size, True, _primed_frames(args), "max", tmp, resume=False)
+            _keep_primed(tmp)
         for load in [] if args.no_paced else args.loads:
             for detection in detections:
                 spin = _spinners(load)
