@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from acquisition.simulator import MiniscopeSimulator, SimulationParams
+from online_cnmfe.errors import StateFileError
 from online_cnmfe.model.motion import lens_gaps
 from online_cnmfe.model.online import OnlineCNMFE
 from online_cnmfe.params import CNMFEParams
+from online_cnmfe.results import state_file
 
 N_INIT = 200
 N_FRAMES = 320
@@ -66,3 +68,32 @@ def test_fault_injection_without_the_filling_the_margin_floods_the_residual(
     gap_res, lens_res, n_gap = _run(lens_movie)
     assert n_gap > 1000
     assert gap_res > 5 * lens_res, (gap_res, lens_res)
+
+
+def _lens_model(frames):
+    params = CNMFEParams().replace(
+        **{"data.neuron_diameter_px": 13.0, "init.init_frames": N_INIT}
+    )  # fmt: skip
+    model = OnlineCNMFE(params)
+    model.initialize(frames[:N_INIT])
+    for f in frames[N_INIT : N_INIT + 20]:
+        model.process_frame(f)
+    return model
+
+
+def test_state_round_trip_with_the_lens_gaps(lens_movie, tmp_path):
+    model = _lens_model(lens_movie)
+    path = tmp_path / "m.h5"
+    state_file.save_online_model(path, model)
+    loaded = state_file.load_online_model(path)
+    np.testing.assert_array_equal(loaded.state.motion.lens_outside, model.state.motion.lens_outside)
+    np.testing.assert_array_equal(loaded.state.pre.fov_registered, model.state.pre.fov_registered)
+    for f in lens_movie[N_INIT + 20 : N_INIT + 50]:
+        a, b = model.process_frame(f), loaded.process_frame(f)
+        np.testing.assert_array_equal(a.C_raw, b.C_raw)
+    # a crafted lens outside of another size is refused (the fill kernel would read past it)
+    model.state.motion.lens_outside = np.zeros(7, np.float32)
+    bad = tmp_path / "bad.h5"
+    state_file.save_model(bad, model.params, model.state)
+    with pytest.raises(StateFileError, match="lens_outside"):
+        state_file.load_online_model(bad)
