@@ -20,6 +20,12 @@ same filters and images. Its peaks give the null (:mod:`..null_threshold`): the 
 ``detection.false_seeds_per_fov`` noise peaks are expected in the field of view. PNR and corr
 are scale-free, so only the noise's structure matters, not its level.
 
+The simulation is Gaussian with the measured spectra; a recording's noise may reach less far
+(minian's median-filtered, quantised CA1 movie: the data's own peaks sit 0.4 below the
+simulated null's although its cells can only raise them). :func:`data_floor` then lowers the
+threshold to the *empirical null*'s, the Gumbel fitted to the quartiles of the data's own
+peaks (most peaks are noise), at the same rate; never higher than the simulated one.
+
 The re-seeding on the residual (the frames minus the fitted model) faces more than noise: the
 fit's errors (a footprint slightly off its cell, crosstalk between neighbours) leave
 structure that is as often negative as positive, while a missing cell is positive only. Its
@@ -55,6 +61,7 @@ NULL_SEED = 20261204  # fixed: the same movie always gets the same threshold
 MIN_SPECTRUM_PX = 16  # smaller frames: white noise (too few pixels for a spectrum)
 WANTED_NULL_PEAKS = 200  # more noise patches are simulated until this many null peaks
 MAX_PATCHES = 8
+MIN_EMPIRICAL_PEAKS = 200  # fewer data peaks than this leave the simulated null alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,3 +271,32 @@ def log_calibration(null: SeedingNull, images: SummaryImages, what: str) -> None
         what, c.threshold, c.rate, c.mu, c.beta, *p_pnr, *null.null_pnr, *p_corr,
         *null.null_corr,
     )  # fmt: skip
+
+
+def data_floor(null: SeedingNull, stat: np.ndarray, gsiz: int, rate: float) -> SeedingNull:
+    """The simulated null's threshold, or lower where the recording's own peaks say its
+    noise reaches less far (an *empirical null*).
+
+    ``stat`` is the data's seeding statistic (:func:`.seeding.seed_statistic` of corr x PNR,
+    zero where no seed may be). Most of its local maxima are noise (cells are a few per
+    cent of them in all but the densest fields), so the Gumbel fitted to their quartiles
+    (:func:`..null_threshold.gumbel_fit`), which a minority of cell peaks does not move, is
+    a null of the recording itself, and cells can only raise it. When it calls for a lower
+    threshold than the simulation, the simulated noise is not this recording's (e.g. a
+    median-filtered, quantised movie whose noise is less peaky than Gaussian noise of the
+    same spectra): the data's own threshold at the same rate is used. Never higher than the
+    simulated one (a dense field's cells raise the empirical quartiles).
+    """
+    peaks = peak_values(stat, seed_window(gsiz))
+    if peaks.size < MIN_EMPIRICAL_PEAKS:
+        return null
+    emp = threshold_at_rate(peaks, peaks.size, rate)
+    if emp.threshold >= null.threshold:
+        return null
+    logger.info(
+        "seeding threshold %.2f from the recording's own peaks (Gumbel mu %.2f, beta %.2f of "
+        "%d peaks) instead of %.2f from the simulated noise (mu %.2f, beta %.2f)",
+        emp.threshold, emp.mu, emp.beta, peaks.size, null.threshold, null.calibration.mu,
+        null.calibration.beta,
+    )  # fmt: skip
+    return SeedingNull(calibration=emp, null_pnr=null.null_pnr, null_corr=null.null_corr)

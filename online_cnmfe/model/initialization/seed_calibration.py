@@ -33,7 +33,7 @@ import logging
 import numpy as np
 
 from online_cnmfe.model.footprint_shape import size_ratios
-from online_cnmfe.model.initialization.noise_null import seeding_threshold
+from online_cnmfe.model.initialization.noise_null import data_floor, seeding_threshold
 from online_cnmfe.model.initialization.out_of_focus import filter_response
 from online_cnmfe.model.initialization.seeding import reference_seeds, seed_statistic
 from online_cnmfe.model.initialization.summary_images import summary_images
@@ -52,16 +52,21 @@ HALFMAX_AREA_PER_D2 = 0.272  # half-maximum area of a Gaussian of sigma d / 4, o
 ADAPT_SIZE_RATIO = 2.0  # median footprint size ratio above which the diameter is re-measured
 
 
-def seed_peaks(fit, images, threshold: float, gsiz: int, s: int) -> int:
-    """Neuron-sized peaks (one per ``gsiz`` square) of the seeding statistic above
-    ``threshold``, outside the lens margin and the motion border band."""
+def seed_image(fit, images, gsiz: int, s: int) -> np.ndarray:
+    """The seeding statistic (:func:`.seeding.seed_statistic`), zero in the lens margin and
+    the motion border band (where no seed may be)."""
     v = images.corr * images.pnr
     fov = fov_in_model(fit.pre, fit.band)  # the lens at every shift of the motion band
     if fov is not None:
         v[~fov_on_grid(fov, s)] = 0.0
     if fit.band is not None:
         zero_border(v, fit.band, s)
-    stat = seed_statistic(v, gsiz)
+    return seed_statistic(v, gsiz)
+
+
+def seed_peaks(stat: np.ndarray, threshold: float, gsiz: int) -> int:
+    """Neuron-sized peaks (one per ``gsiz`` square) of the seeding statistic ``stat``
+    (:func:`seed_image`) above ``threshold``."""
     return int(np.count_nonzero(peak_values(stat, max(3, gsiz)) >= threshold))
 
 
@@ -85,7 +90,9 @@ def choose_matched_filter(fit, data, gsig: float, gsiz: int, rate: float, s: int
         filtered, images = summary_images(
             data, gsig, remove_global=fit.p.init.remove_global_fluctuation, tau_frames=tau
         )
-        counts[tau] = seed_peaks(fit, images, nulls[tau].threshold, gsiz, s)
+        stat = seed_image(fit, images, gsiz, s)
+        nulls[tau] = data_floor(nulls[tau], stat, gsiz, rate)
+        counts[tau] = seed_peaks(stat, nulls[tau].threshold, gsiz)
         last = (filtered, images)
         del filtered, images
     on = counts[fit.tau_decay] >= MATCHED_FILTER_MARGIN * counts[0.0] + MATCHED_FILTER_EXTRA

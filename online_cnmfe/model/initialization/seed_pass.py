@@ -17,6 +17,7 @@ from online_cnmfe.model.initialization import background as bgmod
 from online_cnmfe.model.initialization.layout import pixel_major, pixel_major_centred
 from online_cnmfe.model.initialization.noise_null import (
     SeedingNull,
+    data_floor,
     log_calibration,
     residual_threshold,
     seeding_threshold,
@@ -25,6 +26,7 @@ from online_cnmfe.model.initialization.resample import upsample_columns, upsampl
 from online_cnmfe.model.initialization.seed_calibration import (
     calibrate_seed_tests,
     choose_matched_filter,
+    seed_image,
 )
 from online_cnmfe.model.initialization.seeding import seed_neurons_pixel_major
 from online_cnmfe.model.initialization.summary_images import (
@@ -69,9 +71,11 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
     gsiz = max(3, int(round(fit.gsiz / s)))
     rate = rate_for_frame(fit.p.detection.false_seeds_per_fov, fov_pixels(fit))
     filtered = images = None
+    calibrate_here = null is None and not residual
     if fit.matched_filter is None and null is None:  # "auto": the first seeding chooses
         if fit.preprocessed:
             filtered, images, null = choose_matched_filter(fit, data, gsig, gsiz, rate, s)
+            calibrate_here = False  # the choice's nulls are floored by the data's peaks
         else:  # raw frames: slow fluctuations survive the spatial filter (module docstring)
             fit.matched_filter, fit.tau = False, 0.0
     if filtered is None:
@@ -95,6 +99,8 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
             tau_frames=fit.tau,
             filtered=filtered,
         )
+    if calibrate_here:  # the recording's own peaks may say its noise reaches less far
+        null = data_floor(null, seed_image(fit, images, gsiz, s), gsiz, rate)
     if residual:
         log_calibration(null, images, "re-seeding on the residual")
     # the footprints are regressed on frames averaged like the seeding images (the seeds'

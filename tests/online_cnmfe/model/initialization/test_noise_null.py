@@ -133,3 +133,98 @@ def test_residual_threshold_from_the_filtered_residual_is_the_same():
     np.testing.assert_array_equal(a.null_corr, b.null_corr)
     np.testing.assert_array_equal(R, R0)
     np.testing.assert_array_equal(filtered, f0)
+
+
+def _stat(Y):
+    _, im = summary_images(Y, SIGMA)
+    return seed_statistic(im.corr * im.pnr, D)
+
+
+def test_data_floor_corrects_a_null_that_overstates_the_noise():
+    """A simulated null that overstates how far the noise reaches (here: calibrated on
+    smoother noise than the movie's, which needs a higher threshold) is lowered by the
+    recording's own peaks to about the rate asked for; with the simulated threshold the
+    movie gets almost no seed at all."""
+    from online_cnmfe.model.initialization.noise_null import data_floor
+
+    rng = np.random.default_rng(11)
+    rate = 4.0
+    counts, sim_counts, lowered = [], [], []
+    for _ in range(4):
+        Y = _noise(rng, 80, 96, 0.0)
+        null = seeding_threshold(_noise(rng, 80, 96, 1.5), SIGMA, D, rate)
+        stat = _stat(Y)
+        floored = data_floor(null, stat, D, rate)
+        lowered.append(null.threshold - floored.threshold)
+        peaks = peak_values(stat, seed_window(D))
+        counts.append(int((peaks >= floored.threshold).sum()))
+        sim_counts.append(int((peaks >= null.threshold).sum()))
+    assert min(lowered) > 0.3, lowered
+    assert 0.25 * rate <= np.mean(counts) <= 2.5 * rate, counts
+    assert np.mean(sim_counts) < 0.5 * np.mean(counts), (counts, sim_counts)
+
+
+def test_data_floor_is_not_moved_by_a_minority_of_cell_peaks_and_never_raises():
+    """The empirical null is fitted to the quartiles of the data's peaks: 5 % of peaks far
+    above the noise (cells) move it little; and it only ever lowers the simulated one."""
+    from online_cnmfe.model.initialization.noise_null import data_floor
+
+    rng = np.random.default_rng(12)
+    Y = _noise(rng, 80, 96, 0.0)
+    null = seeding_threshold(Y, SIGMA, D, 4.0)
+    stat = _stat(Y)
+    high = dataclasses_replace_threshold(null, 100.0)
+    clean = data_floor(high, stat, D, 4.0)
+    assert clean.threshold < 100.0  # the data's own threshold
+    win = seed_window(D)
+    is_peak = stat == scipy.ndimage.maximum_filter(stat, size=win, mode="nearest")
+    rr, cc = np.nonzero(is_peak)
+    pick = rng.choice(rr.size, rr.size // 20, replace=False)
+    with_cells = stat.copy()
+    with_cells[rr[pick], cc[pick]] += 20.0
+    assert abs(data_floor(high, with_cells, D, 4.0).threshold - clean.threshold) < 0.5
+    # the simulated null's threshold when it is the lower one: unchanged
+    low = dataclasses_replace_threshold(null, 0.5)
+    assert data_floor(low, with_cells, D, 4.0) is low
+
+
+def test_data_floor_needs_enough_peaks():
+    from online_cnmfe.model.initialization.noise_null import MIN_EMPIRICAL_PEAKS, data_floor
+
+    rng = np.random.default_rng(13)
+    null = seeding_threshold(_noise(rng, 80, 96, 0.0), SIGMA, D, 4.0)
+    null = dataclasses_replace_threshold(null, 100.0)
+    stat = np.zeros((40, 40))
+    stat[5::6, 5::6] = rng.uniform(1, 3, stat[5::6, 5::6].shape)  # 36 peaks
+    assert peak_values(stat, seed_window(D)).size < MIN_EMPIRICAL_PEAKS
+    assert data_floor(null, stat, D, 4.0) is null
+
+
+def dataclasses_replace_threshold(null, threshold):
+    """``null`` with its threshold set to ``threshold`` (its Gumbel figures kept)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        null, calibration=dataclasses.replace(null.calibration, threshold=threshold)
+    )
+
+
+def test_real_minian_movie_reaches_less_far_than_its_simulated_null(shared_data):
+    """minian's median-filtered, quantised CA1 movie at the cells' size (21 px, the matched
+    filter on, as the fit runs it after adapting the diameter): its own peaks, cells
+    included, sit below the Gaussian null simulated with its spectra, so the data's floor
+    lowers the threshold (the fit: 6.86 -> 6.46, BENCHMARKS.md)."""
+    import tifffile
+
+    from online_cnmfe.model.initialization.noise_null import data_floor
+
+    Y = tifffile.imread(shared_data / "minian_ca1_fixture_preproc_100x480x752_u8.tif")
+    Y = Y[:99].astype(np.float32)
+    d, tau = 21, 4.0
+    sigma = d / 4.0
+    rate = 3.0 * Y.shape[1] * Y.shape[2] / 256**2
+    null = seeding_threshold(Y, sigma, d, rate, tau_frames=tau)
+    _, im = summary_images(Y, sigma, tau_frames=tau)
+    floored = data_floor(null, seed_statistic(im.corr * im.pnr, d), d, rate)
+    assert floored.threshold < null.threshold - 0.2, (null.threshold, floored.threshold)
+    assert floored.calibration.mu < null.calibration.mu

@@ -96,17 +96,11 @@ def test_a_neighbours_footprint_error_is_still_a_duplicate(shift):
     assert _case(rng, nbr, model, nbr, c_nbr, np.zeros(L), birth=-(2**40))
 
 
-def test_the_size_test_scales_with_the_initial_components_typical_size(rng):
-    """A lone cell 1.5 x wider (in sigma^2) than detection.max_size_ratio allows fails the
-    size test, and passes it when the initial components were that large too
-    (``SlowPathState.size_scale``)."""
-    p = h.params_for()
-    geo = det_mod.geometry(p)
-    d = p.data.neuron_diameter_px
-    sigma = np.sqrt(1.5 * p.detection.max_size_ratio) * d / 4
-    big = h.gaussian_footprint(DIMS, (16, 16), sigma).astype(np.float64)
+def _lone_cell(rng, a, noise):
+    """(stats, view) of a model without components whose residual is footprint ``a`` firing
+    four times, plus white noise of std ``noise``."""
     c = _transients(rng, (5, 20, 35, 50), 4.0)
-    R = (np.outer(c, big) + 0.02 * rng.standard_normal((L, big.size))).astype(np.float32)
+    R = (np.outer(c, a) + noise * rng.standard_normal((L, a.size))).astype(np.float32)
     A = scipy.sparse.csc_array((DIMS[0] * DIMS[1], 0), dtype=np.float32)
     fs = suffstats.stats_from_footprints(
         A, np.zeros((0, L), np.float32), None, DIMS, 2, 400, np.ones(0, np.float32), 0
@@ -116,6 +110,19 @@ def test_the_size_test_scales_with_the_initial_components_typical_size(rng):
         g=np.zeros(0, np.float32), residual=R, residual_frame=np.arange(L),
         c_buffer=np.zeros((0, L), np.float32),
     )  # fmt: skip
+    return fs, view
+
+
+def test_the_size_test_scales_with_the_initial_components_typical_size(rng):
+    """A lone cell 1.5 x wider (in sigma^2) than detection.max_size_ratio allows fails the
+    size test, and passes it when the initial components were that large too
+    (``SlowPathState.size_scale``)."""
+    p = h.params_for()
+    geo = det_mod.geometry(p)
+    d = p.data.neuron_diameter_px
+    sigma = np.sqrt(1.5 * p.detection.max_size_ratio) * d / 4
+    big = h.gaussian_footprint(DIMS, (16, 16), sigma).astype(np.float64)
+    fs, view = _lone_cell(rng, big, 0.02)
     size = cand_mod.REASONS.index("size")
     reason, _ = cand_mod.evaluate(fs, view, 16, 16, p, geo)
     assert reason == size
@@ -137,20 +144,10 @@ def test_the_sharpness_test_rejects_a_blurred_candidate_only_when_given_a_limit(
     pad = int(np.ceil(d))
     limit = 0.97 * sharpness_of(np.pad(cell.reshape(DIMS), pad), d)
     assert sharpness_of(np.pad((cell + 2 * blob).reshape(DIMS), pad), d) < limit  # the premise
-    c = _transients(rng, (5, 20, 35, 50), 4.0)
-    A = scipy.sparse.csc_array((DIMS[0] * DIMS[1], 0), dtype=np.float32)
-    fs = suffstats.stats_from_footprints(
-        A, np.zeros((0, L), np.float32), None, DIMS, 2, 400, np.ones(0, np.float32), 0
-    )
     blurred = cand_mod.REASONS.index("blurred")
     reasons = {}
     for name, a in (("cell", cell), ("blurred", cell + 2 * blob)):
-        R = (np.outer(c, a) + 0.01 * rng.standard_normal((L, a.size))).astype(np.float32)
-        view = SlowPathInputs(
-            t=L, A=A, W=np.zeros((1, 1), np.float32), b0=np.zeros(R.shape[1], np.float32),
-            g=np.zeros(0, np.float32), residual=R, residual_frame=np.arange(L),
-            c_buffer=np.zeros((0, L), np.float32),
-        )  # fmt: skip
+        fs, view = _lone_cell(rng, a, 0.01)
         reasons[name] = (
             cand_mod.evaluate(fs, view, 16, 16, p, geo, size_scale=4.0, sharpness_limit=limit)[0],
             cand_mod.evaluate(fs, view, 16, 16, p, geo, size_scale=4.0)[0],
