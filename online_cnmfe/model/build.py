@@ -17,10 +17,12 @@ from online_cnmfe.model import deconvolution_online as _deconv
 from online_cnmfe.model import traces as _tr
 from online_cnmfe.model._kernels import demix as _kd
 from online_cnmfe.model._kernels import frame_check as _kf
+from online_cnmfe.model._kernels import lens_gaps as _kg
 from online_cnmfe.model._kernels import model_update as _ku
 from online_cnmfe.model._kernels import oasis_online as _ko
 from online_cnmfe.model._kernels import residual as _kr
 from online_cnmfe.model.init_result import InitResult
+from online_cnmfe.model.motion import lens_gaps as _gaps
 from online_cnmfe.model.preprocessing import sanity as _sanity
 from online_cnmfe.model.slotted import INDEX_DTYPE, SlottedColumns
 from online_cnmfe.model.state import ModelState
@@ -184,6 +186,15 @@ def background_subtract(st: ModelState, ops: Operators, y: np.ndarray) -> None:
     )  # fmt: skip
 
 
+def fill_lens_gaps(st: ModelState, y: np.ndarray) -> None:
+    """Overwrite the pixels of the corrected frame y that saw the lens's dark margin
+    (``motion.lens_gaps``) with the model's prediction from the previous frame
+    (``_kernels/lens_gaps``); nothing without a lens margin or while the tissue is still."""
+    gap = _gaps.frame_gap(st.motion)
+    if gap is not None:
+        _kg.fill_gaps(y, gap, _gaps.GAP_LEVEL, st.b0, st.scratch_ac)
+
+
 def _fill_residuals(st: ModelState, ops: Operators, frames, C_raw, c_den_all) -> None:
     """Residuals of the last L initialisation frames (b0 frozen), so detection can start."""
     L = st.residual.shape[0]
@@ -263,6 +274,7 @@ def warm_up(slow_path: bool = False) -> None:
     flat = np.zeros(2, i64)
     sc = [np.zeros(16, f32), np.zeros(4, f32), np.zeros(16, f32), np.zeros(4, f32)]
     _kd.background_subtract(y, y.copy(), np.zeros((2, 4), f32), flat, 1, 4, 4, 2, *sc)
+    _kg.fill_gaps(y.copy(), y, _gaps.GAP_LEVEL, y, y)
     ip, ix, dt = np.array([0, 1], i64), np.array([0], i64), np.ones(1, f32)
     s0, s1 = np.zeros(1, i64), np.ones(1, i64)
     rows = np.zeros(1, INDEX_DTYPE)  # slotted A and G

@@ -170,6 +170,7 @@ class OnlineCNMFE:
         if st.motion is not None:  # register to the template; y becomes the corrected frame
             flag = motion.correct_frame(st.motion, y)
             y = st.motion.registered
+            _build.fill_lens_gaps(st, y)  # pixels that saw the lens's margin, not tissue
         t_motion = time.perf_counter()
         ops = self._ops
         _build.background_subtract(st, ops, y)

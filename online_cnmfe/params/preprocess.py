@@ -26,6 +26,9 @@ class PreprocessParams:
     fov_threshold: float = 0.3  # outside: darker than dark + this x (bright - dark)
     fov_min_contrast: float = 4.0  # ... and the lens at least this x brighter or noisier
     fov_margin_px: float | None = None  # excluded band along the lens edge (None: diameter / 2)
+    # with motion correction: the field of view in the corrected frame is where the registered
+    # initialisation frames saw the lens in at least this fraction of them (motion.lens_gaps)
+    fov_min_seen: float = 0.9
     # 3. frame quality: corrupt frames are flagged and do not update the model
     flag_corrupt_frames: bool = True
     broken_row_ratio: float = 4.0  # row roughness this x above (or below 1/x) its usual value
@@ -53,6 +56,7 @@ class PreprocessParams:
         check("fov_min_contrast", self.fov_min_contrast, self.fov_min_contrast >= 1, ">= 1")
         if self.fov_margin_px is not None:
             check("fov_margin_px", self.fov_margin_px, self.fov_margin_px >= 0, ">= 0 pixels")
+        check("fov_min_seen", self.fov_min_seen, 0 < self.fov_min_seen <= 1, "in (0, 1]")
         check("broken_row_ratio", self.broken_row_ratio, self.broken_row_ratio > 1, "> 1")
         fraction("max_broken_row_fraction", self.max_broken_row_fraction, 0.0, 1.0)
         positive("max_brightness_jump", self.max_brightness_jump)

@@ -78,6 +78,7 @@ from online_cnmfe.model.initialization.summary_images import (
     center_psf_kernel,
 )
 from online_cnmfe.model.motion import register_initial
+from online_cnmfe.model.preprocessing.fov import seen_fov
 from online_cnmfe.model.preprocessing.initial import preprocess_initial
 from online_cnmfe.params import CNMFEParams
 
@@ -455,6 +456,8 @@ def fit_initial(frames, params: CNMFEParams, progress=None) -> InitResult:
             bar.begin("motion correction")
             fov = pre.fov if pre is not None and pre.fov_found else None  # the lens: not registered
             motion_init = register_initial(Y, params, fov)
+            if pre is not None:  # where the registered frames saw the lens (else None)
+                pre.fov_registered = seen_fov(motion_init.lens_seen, params.preprocess.fov_min_seen)
         bar.begin("seeding")
         fit, images, null = _seeded(Y, params, pre, motion_init, preprocessed)
         _alternate(fit, 0, null, bar)

@@ -54,6 +54,19 @@ def check_motion_state(ms: object, dims: tuple[int, int], params: CNMFEParams) -
     ):  # fmt: skip
         got = lens.shape if isinstance(lens, np.ndarray) else type(lens).__name__
         raise StateError(f"motion.lens has shape {got}; expected {geom.grid} float32 or None")
+    n = int(dims[0]) * int(dims[1])  # the lens's outside (lens_gaps): one per pixel, or none
+    gaps = {"lens_outside": np.float32, "scratch_gap": np.float32, "scratch_gap_valid": np.uint8}
+    present = [getattr(ms, name) is not None for name in gaps]
+    if any(present) and not all(present):
+        raise StateError("motion: lens_outside, scratch_gap and scratch_gap_valid go together")
+    for name, dtype in gaps.items():
+        v = getattr(ms, name)
+        if v is not None and (
+            not isinstance(v, np.ndarray) or v.shape != (n,) or v.dtype != dtype
+            or not v.flags.c_contiguous
+        ):  # fmt: skip
+            got = v.shape if isinstance(v, np.ndarray) else type(v).__name__
+            raise StateError(f"motion.{name} has shape {got}; expected ({n},) {dtype.__name__}")
 
 
 def _same(name: str, got: object, ref: object) -> None:

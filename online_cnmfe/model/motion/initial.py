@@ -33,7 +33,7 @@ import numpy as np
 from online_cnmfe.errors import OnlineCNMFEError
 from online_cnmfe.model._kernels import registration as kr
 from online_cnmfe.model._kernels import warp as kw
-from online_cnmfe.model.motion import piecewise, register
+from online_cnmfe.model.motion import lens_gaps, piecewise, register
 from online_cnmfe.model.motion.state import (
     MIN_INFORMATIVE_FRACTION,
     MIN_RELIABILITY,
@@ -303,7 +303,7 @@ def register_initial(Y: np.ndarray, params: CNMFEParams, fov: np.ndarray | None 
         min_informative=float(ms.min_informative),
         informative_fraction=float(np.mean(quality > ms.min_informative)),
         band=border_band(*moved, register.band_cap(mp.max_shift_px)), lens=ms.lens,
-        still_limit_px=limit,
+        still_limit_px=limit, lens_outside=None if fov is None else ~np.asarray(fov, bool),
     )  # fmt: skip
     if not init.active:
         logger.warning(
@@ -345,17 +345,18 @@ def _warp_movie(Y: np.ndarray, init: MotionInit, ms: MotionState, offset: int) -
             "set motion.enabled=false for a registered movie"
         )
     buf = np.empty(H * W, np.float32)
-    ps = ms.patches
+    gaps = lens_gaps.InitialGaps(init, T, H * W) if lens_gaps.InitialGaps.wanted(init) else None
     for t in range(T):
         y = Y[t].reshape(-1)
         dy, dx = init.shifts[offset + t]
-        if init.fields is None or ps is None:
-            kw.warp_rigid(y, H, W, float(dy), float(dx), buf, ms.valid)
-        else:
-            field = init.fields[offset + t]
-            kw.warp_field(y, H, W, ps.row_i, ps.row_w, ps.col_i, ps.col_w, field[0], field[1],
-                          buf, ms.valid, ps.line_y, ps.line_x)  # fmt: skip
+        field = None if init.fields is None else init.fields[offset + t]
+        lens_gaps.warp_like(ms, y, dy, dx, field, buf, ms.valid)
         y[:] = buf
+        if gaps is not None:  # the samples outside the lens (dark margin): filled below
+            gaps.record(t, ms, dy, dx, field, buf, bool(flagged[t]))
+    if gaps is not None:
+        n = gaps.fill(Y)
+        logger.debug("motion: %d initialisation pixels outside the lens filled", n)
     good = np.flatnonzero(~flagged)
     for t in np.flatnonzero(flagged):
         Y[t] = Y[good[np.argmin(np.abs(good - t))]]
@@ -421,6 +422,7 @@ def state_from_init(init: MotionInit, dims, params: CNMFEParams) -> MotionState:
                 f"{geom.grid}. Use the initialisation's own motion result."
             )
         ms.lens = np.ascontiguousarray(init.lens, np.float32)
+    lens_gaps.attach(ms, init.lens_outside)
     ms.still_limit_px = float(init.still_limit_px)
     good = [j for j, f in enumerate(init.flags) if not f]
     if good:

@@ -148,6 +148,10 @@ class MotionState:
         While > 0 the tissue is taken as still (``MotionInit.still_limit_px``): the correction
         is zero (no resampling jitter) until an informative frame's shift exceeds this many
         pixels; it is then set to 0 and every frame is corrected from that frame on.
+    lens_outside : ndarray of shape (H·W,), float32, or None
+        1 outside the lens on the sensor (``MotionInit.lens_outside``), 0 inside; None without
+        a lens margin. Resampled by each frame's correction into ``scratch_gap`` (with
+        ``scratch_gap_valid``), it marks the pixels that saw no tissue (``lens_gaps``).
     """
 
     dims: tuple[int, int]
@@ -191,6 +195,9 @@ class MotionState:
     band_grew: int = 0
     lens: np.ndarray | None = None
     still_limit_px: float = 0.0
+    lens_outside: np.ndarray | None = None
+    scratch_gap: np.ndarray | None = None
+    scratch_gap_valid: np.ndarray | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -239,6 +246,14 @@ class MotionInit:
         the measurement noise, ``still.still_limit``): their shifts (and fields) are then
         exactly 0, and online a shift beyond this many pixels is the first movement. 0 when
         the tissue moved.
+    lens_outside : ndarray of shape (H, W), bool, or None
+        Outside the lens on the sensor (preprocessing's field of view); None without a margin.
+    gap_fill : ndarray of shape (H, W), float32, or None
+        Mean of each pixel's samples inside the lens over the unflagged registered frames (NaN
+        where it never saw the lens): what an initialisation frame's gaps are filled with
+        (``lens_gaps.InitialGaps``); None when there is nothing to fill.
+    lens_seen : ndarray of shape (H, W), float32, or None
+        Fraction of the unflagged registered frames in which each pixel saw the lens.
     """
 
     template: np.ndarray
@@ -253,6 +268,9 @@ class MotionInit:
     band: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
     lens: np.ndarray | None = None
     still_limit_px: float = 0.0
+    lens_outside: np.ndarray | None = None
+    gap_fill: np.ndarray | None = None
+    lens_seen: np.ndarray | None = None
 
     @property
     def active(self) -> bool:

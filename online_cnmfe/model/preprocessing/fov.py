@@ -136,11 +136,36 @@ def block_detection_outside(det, mask: np.ndarray) -> int:
 
 def fov_in_model(pre, band) -> np.ndarray | None:
     """The field of view in the model's frame: the lens's mask ``pre.fov`` (None without a
-    lens margin), at every shift of the motion correction's border ``band`` when there is one
-    (:func:`registered_fov`; ``band`` None: no motion correction, the sensor's frame)."""
+    lens margin); with motion correction (``band`` not None) ``pre.fov_registered`` when the
+    initialisation recorded where its registered frames saw the lens (:func:`seen_fov`), else
+    the lens at every shift of the motion correction's border ``band``
+    (:func:`registered_fov`)."""
     if pre is None or not pre.fov_found:
         return None
-    return pre.fov if band is None else registered_fov(pre.fov, band)
+    if band is None:
+        return pre.fov
+    if getattr(pre, "fov_registered", None) is not None:
+        return pre.fov_registered
+    return registered_fov(pre.fov, band)
+
+
+def seen_fov(lens_seen: np.ndarray | None, min_seen: float) -> np.ndarray | None:
+    """The field of view in the motion-corrected frame from where the registered
+    initialisation frames saw the lens (``MotionInit.lens_seen``, the fraction of them per
+    pixel): at least ``min_seen`` (``preprocess.fov_min_seen``) of them. None without a record.
+
+    The pixels that saw the margin in some frames are filled there (``motion.lens_gaps``), so
+    a cell near the lens's edge is measured in the frames that saw it. The erosion by the
+    rectangle of the extreme shifts (:func:`registered_fov`) lost the cells 12-24 px inside the
+    edge on held-out ``lens_motion`` (shifts up to 19.8 px); without the filling, the lens at
+    every shift seen lost more than it gained (their footprints took in the dark margin).
+
+    Examples
+    --------
+    >>> seen_fov(np.array([[0.2, 0.95, 1.0]], np.float32), 0.9).astype(int)
+    array([[0, 1, 1]])
+    """
+    return None if lens_seen is None else np.asarray(lens_seen) >= min_seen
 
 
 def registered_fov(mask: np.ndarray, band) -> np.ndarray:

@@ -91,6 +91,10 @@ class PreprocessState:
         Neuron diameter estimated from the data (NaN when not estimated).
     init : InitCorrections or None
         Corrections of the initialisation frames (dropped once the online model is built).
+    fov_registered : ndarray of shape (H, W), bool, or None
+        With a lens margin and moving tissue: the field of view in the motion-corrected frame,
+        where the registered initialisation frames saw the lens in at least
+        ``preprocess.fov_min_seen`` of them (``fov.seen_fov``). None otherwise.
     """
 
     dims: tuple[int, int]
@@ -120,6 +124,7 @@ class PreprocessState:
     n_flagged: int = 0
     diameter_px: float = math.nan
     init: InitCorrections | None = None
+    fov_registered: np.ndarray | None = None
 
     @property
     def fov(self) -> np.ndarray:

@@ -310,6 +310,8 @@ def refresh_footprint(fs: FootprintStats, k: int, growth: int, buffer, young=Tru
     """
     s = int(fs.slot_of[k])
     n = int(fs.sup_n[s])
+    if n == 0:  # no pixel left in its region: nothing to measure it on (the caller removes it)
+        return False
     nbrs = neighbours(fs, k)
     out = np.zeros(fs.sup_idx.shape[1], np.float32)
     kst.hals_neuron(

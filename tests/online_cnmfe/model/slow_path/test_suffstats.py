@@ -161,3 +161,13 @@ def test_ring_period_is_stretched_for_large_grids():
     assert p == 7702
     assert max(rr.pixels_at(t, 92416, p) for t in range(p)) <= 13
     assert sum(rr.pixels_at(t, 92416, p) for t in range(p)) == 92416  # all rows once per period
+
+
+def test_refresh_of_a_footprint_without_support_pixels_says_collapsed(rng):
+    """A neuron whose region lost every pixel (fault injection: sup_n = 0) is reported
+    collapsed (the caller removes it) instead of failing on an empty array."""
+    fs, _, C, YB = _stats(rng)
+    fs.sup_n[fs.slot_of[1]] = 0
+    buffer = (YB.astype(np.float32), C, np.ones(C.shape[1], bool))
+    assert suffstats.refresh_footprint(fs, 1, 2, buffer) is False
+    assert suffstats.refresh_footprint(fs, 0, 2, buffer) is True  # the others refresh as usual
