@@ -8,7 +8,9 @@ The visible-cell finder (benchmarks/heldout/visible.py) is **not** the project's
 difference-of-Gaussians high-pass of every frame at the neuron scale, its max projection P
 times the local temporal correlation image Cn, local maxima above median + k x 1.4826 x MAD
 (``--k``, default 5) with Cn above its own median + 1 MAD. Contours: each footprint >= 0.2 x
-its max. A PNG per run shows the max projection (square-root grey scale), every contour
+its max; a covered cell has *its own contour* when it is the visible cell nearest to the
+centroid of a contour holding it (the others are covered by a neighbour's wide contour only).
+A PNG per run shows the max projection (square-root grey scale), every contour
 (yellow) and the visible cells: green covered, magenta under >= 2 contours, red missed.
 
 Examples::
@@ -177,8 +179,10 @@ def study(movie_path: Path, footprints: dict, finder: FinderParams, out: Path, n
         cov = coverage(cells, A, dims)
         masks = contour_masks(A, dims)
         areas = np.asarray(masks.sum(axis=0)).ravel()
-        cov["median_contour_diameter_px"] = (
-            float(2 * np.sqrt(np.median(areas[areas > 0]) / np.pi)) if (areas > 0).any() else None
+        cov["median_contour_diameter_px"] = median_diameter(areas[areas > 0])
+        # on a cell: the contours on nothing are often small fragments (minian's: 11 px)
+        cov["median_contour_diameter_on_cells_px"] = median_diameter(
+            areas[np.asarray(cov["contour_cells"]) > 0]
         )
         cov["path"] = str(path)
         report["sets"][label] = cov
@@ -188,6 +192,11 @@ def study(movie_path: Path, footprints: dict, finder: FinderParams, out: Path, n
     return report
 
 
+def median_diameter(areas: np.ndarray) -> float | None:
+    """Diameter of the disk of the median area (px), None when there is no area."""
+    return float(2 * np.sqrt(np.median(areas) / np.pi)) if areas.size else None
+
+
 def table(report: dict) -> str:
     lines = [
         f"{report['movie']} ({report['n_frames']} frames, "
@@ -195,16 +204,18 @@ def table(report: dict) -> str:
         f"{report['n_visible']} visible cells (k={report['finder']['k_mad']:g}, "
         f"diameter {report['finder']['diameter_px']:g} px)",
         "",
-        "| footprints | components | covered cells | cells under >= 2 contours | contours on "
-        "nothing | median contour diameter |",
-        "|---|---|---|---|---|---|",
+        "| footprints | components | covered cells | with their own contour | cells under >= 2 "
+        "contours | contours on nothing | median contour diameter (all / on a cell) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, c in report["sets"].items():
         frac = c["covered_fraction"]
         lines.append(
             f"| {label} | {c['n_components']} | {c['n_covered']} / {c['n_visible']}"
-            f" ({'–' if frac is None else f'{100 * frac:.0f} %'}) | {c['n_two_contours']} | "
-            f"{c['n_contours_on_nothing']} | {c['median_contour_diameter_px'] or 0:.1f} px |"
+            f" ({'–' if frac is None else f'{100 * frac:.0f} %'}) | {c['n_own_contour']} | "
+            f"{c['n_two_contours']} | {c['n_contours_on_nothing']} | "
+            f"{c['median_contour_diameter_px'] or 0:.1f} / "
+            f"{c['median_contour_diameter_on_cells_px'] or 0:.1f} px |"
         )
     return "\n".join(lines)
 
