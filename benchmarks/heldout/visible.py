@@ -32,6 +32,8 @@ import numpy as np
 import scipy.ndimage
 import scipy.sparse
 
+from online_cnmfe.results.stream import centroids
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FinderParams:
@@ -168,22 +170,15 @@ def coverage(cells: VisibleCells, A, dims, threshold: float = 0.2) -> dict:
 
 def own_contour_cells(cells: VisibleCells, A, hits, dims) -> np.ndarray:
     """Boolean (n_cells,): the cells that some contour holds as the nearest of its cells to
-    the footprint's value-weighted centroid (``hits``: n_cells x K, nonzero where the cell
-    lies inside the contour)."""
-    A = scipy.sparse.csc_array(A, dtype=np.float64)
+    the footprint's weighted centroid (``hits``: n_cells x K, nonzero where the cell lies
+    inside the contour)."""
+    centre = centroids(scipy.sparse.csc_array(A), tuple(dims))
     hits = scipy.sparse.csc_array(hits)
     own = np.zeros(len(cells.rows), bool)
-    for k in range(A.shape[1]):
+    for k in range(hits.shape[1]):
         lo, hi = hits.indptr[k], hits.indptr[k + 1]
         inside = hits.indices[lo:hi][hits.data[lo:hi] != 0]  # explicit zeros: outside
-        if inside.size == 0:
-            continue
-        vals = A.data[A.indptr[k] : A.indptr[k + 1]]
-        rows, cols = np.divmod(A.indices[A.indptr[k] : A.indptr[k + 1]], dims[1])
-        weight = np.clip(vals, 0, None)
-        if weight.sum() <= 0:
-            continue
-        cr, cc = (rows @ weight) / weight.sum(), (cols @ weight) / weight.sum()
-        dist = np.hypot(cells.rows[inside] - cr, cells.cols[inside] - cc)
-        own[inside[np.argmin(dist)]] = True
+        if inside.size:
+            dist = np.hypot(cells.rows[inside] - centre[k, 0], cells.cols[inside] - centre[k, 1])
+            own[inside[np.argmin(dist)]] = True
     return own

@@ -56,7 +56,7 @@ def seed_image(fit, images, gsiz: int, s: int) -> np.ndarray:
     """The seeding statistic (:func:`.seeding.seed_statistic`), zero in the lens margin and
     the motion border band (where no seed may be)."""
     v = images.corr * images.pnr
-    fov = fov_in_model(fit.pre, fit.band)  # the lens at every shift of the motion band
+    fov = fov_in_model(fit.pre, fit.band)  # the lens in the corrected frame
     if fov is not None:
         v[~fov_on_grid(fov, s)] = 0.0
     if fit.band is not None:

@@ -107,7 +107,7 @@ def seed_pass(fit, data: np.ndarray, raw_pm=None, null: SeedingNull | None = Non
     # traces are), so the out-of-focus ratio compares like with like
     smooth_in_time(raw_pm, smoothing_coefficient(fit.tau), axis=-1)
     cn, pnr = images.corr.copy(), images.pnr.copy()
-    fov = fov_in_model(fit.pre, fit.band)  # the lens at every shift of the motion band
+    fov = fov_in_model(fit.pre, fit.band)  # the lens in the corrected frame
     if fov is not None:  # no seed outside the lens
         pnr[~fov_on_grid(fov, s)] = 0.0
     if fit.band is not None:  # nor in the border motion correction filled

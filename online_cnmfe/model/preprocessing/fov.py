@@ -144,7 +144,7 @@ def fov_in_model(pre, band) -> np.ndarray | None:
         return None
     if band is None:
         return pre.fov
-    if getattr(pre, "fov_registered", None) is not None:
+    if pre.fov_registered is not None:
         return pre.fov_registered
     return registered_fov(pre.fov, band)
 

@@ -73,7 +73,7 @@ def test_online_detection_is_blocked_where_the_lens_moved_over_the_tissue():
     """Fault injection for the raw-frame mask used in registered coordinates: online
     detection is blocked (and the sanity check's area taken) on the FOV at every shift."""
     st, fov = _lens_state((2, 0, 0, 4))
-    pre = SimpleNamespace(fov_found=True, fov=fov)
+    pre = SimpleNamespace(fov_found=True, fov=fov, fov_registered=None)
     params = CNMFEParams().replace(**{"preprocess.sanity_check": False})
     attach(st, pre, None, params)
     expect = registered_fov(fov, (2, 0, 0, 4))
@@ -83,7 +83,7 @@ def test_online_detection_is_blocked_where_the_lens_moved_over_the_tissue():
     np.testing.assert_array_equal(forever, ~fov_on_grid(expect, 2))
     st.motion = None  # without motion correction: the sensor's FOV
     np.testing.assert_array_equal(model_fov(st), fov)
-    st.pre = SimpleNamespace(fov_found=False, fov=fov)
+    st.pre = SimpleNamespace(fov_found=False, fov=fov, fov_registered=None)
     assert model_fov(st) is None
 
 
