@@ -115,6 +115,8 @@ def _check_pre(pre, dims: tuple[int, int]) -> None:
     for name in ("rough_base", "row_off", "row_rough"):
         _shape(f"pre.{name}", getattr(pre, name), (h,))
     _shape("pre.col_off", pre.col_off, (w,))
+    if pre.fov_registered is not None:  # a mask of the corrected frame (detection, sanity)
+        _shape("pre.fov_registered", pre.fov_registered, (h, w))
     if int(pre.col_step) < 1 or int(pre.row_step) < 1:
         raise StateError(f"pre.col_step/row_step {pre.col_step}/{pre.row_step} must be >= 1")
     need = max(-(-w // int(pre.col_step)), -(-h // int(pre.row_step)))

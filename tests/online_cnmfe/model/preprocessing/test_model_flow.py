@@ -132,6 +132,7 @@ def test_state_file_round_trip_continues_identically(sim, init, tmp_path):
         ("state/pre/row_off", np.zeros(3, np.float32), "pre.row_off has shape"),
         ("state/pre/samples", np.zeros(2, np.float32), "pre.samples holds 2 values"),
         ("state/pre/template", np.zeros((4, 4), np.float32), "pre.template has shape"),
+        ("state/pre/fov_registered", np.ones((4, 4), bool), "pre.fov_registered has shape"),
     ],
 )
 def test_a_checkpoint_with_a_crafted_preprocessing_state_is_refused(
@@ -147,7 +148,11 @@ def test_a_checkpoint_with_a_crafted_preprocessing_state_is_refused(
     path = tmp_path / "ckpt.h5"
     state_file.save_online_model(path, model)
     with h5py.File(path, "r+") as f:
-        del f[field]
+        group, name = field.rsplit("/", 1)
+        if field in f:
+            del f[field]
+        else:  # None is an attribute (fov_registered: this model's tissue stands still)
+            del f[group].attrs[f"scalar:{name}"]
         f[field] = value
     with pytest.raises(StateFileError, match=match) as info:
         state_file.load_online_model(path)
