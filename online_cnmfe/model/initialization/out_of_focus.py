@@ -30,15 +30,18 @@ def filter_response(kernel: np.ndarray, sigma: float, ssub: int = 1) -> float:
 
 
 def own_peaks(A) -> np.ndarray:
-    """Pixel where each component is most itself: the maximum over its support of
-    ``A_k(x) * A_k(x) / sum_j A_j(x)`` (its footprint weighted by its share of the model there).
+    """Largest pixel that each component owns: the maximum of ``A_k`` over the pixels where it
+    carries at least as much as all other components together (its footprint's peak when no
+    pixel qualifies).
 
-    For a component alone it is its footprint's peak. A fitted footprint of one of two close
-    cells can carry its largest pixel on the neighbour's core, where the neighbour carries more
-    (HALS's split of the shared pixels); measured there, the ratio is the neighbour's residual
-    over a filtered value near zero (kappa 109 for a PNR 6.6 cell of the held-out bursty movie,
-    6.6 px from its neighbour, against a limit of 25: the cell was pruned and never found
-    again online). Weighted by its share the component is measured on its own body.
+    For a component alone it is its footprint's peak. A fitted footprint can carry its
+    largest pixel on a neighbour's core (HALS's split of the shared pixels); measured there,
+    the ratio is the neighbour's residual over a filtered value near zero (kappa 109 for a
+    PNR 6.6 cell of the held-out bursty movie, 6.6 px from its neighbour, against a limit of
+    25: the cell was pruned and never found again online; 24.5 at the largest pixel it owns).
+    Only such components move: measured instead where a component is most itself (its
+    footprint weighted by its share), broad flat neuropil components were measured on an
+    arbitrary pixel of their flank and two were kept on held-out heavy_neuropil.
 
     Parameters
     ----------
@@ -57,8 +60,8 @@ def own_peaks(A) -> np.ndarray:
         if idx.size == 0:
             continue
         a = A.data[A.indptr[k] : A.indptr[k + 1]].astype(np.float64)
-        share = a / np.maximum(total[idx], np.finfo(np.float64).tiny)
-        peaks[k] = idx[np.argmax(a * share)]
+        owned = a >= total[idx] - a
+        peaks[k] = idx[np.argmax(np.where(owned, a, -np.inf))] if owned.any() else idx[np.argmax(a)]
     return peaks
 
 
