@@ -7,8 +7,9 @@ Merge test for a neuron i (a few per slow step, round robin): a partner j whose 
 touches i's (j's support meets i's allowed region, i.e. i's support dilated by the growth
 margin) and whose trace over the recent buffer correlates above
 ``DetectionParams.merge_corr_threshold`` (both must be active in the buffer) *and* over the
-whole forgetting window (from CC and cbar), so a burst of crosstalk in a short buffer does not
-merge two neighbours. CaImAn has no online merge; it only blocks duplicates at birth.
+whole forgetting window (from CC and cbar, the older neuron's moments taken over the younger's
+window: :func:`long_corr`), so a burst of crosstalk in a short buffer does not merge two
+neighbours. CaImAn has no online merge; it only blocks duplicates at birth.
 
 The merged neuron keeps the *older* neuron's identity and history (the lower model index:
 neurons are appended at birth), the younger is absorbed, and it carries the summed trace
