@@ -68,6 +68,7 @@ def birth_stats(fs, view, res: dict, params: CNMFEParams) -> int:
     )  # fmt: skip
     s = suffstats.alloc_slot(fs)
     suffstats.set_region(fs, s, pix, vals, cy)
+    suffstats.record_birth_gaps(fs, s, view.c_buffer[:, valid])
     cross = (view.c_buffer[:, valid] @ cnew[valid]) / n if fs.n_components else np.zeros(0)
     fs.cc[fs.slot_of, s] = cross
     fs.cc[s, fs.slot_of] = cross

@@ -27,6 +27,8 @@ import scipy.sparse
 
 from online_cnmfe.model._kernels import stats as kst
 
+INITIAL_BIRTH = -(2**40)  # ``FootprintStats.birth`` of the initial neurons (established)
+
 
 @dataclass(slots=True)
 class FootprintStats:
@@ -53,6 +55,13 @@ class FootprintStats:
         Noise of each pixel of ``y - B``; with ``n_eff`` (effective number of frames in the
         statistics) it gives the noise of a footprint value, ``pixel_noise / sqrt(n_eff CC_kk)``,
         below which footprint pixels are dropped (so supports do not creep into noise).
+    cc_birth_gap, cbar_birth_gap : ndarray of shape (n_slots, n_slots), float32, or None
+        Row s (a neuron born online), column i: ``CC_ii - E_buf[c_i^2]`` and ``cbar_i -
+        E_buf[c_i]`` at s's birth, E_buf the mean over the birth's residual buffer. A newborn's
+        statistics start from that buffer while an older neuron's span its whole window; with
+        these gaps the older neuron's moments over the newborn's window are ``CC_ii - lam^age
+        gap`` (:func:`window_moments`), so a long-window correlation of the two is one. None
+        (a model saved before they existed): zeros, i.e. no correction.
     max_radius : float
         Region pixels farther than this from the footprint's centroid are dropped (0 = no
         limit), so a footprint cannot sprawl over background structure.
@@ -80,6 +89,8 @@ class FootprintStats:
     scratch: np.ndarray
     pixel_noise: np.ndarray
     n_eff: float = 1.0
+    cc_birth_gap: np.ndarray | None = None
+    cbar_birth_gap: np.ndarray | None = None
     max_radius: float = 0.0
     max_support: int = 0
     cursor: int = 0
@@ -178,6 +189,41 @@ def _grow_slots(fs: FootprintStats, need: int) -> None:
     fs.noise = pad(fs.noise, (n_new,))
     fs.last_active = pad(fs.last_active, (n_new,))
     fs.birth = pad(fs.birth, (n_new,))
+    gaps = birth_gaps(fs, n_old)
+    fs.cc_birth_gap, fs.cbar_birth_gap = (pad(g, (n_new, n_new)) for g in gaps)
+
+
+def birth_gaps(fs: FootprintStats, n_slots: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(cc_birth_gap, cbar_birth_gap)``, made (zeros) when absent or not ``n_slots`` square
+    (default: the slot count)."""
+    n = fs.used.shape[0] if n_slots is None else n_slots
+    for name in ("cc_birth_gap", "cbar_birth_gap"):
+        gap = getattr(fs, name)
+        if gap is None or gap.shape != (n, n):
+            setattr(fs, name, np.zeros((n, n), np.float32))
+    return fs.cc_birth_gap, fs.cbar_birth_gap
+
+
+def record_birth_gaps(fs: FootprintStats, s: int, c_buffer: np.ndarray) -> None:
+    """At slot ``s``'s birth: the older neurons' moments over their window minus those over the
+    birth buffer ``c_buffer`` (K, n_frames) of the model's neurons (see ``cc_birth_gap``)."""
+    gap2, gap1 = birth_gaps(fs)
+    if not fs.n_components or c_buffer.shape[1] == 0:
+        return
+    buf = np.asarray(c_buffer, np.float64)
+    old = fs.slot_of
+    gap2[s, old] = fs.cc[old, old] - (buf * buf).mean(axis=1)
+    gap1[s, old] = fs.cbar[old] - buf.mean(axis=1)
+
+
+def window_moments(fs: FootprintStats, s_old: int, s_young: int, decay: float):
+    """Mean and mean square of slot ``s_old``'s trace over slot ``s_young``'s window (from its
+    birth buffer on), ``decay`` = ``lam`` to the frames since that birth (see ``cc_birth_gap``).
+    """
+    gap2, gap1 = birth_gaps(fs)
+    mean_sq = float(fs.cc[s_old, s_old]) - decay * float(gap2[s_young, s_old])
+    mean = float(fs.cbar[s_old]) - decay * float(gap1[s_young, s_old])
+    return mean, mean_sq
 
 
 def alloc_slot(fs: FootprintStats) -> int:
@@ -191,6 +237,9 @@ def alloc_slot(fs: FootprintStats) -> int:
     fs.cc[s, :] = 0.0
     fs.cc[:, s] = 0.0
     fs.cbar[s] = 0.0
+    for gap in birth_gaps(fs):
+        gap[s, :] = 0.0
+        gap[:, s] = 0.0
     fs.sup_n[s] = 0
     return s
 
@@ -260,7 +309,7 @@ def stats_from_footprints(
     fs.cbar[:K] = C.mean(axis=1)
     fs.noise[:K] = noise
     fs.last_active[:K] = t0
-    fs.birth[:K] = -(2**40)  # initial neurons count as established
+    fs.birth[:K] = INITIAL_BIRTH  # initial neurons count as established
     fs.n_eff = float(T)
     if pixel_noise is not None:
         fs.pixel_noise[:] = np.maximum(np.asarray(pixel_noise, np.float32).ravel(), 1e-6)

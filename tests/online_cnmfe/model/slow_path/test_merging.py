@@ -83,3 +83,74 @@ def test_long_corr_from_statistics():
     stats.cc[:] = x @ x.T / 500
     stats.cbar[:] = x.mean(1)
     assert abs(merging.long_corr(stats, 0, 1) - np.corrcoef(x)[0, 1]) < 1e-5
+
+
+def _ewma_pair_history(x_old, x_new, birth, n_buffer, lam):
+    """The slow path's statistics of an initial neuron (x_old, stats over all frames) and one
+    born at ``birth`` from a buffer of ``n_buffer`` frames, run to the end; plus the reference
+    weights of the newborn's window (the buffer's mean decayed, then the EWMA)."""
+    from online_cnmfe.model.slow_path import suffstats
+
+    fs = suffstats.empty_stats((4, 4), 2, 4)
+    n_init = 200
+    fs.slot_of = np.array([0], np.int32)
+    fs.used[0] = True
+    fs.cc[0, 0] = x_old[:n_init] @ x_old[:n_init] / n_init
+    fs.cbar[0] = x_old[:n_init].mean()
+    fs.birth[0] = suffstats.INITIAL_BIRTH
+    c = np.zeros(2)
+    for t in range(n_init, len(x_old)):
+        if t == birth:  # as handover.birth_stats: the newborn's moments from the buffer
+            buf = slice(t - n_buffer, t)
+            s = suffstats.alloc_slot(fs)
+            suffstats.record_birth_gaps(fs, s, x_old[None, buf])
+            fs.cc[0, s] = fs.cc[s, 0] = x_old[buf] @ x_new[buf] / n_buffer
+            fs.cc[s, s] = x_new[buf] @ x_new[buf] / n_buffer
+            fs.cbar[s] = x_new[buf].mean()
+            fs.birth[s] = t
+            fs.slot_of = np.array([0, s], np.int32)
+        k = len(fs.slot_of)
+        c[:k] = (x_old[t], x_new[t])[:k]
+        fs.cc[:k, :k] = lam * fs.cc[:k, :k] + (1 - lam) * np.outer(c[:k], c[:k])
+        fs.cbar[:k] = lam * fs.cbar[:k] + (1 - lam) * c[:k]
+    T = len(x_old)
+    w = np.zeros(T)
+    w[birth - n_buffer : birth] = lam ** (T - birth) / n_buffer
+    w[birth:] = (1 - lam) * lam ** (T - 1 - np.arange(birth, T))
+    return fs, w
+
+
+def _weighted_corr(x, y, w):
+    mx, my = w @ x / w.sum(), w @ y / w.sum()
+    cov = w @ ((x - mx) * (y - my))
+    return cov / np.sqrt((w @ (x - mx) ** 2) * (w @ (y - my) ** 2))
+
+
+def test_long_corr_of_a_newborn_is_over_its_own_window():
+    """Reference: the weighted correlation over the newborn's window, computed directly."""
+    rng = np.random.default_rng(2)
+    T, birth, n_buf, lam = 2000, 700, 100, 1 - 1 / 1500
+    x_old = np.maximum(rng.standard_normal(T) - 1, 0) * 5
+    x_new = 0.6 * x_old + np.maximum(rng.standard_normal(T) - 1, 0) * 3
+    x_old[:300] *= 4  # the old neuron's early (initialisation) activity is stronger
+    fs, w = _ewma_pair_history(x_old, x_new, birth, n_buf, lam)
+    got = merging.long_corr(fs, 0, 1, T - 1, lam)
+    assert abs(got - _weighted_corr(x_old, x_new, w)) < 0.02, got
+
+
+def test_crosstalk_in_the_birth_buffer_does_not_pass_the_long_window():
+    """Regression (held-out bursty): a neuron born next to an older one, silent itself in its
+    birth buffer but carrying the older one's crosstalk there; afterwards the two fire on
+    their own. The mixed-window estimate read 1.04 and merged two distinct cells."""
+    rng = np.random.default_rng(3)
+    T, birth, n_buf, lam = 1800, 500, 100, 1 - 1 / 6000
+    x_old = np.maximum(rng.standard_normal(T) - 1, 0) * 5
+    x_new = np.maximum(rng.standard_normal(T) - 1.2, 0) * 5
+    buf = slice(birth - n_buf, birth)
+    x_new[buf] = 0.3 * x_old[buf] + 0.05 * rng.random(n_buf)  # crosstalk only
+    x_old[: birth - n_buf] *= 0.3  # the birth buffer holds the old neuron's bursts
+    fs, _ = _ewma_pair_history(x_old, x_new, birth, n_buf, lam)
+    stored = merging.long_corr(fs, 0, 1)  # both moments as stored: mixed windows
+    fixed = merging.long_corr(fs, 0, 1, T - 1, lam)
+    assert stored > 0.8  # what merged them
+    assert fixed < 0.8, fixed
