@@ -56,7 +56,7 @@ import math
 import numpy as np
 
 from online_cnmfe.model._kernels import detection as kdet
-from online_cnmfe.model.footprint_shape import gaussian_scale, sharpness_of
+from online_cnmfe.model.footprint_shape import gaussian_scale, mirror_at_frame, sharpness_of
 from online_cnmfe.model.slow_path import suffstats
 from online_cnmfe.model.slow_path.detection import MAX_EVENTS, DetectionState, Geometry
 from online_cnmfe.params import CNMFEParams
@@ -152,7 +152,8 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
         return 5, None
     if _out_of_focus(img + float(offset[active].mean()), dr * dr + dc * dc, geo, params):
         return 8, None
-    if sharpness_limit > 0 and _sharpness(a, rr.shape, d) < sharpness_limit:
+    cut = (r0 == 0, r1 == H, c0 == 0, c1 == W)
+    if sharpness_limit > 0 and _sharpness(a, rr.shape, cut, d) < sharpness_limit:
         return 9, None
     cp = Y @ a / aa
     z, sig, base = _event_z(cp, geo.window)
@@ -171,12 +172,11 @@ def evaluate(fs, view, row: int, col: int, params: CNMFEParams, geo: Geometry,
     return 0, result
 
 
-def _sharpness(a: np.ndarray, box_shape: tuple[int, int], d: float) -> float:
-    """:func:`..footprint_shape.sharpness_of` of the box's footprint ``a``, the box padded by d
-    on every side (as the neurons' own check pads them)."""
-    pad = math.ceil(d)
-    box = np.zeros((box_shape[0] + 2 * pad, box_shape[1] + 2 * pad))
-    box[pad:-pad, pad:-pad] = a.reshape(box_shape)
+def _sharpness(a: np.ndarray, box_shape: tuple[int, int], cut, d: float) -> float:
+    """:func:`..footprint_shape.sharpness_of` of the box's footprint ``a``, mirrored on the
+    sides where the frame's edge cuts the box (``cut`` = top, bottom, left, right) and padded
+    by d on every side, as the neurons' own check (``footprint_shape.sharpness_box``)."""
+    box = np.pad(mirror_at_frame(a.reshape(box_shape), cut), math.ceil(d))
     return sharpness_of(box, d)
 
 

@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from online_cnmfe.model.footprint_shape import column_box, sharpness_of
+from online_cnmfe.model.footprint_shape import sharpness_box, sharpness_of
 from online_cnmfe.model.slow_path import candidates as cand_mod
 from online_cnmfe.model.slow_path import detection as det_mod
 from online_cnmfe.model.slow_path import merging, reseed, suffstats
@@ -283,7 +283,7 @@ def _out_of_focus(pix, val, slow, d: float, grown: bool = True) -> str:
             )
     if slow.sharpness_limit > 0 and pix.size:
         dims = (int(slow.dims[0]), int(slow.dims[1]))
-        sharp = sharpness_of(column_box(pix, val, dims, d), d)
+        sharp = sharpness_of(sharpness_box(pix, val, dims, d), d)
         if sharp < slow.sharpness_limit:
             return (
                 f"out of focus: sharpness {sharp:.2f} at the cell's scale (limit "

@@ -9,6 +9,7 @@ import scipy.sparse
 from online_cnmfe.model.footprint_shape import (
     column_box,
     gaussian_scale,
+    mirror_at_frame,
     sharpness,
     sharpness_limit,
     sharpness_of,
@@ -85,15 +86,57 @@ def test_sharpness_is_flat_over_cell_sizes_and_falls_for_blurred_footprints():
     assert sharpness_of(np.zeros((5, 5)), d) == 0.0
 
 
-def test_a_footprint_cut_by_the_frame_edge_stays_well_above_the_limit():
+def test_mirror_at_frame_appends_the_reflection_on_the_cut_sides_only():
+    box = np.arange(6.0).reshape(2, 3)
+    assert mirror_at_frame(box, (False, False, False, False)) is box
+    top = mirror_at_frame(box, (True, False, False, False))
+    assert top.tolist() == [[3, 4, 5], [0, 1, 2], [0, 1, 2], [3, 4, 5]]
+    right = mirror_at_frame(box, (False, False, False, True))
+    assert right.tolist() == [[0, 1, 2, 2, 1, 0], [3, 4, 5, 5, 4, 3]]
+    corner = mirror_at_frame(box, (True, True, True, False))
+    assert corner.shape == (6, 6) and np.array_equal(corner[2:4, 3:], box)
+    assert np.array_equal(corner[0:2, 0:3], box[::-1, ::-1])  # the corner: point-reflected
+
+
+def test_sharpness_at_the_edge_equals_the_whole_symmetric_footprint():
+    """Slow reference: a footprint centred half a pixel outside the frame is symmetric about
+    the frame's edge, so the mirrored cut footprint is exactly the whole one."""
     d = 12.0
-    dims = (40, 40)
-    inside = _blob(dims, (20.0, 20.0), 3.0)
-    at_edge = _blob(dims, (0.0, 20.0), 3.0)  # half of it outside the frame
-    blurred = _blob(dims, (20.0, 20.0), 6.0)
-    A = scipy.sparse.csc_array(np.stack([inside, at_edge, blurred], axis=1))
-    s_in, s_edge, s_blur = sharpness(A, dims, d)
-    assert s_edge > 0.9 * s_in > 0.8 * s_in > s_blur
+    dims = (40, 100)  # wide enough for the box's padding of d on the left and right
+    whole_dims = (80, 100)  # the frame plus the 40 rows above it
+    for sigma in (3.0, 7.0):
+        cut = _blob(dims, (-0.5, 50.0), sigma)
+        whole = _blob(whole_dims, (39.5, 50.0), sigma).reshape(whole_dims)
+        cut[cut < 1e-3] = 0  # the support reaches the top edge only
+        whole[whole < 1e-3] = 0
+        got = sharpness(scipy.sparse.csc_array(cut[:, None]), dims, d)[0]
+        assert got == pytest.approx(sharpness_of(np.pad(whole, 2 * int(d)), d), rel=1e-6)
+
+
+@pytest.mark.parametrize("centre", [(0.0, 60.0), (0.0, 0.0), (119.0, 60.0), (60.0, 119.0)])
+def test_a_cell_cut_by_the_frame_keeps_its_sharpness_and_a_cut_blur_does_not_gain(centre):
+    """A cell centred on the frame's edge or corner scores as inside; an out-of-focus blob
+    cut there scores as blurred as inside, under the limit (0.75 x the cells'), where the
+    zero-padded box had made the cut a sharp step: at the corner the blob scored above it."""
+    d = 16.0
+    dims = (120, 120)
+
+    def footprint(c, sigma):
+        a = _blob(dims, c, sigma)
+        a[a < 1e-3] = 0  # a support as the model's: the inner blob does not reach the edges
+        return a
+
+    cells = [footprint((60.0, 60.0), d / 4), footprint(centre, d / 4)]
+    blobs = [footprint((60.0, 60.0), 2.5 * d / 4), footprint(centre, 2.5 * d / 4)]
+    s_cell_in, s_cell_cut, s_blob_in, s_blob_cut = sharpness(
+        scipy.sparse.csc_array(np.stack(cells + blobs, axis=1)), dims, d
+    )
+    limit = 0.75 * s_cell_in
+    assert s_cell_cut == pytest.approx(s_cell_in, rel=0.03)
+    assert s_blob_cut < 1.05 * s_blob_in < limit
+    if centre == (0.0, 0.0):  # the premise: without the mirror the cut blob passed
+        idx = np.flatnonzero(blobs[1])
+        assert sharpness_of(column_box(idx, blobs[1][idx], dims, d), d) > limit
 
 
 def test_column_box_places_the_pixels_and_pads_within_the_frame():

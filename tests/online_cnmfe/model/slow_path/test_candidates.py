@@ -154,3 +154,20 @@ def test_the_sharpness_test_rejects_a_blurred_candidate_only_when_given_a_limit(
         )
     assert reasons["cell"] == (0, 0)
     assert reasons["blurred"] == (blurred, 0)
+
+
+def test_a_candidates_sharpness_mirrors_its_box_where_the_frame_cuts_it():
+    """The candidate's sharpness of a blob cut by the frame's top edge is the neurons' own
+    (footprint_shape.sharpness_box, mirrored), below the zero-padded box's."""
+    from online_cnmfe.model.footprint_shape import sharpness_box, sharpness_of
+
+    d = 8.0
+    blob = h.gaussian_footprint(DIMS, (0, 16), d / 2.2, truncate=4).astype(np.float64)
+    hs = 8
+    box = blob.reshape(DIMS)[: hs + 1, 16 - hs : 16 + hs + 1]  # evaluate's box at (0, 16)
+    got = cand_mod._sharpness(box.ravel(), box.shape, (True, False, False, False), d)
+    idx = np.flatnonzero(blob)
+    neurons = sharpness_of(sharpness_box(idx, blob[idx], DIMS, d), d)
+    zero_padded = cand_mod._sharpness(box.ravel(), box.shape, (False,) * 4, d)
+    assert got == pytest.approx(neurons, abs=0.03)  # the box cuts the blob's far tail
+    assert got < 0.85 * zero_padded
