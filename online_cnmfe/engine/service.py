@@ -292,7 +292,7 @@ class Engine(FramePathMixin, PublishingMixin, IncidentsMixin, StoppingMixin):
             attrs = {"n_frames": n_init, "source": "initialisation frames"}
             self.store.submit("images", init_images(runner.init_result), attrs)
             self._store_summary()
-        self.store.submit("b0", model.b0)
+        self.store.submit("b0", model.b0.copy())  # a view would be written as it is later
         if isinstance(model, OnlineCNMFE):  # allocate the checkpoint copy off this thread
             self.store.submit("prime_snapshot", self.snapshots, model.state)
         self._send_footprints()
