@@ -102,7 +102,11 @@ def region_from_support(
 ) -> np.ndarray:
     """Sorted pixel indices of ``support`` dilated by ``growth`` (3x3 steps), capped.
 
-    Beyond ``max_pixels`` the pixels farthest from the support centroid are dropped.
+    Beyond ``max_pixels`` the dilation's pixels farthest from the support centroid are
+    dropped; the support's own pixels go last (an elongated footprint's ends are its farthest
+    pixels: dropping them lost footprint weight, and a caller joining the support back in
+    overflowed the slot), the farthest of them first only when the support alone exceeds
+    the cap.
     """
     H, W = dims
     support = np.asarray(support, dtype=np.int64)
@@ -122,8 +126,11 @@ def region_from_support(
         mask[:, :-1] |= g[:, 1:]
     rr, cc = np.nonzero(mask)
     if rr.size > max_pixels:
+        own = np.zeros(mask.shape, bool)
+        own[rows - r0, cols - c0] = True
         d2 = (rr + r0 - rows.mean()) ** 2 + (cc + c0 - cols.mean()) ** 2
-        keep = np.sort(np.argsort(d2, kind="stable")[:max_pixels])
+        order = np.lexsort((d2, ~own[rr, cc]))  # support first, then by distance
+        keep = np.sort(order[:max_pixels])
         rr, cc = rr[keep], cc[keep]
     return ((rr + r0) * W + (cc + c0)).astype(np.int32)
 

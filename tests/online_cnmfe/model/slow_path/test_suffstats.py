@@ -171,3 +171,51 @@ def test_refresh_of_a_footprint_without_support_pixels_says_collapsed(rng):
     buffer = (YB.astype(np.float32), C, np.ones(C.shape[1], bool))
     assert suffstats.refresh_footprint(fs, 1, 2, buffer) is False
     assert suffstats.refresh_footprint(fs, 0, 2, buffer) is True  # the others refresh as usual
+
+
+def test_region_from_support_keeps_every_support_pixel_when_capped():
+    """The cap drops dilation pixels, never the footprint's own: an elongated support's ends
+    are the pixels farthest from its centroid, and dropping them lost footprint weight (and,
+    with the radius limit's union, overflowed the slot: the latent crash of the refresh)."""
+    W = DIMS[1]
+    line = np.array([10 * W + c for c in range(2, 22)], np.int64)  # 20 pixels in one row
+    for cap in (20, 25, 40):
+        reg = suffstats.region_from_support(line, DIMS, 2, cap)
+        assert reg.size == cap and np.all(np.diff(reg) > 0)
+        assert np.isin(line, reg).all()
+    # a support larger than the cap keeps the support pixels nearest its centroid
+    reg = suffstats.region_from_support(line, DIMS, 2, 10)
+    assert reg.size == 10 and np.isin(reg, line).all()
+
+
+def test_refresh_with_a_radius_limit_never_overflows_the_slot(rng):
+    """Fault injection: an elongated footprint that fills its slot and grows beside its middle,
+    refreshed with a radius limit. Before the fix the new region (capped by distance to the
+    centroid, which dropped the line's ends, then joined with the support again) held more
+    pixels than the slot: a broadcast error in ``set_region``."""
+    W = DIMS[1]
+    A = np.stack([h.gaussian_footprint(DIMS, c, 1.5) for c in [(4, 5), (16, 18)]], axis=1)
+    C = rng.uniform(0, 2, (2, 50)).astype(np.float32)
+    YB = (A @ C).T + 0.1 * rng.standard_normal((50, NP)).astype(np.float32)
+    cap = 30
+    fs = suffstats.stats_from_footprints(
+        scipy.sparse.csc_array(A), C, YB, DIMS, 2, cap, np.full(2, 0.1), 49
+    )
+    s = int(fs.slot_of[0])
+    line = [10 * W + c for c in range(2, 22)]
+    side = [9 * W + c for c in range(10, 14)]
+    filler = [19 * W + c for c in range(cap - len(line) - len(side))]  # a = 0, cy = 0
+    pix = np.array(sorted(line + side + filler), np.int32)
+    a = np.where(np.isin(pix, line), 1.0, 0.0).astype(np.float32)
+    cy = (a * fs.cc[s, s]).astype(np.float32)
+    cy[np.isin(pix, side)] = 0.8 * fs.cc[s, s]  # the statistics say the footprint extends there
+    suffstats.set_region(fs, s, pix, a, cy)
+    fs.max_radius = 30.0
+    fs.pixel_noise[:] = 1e-6
+    buffer = (YB.astype(np.float32), C, np.ones(C.shape[1], bool))
+    assert suffstats.refresh_footprint(fs, 0, 2, buffer, young=True) is True
+    n = int(fs.sup_n[s])
+    assert n <= cap
+    kept = fs.sup_idx[s, :n]
+    assert np.all(np.diff(kept) > 0)
+    assert np.isin(line, kept).all()  # the footprint's own pixels stay in its region
