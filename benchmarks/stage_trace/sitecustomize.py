@@ -56,8 +56,11 @@ def _gc_pass(phase, info, _open={}) -> None:  # noqa: B006 - per-thread start ti
         _record(f"gc{info.get('generation')}", t0, c0, info.get("collected"))
 
 
-def _timings(args, result, t0):  # a slow frame's model stages
-    if result is None or _now() - t0 < 15e6:
+_MODEL_CPU = bool(os.environ.get("STAGE_TRACE_MODEL_CPU"))
+
+
+def _timings(args, result, t0):  # a slow frame's model stages (every frame's: _MODEL_CPU)
+    if result is None or (_now() - t0 < 15e6 and not _MODEL_CPU):
         return None
     return {k: round(v, 2) for k, v in result.timings_ms.items()}
 
@@ -103,6 +106,7 @@ def _install() -> None:
     from online_cnmfe.model import update_prepare, updates
     from online_cnmfe.model.preprocessing import online as pre_online
     from online_cnmfe.results import extras, summary, writer
+    from online_cnmfe.triggers import evaluator
 
     engine = service.Engine
     process = engine._process
@@ -131,12 +135,20 @@ def _install() -> None:
         _wrap(engine, name)  # fmt: skip
     _wrap(frame_queue.FrameQueue, "get", "queue_get")
     _wrap(store_worker.StoreWorker, "_apply", "store_apply", lambda a, o, t: a[1])
+    if _MODEL_CPU:  # the model's stage clock → the thread's CPU time (as bench_perframe.py)
+        import types
+
+        model_online.time = types.SimpleNamespace(perf_counter=time.thread_time)
     _wrap(model_online.OnlineCNMFE, "process_frame", detail=_timings)
     _wrap(model_online.OnlineCNMFE, "settle_slow_path")
     _wrap(update_prepare, "slow_job", detail=_slow_work)  # the step and its update's arithmetic
     _wrap(updates, "apply_update")
     _wrap(updates, "slow_inputs")
     _wrap(pre_online, "sanity_tick")
+    _wrap(pre_online, "preprocess_frame")
+    _wrap(service.rs, "encode_traces")
+    _wrap(evaluator.TriggerEngine, "on_frame", "trigger_eval")
+    _wrap(evaluator.TriggerEngine, "_fire", "trigger_fire")
     _wrap(publish.ResultsPublisher, "send", "pub_send")
     _wrap(summary.SessionSummary, "add", "summary_add")
     _wrap(writer.ResultsWriter, "_write_block", "w_block")

@@ -152,8 +152,8 @@ def _attach_triggers(engine, path: Path, params: CNMFEParams) -> None:
         "%d trigger rule(s); triggers on %s (%s), control on %s", len(config.rules),
         triggers.dispatcher.publisher.endpoint, config.socket_type, config.control_endpoint or "-",
     )  # fmt: skip
-    triggers.fire_listeners.append(
-        lambda rec: engine.publish(encode_trigger(rec))  # the trigger socket's frames, reused
+    triggers.fire_listeners.append(  # the trigger socket's frames, reused; sent on the results
+        lambda rec: engine.publish_after_traces(encode_trigger(rec))  # stream after the traces
     )
 
     def flush_hook(f) -> None:

@@ -121,5 +121,6 @@ class IncidentsMixin:
             self.ids = IdReservation(self.config.out and self._out_path())  # the new file's
             self.runner = ModelRunner(self.params, self.model_factory)
             self.images, self._fp_version, self._fp_message = None, None, None
+            self._fp_latest = None
             self._fp_ids, self._fp_sent_s = None, -float("inf")
             self.projections = None

@@ -265,25 +265,40 @@ class PublishingMixin:
                 self._send_footprints()
 
     def _send_footprints(self) -> None:
+        """The current footprints to the store, the footprints callbacks and, when a
+        subscriber can receive ``footprints``, the results stream (the message is encoded
+        only then: ~0.4 ms at 256² with 300 neurons; :meth:`_footprints_message`)."""
         model = self.runner.model
         A, ids = model.footprints.copy(), model.neuron_ids.copy()  # sent zero-copy: own them
         self.ids.cover(ids)
         version = model.footprints_version
         self._fp_version = version
         self._fp_ids, self._fp_sent_s = ids, time.monotonic()
-        self._fp_message = rs.encode_footprints(A, ids, version, self.runner.dims)
-        self.publisher.send(self._fp_message)
+        cents = rs.centroids(A, self.runner.dims)  # once, for the message and the callbacks
+        self._fp_latest, self._fp_message = (A, ids, version, cents), None
+        if self.publisher.wants("footprints"):
+            self.publisher.send(self._footprints_message())
         self.store.submit("footprints", A, ids, version)
-        if self.footprints_callbacks:
-            cents = rs.centroids(A, self.runner.dims)
-            for callback in self.footprints_callbacks:
-                callback(ids.copy(), cents)
+        for callback in self.footprints_callbacks:
+            callback(ids.copy(), cents.copy())
+
+    def _footprints_message(self) -> list:
+        """The ``footprints`` message of the latest footprints, encoded once (re-sending the
+        cached message costs no encoding)."""
+        if self._fp_message is None:
+            A, ids, version, cents = self._fp_latest
+            self._fp_message = rs.encode_footprints(A, ids, version, self.runner.dims, cents)
+        return self._fp_message
 
     def _republish(self) -> None:
         runner = self.runner
         self._flush_footprints()
-        if runner.phase == "running" and self._fp_message is not None:
-            self.publisher.send(self._fp_message)  # cached: re-sending costs no encoding
+        if (
+            runner.phase == "running"
+            and self._fp_latest is not None
+            and self.publisher.wants("footprints")
+        ):
+            self.publisher.send(self._footprints_message())
         if self.images is not None and self.publisher.wants("image"):
             for layer, image in self.images.summary(runner.corr_pnr).items():
                 self._send_image(self.frame_index, layer, image)

@@ -8,10 +8,10 @@ Threads (DESIGN.md §1):
   keeps the ledger of frame indices (drops upstream, before the first frame, …);
 - **model** (the thread calling :meth:`Engine.run`, normally the main thread, so SIGINT and
   SIGTERM reach it): buffers the first ``init_frames``, initialises (on a worker,
-  :mod:`.model_runner`), then per frame ``process_frame`` → closed-loop callbacks → ``traces`` →
-  store, catching up at full speed on what waited; it owns the results PUB socket
-  (:mod:`.publish`), records every stream incident (:mod:`.incidents`) and stops without
-  losing track of a frame (:mod:`.stopping`);
+  :mod:`.model_runner`), then per frame (:mod:`.frame_path`) ``process_frame`` →
+  closed-loop callbacks → ``traces`` → store, catching up at full speed on what waited; it
+  owns the results PUB socket (:mod:`.publish`), records every stream incident
+  (:mod:`.incidents`) and stops without losing track of a frame (:mod:`.stopping`);
 - **store** (:mod:`.store_worker`): the HDF5 writer and the model checkpoints, off the frame path;
 - **raw recorder** (:mod:`.raw_recorder`, with ``engine.record_raw``): every frame received, to
   ``<out stem>.raw.h5``.
@@ -37,6 +37,7 @@ import zmq
 
 from online_cnmfe.engine import heap, priority
 from online_cnmfe.engine.config import EngineConfig
+from online_cnmfe.engine.frame_path import FramePathMixin
 from online_cnmfe.engine.frame_queue import Control, FrameQueue, QueuedFrame
 from online_cnmfe.engine.id_reservation import IdReservation
 from online_cnmfe.engine.incidents import IncidentsMixin
@@ -68,7 +69,7 @@ def _default_model_factory(params: CNMFEParams) -> OnlineCNMFE:
     return OnlineCNMFE(params)
 
 
-class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
+class Engine(FramePathMixin, PublishingMixin, IncidentsMixin, StoppingMixin):
     """The long-running service (see the module docstring).
 
     Parameters
@@ -78,10 +79,10 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         ``model_factory(params)`` → a model with the ``OnlineCNMFE`` interface.
 
     Closed-loop hook: :meth:`add_frame_result_callback` registers ``callback(result, meta)``,
-    called on the model thread right after each ``process_frame`` (before publication), with
-    ``meta`` = ``frame_index``, ``seq``, ``daq_frame``, ``t_acq_ms``, ``t_send_ns``,
-    ``t_recv_ns`` (engine ``monotonic_ns`` at arrival), ``age_ms``, ``stale`` (age above
-    ``engine.max_frame_age_ms``). :meth:`add_footprints_callback` registers
+    called on the model thread as soon as a frame's traces are final (before they are
+    published), with ``meta`` = ``frame_index``, ``seq``, ``daq_frame``, ``t_acq_ms``,
+    ``t_send_ns``, ``t_recv_ns`` (engine ``monotonic_ns`` at arrival), ``age_ms``, ``stale``
+    (age above ``engine.max_frame_age_ms``). :meth:`add_footprints_callback` registers
     ``callback(neuron_ids, centroids)``, called when the footprints change.
     """
 
@@ -115,9 +116,11 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
         self._drain_timeout = 0.0
         self._drain_by_signal = False
         self.summary = ""
+        self._holding, self._held = False, []  # results messages held until traces are out
         self._consecutive_errors = 0
         self._fp_version: int | None = None
-        self._fp_message: list | None = None
+        self._fp_latest: tuple | None = None  # last footprints: (A, ids, version, centroids)
+        self._fp_message: list | None = None  # ... and their message, once encoded
         self._fp_ids, self._fp_sent_s = None, -float("inf")  # last footprints: ids, when sent
         self._idle_count, self._idle_since = 0, time.monotonic()
         self._session = 0
@@ -261,102 +264,6 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
                 next_checkpoint = now + (self.ep.checkpoint_period_s if taken else 1.0)
                 self._store_summary()
 
-    # ---- frames --------------------------------------------------------------------------
-    def _on_frame(self, item: QueuedFrame, image_due: bool) -> None:
-        f = item.frame
-        self.frame_index = f.frame_index
-        meta = {
-            "frame_index": f.frame_index,
-            "seq": f.seq,
-            "daq_frame": f.daq_frame,
-            "t_acq_ms": f.t_acq_ms,
-            "t_send_ns": f.t_send_ns,
-            "t_recv_ns": item.t_recv_ns,
-        }
-        runner = self.runner
-        if runner.dims is not None and f.shape != runner.dims:
-            self._reject(f.frame_index, f"frame shape {f.shape}; the model has {runner.dims}")
-            return
-        if runner.phase == "waiting":
-            if self.images is None:
-                self.images = ImageMaker(f.shape)
-            if image_due:
-                self._publish_images(f.frame_index, None, f.pixels)
-            if runner.buffer(f.pixels, meta):
-                for frame_index, reason in runner.screen():  # not in the fit: recorded
-                    self._reject(frame_index, reason)
-                if len(runner.frames) >= self.params.init.init_frames:
-                    logger.info("initialising on %d frames of %s", len(runner.frames), f.shape)
-                    runner.start_init()
-            return
-        self._process(f, meta, item.t_recv_ns, image_due)
-
-    def _process(self, f, meta: dict, t_recv_ns: int, image_due: bool) -> None:
-        model = self.runner.model
-        t_start = time.monotonic_ns()
-        sent = []
-
-        def on_traces(traces) -> None:
-            # Closed-loop rules and the traces message go out as soon as the frame's traces are
-            # final, before the model's slow path (footprint/W refresh, detection) runs.
-            self._send_traces(traces, f, meta, t_start)
-            sent.append(True)
-
-        try:
-            result = model.process_frame(f.pixels, on_traces=on_traces)
-        except Exception as exc:  # noqa: BLE001 - counted, surfaced, and limited below
-            self._model_error(f.frame_index, exc)
-            return
-        self._consecutive_errors = 0
-        if not sent:  # a skipped frame has no early traces
-            self._send_traces(result, f, meta, t_start)
-        latency_ms = (time.monotonic_ns() - t_recv_ns) / 1e6
-        self.status.record(latency_ms)
-        self.store.submit("frame", result, dict(meta, latency_ms=latency_ms))
-        if result.skipped:
-            self.counts["rejected"] += 1
-        elif self.projections is not None and not result.flag:
-            self.projections.add(f.pixels)  # mean / max projection images (~0.1 ms)
-        self.counts["flagged"] += bool(result.flag)
-        self.last_motion = (result.motion_shift_px, result.motion_quality)
-        for ev in result.events:
-            if ev.kind in rs.EVENT_KINDS:
-                self.publisher.send(
-                    rs.encode_event(ev.kind, f.frame_index, ev.neuron_ids, ev.detail)
-                )
-        if result.footprints_version != self._fp_version and self._footprints_due(result):
-            self._send_footprints()
-        if image_due and self.images is not None:
-            self._publish_images(f.frame_index, model, f.pixels, result)
-
-    def _send_traces(self, traces, f, meta: dict, t_start: int) -> None:
-        self.ids.cover(traces.neuron_ids)  # before triggers, traces and events carry them
-        t_done = time.monotonic_ns()
-        meta["process_ms"] = (t_done - t_start) / 1e6
-        meta["age_ms"] = (t_done - f.t_send_ns) / 1e6
-        meta["stale"] = meta["age_ms"] > self.ep.max_frame_age_ms
-        self.counts["stale"] += meta["stale"]
-        self._on_frame_result(traces, meta)
-        t_pub = time.monotonic_ns()
-        self.publisher.send(
-            rs.encode_traces(
-                meta, traces.neuron_ids, traces.C, traces.S, traces.C_raw,
-                traces.footprints_version, (t_pub - f.t_send_ns) / 1e6, flag=traces.flag,
-                motion_shift_px=traces.motion_shift_px, motion_quality=traces.motion_quality,
-            )
-        )  # fmt: skip
-        self.model_priority.relaxed()  # the subscribers now need a core more than the model
-
-    def _model_error(self, frame_index: int, exc: Exception) -> None:
-        self.counts["model_errors"] += 1
-        self._consecutive_errors += 1
-        logger.error("frame %d: the model failed: %s: %s", frame_index, type(exc).__name__, exc)
-        self._reject(frame_index, f"model error: {type(exc).__name__}: {exc}")
-        if self._consecutive_errors >= self.ep.max_model_errors:
-            logger.error("%d consecutive model errors; stopping", self._consecutive_errors)
-            self.exit_code = 1
-            self.request_stop("model errors")
-
     # ---- initialisation ------------------------------------------------------------------
     def _finish_init(self) -> None:
         if not self.runner.finish_init():
@@ -385,7 +292,7 @@ class Engine(PublishingMixin, IncidentsMixin, StoppingMixin):
             attrs = {"n_frames": n_init, "source": "initialisation frames"}
             self.store.submit("images", init_images(runner.init_result), attrs)
             self._store_summary()
-        self.store.submit("b0", model.b0)
+        self.store.submit("b0", model.b0.copy())  # a view would be written as it is later
         if isinstance(model, OnlineCNMFE):  # allocate the checkpoint copy off this thread
             self.store.submit("prime_snapshot", self.snapshots, model.state)
         self._send_footprints()

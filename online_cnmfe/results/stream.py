@@ -178,9 +178,15 @@ def centroids(A: scipy.sparse.csc_array, dims: tuple[int, int]) -> np.ndarray:
 
 
 def encode_footprints(
-    A: scipy.sparse.csc_array, neuron_ids: np.ndarray, version: int, dims: tuple[int, int]
+    A: scipy.sparse.csc_array,
+    neuron_ids: np.ndarray,
+    version: int,
+    dims: tuple[int, int],
+    centroids_rc: np.ndarray | None = None,
 ) -> list:
     """``footprints``: A as CSC arrays plus ids and centroids.
+
+    ``centroids_rc``: :func:`centroids` of A when the caller has them already (not recomputed).
 
     Raises
     ------
@@ -197,7 +203,7 @@ def encode_footprints(
         "indices": A.indices.astype(np.int32, copy=False),
         "indptr": A.indptr.astype(np.int32, copy=False),
         "neuron_ids": ids,
-        "centroids": centroids(A, dims),
+        "centroids": centroids(A, dims) if centroids_rc is None else centroids_rc,
     }
     return encode_message("footprints", header, arrays)
 

@@ -28,22 +28,25 @@ TOPIC_TRIGGER = "trigger"
 MAX_JSON_BYTES = 1 << 20
 
 
-_last_encoded: tuple[TriggerRecord | None, list] = (None, [])
+_RECENT_ENCODED = 8  # records whose frames are kept: every rule firing at one frame
+_recent_encoded: tuple[tuple[TriggerRecord, list], ...] = ()
 
 
 def encode_trigger(record: TriggerRecord) -> list[bytes | memoryview]:
     """Frames of the ``trigger`` message for ``record``.
 
     A firing goes out twice, on the trigger socket and on the results stream, as the same
-    message: the frames of the last record encoded are kept and returned again for it (they
-    are bytes, which ZeroMQ copies when sending), so the JSON is built once per firing.
+    message: the frames of the last few records encoded are kept and returned again for them
+    (they are bytes, which ZeroMQ copies when sending), so the JSON is built once per firing,
+    also when several rules fire at one frame (all sent on the trigger socket first).
     """
-    global _last_encoded
-    last = _last_encoded  # one read: safe if another thread encodes meanwhile
-    if last[0] is record:
-        return list(last[1])
+    global _recent_encoded
+    recent = _recent_encoded  # one read of an immutable tuple: safe if another thread encodes
+    for rec, frames in recent:
+        if rec is record:
+            return list(frames)
     frames = encode_message(TOPIC_TRIGGER, record.to_header())
-    _last_encoded = (record, frames)
+    _recent_encoded = (*recent[1 - _RECENT_ENCODED :], (record, frames))
     return list(frames)
 
 

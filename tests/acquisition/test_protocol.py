@@ -379,3 +379,12 @@ def test_random_bytes_never_crash(parts):
         decode_any(parts)
     except ProtocolError:
         pass
+
+
+def test_remembered_dtype_names_are_numpys():
+    from acquisition.wire import _dtype_name
+
+    for dt in ("<f4", ">f4", "uint16", "int64", "bool", "<f8"):
+        dtype = np.dtype(dt)
+        assert _dtype_name(dtype) == dtype.name
+        assert _dtype_name(dtype) == dtype.name  # the second time from the table

@@ -103,6 +103,7 @@ class ResultsClient:
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(endpoint)
         self.messages = defaultdict(list)
+        self.order: list[tuple[str, int | None]] = []  # (topic, frame_index) as received
         self.t_recv_ns: list[int] = []
 
     def poll(self, timeout_s: float) -> int:
@@ -116,6 +117,7 @@ class ResultsClient:
             if msg.topic == "traces":
                 self.t_recv_ns.append(time.monotonic_ns())
             self.messages[msg.topic].append(msg)
+            self.order.append((msg.topic, msg.header.get("frame_index")))
             n += 1
 
     def wait_for(self, predicate, timeout_s: float, what: str, proc=None):

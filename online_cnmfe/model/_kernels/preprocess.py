@@ -129,6 +129,14 @@ def row_offsets(y, template, dark, gain, col_step, scale, samples, row_off, row_
 
 
 @njit(cache=True, nogil=True)
+def row_roughness(y, row_rough):
+    """The row roughness alone, as :func:`row_offsets` writes it (for frames whose row offsets
+    are not removed: no medians). Written in place: row_rough (H,)."""
+    for r in range(y.shape[0]):
+        row_rough[r] = _row_roughness(y[r])
+
+
+@njit(cache=True, nogil=True)
 def column_offsets(y, template, dark, gain, row_off, row_step, scale, samples, col_off):
     """Column offsets o_c after the row offsets (:func:`robust_location` over every
     ``row_step``-th row). Written in place: samples (>= H / row_step + 1) scratch,

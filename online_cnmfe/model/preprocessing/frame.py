@@ -84,12 +84,18 @@ def preprocess_frame(
 
 
 def measure(pre: PreprocessState, img: np.ndarray, s: float, params: PreprocessParams) -> None:
-    """Row (and column) offsets and row roughness of ``img`` into the state's work arrays."""
-    kp.row_offsets(
-        img, pre.template, pre.dark, s, pre.col_step, pre.offset_scale, pre.samples,
-        pre.row_off, pre.row_rough,
-    )  # fmt: skip
-    if not (params.remove_row_offsets and pre.rows_active):
+    """Row (and column) offsets and row roughness of ``img`` into the state's work arrays.
+
+    Row offsets that are not removed (off, or no line noise found at the start) are zero and
+    their medians are not computed: the roughness alone is (~0.3 ms less per 256² frame).
+    """
+    if params.remove_row_offsets and pre.rows_active:
+        kp.row_offsets(
+            img, pre.template, pre.dark, s, pre.col_step, pre.offset_scale, pre.samples,
+            pre.row_off, pre.row_rough,
+        )  # fmt: skip
+    else:
+        kp.row_roughness(img, pre.row_rough)
         pre.row_off.fill(0.0)
     if params.remove_column_offsets and pre.cols_active:
         kp.column_offsets(

@@ -135,3 +135,30 @@ def test_sigkill_then_resume_continues_the_same_file(tmp_path, client):
     np.testing.assert_array_equal(fi[: killed.n_frames], killed.frames["frame_index"])
     assert np.all(np.diff(fi) > 0)  # the frames missed while down leave a gap, not a repeat
     assert (tmp_path / "session.h5.crashed").exists()
+
+
+def test_the_stored_baseline_is_the_one_at_the_start_not_a_later_state():
+    # The store thread writes b0 when it gets to it; the model thread had handed it a view of
+    # the live baseline, which the next frames update: the file's b0 (and the f0 of every
+    # neuron's quality, computed from it) depended on the threads' timing.
+    from types import SimpleNamespace
+
+    from online_cnmfe.engine import heap
+    from online_cnmfe.engine.service import Engine
+
+    b0 = np.arange(12, dtype=np.float32).reshape(3, 4)
+    model = SimpleNamespace(b0=b0, neuron_ids=np.arange(2))
+    engine = Engine.__new__(Engine)
+    submitted = []
+    engine.runner = SimpleNamespace(model=model, dims=(3, 4), params=None)
+    engine.config = SimpleNamespace(out=None, resume=False)
+    engine.images, engine._session = None, 0
+    engine.store = SimpleNamespace(submit=lambda op, *args: submitted.append((op, args)))
+    engine._send_footprints = engine._republish = lambda: None
+    try:
+        engine._on_initialised(resume=True)
+    finally:
+        heap.thaw()
+    b0 += 100.0  # the frames after the hand-over move the baseline
+    stored = dict(submitted)["b0"][0]
+    np.testing.assert_array_equal(stored, np.arange(12, dtype=np.float32).reshape(3, 4))

@@ -91,6 +91,13 @@ def test_engine_fires_publishes_stores_and_takes_rules_at_run_time(tmp_path):
     assert got and {(g.rule, g.frame_index) for g in got} <= fired
     streamed = {(m.header["rule"], m.header["frame_index"]) for m in client.messages["trigger"]}
     assert streamed and streamed <= fired
+    # a firing's copy on the results stream follows its frame's traces (it must not delay them)
+    traces_seen = set()
+    for topic, frame_index in client.order:
+        if topic == "traces":
+            traces_seen.add(frame_index)
+        elif topic == "trigger":
+            assert frame_index in traces_seen, f"trigger of frame {frame_index} before its traces"
     assert all(60 <= fi < 300 for _, fi in fired)  # only frames processed online
     assert all(0 <= g.age_ms < 1e6 for g in got)
     assert [(c, d["name"]) for _, c, d in stored["rule_log"]] == [

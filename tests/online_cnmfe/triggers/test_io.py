@@ -118,6 +118,25 @@ def test_a_firing_is_encoded_once_for_the_socket_and_the_results_stream(ctx):
     assert [bytes(f) for f in encode_trigger(twin)] == raw[0]
 
 
+def test_two_rules_firing_at_one_frame_are_each_encoded_once(ctx, monkeypatch):
+    # The trigger socket sends every firing of a frame before the listeners copy them to the
+    # results stream: the first firing's frames must still be cached then (it was re-encoded
+    # when the cache kept only the last record).
+    from online_cnmfe.triggers import wire
+
+    calls = []
+    real = wire.encode_message
+    monkeypatch.setattr(wire, "encode_message", lambda *a: calls.append(a[1]["rule"]) or real(*a))
+    eng = make_engine(ctx, "push", rules=(RULE, {**RULE, "name": "c1"}))
+    eng.fire_listeners.append(encode_trigger)
+    try:
+        sent = spike_frames(eng, 6)
+    finally:
+        eng.close()
+    assert [r.rule for r in sent] == ["c0", "c1"] * 3
+    assert calls == ["c0", "c1"] * 3  # once per firing, not once more for the copy
+
+
 def test_pub_socket_reaches_late_subscribers(ctx):
     eng = make_engine(ctx, "pub")
     try:

@@ -59,6 +59,21 @@ def test_row_offsets_match_reference(col_step, scale):
     np.testing.assert_allclose(rough, rough_ref, rtol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(64, 80), (7, 2), (256, 256)])
+def test_row_roughness_alone_is_bit_identical_to_row_offsets(shape):
+    # frames without row offsets to remove take the roughness alone: the same float32 values
+    rng = np.random.default_rng(4)
+    y = rng.normal(100, 20, shape).astype(np.float32)
+    y[1] = 7.0  # a flat (missing) line
+    tpl = rng.normal(100, 5, shape).astype(np.float32)
+    H, W = shape
+    off, rough = np.zeros(H, np.float32), np.zeros(H, np.float32)
+    kp.row_offsets(y, tpl, 5.0, 1.1, 2, 2.5, np.zeros(W + 2, np.float32), off, rough)
+    alone = np.full(H, np.nan, np.float32)
+    kp.row_roughness(y, alone)
+    np.testing.assert_array_equal(alone, rough)
+
+
 @pytest.mark.parametrize("scale", [0.0, 2.5])
 @pytest.mark.parametrize("row_step", [1, 4])
 def test_column_offsets_match_reference(row_step, scale):
